@@ -1,0 +1,9 @@
+//! pfsyncd: a userland pfsync daemon for FreeBSD and OpenBSD firewalls.
+//!
+//! The layers, bottom up:
+//! - [`wire`]: the pfsync wire codec for every kernel dialect (no I/O, no clock);
+//! - [`state`]: the neutral state model every dialect converts to and from;
+//! - [`capture`]: pcap/pcapng reading and writing, for `pfsyncd decode` and test captures.
+#![deny(unsafe_code)]
+
+pub mod wire;

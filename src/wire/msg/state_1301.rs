@@ -1,0 +1,71 @@
+//! FreeBSD 13.1 state record (`struct pfsync_state_1301`), 242 bytes: INS (1), UPD (3),
+//! DEL (6, FreeBSD 13 only). The only format of FreeBSD 9 to 13; `version 1301` on 14+.
+
+use crate::wire::codec::{wire_struct, IfName, PfAddr};
+use crate::wire::msg::key_freebsd::KeyFreeBsdRepr;
+use crate::wire::msg::peer::PeerRepr;
+use crate::wire::Dialect;
+
+wire_struct! {
+    /// FreeBSD `struct pfsync_state_1301`.
+    State1301Packet, State1301Repr, size 242;
+    /// State id.
+    id / set_id: u64 = 0..8;
+    /// Interface, "all" for floating states.
+    ifname / set_ifname: IfName = 8..24;
+    /// key[0] wire, key[1] stack.
+    key / set_key: [KeyFreeBsdRepr; 2] = 24..96;
+    /// The side that opened the connection.
+    src / set_src: PeerRepr = 96..128;
+    /// The other side.
+    dst / set_dst: PeerRepr = 128..160;
+    /// route-to / reply-to / dup-to next hop.
+    rt_addr / set_rt_addr: PfAddr = 160..176;
+    /// Rule number, 0xffffffff for none.
+    rule / set_rule: u32 = 176..180;
+    /// Anchor rule number.
+    anchor / set_anchor: u32 = 180..184;
+    /// NAT rule number.
+    nat_rule / set_nat_rule: u32 = 184..188;
+    /// Age in seconds.
+    creation / set_creation: u32 = 188..192;
+    /// Seconds until expiry.
+    expire / set_expire: u32 = 192..196;
+    /// Packets [in, out].
+    packets / set_packets: [u64; 2] = 196..212;
+    /// Bytes [in, out].
+    bytes / set_bytes: [u64; 2] = 212..228;
+    /// Creator host id.
+    creatorid / set_creatorid: u32 = 228..232;
+    /// Address family, 2 or 28 (FreeBSD's AF_INET6).
+    af / set_af: u8 = 232..233;
+    /// IP protocol.
+    proto / set_proto: u8 = 233..234;
+    /// 1 in, 2 out.
+    direction / set_direction: u8 = 234..235;
+    /// Log flags.
+    log / set_log: u8 = 237..238;
+    /// `PFSTATE_*`, low 8 bits only.
+    state_flags / set_state_flags: u8 = 238..239;
+    /// Timeout index.
+    timeout / set_timeout: u8 = 239..240;
+    /// `PFSYNC_FLAG_*`.
+    sync_flags / set_sync_flags: u8 = 240..241;
+    /// Unused, 0.
+    updates / set_updates: u8 = 241..242;
+    [pad] __spare = 235..237;
+}
+
+impl State1301Repr {
+    /// FreeBSD's receive checks.
+    pub fn check(&self, dialect: Dialect) -> crate::wire::Result<()> {
+        super::check_state_common(
+            dialect,
+            self.timeout,
+            &self.src,
+            &self.dst,
+            self.direction,
+            self.af,
+        )
+    }
+}
