@@ -260,6 +260,8 @@ macro_rules! wire_struct {
             buffer: T,
         }
 
+        // A `len` field (header, subheader) is a wire field, not a container length.
+        #[allow(clippy::len_without_is_empty)]
         impl<T: AsRef<[u8]>> $view<T> {
             /// Wraps a buffer without checking its length; accessors may then panic.
             /// Use only on buffers the caller sized (emitting).

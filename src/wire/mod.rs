@@ -16,7 +16,8 @@ pub mod msg;
 pub mod subheader;
 
 pub use codec::{Field, IfName, Name, PfAddr, TagName, WireField};
-pub use dialect::{Action, Dialect, Family, RecordFormat};
+pub use dialect::{Action, Dialect, Family, RecordFormat, RouteType};
+pub use frame::{BuildError, Item, Message, PacketBuilder, PacketReader, Pushed};
 
 /// The `pfsyncstats` counters a wire error maps to, named as in the kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
