@@ -44,11 +44,7 @@ impl<T: WireField + Default, const N: usize> WireField for [T; N] {
     const LEN: usize = T::LEN * N;
     #[inline]
     fn read(bytes: &[u8]) -> Self {
-        let mut out = [T::default(); N];
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = T::read(&bytes[i * T::LEN..(i + 1) * T::LEN]);
-        }
-        out
+        core::array::from_fn(|i| T::read(&bytes[i * T::LEN..(i + 1) * T::LEN]))
     }
     #[inline]
     fn write(&self, bytes: &mut [u8]) {
@@ -295,6 +291,15 @@ macro_rules! wire_struct {
                 self.buffer
             }
 
+            /// The structure's bytes as a fixed-size array. Panics only on an unchecked
+            /// view of a too short buffer.
+            #[inline]
+            fn fixed(&self) -> &[u8; SIZE] {
+                self.buffer.as_ref()[..SIZE]
+                    .try_into()
+                    .expect("a checked view holds SIZE bytes")
+            }
+
             $(
                 $(#[$fmeta])*
                 #[inline]
@@ -331,7 +336,14 @@ macro_rules! wire_struct {
             /// Reads every field from a checked view.
             #[inline]
             pub fn parse<T: AsRef<[u8]>>(view: &$view<T>) -> Self {
-                $repr { $( $fname: view.$fname(), )* }
+                Self::parse_array(view.fixed())
+            }
+
+            /// Reads every field from exactly the structure's bytes. The array's size is
+            /// known at compile time, so the per-field bounds checks fold away.
+            #[inline]
+            pub fn parse_array(bytes: &[u8; SIZE]) -> Self {
+                $repr { $( $fname: <$fty as $crate::wire::codec::WireField>::read(&bytes[field::$fname]), )* }
             }
 
             /// Reads every field from a buffer, checking its length first.
@@ -353,10 +365,14 @@ macro_rules! wire_struct {
                 $( view.$setter(self.$fname); )*
             }
 
-            /// Emits into the first `SIZE` bytes of `bytes`.
+            /// Emits into the first `SIZE` bytes of `bytes`, pads as zero.
             #[inline]
             pub fn emit_bytes(&self, bytes: &mut [u8]) {
-                self.emit(&mut $view::new_unchecked(&mut bytes[..SIZE]));
+                let out: &mut [u8; SIZE] = (&mut bytes[..SIZE])
+                    .try_into()
+                    .expect("the slice is SIZE bytes");
+                out.fill(0);
+                $( <$fty as $crate::wire::codec::WireField>::write(&self.$fname, &mut out[field::$fname]); )*
             }
         }
 

@@ -295,8 +295,41 @@ impl Dialect {
 
     /// The number this dialect gives an action, or `None` if it cannot express it
     /// (another family's record format, or a format newer than the dialect).
-    pub fn action_number(self, action: Action) -> Option<u8> {
-        (0..self.act_max()).find(|&n| self.action(n) == Some(action))
+    pub const fn action_number(self, action: Action) -> Option<u8> {
+        use RecordFormat as F;
+        let number = match (self.family(), action) {
+            (_, Action::Clr) => 0,
+            (_, Action::InsAck) => 2,
+            (_, Action::UpdC) => 4,
+            (_, Action::UpdReq) => 5,
+            (_, Action::DelC) => 7,
+            (_, Action::InsF) => 8,
+            (_, Action::DelF) => 9,
+            (_, Action::Bus) => 10,
+            (_, Action::Eof) => 12,
+            (Family::OpenBsd, Action::OldIns) => 1,
+            (Family::OpenBsd, Action::OldUpd) => 3,
+            (Family::OpenBsd, Action::Del(F::OpenBsd)) => 6,
+            (Family::OpenBsd, Action::OldTdb) => 11,
+            (Family::OpenBsd, Action::Ins(F::OpenBsd)) => 13,
+            (Family::OpenBsd, Action::Upd(F::OpenBsd)) => 14,
+            (Family::OpenBsd, Action::Tdb) => 15,
+            (Family::FreeBsd, Action::Ins(F::FreeBsd1301)) => 1,
+            (Family::FreeBsd, Action::Upd(F::FreeBsd1301)) => 3,
+            (Family::FreeBsd, Action::Del(F::FreeBsd1301)) => 6,
+            (Family::FreeBsd, Action::Tdb) => 11,
+            (Family::FreeBsd, Action::Ins(F::FreeBsd1400)) => 13,
+            (Family::FreeBsd, Action::Upd(F::FreeBsd1400)) => 14,
+            (Family::FreeBsd, Action::Ins(F::FreeBsd1500)) => 15,
+            (Family::FreeBsd, Action::Upd(F::FreeBsd1500)) => 16,
+            _ => return None,
+        };
+        // A number at or above the dialect's PFSYNC_ACT_MAX is unknown to it.
+        if number < self.act_max() {
+            Some(number)
+        } else {
+            None
+        }
     }
 
     /// Size of one record of `action` as this dialect's kernel knows it; `None` for
@@ -375,10 +408,34 @@ mod test {
 
     #[test]
     fn action_numbers_round_trip_in_every_dialect() {
+        use RecordFormat as F;
+        let mut every = vec![
+            Action::Clr,
+            Action::InsAck,
+            Action::UpdC,
+            Action::UpdReq,
+            Action::DelC,
+            Action::InsF,
+            Action::DelF,
+            Action::Bus,
+            Action::Tdb,
+            Action::Eof,
+            Action::OldIns,
+            Action::OldUpd,
+            Action::OldTdb,
+        ];
+        for f in [F::OpenBsd, F::FreeBsd1301, F::FreeBsd1400, F::FreeBsd1500] {
+            every.extend([Action::Ins(f), Action::Upd(f), Action::Del(f)]);
+        }
         for d in Dialect::ALL {
             for n in 0..=255u8 {
                 if let Some(a) = d.action(n) {
                     assert_eq!(d.action_number(a), Some(n), "{d:?} action {n}");
+                }
+            }
+            for a in &every {
+                if let Some(n) = d.action_number(*a) {
+                    assert_eq!(d.action(n), Some(*a), "{d:?} {a:?}");
                 }
             }
         }

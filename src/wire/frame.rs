@@ -42,6 +42,7 @@ pub enum Message {
 impl Message {
     /// Parses one record of `action`; `bytes` holds at least the record. `None` for
     /// actions that carry no record the codec reads (EOF, obsolete and fragment ones).
+    #[inline]
     pub fn parse(action: Action, family: Family, bytes: &[u8]) -> Option<Result<Message>> {
         Some(match action {
             Action::Clr => ClrRepr::parse_bytes(bytes).map(Message::Clr),
@@ -124,7 +125,12 @@ impl Message {
             Message::Ins(r) | Message::Upd(r) | Message::Del(r) => r.check(dialect),
             Message::UpdC(r) => r.check(dialect),
             Message::Bus(r) => r.check(),
-            _ => Ok(()),
+            Message::Clr(_)
+            | Message::InsAck(_)
+            | Message::UpdReq(_)
+            | Message::DelC(_)
+            | Message::TdbOpenBsd(_)
+            | Message::TdbFreeBsd(_) => Ok(()),
         }
     }
 }
@@ -148,6 +154,86 @@ pub enum Item {
     },
     /// The FreeBSD end-of-frame subheader.
     Eof,
+}
+
+/// A record inside a packet, not parsed yet: its action and exactly its bytes. Its
+/// length was checked and its values validated as the receiving kernel does when the
+/// walk reached it; `message()` parses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    action: Action,
+    family: Family,
+    bytes: &'a [u8],
+}
+
+impl<'a> RecordRef<'a> {
+    /// The action it was sent under.
+    pub fn action(&self) -> Action {
+        self.action
+    }
+
+    /// The record's bytes (the size the receiver knows; larger OpenBSD records are cut).
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Parses the record.
+    #[inline]
+    pub fn message(&self) -> Result<Message> {
+        Message::parse(self.action, self.family, self.bytes).unwrap_or(Err(
+            Error::UnsupportedAction {
+                action: 0,
+                name: self.action.name(),
+            },
+        ))
+    }
+}
+
+/// What the zero-copy walk yields: like [`Item`], with records left unparsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawItem<'a> {
+    /// A validated record.
+    Record(RecordRef<'a>),
+    /// A run of records the receiver skips; see [`Item::Skipped`].
+    Skipped {
+        /// Action number.
+        action: u8,
+        /// Records in the run.
+        count: u16,
+        /// Bytes skipped.
+        len: usize,
+    },
+    /// The FreeBSD end-of-frame subheader.
+    Eof,
+}
+
+/// `bytes` as exactly `N` bytes, or badlen.
+fn exactly<const N: usize>(bytes: &[u8]) -> Result<&[u8; N]> {
+    bytes
+        .get(..N)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(Error::BadLength {
+            what: "record",
+            need: N,
+            have: bytes.len(),
+        })
+}
+
+/// The value checks a receiving kernel of `dialect` makes on one record, on its bytes.
+pub fn check_record(dialect: Dialect, action: Action, bytes: &[u8]) -> Result<()> {
+    use crate::wire::msg::{bus, state_1301, state_1400, state_1500, state_openbsd, upd_c};
+    use crate::wire::RecordFormat as F;
+    match action {
+        Action::Ins(f) | Action::Upd(f) | Action::Del(f) => match f {
+            F::OpenBsd => state_openbsd::check_bytes(exactly(bytes)?, dialect),
+            F::FreeBsd1301 => state_1301::check_bytes(exactly(bytes)?, dialect),
+            F::FreeBsd1400 => state_1400::check_bytes(exactly(bytes)?, dialect),
+            F::FreeBsd1500 => state_1500::check_bytes(exactly(bytes)?, dialect),
+        },
+        Action::UpdC => upd_c::check_bytes(exactly(bytes)?, dialect),
+        Action::Bus => bus::check_bytes(exactly(bytes)?),
+        _ => Ok(()),
+    }
 }
 
 /// A pfsync packet being read: the header is checked on construction, the records
@@ -218,17 +304,25 @@ impl<'a> PacketReader<'a> {
         self.data
     }
 
+    /// Walks the packet without parsing records; see [`items`](Self::items) for the
+    /// error rules. Nothing is copied: records are handed out as checked slices.
+    pub fn raw_items(&self) -> RawItems<'a> {
+        RawItems {
+            data: self.data,
+            dialect: self.dialect,
+            offset: header::SIZE,
+            run: None,
+            done: false,
+        }
+    }
+
     /// Walks the packet. A record whose values fail the checks yields its error and
     /// the walk goes on with the next record (the kernels count `badval` and continue);
     /// any other error is yielded once and ends the walk (the rest of the packet is
     /// dropped, as the kernels do).
     pub fn items(&self) -> Items<'a> {
         Items {
-            data: self.data,
-            dialect: self.dialect,
-            offset: header::SIZE,
-            run: None,
-            done: false,
+            raw: self.raw_items(),
         }
     }
 
@@ -251,9 +345,29 @@ struct Run {
     remaining: u16,
 }
 
-/// Iterator over the items of a packet; see [`PacketReader::items`].
+/// Iterator over the parsed items of a packet; see [`PacketReader::items`].
 #[derive(Debug, Clone)]
 pub struct Items<'a> {
+    raw: RawItems<'a>,
+}
+
+impl Iterator for Items<'_> {
+    type Item = Result<Item>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(match self.raw.next()? {
+            Ok(RawItem::Record(r)) => r.message().map(Item::Message),
+            Ok(RawItem::Skipped { action, count, len }) => Ok(Item::Skipped { action, count, len }),
+            Ok(RawItem::Eof) => Ok(Item::Eof),
+            Err(e) => Err(e),
+        })
+    }
+}
+
+/// Iterator over the unparsed items of a packet; see [`PacketReader::raw_items`].
+#[derive(Debug, Clone)]
+pub struct RawItems<'a> {
     data: &'a [u8],
     dialect: Dialect,
     offset: usize,
@@ -261,14 +375,14 @@ pub struct Items<'a> {
     done: bool,
 }
 
-impl<'a> Items<'a> {
-    fn fail(&mut self, error: Error) -> Option<Result<Item>> {
+impl<'a> RawItems<'a> {
+    fn fail(&mut self, error: Error) -> Option<Result<RawItem<'a>>> {
         self.done = true;
         Some(Err(error))
     }
 
     /// Reads the next subheader and sets up its run, or yields what it amounts to.
-    fn next_subheader(&mut self) -> Option<Result<Item>> {
+    fn next_subheader(&mut self) -> Option<Result<RawItem<'a>>> {
         let rest = &self.data[self.offset..];
         if rest.len() < subheader::SIZE {
             // Trailing bytes too few for a subheader are ignored, as the kernels do.
@@ -286,7 +400,11 @@ impl<'a> Items<'a> {
     }
 
     /// OpenBSD: the subheader says the record size, so unknown actions are skipped.
-    fn open_openbsd_run(&mut self, sub: SubheaderRepr, available: usize) -> Option<Result<Item>> {
+    fn open_openbsd_run(
+        &mut self,
+        sub: SubheaderRepr,
+        available: usize,
+    ) -> Option<Result<RawItem<'a>>> {
         let msglen = usize::from(sub.len) * 4;
         let action = self.dialect.action(sub.action);
         let known = action.and_then(|a| self.dialect.record_len(a));
@@ -319,7 +437,7 @@ impl<'a> Items<'a> {
             }
             _ => {
                 self.offset += total;
-                Some(Ok(Item::Skipped {
+                Some(Ok(RawItem::Skipped {
                     action: sub.action,
                     count: sub.count,
                     len: total,
@@ -335,7 +453,7 @@ impl<'a> Items<'a> {
         sub: SubheaderRepr,
         sub_offset: usize,
         available: usize,
-    ) -> Option<Result<Item>> {
+    ) -> Option<Result<RawItem<'a>>> {
         let Some(action) = self.dialect.action(sub.action) else {
             return self.fail(Error::UnknownAction { action: sub.action });
         };
@@ -353,7 +471,7 @@ impl<'a> Items<'a> {
                     len: self.data.len(),
                 }));
             }
-            return Some(Ok(Item::Eof));
+            return Some(Ok(RawItem::Eof));
         }
         let Some(stride) = self.dialect.record_len(action) else {
             return self.fail(Error::UnsupportedAction {
@@ -381,8 +499,8 @@ impl<'a> Items<'a> {
     }
 }
 
-impl Iterator for Items<'_> {
-    type Item = Result<Item>;
+impl<'a> Iterator for RawItems<'a> {
+    type Item = Result<RawItem<'a>>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
@@ -399,13 +517,16 @@ impl Iterator for Items<'_> {
         if run.remaining == 0 {
             self.run = None;
         }
-        let family = self.dialect.family();
-        let message = match Message::parse(action, family, record)? {
-            Ok(m) => m,
-            Err(e) => return Some(Err(e)),
-        };
-        Some(match message.check(self.dialect) {
-            Ok(()) => Ok(Item::Message(message)),
+        // A record larger than known (a newer OpenBSD sender) is read up to the size
+        // we know; `record_len` is defined for every action a run is opened for.
+        let known = self.dialect.record_len(action).unwrap_or(record.len());
+        let record = &record[..known.min(record.len())];
+        Some(match check_record(self.dialect, action, record) {
+            Ok(()) => Ok(RawItem::Record(RecordRef {
+                action,
+                family: self.dialect.family(),
+                bytes: record,
+            })),
             Err(e) => Err(e),
         })
     }
@@ -552,9 +673,6 @@ impl PacketBuilder {
                 action: action.name(),
             });
         }
-        message
-            .check(dialect)
-            .map_err(|error| BuildError::Invalid { dialect, error })?;
         Ok(number)
     }
 
@@ -582,6 +700,7 @@ impl PacketBuilder {
         if self.len() + cost > self.budget {
             return Ok(Pushed::Full);
         }
+        let previous_run = self.run;
         if cost > len {
             let at = self.buf.len();
             self.buf.resize(at + subheader::SIZE, 0);
@@ -590,6 +709,18 @@ impl PacketBuilder {
         let at = self.buf.len();
         self.buf.resize(at + len, 0);
         message.emit_bytes(&mut self.buf[at..]);
+        // Check what the receiver will read, and take the record back if it refuses it.
+        if let Err(error) = check_record(self.dialect, message.action(), &self.buf[at..]) {
+            self.buf
+                .truncate(if cost > len { at - subheader::SIZE } else { at });
+            if cost > len {
+                self.run = previous_run;
+            }
+            return Err(BuildError::Invalid {
+                dialect: self.dialect,
+                error,
+            });
+        }
         if let Some((action, sub_at, count)) = self.run.as_mut() {
             *count += 1;
             SubheaderRepr {

@@ -17,7 +17,10 @@ pub mod subheader;
 
 pub use codec::{Field, IfName, Name, PfAddr, TagName, WireField};
 pub use dialect::{Action, Dialect, Family, RecordFormat, RouteType};
-pub use frame::{BuildError, Item, Message, PacketBuilder, PacketReader, Pushed};
+pub use frame::{
+    check_record, BuildError, Item, Message, PacketBuilder, PacketReader, Pushed, RawItem,
+    RecordRef,
+};
 
 /// The `pfsyncstats` counters a wire error maps to, named as in the kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -19,16 +19,23 @@ wire_struct! {
     [pad] _pad = 9..12;
 }
 
+/// Checks the status is START or END, on the record's bytes.
+pub fn check_bytes(bytes: &[u8; SIZE]) -> crate::wire::Result<()> {
+    match bytes[field::status.start] {
+        STATUS_START | STATUS_END => Ok(()),
+        other => Err(crate::wire::Error::BadValue {
+            field: "status",
+            value: other.into(),
+        }),
+    }
+}
+
 impl BusRepr {
     /// Checks the status is START or END.
     pub fn check(&self) -> crate::wire::Result<()> {
-        match self.status {
-            STATUS_START | STATUS_END => Ok(()),
-            other => Err(crate::wire::Error::BadValue {
-                field: "status",
-                value: other.into(),
-            }),
-        }
+        let mut bytes = [0u8; SIZE];
+        self.emit_bytes(&mut bytes);
+        check_bytes(&bytes)
     }
 }
 

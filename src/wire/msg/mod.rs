@@ -45,23 +45,44 @@ pub(crate) fn check_af(dialect: Dialect, field: &'static str, af: u8) -> Result<
     }
 }
 
-/// The checks both kernels make on an inserted or updated full state record.
-pub(crate) fn check_state_common(
-    dialect: Dialect,
-    timeout: u8,
-    src: &PeerRepr,
-    dst: &PeerRepr,
-    direction: u8,
-    af: u8,
-) -> Result<()> {
+/// The timeout index must be below the receiver's `PFTM_MAX`.
+pub(crate) fn check_timeout(dialect: Dialect, timeout: u8) -> Result<()> {
     if timeout >= dialect.pftm_max() {
         return Err(Error::BadValue {
             field: "timeout",
             value: timeout.into(),
         });
     }
-    src.check("src.state")?;
-    dst.check("dst.state")?;
+    Ok(())
+}
+
+/// The state level of the peer at `peer` inside `record`.
+pub(crate) fn peer_state(record: &[u8], peer: &crate::wire::Field) -> u8 {
+    record[peer.start + peer::field::state.start]
+}
+
+/// The byte of a one-byte field.
+pub(crate) fn byte(record: &[u8], field: crate::wire::Field) -> u8 {
+    record[field.start]
+}
+
+/// The checks both kernels make on an inserted or updated full state record, on the
+/// record's bytes: timeout, both peer states, direction and address family. The
+/// offsets are the record module's own field constants.
+pub(crate) fn check_state_common(
+    dialect: Dialect,
+    record: &[u8],
+    timeout: crate::wire::Field,
+    src: crate::wire::Field,
+    dst: crate::wire::Field,
+    direction: crate::wire::Field,
+    af: crate::wire::Field,
+) -> Result<()> {
+    check_timeout(dialect, byte(record, timeout))?;
+    peer::check_state("src.state", peer_state(record, &src))?;
+    peer::check_state("dst.state", peer_state(record, &dst))?;
+    let direction = byte(record, direction);
+    let af = byte(record, af);
     if direction > DIRECTION_MAX {
         return Err(Error::BadValue {
             field: "direction",
@@ -86,6 +107,7 @@ pub enum StateRecord {
 
 impl StateRecord {
     /// Parses one record of the given format; `bytes` must hold at least its size.
+    #[inline]
     pub fn parse(format: crate::wire::RecordFormat, bytes: &[u8]) -> Result<Self> {
         use crate::wire::RecordFormat as F;
         Ok(match format {

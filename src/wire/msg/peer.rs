@@ -36,16 +36,21 @@ wire_struct! {
     [pad] _pad = 26..32;
 }
 
+/// The kernels' check of a received peer: its state level is at most 12.
+pub fn check_state(which: &'static str, state: u8) -> crate::wire::Result<()> {
+    if state > STATE_MAX {
+        return Err(crate::wire::Error::BadValue {
+            field: which,
+            value: state.into(),
+        });
+    }
+    Ok(())
+}
+
 impl PeerRepr {
     /// The kernels' check of a received peer: its state level is at most 12.
     pub fn check(&self, which: &'static str) -> crate::wire::Result<()> {
-        if self.state > STATE_MAX {
-            return Err(crate::wire::Error::BadValue {
-                field: which,
-                value: self.state.into(),
-            });
-        }
-        Ok(())
+        check_state(which, self.state)
     }
 }
 

@@ -56,16 +56,25 @@ wire_struct! {
     [pad] __spare = 235..237;
 }
 
+/// The receiver's value checks on one record's bytes.
+pub fn check_bytes(bytes: &[u8; SIZE], dialect: Dialect) -> crate::wire::Result<()> {
+    super::check_state_common(
+        dialect,
+        bytes,
+        field::timeout,
+        field::src,
+        field::dst,
+        field::direction,
+        field::af,
+    )?;
+    Ok(())
+}
+
 impl State1301Repr {
-    /// FreeBSD's receive checks.
+    /// The receiver's value checks (on the bytes this record emits).
     pub fn check(&self, dialect: Dialect) -> crate::wire::Result<()> {
-        super::check_state_common(
-            dialect,
-            self.timeout,
-            &self.src,
-            &self.dst,
-            self.direction,
-            self.af,
-        )
+        let mut bytes = [0u8; SIZE];
+        self.emit_bytes(&mut bytes);
+        check_bytes(&bytes, dialect)
     }
 }

@@ -85,17 +85,26 @@ wire_struct! {
     [pad] spare = 357..360;
 }
 
+/// The receiver's value checks on one record's bytes.
+pub fn check_bytes(bytes: &[u8; SIZE], dialect: Dialect) -> crate::wire::Result<()> {
+    super::check_state_common(
+        dialect,
+        bytes,
+        field::timeout,
+        field::src,
+        field::dst,
+        field::direction,
+        field::wire_af,
+    )?;
+    super::check_af(dialect, "stack_af", super::byte(bytes, field::stack_af))?;
+    Ok(())
+}
+
 impl State1500Repr {
-    /// FreeBSD's receive checks, on both address families.
+    /// The receiver's value checks (on the bytes this record emits).
     pub fn check(&self, dialect: Dialect) -> crate::wire::Result<()> {
-        super::check_state_common(
-            dialect,
-            self.timeout,
-            &self.src,
-            &self.dst,
-            self.direction,
-            self.wire_af,
-        )?;
-        super::check_af(dialect, "stack_af", self.stack_af)
+        let mut bytes = [0u8; SIZE];
+        self.emit_bytes(&mut bytes);
+        check_bytes(&bytes, dialect)
     }
 }

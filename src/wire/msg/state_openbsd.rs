@@ -66,26 +66,32 @@ wire_struct! {
     set_prio / set_set_prio: [u8; 2] = 262..264;
 }
 
-impl StateOpenBsdRepr {
-    /// OpenBSD's receive checks (`pfsync_in_ins`): timeout, peer states, direction, and
-    /// every address family (the state's and the keys', 0 allowed in keys).
-    pub fn check(&self, dialect: Dialect) -> crate::wire::Result<()> {
-        super::check_state_common(
-            dialect,
-            self.timeout,
-            &self.src,
-            &self.dst,
-            self.direction,
-            self.af,
-        )?;
-        for (i, k) in self.key.iter().enumerate() {
-            if k.af != 0 && k.af != 2 && k.af != dialect.af_inet6() {
-                return Err(crate::wire::Error::BadValue {
-                    field: if i == 0 { "key[0].af" } else { "key[1].af" },
-                    value: k.af.into(),
-                });
-            }
+/// The receiver's value checks on one record's bytes.
+pub fn check_bytes(bytes: &[u8; SIZE], dialect: Dialect) -> crate::wire::Result<()> {
+    super::check_state_common(
+        dialect,
+        bytes,
+        field::timeout,
+        field::src,
+        field::dst,
+        field::direction,
+        field::af,
+    )?;
+    for (name, key) in [("key[0].af", 0), ("key[1].af", 1)] {
+        let at = field::key.start + key * crate::wire::msg::key_openbsd::SIZE;
+        let af = bytes[at + crate::wire::msg::key_openbsd::field::af.start];
+        if af != 0 {
+            super::check_af(dialect, name, af)?;
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+impl StateOpenBsdRepr {
+    /// The receiver's value checks (on the bytes this record emits).
+    pub fn check(&self, dialect: Dialect) -> crate::wire::Result<()> {
+        let mut bytes = [0u8; SIZE];
+        self.emit_bytes(&mut bytes);
+        check_bytes(&bytes, dialect)
     }
 }

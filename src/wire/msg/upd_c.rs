@@ -25,17 +25,20 @@ wire_struct! {
     [pad] _pad = 82..84;
 }
 
+/// The receiver's value checks on one record's bytes: timeout below `PFTM_MAX`, peer
+/// states at most 12.
+pub fn check_bytes(bytes: &[u8; SIZE], dialect: Dialect) -> crate::wire::Result<()> {
+    super::check_timeout(dialect, super::byte(bytes, field::timeout))?;
+    super::peer::check_state("src.state", super::peer_state(bytes, &field::src))?;
+    super::peer::check_state("dst.state", super::peer_state(bytes, &field::dst))
+}
+
 impl UpdCRepr {
-    /// The receiver's value checks: timeout below `PFTM_MAX`, peer states at most 12.
+    /// The receiver's value checks (on the bytes this record emits).
     pub fn check(&self, dialect: Dialect) -> crate::wire::Result<()> {
-        if self.timeout >= dialect.pftm_max() {
-            return Err(crate::wire::Error::BadValue {
-                field: "timeout",
-                value: self.timeout.into(),
-            });
-        }
-        self.src.check("src.state")?;
-        self.dst.check("dst.state")
+        let mut bytes = [0u8; SIZE];
+        self.emit_bytes(&mut bytes);
+        check_bytes(&bytes, dialect)
     }
 }
 
