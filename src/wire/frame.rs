@@ -667,7 +667,11 @@ impl PacketBuilder {
                 })
             }
         };
-        if dialect.refuses(action) {
+        // A full DEL is refused by FreeBSD 14 and later, and a peer we send 1301 to may
+        // be one of them; no kernel sends it anyway (DEL_C is what goes out).
+        let del_to_freebsd =
+            matches!(action, Action::Del(_)) && dialect.family() == Family::FreeBsd;
+        if dialect.refuses(action) || del_to_freebsd {
             return Err(BuildError::Refused {
                 dialect,
                 action: action.name(),
