@@ -6,4 +6,5 @@
 //! - [`capture`]: pcap/pcapng reading and writing, for `pfsyncd decode` and test captures.
 #![deny(unsafe_code)]
 
+pub mod capture;
 pub mod wire;
