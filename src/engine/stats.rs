@@ -1,0 +1,99 @@
+//! Counters: every `struct pfsyncstats` field, per-action message counts in and out as
+//! FreeBSD keeps them, and what the engine adds (bulk status, bounded-queue overflows).
+
+use crate::wire::Counter;
+
+/// Highest action number of any dialect, plus one: the size of the per-action arrays.
+pub const ACTIONS: usize = 17;
+
+/// The engine's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Packets handed to the receive path.
+    pub ipackets: u64,
+    /// IPv6 packets handed to the receive path (FreeBSD counts them in `ipackets` too).
+    pub ipackets6: u64,
+    /// Received on an interface other than the sync interface.
+    pub badif: u64,
+    /// TTL or hop limit other than 255.
+    pub badttl: u64,
+    /// Shorter than the pfsync header.
+    pub hdrops: u64,
+    /// Unknown header version, or a state format unknown to the receiver.
+    pub badver: u64,
+    /// Unknown or refused action.
+    pub badact: u64,
+    /// Lengths that do not match the data.
+    pub badlen: u64,
+    /// Never incremented: pfsync has no authentication.
+    pub badauth: u64,
+    /// An update older than our copy in at least one direction.
+    pub stale: u64,
+    /// A record with values the receiver rejects.
+    pub badval: u64,
+    /// A lookup or insert that failed (unknown state, creator 0, cache full).
+    pub badstate: u64,
+    /// Packets sent.
+    pub opackets: u64,
+    /// IPv6 packets sent.
+    pub opackets6: u64,
+    /// Packets that could not be built.
+    pub onomem: u64,
+    /// Send errors reported back by the transport.
+    pub oerrors: u64,
+    /// Records received per action number (EOF once per packet), FreeBSD's `iacts`.
+    pub iacts: [u64; ACTIONS],
+    /// Records sent per action number, FreeBSD's `oacts`.
+    pub oacts: [u64; ACTIONS],
+    /// Bulk update requests we sent (each retry counts).
+    pub bulk_requests_sent: u64,
+    /// Bulk update requests peers sent us.
+    pub bulk_requests_received: u64,
+    /// Bulk updates we sent to completion.
+    pub bulk_sends_completed: u64,
+    /// Tries of our current or last bulk request.
+    pub bulk_tries: u64,
+    /// How long our last completed bulk update took, in milliseconds.
+    pub bulk_last_duration_ms: u64,
+    /// Update requests dropped because the pending-request queue was full.
+    pub req_overflow: u64,
+    /// States not cached because the cache was at its limit.
+    pub cache_full: u64,
+    /// Fields the sending dialect could not carry, summed over sent states.
+    pub lost_fields: u64,
+}
+
+impl Stats {
+    /// Counts a refusal in the kernel counter it maps to.
+    pub fn count(&mut self, counter: Counter) {
+        match counter {
+            Counter::Hdrops => self.hdrops += 1,
+            Counter::Badver => self.badver += 1,
+            Counter::Badact => self.badact += 1,
+            Counter::Badlen => self.badlen += 1,
+            Counter::Badval => self.badval += 1,
+        }
+    }
+
+    /// The `pfsyncstats` fields in kernel order, with their kernel names.
+    pub fn pfsyncstats(&self) -> [(&'static str, u64); 16] {
+        [
+            ("ipackets", self.ipackets),
+            ("ipackets6", self.ipackets6),
+            ("badif", self.badif),
+            ("badttl", self.badttl),
+            ("hdrops", self.hdrops),
+            ("badver", self.badver),
+            ("badact", self.badact),
+            ("badlen", self.badlen),
+            ("badauth", self.badauth),
+            ("stale", self.stale),
+            ("badval", self.badval),
+            ("badstate", self.badstate),
+            ("opackets", self.opackets),
+            ("opackets6", self.opackets6),
+            ("onomem", self.onomem),
+            ("oerrors", self.oerrors),
+        ]
+    }
+}
