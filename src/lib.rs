@@ -7,4 +7,6 @@
 #![deny(unsafe_code)]
 
 pub mod capture;
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod wire;
