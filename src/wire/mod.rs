@@ -13,6 +13,7 @@ pub mod dialect;
 pub mod frame;
 pub mod header;
 pub mod msg;
+pub mod pretty;
 pub mod subheader;
 
 pub use codec::{Field, IfName, Name, PfAddr, TagName, WireField};
