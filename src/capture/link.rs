@@ -120,7 +120,10 @@ pub enum LinkError {
         captured: usize,
     },
     /// A fragment of a pfsync packet (pfsync is sent with DF; it cannot be decoded).
-    #[error("IPv{version} fragment of a pfsync packet (offset {offset} bytes, more {more})")]
+    #[error(
+        "IPv{version} fragment of a pfsync packet at offset {offset}{}",
+        if *more { ", more follow" } else { ", the last" }
+    )]
     Fragment {
         /// 4 or 6.
         version: u8,

@@ -77,7 +77,7 @@ pub enum CaptureError {
     #[error("not a pcap or pcapng file: only {0} bytes")]
     TooShort(usize),
     /// The first four bytes are no pcap or pcapng magic number.
-    #[error("not a pcap or pcapng file: magic {0:02x?}")]
+    #[error("not a pcap or pcapng file: it starts with {:02x}{:02x}{:02x}{:02x}", .0[0], .0[1], .0[2], .0[3])]
     NotACapture([u8; 4]),
     /// pcap with the modified (Kuznetzov) magic, whose records carry extra fields.
     #[error("modified pcap format (magic a1b2cd34) is not supported")]
@@ -321,6 +321,123 @@ mod test {
             CaptureReader::new(&b"GIF89a..."[..]),
             Err(CaptureError::NotACapture(_))
         ));
+    }
+
+    /// Reads every frame and prints every pfsync payload, as `pfsyncd decode` does.
+    fn decode_everything(bytes: &[u8]) {
+        let Ok(mut reader) = CaptureReader::new(bytes) else {
+            return;
+        };
+        // Every step consumes input, so this ends; the bound is a safety net.
+        for _ in 0..10_000 {
+            match reader.next_frame() {
+                Ok(Some(frame)) => {
+                    if let Some(payload) = decapsulate(frame.link_type, frame.data)
+                        .ok()
+                        .and_then(|n| n.pfsync_payload())
+                    {
+                        let envelope = crate::wire::pretty::Envelope {
+                            frame: Some(frame.number),
+                            time: frame.time,
+                            ip: None,
+                        };
+                        let _ = crate::wire::pretty::text(&envelope, payload).to_string();
+                        let _ = crate::wire::pretty::json(&envelope, payload);
+                    }
+                }
+                Err(e) if e.is_recoverable() => {}
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
+    /// A pcap and a pcapng file with a few pfsync packets, to mutate.
+    fn seeds() -> [Vec<u8>; 2] {
+        use crate::wire::msg::StateRefRepr;
+        use crate::wire::{Dialect, Message, PacketBuilder};
+        use std::net::Ipv4Addr;
+        let mut payloads = Vec::new();
+        for dialect in Dialect::ALL {
+            let mut b = PacketBuilder::new(dialect, 1500);
+            let _ = b.push(&Message::DelC(StateRefRepr {
+                id: 1,
+                creatorid: 2,
+            }));
+            let _ = b.push(&Message::UpdReq(StateRefRepr::BULK_REQUEST));
+            payloads.extend(b.finish());
+        }
+        let src = Ipv4Addr::new(10, 0, 0, 1);
+        let dst = Ipv4Addr::new(224, 0, 0, 240);
+        let mut pcap = Vec::new();
+        let mut w =
+            write::PcapWriter::new(&mut pcap, linktype::ETHERNET, write::PcapOptions::default())
+                .unwrap();
+        let mut ng = Vec::new();
+        let mut n = write::PcapNgWriter::new(&mut ng, Endian::Big).unwrap();
+        n.add_interface(linktype::RAW, 0, Some(9)).unwrap();
+        n.add_interface(linktype::PFSYNC, 0, None).unwrap();
+        for p in &payloads {
+            let ip = link::ipv4_packet(src, dst, 255, link::IPPROTO_PFSYNC, p).unwrap();
+            let frame = link::ethernet_frame([1; 6], [2; 6], Some(5), link::ETHERTYPE_IPV4, &ip);
+            w.write_frame(Duration::from_secs(1), &frame).unwrap();
+            n.write_enhanced(0, Duration::from_secs(2), &ip).unwrap();
+            n.write_enhanced(1, Duration::from_secs(3), p).unwrap();
+        }
+        // A simple packet block belongs to interface 0, raw IP here.
+        let ip = link::ipv4_packet(src, dst, 255, link::IPPROTO_PFSYNC, &payloads[0]).unwrap();
+        n.write_simple(&ip).unwrap();
+        [pcap, ng]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024)) {
+            decode_everything(&bytes);
+            // The same bytes behind each magic number, to get past format detection.
+            for magic in [[0xd4, 0xc3, 0xb2, 0xa1], [0xa1, 0xb2, 0x3c, 0x4d], [0x0a, 0x0d, 0x0d, 0x0a]] {
+                let mut file = magic.to_vec();
+                file.extend_from_slice(&bytes);
+                decode_everything(&file);
+            }
+        }
+
+        #[test]
+        fn mutated_captures_never_panic(
+            which in 0usize..2,
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()),
+                1..12,
+            ),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let mut file = seeds()[which].clone();
+            for (at, byte) in &edits {
+                let i = at.index(file.len());
+                file[i] = *byte;
+            }
+            decode_everything(&file);
+            let len = cut.index(file.len() + 1);
+            decode_everything(&file[..len]);
+        }
+    }
+
+    #[test]
+    fn the_seeds_decode() {
+        for seed in seeds() {
+            let mut r = CaptureReader::new(&seed[..]).unwrap();
+            let mut frames = 0;
+            while let Some(f) = r.next_frame().unwrap() {
+                let payload = decapsulate(f.link_type, f.data)
+                    .unwrap()
+                    .pfsync_payload()
+                    .unwrap();
+                crate::wire::PacketReader::new(payload).unwrap();
+                frames += 1;
+            }
+            assert!(frames >= 4);
+        }
     }
 
     #[test]
