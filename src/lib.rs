@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod capture;
+pub mod state;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod wire;
