@@ -1,0 +1,49 @@
+#!/bin/sh
+# Runs every test of pfsyncd on a fresh Debian 12 machine, installing what it needs:
+# libclang (bindgen), the ziglang wheel (the real FreeBSD 15 and OpenBSD headers the
+# header-oracle tests compare our codec against), and a Rust toolchain if none is there.
+# Usage: sh scripts/test.sh
+set -eu
+cd "$(dirname "$0")/.."
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=no
+apt_install() {
+    if [ "$apt_updated" = no ]; then
+        as_root apt-get update -qq
+        apt_updated=yes
+    fi
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+# bindgen needs libclang; pip and python3 fetch the headers.
+dpkg -s libclang-dev >/dev/null 2>&1 || apt_install libclang-dev
+command -v python3 >/dev/null 2>&1 || apt_install python3
+python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+
+# A Rust toolchain: the machine's rustup one, else Debian's current one (rustc-web).
+if ! command -v cargo >/dev/null 2>&1; then
+    apt_install rustc-web cargo-web
+fi
+
+# The real BSD headers, pinned.
+ZIG_VERSION=0.17.1
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('ziglang') != '$ZIG_VERSION')" 2>/dev/null; then
+    python3 -m pip install --quiet "ziglang==$ZIG_VERSION" 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages "ziglang==$ZIG_VERSION"
+fi
+PFSYNCD_HEADER_ROOT="$(python3 -c 'import ziglang, os; print(os.path.join(os.path.dirname(ziglang.__file__), "lib", "libc", "include"))')"
+export PFSYNCD_HEADER_ROOT
+echo "header oracle: $PFSYNCD_HEADER_ROOT"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "== fuzz target compiles"
+cargo check --quiet --manifest-path fuzz/Cargo.toml
+echo "== cargo test"
+cargo test --all-targets
