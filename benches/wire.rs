@@ -216,7 +216,13 @@ fn main() {
         return;
     }
     const N: u64 = 4096;
-    println!("pfsync wire codec, one core; {N} records per round");
+    if std::env::args().any(|a| a == "--bench") {
+        println!("pfsync wire codec, one core; {N} records per round");
+    } else {
+        println!(
+            "smoke pass of the wire bench (not a measurement: run `cargo bench --bench wire`)"
+        );
+    }
     for format in [
         RecordFormat::OpenBsd,
         RecordFormat::FreeBsd1301,

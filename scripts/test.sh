@@ -46,4 +46,14 @@ cargo clippy --all-targets -- -D warnings
 echo "== fuzz target compiles"
 cargo check --quiet --manifest-path fuzz/Cargo.toml
 echo "== cargo test"
-cargo test --all-targets
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+# Keep cargo's own exit status through the pipe.
+status_file="$(mktemp)"
+{ cargo test --all-targets 2>&1 && echo 0 >"$status_file" || echo $? >"$status_file"; } | tee "$log"
+status="$(cat "$status_file")"
+rm -f "$status_file"
+# One closing line over every test binary, so the total is not hidden behind the last
+# binary's count.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
