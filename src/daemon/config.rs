@@ -1,0 +1,267 @@
+//! The sync configuration, in the words `ifconfig pfsync0` takes:
+//!
+//! ```text
+//! syncdev IF | -syncdev        the sync interface
+//! syncpeer ADDR | -syncpeer    a unicast peer (may be given several times; none: multicast)
+//! maxupd N                     updates of a TCP state before it is sent at once (0-255)
+//! defer | -defer               deferral (refused: the kernel holds the packet, we cannot)
+//! version 1301|1400|1500|openbsd   the dialect we send
+//! mtu N                        largest packet on the sync link
+//! up | down                    sync on or off
+//! ```
+//!
+//! Words are applied in order on top of the current configuration, as ifconfig applies
+//! them to the interface, so a SIGHUP can re-apply the same words to a running daemon.
+
+use std::net::IpAddr;
+
+use crate::wire::{Dialect, IfName};
+
+/// The smallest MTU that still carries one full state record of the largest format with
+/// IP header, pfsync header, subheader and EOF.
+pub const MIN_MTU: u32 = 20 + 20 + 4 + 360 + 4;
+
+/// What pfsync does, in `ifconfig pfsync0` terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// The sync interface; `None` until configured.
+    pub syncdev: Option<IfName>,
+    /// Unicast peers; empty means the multicast group (224.0.0.240 / ff12::f0).
+    pub syncpeers: Vec<IpAddr>,
+    /// `maxupd`.
+    pub maxupd: u8,
+    /// The dialect we send.
+    pub dialect: Dialect,
+    /// MTU of the sync link.
+    pub mtu: u32,
+    /// Sync is on.
+    pub up: bool,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            syncdev: None,
+            syncpeers: Vec::new(),
+            maxupd: 128,
+            // The conservative default towards unknown FreeBSD peers (pfsync-wire.md §4).
+            dialect: Dialect::FreeBsd1301,
+            mtu: 1500,
+            up: false,
+        }
+    }
+}
+
+/// A word or value `SyncConfig::apply` refuses; its `Display` is the one line the
+/// daemon prints before exiting with status 64.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A word ifconfig's pfsync part does not know.
+    #[error(
+        "unknown word '{0}' (expected syncdev, syncpeer, maxupd, defer, version, mtu, up or down)"
+    )]
+    UnknownWord(String),
+    /// A word that needs a value came last.
+    #[error("'{0}' needs a value")]
+    MissingValue(&'static str),
+    /// An interface name that does not fit `IFNAMSIZ`.
+    #[error("syncdev '{0}': not an interface name (1 to 15 bytes, no NUL)")]
+    BadInterface(String),
+    /// Not an IP address, or one pfsync refuses as a peer.
+    #[error("syncpeer '{value}': {why}")]
+    BadPeer {
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
+    /// A number out of range.
+    #[error("{word} '{value}': expected a number from {min} to {max}")]
+    BadNumber {
+        /// The word.
+        word: &'static str,
+        /// The value given.
+        value: String,
+        /// Lowest allowed.
+        min: u32,
+        /// Highest allowed.
+        max: u32,
+    },
+    /// An unknown `version`.
+    #[error("version '{0}': expected 1301, 1400, 1500 or openbsd")]
+    BadVersion(String),
+    /// `defer` cannot be done in userland.
+    #[error("defer is not supported: the kernel holds the first packet of a new state until the peer acknowledges it, and a userland daemon cannot hold kernel packets; run -defer")]
+    DeferUnsupported,
+}
+
+impl SyncConfig {
+    /// Applies `ifconfig pfsync0`-style words in order.
+    pub fn apply<S: AsRef<str>>(&mut self, words: &[S]) -> Result<(), ConfigError> {
+        let mut words = words.iter().map(AsRef::as_ref);
+        while let Some(word) = words.next() {
+            let mut value =
+                |name: &'static str| words.next().ok_or(ConfigError::MissingValue(name));
+            match word {
+                "syncdev" => {
+                    let v = value("syncdev")?;
+                    let name = IfName::new(v)
+                        .filter(|n| !n.is_empty())
+                        .ok_or_else(|| ConfigError::BadInterface(v.to_string()))?;
+                    self.syncdev = Some(name);
+                }
+                "-syncdev" => self.syncdev = None,
+                "syncpeer" => {
+                    let v = value("syncpeer")?;
+                    let peer = parse_peer(v)?;
+                    if !self.syncpeers.contains(&peer) {
+                        self.syncpeers.push(peer);
+                    }
+                }
+                "-syncpeer" => self.syncpeers.clear(),
+                "maxupd" => {
+                    let v = value("maxupd")?;
+                    self.maxupd = parse_number("maxupd", v, 0, 255)? as u8;
+                }
+                "mtu" => {
+                    let v = value("mtu")?;
+                    self.mtu = parse_number("mtu", v, MIN_MTU, 65535)?;
+                }
+                "version" => {
+                    let v = value("version")?;
+                    self.dialect = Dialect::from_name(v)
+                        .ok_or_else(|| ConfigError::BadVersion(v.to_string()))?;
+                }
+                "defer" => return Err(ConfigError::DeferUnsupported),
+                "-defer" => {}
+                "up" => self.up = true,
+                "down" => self.up = false,
+                other => return Err(ConfigError::UnknownWord(other.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// A configuration from words on top of the defaults.
+    pub fn from_words<S: AsRef<str>>(words: &[S]) -> Result<SyncConfig, ConfigError> {
+        let mut config = SyncConfig::default();
+        config.apply(words)?;
+        Ok(config)
+    }
+
+    /// The words that give this configuration, as `ifconfig pfsync0` would print it.
+    pub fn to_words(&self) -> Vec<String> {
+        let mut words = Vec::new();
+        if let Some(dev) = &self.syncdev {
+            words.extend(["syncdev".to_string(), dev.to_string()]);
+        }
+        for peer in &self.syncpeers {
+            words.extend(["syncpeer".to_string(), peer.to_string()]);
+        }
+        words.extend(["maxupd".to_string(), self.maxupd.to_string()]);
+        words.extend(["version".to_string(), self.dialect.name().to_string()]);
+        words.extend(["mtu".to_string(), self.mtu.to_string()]);
+        words.push("-defer".to_string());
+        words.push(if self.up { "up" } else { "down" }.to_string());
+        words
+    }
+}
+
+fn parse_number(word: &'static str, value: &str, min: u32, max: u32) -> Result<u32, ConfigError> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| ConfigError::BadNumber {
+            word,
+            value: value.to_string(),
+            min,
+            max,
+        })
+}
+
+fn parse_peer(value: &str) -> Result<IpAddr, ConfigError> {
+    let bad = |why| ConfigError::BadPeer {
+        value: value.to_string(),
+        why,
+    };
+    let addr: IpAddr = value
+        .parse()
+        .map_err(|_| bad("not an IPv4 or IPv6 address"))?;
+    // The kernels refuse these as a syncpeer (OpenBSD rejects 0.0.0.0 and the broadcast
+    // address; neither is a peer).
+    if addr.is_unspecified() {
+        return Err(bad(
+            "the unspecified address is not a peer (leave syncpeer out for multicast)",
+        ));
+    }
+    if addr == IpAddr::from([255, 255, 255, 255]) {
+        return Err(bad("the broadcast address is not a peer"));
+    }
+    Ok(addr)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn the_words_of_the_brief() {
+        let c = SyncConfig::from_words(&[
+            "syncdev", "em1", "syncpeer", "10.0.0.2", "maxupd", "128", "up",
+        ])
+        .unwrap();
+        assert_eq!(c.syncdev, IfName::new("em1"));
+        assert_eq!(c.syncpeers, vec!["10.0.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.maxupd, 128);
+        assert!(c.up);
+    }
+
+    #[test]
+    fn several_peers_and_ipv6() {
+        let c = SyncConfig::from_words(&[
+            "syncpeer", "10.0.0.2", "syncpeer", "fd2c::2", "syncpeer", "10.0.0.2", "version",
+            "openbsd",
+        ])
+        .unwrap();
+        assert_eq!(c.syncpeers.len(), 2);
+        assert_eq!(c.dialect, Dialect::OpenBsd);
+        let c2 = SyncConfig::from_words(&c.to_words()).unwrap();
+        assert_eq!(c2, c);
+    }
+
+    #[test]
+    fn words_apply_in_order() {
+        let mut c =
+            SyncConfig::from_words(&["syncdev", "em1", "syncpeer", "10.0.0.2", "up"]).unwrap();
+        c.apply(&["-syncpeer", "down", "maxupd", "0"]).unwrap();
+        assert!(c.syncpeers.is_empty());
+        assert!(!c.up);
+        assert_eq!(c.maxupd, 0);
+    }
+
+    #[test]
+    fn refusals_are_one_clear_line() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["syncdev"], "'syncdev' needs a value"),
+            (
+                &["syncdev", "a-very-long-interface-name"],
+                "not an interface name",
+            ),
+            (&["syncpeer", "10.0.0.256"], "not an IPv4 or IPv6 address"),
+            (&["syncpeer", "0.0.0.0"], "unspecified"),
+            (&["syncpeer", "255.255.255.255"], "broadcast"),
+            (&["maxupd", "256"], "from 0 to 255"),
+            (&["maxupd", "-1"], "from 0 to 255"),
+            (&["mtu", "100"], "from 408 to 65535"),
+            (&["version", "1200"], "expected 1301, 1400, 1500 or openbsd"),
+            (&["defer"], "userland daemon cannot hold kernel packets"),
+            (&["carpdev", "em0"], "unknown word 'carpdev'"),
+        ];
+        for (words, want) in cases {
+            let err = SyncConfig::from_words(words).unwrap_err().to_string();
+            assert!(err.contains(want), "{words:?}: {err}");
+            assert!(!err.contains('\n'));
+        }
+    }
+}
