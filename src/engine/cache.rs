@@ -5,10 +5,15 @@
 //! The queues are intrusive doubly linked lists over a slab, so moving a state from one
 //! queue to another (a compressed update upgraded to a full one, an insert acknowledged)
 //! is O(1) and costs no allocation.
+//!
+//! The slab grows in fixed chunks rather than as one vector: a vector of ~400-byte
+//! entries that doubles would waste up to half its size; chunks waste at most one chunk.
+//! Iteration (bulk sends, clears) goes by slot number, so it is deterministic.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
+use super::hash::KeyedState;
 use crate::state::State;
 
 /// A state's identity: (creatorid, id).
@@ -42,21 +47,25 @@ impl Queue {
 }
 
 const NIL: u32 = u32::MAX;
+/// Slots per slab chunk (a power of two).
+const CHUNK_BITS: u32 = 8;
+const CHUNK: usize = 1 << CHUNK_BITS;
 
 /// What the engine keeps per state.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// The state as last seen (locally, or from a peer).
     pub state: State,
-    /// The queue the state is in, if any.
-    pub queue: Option<Queue>,
+    /// When a peer last updated this state: local updates within the split window are
+    /// sent at once.
+    pub peer_updated: Option<Instant>,
     prev: u32,
     next: u32,
+    /// The queue the state is in, if any.
+    pub queue: Option<Queue>,
     /// Local updates since the state was last sent (TCP only), for `maxupd`.
     pub updates: u8,
-    /// When a peer last updated this state: local updates within 2 s are sent at once.
-    pub peer_updated: Option<Instant>,
-    /// Never sent (no-sync states, pfsync's own traffic).
+    /// Never sent (the table reported it no-sync after we had it).
     pub nosync: bool,
     /// Deleted locally; kept until its DEL_C is sent.
     pub deleted: bool,
@@ -67,11 +76,11 @@ impl Entry {
     pub fn new(state: State) -> Entry {
         Entry {
             state,
-            queue: None,
+            peer_updated: None,
             prev: NIL,
             next: NIL,
+            queue: None,
             updates: 0,
-            peer_updated: None,
             nosync: false,
             deleted: false,
         }
@@ -85,9 +94,11 @@ pub struct CacheFull;
 /// States by key, with the send queues.
 #[derive(Debug)]
 pub struct Cache {
-    slots: Vec<Option<Entry>>,
+    chunks: Vec<Vec<Option<Entry>>>,
     free: Vec<u32>,
-    index: HashMap<Key, u32>,
+    index: HashMap<Key, u32, KeyedState>,
+    /// States per creator, so that a CLR for a creator we hold nothing of costs no scan.
+    creators: HashMap<u32, u32, KeyedState>,
     heads: [u32; 5],
     tails: [u32; 5],
     lens: [usize; 5],
@@ -95,16 +106,18 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// An empty cache holding at most `limit` states.
-    pub fn new(limit: usize) -> Cache {
+    /// An empty cache holding at most `limit` states, its index hashed with `hasher`.
+    pub fn new(limit: usize, hasher: KeyedState) -> Cache {
         Cache {
-            slots: Vec::new(),
+            chunks: Vec::new(),
             free: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::with_hasher(hasher),
+            creators: HashMap::with_hasher(hasher),
             heads: [NIL; 5],
             tails: [NIL; 5],
             lens: [0; 5],
-            limit,
+            // Slot numbers are u32 and NIL is reserved.
+            limit: limit.min(NIL as usize - 1),
         }
     }
 
@@ -113,24 +126,49 @@ impl Cache {
         self.index.len()
     }
 
+    /// Slots ever allocated: every live slot is below this.
+    pub fn slot_count(&self) -> u32 {
+        match self.chunks.last() {
+            Some(last) => ((self.chunks.len() - 1) * CHUNK + last.len()) as u32,
+            None => 0,
+        }
+    }
+
+    /// States of one creator.
+    pub fn creator_count(&self, creatorid: u32) -> u32 {
+        self.creators.get(&creatorid).copied().unwrap_or(0)
+    }
+
     /// The slot of a state.
+    #[inline]
     pub fn find(&self, key: Key) -> Option<u32> {
         self.index.get(&key).copied()
     }
 
+    #[inline]
+    fn place(slot: u32) -> (usize, usize) {
+        ((slot >> CHUNK_BITS) as usize, slot as usize & (CHUNK - 1))
+    }
+
+    /// The entry in a slot, if the slot is live.
+    #[inline]
+    pub fn at(&self, slot: u32) -> Option<&Entry> {
+        let (c, i) = Self::place(slot);
+        self.chunks.get(c)?.get(i)?.as_ref()
+    }
+
     /// The entry in a slot. Slots come from `find`/`insert` and stay valid until
     /// `remove`; a stale one is a bug in the engine.
+    #[inline]
     pub fn get(&self, slot: u32) -> &Entry {
-        self.slots[slot as usize]
-            .as_ref()
-            .expect("a live cache slot")
+        self.at(slot).expect("a live cache slot")
     }
 
     /// The entry in a slot, mutably.
+    #[inline]
     pub fn get_mut(&mut self, slot: u32) -> &mut Entry {
-        self.slots[slot as usize]
-            .as_mut()
-            .expect("a live cache slot")
+        let (c, i) = Self::place(slot);
+        self.chunks[c][i].as_mut().expect("a live cache slot")
     }
 
     /// Adds a state that is not in the cache yet.
@@ -142,23 +180,41 @@ impl Cache {
         }
         let slot = match self.free.pop() {
             Some(slot) => {
-                self.slots[slot as usize] = Some(entry);
+                let (c, i) = Self::place(slot);
+                self.chunks[c][i] = Some(entry);
                 slot
             }
             None => {
-                self.slots.push(Some(entry));
-                (self.slots.len() - 1) as u32
+                if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+                    // Exactly one chunk: pushes below never reallocate it.
+                    self.chunks.push(Vec::with_capacity(CHUNK));
+                }
+                let slot = self.slot_count();
+                self.chunks
+                    .last_mut()
+                    .expect("a chunk with room")
+                    .push(Some(entry));
+                slot
             }
         };
         self.index.insert(key, slot);
+        *self.creators.entry(key.0).or_insert(0) += 1;
         Ok(slot)
     }
 
     /// Removes a state (out of its queue first) and returns it.
     pub fn remove(&mut self, slot: u32) -> Entry {
         self.dequeue(slot);
-        let entry = self.slots[slot as usize].take().expect("a live cache slot");
-        self.index.remove(&(entry.state.creatorid, entry.state.id));
+        let (c, i) = Self::place(slot);
+        let entry = self.chunks[c][i].take().expect("a live cache slot");
+        let key = (entry.state.creatorid, entry.state.id);
+        self.index.remove(&key);
+        if let Some(n) = self.creators.get_mut(&key.0) {
+            *n -= 1;
+            if *n == 0 {
+                self.creators.remove(&key.0);
+            }
+        }
         self.free.push(slot);
         entry
     }
@@ -213,19 +269,32 @@ impl Cache {
     }
 
     /// Number of states in a queue.
+    #[inline]
     pub fn queue_len(&self, queue: Queue) -> usize {
         self.lens[queue as usize]
     }
 
     /// The first state of a queue.
+    #[inline]
     pub fn front(&self, queue: Queue) -> Option<u32> {
         let head = self.heads[queue as usize];
         (head != NIL).then_some(head)
     }
 
-    /// Every slot, for bulk sends and clears.
+    /// Every live slot, in slot order.
     pub fn slots(&self) -> impl Iterator<Item = u32> + '_ {
-        self.index.values().copied()
+        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            chunk
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.is_some())
+                .map(move |(i, _)| ((c << CHUNK_BITS) + i) as u32)
+        })
+    }
+
+    /// Every live entry, in slot order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.chunks.iter().flatten().flatten()
     }
 }
 
@@ -241,6 +310,10 @@ mod test {
         }
     }
 
+    fn cache(limit: usize) -> Cache {
+        Cache::new(limit, KeyedState::new([0, 0]))
+    }
+
     fn order(c: &Cache, q: Queue) -> Vec<u64> {
         let mut out = Vec::new();
         let mut at = c.front(q);
@@ -254,7 +327,7 @@ mod test {
 
     #[test]
     fn queues_move_states_in_constant_time() {
-        let mut c = Cache::new(10);
+        let mut c = cache(10);
         let slots: Vec<u32> = (1..=4)
             .map(|i| c.insert(Entry::new(state(i))).unwrap())
             .collect();
@@ -277,8 +350,28 @@ mod test {
 
     #[test]
     fn the_limit_is_kept() {
-        let mut c = Cache::new(1);
+        let mut c = cache(1);
         c.insert(Entry::new(state(1))).unwrap();
         assert_eq!(c.insert(Entry::new(state(2))).unwrap_err(), CacheFull);
+    }
+
+    #[test]
+    fn chunks_hold_many_states_in_slot_order() {
+        let mut c = cache(10_000);
+        let n = 3 * CHUNK as u64 + 5;
+        for i in 0..n {
+            let slot = c.insert(Entry::new(state(i))).unwrap();
+            assert_eq!(u64::from(slot), i);
+        }
+        assert_eq!(c.slot_count() as u64, n);
+        assert_eq!(c.creator_count(7), n as u32);
+        c.remove(c.find((7, 300)).unwrap());
+        let ids: Vec<u64> = c.entries().map(|e| e.state.id).collect();
+        assert_eq!(ids.len() as u64, n - 1);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert!(c.at(300).is_none());
+        assert_eq!(c.slots().count() as u64, n - 1);
+        // Every chunk was allocated once, at its final size.
+        assert!(c.chunks.iter().all(|ch| ch.capacity() == CHUNK));
     }
 }

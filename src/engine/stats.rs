@@ -51,12 +51,28 @@ pub struct Stats {
     pub bulk_requests_received: u64,
     /// Bulk updates we sent to completion.
     pub bulk_sends_completed: u64,
+    /// Bulk requests that arrived while a second pass was already due (coalesced).
+    pub bulk_requests_coalesced: u64,
+    /// States sent in completed bulk updates.
+    pub bulk_states_sent: u64,
     /// Tries of our current or last bulk request.
     pub bulk_tries: u64,
+    /// Our bulk requests that ended with a BUS END.
+    pub bulk_completed: u64,
+    /// Our bulk requests given up (tries ran out, or the END never came).
+    pub bulk_given_up: u64,
+    /// BUS START received while our request was pending.
+    pub bus_start_received: u64,
+    /// BUS END received while our request was pending.
+    pub bus_end_received: u64,
+    /// BUS END refused: it closed a bulk update that began before our request.
+    pub bus_end_stale: u64,
     /// How long our last completed bulk update took, in milliseconds.
     pub bulk_last_duration_ms: u64,
     /// Update requests dropped because the pending-request queue was full.
     pub req_overflow: u64,
+    /// Inserts of states we already had (duplicated packets, re-announcements).
+    pub ins_duplicate: u64,
     /// States not cached because the cache was at its limit.
     pub cache_full: u64,
     /// Fields the sending dialect could not carry, summed over sent states.

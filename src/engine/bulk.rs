@@ -1,0 +1,205 @@
+//! Bulk updates (pfsync-wire.md §3.5): the one we ask for when we come up, and the ones
+//! we send when a peer asks.
+
+use std::time::{Duration, Instant};
+
+use super::{BulkRequest, Engine, Event};
+use crate::wire::msg::bus::{STATUS_END, STATUS_START};
+use crate::wire::msg::BusRepr;
+use crate::wire::{Message, Pushed};
+
+/// A bulk update we are sending: a walk over the cache's slots, in slot order.
+///
+/// The walk holds no copy of the keys, so it costs no memory whatever the table size:
+/// it covers the slots that existed when it started. A state inserted since then into a
+/// freed slot behind the walk is not sent (its own INS is), one inserted ahead of it may
+/// be (a harmless extra update).
+#[derive(Debug, Clone)]
+pub(super) struct BulkSend {
+    next: u32,
+    end: u32,
+    started: Instant,
+    pub(super) next_at: Instant,
+    sent: u64,
+    /// A request arrived during this pass: one more full pass follows it.
+    run_again: bool,
+}
+
+impl Engine {
+    // ------------------------------------------------------------ our bulk request
+
+    pub(super) fn bulk_request_timeout(&mut self, now: Instant) {
+        match self.bulk_request {
+            BulkRequest::Waiting { tries, deadline } if deadline <= now => {
+                if tries < self.config.bulk_max_tries {
+                    self.bulk_request = BulkRequest::Waiting {
+                        tries: tries + 1,
+                        deadline: now + self.config.bulk_retry,
+                    };
+                    self.stats.bulk_tries = u64::from(tries + 1);
+                    self.queue_bulk_request();
+                } else {
+                    // As the kernels do: give up, and call ourselves in sync (we may be
+                    // the only node up).
+                    self.bulk_request_done(now, false);
+                }
+            }
+            BulkRequest::Receiving { deadline } if deadline <= now => {
+                // The bulk update started but never ended. OpenBSD asks once more but
+                // marks itself done anyway; we just mark it done.
+                self.bulk_request_done(now, false);
+            }
+            _ => {}
+        }
+    }
+
+    fn bulk_request_done(&mut self, now: Instant, complete: bool) {
+        self.bulk_request = BulkRequest::Done;
+        self.syncok = true;
+        if let Some(at) = self.bulk_requested_at {
+            self.stats.bulk_last_duration_ms = now.saturating_duration_since(at).as_millis() as u64;
+        }
+        if complete {
+            self.stats.bulk_completed += 1;
+        } else {
+            self.stats.bulk_given_up += 1;
+        }
+        self.events.push_back(Event::BulkDone { complete });
+        self.set_demoted(false);
+    }
+
+    pub(super) fn in_bus(&mut self, now: Instant, bus: BusRepr) {
+        let waiting = matches!(
+            self.bulk_request,
+            BulkRequest::Waiting { .. } | BulkRequest::Receiving { .. }
+        );
+        if !waiting {
+            // FreeBSD ignores a BUS when it has no request outstanding.
+            return;
+        }
+        match bus.status {
+            STATUS_START => {
+                self.stats.bus_start_received += 1;
+                self.bulk_request = BulkRequest::Receiving {
+                    deadline: now + self.config.bulk_end_timeout,
+                };
+            }
+            STATUS_END => {
+                self.stats.bus_end_received += 1;
+                // FreeBSD's check: the sender must have received the request after we
+                // first sent it (`endtime` is the seconds since it did), or this END
+                // closes someone else's, older bulk update. OpenBSD sends endtime 0,
+                // which always passes. The sender's clock truncates to seconds, hence
+                // the one second of slack.
+                // Difference: FreeBSD compares with the time of the latest retry; we
+                // compare with the first request, so an answer to any try counts.
+                let started = now.checked_sub(Duration::from_secs(u64::from(bus.endtime)));
+                let requested = self.bulk_requested_at.unwrap_or(now);
+                let late_enough = started.is_none_or(|s| s + Duration::from_secs(1) >= requested);
+                if late_enough {
+                    self.bulk_request_done(now, true);
+                } else {
+                    self.stats.bus_end_stale += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ------------------------------------------------------------ bulk send
+
+    /// A peer asked for a bulk update.
+    ///
+    /// Difference: a request arriving while we send one neither restarts it (FreeBSD)
+    /// nor is ignored (OpenBSD): one more full pass follows the running one, however
+    /// many requests came. A flood of requests then costs one flag, every requester gets
+    /// a complete pass ending in a BUS END it accepts, and the running pass ends.
+    pub(super) fn start_bulk_send(&mut self, now: Instant) {
+        if let Some(running) = self.bulk_send.as_mut() {
+            if !running.run_again {
+                running.run_again = true;
+            } else {
+                self.stats.bulk_requests_coalesced += 1;
+            }
+            return;
+        }
+        self.bulk_send = Some(BulkSend {
+            next: 0,
+            end: self.cache.slot_count(),
+            started: now,
+            next_at: now,
+            sent: 0,
+            run_again: false,
+        });
+        self.events.push_back(Event::BulkSendStarted);
+        // BUS START goes out at once, in its own packet, as FreeBSD sends it (OpenBSD
+        // sends an empty table's bulk as a lone END; START then END is as good).
+        let mut builder = self.new_builder();
+        let start = self.bus_message(now, STATUS_START, now);
+        self.push(&mut builder, &start);
+        self.finish_packet(&mut builder);
+        self.bulk_send_burst(now);
+    }
+
+    fn bus_message(&self, now: Instant, status: u8, started: Instant) -> Message {
+        Message::Bus(BusRepr {
+            creatorid: self.config.creatorid,
+            endtime: now.saturating_duration_since(started).as_secs() as u32,
+            status,
+        })
+    }
+
+    /// Sends the next burst of full updates; at the end, BUS END.
+    pub(super) fn bulk_send_burst(&mut self, now: Instant) {
+        let Some(mut bulk) = self.bulk_send.take() else {
+            return;
+        };
+        let format = self.config.dialect.record_format();
+        let mut builder = self.new_builder();
+        let mut packets = 0;
+        while packets < self.config.bulk_burst.max(1) && bulk.next < bulk.end {
+            let Some(e) = self.cache.at(bulk.next) else {
+                bulk.next += 1;
+                continue;
+            };
+            if e.nosync || e.deleted {
+                bulk.next += 1;
+                continue;
+            }
+            let state = e.state;
+            let message = self.record_of(&state, format);
+            match builder.push(&message) {
+                Ok(Pushed::Added) => {
+                    self.count_out(message.action());
+                    bulk.next += 1;
+                    bulk.sent += 1;
+                }
+                Ok(Pushed::Full) => {
+                    self.finish_packet(&mut builder);
+                    packets += 1;
+                }
+                Err(_) => {
+                    self.stats.onomem += 1;
+                    bulk.next += 1;
+                }
+            }
+        }
+        if bulk.next < bulk.end {
+            self.finish_packet(&mut builder);
+            bulk.next_at = now + self.config.bulk_interval;
+            self.bulk_send = Some(bulk);
+            return;
+        }
+        // The last records and BUS END share a packet when they fit.
+        let end = self.bus_message(now, STATUS_END, bulk.started);
+        self.push(&mut builder, &end);
+        self.finish_packet(&mut builder);
+        self.stats.bulk_sends_completed += 1;
+        self.stats.bulk_states_sent += bulk.sent;
+        self.events
+            .push_back(Event::BulkSendDone { states: bulk.sent });
+        if bulk.run_again {
+            self.start_bulk_send(now);
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The receive side: a packet from a peer, checked as the kernels check it, and each of
+//! its messages applied to the cache (pfsync-wire.md §1.4, §3.2).
+//!
+//! Every dialect is accepted, whatever we send: the header version picks the reader, and
+//! the records are translated through the neutral [`State`].
+
+use std::time::Instant;
+
+use super::cache::{Entry, Queue};
+use super::merge::merge;
+use super::{Engine, Received, TableOp, ACTIONS};
+use crate::state::{Peer, State, StateFlags, Timeout};
+use crate::wire::msg::{ClrRepr, StateRefRepr, UpdCRepr};
+use crate::wire::{Message, PacketReader, RawItem};
+
+impl Engine {
+    /// Handles a packet from the sync link.
+    pub fn handle_packet(&mut self, now: Instant, packet: Received<'_>) {
+        self.receive(now, packet);
+        self.end_input(now);
+    }
+
+    fn receive(&mut self, now: Instant, packet: Received<'_>) {
+        self.stats.ipackets += 1;
+        if packet.ipv6 {
+            self.stats.ipackets6 += 1;
+        }
+        if !packet.on_syncdev {
+            self.stats.badif += 1;
+            return;
+        }
+        if packet.ttl != 255 {
+            self.stats.badttl += 1;
+            return;
+        }
+        let reader = match PacketReader::new(packet.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.count(e.counter());
+                return;
+            }
+        };
+        let dialect = reader.dialect();
+        for item in reader.raw_items() {
+            match item {
+                Ok(RawItem::Record(record)) => {
+                    if let Some(n) = dialect.action_number(record.action()) {
+                        self.stats.iacts[usize::from(n).min(ACTIONS - 1)] += 1;
+                    }
+                    match record.message() {
+                        Ok(m) => self.handle_message(now, m),
+                        Err(e) => self.stats.count(e.counter()),
+                    }
+                }
+                Ok(RawItem::Skipped { action, count, .. }) => {
+                    if usize::from(action) < ACTIONS {
+                        self.stats.iacts[usize::from(action)] += u64::from(count);
+                    }
+                }
+                Ok(RawItem::Eof) => self.stats.iacts[12] += 1,
+                Err(e) => self.stats.count(e.counter()),
+            }
+        }
+    }
+
+    fn handle_message(&mut self, now: Instant, message: Message) {
+        match message {
+            Message::Clr(c) => self.in_clr(c),
+            Message::Ins(r) => match State::from_record(&r) {
+                Ok(s) => self.in_ins(now, s),
+                Err(e) => self.stats.count(e.counter()),
+            },
+            Message::Upd(r) => match State::from_record(&r) {
+                Ok(s) => self.in_upd(now, s),
+                Err(e) => self.stats.count(e.counter()),
+            },
+            Message::UpdC(u) => self.in_upd_c(now, &u),
+            Message::UpdReq(r) => self.in_upd_req(now, r),
+            Message::Del(r) => self.in_del(r.creatorid(), r.id()),
+            Message::DelC(r) => self.in_del(r.creatorid, r.id),
+            Message::Bus(b) => self.in_bus(now, b),
+            // Deferral is not done in userland, so an INS_ACK releases nothing; IPsec
+            // SAs are not synced.
+            Message::InsAck(_) | Message::TdbOpenBsd(_) | Message::TdbFreeBsd(_) => {}
+        }
+    }
+
+    fn in_clr(&mut self, clr: ClrRepr) {
+        if self.cache.creator_count(clr.creatorid) > 0 {
+            let doomed: Vec<u32> = self
+                .cache
+                .slots()
+                .filter(|&s| {
+                    let e = self.cache.get(s);
+                    let st = &e.state;
+                    // A state we deleted keeps its queued DEL_C, as in the kernels, where
+                    // it is no longer in the table the CLR walks.
+                    !e.deleted
+                        && st.creatorid == clr.creatorid
+                        && (clr.ifname.is_empty() || st.ifname == clr.ifname)
+                })
+                .collect();
+            for slot in doomed {
+                // Removed because a peer said so: no DEL_C goes back.
+                self.cache.remove(slot);
+            }
+        }
+        // The table may hold states of that creator we never cached (no-sync ones, or
+        // the cache was full): the clear goes to the table in any case. Whether the
+        // interface exists is the table's business.
+        self.table_ops.push_back(TableOp::Clear {
+            creatorid: clr.creatorid,
+            ifname: clr.ifname,
+        });
+    }
+
+    fn import(&mut self, now: Instant, mut state: State) -> Option<u32> {
+        if state.creatorid == 0 {
+            self.stats.badstate += 1;
+            return None;
+        }
+        // The flag asks the receiver for an INS_ACK; it means nothing in our table.
+        state.state_flags.remove(StateFlags::ACK);
+        let mut entry = Entry::new(state);
+        entry.peer_updated = Some(now);
+        match self.cache.insert(entry) {
+            Ok(slot) => {
+                self.table_ops.push_back(TableOp::Import(state));
+                Some(slot)
+            }
+            Err(_) => {
+                self.stats.cache_full += 1;
+                self.stats.badstate += 1;
+                None
+            }
+        }
+    }
+
+    fn in_ins(&mut self, now: Instant, state: State) {
+        let ack = state.state_flags.contains(StateFlags::ACK);
+        let slot = match self.cache.find((state.creatorid, state.id)) {
+            Some(slot) => {
+                // A duplicate insert (a duplicated packet, or a peer re-announcing) is
+                // ignored, as the kernels' failing import is; an ack is still owed if
+                // nothing else is queued for the state.
+                // Difference: FreeBSD counts the failed import as badact; a duplicated
+                // packet is not an error of the sender, so it is counted apart.
+                self.stats.ins_duplicate += 1;
+                if self.cache.get(slot).queue.is_some() || self.cache.get(slot).deleted {
+                    return;
+                }
+                slot
+            }
+            None => match self.import(now, state) {
+                Some(slot) => slot,
+                None => return,
+            },
+        };
+        if ack {
+            // The sender holds a packet until we acknowledge the state.
+            self.enqueue(now, slot, Queue::InsAck);
+            self.flush_now = true;
+        }
+    }
+
+    fn in_upd(&mut self, now: Instant, state: State) {
+        match self.cache.find((state.creatorid, state.id)) {
+            None => {
+                self.import(now, state);
+            }
+            Some(slot) => self.merge_into(now, slot, &state, true),
+        }
+    }
+
+    fn in_upd_c(&mut self, now: Instant, upd: &UpdCRepr) {
+        let key = (upd.creatorid, upd.id);
+        let Some(slot) = self.cache.find(key) else {
+            self.request_state(now, key);
+            return;
+        };
+        let ours = &self.cache.get(slot).state;
+        let proto = ours.wire.proto;
+        let theirs = (|| {
+            Some(State {
+                src: Peer::from_repr(&upd.src, proto, "src.state").ok()?,
+                dst: Peer::from_repr(&upd.dst, proto, "dst.state").ok()?,
+                timeout: Timeout::from_number(upd.timeout)?,
+                ..*ours
+            })
+        })();
+        match theirs {
+            Some(theirs) => self.merge_into(now, slot, &theirs, false),
+            None => self.stats.badval += 1,
+        }
+    }
+
+    fn merge_into(&mut self, now: Instant, slot: u32, theirs: &State, full: bool) {
+        let entry = self.cache.get_mut(slot);
+        if entry.deleted {
+            // We deleted it and our DEL_C is on its way: the peer will drop it too.
+            return;
+        }
+        entry.peer_updated = Some(now);
+        let m = merge(&mut entry.state, theirs, full);
+        let (merged, nosync, queue) = (entry.state, entry.nosync, entry.queue);
+        if m.changed {
+            self.table_ops.push_back(TableOp::Update(merged));
+        }
+        if m.stale > 0 {
+            // The peer's copy is older than ours on some side: tell it ours, at once.
+            self.stats.stale += 1;
+            if !nosync {
+                if matches!(queue, None | Some(Queue::InsAck)) {
+                    self.enqueue(now, slot, Queue::UpdC);
+                }
+                self.flush_now = true;
+            }
+        }
+    }
+
+    fn in_upd_req(&mut self, now: Instant, req: StateRefRepr) {
+        if req.is_bulk_request() {
+            self.stats.bulk_requests_received += 1;
+            self.start_bulk_send(now);
+            return;
+        }
+        let Some(slot) = self.cache.find((req.creatorid, req.id)) else {
+            self.stats.badstate += 1;
+            return;
+        };
+        let e = self.cache.get(slot);
+        if e.deleted {
+            self.stats.badstate += 1;
+            return;
+        }
+        if e.nosync {
+            // FreeBSD ignores it silently (OpenBSD counts badstate).
+            return;
+        }
+        if e.queue != Some(Queue::Ins) {
+            // A queued INS carries the full state already.
+            self.enqueue(now, slot, Queue::Upd);
+        }
+        self.flush_now = true;
+    }
+
+    fn in_del(&mut self, creatorid: u32, id: u64) {
+        let Some(slot) = self.cache.find((creatorid, id)) else {
+            self.stats.badstate += 1;
+            return;
+        };
+        if self.cache.get(slot).deleted {
+            // Gone here too; our DEL_C still goes, as the kernel's queue still holds it.
+            self.stats.badstate += 1;
+            return;
+        }
+        // Removed because a peer said so: no DEL_C goes back.
+        self.cache.remove(slot);
+        self.table_ops.push_back(TableOp::Delete { creatorid, id });
+    }
+}

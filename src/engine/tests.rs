@@ -1,0 +1,1033 @@
+//! Unit tests of the engine's single-node behaviour, packet in, packet out.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::state::{PeerState, TcpState, Timeout};
+use crate::wire::msg::{BusRepr, StateRefRepr, UpdCRepr};
+use crate::wire::{Message, PacketBuilder, PacketReader, Pushed};
+
+const US: u32 = 0x0a0a_0a0a;
+const PEER: u32 = 0x0b0b_0b0b;
+
+fn t0() -> Instant {
+    // A fixed base for virtual time; only offsets from it matter.
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+fn at(ms: u64) -> Instant {
+    t0() + Duration::from_millis(ms)
+}
+
+fn engine(dialect: Dialect) -> Engine {
+    Engine::new(Config::new(US, dialect))
+}
+
+fn engine_with(dialect: Dialect, f: impl FnOnce(&mut Config)) -> Engine {
+    let mut c = Config::new(US, dialect);
+    f(&mut c);
+    Engine::new(c)
+}
+
+fn ifname(s: &str) -> IfName {
+    IfName::new(s).unwrap()
+}
+
+fn tcp(creatorid: u32, id: u64) -> State {
+    let mut s = State {
+        id,
+        creatorid,
+        ifname: ifname("em0"),
+        timeout: Timeout::TcpEstablished,
+        packets: [1, 1],
+        bytes: [60, 60],
+        ..State::default()
+    };
+    s.wire.addr = [
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+    ];
+    s.wire.port = [40000, 80];
+    s.stack = s.wire;
+    s.src.state = PeerState::Tcp(TcpState::Established);
+    s.dst.state = PeerState::Tcp(TcpState::Established);
+    s.src.seqlo = 1000;
+    s.dst.seqlo = 5000;
+    s
+}
+
+/// The same state after `n` more packets each way.
+fn advanced(mut s: State, n: u32) -> State {
+    s.src.seqlo = s.src.seqlo.wrapping_add(100 * n);
+    s.dst.seqlo = s.dst.seqlo.wrapping_add(100 * n);
+    s.packets[0] += u64::from(n);
+    s.packets[1] += u64::from(n);
+    s
+}
+
+fn transmits(e: &mut Engine) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| e.poll_transmit())
+        .map(|t| t.payload)
+        .collect()
+}
+
+fn table_ops(e: &mut Engine) -> Vec<TableOp> {
+    std::iter::from_fn(|| e.poll_table_op()).collect()
+}
+
+fn events(e: &mut Engine) -> Vec<Event> {
+    std::iter::from_fn(|| e.poll_event()).collect()
+}
+
+fn messages(payload: &[u8]) -> Vec<Message> {
+    PacketReader::new(payload)
+        .unwrap()
+        .messages()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn all_messages(packets: &[Vec<u8>]) -> Vec<Message> {
+    packets.iter().flat_map(|p| messages(p)).collect()
+}
+
+fn packet(dialect: Dialect, msgs: &[Message]) -> Vec<u8> {
+    let mut b = PacketBuilder::new(dialect, 9000);
+    for m in msgs {
+        assert_eq!(b.push(m).unwrap(), Pushed::Added);
+    }
+    b.finish().unwrap()
+}
+
+fn receive(e: &mut Engine, now: Instant, dialect: Dialect, msgs: &[Message]) {
+    let p = packet(dialect, msgs);
+    e.handle_packet(now, good(&p));
+}
+
+fn good(payload: &[u8]) -> Received<'_> {
+    Received {
+        payload,
+        on_syncdev: true,
+        ttl: 255,
+        ipv6: false,
+        source: None,
+    }
+}
+
+fn upd(dialect: Dialect, s: &State) -> Message {
+    Message::Upd(s.to_record(dialect.record_format()).0)
+}
+
+fn ins(dialect: Dialect, s: &State) -> Message {
+    Message::Ins(s.to_record(dialect.record_format()).0)
+}
+
+fn upd_c(s: &State) -> Message {
+    Message::UpdC(UpdCRepr {
+        id: s.id,
+        src: s.src.to_repr(),
+        dst: s.dst.to_repr(),
+        creatorid: s.creatorid,
+        expire: 0,
+        timeout: s.timeout.number(),
+        state_flags: 0,
+    })
+}
+
+fn sref(creatorid: u32, id: u64) -> StateRefRepr {
+    StateRefRepr { id, creatorid }
+}
+
+/// Gives the engine a state a peer sent, and drains what that produced.
+fn import(e: &mut Engine, now: Instant, s: &State) {
+    receive(
+        e,
+        now,
+        Dialect::FreeBsd1400,
+        &[upd(Dialect::FreeBsd1400, s)],
+    );
+    assert!(matches!(table_ops(e)[..], [TableOp::Import(_)]));
+    assert!(transmits(e).is_empty());
+}
+
+#[test]
+fn a_local_insert_waits_for_the_one_second_timer() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    e.handle_local(at(0), LocalChange::Insert(tcp(US, 1)));
+    assert!(transmits(&mut e).is_empty());
+    assert_eq!(e.poll_timeout(), Some(at(1000)));
+    // A second change does not move the timer.
+    e.handle_local(at(500), LocalChange::Insert(tcp(US, 2)));
+    assert_eq!(e.poll_timeout(), Some(at(1000)));
+    e.handle_timeout(at(999));
+    assert!(transmits(&mut e).is_empty());
+    e.handle_timeout(at(1000));
+    let sent = transmits(&mut e);
+    assert_eq!(sent.len(), 1);
+    let ids: Vec<u64> = all_messages(&sent)
+        .iter()
+        .map(|m| match m {
+            Message::Ins(r) => State::from_record(r).unwrap().id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, vec![1, 2]);
+    assert_eq!(e.poll_timeout(), None);
+    assert_eq!(e.stats().opackets, 1);
+    assert_eq!(e.stats().oacts[13], 2);
+    assert_eq!(e.stats().oacts[12], 1, "one EOF per packet");
+}
+
+#[test]
+fn maxupd_updates_of_a_tcp_state_send_at_once() {
+    let mut e = engine_with(Dialect::FreeBsd1400, |c| c.maxupd = 3);
+    let mut s = tcp(US, 1);
+    e.handle_local(at(0), LocalChange::Insert(s));
+    e.flush(at(0));
+    assert_eq!(transmits(&mut e).len(), 1);
+    for i in 1..=2 {
+        s = advanced(s, 1);
+        e.handle_local(at(10 * i), LocalChange::Update(s));
+        assert!(transmits(&mut e).is_empty(), "update {i} waits");
+    }
+    s = advanced(s, 1);
+    e.handle_local(at(30), LocalChange::Update(s));
+    let sent = transmits(&mut e);
+    assert_eq!(sent.len(), 1, "the third update sends");
+    match &all_messages(&sent)[..] {
+        [Message::UpdC(u)] => assert_eq!(u.src.seqlo, s.src.seqlo),
+        other => panic!("{other:?}"),
+    }
+    // The counter starts again after a send.
+    s = advanced(s, 1);
+    e.handle_local(at(40), LocalChange::Update(s));
+    assert!(transmits(&mut e).is_empty());
+}
+
+#[test]
+fn maxupd_counts_tcp_only() {
+    let mut e = engine_with(Dialect::FreeBsd1400, |c| c.maxupd = 1);
+    let mut s = tcp(US, 1);
+    s.wire.proto = crate::state::Protocol::Udp;
+    s.stack.proto = crate::state::Protocol::Udp;
+    s.src.state = PeerState::Level(crate::state::PeerLevel::SINGLE);
+    s.dst.state = PeerState::Level(crate::state::PeerLevel::NO_TRAFFIC);
+    s.timeout = Timeout::UdpSingle;
+    e.handle_local(at(0), LocalChange::Insert(s));
+    e.flush(at(0));
+    transmits(&mut e);
+    s.packets[0] += 1;
+    e.handle_local(at(1), LocalChange::Update(s));
+    assert!(transmits(&mut e).is_empty());
+    e.handle_timeout(at(1001));
+    assert_eq!(transmits(&mut e).len(), 1);
+}
+
+#[test]
+fn a_full_packet_is_sent_before_the_timer_and_packets_fill_the_mtu() {
+    // 1400 records are 277 bytes: five fit in the 1460 bytes FreeBSD leaves of a 1500
+    // MTU (20 + 4 + 5×277 + 4 = 1413).
+    let mut e = engine(Dialect::FreeBsd1400);
+    for id in 1..=5 {
+        e.handle_local(at(0), LocalChange::Insert(tcp(US, id)));
+    }
+    assert!(transmits(&mut e).is_empty());
+    e.handle_local(at(1), LocalChange::Insert(tcp(US, 6)));
+    let sent = transmits(&mut e);
+    assert_eq!(sent.len(), 1, "the sixth does not fit: the first five go");
+    assert_eq!(all_messages(&sent).len(), 5);
+    assert_eq!(sent[0].len(), 1413);
+    // The sixth waits for its own timer.
+    assert_eq!(e.poll_timeout(), Some(at(1001)));
+    for id in 7..=23 {
+        e.handle_local(at(2), LocalChange::Insert(tcp(US, id)));
+    }
+    e.flush(at(3));
+    let sent2 = transmits(&mut e);
+    for p in sent.iter().chain(&sent2) {
+        assert!(p.len() + 40 <= 1500);
+    }
+    let ids: Vec<u64> = all_messages(&sent2)
+        .iter()
+        .map(|m| match m {
+            Message::Ins(r) => State::from_record(r).unwrap().id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, (6..=23).collect::<Vec<_>>());
+    assert_eq!(sent2.len(), 4, "18 records in 5+5+5+3");
+}
+
+#[test]
+fn mixed_kinds_share_a_packet_in_kernel_order() {
+    let mut e = engine(Dialect::FreeBsd1500);
+    let theirs = tcp(PEER, 1);
+    import(&mut e, at(0), &theirs);
+    let mine = tcp(US, 2);
+    e.handle_local(at(1), LocalChange::Insert(mine));
+    e.handle_local(at(2), LocalChange::Update(advanced(theirs, 1)));
+    // Split state: the update goes at once, and with it the queued insert.
+    let sent = transmits(&mut e);
+    assert_eq!(sent.len(), 1);
+    let kinds: Vec<&str> = all_messages(&sent)
+        .iter()
+        .map(|m| m.action().name())
+        .collect();
+    assert_eq!(kinds, ["INS_1500", "UPD_C"]);
+}
+
+#[test]
+fn upd_c_for_unknown_states_asks_for_them_in_one_packet() {
+    let mut e = engine(Dialect::OpenBsd);
+    let states: Vec<State> = (1..=3).map(|i| tcp(PEER, i)).collect();
+    let msgs: Vec<Message> = states.iter().map(upd_c).collect();
+    receive(&mut e, at(0), Dialect::FreeBsd1301, &msgs);
+    let sent = transmits(&mut e);
+    assert_eq!(sent.len(), 1);
+    let reqs: Vec<Message> = all_messages(&sent);
+    assert_eq!(
+        reqs,
+        (1..=3)
+            .map(|i| Message::UpdReq(sref(PEER, i)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(sent[0][0], 6, "sent in our dialect");
+    // The same UPD_C again: asked again (the first request may have been lost).
+    receive(&mut e, at(10), Dialect::FreeBsd1301, &msgs[..1]);
+    assert_eq!(all_messages(&transmits(&mut e)).len(), 1);
+}
+
+#[test]
+fn upd_req_is_answered_at_once_with_a_full_update() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    let s = tcp(US, 7);
+    e.handle_local(at(0), LocalChange::Insert(s));
+    e.flush(at(0));
+    transmits(&mut e);
+    receive(
+        &mut e,
+        at(5),
+        Dialect::FreeBsd1301,
+        &[Message::UpdReq(sref(US, 7))],
+    );
+    let sent = transmits(&mut e);
+    match &all_messages(&sent)[..] {
+        [Message::Upd(r)] => assert_eq!(State::from_record(r).unwrap(), s),
+        other => panic!("{other:?}"),
+    }
+    // Unknown: badstate, nothing sent.
+    receive(
+        &mut e,
+        at(6),
+        Dialect::FreeBsd1301,
+        &[Message::UpdReq(sref(US, 99))],
+    );
+    assert!(transmits(&mut e).is_empty());
+    assert_eq!(e.stats().badstate, 1);
+}
+
+#[test]
+fn a_queued_compressed_update_is_upgraded_by_a_request() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    let s = tcp(US, 7);
+    e.handle_local(at(0), LocalChange::Insert(s));
+    e.flush(at(0));
+    transmits(&mut e);
+    e.handle_local(at(1), LocalChange::Update(advanced(s, 1)));
+    assert_eq!(e.queued(), [0, 0, 0, 1, 0]);
+    receive(
+        &mut e,
+        at(2),
+        Dialect::FreeBsd1400,
+        &[Message::UpdReq(sref(US, 7))],
+    );
+    let kinds: Vec<&str> = all_messages(&transmits(&mut e))
+        .iter()
+        .map(|m| m.action().name())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["UPD_1400"],
+        "one slot per state: the UPD_C became an UPD"
+    );
+}
+
+#[test]
+fn a_stale_update_is_answered_at_once_with_ours() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    let s = tcp(PEER, 1);
+    import(&mut e, at(0), &s);
+    let newer = advanced(s, 5);
+    e.handle_local(at(3000), LocalChange::Update(newer));
+    e.flush(at(3000));
+    transmits(&mut e);
+    // The peer sends an older view: both sides stale.
+    receive(
+        &mut e,
+        at(3100),
+        Dialect::FreeBsd1400,
+        &[upd_c(&advanced(s, 1))],
+    );
+    assert_eq!(e.stats().stale, 1);
+    let sent = transmits(&mut e);
+    match &all_messages(&sent)[..] {
+        [Message::UpdC(u)] => {
+            assert_eq!(u.src.seqlo, newer.src.seqlo);
+            assert_eq!(u.dst.seqlo, newer.dst.seqlo);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(table_ops(&mut e).is_empty(), "ours kept, nothing to apply");
+    // One stale side: theirs taken on the other side, ours sent back.
+    let mut mixed = advanced(s, 9);
+    mixed.src.seqlo = s.src.seqlo;
+    receive(&mut e, at(3200), Dialect::FreeBsd1400, &[upd_c(&mixed)]);
+    assert_eq!(e.stats().stale, 2);
+    match &table_ops(&mut e)[..] {
+        [TableOp::Update(m)] => {
+            assert_eq!(m.src.seqlo, newer.src.seqlo);
+            assert_eq!(m.dst.seqlo, mixed.dst.seqlo);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(all_messages(&transmits(&mut e)).len(), 1);
+}
+
+#[test]
+fn newer_updates_are_merged_without_reply() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    let s = tcp(PEER, 1);
+    import(&mut e, at(0), &s);
+    let newer = advanced(s, 2);
+    receive(&mut e, at(10), Dialect::OpenBsd, &[upd_c(&newer)]);
+    match &table_ops(&mut e)[..] {
+        [TableOp::Update(m)] => assert_eq!((m.src, m.dst), (newer.src, newer.dst)),
+        other => panic!("{other:?}"),
+    }
+    assert!(transmits(&mut e).is_empty());
+    assert_eq!(e.poll_timeout(), None);
+    // The table echoes the merged state back: no news, nothing sent.
+    let merged = *e.state(PEER, 1).unwrap();
+    e.handle_local(at(11), LocalChange::Update(merged));
+    assert_eq!(e.poll_timeout(), None);
+}
+
+#[test]
+fn clear_with_and_without_interface() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    for id in 1..=4 {
+        let mut s = tcp(PEER, id);
+        s.ifname = ifname(if id % 2 == 0 { "em0" } else { "em1" });
+        import(&mut e, at(0), &s);
+    }
+    import(&mut e, at(0), &tcp(0x0c0c_0c0c, 9));
+    let clr = |name: &str, creatorid| {
+        Message::Clr(crate::wire::msg::ClrRepr {
+            ifname: if name.is_empty() {
+                IfName::EMPTY
+            } else {
+                ifname(name)
+            },
+            creatorid,
+        })
+    };
+    receive(&mut e, at(1), Dialect::FreeBsd1400, &[clr("em0", PEER)]);
+    assert_eq!(
+        table_ops(&mut e),
+        [TableOp::Clear {
+            creatorid: PEER,
+            ifname: ifname("em0")
+        }]
+    );
+    let left: Vec<u64> = e.states().map(|s| s.id).collect();
+    assert_eq!(left, [1, 3, 9]);
+    receive(&mut e, at(2), Dialect::OpenBsd, &[clr("", PEER)]);
+    assert_eq!(
+        table_ops(&mut e),
+        [TableOp::Clear {
+            creatorid: PEER,
+            ifname: IfName::EMPTY
+        }]
+    );
+    let left: Vec<u64> = e.states().map(|s| s.id).collect();
+    assert_eq!(left, [9]);
+    assert!(
+        transmits(&mut e).is_empty(),
+        "no DEL_C for what a peer cleared"
+    );
+    // The table echoes the deletions: nothing is sent either.
+    for id in 1..=4 {
+        e.handle_local(
+            at(3),
+            LocalChange::Delete {
+                creatorid: PEER,
+                id,
+            },
+        );
+    }
+    assert_eq!(e.poll_timeout(), None);
+}
+
+#[test]
+fn a_local_clear_sends_our_clr_at_once() {
+    let mut e = engine(Dialect::OpenBsd);
+    let mine = tcp(US, 1);
+    e.handle_local(at(0), LocalChange::Insert(mine));
+    e.flush(at(0));
+    transmits(&mut e);
+    import(&mut e, at(0), &tcp(PEER, 2));
+    e.handle_local(
+        at(1),
+        LocalChange::Delete {
+            creatorid: US,
+            id: 1,
+        },
+    );
+    e.handle_local(
+        at(2),
+        LocalChange::Clear {
+            ifname: ifname("em0"),
+        },
+    );
+    let sent = transmits(&mut e);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        all_messages(&sent),
+        [
+            Message::DelC(sref(US, 1)),
+            Message::Clr(crate::wire::msg::ClrRepr {
+                ifname: ifname("em0"),
+                creatorid: US
+            })
+        ]
+    );
+    assert_eq!(e.state_count(), 0);
+}
+
+#[test]
+fn an_insert_asking_for_an_ack_is_acked_at_once() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    let mut s = tcp(PEER, 3);
+    s.state_flags.insert(StateFlags::ACK);
+    receive(
+        &mut e,
+        at(0),
+        Dialect::FreeBsd1400,
+        &[ins(Dialect::FreeBsd1400, &s)],
+    );
+    match &table_ops(&mut e)[..] {
+        [TableOp::Import(i)] => assert!(!i.state_flags.contains(StateFlags::ACK)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        all_messages(&transmits(&mut e)),
+        [Message::InsAck(sref(PEER, 3))]
+    );
+    // Without the flag: imported, nothing sent.
+    receive(
+        &mut e,
+        at(1),
+        Dialect::FreeBsd1400,
+        &[ins(Dialect::FreeBsd1400, &tcp(PEER, 4))],
+    );
+    assert!(transmits(&mut e).is_empty());
+    assert_eq!(table_ops(&mut e).len(), 1);
+    // A duplicate insert is ignored.
+    receive(
+        &mut e,
+        at(2),
+        Dialect::FreeBsd1400,
+        &[ins(Dialect::FreeBsd1400, &tcp(PEER, 4))],
+    );
+    assert!(table_ops(&mut e).is_empty());
+    assert_eq!(e.stats().ins_duplicate, 1);
+}
+
+#[test]
+fn imported_states_are_not_echoed_but_local_changes_to_them_are_sent() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    let s = tcp(PEER, 5);
+    import(&mut e, at(0), &s);
+    // The table reports the state we imported as an insert: not ours to announce.
+    e.handle_local(at(1), LocalChange::Insert(s));
+    assert_eq!(e.poll_timeout(), None);
+    e.handle_timeout(at(5000));
+    assert!(transmits(&mut e).is_empty());
+    // Later, traffic through us changes it (active-active): that is sent.
+    let moved = advanced(s, 1);
+    e.handle_local(at(6000), LocalChange::Update(moved));
+    e.handle_timeout(at(7000));
+    match &all_messages(&transmits(&mut e))[..] {
+        [Message::UpdC(u)] => assert_eq!(u.src.seqlo, moved.src.seqlo),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_peer_delete_is_applied_and_not_echoed() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    let s = tcp(PEER, 5);
+    import(&mut e, at(0), &s);
+    receive(
+        &mut e,
+        at(1),
+        Dialect::FreeBsd1400,
+        &[Message::DelC(sref(PEER, 5))],
+    );
+    assert_eq!(
+        table_ops(&mut e),
+        [TableOp::Delete {
+            creatorid: PEER,
+            id: 5
+        }]
+    );
+    e.handle_local(
+        at(2),
+        LocalChange::Delete {
+            creatorid: PEER,
+            id: 5,
+        },
+    );
+    assert_eq!(e.poll_timeout(), None);
+    assert!(transmits(&mut e).is_empty());
+    // An unknown one: badstate.
+    receive(
+        &mut e,
+        at(3),
+        Dialect::FreeBsd1400,
+        &[Message::DelC(sref(PEER, 5))],
+    );
+    assert_eq!(e.stats().badstate, 1);
+}
+
+#[test]
+fn a_local_delete_sends_del_c_unless_the_insert_never_left() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    e.handle_local(at(0), LocalChange::Insert(tcp(US, 1)));
+    e.handle_local(
+        at(1),
+        LocalChange::Delete {
+            creatorid: US,
+            id: 1,
+        },
+    );
+    assert_eq!(e.state_count(), 0);
+    e.handle_timeout(at(1000));
+    assert!(
+        transmits(&mut e).is_empty(),
+        "never announced: nothing to say"
+    );
+    e.handle_local(at(2000), LocalChange::Insert(tcp(US, 2)));
+    e.flush(at(2000));
+    transmits(&mut e);
+    e.handle_local(at(2001), LocalChange::Update(advanced(tcp(US, 2), 1)));
+    e.handle_local(
+        at(2002),
+        LocalChange::Delete {
+            creatorid: US,
+            id: 2,
+        },
+    );
+    assert_eq!(e.queued(), [0, 0, 0, 0, 1], "the DEL_C replaced the UPD_C");
+    e.handle_timeout(at(3001));
+    assert_eq!(
+        all_messages(&transmits(&mut e)),
+        [Message::DelC(sref(US, 2))]
+    );
+    assert_eq!(e.state_count(), 0);
+}
+
+#[test]
+fn no_sync_states_are_never_sent() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    let mut quiet = tcp(US, 1);
+    quiet.state_flags.insert(StateFlags::NOSYNC);
+    let mut own = tcp(US, 2);
+    own.wire.proto = crate::state::Protocol::Other(IPPROTO_PFSYNC);
+    own.src.state = PeerState::Level(crate::state::PeerLevel::SINGLE);
+    own.dst.state = PeerState::Level(crate::state::PeerLevel::SINGLE);
+    for s in [quiet, own] {
+        e.handle_local(at(0), LocalChange::Insert(s));
+        e.handle_local(at(1), LocalChange::Update(advanced(s, 1)));
+    }
+    e.handle_timeout(at(2000));
+    assert!(transmits(&mut e).is_empty());
+    receive(
+        &mut e,
+        at(3000),
+        Dialect::FreeBsd1400,
+        &[
+            Message::UpdReq(sref(US, 1)),
+            Message::UpdReq(StateRefRepr::BULK_REQUEST),
+        ],
+    );
+    let sent = transmits(&mut e);
+    let kinds: Vec<&str> = all_messages(&sent)
+        .iter()
+        .map(|m| m.action().name())
+        .collect();
+    assert_eq!(kinds, ["BUS", "BUS"], "an empty bulk: START and END only");
+    for s in [quiet, own] {
+        e.handle_local(
+            at(4000),
+            LocalChange::Delete {
+                creatorid: US,
+                id: s.id,
+            },
+        );
+    }
+    e.handle_timeout(at(6000));
+    assert!(transmits(&mut e).is_empty());
+    // A synced state that turns no-sync is dropped from its queue.
+    let s = tcp(US, 3);
+    e.handle_local(at(7000), LocalChange::Insert(s));
+    let mut marked = s;
+    marked.state_flags.insert(StateFlags::NOSYNC);
+    e.handle_local(at(7001), LocalChange::Update(marked));
+    e.handle_local(
+        at(7002),
+        LocalChange::Delete {
+            creatorid: US,
+            id: 3,
+        },
+    );
+    e.handle_timeout(at(9000));
+    assert!(transmits(&mut e).is_empty());
+}
+
+#[test]
+fn our_bulk_request_is_retried_twelve_times_then_given_up() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    e.request_bulk(at(0));
+    assert_eq!(events(&mut e), [Event::CarpDemote(true)]);
+    assert!(e.demoted() && !e.syncok());
+    let mut sends = 0;
+    let mut now = at(0);
+    loop {
+        for p in transmits(&mut e) {
+            assert_eq!(messages(&p), [Message::UpdReq(StateRefRepr::BULK_REQUEST)]);
+            sends += 1;
+        }
+        match e.poll_timeout() {
+            Some(t) => {
+                assert_eq!(t - now, Duration::from_secs(5), "FreeBSD retries every 5 s");
+                now = t;
+                e.handle_timeout(now);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(sends, 12);
+    assert_eq!(now - at(0), Duration::from_secs(60));
+    assert_eq!(
+        events(&mut e),
+        [
+            Event::BulkDone { complete: false },
+            Event::CarpDemote(false)
+        ]
+    );
+    assert!(e.syncok() && !e.demoted());
+    assert_eq!(e.stats().bulk_requests_sent, 12);
+    assert_eq!(e.stats().bulk_given_up, 1);
+}
+
+#[test]
+fn openbsd_retries_every_two_seconds() {
+    let mut e = engine(Dialect::OpenBsd);
+    e.request_bulk(at(0));
+    assert_eq!(e.poll_timeout(), Some(at(2000)));
+}
+
+#[test]
+fn bus_start_and_end_complete_our_request() {
+    let mut e = engine(Dialect::FreeBsd1500);
+    // A BUS with no request outstanding is ignored.
+    let bus = |status, endtime| {
+        Message::Bus(BusRepr {
+            creatorid: PEER,
+            endtime,
+            status,
+        })
+    };
+    receive(&mut e, at(0), Dialect::FreeBsd1500, &[bus(STATUS_END, 0)]);
+    assert!(!e.syncok());
+    e.request_bulk(at(10_000));
+    transmits(&mut e);
+    events(&mut e);
+    receive(
+        &mut e,
+        at(10_050),
+        Dialect::FreeBsd1500,
+        &[bus(STATUS_START, 0)],
+    );
+    assert!(matches!(
+        e.bulk_request_state(),
+        BulkRequest::Receiving { .. }
+    ));
+    // No retry while the update runs: the deadline is the end timeout.
+    assert_eq!(e.poll_timeout(), Some(at(130_050)));
+    // An END for an update that started long before our request is not ours.
+    receive(
+        &mut e,
+        at(10_100),
+        Dialect::FreeBsd1500,
+        &[bus(STATUS_END, 9)],
+    );
+    assert!(!e.syncok());
+    assert_eq!(e.stats().bus_end_stale, 1);
+    receive(
+        &mut e,
+        at(12_000),
+        Dialect::FreeBsd1500,
+        &[bus(STATUS_END, 1)],
+    );
+    assert!(e.syncok());
+    assert_eq!(
+        events(&mut e),
+        [Event::BulkDone { complete: true }, Event::CarpDemote(false)]
+    );
+    assert_eq!(e.stats().bulk_last_duration_ms, 2000);
+    assert_eq!(e.poll_timeout(), None);
+}
+
+#[test]
+fn an_end_without_start_completes_too() {
+    // OpenBSD puts END after the last records; if START was lost, END still counts.
+    let mut e = engine(Dialect::OpenBsd);
+    e.request_bulk(at(0));
+    receive(
+        &mut e,
+        at(100),
+        Dialect::OpenBsd,
+        &[Message::Bus(BusRepr {
+            creatorid: PEER,
+            endtime: 0,
+            status: STATUS_END,
+        })],
+    );
+    assert!(e.syncok());
+}
+
+use crate::wire::msg::bus::{STATUS_END, STATUS_START};
+
+#[test]
+fn a_bulk_update_we_send_is_paced_and_framed_by_bus() {
+    let mut e = engine_with(Dialect::FreeBsd1500, |c| {
+        c.bulk_interval = Duration::from_millis(20)
+    });
+    for id in 1..=10 {
+        e.handle_local(at(0), LocalChange::Insert(tcp(US, id)));
+    }
+    e.flush(at(0));
+    transmits(&mut e);
+    receive(
+        &mut e,
+        at(100),
+        Dialect::FreeBsd1301,
+        &[Message::UpdReq(StateRefRepr::BULK_REQUEST)],
+    );
+    assert_eq!(events(&mut e), [Event::BulkSendStarted]);
+    // START alone, then one packet of three 1500 records (FreeBSD's count at MTU 1500).
+    let first = transmits(&mut e);
+    assert_eq!(first.len(), 2);
+    assert!(matches!(
+        messages(&first[0])[..],
+        [Message::Bus(BusRepr {
+            status: STATUS_START,
+            creatorid: US,
+            ..
+        })]
+    ));
+    assert_eq!(messages(&first[1]).len(), 3);
+    assert_eq!(e.poll_timeout(), Some(at(120)));
+    let mut ids = Vec::new();
+    let mut packets = first;
+    while let Some(t) = e.poll_timeout() {
+        e.handle_timeout(t);
+        packets.extend(transmits(&mut e));
+    }
+    let mut end = None;
+    for m in all_messages(&packets) {
+        match m {
+            Message::Upd(r) => ids.push(State::from_record(&r).unwrap().id),
+            Message::Bus(b) if b.status == STATUS_END => end = Some(b),
+            _ => {}
+        }
+    }
+    assert_eq!(ids, (1..=10).collect::<Vec<_>>());
+    assert!(end.is_some());
+    assert_eq!(events(&mut e), [Event::BulkSendDone { states: 10 }]);
+    assert!(!e.bulk_sending());
+}
+
+#[test]
+fn a_flood_of_bulk_requests_costs_one_more_pass() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    for id in 1..=50 {
+        e.handle_local(at(0), LocalChange::Insert(tcp(US, id)));
+    }
+    e.flush(at(0));
+    transmits(&mut e);
+    let flood = vec![Message::UpdReq(StateRefRepr::BULK_REQUEST); 100];
+    for i in 0..20 {
+        receive(&mut e, at(100 + i), Dialect::FreeBsd1400, &flood);
+    }
+    assert_eq!(e.stats().bulk_requests_received, 2000);
+    let mut now = at(200);
+    let mut sent = 0;
+    while let Some(t) = e.poll_timeout() {
+        now = now.max(t);
+        e.handle_timeout(now);
+        sent += transmits(&mut e).len();
+        assert!(sent < 100, "bounded");
+    }
+    assert_eq!(e.stats().bulk_sends_completed, 2);
+    assert_eq!(e.stats().bulk_states_sent, 100);
+}
+
+#[test]
+fn a_flood_of_requests_for_unknown_states_stays_bounded() {
+    let mut e = engine_with(Dialect::FreeBsd1400, |c| c.max_pending_requests = 8);
+    // UPD_C for unknown states: requests up to the bound, the rest counted.
+    let msgs: Vec<Message> = (1..=17).map(|i| upd_c(&tcp(PEER, i))).collect();
+    receive(&mut e, at(0), Dialect::FreeBsd1400, &msgs);
+    assert_eq!(all_messages(&transmits(&mut e)).len(), 8);
+    assert_eq!(e.stats().req_overflow, 9);
+    // UPD_REQ for states we lack: counted, nothing kept, nothing sent.
+    let reqs: Vec<Message> = (1..=120).map(|i| Message::UpdReq(sref(PEER, i))).collect();
+    for i in 0..100 {
+        receive(&mut e, at(1 + i), Dialect::FreeBsd1400, &reqs);
+    }
+    assert_eq!(e.stats().badstate, 12_000);
+    assert!(transmits(&mut e).is_empty());
+    assert_eq!(e.state_count(), 0);
+    assert_eq!(e.poll_timeout(), None);
+}
+
+#[test]
+fn a_flood_of_requests_for_known_states_sends_each_once_per_packet() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    e.handle_local(at(0), LocalChange::Insert(tcp(US, 1)));
+    e.flush(at(0));
+    transmits(&mut e);
+    let reqs = vec![Message::UpdReq(sref(US, 1)); 120];
+    receive(&mut e, at(1), Dialect::FreeBsd1400, &reqs);
+    assert_eq!(all_messages(&transmits(&mut e)).len(), 1);
+}
+
+#[test]
+fn bad_ttl_interface_and_garbage_are_counted() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    let p = packet(
+        Dialect::FreeBsd1400,
+        &[upd(Dialect::FreeBsd1400, &tcp(PEER, 1))],
+    );
+    e.handle_packet(
+        at(0),
+        Received {
+            ttl: 254,
+            ..good(&p)
+        },
+    );
+    e.handle_packet(
+        at(0),
+        Received {
+            on_syncdev: false,
+            ..good(&p)
+        },
+    );
+    e.handle_packet(
+        at(0),
+        Received {
+            ipv6: true,
+            ttl: 1,
+            ..good(&p)
+        },
+    );
+    e.handle_packet(at(0), good(&p[..10]));
+    let mut bad_version = p.clone();
+    bad_version[0] = 4;
+    e.handle_packet(at(0), good(&bad_version));
+    let mut bad_len = p.clone();
+    bad_len[3] = 0xff;
+    e.handle_packet(at(0), good(&bad_len));
+    let s = e.stats();
+    assert_eq!(
+        (
+            s.ipackets,
+            s.ipackets6,
+            s.badttl,
+            s.badif,
+            s.hdrops,
+            s.badver,
+            s.badlen
+        ),
+        (6, 1, 2, 1, 1, 1, 1)
+    );
+    assert_eq!(e.state_count(), 0);
+    assert!(table_ops(&mut e).is_empty());
+}
+
+#[test]
+fn every_dialect_is_accepted_whatever_we_send() {
+    for ours in Dialect::ALL {
+        for theirs in Dialect::ALL {
+            let mut e = engine(ours);
+            let s = tcp(PEER, 1);
+            receive(&mut e, at(0), theirs, &[ins(theirs, &s)]);
+            assert_eq!(
+                e.state(PEER, 1).map(|x| (x.src, x.dst)),
+                Some((s.src, s.dst))
+            );
+            // And our answer to it goes in our dialect.
+            receive(&mut e, at(1), theirs, &[Message::UpdReq(sref(PEER, 1))]);
+            let sent = transmits(&mut e);
+            assert_eq!(sent[0][0], ours.version());
+            match &messages(&sent[0])[..] {
+                [Message::Upd(r)] => assert_eq!(r.format(), ours.record_format()),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn split_states_are_sent_at_once_for_two_seconds() {
+    let mut e = engine(Dialect::OpenBsd);
+    let s = tcp(PEER, 1);
+    import(&mut e, at(0), &s);
+    e.handle_local(at(1999), LocalChange::Update(advanced(s, 1)));
+    assert_eq!(transmits(&mut e).len(), 1, "updated by a peer 1.999 s ago");
+    e.handle_local(at(2000), LocalChange::Update(advanced(s, 2)));
+    assert!(transmits(&mut e).is_empty(), "2 s ago: not split any more");
+}
+
+#[test]
+fn random_config_takes_the_callers_bytes() {
+    let mut r = [0u8; 32];
+    r[..4].copy_from_slice(&7u32.to_le_bytes());
+    r[16] = 1;
+    let c = Config::random(Dialect::FreeBsd1400, r);
+    assert_eq!(c.creatorid, 7);
+    assert_eq!(c.hash_key, [1, 0]);
+    assert_eq!(Config::random(Dialect::OpenBsd, [0; 32]).creatorid, 1);
+}
+
+#[test]
+fn cache_limit_is_counted_not_crashed_on() {
+    let mut e = engine_with(Dialect::FreeBsd1400, |c| c.max_states = 2);
+    for id in 1..=3 {
+        e.handle_local(at(0), LocalChange::Insert(tcp(US, id)));
+    }
+    receive(
+        &mut e,
+        at(1),
+        Dialect::FreeBsd1400,
+        &[upd(Dialect::FreeBsd1400, &tcp(PEER, 1))],
+    );
+    assert_eq!(e.state_count(), 2);
+    assert_eq!(e.stats().cache_full, 2);
+    assert!(table_ops(&mut e).is_empty());
+}
