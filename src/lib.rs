@@ -9,6 +9,7 @@
 
 pub mod capture;
 pub mod engine;
+pub mod net;
 pub mod state;
 #[allow(unsafe_code)]
 pub mod sys;
