@@ -37,6 +37,7 @@ mod send;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod tombstones;
 
 pub use cache::{Key, Queue};
 pub use hash::{KeyedHasher, KeyedState};
@@ -101,6 +102,11 @@ pub struct Config {
     pub pfcksum: [u8; 16],
     /// Secret key of the cache index's hash (see [`hash`](KeyedState)).
     pub hash_key: [u64; 2],
+    /// How long a deleted state's stale copies are refused (zero: as the kernels, never;
+    /// see `tombstones.rs`).
+    pub tombstone_ttl: Duration,
+    /// Most deletes remembered for that.
+    pub max_tombstones: usize,
 }
 
 impl Config {
@@ -134,6 +140,8 @@ impl Config {
             max_pending_requests: 4096,
             pfcksum: [0; 16],
             hash_key: [0, 0],
+            tombstone_ttl: Duration::from_secs(5),
+            max_tombstones: 65_536,
         }
     }
 
@@ -271,6 +279,7 @@ pub struct Engine {
     /// Update requests to send (UPD_REQ for states we lack), deduplicated by `requested`.
     requests: VecDeque<Key>,
     requested: HashSet<Key, KeyedState>,
+    tombstones: tombstones::Tombstones,
     clears: Vec<ClrRepr>,
     send_bulk_request: bool,
     /// The batching timer: when the queued messages go out at the latest.
@@ -296,6 +305,11 @@ impl Engine {
             cache: Cache::new(config.max_states, hasher),
             requests: VecDeque::new(),
             requested: HashSet::with_hasher(hasher),
+            tombstones: tombstones::Tombstones::new(
+                config.tombstone_ttl,
+                config.max_tombstones,
+                hasher,
+            ),
             clears: Vec::new(),
             send_bulk_request: false,
             flush_at: None,
@@ -504,6 +518,7 @@ impl Engine {
             if never {
                 return;
             }
+            self.tombstones.exhume(key);
             match self.cache.insert(Entry::new(state)) {
                 Ok(slot) => self.enqueue(now, slot, Queue::Ins),
                 Err(_) => self.stats.cache_full += 1,
@@ -560,6 +575,7 @@ impl Engine {
         if e.deleted {
             return;
         }
+        self.tombstones.bury((creatorid, id), now);
         if e.nosync || e.queue == Some(Queue::Ins) {
             // Never announced: nothing to tell.
             self.cache.remove(slot);

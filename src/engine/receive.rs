@@ -76,8 +76,8 @@ impl Engine {
             },
             Message::UpdC(u) => self.in_upd_c(now, &u),
             Message::UpdReq(r) => self.in_upd_req(now, r),
-            Message::Del(r) => self.in_del(r.creatorid(), r.id()),
-            Message::DelC(r) => self.in_del(r.creatorid, r.id),
+            Message::Del(r) => self.in_del(now, r.creatorid(), r.id()),
+            Message::DelC(r) => self.in_del(now, r.creatorid, r.id),
             Message::Bus(b) => self.in_bus(now, b),
             // Deferral is not done in userland, so an INS_ACK releases nothing; IPsec
             // SAs are not synced.
@@ -117,6 +117,11 @@ impl Engine {
     fn import(&mut self, now: Instant, mut state: State) -> Option<u32> {
         if state.creatorid == 0 {
             self.stats.badstate += 1;
+            return None;
+        }
+        if self.tombstones.contains((state.creatorid, state.id), now) {
+            // A copy that was on its way when the state was deleted.
+            self.stats.tombstoned += 1;
             return None;
         }
         // The flag asks the receiver for an INS_ACK; it means nothing in our table.
@@ -175,7 +180,11 @@ impl Engine {
     fn in_upd_c(&mut self, now: Instant, upd: &UpdCRepr) {
         let key = (upd.creatorid, upd.id);
         let Some(slot) = self.cache.find(key) else {
-            self.request_state(now, key);
+            if self.tombstones.contains(key, now) {
+                self.stats.tombstoned += 1;
+            } else {
+                self.request_state(now, key);
+            }
             return;
         };
         let ours = &self.cache.get(slot).state;
@@ -244,7 +253,9 @@ impl Engine {
         self.flush_now = true;
     }
 
-    fn in_del(&mut self, creatorid: u32, id: u64) {
+    fn in_del(&mut self, now: Instant, creatorid: u32, id: u64) {
+        // Remembered even for a state we lack: its insert may still be on its way.
+        self.tombstones.bury((creatorid, id), now);
         let Some(slot) = self.cache.find((creatorid, id)) else {
             self.stats.badstate += 1;
             return;

@@ -73,6 +73,8 @@ pub struct Stats {
     pub req_overflow: u64,
     /// Inserts of states we already had (duplicated packets, re-announcements).
     pub ins_duplicate: u64,
+    /// Stale copies of states deleted a moment ago, refused (see `tombstone_ttl`).
+    pub tombstoned: u64,
     /// States not cached because the cache was at its limit.
     pub cache_full: u64,
     /// Fields the sending dialect could not carry, summed over sent states.

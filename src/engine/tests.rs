@@ -1031,3 +1031,53 @@ fn cache_limit_is_counted_not_crashed_on() {
     assert_eq!(e.stats().cache_full, 2);
     assert!(table_ops(&mut e).is_empty());
 }
+
+#[test]
+fn a_late_copy_of_a_deleted_state_does_not_bring_it_back() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    let s = tcp(PEER, 5);
+    // The DEL_C overtook the insert: the insert arrives after it.
+    receive(
+        &mut e,
+        at(0),
+        Dialect::FreeBsd1400,
+        &[Message::DelC(sref(PEER, 5))],
+    );
+    receive(
+        &mut e,
+        at(10),
+        Dialect::FreeBsd1400,
+        &[ins(Dialect::FreeBsd1400, &s)],
+    );
+    receive(&mut e, at(20), Dialect::FreeBsd1400, &[upd_c(&s)]);
+    assert!(table_ops(&mut e).is_empty());
+    assert!(transmits(&mut e).is_empty(), "no request for it either");
+    assert_eq!(e.stats().tombstoned, 2);
+    // Our own deleted state, sent back by a peer's bulk update.
+    e.handle_local(at(30), LocalChange::Insert(tcp(US, 1)));
+    e.flush(at(30));
+    e.handle_local(
+        at(40),
+        LocalChange::Delete {
+            creatorid: US,
+            id: 1,
+        },
+    );
+    e.flush(at(40));
+    transmits(&mut e);
+    receive(
+        &mut e,
+        at(50),
+        Dialect::FreeBsd1400,
+        &[upd(Dialect::FreeBsd1400, &tcp(US, 1))],
+    );
+    assert!(table_ops(&mut e).is_empty());
+    // After the TTL, the kernels' behaviour: imported.
+    receive(
+        &mut e,
+        at(5100),
+        Dialect::FreeBsd1400,
+        &[upd(Dialect::FreeBsd1400, &s)],
+    );
+    assert_eq!(table_ops(&mut e).len(), 1);
+}
