@@ -5,18 +5,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::error::NetError;
 
-/// IP protocol number of pfsync (`IPPROTO_PFSYNC`), for IPv4 and as IPv6 next header.
-pub const IPPROTO_PFSYNC: u8 = 240;
+// One definition of protocol 240 and the groups, shared with the engine.
+pub use crate::engine::{IPPROTO_PFSYNC, PFSYNC_GROUP_V4, PFSYNC_GROUP_V6};
 
 /// The TTL (IPv4) or hop limit (IPv6) pfsync sends with and requires on receive
 /// (`PFSYNC_DFLTTL`).
 pub const PFSYNC_TTL: u8 = 255;
-
-/// The IPv4 group pfsync sends to when no syncpeer is set (`INADDR_PFSYNC_GROUP`).
-pub const PFSYNC_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 240);
-
-/// The IPv6 group of FreeBSD 14+ pfsync: transient, link-local scope, scoped to the syncdev.
-pub const PFSYNC_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff12, 0, 0, 0, 0, 0, 0, 0xf0);
 
 /// IPv4 type of service the kernels send pfsync with (`IPTOS_LOWDELAY`).
 pub const IPTOS_LOWDELAY: u8 = 0x10;
