@@ -12,6 +12,31 @@
 //!
 //! Everything that looks up interfaces or opens sockets answers for the network namespace of
 //! the calling thread.
+//!
+//! ```no_run
+//! # #[cfg(target_os = "linux")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use pfsyncd::net::{Family, Interface, RawReceiver, Sender, SyncInput, Transport, RECV_BUFFER_LEN};
+//!
+//! let transport = Transport::multicast("em1", Family::V4);
+//! let syncdev = Interface::lookup(&transport.syncdev)?; // "syncdev em1: no such interface"
+//! let sender = Sender::open(&transport, &syncdev)?;
+//! let mut input = SyncInput::new(RawReceiver::open(&transport, &syncdev)?, syncdev);
+//!
+//! let report = sender.send(&[/* a pfsync packet */]);
+//! let oerrors = report.failed.len();
+//!
+//! let mut buf = vec![0; RECV_BUFFER_LEN];
+//! // When the input's fd is readable:
+//! while let Some(received) = input.recv(&mut buf)? {
+//!     // engine.handle_packet(now, received): it counts badif and badttl itself.
+//! #   let _ = (received, oerrors);
+//! }
+//! # Ok(())
+//! # }
+//! # #[cfg(not(target_os = "linux"))]
+//! # fn main() {}
+//! ```
 
 mod config;
 mod error;
