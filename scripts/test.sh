@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs every test of pfsyncd on a fresh Debian 12 machine, installing what it needs:
 # libclang (bindgen), the ziglang wheel (the real FreeBSD 15 and OpenBSD headers the
-# header-oracle tests compare our codec against), and a Rust toolchain if none is there.
+# header-oracle tests compare our codec against), iproute2 (network namespaces for the
+# transport tests, which need root), and a Rust toolchain if none is there.
 # Usage: sh scripts/test.sh
 set -eu
 cd "$(dirname "$0")/.."
@@ -22,6 +23,8 @@ apt_install() {
 # bindgen needs libclang; pip and python3 fetch the headers.
 dpkg -s libclang-dev >/dev/null 2>&1 || apt_install libclang-dev
 command -v python3 >/dev/null 2>&1 || apt_install python3
+# The transport tests build network namespaces with ip(8).
+command -v ip >/dev/null 2>&1 || apt_install iproute2
 python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
 
 # A Rust toolchain: the machine's rustup one, else Debian's current one (rustc-web).
