@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::hash::KeyedState;
+use super::index::Index;
 use crate::state::State;
 
 /// A state's identity: (creatorid, id).
@@ -87,6 +88,16 @@ impl Entry {
     }
 }
 
+/// The key of a live slot.
+#[inline]
+fn key_in(chunks: &[Vec<Option<Entry>>], slot: u32) -> Key {
+    let s = &chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
+        .as_ref()
+        .expect("the index names live slots")
+        .state;
+    (s.creatorid, s.id)
+}
+
 /// The cache is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheFull;
@@ -96,7 +107,7 @@ pub struct CacheFull;
 pub struct Cache {
     chunks: Vec<Vec<Option<Entry>>>,
     free: Vec<u32>,
-    index: HashMap<Key, u32, KeyedState>,
+    index: Index,
     /// States per creator, so that a CLR for a creator we hold nothing of costs no scan.
     creators: HashMap<u32, u32, KeyedState>,
     heads: [u32; 5],
@@ -111,7 +122,7 @@ impl Cache {
         Cache {
             chunks: Vec::new(),
             free: Vec::new(),
-            index: HashMap::with_hasher(hasher),
+            index: Index::new(hasher),
             creators: HashMap::with_hasher(hasher),
             heads: [NIL; 5],
             tails: [NIL; 5],
@@ -142,7 +153,8 @@ impl Cache {
     /// The slot of a state.
     #[inline]
     pub fn find(&self, key: Key) -> Option<u32> {
-        self.index.get(&key).copied()
+        let chunks = &self.chunks;
+        self.index.find(key, |slot| key_in(chunks, slot))
     }
 
     #[inline]
@@ -174,7 +186,7 @@ impl Cache {
     /// Adds a state that is not in the cache yet.
     pub fn insert(&mut self, entry: Entry) -> Result<u32, CacheFull> {
         let key = (entry.state.creatorid, entry.state.id);
-        debug_assert!(!self.index.contains_key(&key));
+        debug_assert!(self.find(key).is_none());
         if self.index.len() >= self.limit {
             return Err(CacheFull);
         }
@@ -205,10 +217,15 @@ impl Cache {
     /// Removes a state (out of its queue first) and returns it.
     pub fn remove(&mut self, slot: u32) -> Entry {
         self.dequeue(slot);
+        let key = {
+            let s = &self.get(slot).state;
+            (s.creatorid, s.id)
+        };
+        let chunks = &self.chunks;
+        let removed = self.index.remove(key, |slot| key_in(chunks, slot));
+        debug_assert_eq!(removed, Some(slot));
         let (c, i) = Self::place(slot);
         let entry = self.chunks[c][i].take().expect("a live cache slot");
-        let key = (entry.state.creatorid, entry.state.id);
-        self.index.remove(&key);
         if let Some(n) = self.creators.get_mut(&key.0) {
             *n -= 1;
             if *n == 0 {

@@ -31,6 +31,7 @@
 mod bulk;
 mod cache;
 mod hash;
+mod index;
 mod merge;
 mod receive;
 mod send;
