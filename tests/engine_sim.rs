@@ -728,3 +728,99 @@ fn pfsync_sh_updates_with_maxupd_1_are_sent_at_once() {
         );
     }
 }
+
+// ---------------------------------------------------------------- hostile input
+
+#[test]
+fn a_hostile_sender_costs_bounded_memory_and_the_cluster_still_converges() {
+    use pfsyncd::wire::msg::{StateRefRepr, UpdCRepr};
+    use pfsyncd::wire::{Message, PacketBuilder};
+    let mut sim = Sim::uniform(71, 3, Dialect::FreeBsd1400);
+    sim.set_links(Link::ROUGH);
+    let mut sim = started(sim);
+    Churn::default().run(&mut sim, secs(5));
+    let mut rng = sim::Rng::new(72);
+    let packet = |msgs: Vec<Message>| {
+        let mut b = PacketBuilder::new(Dialect::FreeBsd1400, 1500);
+        for m in &msgs {
+            let _ = b.push(m);
+        }
+        b.finish().unwrap()
+    };
+    // Five seconds of a flood, one packet a millisecond, while the churn goes on:
+    // garbage, wrong TTL, wrong interface, update requests and compressed updates for
+    // states nobody has, and bulk requests.
+    for tick in 0..5000u64 {
+        let kind = tick % 10;
+        let payload = match kind {
+            0 | 1 => (0..rng.below(200)).map(|_| rng.next_u64() as u8).collect(),
+            2 | 3 => packet(
+                (0..120)
+                    .map(|_| {
+                        Message::UpdReq(StateRefRepr {
+                            id: rng.next_u64(),
+                            creatorid: rng.next_u64() as u32 | 1,
+                        })
+                    })
+                    .collect(),
+            ),
+            4 | 5 => packet(
+                (0..17)
+                    .map(|_| {
+                        Message::UpdC(UpdCRepr {
+                            id: rng.next_u64(),
+                            creatorid: rng.next_u64() as u32 | 1,
+                            timeout: 2,
+                            ..UpdCRepr::default()
+                        })
+                    })
+                    .collect(),
+            ),
+            6 => packet(vec![Message::UpdReq(StateRefRepr::BULK_REQUEST); 120]),
+            _ => packet(vec![Message::UpdReq(StateRefRepr {
+                id: 1,
+                creatorid: 0x1000,
+            })]),
+        };
+        let (ttl, dev) = match kind {
+            7 => (64, true),
+            8 => (255, false),
+            _ => (255, true),
+        };
+        sim.inject(&payload, ttl, dev);
+        Churn {
+            rate: 1000.0,
+            ..Churn::default()
+        }
+        .run(&mut sim, Duration::from_millis(1));
+    }
+    sim.settle(secs(30));
+    sim.assert_converged();
+    for (i, n) in sim.nodes.iter().enumerate() {
+        let s = n.engine.stats();
+        // Nothing the attacker named was kept: the cache holds the table, no more.
+        assert_eq!(n.engine.state_count(), n.table.len(), "node {i}");
+        assert!(s.badttl >= 500 && s.badif >= 500, "node {i}: {s:?}");
+        assert!(s.badstate > 100_000, "node {i}: {s:?}");
+        // Every bulk request ran at most one more pass after the running one.
+        assert!(s.bulk_requests_coalesced > 50_000, "node {i}: {s:?}");
+        assert!(s.bulk_sends_completed < 600, "node {i}: {s:?}");
+        eprintln!(
+            "node {i}: {} states; badttl {} badif {} hdrops {} badver {} badlen {} badact {} \
+             badstate {} req_overflow {} bulk passes {} (requests {}, coalesced {})",
+            n.table.len(),
+            s.badttl,
+            s.badif,
+            s.hdrops,
+            s.badver,
+            s.badlen,
+            s.badact,
+            s.badstate,
+            s.req_overflow,
+            s.bulk_sends_completed,
+            s.bulk_requests_received,
+            s.bulk_requests_coalesced
+        );
+    }
+    eprintln!("{}", sim.summary());
+}

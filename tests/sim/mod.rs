@@ -577,6 +577,27 @@ impl Sim {
         self.pump(to);
     }
 
+    /// Delivers a packet from outside the cluster to every node that is up, now.
+    pub fn inject(&mut self, payload: &[u8], ttl: u8, on_syncdev: bool) {
+        for to in 0..self.nodes.len() {
+            if !self.nodes[to].up {
+                continue;
+            }
+            let now = self.now;
+            self.nodes[to].engine.handle_packet(
+                now,
+                Received {
+                    payload,
+                    on_syncdev,
+                    ttl,
+                    ipv6: false,
+                    source: None,
+                },
+            );
+            self.pump(to);
+        }
+    }
+
     /// Runs for `d` of virtual time.
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
