@@ -27,6 +27,24 @@
 //! interrupt.
 //!
 //! Deliberate differences from the kernels are marked "Difference:" where they are made.
+//! In short:
+//! - a full update or insert for a state deleted less than `tombstone_ttl` (5 s) ago is
+//!   refused, as a copy overtaken by the DEL_C (`tombstones.rs`; a zero TTL restores the
+//!   kernels' behaviour, which lets such copies linger until pf expires them);
+//! - a bulk request during a bulk send we run schedules one more full pass, however
+//!   many arrive (FreeBSD restarts the send, OpenBSD ignores the request);
+//! - the BUS END check compares with our first request, not the latest retry;
+//! - no-sync states are not cached at all;
+//! - a duplicate INS is counted in `ins_duplicate`, not in `badact`;
+//! - the bulk send covers every cached state, queued or not (FreeBSD skips states with
+//!   a pending message), and BUS END shares the last records' packet when it fits;
+//! - the merge is OpenBSD's (`merge.rs`): FreeBSD's re-copy of the message's dst peer
+//!   when one side is stale is not reproduced;
+//! - no deferral: we never set the ACK flag, and an INS_ACK releases nothing (we do
+//!   acknowledge a peer's INS that asks for it).
+//!
+//! `Config::bulk_max_tries` counts every send of our bulk request, the first included
+//! (12 sends, then we give up and call ourselves in sync).
 
 mod bulk;
 mod cache;
