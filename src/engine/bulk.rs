@@ -10,14 +10,17 @@ use crate::wire::{Message, Pushed};
 
 /// A bulk update we are sending: a walk over the cache's slots, in slot order.
 ///
-/// The walk holds no copy of the keys, so it costs no memory whatever the table size:
-/// it covers the slots that existed when it started. A state inserted since then into a
-/// freed slot behind the walk is not sent (its own INS is), one inserted ahead of it may
-/// be (a harmless extra update).
+/// The walk holds no copy of the keys, so it costs no memory whatever the table size.
+/// While it runs, new states take new slots at the end of the slab (freed ones are not
+/// reused), and when the walk reaches the end it was given, it goes on once to the end
+/// the slab has then: so it also covers the states added during the first pass (one
+/// the requester sent itself just before it restarted and that reached us after its
+/// request, say), and still ends however fast states come.
 #[derive(Debug, Clone)]
 pub(super) struct BulkSend {
     next: u32,
     end: u32,
+    extended: bool,
     started: Instant,
     pub(super) next_at: Instant,
     sent: u64,
@@ -126,11 +129,13 @@ impl Engine {
         self.bulk_send = Some(BulkSend {
             next: 0,
             end: self.cache.slot_count(),
+            extended: false,
             started: now,
             next_at: now,
             sent: 0,
             run_again: false,
         });
+        self.cache.set_append_only(true);
         self.events.push_back(Event::BulkSendStarted);
         // BUS START goes out at once, in its own packet, as FreeBSD sends it (OpenBSD
         // sends an empty table's bulk as a lone END; START then END is as good).
@@ -157,7 +162,14 @@ impl Engine {
         let format = self.config.dialect.record_format();
         let mut builder = self.new_builder();
         let mut packets = 0;
-        while packets < self.config.bulk_burst.max(1) && bulk.next < bulk.end {
+        loop {
+            if bulk.next >= bulk.end && !bulk.extended {
+                bulk.extended = true;
+                bulk.end = self.cache.slot_count();
+            }
+            if packets >= self.config.bulk_burst.max(1) || bulk.next >= bulk.end {
+                break;
+            }
             let Some(e) = self.cache.at(bulk.next) else {
                 bulk.next += 1;
                 continue;
@@ -191,6 +203,7 @@ impl Engine {
             return;
         }
         // The last records and BUS END share a packet when they fit.
+        self.cache.set_append_only(false);
         let end = self.bus_message(now, STATUS_END, bulk.started);
         self.push(&mut builder, &end);
         self.finish_packet(&mut builder);

@@ -114,6 +114,9 @@ pub struct Cache {
     tails: [u32; 5],
     lens: [usize; 5],
     limit: usize,
+    /// New states take new slots (at the end), not freed ones: a walk in slot order
+    /// then meets every state added during it.
+    append_only: bool,
 }
 
 impl Cache {
@@ -129,6 +132,7 @@ impl Cache {
             lens: [0; 5],
             // Slot numbers are u32 and NIL is reserved.
             limit: limit.min(NIL as usize - 1),
+            append_only: false,
         }
     }
 
@@ -143,6 +147,11 @@ impl Cache {
             Some(last) => ((self.chunks.len() - 1) * CHUNK + last.len()) as u32,
             None => 0,
         }
+    }
+
+    /// While set, freed slots are not reused (see `append_only`).
+    pub fn set_append_only(&mut self, on: bool) {
+        self.append_only = on;
     }
 
     /// States of one creator.
@@ -190,7 +199,12 @@ impl Cache {
         if self.index.len() >= self.limit {
             return Err(CacheFull);
         }
-        let slot = match self.free.pop() {
+        let reuse = if self.append_only {
+            None
+        } else {
+            self.free.pop()
+        };
+        let slot = match reuse {
             Some(slot) => {
                 let (c, i) = Self::place(slot);
                 self.chunks[c][i] = Some(entry);

@@ -30,7 +30,9 @@
 //! In short:
 //! - a full update or insert for a state deleted less than `tombstone_ttl` (5 s) ago is
 //!   refused, as a copy overtaken by the DEL_C (`tombstones.rs`; a zero TTL restores the
-//!   kernels' behaviour, which lets such copies linger until pf expires them);
+//!   kernels' behaviour, which lets such copies linger until pf expires them); when the
+//!   refused copy is of a state of ours, we send its DEL_C again, for the other nodes
+//!   that took it in;
 //! - a bulk request during a bulk send we run schedules one more full pass, however
 //!   many arrive (FreeBSD restarts the send, OpenBSD ignores the request);
 //! - the BUS END check compares with our first request, not the latest retry;
@@ -299,6 +301,8 @@ pub struct Engine {
     requests: VecDeque<Key>,
     requested: HashSet<Key, KeyedState>,
     tombstones: tombstones::Tombstones,
+    /// DEL_Cs to say again for states of ours already gone from the cache.
+    redeletes: Vec<Key>,
     clears: Vec<ClrRepr>,
     send_bulk_request: bool,
     /// The batching timer: when the queued messages go out at the latest.
@@ -329,6 +333,7 @@ impl Engine {
                 config.max_tombstones,
                 hasher,
             ),
+            redeletes: Vec::new(),
             clears: Vec::new(),
             send_bulk_request: false,
             flush_at: None,

@@ -121,7 +121,7 @@ impl Engine {
         }
         if self.tombstones.contains((state.creatorid, state.id), now) {
             // A copy that was on its way when the state was deleted.
-            self.stats.tombstoned += 1;
+            self.refused_deleted(now, (state.creatorid, state.id));
             return None;
         }
         // The flag asks the receiver for an INS_ACK; it means nothing in our table.
@@ -138,6 +138,18 @@ impl Engine {
                 self.stats.badstate += 1;
                 None
             }
+        }
+    }
+
+    /// A peer sent a state we deleted a moment ago. If the state is ours, the peer
+    /// (and whoever else got that copy, a bulk update being multicast) may have taken
+    /// it in after our DEL_C: we say DEL_C again. Only the creator does, so a stale copy
+    /// costs one DEL_C, not one per node.
+    /// Difference: the kernels send a state's DEL_C once.
+    fn refused_deleted(&mut self, now: Instant, key: super::Key) {
+        self.stats.tombstoned += 1;
+        if key.0 == self.config.creatorid {
+            self.redelete(now, key);
         }
     }
 
@@ -181,7 +193,7 @@ impl Engine {
         let key = (upd.creatorid, upd.id);
         let Some(slot) = self.cache.find(key) else {
             if self.tombstones.contains(key, now) {
-                self.stats.tombstoned += 1;
+                self.refused_deleted(now, key);
             } else {
                 self.request_state(now, key);
             }

@@ -49,6 +49,10 @@ impl Engine {
                 len += SUBHEADER + n * self.record_len(q);
             }
         }
+        if self.cache.queue_len(Queue::DelC) == 0 && !self.redeletes.is_empty() {
+            len += SUBHEADER;
+        }
+        len += self.redeletes.len() * REF_LEN;
         let reqs = self.requests.len() + usize::from(self.send_bulk_request);
         if reqs > 0 {
             len += SUBHEADER + reqs * REF_LEN;
@@ -83,6 +87,7 @@ impl Engine {
     pub(super) fn nothing_pending(&self) -> bool {
         Queue::ALL.iter().all(|&q| self.cache.queue_len(q) == 0)
             && self.requests.is_empty()
+            && self.redeletes.is_empty()
             && !self.send_bulk_request
             && self.clears.is_empty()
     }
@@ -147,6 +152,19 @@ impl Engine {
         self.flush_now = true;
     }
 
+    /// Queues a DEL_C for a state of ours that is no longer cached, and asks for an
+    /// immediate send (see `refused_deleted`).
+    pub(super) fn redelete(&mut self, now: Instant, key: super::Key) {
+        if self.redeletes.len() >= self.config.max_pending_requests || self.redeletes.contains(&key)
+        {
+            return;
+        }
+        let opens = self.cache.queue_len(Queue::DelC) == 0 && self.redeletes.is_empty();
+        self.make_room(now, REF_LEN + if opens { SUBHEADER } else { 0 });
+        self.redeletes.push(key);
+        self.flush_now = true;
+    }
+
     /// Queues our bulk request (UPD_REQ 0/0) and asks for an immediate send.
     pub(super) fn queue_bulk_request(&mut self) {
         self.stats.bulk_requests_sent += 1;
@@ -181,6 +199,9 @@ impl Engine {
                 }
                 self.push(&mut builder, &message);
             }
+        }
+        for (creatorid, id) in std::mem::take(&mut self.redeletes) {
+            self.push(&mut builder, &Message::DelC(StateRefRepr { id, creatorid }));
         }
         if std::mem::take(&mut self.send_bulk_request) {
             self.push(&mut builder, &Message::UpdReq(StateRefRepr::BULK_REQUEST));

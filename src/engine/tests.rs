@@ -1072,6 +1072,14 @@ fn a_late_copy_of_a_deleted_state_does_not_bring_it_back() {
         &[upd(Dialect::FreeBsd1400, &tcp(US, 1))],
     );
     assert!(table_ops(&mut e).is_empty());
+    // Whoever else got that copy took it in: we say DEL_C again, at once.
+    assert_eq!(
+        all_messages(&transmits(&mut e)),
+        [Message::DelC(sref(US, 1))]
+    );
+    // A peer's stale copy is refused but not answered: it is not ours to delete.
+    receive(&mut e, at(60), Dialect::FreeBsd1400, &[upd_c(&s)]);
+    assert!(transmits(&mut e).is_empty());
     // After the TTL, the kernels' behaviour: imported.
     receive(
         &mut e,
