@@ -466,6 +466,17 @@ impl Engine {
         self.end_input(now);
     }
 
+    /// Sends every cached state to the peers as full updates, paced and framed by BUS
+    /// START and END, as a peer's bulk request makes us do. After a daemon restart
+    /// (states [`load`](Self::load)ed, messages queued by the old process lost), this
+    /// gives the peers what they may have missed: they import what they lack and merge
+    /// the rest, answering with their own copy where it is newer. (Peers without a
+    /// request outstanding ignore the BUS messages.)
+    pub fn send_bulk(&mut self, now: Instant) {
+        self.start_bulk_send(now);
+        self.end_input(now);
+    }
+
     /// Sends whatever is queued now.
     pub fn flush(&mut self, now: Instant) {
         self.flush_now = true;
@@ -502,6 +513,26 @@ impl Engine {
     }
 
     // ---------------------------------------------------------------- local changes
+
+    /// Caches a state the local table held before the engine started (the daemon
+    /// restarted, or pfsync is brought up on a running firewall), without announcing
+    /// it: as in the kernels, a state is announced when it is created, and states that
+    /// existed before reach the peers through their bulk requests and our later updates
+    /// (or [`send_bulk`](Self::send_bulk)). Call before the first input; a state already
+    /// cached is replaced.
+    pub fn load(&mut self, state: State) {
+        if Self::never_synced(&state) {
+            return;
+        }
+        match self.cache.find((state.creatorid, state.id)) {
+            Some(slot) => self.cache.get_mut(slot).state = state,
+            None => {
+                if self.cache.insert(Entry::new(state)).is_err() {
+                    self.stats.cache_full += 1;
+                }
+            }
+        }
+    }
 
     /// Handles a change of the local table.
     pub fn handle_local(&mut self, now: Instant, change: LocalChange) {

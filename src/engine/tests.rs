@@ -1089,3 +1089,34 @@ fn a_late_copy_of_a_deleted_state_does_not_bring_it_back() {
     );
     assert_eq!(table_ops(&mut e).len(), 1);
 }
+
+#[test]
+fn loaded_states_are_not_announced_until_they_change() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    let s = tcp(US, 1);
+    e.load(s);
+    let mut quiet = s;
+    quiet.id = 2;
+    quiet.state_flags.insert(StateFlags::NOSYNC);
+    e.load(quiet);
+    assert_eq!(e.state_count(), 1);
+    assert_eq!(e.poll_timeout(), None);
+    e.handle_local(at(0), LocalChange::Update(s));
+    assert_eq!(e.poll_timeout(), None, "the same state: no news");
+    e.handle_local(at(1), LocalChange::Update(advanced(s, 1)));
+    e.handle_timeout(at(1001));
+    assert!(matches!(
+        all_messages(&transmits(&mut e))[..],
+        [Message::UpdC(_)]
+    ));
+    // And send_bulk sends the table, framed by BUS.
+    e.send_bulk(at(2000));
+    while let Some(t) = e.poll_timeout() {
+        e.handle_timeout(t);
+    }
+    let kinds: Vec<&str> = all_messages(&transmits(&mut e))
+        .iter()
+        .map(|m| m.action().name())
+        .collect();
+    assert_eq!(kinds, ["BUS", "UPD_1400", "BUS"]);
+}

@@ -345,18 +345,18 @@ impl Sim {
     }
 
     /// Restarts a node's daemon only: a fresh engine, the table kept. The new daemon
-    /// reads the table and reports every state as an insert.
+    /// loads the table into the engine, asks for a bulk update, and sends its table as
+    /// one (what the old process had queued is lost).
     pub fn restart_daemon(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         node.engine = Engine::new(node.config.clone());
-        let now = self.now;
-        let states: Vec<State> = node.table.values().copied().collect();
-        for s in states {
-            self.nodes[i]
-                .engine
-                .handle_local(now, LocalChange::Insert(s));
+        for s in node.table.values() {
+            node.engine.load(*s);
         }
         self.start(i);
+        let now = self.now;
+        self.nodes[i].engine.send_bulk(now);
+        self.pump(i);
     }
 
     // -------------------------------------------------------------- local changes
