@@ -866,7 +866,8 @@ fn soak_many_seeds() {
             sim.reboot(n - 1);
         }
         Churn::default().run(&mut sim, secs(8));
-        sim.settle(secs(70));
+        // A lost BUS END costs the bulk end timeout (120 s) and a new request.
+        sim.settle(secs(300));
         let rebooted = seed % 3 == 0;
         if lossy || rebooted {
             // Loss, or a reboot (an update the node sent just before it went down can
@@ -886,7 +887,7 @@ fn soak_many_seeds() {
                     sim.local(i, LocalChange::Update(s));
                 }
             }
-            sim.settle(secs(70));
+            sim.settle(secs(300));
             // With loss, updates that cross can leave two copies with the same peers
             // and different timeout classes: with one stale side the merge still takes
             // the message's timeout (the kernels' rule), and with equal peers nothing

@@ -48,9 +48,20 @@ impl Engine {
                 }
             }
             BulkRequest::Receiving { deadline } if deadline <= now => {
-                // The bulk update started but never ended. OpenBSD asks once more but
-                // marks itself done anyway; we just mark it done.
-                self.bulk_request_done(now, false);
+                // The bulk update started but its END never came (lost, or the sender
+                // went away). As FreeBSD does, ask again while tries remain (OpenBSD
+                // asks once more but marks itself done anyway).
+                let tries = u32::try_from(self.stats.bulk_tries).unwrap_or(u32::MAX);
+                if tries < self.config.bulk_max_tries {
+                    self.bulk_request = BulkRequest::Waiting {
+                        tries: tries + 1,
+                        deadline: now + self.config.bulk_retry,
+                    };
+                    self.stats.bulk_tries = u64::from(tries + 1);
+                    self.queue_bulk_request();
+                } else {
+                    self.bulk_request_done(now, false);
+                }
             }
             _ => {}
         }

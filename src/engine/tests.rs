@@ -1120,3 +1120,30 @@ fn loaded_states_are_not_announced_until_they_change() {
         .collect();
     assert_eq!(kinds, ["BUS", "UPD_1400", "BUS"]);
 }
+
+#[test]
+fn a_bulk_update_whose_end_is_lost_is_asked_for_again() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    e.request_bulk(at(0));
+    transmits(&mut e);
+    receive(
+        &mut e,
+        at(10),
+        Dialect::FreeBsd1400,
+        &[Message::Bus(BusRepr {
+            creatorid: PEER,
+            endtime: 0,
+            status: STATUS_START,
+        })],
+    );
+    e.handle_timeout(at(120_010));
+    assert_eq!(
+        all_messages(&transmits(&mut e)),
+        [Message::UpdReq(StateRefRepr::BULK_REQUEST)]
+    );
+    assert!(matches!(
+        e.bulk_request_state(),
+        BulkRequest::Waiting { tries: 2, .. }
+    ));
+    assert!(e.demoted());
+}
