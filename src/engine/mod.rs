@@ -5,7 +5,11 @@
 //! - [`Engine::handle_packet`]: a pfsync packet received on the sync link;
 //! - [`Engine::handle_local`]: a change of the local state table;
 //! - [`Engine::handle_timeout`]: the deadline from [`Engine::poll_timeout`] passed;
-//! - [`Engine::request_bulk`], [`Engine::flush`]: commands.
+//! - [`Engine::request_bulk`], [`Engine::send_bulk`], [`Engine::flush`]: commands.
+//!
+//! A table that predates the engine is handed over with [`Engine::load`] before the
+//! first input. The creator id and the hash key come from the caller ([`Config::new`]
+//! for a configured id, [`Config::random`] for one drawn from the OS's random source).
 //!
 //! After any of them, the caller drains the outputs: [`Engine::poll_transmit`] (packets
 //! for the sync link), [`Engine::poll_table_op`] (operations on the local table),
