@@ -41,6 +41,7 @@ impl Engine {
             }
         };
         let dialect = reader.dialect();
+        let mut clears = Vec::new();
         for item in reader.raw_items() {
             match item {
                 Ok(RawItem::Record(record)) => {
@@ -48,7 +49,11 @@ impl Engine {
                         self.stats.iacts[usize::from(n).min(ACTIONS - 1)] += 1;
                     }
                     match record.message() {
-                        Ok(m) => self.handle_message(now, m),
+                        Ok(Message::Clr(c)) => clears.push(c),
+                        Ok(m) => {
+                            self.in_clrs(&mut clears);
+                            self.handle_message(now, m)
+                        }
                         Err(e) => self.stats.count(e.counter()),
                     }
                 }
@@ -61,11 +66,12 @@ impl Engine {
                 Err(e) => self.stats.count(e.counter()),
             }
         }
+        self.in_clrs(&mut clears);
     }
 
     fn handle_message(&mut self, now: Instant, message: Message) {
         match message {
-            Message::Clr(c) => self.in_clr(c),
+            Message::Clr(c) => self.in_clrs(&mut vec![c]),
             Message::Ins(r) => match State::from_record(&r) {
                 Ok(s) => self.in_ins(now, s),
                 Err(e) => self.stats.count(e.counter()),
@@ -85,19 +91,37 @@ impl Engine {
         }
     }
 
-    fn in_clr(&mut self, clr: ClrRepr) {
-        if self.cache.creator_count(clr.creatorid) > 0 {
+    /// A run of CLR records, applied in one walk over the cache: a packet full of CLRs
+    /// (about seventy) costs one pass, not one per record. (The kernels walk the table
+    /// per record.) The run is applied before the next message of another kind, so the
+    /// packet's order is kept.
+    fn in_clrs(&mut self, run: &mut Vec<ClrRepr>) {
+        if run.is_empty() {
+            return;
+        }
+        let mut unique: Vec<ClrRepr> = Vec::with_capacity(run.len());
+        for clr in run.drain(..) {
+            if !unique.contains(&clr) {
+                unique.push(clr);
+            }
+        }
+        let matches = |st: &State| {
+            unique.iter().any(|c| {
+                st.creatorid == c.creatorid && (c.ifname.is_empty() || st.ifname == c.ifname)
+            })
+        };
+        if unique
+            .iter()
+            .any(|c| self.cache.creator_count(c.creatorid) > 0)
+        {
             let doomed: Vec<u32> = self
                 .cache
                 .slots()
                 .filter(|&s| {
                     let e = self.cache.get(s);
-                    let st = &e.state;
                     // A state we deleted keeps its queued DEL_C, as in the kernels, where
                     // it is no longer in the table the CLR walks.
-                    !e.deleted
-                        && st.creatorid == clr.creatorid
-                        && (clr.ifname.is_empty() || st.ifname == clr.ifname)
+                    !e.deleted && matches(&e.state)
                 })
                 .collect();
             for slot in doomed {
@@ -108,10 +132,12 @@ impl Engine {
         // The table may hold states of that creator we never cached (no-sync ones, or
         // the cache was full): the clear goes to the table in any case. Whether the
         // interface exists is the table's business.
-        self.table_ops.push_back(TableOp::Clear {
-            creatorid: clr.creatorid,
-            ifname: clr.ifname,
-        });
+        for clr in unique {
+            self.table_ops.push_back(TableOp::Clear {
+                creatorid: clr.creatorid,
+                ifname: clr.ifname,
+            });
+        }
     }
 
     fn import(&mut self, now: Instant, mut state: State) -> Option<u32> {

@@ -1147,3 +1147,32 @@ fn a_bulk_update_whose_end_is_lost_is_asked_for_again() {
     ));
     assert!(e.demoted());
 }
+
+#[test]
+fn a_packet_of_clears_is_applied_in_order_and_in_one_pass() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    for id in 1..=3 {
+        import(&mut e, at(0), &tcp(PEER, id));
+    }
+    let clr = Message::Clr(crate::wire::msg::ClrRepr {
+        ifname: IfName::EMPTY,
+        creatorid: PEER,
+    });
+    // CLR, then an insert of that creator, then the same CLR twice: the insert comes
+    // after the first clear and goes with the second.
+    receive(
+        &mut e,
+        at(1),
+        Dialect::FreeBsd1400,
+        &[clr, ins(Dialect::FreeBsd1400, &tcp(PEER, 9)), clr, clr],
+    );
+    let ops = table_ops(&mut e);
+    assert_eq!(ops.len(), 3, "{ops:?}");
+    assert!(matches!(ops[0], TableOp::Clear { .. }));
+    assert!(matches!(ops[1], TableOp::Import(s) if s.id == 9));
+    assert!(
+        matches!(ops[2], TableOp::Clear { .. }),
+        "the repeated CLR once"
+    );
+    assert_eq!(e.state_count(), 0);
+}
