@@ -162,8 +162,8 @@ fn decode_round(packets: &[Vec<u8>]) -> u64 {
     for p in packets {
         let reader = PacketReader::new(black_box(p)).expect("valid packet");
         for item in reader.items() {
-            if let Ok(Item::Message(m)) = item {
-                black_box(&m);
+            if let Ok(Item::Message(ref m)) = item {
+                black_box(m);
                 n += 1;
             } else if item.is_err() {
                 panic!("bench packets are valid");
