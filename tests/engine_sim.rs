@@ -967,3 +967,60 @@ fn pfsync_sh_basic_defer() {
     let imported = sim.get(0, (0x1000, 77)).unwrap();
     assert!(!imported.state_flags.contains(StateFlags::ACK));
 }
+
+#[test]
+fn a_local_clear_reaches_the_peers_and_the_rest_recovers_on_the_next_change() {
+    // `pfctl -F states -i em1` on node 0: every em1 state goes from node 0's table,
+    // whoever created it, and one CLR (node 0's creator id, em1) tells the peers to
+    // drop node 0's em1 states. The other creators' em1 states stay at their nodes
+    // (the kernels' semantics), and come back to node 0 with their next change.
+    for seed in [81, 82] {
+        let mut sim = Sim::uniform(seed, 3, Dialect::FreeBsd1400);
+        sim.set_links(Link::ROUGH);
+        let mut sim = started(sim);
+        Churn::default().run(&mut sim, secs(10));
+        sim.settle(secs(10));
+        let em1 = sim::ifname("em1");
+        let me = sim.nodes[0].creatorid();
+        let before = sim.nodes[1]
+            .table
+            .values()
+            .filter(|s| s.ifname == em1 && s.creatorid == me)
+            .count();
+        assert!(before > 10);
+        sim.local(0, LocalChange::Clear { ifname: em1 });
+        sim.settle(secs(10));
+        for (i, n) in sim.nodes.iter().enumerate() {
+            let left = n
+                .table
+                .values()
+                .filter(|s| s.ifname == em1 && (i == 0 || s.creatorid == me))
+                .count();
+            assert_eq!(left, 0, "seed {seed}: node {i}");
+        }
+        let others = sim.nodes[1]
+            .table
+            .values()
+            .filter(|s| s.ifname == em1 && s.creatorid != me)
+            .count();
+        assert!(others > 10, "the others' em1 states stay where they are");
+        // Their next change brings them back to node 0 (UPD_C, UPD_REQ, UPD).
+        for i in 1..3 {
+            let id = sim.nodes[i].creatorid();
+            let mine: Vec<State> = sim.nodes[i]
+                .table
+                .values()
+                .filter(|s| s.creatorid == id)
+                .copied()
+                .collect();
+            for s in mine {
+                let s = advance(&mut sim.rng, s);
+                sim.local(i, LocalChange::Update(s));
+            }
+        }
+        sim.settle(secs(10));
+        sim.assert_converged();
+        let s = sim.nodes[1].engine.stats();
+        assert!(s.iacts[0] >= 1, "CLR received");
+    }
+}
