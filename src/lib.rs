@@ -13,4 +13,5 @@ pub mod net;
 pub mod state;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod table;
 pub mod wire;

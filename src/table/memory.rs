@@ -1,0 +1,451 @@
+//! The memory table: states held in memory, expiring as pf's do.
+//!
+//! # Time
+//!
+//! The table keeps whole seconds, as pf does (`time_uptime`), counted from the first
+//! `now` it is given. Each state has a creation time, a last activity and a deadline:
+//! last activity + the value of its timeout class ([`Timeouts`], pf's defaults unless
+//! configured). States handed out carry `age_secs` = now − creation and `expire_secs` =
+//! deadline − now (0 once due).
+//!
+//! A state added with `age_secs`/`expire_secs` (an import, or a local insert) takes them
+//! as a kernel's import does (pfsync-wire.md §2.10): created `age_secs` ago; with
+//! `expire_secs` ≠ 0 its last activity is now − (timeout value − `expire_secs`), so it
+//! expires `expire_secs` from now; with 0 its last activity is now, a full timeout. An
+//! update (the engine's merge, or a local update) sets the last activity to now and keeps
+//! the creation time.
+//!
+//! A state is due when its deadline is at or before now; due states are removed by
+//! [`MemoryTable::expire`], which [`StateTable::poll_changes`] runs first, and reported as
+//! deletes (pf sends a DEL_C for an expired state whoever created it). Until then they are
+//! still listed, with `expire_secs` 0, as `pfctl -ss` shows them until the purge. pf's
+//! adaptive timeouts (scaling by table size) are not applied.
+//!
+//! # Changes
+//!
+//! The table knows what it did, so it reports exactly: local operations
+//! ([`insert_local`](MemoryTable::insert_local), [`update_local`](MemoryTable::update_local),
+//! [`delete_local`](MemoryTable::delete_local), [`clear_local`](MemoryTable::clear_local))
+//! and expiries are noted in order, and [`StateTable::poll_changes`] reports them in that
+//! order, with each state as it is at the poll, at most once per poll (an insert followed
+//! by updates is one insert), and nothing for a state inserted and gone again between two
+//! polls. Expiries are found when the poll runs, so they follow the operations noted before
+//! it. What the engine did through [`StateTable`] is never reported (the table
+//! [contract](super)).
+//!
+//! A local clear is `pfctl -F states [-i ifname]`: it removes the states of every creator
+//! on the interface and is reported as one [`LocalChange::Clear`] (the engine sends a CLR
+//! of our creator id), not as deletes. The engine, hearing of it at the poll, drops every
+//! state it holds on that interface, so the clear is followed by inserts of the states
+//! the table got on the interface since (the engine's imports included: the kernels
+//! ignore an INS of a state they hold).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::engine::LocalChange;
+use crate::state::State;
+use crate::wire::IfName;
+
+use super::{key_of, syncable, Key, StateTable, TableError, Timeouts};
+
+/// Settings of a [`MemoryTable`].
+#[derive(Debug, Clone)]
+pub struct MemoryConfig {
+    /// Our host id: the creator of local states.
+    pub creatorid: u32,
+    /// The id of the first local state; later ones count up. Seed it from the clock
+    /// (as FreeBSD seeds its counters with the time pf started) so that a restarted
+    /// daemon does not reuse the ids its peers still hold.
+    pub first_id: u64,
+    /// Seconds per timeout class.
+    pub timeouts: Timeouts,
+    /// Most states the table holds (pf's `set limit states`); `None` for no limit.
+    pub limit: Option<usize>,
+}
+
+impl MemoryConfig {
+    /// Defaults: ids from 1, pf's timeouts, no limit.
+    pub fn new(creatorid: u32) -> MemoryConfig {
+        MemoryConfig {
+            creatorid,
+            first_id: 1,
+            timeouts: Timeouts::DEFAULT,
+            limit: None,
+        }
+    }
+}
+
+/// A state and its times, in table seconds.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    state: State,
+    created: i64,
+    active: i64,
+    deadline: i64,
+}
+
+/// A change noted for the next poll.
+#[derive(Debug, Clone, Copy)]
+enum Note {
+    Insert(Key),
+    Update(Key),
+    Delete(Key),
+    Clear(IfName),
+}
+
+/// The in-memory state table. See the [module documentation](self).
+#[derive(Debug)]
+pub struct MemoryTable {
+    config: MemoryConfig,
+    origin: Option<Instant>,
+    slots: HashMap<Key, Slot>,
+    deadlines: BTreeSet<(i64, Key)>,
+    journal: Vec<Note>,
+    next_id: u64,
+    expired: u64,
+}
+
+impl MemoryTable {
+    /// An empty table.
+    pub fn new(config: MemoryConfig) -> MemoryTable {
+        MemoryTable {
+            next_id: config.first_id,
+            config,
+            origin: None,
+            slots: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            journal: Vec::new(),
+            expired: 0,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &MemoryConfig {
+        &self.config
+    }
+
+    /// How many states expired so far.
+    pub fn expired_count(&self) -> u64 {
+        self.expired
+    }
+
+    /// Changes the timeout values; every state's deadline follows.
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) {
+        self.config.timeouts = timeouts;
+        self.deadlines.clear();
+        for (key, slot) in &mut self.slots {
+            slot.deadline = slot.active + i64::from(timeouts.get(slot.state.timeout));
+            self.deadlines.insert((slot.deadline, *key));
+        }
+    }
+
+    /// Table seconds of `now`.
+    fn secs(&mut self, now: Instant) -> i64 {
+        let origin = *self.origin.get_or_insert(now);
+        match now.checked_duration_since(origin) {
+            Some(d) => d.as_secs() as i64,
+            None => -(origin.duration_since(now).as_secs_f64().ceil() as i64),
+        }
+    }
+
+    fn timeout_of(&self, state: &State) -> i64 {
+        i64::from(self.config.timeouts.get(state.timeout))
+    }
+
+    /// The state as handed out at table second `now`.
+    fn hand_out(slot: &Slot, now: i64) -> State {
+        let clamp = |v: i64| v.clamp(0, i64::from(u32::MAX)) as u32;
+        State {
+            age_secs: clamp(now - slot.created),
+            expire_secs: clamp(slot.deadline - now),
+            ..slot.state
+        }
+    }
+
+    /// Adds a state with the times its `age_secs`/`expire_secs` give.
+    fn place(&mut self, now: i64, state: State) {
+        let value = self.timeout_of(&state);
+        let created = now - i64::from(state.age_secs);
+        let (active, deadline) = if state.expire_secs != 0 {
+            let deadline = now + i64::from(state.expire_secs);
+            (deadline - value, deadline)
+        } else {
+            (now, now + value)
+        };
+        let key = key_of(&state);
+        self.deadlines.insert((deadline, key));
+        self.slots.insert(
+            key,
+            Slot {
+                state,
+                created,
+                active,
+                deadline,
+            },
+        );
+    }
+
+    /// Replaces a state's content and marks activity now; `None` if there is none.
+    fn refresh(&mut self, now: i64, key: Key, mut state: State) -> Option<State> {
+        let value = self.timeout_of(&state);
+        let slot = self.slots.get_mut(&key)?;
+        (state.creatorid, state.id) = key;
+        self.deadlines.remove(&(slot.deadline, key));
+        slot.state = state;
+        slot.active = now;
+        slot.deadline = now + value;
+        self.deadlines.insert((slot.deadline, key));
+        Some(Self::hand_out(slot, now))
+    }
+
+    fn take(&mut self, key: Key) -> Option<Slot> {
+        let slot = self.slots.remove(&key)?;
+        self.deadlines.remove(&(slot.deadline, key));
+        Some(slot)
+    }
+
+    fn check_room(&self) -> Result<(), TableError> {
+        match self.config.limit {
+            Some(limit) if self.slots.len() >= limit => Err(TableError::Full),
+            _ => Ok(()),
+        }
+    }
+
+    // ------------------------------------------------------------ local operations
+
+    /// A new local state, as traffic would create it: `state` gets our creator id and
+    /// the next free id, and its times from its `age_secs`/`expire_secs` (0 and 0: new
+    /// now, a full timeout). Reported as an insert. Returns the state as stored.
+    pub fn insert_local(&mut self, now: Instant, mut state: State) -> Result<State, TableError> {
+        self.check_room()?;
+        let now = self.secs(now);
+        state.creatorid = self.config.creatorid;
+        while self.slots.contains_key(&(state.creatorid, self.next_id)) {
+            self.next_id = self.next_id.wrapping_add(1);
+        }
+        state.id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.place(now, state);
+        self.journal.push(Note::Insert(key_of(&state)));
+        Ok(Self::hand_out(&self.slots[&key_of(&state)], now))
+    }
+
+    /// Traffic on a state (any creator's): `change` edits it (its name stays), and its
+    /// last activity becomes now. Reported as an update. Returns the state as stored.
+    pub fn update_local(
+        &mut self,
+        now: Instant,
+        creatorid: u32,
+        id: u64,
+        change: impl FnOnce(&mut State),
+    ) -> Result<State, TableError> {
+        let now = self.secs(now);
+        let key = (creatorid, id);
+        let mut state = self
+            .slots
+            .get(&key)
+            .map(|s| s.state)
+            .ok_or(TableError::NotFound { creatorid, id })?;
+        change(&mut state);
+        let out = self
+            .refresh(now, key, state)
+            .ok_or(TableError::NotFound { creatorid, id })?;
+        self.journal.push(Note::Update(key));
+        Ok(out)
+    }
+
+    /// Removes a state (`pfctl -k id`); reported as a delete. False if there was none.
+    pub fn delete_local(&mut self, creatorid: u32, id: u64) -> bool {
+        match self.take((creatorid, id)) {
+            Some(slot) => {
+                if syncable(&slot.state) {
+                    self.journal.push(Note::Delete((creatorid, id)));
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes every state on `ifname` (every state if empty), whoever created it, as
+    /// `pfctl -F states [-i ifname]` does; reported as one clear. Returns how many went.
+    pub fn clear_local(&mut self, ifname: &IfName) -> usize {
+        let n = self.remove_where(|s| ifname.is_empty() || s.ifname == *ifname);
+        self.journal.push(Note::Clear(*ifname));
+        n
+    }
+
+    /// Removes the states due at `now`, each reported as a delete (no-sync ones
+    /// silently). Returns how many went.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let now = self.secs(now);
+        let mut n = 0;
+        while let Some(&(deadline, key)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(slot) = self.slots.remove(&key) {
+                if syncable(&slot.state) {
+                    self.journal.push(Note::Delete(key));
+                }
+                n += 1;
+            }
+        }
+        self.expired += n as u64;
+        n
+    }
+
+    /// When the next state is due, if any (for the daemon's timer).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let (deadline, _) = self.deadlines.first()?;
+        let origin = self.origin?;
+        let d = Duration::from_secs(deadline.unsigned_abs());
+        if *deadline >= 0 {
+            origin.checked_add(d)
+        } else {
+            Some(origin.checked_sub(d).unwrap_or(origin))
+        }
+    }
+
+    /// A state of any kind, no-sync ones included, as of `now`.
+    pub fn get_any(&mut self, now: Instant, creatorid: u32, id: u64) -> Option<State> {
+        let now = self.secs(now);
+        self.slots
+            .get(&(creatorid, id))
+            .map(|s| Self::hand_out(s, now))
+    }
+
+    fn remove_where(&mut self, doomed: impl Fn(&State) -> bool) -> usize {
+        let keys: Vec<Key> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| doomed(&s.state))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &keys {
+            self.take(*key);
+        }
+        keys.len()
+    }
+}
+
+impl StateTable for MemoryTable {
+    fn import(&mut self, now: Instant, state: &State) -> Result<(), TableError> {
+        if state.creatorid == 0 {
+            return Err(TableError::Invalid("creatorid 0"));
+        }
+        let key = key_of(state);
+        if self.slots.contains_key(&key) {
+            return Err(TableError::AlreadyExists {
+                creatorid: key.0,
+                id: key.1,
+            });
+        }
+        self.check_room()?;
+        let now = self.secs(now);
+        self.place(now, *state);
+        Ok(())
+    }
+
+    fn update(&mut self, now: Instant, state: &State) -> Result<(), TableError> {
+        let now = self.secs(now);
+        let (creatorid, id) = key_of(state);
+        self.refresh(now, (creatorid, id), *state)
+            .map(|_| ())
+            .ok_or(TableError::NotFound { creatorid, id })
+    }
+
+    fn remove(&mut self, creatorid: u32, id: u64) -> Result<bool, TableError> {
+        Ok(self.take((creatorid, id)).is_some())
+    }
+
+    fn clear(&mut self, creatorid: Option<u32>, ifname: &IfName) -> Result<usize, TableError> {
+        Ok(self.remove_where(|s| {
+            creatorid.is_none_or(|c| s.creatorid == c) && (ifname.is_empty() || s.ifname == *ifname)
+        }))
+    }
+
+    fn poll_changes(&mut self, now: Instant, out: &mut Vec<LocalChange>) -> Result<(), TableError> {
+        self.expire(now);
+        let now = self.secs(now);
+        let journal = std::mem::take(&mut self.journal);
+        // States reported in this poll, and states noted as inserted that are gone again.
+        let mut reported: HashSet<Key> = HashSet::new();
+        let mut unseen: HashSet<Key> = HashSet::new();
+        for note in journal {
+            match note {
+                Note::Insert(key) | Note::Update(key) => match self.slots.get(&key) {
+                    Some(slot) => {
+                        if syncable(&slot.state) && reported.insert(key) {
+                            let state = Self::hand_out(slot, now);
+                            out.push(match note {
+                                Note::Insert(_) => LocalChange::Insert(state),
+                                _ => LocalChange::Update(state),
+                            });
+                        }
+                    }
+                    None => {
+                        if matches!(note, Note::Insert(_)) {
+                            unseen.insert(key);
+                        }
+                    }
+                },
+                Note::Delete(key) => {
+                    reported.remove(&key);
+                    if !unseen.remove(&key) {
+                        out.push(LocalChange::Delete {
+                            creatorid: key.0,
+                            id: key.1,
+                        });
+                    }
+                }
+                Note::Clear(ifname) => {
+                    out.push(LocalChange::Clear { ifname });
+                    // The engine hears of the clear only now and drops every state it
+                    // holds on the interface, those the table got since included: they
+                    // are announced again.
+                    let mut since: Vec<&Slot> = self
+                        .slots
+                        .values()
+                        .filter(|s| ifname.is_empty() || s.state.ifname == ifname)
+                        .filter(|s| syncable(&s.state))
+                        .collect();
+                    since.sort_unstable_by_key(|s| key_of(&s.state));
+                    for slot in since {
+                        reported.insert(key_of(&slot.state));
+                        out.push(LocalChange::Insert(Self::hand_out(slot, now)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&mut self, now: Instant, creatorid: u32, id: u64) -> Result<Option<State>, TableError> {
+        Ok(self.get_any(now, creatorid, id).filter(syncable))
+    }
+
+    fn for_each_state(
+        &mut self,
+        now: Instant,
+        f: &mut dyn FnMut(&State),
+    ) -> Result<(), TableError> {
+        let now = self.secs(now);
+        for slot in self.slots.values() {
+            if syncable(&slot.state) {
+                f(&Self::hand_out(slot, now));
+            }
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn checksum(&self) -> [u8; 16] {
+        [0; 16]
+    }
+}
