@@ -91,8 +91,9 @@ pub trait StateTable {
     fn clear(&mut self, creatorid: Option<u32>, ifname: &IfName) -> Result<usize, TableError>;
 
     /// Appends to `out` what changed in the table since the last call, except what this
-    /// trait's own operations did, and never a no-sync state. The first call reports every
-    /// state the table holds as an insert.
+    /// trait's own operations did, and never a no-sync state. The first call reports the
+    /// states the table held when it was opened (pf: every state in the kernel; the
+    /// memory table starts empty) as inserts.
     fn poll_changes(&mut self, now: Instant, out: &mut Vec<LocalChange>) -> Result<(), TableError>;
 
     /// One state, as of `now`; `None` if there is none (or it is a no-sync state).
