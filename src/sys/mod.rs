@@ -19,6 +19,9 @@
 //! 32-bit words of the same size and alignment (see build.rs): unlike a union literal of
 //! a smaller member, they cannot hold uninitialised bytes, which [`bytes_of`] relies on.
 
+mod ifmtu;
+pub use ifmtu::interface_mtu;
+
 /// The target OS's kernel declarations (`wrapper.h`: pfvar.h, if_pfsync.h, bpf.h).
 #[cfg(pfsyncd_bindings)]
 #[allow(
