@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod capture;
+pub mod daemon;
 pub mod engine;
 pub mod net;
 pub mod state;

@@ -8,34 +8,94 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
+mod ctl;
+mod daemon;
 mod decode;
 
 /// `EX_USAGE` of sysexits(3): the command was used incorrectly.
 const EX_USAGE: u8 = 64;
 
 /// A userland pfsync daemon for FreeBSD and OpenBSD firewalls.
+///
+/// Without a subcommand, runs the daemon; the sync configuration follows the options in
+/// the words of `ifconfig pfsync0`: [syncdev IF] [syncpeer ADDR]... [maxupd N]
+/// [defer|-defer] [version 1301|1400|1500|openbsd] [mtu N] [up|down].
+/// The daemon stays in the foreground for now, with or without -d.
 #[derive(Debug, Parser)]
 #[command(name = "pfsyncd", version, about, long_about = None)]
+#[command(override_usage = "pfsyncd [OPTIONS] [WORDS]...\n       pfsyncd <decode|ctl> ...")]
 struct Cli {
+    #[command(flatten)]
+    daemon: daemon::DaemonArgs,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+}
+
+/// The words `SyncConfig` takes; the first of them ends the options.
+const WORDS: &[&str] = &[
+    "syncdev",
+    "-syncdev",
+    "syncpeer",
+    "-syncpeer",
+    "maxupd",
+    "defer",
+    "-defer",
+    "version",
+    "mtu",
+    "up",
+    "down",
+];
+
+/// Options of the daemon that take a value.
+const VALUED: &[&str] = &[
+    "-c",
+    "-f",
+    "--table",
+    "--creatorid",
+    "--pidfile",
+    "--log-level",
+    "--interval",
+    "--bulk-pps",
+];
+
+/// Splits the command line where the `ifconfig` words begin (clap would take `-defer`
+/// for flags).
+fn split_words(args: Vec<String>) -> (Vec<String>, Vec<String>) {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if a == "decode" || a == "ctl" || a == "help" {
+            break;
+        }
+        if WORDS.contains(&a) {
+            let words = args[i..].to_vec();
+            return (args[..i].to_vec(), words);
+        }
+        i += if VALUED.contains(&a) { 2 } else { 1 };
+    }
+    (args, Vec::new())
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the pfsync packets of a pcap or pcapng capture, tcpdump style or as JSON.
     Decode(decode::Args),
+    /// Ask a running daemon: status, stats, states, bulk, insert, update, delete, clear.
+    Ctl(ctl::Args),
 }
 
 /// Parses the command line, runs the subcommand, and turns the outcome into the exit
 /// status: 0, 1 for a failure, 64 for a usage error.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let (args, words) = split_words(std::env::args().collect());
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return usage(e),
     };
     let result = match &cli.command {
-        Command::Decode(args) => decode::run(args),
+        Some(Command::Decode(args)) => decode::run(args),
+        Some(Command::Ctl(args)) => ctl::run(args),
+        None => daemon::run_daemon(&cli.daemon, &words),
     };
     match result {
         Ok(code) => code,

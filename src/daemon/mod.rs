@@ -1,7 +1,15 @@
-//! The daemon: configuration in the words of `ifconfig pfsync0`, and (to come) the event
-//! loop that joins the engine, the sync transport, the state table and the control
-//! socket.
+//! The daemon: configuration in the words of `ifconfig pfsync0`, the event loop that
+//! joins the engine, the sync transport and the state table, and the control socket.
 
+pub mod churn;
 pub mod config;
+pub mod control;
+pub mod log;
+pub mod peers;
+pub mod report;
+mod requests;
+pub mod run;
 
 pub use config::{ConfigError, SyncConfig};
+pub use requests::HELP;
+pub use run::{load_config, run, Options, TableChoice};

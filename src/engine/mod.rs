@@ -224,6 +224,21 @@ pub enum LocalChange {
     },
 }
 
+/// The settings of the sync link that can change while the engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkSettings {
+    /// The dialect we send.
+    pub dialect: Dialect,
+    /// MTU of the sync link.
+    pub mtu: usize,
+    /// Bytes of the IP header under each packet (20 for IPv4, 40 for IPv6).
+    pub ip_header_len: usize,
+    /// `maxupd`.
+    pub maxupd: u8,
+    /// Where packets go: a unicast peer or the multicast group.
+    pub syncpeer: IpAddr,
+}
+
 /// A packet to send on the sync link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -485,6 +500,19 @@ impl Engine {
     pub fn flush(&mut self, now: Instant) {
         self.flush_now = true;
         self.end_input(now);
+    }
+
+    /// Takes new link settings (`ifconfig pfsync0 maxupd 64 version 1400`, a SIGHUP),
+    /// keeping the cache, the queues and the bulk status. What is queued is sent first,
+    /// under the settings it was queued with, so no packet mixes two dialects or
+    /// exceeds the MTU it was sized for.
+    pub fn reconfigure(&mut self, now: Instant, link: LinkSettings) {
+        self.flush(now);
+        self.config.dialect = link.dialect;
+        self.config.mtu = link.mtu;
+        self.config.ip_header_len = link.ip_header_len;
+        self.config.maxupd = link.maxupd;
+        self.config.syncpeer = link.syncpeer;
     }
 
     fn set_demoted(&mut self, on: bool) {

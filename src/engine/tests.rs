@@ -1176,3 +1176,29 @@ fn a_packet_of_clears_is_applied_in_order_and_in_one_pass() {
     );
     assert_eq!(e.state_count(), 0);
 }
+
+#[test]
+fn reconfigure_sends_what_is_queued_under_the_old_dialect_first() {
+    let mut e = engine(Dialect::FreeBsd1301);
+    e.handle_local(at(0), LocalChange::Insert(tcp(US, 1)));
+    assert!(e.poll_transmit().is_none(), "batched for a second");
+    e.reconfigure(
+        at(10),
+        LinkSettings {
+            dialect: Dialect::OpenBsd,
+            mtu: 1500,
+            ip_header_len: 20,
+            maxupd: 1,
+            syncpeer: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)),
+        },
+    );
+    let old = e.poll_transmit().expect("the queued insert leaves at once");
+    assert_eq!(old.payload[0], 5, "as FreeBSD version 5");
+    assert!(e.poll_transmit().is_none());
+    e.handle_local(at(20), LocalChange::Insert(tcp(US, 2)));
+    e.handle_timeout(at(1100));
+    let new = e.poll_transmit().expect("the next insert");
+    assert_eq!(new.payload[0], 6, "as OpenBSD version 6");
+    assert_eq!(new.destination, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)));
+    assert_eq!(e.config().maxupd, 1);
+}

@@ -23,6 +23,9 @@ use super::iface::Interface;
 use super::ip::Ipv4Header;
 use super::recv::{ReceivedPacket, SyncReceiver};
 
+/// Bytes of socket receive buffer asked for (the kernel doubles it for bookkeeping).
+const RECEIVE_BUFFER: usize = 32 << 20;
+
 /// Datagrams a [`RawReceiver`] skipped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RawStats {
@@ -82,6 +85,14 @@ impl RawReceiver {
                     .join_multicast_v6(&group, syncdev.index)
                     .map_err(err("IPV6_JOIN_GROUP"))?,
             }
+        }
+        // A peer's bulk update arrives as a burst of thousands of packets; the default
+        // buffer (about 200 KB) would drop most of them while one state import runs, and
+        // pfsync never retransmits. Root may go past net.core.rmem_max.
+        if setsockopt(&socket, sockopt::RcvBufForce, &RECEIVE_BUFFER).is_err() {
+            socket
+                .set_recv_buffer_size(RECEIVE_BUFFER)
+                .map_err(err("SO_RCVBUF"))?;
         }
         socket
             .set_nonblocking(true)

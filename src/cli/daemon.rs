@@ -1,0 +1,142 @@
+//! Running the daemon: options as flags, the sync configuration in `ifconfig pfsync0`
+//! words after them.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use pfsyncd::daemon::control::DEFAULT_SOCKET;
+use pfsyncd::daemon::log::{self, Level};
+use pfsyncd::daemon::{load_config, run, Options, TableChoice};
+
+use super::EX_USAGE;
+
+/// The daemon's own options (the words come separately).
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// Stay in the foreground and log to standard error. (For now the daemon always
+    /// stays in the foreground; detaching and syslog come with the rc.d service.)
+    #[arg(short = 'd')]
+    pub foreground: bool,
+    /// A file of `ifconfig pfsync0` words (`#` comments), read at start and on SIGHUP;
+    /// words on the command line apply after it.
+    #[arg(short = 'f', value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Path of the control socket.
+    #[arg(short = 'c', value_name = "CONTROL_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub control: PathBuf,
+    /// State table backend: pf (not built yet) or memory (default where /dev/pf does
+    /// not exist).
+    #[arg(long, value_name = "pf|memory")]
+    pub table: Option<String>,
+    /// Our creator id in hex (default: random).
+    #[arg(long, value_name = "HEX")]
+    pub creatorid: Option<String>,
+    /// Write our pid to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub pidfile: Option<PathBuf>,
+    /// error, warn, info (default) or debug.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// How often the state table is asked for its changes, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub interval: u64,
+    /// Packets per second of a bulk update we send.
+    #[arg(long, value_name = "PPS", default_value_t = 100_000)]
+    pub bulk_pps: u32,
+}
+
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("pfsyncd: {msg}");
+    ExitCode::from(EX_USAGE)
+}
+
+/// Validates and runs.
+pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCode> {
+    let table = match args.table.as_deref() {
+        Some("memory") => TableChoice::Memory,
+        Some("pf") => {
+            return Ok(usage(
+                "--table pf: the pf backend is not in this build yet; use --table memory",
+            ))
+        }
+        Some(other) => return Ok(usage(format!("--table '{other}': expected pf or memory"))),
+        None if Path::new("/dev/pf").exists() => {
+            return Ok(usage(
+                "/dev/pf exists but the pf backend is not in this build yet; give --table memory to run a memory replica",
+            ))
+        }
+        None => TableChoice::Memory,
+    };
+    if let Some(level) = &args.log_level {
+        match level.parse::<Level>() {
+            Ok(level) => log::set_level(level),
+            Err(e) => return Ok(usage(format!("--log-level: {e}"))),
+        }
+    }
+    if !(10..=60_000).contains(&args.interval) {
+        return Ok(usage(format!(
+            "--interval {}: expected 10 to 60000 milliseconds",
+            args.interval
+        )));
+    }
+    if args.bulk_pps == 0 {
+        return Ok(usage("--bulk-pps 0: expected at least 1 packet per second"));
+    }
+    let creatorid = match &args.creatorid {
+        Some(hex) => {
+            let h = hex.trim_start_matches("0x");
+            match u32::from_str_radix(h, 16) {
+                Ok(id) if id != 0 => id,
+                _ => {
+                    return Ok(usage(format!(
+                        "--creatorid '{hex}': expected a non-zero hex number of up to 8 digits"
+                    )))
+                }
+            }
+        }
+        None => random_creatorid().context("/dev/urandom")?,
+    };
+    let options = Options {
+        words: words.to_vec(),
+        config_file: args.config_file.clone(),
+        control: args.control.clone(),
+        creatorid,
+        table,
+        table_interval: std::time::Duration::from_millis(args.interval),
+        bulk_pps: args.bulk_pps,
+    };
+    // Bad words, on the command line or in the file, are a usage error (64); a file
+    // that cannot be read is a plain failure.
+    if let Err(e) = load_config(&options) {
+        if e.downcast_ref::<pfsyncd::daemon::ConfigError>().is_some() {
+            return Ok(usage(format!("{e:#}")));
+        }
+        return Err(e);
+    }
+    if let Some(p) = &args.pidfile {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("pidfile {}", p.display()))?;
+    }
+    let result = run(options);
+    if let Some(p) = &args.pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn random_creatorid() -> std::io::Result<u32> {
+    let mut f = File::open("/dev/urandom")?;
+    loop {
+        let mut b = [0u8; 4];
+        f.read_exact(&mut b)?;
+        let id = u32::from_le_bytes(b);
+        if id != 0 {
+            return Ok(id);
+        }
+    }
+}

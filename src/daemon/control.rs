@@ -1,0 +1,84 @@
+//! The control socket: a UNIX stream socket with a line protocol. A client sends one
+//! request line, reads the response to the end, and the daemon closes the connection.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default path of the control socket.
+pub const DEFAULT_SOCKET: &str = "/var/run/pfsyncd.sock";
+
+/// The listening control socket; its file is removed on drop.
+#[derive(Debug)]
+pub struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ControlSocket {
+    /// Binds `path` with mode 0600. A socket file nobody answers on is removed first;
+    /// one a daemon answers on is refused.
+    pub fn bind(path: &Path) -> io::Result<ControlSocket> {
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{}: a daemon already answers on it", path.display()),
+                ));
+            }
+            fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        Ok(ControlSocket {
+            listener,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The listener, for polling.
+    pub fn listener(&self) -> &UnixListener {
+        &self.listener
+    }
+
+    /// Accepts one pending client and reads its request line (bounded wait).
+    pub fn accept(&self) -> io::Result<Option<(UnixStream, String)>> {
+        let stream = match self.listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+        let mut line = String::new();
+        BufReader::new((&stream).take(4096)).read_line(&mut line)?;
+        Ok(Some((stream, line.trim().to_string())))
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Sends `request` to the daemon at `path` and returns its whole response.
+pub fn request(path: &Path, request: &str) -> io::Result<String> {
+    let mut stream = UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(request.as_bytes())?;
+    stream.write_all(b"\n")?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// Writes a response and closes.
+pub fn respond(mut stream: UnixStream, text: &str) {
+    let _ = stream.write_all(text.as_bytes());
+}

@@ -1,0 +1,108 @@
+//! The daemon's log: one line per event an admin cares about, filtered by level.
+//!
+//! Lines go to standard error, prefixed `pfsyncd:` and the level where it is not `info`.
+//! (Syslog when detached comes with the rc.d service.)
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// How much the daemon says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Only what stops the daemon or loses states.
+    Error = 0,
+    /// And what an admin should look at (a peer refusing our states, send errors).
+    Warn = 1,
+    /// And the life of the sync: start, peers seen, bulk updates, syncok. The default.
+    Info = 2,
+    /// And summaries of every second's traffic.
+    Debug = 3,
+}
+
+impl Level {
+    /// The level's name as `--log-level` takes it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+}
+
+impl FromStr for Level {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Level, String> {
+        match s {
+            "error" => Ok(Level::Error),
+            "warn" | "warning" => Ok(Level::Warn),
+            "info" => Ok(Level::Info),
+            "debug" => Ok(Level::Debug),
+            _ => Err(format!(
+                "log level '{s}': expected error, warn, info or debug"
+            )),
+        }
+    }
+}
+
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+/// Sets the process-wide level.
+pub fn set_level(level: Level) {
+    LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
+/// True when lines of `level` are written.
+pub fn enabled(level: Level) -> bool {
+    level as u8 <= LEVEL.load(Ordering::Relaxed)
+}
+
+/// Writes one line at `level`, if enabled.
+pub fn write(level: Level, args: fmt::Arguments<'_>) {
+    if !enabled(level) {
+        return;
+    }
+    match level {
+        Level::Info => eprintln!("pfsyncd: {args}"),
+        _ => eprintln!("pfsyncd: {}: {args}", level.name()),
+    }
+}
+
+/// Logs at error level.
+#[macro_export]
+macro_rules! log_error {
+    ($($t:tt)*) => { $crate::daemon::log::write($crate::daemon::log::Level::Error, format_args!($($t)*)) };
+}
+
+/// Logs at warn level.
+#[macro_export]
+macro_rules! log_warn {
+    ($($t:tt)*) => { $crate::daemon::log::write($crate::daemon::log::Level::Warn, format_args!($($t)*)) };
+}
+
+/// Logs at info level.
+#[macro_export]
+macro_rules! log_info {
+    ($($t:tt)*) => { $crate::daemon::log::write($crate::daemon::log::Level::Info, format_args!($($t)*)) };
+}
+
+/// Logs at debug level.
+#[macro_export]
+macro_rules! log_debug {
+    ($($t:tt)*) => { $crate::daemon::log::write($crate::daemon::log::Level::Debug, format_args!($($t)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_parse_and_order() {
+        assert_eq!("warn".parse::<Level>(), Ok(Level::Warn));
+        assert!("loud".parse::<Level>().is_err());
+        assert!(Level::Error < Level::Debug);
+    }
+}
