@@ -10,6 +10,8 @@
 pub mod capture;
 pub mod daemon;
 pub mod engine;
+#[cfg(target_os = "linux")]
+pub mod lab;
 pub mod net;
 pub mod state;
 #[allow(unsafe_code)]

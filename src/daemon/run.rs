@@ -7,15 +7,15 @@
 //! the next packet is read); the table's own changes; due timers; control requests.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::churn::Churn;
 use super::control::{respond, ControlSocket};
@@ -23,7 +23,7 @@ use super::peers::Peers;
 use super::requests;
 use super::SyncConfig;
 use crate::engine::{Config, Engine, Event, LinkSettings, LocalChange, TableOp};
-use crate::net::{Family, Interface, RawReceiver, Sender, SyncInput, Transport, RECV_BUFFER_LEN};
+use crate::net::{Family, Interface, Sender, SyncInput, SyncReceiver, Transport, RECV_BUFFER_LEN};
 use crate::table::synth::Synth;
 use crate::table::{MemoryConfig, MemoryTable, StateTable, TableStats};
 use crate::{log_error, log_info, log_warn};
@@ -86,7 +86,32 @@ pub fn load_config(options: &Options) -> anyhow::Result<SyncConfig> {
 /// The sync link while the interface is up.
 struct Link {
     sender: Sender,
-    input: SyncInput<RawReceiver>,
+    input: SyncInput<Box<dyn SyncReceiver>>,
+}
+
+/// The receive path of this OS: a raw socket on Linux, where nothing in the kernel takes
+/// protocol 240.
+#[cfg(target_os = "linux")]
+fn open_receiver(
+    transport: &Transport,
+    syncdev: &Interface,
+) -> anyhow::Result<Box<dyn SyncReceiver>> {
+    let receiver =
+        crate::net::RawReceiver::open(transport, syncdev).map_err(|e| need_root(anyhow!("{e}")))?;
+    Ok(Box::new(receiver))
+}
+
+/// On the BSDs the kernel's pfsync consumes protocol 240 before any raw socket sees it;
+/// the receive path there is bpf, which is not in this build yet.
+#[cfg(not(target_os = "linux"))]
+fn open_receiver(
+    _transport: &Transport,
+    syncdev: &Interface,
+) -> anyhow::Result<Box<dyn SyncReceiver>> {
+    bail!(
+        "syncdev {}: receiving needs bpf on this OS, which this build does not have yet",
+        syncdev.name
+    )
 }
 
 fn open_link(config: &SyncConfig) -> anyhow::Result<Option<Link>> {
@@ -105,12 +130,36 @@ fn open_link(config: &SyncConfig) -> anyhow::Result<Option<Link>> {
             .map_err(|e| anyhow!("syncpeer: {e}"))?
     };
     let sender = Sender::open(&transport, &syncdev).map_err(|e| need_root(anyhow!("{e}")))?;
-    let receiver =
-        RawReceiver::open(&transport, &syncdev).map_err(|e| need_root(anyhow!("{e}")))?;
+    let receiver = open_receiver(&transport, &syncdev)?;
     Ok(Some(Link {
         sender,
         input: SyncInput::new(receiver, syncdev),
     }))
+}
+
+/// SIGTERM, SIGINT and SIGHUP, as bytes on a stream the loop polls: the signals are
+/// blocked in every thread and taken by one thread with `sigwait(2)`, which works the
+/// same on Linux and the BSDs and needs no handler.
+fn signal_stream() -> anyhow::Result<UnixStream> {
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    // Before any thread starts, so every thread inherits the mask.
+    mask.thread_block().context("blocking signals")?;
+    let (read, mut write) = UnixStream::pair().context("socketpair")?;
+    read.set_nonblocking(true).context("socketpair")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            while let Ok(signal) = mask.wait() {
+                if write.write_all(&[signal as i32 as u8]).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(read)
 }
 
 /// Adds the likely cure to a permission error.
@@ -166,13 +215,7 @@ pub(super) struct Daemon {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(options: Options) -> anyhow::Result<()> {
     let config = load_config(&options)?;
-    let mut mask = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        mask.add(s);
-    }
-    mask.thread_block().context("blocking signals")?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .context("signalfd")?;
+    let signals = signal_stream()?;
     let link = open_link(&config)?;
     let control = ControlSocket::bind(&options.control)
         .with_context(|| format!("control socket {}", options.control.display()))?;
@@ -256,8 +299,14 @@ pub fn run(options: Options) -> anyhow::Result<()> {
                 Err(e) => return Err(anyhow!("poll: {e}")),
             }
         }
-        while let Some(info) = signals.read_signal().context("signalfd")? {
-            match Signal::try_from(info.ssi_signo as i32) {
+        let mut caught = [0u8; 16];
+        let n = match (&signals).read(&mut caught) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(anyhow!("signal thread: {e}")),
+        };
+        for &signo in &caught[..n] {
+            match Signal::try_from(i32::from(signo)) {
                 Ok(Signal::SIGHUP) => d.reload(Instant::now()),
                 Ok(s) => {
                     d.shutdown(Instant::now(), s);

@@ -55,6 +55,12 @@ pub trait SyncReceiver: AsFd {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<ReceivedPacket>>;
 }
 
+impl<R: SyncReceiver + ?Sized> SyncReceiver for Box<R> {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<ReceivedPacket>> {
+        (**self).recv(buf)
+    }
+}
+
 impl<R: SyncReceiver + ?Sized> SyncReceiver for &mut R {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<ReceivedPacket>> {
         (**self).recv(buf)

@@ -1,0 +1,23 @@
+//! Several pfsyncd hosts on one Linux machine: network namespaces joined by veth pairs
+//! and a bridge, each running a daemon with a memory table. Used by `pfsyncd lab` and by
+//! the cluster tests and benchmarks. Needs root and iproute2.
+
+pub mod cluster;
+pub mod netns;
+
+pub use cluster::{wait_until, Cluster, Host};
+pub use netns::{check_root_and_ip, ip, sweep_stale, Netns};
+
+/// Why the lab could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// Network namespaces and raw sockets need root.
+    #[error("the lab needs root (network namespaces, raw sockets); run it with sudo")]
+    NotRoot,
+    /// An outside tool (`ip`) failed or is missing.
+    #[error("{0}")]
+    Tool(String),
+    /// A daemon did not start or answer.
+    #[error("{0}")]
+    Daemon(String),
+}
