@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 mod ctl;
 mod daemon;
 mod decode;
+#[cfg(target_os = "linux")]
+mod lab;
 
 /// `EX_USAGE` of sysexits(3): the command was used incorrectly.
 const EX_USAGE: u8 = 64;
@@ -23,7 +25,7 @@ const EX_USAGE: u8 = 64;
 /// The daemon stays in the foreground for now, with or without -d.
 #[derive(Debug, Parser)]
 #[command(name = "pfsyncd", version, about, long_about = None)]
-#[command(override_usage = "pfsyncd [OPTIONS] [WORDS]...\n       pfsyncd <decode|ctl> ...")]
+#[command(override_usage = "pfsyncd [OPTIONS] [WORDS]...\n       pfsyncd <decode|ctl|lab> ...")]
 struct Cli {
     #[command(flatten)]
     daemon: daemon::DaemonArgs,
@@ -64,7 +66,7 @@ fn split_words(args: Vec<String>) -> (Vec<String>, Vec<String>) {
     let mut i = 1;
     while i < args.len() {
         let a = args[i].as_str();
-        if a == "decode" || a == "ctl" || a == "help" {
+        if a == "decode" || a == "ctl" || a == "lab" || a == "help" {
             break;
         }
         if WORDS.contains(&a) {
@@ -82,6 +84,10 @@ enum Command {
     Decode(decode::Args),
     /// Ask a running daemon: status, stats, states, bulk, insert, update, delete, clear.
     Ctl(ctl::Args),
+    /// Run a cluster of daemons in network namespaces on this machine, with traffic,
+    /// shown live (root, Linux); everything is removed at the end, on Ctrl-C too.
+    #[cfg(target_os = "linux")]
+    Lab(lab::Args),
 }
 
 /// Parses the command line, runs the subcommand, and turns the outcome into the exit
@@ -95,6 +101,8 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::Decode(args)) => decode::run(args),
         Some(Command::Ctl(args)) => ctl::run(args),
+        #[cfg(target_os = "linux")]
+        Some(Command::Lab(args)) => lab::run(args),
         None => daemon::run_daemon(&cli.daemon, &words),
     };
     match result {

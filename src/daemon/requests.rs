@@ -18,6 +18,7 @@ pub const HELP: &str = "\
 status [--json]          the sync interface, like ifconfig pfsync0
 stats [--json]           counters, like netstat -s -p pfsync, and the peers heard
 states [--json]          the state table, like pfctl -ss -v
+get CREATORID ID [--json] one state (hex numbers, as states prints them)
 bulk                     ask the peers for a bulk update now
 insert [N]               (memory table) N new states of our own
 update [N]               (memory table) traffic on N random states
@@ -56,6 +57,7 @@ pub(super) fn handle(d: &mut Daemon, now: Instant, line: &str) -> String {
             stats_text(d, now)
         }),
         "states" => Ok(states(d, now, json)),
+        "get" => get(d, now, &args, json),
         "bulk" => {
             d.engine.request_bulk(now);
             Ok("bulk update requested\n".into())
@@ -89,14 +91,44 @@ fn json_line(v: Value) -> String {
 }
 
 fn insert(d: &mut Daemon, now: Instant, n: usize) -> String {
+    let mut ids = None;
     for i in 0..n {
         let s = fresh_state(&mut d.synth);
         match d.table.insert_local(now, s) {
-            Ok(s) => d.churn.adopt((s.creatorid, s.id)),
+            Ok(s) => {
+                d.churn.adopt((s.creatorid, s.id));
+                let first = ids.map_or(s.id, |(first, _)| first);
+                ids = Some((first, s.id));
+            }
             Err(e) => return format!("error: after {i} states: {e}\n"),
         }
     }
-    format!("inserted {n}\n")
+    match ids {
+        Some((first, last)) => format!(
+            "inserted {n}: creatorid {:08x} ids {first:016x} to {last:016x}\n",
+            d.options.creatorid
+        ),
+        None => "inserted 0\n".to_string(),
+    }
+}
+
+fn get(d: &mut Daemon, now: Instant, args: &[&str], json: bool) -> Result<String, String> {
+    let hex = |at: usize, what: &str| -> Result<u64, String> {
+        let w = args
+            .get(at)
+            .ok_or_else(|| format!("error: get needs {what} (hex)\n"))?;
+        u64::from_str_radix(w.trim_start_matches("0x"), 16)
+            .map_err(|_| format!("error: {what} '{w}' is not a hex number\n"))
+    };
+    let creatorid = u32::try_from(hex(0, "a creator id")?)
+        .map_err(|_| "error: a creator id has 8 hex digits\n".to_string())?;
+    let id = hex(1, "a state id")?;
+    match d.table.get(now, creatorid, id) {
+        Ok(Some(s)) if json => Ok(json_line(state_json(&s))),
+        Ok(Some(s)) => Ok(state_line(&s) + "\n"),
+        Ok(None) => Err(format!("error: no state {creatorid:08x}/{id:016x}\n")),
+        Err(e) => Err(format!("error: {e}\n")),
+    }
 }
 
 /// `n` distinct random states of the table (fewer if it holds fewer).

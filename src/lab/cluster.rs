@@ -252,8 +252,13 @@ impl Cluster {
 
     /// Sends a control request to host `i`'s daemon; an `error:` answer is an error.
     pub fn ctl(&self, i: usize, line: &str) -> Result<String, LabError> {
-        let answer = request(&self.hosts[i].control, line)
-            .map_err(|e| LabError::Daemon(format!("host {}: {line}: {e}", i + 1)))?;
+        let answer = request(&self.hosts[i].control, line).map_err(|e| {
+            LabError::Daemon(format!(
+                "host {}: {line}: {e}; its log ends: {}",
+                i + 1,
+                self.log_tail(i, 5)
+            ))
+        })?;
         if answer.starts_with("error:") {
             return Err(LabError::Daemon(format!(
                 "host {}: {line}: {}",
@@ -273,12 +278,24 @@ impl Cluster {
 
     /// Host `i`'s states, by (creatorid, id), with what pfsync synchronises of each.
     pub fn synced_states(&self, i: usize) -> Result<Vec<(String, String, Value)>, LabError> {
+        self.synced_states_lasting(i, 0)
+    }
+
+    /// Like [`synced_states`](Self::synced_states), without the states that expire in
+    /// less than `secs` seconds: hosts expire states by their own clocks, so a state
+    /// about to go may be gone on one host and not yet on another.
+    pub fn synced_states_lasting(
+        &self,
+        i: usize,
+        secs: u64,
+    ) -> Result<Vec<(String, String, Value)>, LabError> {
         let v = self.ctl_json(i, "states")?;
         let mut out: Vec<(String, String, Value)> = v
             .as_array()
             .map(|a| a.as_slice())
             .unwrap_or_default()
             .iter()
+            .filter(|s| s["local"]["expire"].as_u64().unwrap_or(0) >= secs)
             .map(|s| {
                 (
                     s["creatorid"].as_str().unwrap_or("").to_string(),
