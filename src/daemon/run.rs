@@ -122,7 +122,7 @@ fn open_link(config: &SyncConfig) -> anyhow::Result<Option<Link>> {
         bail!("pfsync is up but has no syncdev: give `syncdev IF`, the interface facing the peers");
     };
     let name = dev.to_string();
-    let syncdev = Interface::lookup(&name).map_err(|e| anyhow!("syncdev {name}: {e}"))?;
+    let syncdev = Interface::lookup(&name).map_err(|e| anyhow!("{e}"))?;
     let transport = if config.syncpeers.is_empty() {
         Transport::multicast(name.clone(), Family::V4)
     } else {
