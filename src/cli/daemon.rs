@@ -17,8 +17,8 @@ use super::EX_USAGE;
 /// The daemon's own options (the words come separately).
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
-    /// Stay in the foreground and log to standard error. (For now the daemon always
-    /// stays in the foreground; detaching and syslog come with the rc.d service.)
+    /// Stay in the foreground and log to standard error (otherwise: detach once
+    /// started, log to syslog, and write the pidfile).
     #[arg(short = 'd')]
     pub foreground: bool,
     /// A file of `ifconfig pfsync0` words (`#` comments), read at start and on SIGHUP;
@@ -35,7 +35,8 @@ pub struct DaemonArgs {
     /// Our creator id in hex (default: random).
     #[arg(long, value_name = "HEX")]
     pub creatorid: Option<String>,
-    /// Write our pid to PATH.
+    /// The pidfile, locked while the daemon runs (default when detaching:
+    /// /var/run/pfsyncd.pid).
     #[arg(long, value_name = "PATH")]
     pub pidfile: Option<PathBuf>,
     /// error, warn, info (default) or debug.
@@ -100,10 +101,18 @@ pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCod
         }
         None => random_creatorid().context("/dev/urandom")?,
     };
+    let pidfile = match (&args.pidfile, args.foreground) {
+        (Some(p), _) => Some(absolute(p)?),
+        (None, false) => Some(PathBuf::from(DEFAULT_PIDFILE)),
+        (None, true) => None,
+    };
     let options = Options {
         words: words.to_vec(),
-        config_file: args.config_file.clone(),
-        control: args.control.clone(),
+        // Absolute: a detached daemon works from /.
+        config_file: args.config_file.as_deref().map(absolute).transpose()?,
+        control: absolute(&args.control)?,
+        detach: !args.foreground,
+        pidfile,
         creatorid,
         table,
         table_interval: std::time::Duration::from_millis(args.interval),
@@ -117,16 +126,15 @@ pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCod
         }
         return Err(e);
     }
-    if let Some(p) = &args.pidfile {
-        std::fs::write(p, format!("{}\n", std::process::id()))
-            .with_context(|| format!("pidfile {}", p.display()))?;
-    }
-    let result = run(options);
-    if let Some(p) = &args.pidfile {
-        let _ = std::fs::remove_file(p);
-    }
-    result?;
+    run(options)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the pidfile goes when detaching without --pidfile.
+const DEFAULT_PIDFILE: &str = "/var/run/pfsyncd.pid";
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("{}", p.display()))
 }
 
 fn random_creatorid() -> std::io::Result<u32> {

@@ -1,11 +1,12 @@
 //! The daemon's log: one line per event an admin cares about, filtered by level.
 //!
-//! Lines go to standard error, prefixed `pfsyncd:` and the level where it is not `info`.
-//! (Syslog when detached comes with the rc.d service.)
+//! In the foreground (`-d`), lines go to standard error, prefixed `pfsyncd:` and the level
+//! where it is not `info`. Detached, they go to syslog, facility daemon, with the level
+//! as the syslog severity.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// How much the daemon says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -49,6 +50,21 @@ impl FromStr for Level {
 }
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+static SYSLOG: AtomicBool = AtomicBool::new(false);
+
+/// Sends every later line to syslog (facility daemon) instead of standard error.
+pub fn use_syslog() {
+    use nix::syslog::{openlog, Facility, LogFlags};
+    #[cfg(target_os = "linux")]
+    let opened = openlog(Some(c"pfsyncd"), LogFlags::LOG_PID, Facility::LOG_DAEMON);
+    // Elsewhere nix passes the ident through a temporary string that openlog(3) keeps a
+    // pointer to; without one, syslog(3) uses the program's name, which is pfsyncd.
+    #[cfg(not(target_os = "linux"))]
+    let opened = openlog(None::<&str>, LogFlags::LOG_PID, Facility::LOG_DAEMON);
+    if opened.is_ok() {
+        SYSLOG.store(true, Ordering::Relaxed);
+    }
+}
 
 /// Sets the process-wide level.
 pub fn set_level(level: Level) {
@@ -63,6 +79,20 @@ pub fn enabled(level: Level) -> bool {
 /// Writes one line at `level`, if enabled.
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
+        return;
+    }
+    if SYSLOG.load(Ordering::Relaxed) {
+        use nix::syslog::{syslog, Facility, Priority, Severity};
+        let severity = match level {
+            Level::Error => Severity::LOG_ERR,
+            Level::Warn => Severity::LOG_WARNING,
+            Level::Info => Severity::LOG_INFO,
+            Level::Debug => Severity::LOG_DEBUG,
+        };
+        let _ = syslog(
+            Priority::new(severity, Facility::LOG_DAEMON),
+            &args.to_string(),
+        );
         return;
     }
     match level {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod log;
 pub mod peers;
+pub mod pidfile;
 pub mod report;
 mod requests;
 pub mod run;

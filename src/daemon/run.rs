@@ -20,6 +20,7 @@ use nix::sys::signal::{SigSet, Signal};
 use super::churn::Churn;
 use super::control::{respond, ControlSocket};
 use super::peers::Peers;
+use super::pidfile::Pidfile;
 use super::requests;
 use super::SyncConfig;
 use crate::engine::{Config, Engine, Event, LinkSettings, LocalChange, TableOp};
@@ -62,6 +63,10 @@ pub struct Options {
     pub table_interval: Duration,
     /// Packets per second of a bulk update we send (the kernels send one per tick).
     pub bulk_pps: u32,
+    /// Detach from the terminal and log to syslog once started.
+    pub detach: bool,
+    /// The pidfile, locked for the daemon's life.
+    pub pidfile: Option<PathBuf>,
 }
 
 /// Reads the configuration: defaults, then the file's words, then the command line's.
@@ -215,10 +220,21 @@ pub(super) struct Daemon {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(options: Options) -> anyhow::Result<()> {
     let config = load_config(&options)?;
-    let signals = signal_stream()?;
+    // Everything that can fail at start is done before detaching, so the admin sees the
+    // one line saying why and the exit status.
+    let mut pidfile = options.pidfile.as_deref().map(Pidfile::lock).transpose()?;
     let link = open_link(&config)?;
     let control = ControlSocket::bind(&options.control)
         .with_context(|| format!("control socket {}", options.control.display()))?;
+    if options.detach {
+        // Before any thread exists: fork(2) keeps only the calling thread.
+        nix::unistd::daemon(false, false).context("detaching")?;
+        super::log::use_syslog();
+    }
+    if let Some(p) = &mut pidfile {
+        p.write_pid()?;
+    }
+    let signals = signal_stream()?;
 
     let random = random_bytes().context("/dev/urandom")?;
     let mut ec = Config::random(config.dialect, random);
