@@ -320,6 +320,7 @@ pub struct Engine {
     requests: VecDeque<Key>,
     requested: HashSet<Key, KeyedState>,
     tombstones: tombstones::Tombstones,
+    clear_marks: tombstones::ClearMarks,
     /// DEL_Cs to say again for states of ours already gone from the cache.
     redeletes: Vec<Key>,
     clears: Vec<ClrRepr>,
@@ -352,6 +353,7 @@ impl Engine {
                 config.max_tombstones,
                 hasher,
             ),
+            clear_marks: tombstones::ClearMarks::new(config.tombstone_ttl),
             redeletes: Vec::new(),
             clears: Vec::new(),
             send_bulk_request: false,
@@ -688,6 +690,7 @@ impl Engine {
         for slot in doomed {
             self.cache.remove(slot);
         }
+        self.clear_marks.mark(None, ifname, now);
         self.make_room(now, send::clr_cost(self.clears.is_empty()));
         self.clears.push(ClrRepr {
             ifname,

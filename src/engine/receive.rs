@@ -51,7 +51,7 @@ impl Engine {
                     match record.message() {
                         Ok(Message::Clr(c)) => clears.push(c),
                         Ok(m) => {
-                            self.in_clrs(&mut clears);
+                            self.in_clrs(now, &mut clears);
                             self.handle_message(now, m)
                         }
                         Err(e) => self.stats.count(e.counter()),
@@ -66,12 +66,12 @@ impl Engine {
                 Err(e) => self.stats.count(e.counter()),
             }
         }
-        self.in_clrs(&mut clears);
+        self.in_clrs(now, &mut clears);
     }
 
     fn handle_message(&mut self, now: Instant, message: Message) {
         match message {
-            Message::Clr(c) => self.in_clrs(&mut vec![c]),
+            Message::Clr(c) => self.in_clrs(now, &mut vec![c]),
             Message::Ins(r) => match State::from_record(&r) {
                 Ok(s) => self.in_ins(now, s),
                 Err(e) => self.stats.count(e.counter()),
@@ -95,7 +95,7 @@ impl Engine {
     /// (about seventy) costs one pass, not one per record. (The kernels walk the table
     /// per record.) The run is applied before the next message of another kind, so the
     /// packet's order is kept.
-    fn in_clrs(&mut self, run: &mut Vec<ClrRepr>) {
+    fn in_clrs(&mut self, now: Instant, run: &mut Vec<ClrRepr>) {
         if run.is_empty() {
             return;
         }
@@ -133,6 +133,7 @@ impl Engine {
         // the cache was full): the clear goes to the table in any case. Whether the
         // interface exists is the table's business.
         for clr in unique {
+            self.clear_marks.mark(Some(clr.creatorid), clr.ifname, now);
             self.table_ops.push_back(TableOp::Clear {
                 creatorid: clr.creatorid,
                 ifname: clr.ifname,
@@ -148,6 +149,11 @@ impl Engine {
         if self.tombstones.contains((state.creatorid, state.id), now) {
             // A copy that was on its way when the state was deleted.
             self.refused_deleted(now, (state.creatorid, state.id));
+            return None;
+        }
+        if self.clear_marks.cleared(&state, now) {
+            // A copy from before a clear that covered it.
+            self.stats.tombstoned += 1;
             return None;
         }
         // The flag asks the receiver for an INS_ACK; it means nothing in our table.

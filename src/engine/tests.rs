@@ -1202,3 +1202,48 @@ fn reconfigure_sends_what_is_queued_under_the_old_dialect_first() {
     assert_eq!(new.destination, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)));
     assert_eq!(e.config().maxupd, 1);
 }
+
+#[test]
+fn a_stale_copy_after_a_clear_is_refused_but_a_new_state_is_taken() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    for id in 1..=3 {
+        import(&mut e, at(0), &tcp(PEER, id));
+    }
+    let clr = Message::Clr(crate::wire::msg::ClrRepr {
+        ifname: IfName::EMPTY,
+        creatorid: PEER,
+    });
+    receive(&mut e, at(1000), Dialect::FreeBsd1400, &[clr]);
+    table_ops(&mut e);
+    // A copy of state 2 from before the clear (60 s old) arrives late; a state the peer
+    // made after the clear (age 0) arrives too.
+    let stale = State {
+        age_secs: 60,
+        ..tcp(PEER, 2)
+    };
+    let fresh = State {
+        age_secs: 0,
+        ..tcp(PEER, 7)
+    };
+    receive(
+        &mut e,
+        at(1500),
+        Dialect::FreeBsd1400,
+        &[
+            upd(Dialect::FreeBsd1400, &stale),
+            ins(Dialect::FreeBsd1400, &fresh),
+        ],
+    );
+    let ops = table_ops(&mut e);
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert!(matches!(ops[0], TableOp::Import(s) if s.id == 7));
+    assert_eq!(e.stats().tombstoned, 1);
+    // After the tombstone TTL the kernels' behaviour returns: the copy is taken.
+    receive(
+        &mut e,
+        at(7000),
+        Dialect::FreeBsd1400,
+        &[upd(Dialect::FreeBsd1400, &stale)],
+    );
+    assert_eq!(table_ops(&mut e).len(), 1);
+}

@@ -103,3 +103,112 @@ mod test {
         assert!(!off.contains((1, 1), t0));
     }
 }
+
+/// Recent clears, so that a stale copy of a cleared state does not bring it back.
+///
+/// A clear names no states, so no single-state tombstone can be laid for it. What tells
+/// a stale copy from a state created after the clear is its age: a state that is older
+/// than the time since the clear existed before it, and was cleared. For the tombstone
+/// TTL after a clear, such states of the cleared creator (any creator, after a local
+/// `pfctl -F states`) on the cleared interface are refused. A state created after the
+/// clear is taken as usual. Bounded like the tombstones.
+#[derive(Debug)]
+pub(super) struct ClearMarks {
+    marks: VecDeque<ClearMark>,
+    ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ClearMark {
+    creatorid: Option<u32>,
+    ifname: crate::wire::IfName,
+    at: Instant,
+}
+
+/// Most clears remembered at once.
+const MAX_CLEAR_MARKS: usize = 64;
+
+impl ClearMarks {
+    pub(super) fn new(ttl: Duration) -> ClearMarks {
+        ClearMarks {
+            marks: VecDeque::new(),
+            ttl,
+        }
+    }
+
+    /// Records a clear of `creatorid`'s states (every creator's if `None`) on `ifname`
+    /// (every interface if empty).
+    pub(super) fn mark(
+        &mut self,
+        creatorid: Option<u32>,
+        ifname: crate::wire::IfName,
+        at: Instant,
+    ) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if self.marks.len() == MAX_CLEAR_MARKS {
+            self.marks.pop_front();
+        }
+        self.marks.push_back(ClearMark {
+            creatorid,
+            ifname,
+            at,
+        });
+    }
+
+    /// True when `state` is older than a clear that covered it, made less than the TTL
+    /// ago: a copy from before the clear.
+    pub(super) fn cleared(&mut self, state: &crate::state::State, now: Instant) -> bool {
+        while self
+            .marks
+            .front()
+            .is_some_and(|m| now.saturating_duration_since(m.at) >= self.ttl)
+        {
+            self.marks.pop_front();
+        }
+        self.marks.iter().any(|m| {
+            m.creatorid.is_none_or(|c| c == state.creatorid)
+                && (m.ifname.is_empty() || m.ifname == state.ifname)
+                // Ages are whole seconds: one second of slack for the rounding.
+                && u64::from(state.age_secs) > now.saturating_duration_since(m.at).as_secs() + 1
+        })
+    }
+}
+
+#[cfg(test)]
+mod clear_test {
+    use super::*;
+    use crate::state::State;
+    use crate::wire::IfName;
+
+    #[test]
+    fn only_copies_older_than_the_clear_are_refused_for_the_ttl() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut m = ClearMarks::new(5 * s);
+        m.mark(Some(7), IfName::EMPTY, t0);
+        let old = State {
+            creatorid: 7,
+            age_secs: 60,
+            ..State::default()
+        };
+        let new = State { age_secs: 1, ..old };
+        let other = State {
+            creatorid: 8,
+            ..old
+        };
+        assert!(m.cleared(&old, t0 + s));
+        assert!(!m.cleared(&new, t0 + 2 * s), "created after the clear");
+        assert!(!m.cleared(&other, t0 + s), "another creator");
+        assert!(!m.cleared(&old, t0 + 5 * s), "the TTL passed");
+        let mut local = ClearMarks::new(5 * s);
+        local.mark(None, IfName::new("em0").unwrap(), t0);
+        let on_em0 = State {
+            ifname: IfName::new("em0").unwrap(),
+            ..other
+        };
+        assert!(local.cleared(&on_em0, t0 + s));
+        assert!(!local.cleared(&other, t0 + s), "another interface");
+    }
+}
