@@ -36,7 +36,8 @@
 //!   refused, as a copy overtaken by the DEL_C (`tombstones.rs`; a zero TTL restores the
 //!   kernels' behaviour, which lets such copies linger until pf expires them); when the
 //!   refused copy is of a state of ours, we send its DEL_C again, for the other nodes
-//!   that took it in;
+//!   that took it in; likewise, for that time after a clear, copies of states older
+//!   than the clear that covered them are refused;
 //! - a bulk request during a bulk send we run schedules one more full pass, however
 //!   many arrive (FreeBSD restarts the send, OpenBSD ignores the request);
 //! - the BUS END check compares with our first request, not the latest retry;
