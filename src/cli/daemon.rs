@@ -45,8 +45,9 @@ pub struct DaemonArgs {
     /// How often the state table is asked for its changes, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     pub interval: u64,
-    /// Packets per second of a bulk update we send.
-    #[arg(long, value_name = "PPS", default_value_t = 100_000)]
+    /// Packets per second of a bulk update we send (the kernels send one per clock
+    /// tick; 40 000 is what a receiving pfsyncd here imports without loss).
+    #[arg(long, value_name = "PPS", default_value_t = 40_000)]
     pub bulk_pps: u32,
 }
 

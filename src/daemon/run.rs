@@ -250,7 +250,16 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     ec.bulk_burst = (options.bulk_pps as usize / 1000).max(1);
     let mut engine = Engine::new(ec);
     let table = match options.table {
-        TableChoice::Memory => MemoryTable::new(MemoryConfig::new(options.creatorid)),
+        TableChoice::Memory => {
+            let mut mc = MemoryConfig::new(options.creatorid);
+            // Ids count up from the start time, as FreeBSD seeds its state ids: a
+            // restarted daemon does not reuse the ids its peers still hold.
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs());
+            mc.first_id = secs << 32;
+            MemoryTable::new(mc)
+        }
     };
     let seed = u64::from_le_bytes(random[4..12].try_into().expect("8 bytes"));
     let now = Instant::now();

@@ -42,6 +42,7 @@
 //!   meaning, and reported lost as `timeout`: the receiver would count the record as
 //!   `badval` otherwise.
 
+pub mod compact;
 mod freebsd_1301;
 mod freebsd_1400;
 mod freebsd_1500;
@@ -650,6 +651,12 @@ impl StateFlags {
     }
 
     /// The neutral bits.
+    /// Flags from raw bits, kept as they are (for our own storage; wire input goes
+    /// through [`from_wire`](Self::from_wire)).
+    pub const fn from_bits(bits: u16) -> StateFlags {
+        StateFlags(bits)
+    }
+
     pub const fn bits(self) -> u16 {
         self.0
     }

@@ -44,7 +44,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::engine::LocalChange;
-use crate::state::State;
+use crate::state::{compact, State};
 use crate::wire::IfName;
 
 use super::{key_of, syncable, Key, StateTable, TableError, Timeouts};
@@ -76,13 +76,29 @@ impl MemoryConfig {
     }
 }
 
-/// A state and its times, in table seconds.
-#[derive(Debug, Clone, Copy)]
+/// A state, in the compact encoding of [`crate::state::compact`] (about a third of a
+/// `State`'s width: a million states cost some 250 MB less), and its times, in table
+/// seconds.
+#[derive(Debug, Clone)]
 struct Slot {
-    state: State,
+    bytes: Box<[u8]>,
     created: i64,
     active: i64,
     deadline: i64,
+}
+
+impl Slot {
+    fn state(&self) -> State {
+        // Only this table encodes slots, from whole states: a failure is a bug in the
+        // codec, which its tests rule out.
+        compact::decode(&self.bytes).expect("a state the memory table encoded")
+    }
+}
+
+fn encode(state: &State) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(160);
+    compact::encode(state, &mut out);
+    out.into_boxed_slice()
 }
 
 /// A change noted for the next poll.
@@ -135,7 +151,7 @@ impl MemoryTable {
         self.config.timeouts = timeouts;
         self.deadlines.clear();
         for (key, slot) in &mut self.slots {
-            slot.deadline = slot.active + i64::from(timeouts.get(slot.state.timeout));
+            slot.deadline = slot.active + i64::from(timeouts.get(slot.state().timeout));
             self.deadlines.insert((slot.deadline, *key));
         }
     }
@@ -159,7 +175,7 @@ impl MemoryTable {
         State {
             age_secs: clamp(now - slot.created),
             expire_secs: clamp(slot.deadline - now),
-            ..slot.state
+            ..slot.state()
         }
     }
 
@@ -178,7 +194,7 @@ impl MemoryTable {
         self.slots.insert(
             key,
             Slot {
-                state,
+                bytes: encode(&state),
                 created,
                 active,
                 deadline,
@@ -192,7 +208,7 @@ impl MemoryTable {
         let slot = self.slots.get_mut(&key)?;
         (state.creatorid, state.id) = key;
         self.deadlines.remove(&(slot.deadline, key));
-        slot.state = state;
+        slot.bytes = encode(&state);
         slot.active = now;
         slot.deadline = now + value;
         self.deadlines.insert((slot.deadline, key));
@@ -245,7 +261,7 @@ impl MemoryTable {
         let mut state = self
             .slots
             .get(&key)
-            .map(|s| s.state)
+            .map(|s| s.state())
             .ok_or(TableError::NotFound { creatorid, id })?;
         change(&mut state);
         let out = self
@@ -259,7 +275,7 @@ impl MemoryTable {
     pub fn delete_local(&mut self, creatorid: u32, id: u64) -> bool {
         match self.take((creatorid, id)) {
             Some(slot) => {
-                if syncable(&slot.state) {
+                if syncable(&slot.state()) {
                     self.journal.push(Note::Delete((creatorid, id)));
                 }
                 true
@@ -287,7 +303,7 @@ impl MemoryTable {
             }
             self.deadlines.pop_first();
             if let Some(slot) = self.slots.remove(&key) {
-                if syncable(&slot.state) {
+                if syncable(&slot.state()) {
                     self.journal.push(Note::Delete(key));
                 }
                 n += 1;
@@ -321,7 +337,7 @@ impl MemoryTable {
         let keys: Vec<Key> = self
             .slots
             .iter()
-            .filter(|(_, s)| doomed(&s.state))
+            .filter(|(_, s)| doomed(&s.state()))
             .map(|(k, _)| *k)
             .collect();
         for key in &keys {
@@ -378,7 +394,7 @@ impl StateTable for MemoryTable {
             match note {
                 Note::Insert(key) | Note::Update(key) => match self.slots.get(&key) {
                     Some(slot) => {
-                        if syncable(&slot.state) && reported.insert(key) {
+                        if syncable(&slot.state()) && reported.insert(key) {
                             let state = Self::hand_out(slot, now);
                             out.push(match note {
                                 Note::Insert(_) => LocalChange::Insert(state),
@@ -406,16 +422,17 @@ impl StateTable for MemoryTable {
                     // The engine hears of the clear only now and drops every state it
                     // holds on the interface, those the table got since included: they
                     // are announced again.
-                    let mut since: Vec<&Slot> = self
+                    let mut since: Vec<(Key, State)> = self
                         .slots
-                        .values()
-                        .filter(|s| ifname.is_empty() || s.state.ifname == ifname)
-                        .filter(|s| syncable(&s.state))
+                        .iter()
+                        .map(|(k, slot)| (*k, Self::hand_out(slot, now)))
+                        .filter(|(_, s)| ifname.is_empty() || s.ifname == ifname)
+                        .filter(|(_, s)| syncable(s))
                         .collect();
-                    since.sort_unstable_by_key(|s| key_of(&s.state));
-                    for slot in since {
-                        reported.insert(key_of(&slot.state));
-                        out.push(LocalChange::Insert(Self::hand_out(slot, now)));
+                    since.sort_unstable_by_key(|(k, _)| *k);
+                    for (key, state) in since {
+                        reported.insert(key);
+                        out.push(LocalChange::Insert(state));
                     }
                 }
             }
@@ -434,7 +451,7 @@ impl StateTable for MemoryTable {
     ) -> Result<(), TableError> {
         let now = self.secs(now);
         for slot in self.slots.values() {
-            if syncable(&slot.state) {
+            if syncable(&slot.state()) {
                 f(&Self::hand_out(slot, now));
             }
         }
