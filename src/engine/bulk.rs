@@ -189,7 +189,7 @@ impl Engine {
                 bulk.next += 1;
                 continue;
             }
-            let state = e.state;
+            let state = e.state();
             let message = self.record_of(&state, format);
             match builder.push(&message) {
                 Ok(Pushed::Added) => {

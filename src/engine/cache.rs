@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use super::hash::KeyedState;
 use super::index::Index;
-use crate::state::State;
+use crate::state::{compact, State};
 
 /// A state's identity: (creatorid, id).
 pub type Key = (u32, u64);
@@ -53,10 +53,16 @@ const CHUNK_BITS: u32 = 8;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
 /// What the engine keeps per state.
+///
+/// The state itself is held in the compact encoding of [`crate::state::compact`]
+/// (about 110 bytes instead of a 400-byte `State`): with a million states, this is what
+/// the engine's memory is made of. [`state`](Entry::state) decodes it,
+/// [`set_state`](Entry::set_state) stores a new copy; the key is kept apart, for the
+/// index.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// The state as last seen (locally, or from a peer).
-    pub state: State,
+    key: Key,
+    packed: Box<[u8]>,
     /// When a peer last updated this state: local updates within the split window are
     /// sent at once.
     pub peer_updated: Option<Instant>,
@@ -76,7 +82,8 @@ impl Entry {
     /// A new entry, in no queue.
     pub fn new(state: State) -> Entry {
         Entry {
-            state,
+            key: (state.creatorid, state.id),
+            packed: pack(&state),
             peer_updated: None,
             prev: NIL,
             next: NIL,
@@ -88,14 +95,52 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// The state as last seen (locally, or from a peer).
+    pub fn state(&self) -> State {
+        // Only `pack` makes these bytes, from a whole state: a failure is a bug in the
+        // codec, which its tests rule out.
+        compact::decode(&self.packed).expect("a state the engine packed")
+    }
+
+    /// Replaces the state (of the same key). An update mostly moves sequence numbers
+    /// and counters, so the new encoding usually has the old one's length and is
+    /// written in place, without an allocation.
+    pub fn set_state(&mut self, state: &State) {
+        debug_assert_eq!(self.key, (state.creatorid, state.id));
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            compact::encode(state, scratch);
+            if scratch.len() == self.packed.len() {
+                self.packed.copy_from_slice(scratch);
+            } else {
+                self.packed = Box::from(&scratch[..]);
+            }
+        });
+    }
+}
+
+thread_local! {
+    /// Where states are encoded before they are stored, so that storing one costs at
+    /// most one allocation of its exact size.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn pack(state: &State) -> Box<[u8]> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.clear();
+        compact::encode(state, scratch);
+        Box::from(&scratch[..])
+    })
+}
+
 /// The key of a live slot.
 #[inline]
 fn key_in(chunks: &[Vec<Option<Entry>>], slot: u32) -> Key {
-    let s = &chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
+    chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
         .as_ref()
         .expect("the index names live slots")
-        .state;
-    (s.creatorid, s.id)
+        .key
 }
 
 /// The cache is full.
@@ -194,7 +239,7 @@ impl Cache {
 
     /// Adds a state that is not in the cache yet.
     pub fn insert(&mut self, entry: Entry) -> Result<u32, CacheFull> {
-        let key = (entry.state.creatorid, entry.state.id);
+        let key = entry.key;
         debug_assert!(self.find(key).is_none());
         if self.index.len() >= self.limit {
             return Err(CacheFull);
@@ -231,10 +276,7 @@ impl Cache {
     /// Removes a state (out of its queue first) and returns it.
     pub fn remove(&mut self, slot: u32) -> Entry {
         self.dequeue(slot);
-        let key = {
-            let s = &self.get(slot).state;
-            (s.creatorid, s.id)
-        };
+        let key = self.get(slot).key;
         let chunks = &self.chunks;
         let removed = self.index.remove(key, |slot| key_in(chunks, slot));
         debug_assert_eq!(removed, Some(slot));
@@ -349,7 +391,7 @@ mod test {
         let mut out = Vec::new();
         let mut at = c.front(q);
         while let Some(s) = at {
-            out.push(c.get(s).state.id);
+            out.push(c.get(s).key.1);
             let next = c.get(s).next;
             at = (next != NIL).then_some(next);
         }
@@ -397,7 +439,7 @@ mod test {
         assert_eq!(c.slot_count() as u64, n);
         assert_eq!(c.creator_count(7), n as u32);
         c.remove(c.find((7, 300)).unwrap());
-        let ids: Vec<u64> = c.entries().map(|e| e.state.id).collect();
+        let ids: Vec<u64> = c.entries().map(|e| e.key.1).collect();
         assert_eq!(ids.len() as u64, n - 1);
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         assert!(c.at(300).is_none());

@@ -409,20 +409,20 @@ impl Engine {
     }
 
     /// A cached state.
-    pub fn state(&self, creatorid: u32, id: u64) -> Option<&State> {
+    pub fn state(&self, creatorid: u32, id: u64) -> Option<State> {
         self.cache
             .find((creatorid, id))
             .map(|slot| self.cache.get(slot))
             .filter(|e| !e.deleted)
-            .map(|e| &e.state)
+            .map(|e| e.state())
     }
 
     /// Every cached state that is not deleted.
-    pub fn states(&self) -> impl Iterator<Item = &State> + '_ {
+    pub fn states(&self) -> impl Iterator<Item = State> + '_ {
         self.cache
             .entries()
             .filter(|e| !e.deleted)
-            .map(|e| &e.state)
+            .map(|e| e.state())
     }
 
     /// Messages queued and not sent yet, per queue (packet order).
@@ -560,7 +560,7 @@ impl Engine {
             return;
         }
         match self.cache.find((state.creatorid, state.id)) {
-            Some(slot) => self.cache.get_mut(slot).state = state,
+            Some(slot) => self.cache.get_mut(slot).set_state(&state),
             None => {
                 if self.cache.insert(Entry::new(state)).is_err() {
                     self.stats.cache_full += 1;
@@ -624,15 +624,15 @@ impl Engine {
             self.cache.dequeue(slot);
             let e = self.cache.get_mut(slot);
             e.nosync = true;
-            e.state = state;
+            e.set_state(&state);
             return;
         }
-        let news = Self::is_news(&e.state, &state);
+        let news = Self::is_news(&e.state(), &state);
         let split = e
             .peer_updated
             .is_some_and(|t| now.saturating_duration_since(t) < self.config.split_window);
         let queue = e.queue;
-        self.cache.get_mut(slot).state = state;
+        self.cache.get_mut(slot).set_state(&state);
         if !news {
             return;
         }
@@ -685,7 +685,7 @@ impl Engine {
             .slots()
             .filter(|&s| {
                 let e = self.cache.get(s);
-                !e.deleted && (ifname.is_empty() || e.state.ifname == ifname)
+                !e.deleted && (ifname.is_empty() || e.state().ifname == ifname)
             })
             .collect();
         for slot in doomed {

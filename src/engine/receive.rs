@@ -121,7 +121,7 @@ impl Engine {
                     let e = self.cache.get(s);
                     // A state we deleted keeps its queued DEL_C, as in the kernels, where
                     // it is no longer in the table the CLR walks.
-                    !e.deleted && matches(&e.state)
+                    !e.deleted && matches(&e.state())
                 })
                 .collect();
             for slot in doomed {
@@ -231,14 +231,14 @@ impl Engine {
             }
             return;
         };
-        let ours = &self.cache.get(slot).state;
+        let ours = self.cache.get(slot).state();
         let proto = ours.wire.proto;
         let theirs = (|| {
             Some(State {
                 src: Peer::from_repr(&upd.src, proto, "src.state").ok()?,
                 dst: Peer::from_repr(&upd.dst, proto, "dst.state").ok()?,
                 timeout: Timeout::from_number(upd.timeout)?,
-                ..*ours
+                ..ours
             })
         })();
         match theirs {
@@ -254,8 +254,12 @@ impl Engine {
             return;
         }
         entry.peer_updated = Some(now);
-        let m = merge(&mut entry.state, theirs, full);
-        let (merged, nosync, queue) = (entry.state, entry.nosync, entry.queue);
+        let mut merged = entry.state();
+        let m = merge(&mut merged, theirs, full);
+        if m.changed {
+            entry.set_state(&merged);
+        }
+        let (nosync, queue) = (entry.nosync, entry.queue);
         if m.changed {
             self.table_ops.push_back(TableOp::Update(merged));
         }

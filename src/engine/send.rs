@@ -228,23 +228,17 @@ impl Engine {
     }
 
     fn message_for(&mut self, slot: u32, queue: Queue, format: RecordFormat) -> Message {
-        let state = &self.cache.get(slot).state;
+        let state = self.cache.get(slot).state();
         let reference = StateRefRepr {
             id: state.id,
             creatorid: state.creatorid,
         };
         match queue {
-            Queue::Ins => {
-                let state = *state;
-                match self.record_of(&state, format) {
-                    Message::Upd(record) => Message::Ins(record),
-                    other => other,
-                }
-            }
-            Queue::Upd => {
-                let state = *state;
-                self.record_of(&state, format)
-            }
+            Queue::Ins => match self.record_of(&state, format) {
+                Message::Upd(record) => Message::Ins(record),
+                other => other,
+            },
+            Queue::Upd => self.record_of(&state, format),
             Queue::UpdC => Message::UpdC(UpdCRepr {
                 id: state.id,
                 src: state.src.to_repr(),

@@ -409,7 +409,7 @@ fn newer_updates_are_merged_without_reply() {
     assert!(transmits(&mut e).is_empty());
     assert_eq!(e.poll_timeout(), None);
     // The table echoes the merged state back: no news, nothing sent.
-    let merged = *e.state(PEER, 1).unwrap();
+    let merged = e.state(PEER, 1).unwrap();
     e.handle_local(at(11), LocalChange::Update(merged));
     assert_eq!(e.poll_timeout(), None);
 }

@@ -96,9 +96,14 @@ impl Slot {
 }
 
 fn encode(state: &State) -> Box<[u8]> {
-    let mut out = Vec::with_capacity(160);
-    compact::encode(state, &mut out);
-    out.into_boxed_slice()
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.clear();
+        compact::encode(state, scratch);
+        Box::from(&scratch[..])
+    })
 }
 
 /// A change noted for the next poll.
