@@ -59,6 +59,11 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
 
 /// Validates and runs.
 pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCode> {
+    if words.is_empty() && args.config_file.is_none() {
+        return Ok(usage(
+            "no sync configuration: give the words of ifconfig pfsync0 (e.g. `syncdev em1 up`) or -f FILE; see --help",
+        ));
+    }
     let table = match args.table.as_deref() {
         Some("memory") => TableChoice::Memory,
         Some("pf") => {
