@@ -25,6 +25,8 @@ dpkg -s libclang-dev >/dev/null 2>&1 || apt_install libclang-dev
 command -v python3 >/dev/null 2>&1 || apt_install python3
 # The transport tests build network namespaces with ip(8).
 command -v ip >/dev/null 2>&1 || apt_install iproute2
+# The cluster tests make 10 % loss with an nftables rule.
+command -v nft >/dev/null 2>&1 || apt_install nftables
 python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
 
 # A Rust toolchain: the machine's rustup one, else Debian's current one (rustc-web).
