@@ -354,8 +354,8 @@ fn bad_ttl_and_a_foreign_interface_are_refused_and_counted() {
     // Unicast (the first packets may wait for ARP) and to the group, until counted.
     let group: IpAddr = "224.0.0.240".parse().unwrap();
     wait_until(Duration::from_secs(10), || {
-        raw_send(&c.host(2).ns, to, 254, &[pkt.clone()]);
-        raw_send(&c.host(2).ns, group, 254, &[pkt.clone()]);
+        raw_send(&c.host(2).ns, to, 254, std::slice::from_ref(&pkt));
+        raw_send(&c.host(2).ns, group, 254, std::slice::from_ref(&pkt));
         stat(&c, 0, &["pfsync", "badttl"]) >= 10
     })
     .expect("badttl counted");
@@ -392,7 +392,7 @@ fn bad_ttl_and_a_foreign_interface_are_refused_and_counted() {
             &outsider,
             "198.19.7.1".parse().unwrap(),
             255,
-            &[pkt.clone()],
+            std::slice::from_ref(&pkt),
         );
         stat(&c, 0, &["pfsync", "badif"]) >= 1
     });
