@@ -9,6 +9,9 @@
 //! States are compared on what pfsync synchronises (`ctl states --json`, the `sync`
 //! part), leaving out states about to expire: each host expires states by its own clock.
 
+// Network namespaces and the raw-socket receiver are Linux's.
+#![cfg(target_os = "linux")]
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;

@@ -6,6 +6,9 @@
 //! Traffic stays inside the namespaces these tests create (addresses from 198.18.0.0/15
 //! and 2001:db8::/32, which exist nowhere else). Every receive has a timeout.
 
+// Network namespaces and the raw-socket receiver are Linux's.
+#![cfg(target_os = "linux")]
+
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::AsFd;

@@ -22,6 +22,7 @@ get CREATORID ID [--json] one state (hex numbers, as states prints them)
 bulk                     ask the peers for a bulk update now
 insert [N]               (memory table) N new states of our own
 update [N]               (memory table) traffic on N random states
+touch CREATORID ID       (memory table) traffic on one state; says its new src seqlo
 delete [N]               (memory table) remove N random states
 clear                    (memory table) remove every state, as pfctl -F states
 churn RATE [STATES]      (memory table) RATE changes/s around STATES states; churn 0 stops
@@ -65,6 +66,7 @@ pub(super) fn handle(d: &mut Daemon, now: Instant, line: &str) -> String {
         "insert" => number(0, 1).map(|n| insert(d, now, n)),
         "update" => number(0, 1).map(|n| update(d, now, n)),
         "delete" => number(0, 1).map(|n| delete(d, now, n)),
+        "touch" => touch(d, now, &args),
         "clear" => {
             let n = d.table.clear_local(&IfName::EMPTY);
             Ok(format!("cleared {n}\n"))
@@ -112,17 +114,39 @@ fn insert(d: &mut Daemon, now: Instant, n: usize) -> String {
     }
 }
 
-fn get(d: &mut Daemon, now: Instant, args: &[&str], json: bool) -> Result<String, String> {
+/// Traffic on one named state, for measuring how long a change takes to reach a peer:
+/// the answer goes out after the change has been handed to the engine (and, when it is
+/// due at once, sent).
+fn touch(d: &mut Daemon, now: Instant, args: &[&str]) -> Result<String, String> {
+    let (creatorid, id) = key_arg(args)?;
+    let synth = &mut d.synth;
+    match d
+        .table
+        .update_local(now, creatorid, id, |s| synth.advance(s))
+    {
+        Ok(s) => Ok(format!(
+            "touched {creatorid:08x}/{id:016x} seqlo {}\n",
+            s.src.seqlo
+        )),
+        Err(e) => Err(format!("error: {e}\n")),
+    }
+}
+
+fn key_arg(args: &[&str]) -> Result<(u32, u64), String> {
     let hex = |at: usize, what: &str| -> Result<u64, String> {
         let w = args
             .get(at)
-            .ok_or_else(|| format!("error: get needs {what} (hex)\n"))?;
+            .ok_or_else(|| format!("error: needs {what} (hex)\n"))?;
         u64::from_str_radix(w.trim_start_matches("0x"), 16)
             .map_err(|_| format!("error: {what} '{w}' is not a hex number\n"))
     };
     let creatorid = u32::try_from(hex(0, "a creator id")?)
         .map_err(|_| "error: a creator id has 8 hex digits\n".to_string())?;
-    let id = hex(1, "a state id")?;
+    Ok((creatorid, hex(1, "a state id")?))
+}
+
+fn get(d: &mut Daemon, now: Instant, args: &[&str], json: bool) -> Result<String, String> {
+    let (creatorid, id) = key_arg(args)?;
     match d.table.get(now, creatorid, id) {
         Ok(Some(s)) if json => Ok(json_line(state_json(&s))),
         Ok(Some(s)) => Ok(state_line(&s) + "\n"),

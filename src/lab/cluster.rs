@@ -136,6 +136,17 @@ impl Cluster {
         Ok(i)
     }
 
+    /// Sets the MTU of every link of the lab (jumbo frames on a dedicated sync link).
+    pub fn set_mtu(&self, mtu: u32) -> Result<(), LabError> {
+        let mtu = mtu.to_string();
+        for (n, h) in self.hosts.iter().enumerate() {
+            self.switch
+                .ip(&["link", "set", &format!("p{}", n + 1), "mtu", &mtu])?;
+            h.ns.ip(&["link", "set", "eth0", "mtu", &mtu])?;
+        }
+        self.switch.ip(&["link", "set", "br0", "mtu", &mtu])
+    }
+
     /// The hosts.
     pub fn hosts(&self) -> &[Host] {
         &self.hosts

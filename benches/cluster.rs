@@ -1,0 +1,241 @@
+//! Daemons against each other, in network namespaces on this machine (root, Linux):
+//!
+//! 1. bulk update of 1 000 000 states from one daemon to a daemon that starts late:
+//!    time from its start until its bulk update is done, states received, and the peak
+//!    memory of both (targets: <= 3 s, <= 500 MB per daemon), at MTU 1500 and 9000;
+//! 2. steady churn of 100 000 changes/s for 30 s on one daemon with a peer: the rate
+//!    reached, CPU per daemon, and how long a change takes to reach the peer (p50/p99;
+//!    target p99 <= 5 ms for messages sent at once).
+//!
+//! Propagation is measured with probes: while the churn runs, the bench changes one
+//! TCP state at a time (`ctl touch`, which answers after the change has been handed to
+//! the engine and sent if due) and polls the peer (`ctl get`) until it shows the new
+//! sequence number. The figure includes a control-socket round trip per poll (about
+//! 0.1 ms here). With `maxupd 1` every TCP update is sent at once; with the default 128
+//! they wait for the 1 s batch, which is shown for comparison.
+//!
+//! `cargo bench --bench cluster` (`-- quick` for 100 000 states and 5 s).
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::time::{Duration, Instant};
+
+    use pfsyncd::lab::{wait_until, Cluster};
+    use serde_json::Value;
+
+    const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
+
+    fn cluster(tag: &str) -> Cluster {
+        Cluster::new(BIN.as_ref(), &format!("pfsd-bench{tag}-"), 2)
+            .unwrap_or_else(|e| panic!("cluster bench: {e} (run as root, with iproute2)"))
+    }
+
+    fn proc_status(pid: u32, field: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// CPU seconds (user + system) a process has used.
+    fn cpu_secs(pid: u32) -> f64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command (which may hold spaces) start after the last ')'.
+        let rest = text.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the state field.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    fn status(c: &Cluster, i: usize) -> Value {
+        c.ctl_json(i, "status").unwrap()
+    }
+
+    fn bulk(states: usize, mtu: u32, pps: u32) {
+        let mut c = cluster(&format!("b{mtu}"));
+        if mtu != 1500 {
+            c.set_mtu(mtu).unwrap();
+        }
+        let mtu_s = mtu.to_string();
+        let pps_s = pps.to_string();
+        let words = ["--bulk-pps", &pps_s, "mtu", &mtu_s, "syncdev", "eth0", "up"];
+        c.start(0, &words).unwrap();
+        let mut left = states;
+        while left > 0 {
+            let n = left.min(100_000);
+            c.ctl(0, &format!("insert {n}")).unwrap();
+            left -= n;
+        }
+        // Let the sender's own inserts (multicast to nobody yet) drain.
+        std::thread::sleep(Duration::from_secs(1));
+        let sender_rss = proc_status(c.host(0).pid().unwrap(), "VmRSS:");
+        let t0 = Instant::now();
+        c.start(1, &words).unwrap();
+        let done = wait_until(Duration::from_secs(120), || status(&c, 1)["bulk"] == "done");
+        let took = t0.elapsed();
+        let got = status(&c, 1)["states"].as_u64().unwrap_or(0);
+        let imported = c.ctl_json(1, "stats").unwrap()["table"]["imported"]
+            .as_u64()
+            .unwrap_or(0);
+        let peak = |i: usize| proc_status(c.host(i).pid().unwrap(), "VmHWM:") as f64 / 1024.0;
+        println!(
+            "bulk  {states} states, MTU {mtu}, {pps} packets/s: {} in {:.2} s from the \
+             receiver's start (target 3 s); imported {imported} (holds {got}, the rest \
+             expired meanwhile); peak RSS sender {:.0} MB (RSS {:.0} MB once filled), \
+             receiver {:.0} MB (target 500 MB)",
+            if done.is_some() { "done" } else { "NOT done" },
+            took.as_secs_f64(),
+            peak(0),
+            sender_rss as f64 / 1024.0,
+            peak(1),
+        );
+    }
+
+    /// Finds `n` TCP states of host 0 to probe with.
+    fn tcp_probes(c: &Cluster, n: usize) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let answer = c.ctl(0, "insert 1").unwrap();
+            let w: Vec<&str> = answer.split_whitespace().collect();
+            let (creator, id) = (w[3].to_string(), w[5].to_string());
+            // Gone already if the churn took it.
+            let Ok(text) = c.ctl(0, &format!("get {creator} {id} --json")) else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if v["sync"]["wire"]["proto"] == 6 {
+                out.push((creator, id));
+            }
+        }
+        out
+    }
+
+    fn percentile(sorted: &[f64], p: f64) -> f64 {
+        if sorted.is_empty() {
+            return f64::NAN;
+        }
+        sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    }
+
+    fn churn(rate: u32, secs: u64, maxupd: u8, size: usize) {
+        let mut c = cluster(&format!("c{maxupd}"));
+        let maxupd_s = maxupd.to_string();
+        let words = ["maxupd", &maxupd_s, "syncdev", "eth0", "up"];
+        c.start(0, &words).unwrap();
+        c.start(1, &words).unwrap();
+        c.ctl(0, &format!("insert {size}")).unwrap();
+        let mut probes = tcp_probes(&c, 20);
+        std::thread::sleep(Duration::from_secs(2));
+        let (p0, p1) = (c.host(0).pid().unwrap(), c.host(1).pid().unwrap());
+        let made = |c: &Cluster| -> u64 {
+            c.ctl_json(0, "stats").unwrap()["churn"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .sum()
+        };
+        let (cpu0, cpu1, made0) = (cpu_secs(p0), cpu_secs(p1), made(&c));
+        let t0 = Instant::now();
+        c.ctl(0, &format!("churn {rate} {size}")).unwrap();
+        let mut delays = Vec::new();
+        let mut lost = 0;
+        let mut k = 0;
+        while t0.elapsed() < Duration::from_secs(secs) {
+            let at = k % probes.len();
+            k += 1;
+            let (creator, id) = probes[at].clone();
+            // The churn may delete a probe (it may touch every state of ours), or it may
+            // expire: then another takes its place.
+            let Ok(answer) = c.ctl(0, &format!("touch {creator} {id}")) else {
+                probes[at] = tcp_probes(&c, 1).remove(0);
+                continue;
+            };
+            let sent = Instant::now();
+            let seqlo: u64 = answer
+                .split_whitespace()
+                .last()
+                .and_then(|v| v.parse().ok())
+                .unwrap();
+            let arrived = wait_until_fast(Duration::from_secs(3), || {
+                c.ctl(1, &format!("get {creator} {id} --json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .is_some_and(|v| v["sync"]["src"]["seqlo"].as_u64() == Some(seqlo))
+            });
+            match arrived {
+                Some(_) => delays.push(sent.elapsed().as_secs_f64() * 1000.0),
+                None => lost += 1,
+            }
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let rate_made = (made(&c) - made0) as f64 / wall;
+        let (d0, d1) = (cpu_secs(p0) - cpu0, cpu_secs(p1) - cpu1);
+        c.ctl(0, "churn 0").unwrap();
+        delays.sort_by(f64::total_cmp);
+        println!(
+            "churn {rate}/s asked, {:.0}/s made for {wall:.0} s around {size} states, maxupd \
+             {maxupd}: CPU sender {:.0} %, receiver {:.0} % of a core; propagation of a TCP \
+             update over {} probes: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
+            rate_made,
+            d0 / wall * 100.0,
+            d1 / wall * 100.0,
+            delays.len(),
+            percentile(&delays, 0.5),
+            percentile(&delays, 0.99),
+            delays.last().copied().unwrap_or(f64::NAN),
+            if lost > 0 {
+                format!(
+                    ", {lost} probes not seen within 3 s (deleted by the churn meanwhile, or lost)"
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+
+    /// Polls as fast as the control socket answers (no sleep), until `check` or timeout.
+    fn wait_until_fast(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if check() {
+                return Some(start.elapsed());
+            }
+        }
+        None
+    }
+
+    pub fn main() {
+        let quick = std::env::args().any(|a| a == "quick");
+        let full = std::env::args().any(|a| a == "--bench") && !quick;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("the cluster bench needs root (network namespaces, raw sockets)");
+            std::process::exit(1);
+        }
+        let (states, secs) = if full { (1_000_000, 30) } else { (100_000, 5) };
+        println!(
+            "cluster benchmark ({})",
+            if full { "full" } else { "quick" }
+        );
+        bulk(states, 1500, 100_000);
+        bulk(states, 1500, 60_000);
+        bulk(states, 9000, 20_000);
+        churn(100_000, secs, 1, 100_000);
+        churn(100_000, secs.min(10), 128, 100_000);
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn main() {
+    linux::main();
+}
+
+/// Network namespaces are Linux's: elsewhere there is nothing to run.
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("the cluster bench runs on Linux only");
+    std::process::exit(1);
+}
