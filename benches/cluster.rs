@@ -222,7 +222,7 @@ mod linux {
         );
         bulk(states, 1500, 100_000);
         bulk(states, 1500, 60_000);
-        bulk(states, 9000, 20_000);
+        bulk(states, 9000, 8_000);
         churn(100_000, secs, 1, 100_000);
         churn(100_000, secs.min(10), 128, 100_000);
     }
