@@ -383,4 +383,5 @@ const ALLOWLIST: &[&str] = &[
     "pfioc_state.*",
     "pf_state_export",
     "bpf_.*",
+    "DLT_(NULL|EN10MB|LOOP|RAW)",
 ];

@@ -38,6 +38,7 @@
 //! # fn main() {}
 //! ```
 
+pub mod bpf;
 mod config;
 mod error;
 mod filter;

@@ -22,6 +22,11 @@
 mod ifmtu;
 pub use ifmtu::interface_mtu;
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod socket_filter;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use socket_filter::attach_filter;
+
 /// The target OS's kernel declarations (`wrapper.h`: pfvar.h, if_pfsync.h, bpf.h).
 #[cfg(pfsyncd_bindings)]
 #[allow(

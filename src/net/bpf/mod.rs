@@ -1,0 +1,11 @@
+//! Receiving with bpf(4), where the kernel's pfsync takes IP protocol 240 before any raw
+//! socket sees it (OpenBSD always, FreeBSD once pfsync.ko is loaded, which importing
+//! states needs): the filter program ([`program`]) and the reading of bpf buffers
+//! ([`buffer`]). Both are plain code, tested on Linux; the program also runs in a Linux
+//! kernel through SO_ATTACH_FILTER (`tests/bpf_filter.rs`).
+
+pub mod buffer;
+pub mod program;
+
+pub use buffer::{pfsync_in_frame, BpfError, HeaderLayout, IpPacket, Record, Records};
+pub use program::{pfsync_filter, Insn, LinkType, Os};
