@@ -384,4 +384,7 @@ const ALLOWLIST: &[&str] = &[
     "pf_state_export",
     "bpf_.*",
     "DLT_(NULL|EN10MB|LOOP|RAW)",
+    "BPF_D_IN",
+    "BPF_DIRECTION_OUT",
+    "ifreq",
 ];

@@ -106,15 +106,29 @@ fn open_receiver(
     Ok(Box::new(receiver))
 }
 
-/// On the BSDs the kernel's pfsync consumes protocol 240 before any raw socket sees it;
-/// the receive path there is bpf, which is not in this build yet.
-#[cfg(not(target_os = "linux"))]
+/// On the BSDs the kernel's pfsync consumes protocol 240 before any raw socket sees it:
+/// receive with bpf on the syncdev.
+#[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
+fn open_receiver(
+    _transport: &Transport,
+    syncdev: &Interface,
+) -> anyhow::Result<Box<dyn SyncReceiver>> {
+    let receiver =
+        crate::net::bpf::BpfReceiver::open(syncdev).map_err(|e| need_root(anyhow!("{e}")))?;
+    Ok(Box::new(receiver))
+}
+
+/// Elsewhere there is no receive path yet.
+#[cfg(not(any(
+    target_os = "linux",
+    all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd"))
+)))]
 fn open_receiver(
     _transport: &Transport,
     syncdev: &Interface,
 ) -> anyhow::Result<Box<dyn SyncReceiver>> {
     bail!(
-        "syncdev {}: receiving needs bpf on this OS, which this build does not have yet",
+        "syncdev {}: this build has no receive path for this OS",
         syncdev.name
     )
 }

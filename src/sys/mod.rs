@@ -22,6 +22,11 @@
 mod ifmtu;
 pub use ifmtu::interface_mtu;
 
+#[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
+mod bpf;
+#[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
+pub use bpf::{open_bpf, BpfDevice};
+
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod socket_filter;
 #[cfg(any(target_os = "linux", target_os = "android"))]

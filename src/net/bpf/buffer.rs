@@ -112,6 +112,11 @@ impl<'a> Records<'a> {
             failed: false,
         }
     }
+
+    /// Where the next record starts (the buffer's length once walked).
+    pub fn offset(&self) -> usize {
+        self.at.min(self.buf.len())
+    }
 }
 
 fn u32_at(b: &[u8], at: usize) -> usize {

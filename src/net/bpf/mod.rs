@@ -6,6 +6,10 @@
 
 pub mod buffer;
 pub mod program;
+#[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
+pub mod receiver;
+#[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
+pub use receiver::{BpfReceiver, BpfStats};
 
 pub use buffer::{pfsync_in_frame, BpfError, HeaderLayout, IpPacket, Record, Records};
 pub use program::{pfsync_filter, Insn, LinkType, Os};
