@@ -38,6 +38,7 @@
 
 pub mod diff;
 pub mod memory;
+pub mod pf;
 pub mod synth;
 mod timeouts;
 
