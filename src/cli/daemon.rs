@@ -28,8 +28,7 @@ pub struct DaemonArgs {
     /// Path of the control socket.
     #[arg(short = 'c', value_name = "CONTROL_SOCKET", default_value = DEFAULT_SOCKET)]
     pub control: PathBuf,
-    /// State table backend: pf (not built yet) or memory (default where /dev/pf does
-    /// not exist).
+    /// State table: pf (the default where /dev/pf exists) or memory.
     #[arg(long, value_name = "pf|memory")]
     pub table: Option<String>,
     /// Our creator id in hex (default: random).
@@ -42,9 +41,10 @@ pub struct DaemonArgs {
     /// error, warn, info (default) or debug.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
-    /// How often the state table is asked for its changes, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 100)]
-    pub interval: u64,
+    /// How often the state table is asked for its changes, in milliseconds (default:
+    /// 100 for the memory table, 1000 for pf, whose every poll lists all states).
+    #[arg(long, value_name = "MS")]
+    pub interval: Option<u64>,
     /// Packets per second of a bulk update we send (the kernels send one per clock
     /// tick; a receiving pfsyncd here imports 100 000/s without loss, so the default
     /// leaves it room).
@@ -66,17 +66,10 @@ pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCod
     }
     let table = match args.table.as_deref() {
         Some("memory") => TableChoice::Memory,
-        Some("pf") => {
-            return Ok(usage(
-                "--table pf: the pf backend is not in this build yet; use --table memory",
-            ))
-        }
+        Some("pf") => TableChoice::Pf,
         Some(other) => return Ok(usage(format!("--table '{other}': expected pf or memory"))),
-        None if Path::new("/dev/pf").exists() => {
-            return Ok(usage(
-                "/dev/pf exists but the pf backend is not in this build yet; give --table memory to run a memory replica",
-            ))
-        }
+        // pf where there is one, as a firewall daemon is meant to run.
+        None if Path::new("/dev/pf").exists() => TableChoice::Pf,
         None => TableChoice::Memory,
     };
     if let Some(level) = &args.log_level {
@@ -85,10 +78,13 @@ pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCod
             Err(e) => return Ok(usage(format!("--log-level: {e}"))),
         }
     }
-    if !(10..=60_000).contains(&args.interval) {
+    let interval = args.interval.unwrap_or(match table {
+        TableChoice::Pf => 1000,
+        TableChoice::Memory => 100,
+    });
+    if !(10..=60_000).contains(&interval) {
         return Ok(usage(format!(
-            "--interval {}: expected 10 to 60000 milliseconds",
-            args.interval
+            "--interval {interval}: expected 10 to 60000 milliseconds"
         )));
     }
     if args.bulk_pps == 0 {
@@ -122,7 +118,7 @@ pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCod
         pidfile,
         creatorid,
         table,
-        table_interval: std::time::Duration::from_millis(args.interval),
+        table_interval: std::time::Duration::from_millis(interval),
         bulk_pps: args.bulk_pps,
     };
     // Bad words, on the command line or in the file, are a usage error (64); a file

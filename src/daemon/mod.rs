@@ -1,6 +1,7 @@
 //! The daemon: configuration in the words of `ifconfig pfsync0`, the event loop that
 //! joins the engine, the sync transport and the state table, and the control socket.
 
+pub mod carp;
 pub mod churn;
 pub mod config;
 pub mod control;
@@ -10,6 +11,7 @@ pub mod pidfile;
 pub mod report;
 mod requests;
 pub mod run;
+mod table;
 
 pub use config::{ConfigError, SyncConfig};
 pub use requests::HELP;

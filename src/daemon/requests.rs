@@ -10,7 +10,6 @@ use super::churn::fresh_state;
 use super::report::{state_json, state_line};
 use super::run::Daemon;
 use crate::engine::BulkRequest;
-use crate::table::StateTable;
 use crate::wire::IfName;
 
 /// What `pfsyncd ctl help` prints.
@@ -63,29 +62,49 @@ pub(super) fn handle(d: &mut Daemon, now: Instant, line: &str) -> String {
             d.engine.request_bulk(now);
             Ok("bulk update requested\n".into())
         }
-        "insert" => number(0, 1).map(|n| insert(d, now, n)),
-        "update" => number(0, 1).map(|n| update(d, now, n)),
-        "delete" => number(0, 1).map(|n| delete(d, now, n)),
+        "insert" => memory(d, "insert")
+            .map(|_| ())
+            .and_then(|()| number(0, 1))
+            .map(|n| insert(d, now, n)),
+        "update" => memory(d, "update")
+            .map(|_| ())
+            .and_then(|()| number(0, 1))
+            .map(|n| update(d, now, n)),
+        "delete" => memory(d, "delete")
+            .map(|_| ())
+            .and_then(|()| number(0, 1))
+            .map(|n| delete(d, now, n)),
         "touch" => touch(d, now, &args),
-        "clear" => {
-            let n = d.table.clear_local(&IfName::EMPTY);
-            Ok(format!("cleared {n}\n"))
-        }
-        "churn" => number(0, 0).and_then(|rate| {
-            let target = number(1, d.table.len())?;
-            let rate = u32::try_from(rate).map_err(|_| "error: rate too large\n".to_string())?;
-            d.churn.set(now, rate, target);
-            Ok(if rate == 0 {
-                "churn stopped\n".to_string()
-            } else {
-                format!("churn {rate} changes/s around {target} states\n")
-            })
+        "clear" => memory(d, "clear").map(|m| {
+            let n = m.clear_local(&IfName::EMPTY);
+            format!("cleared {n}\n")
         }),
+        "churn" => memory(d, "churn")
+            .map(|_| ())
+            .and_then(|()| number(0, 0))
+            .and_then(|rate| {
+                let target = number(1, d.table.len())?;
+                let rate =
+                    u32::try_from(rate).map_err(|_| "error: rate too large\n".to_string())?;
+                d.churn.set(now, rate, target);
+                Ok(if rate == 0 {
+                    "churn stopped\n".to_string()
+                } else {
+                    format!("churn {rate} changes/s around {target} states\n")
+                })
+            }),
         "help" => Ok(HELP.to_string()),
         "" => Err("error: empty request; try help\n".to_string()),
         other => Err(format!("error: unknown request '{other}'; try help\n")),
     };
     result.unwrap_or_else(|e| e)
+}
+
+/// The memory table, or the error for a request that needs it.
+fn memory<'d>(d: &'d mut Daemon, what: &str) -> Result<&'d mut crate::table::MemoryTable, String> {
+    d.table.memory().ok_or_else(|| {
+        format!("error: {what} makes synthetic states, on the memory table only (this daemon syncs pf)\n")
+    })
 }
 
 fn json_line(v: Value) -> String {
@@ -96,7 +115,10 @@ fn insert(d: &mut Daemon, now: Instant, n: usize) -> String {
     let mut ids = None;
     for i in 0..n {
         let s = fresh_state(&mut d.synth);
-        match d.table.insert_local(now, s) {
+        let Some(m) = d.table.memory() else {
+            return "error: not the memory table\n".to_string();
+        };
+        match m.insert_local(now, s) {
             Ok(s) => {
                 d.churn.adopt((s.creatorid, s.id));
                 let first = ids.map_or(s.id, |(first, _)| first);
@@ -120,10 +142,10 @@ fn insert(d: &mut Daemon, now: Instant, n: usize) -> String {
 fn touch(d: &mut Daemon, now: Instant, args: &[&str]) -> Result<String, String> {
     let (creatorid, id) = key_arg(args)?;
     let synth = &mut d.synth;
-    match d
-        .table
-        .update_local(now, creatorid, id, |s| synth.advance(s))
-    {
+    let Some(m) = d.table.memory() else {
+        return Err("error: touch works on the memory table only\n".to_string());
+    };
+    match m.update_local(now, creatorid, id, |s| synth.advance(s)) {
         Ok(s) => Ok(format!(
             "touched {creatorid:08x}/{id:016x} seqlo {}\n",
             s.src.seqlo
@@ -147,7 +169,7 @@ fn key_arg(args: &[&str]) -> Result<(u32, u64), String> {
 
 fn get(d: &mut Daemon, now: Instant, args: &[&str], json: bool) -> Result<String, String> {
     let (creatorid, id) = key_arg(args)?;
-    match d.table.get(now, creatorid, id) {
+    match d.table.state_table().get(now, creatorid, id) {
         Ok(Some(s)) if json => Ok(json_line(state_json(&s))),
         Ok(Some(s)) => Ok(state_line(&s) + "\n"),
         Ok(None) => Err(format!("error: no state {creatorid:08x}/{id:016x}\n")),
@@ -160,6 +182,7 @@ fn pick(d: &mut Daemon, now: Instant, n: usize) -> Vec<(u32, u64)> {
     let mut keys = Vec::with_capacity(d.table.len());
     let _ = d
         .table
+        .state_table()
         .for_each_state(now, &mut |s| keys.push((s.creatorid, s.id)));
     // A partial Fisher-Yates shuffle: the first n are a uniform sample.
     let n = n.min(keys.len());
@@ -174,13 +197,12 @@ fn pick(d: &mut Daemon, now: Instant, n: usize) -> Vec<(u32, u64)> {
 fn update(d: &mut Daemon, now: Instant, n: usize) -> String {
     let keys = pick(d, now, n);
     let mut done = 0;
-    for (c, id) in keys {
-        let synth = &mut d.synth;
-        if d.table
-            .update_local(now, c, id, |s| synth.advance(s))
-            .is_ok()
-        {
-            done += 1;
+    let synth = &mut d.synth;
+    if let Some(m) = d.table.memory() {
+        for (c, id) in keys {
+            if m.update_local(now, c, id, |s| synth.advance(s)).is_ok() {
+                done += 1;
+            }
         }
     }
     format!("updated {done}\n")
@@ -188,15 +210,18 @@ fn update(d: &mut Daemon, now: Instant, n: usize) -> String {
 
 fn delete(d: &mut Daemon, now: Instant, n: usize) -> String {
     let keys = pick(d, now, n);
-    let done = keys
-        .iter()
-        .filter(|&&(c, id)| d.table.delete_local(c, id))
-        .count();
+    let done = match d.table.memory() {
+        Some(m) => keys
+            .iter()
+            .filter(|&&(c, id)| m.delete_local(c, id))
+            .count(),
+        None => 0,
+    };
     format!("deleted {done}\n")
 }
 
 fn states(d: &mut Daemon, now: Instant, json: bool) -> String {
-    let mut states = match d.table.states(now) {
+    let mut states = match d.table.state_table().states(now) {
         Ok(s) => s,
         Err(e) => return format!("error: {e}\n"),
     };

@@ -17,16 +17,18 @@ use anyhow::{anyhow, bail, Context};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 
+use super::carp::Demotion;
 use super::churn::Churn;
 use super::control::{respond, ControlSocket};
 use super::peers::Peers;
 use super::pidfile::Pidfile;
 use super::requests;
+use super::table::Table;
 use super::SyncConfig;
 use crate::engine::{Config, Engine, Event, LinkSettings, LocalChange, TableOp};
 use crate::net::{Family, Interface, Sender, SyncInput, SyncReceiver, Transport, RECV_BUFFER_LEN};
 use crate::table::synth::Synth;
-use crate::table::{MemoryConfig, MemoryTable, StateTable, TableStats};
+use crate::table::{MemoryConfig, MemoryTable, TableStats};
 use crate::{log_error, log_info, log_warn};
 
 /// Most packets read per turn of the loop, so timers and the control socket are served
@@ -44,6 +46,8 @@ pub enum TableChoice {
     /// The in-memory table: a full cluster member without pf (a replica, a monitor, the
     /// lab).
     Memory,
+    /// pf, through /dev/pf (FreeBSD, OpenBSD).
+    Pf,
 }
 
 /// What the command line gives the daemon.
@@ -217,12 +221,14 @@ pub(super) struct Daemon {
     pub(super) options: Options,
     pub(super) config: SyncConfig,
     pub(super) engine: Engine,
-    pub(super) table: MemoryTable,
+    pub(super) table: Table,
     pub(super) table_stats: TableStats,
     link: Option<Link>,
     pub(super) synth: Synth,
     pub(super) peers: Peers,
     pub(super) churn: Churn,
+    carp: Demotion,
+    carp_broken: bool,
     changes: Vec<LocalChange>,
     next_table_poll: Instant,
     last_housekeeping: Instant,
@@ -264,6 +270,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     ec.bulk_burst = (options.bulk_pps as usize / 1000).max(1);
     let mut engine = Engine::new(ec);
     let table = match options.table {
+        TableChoice::Pf => super::table::open_pf()?,
         TableChoice::Memory => {
             let mut mc = MemoryConfig::new(options.creatorid);
             // Ids count up from the start time, as FreeBSD seeds its state ids: a
@@ -272,7 +279,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_secs());
             mc.first_id = secs << 32;
-            MemoryTable::new(mc)
+            Table::Memory(Box::new(MemoryTable::new(mc)))
         }
     };
     let seed = u64::from_le_bytes(random[4..12].try_into().expect("8 bytes"));
@@ -290,6 +297,8 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         link,
         peers: Peers::default(),
         churn: Churn::default(),
+        carp: Demotion::system(),
+        carp_broken: false,
         changes: Vec::new(),
         next_table_poll: now,
         last_housekeeping: now,
@@ -301,9 +310,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     log_info!(
         "started: creatorid {:08x}, {} table, control socket {}, {}",
         d.options.creatorid,
-        match d.options.table {
-            TableChoice::Memory => "memory",
-        },
+        d.table.name(),
         d.options.control.display(),
         d.config.to_words().join(" ")
     );
@@ -424,8 +431,11 @@ impl Daemon {
         // Send what is queued: the peers should not miss the last second of changes.
         self.engine.flush(now);
         self.transmit();
-        if self.engine.demoted() {
-            log_info!("carp demotion lowered on exit");
+        if self.carp.raised() {
+            match self.carp.set(false) {
+                Ok(()) => log_info!("carp demotion lowered on exit"),
+                Err(e) => log_error!("carp demotion left raised on exit: {e}"),
+            }
         }
     }
 
@@ -458,11 +468,18 @@ impl Daemon {
     /// Feeds the table's changes to the engine (when due, or `force`d after a control
     /// request), runs due timers, and carries out what the engine asks.
     pub(super) fn step(&mut self, now: Instant, force: bool) {
-        let churned = self.churn.run(now, &mut self.table, &mut self.synth) > 0;
+        let churned = match self.table.memory() {
+            Some(m) => self.churn.run(now, m, &mut self.synth) > 0,
+            None => false,
+        };
         if force || churned || now >= self.next_table_poll {
             self.next_table_poll = now + self.options.table_interval;
             self.changes.clear();
-            if let Err(e) = self.table.poll_changes(now, &mut self.changes) {
+            if let Err(e) = self
+                .table
+                .state_table()
+                .poll_changes(now, &mut self.changes)
+            {
                 log_warn!("table: {e}");
             }
             for c in self.changes.drain(..) {
@@ -505,7 +522,7 @@ impl Daemon {
     /// Carries out the engine's table operations and events, then sends its packets.
     fn drain(&mut self, now: Instant) {
         while let Some(op) = self.engine.poll_table_op() {
-            let result = self.table.apply(now, &op);
+            let result = self.table.state_table().apply(now, &op);
             self.table_stats.record(&op, &result);
             if let (Err(e), TableOp::Import(_)) = (&result, &op) {
                 if log_enabled_debug() {
@@ -515,10 +532,7 @@ impl Daemon {
         }
         while let Some(ev) = self.engine.poll_event() {
             match ev {
-                Event::CarpDemote(on) => log_info!(
-                    "carp demotion {} (the memory table has no carp to demote)",
-                    if on { "raised" } else { "lowered" }
-                ),
+                Event::CarpDemote(on) => self.demote(on),
                 Event::BulkDone { complete: true } => log_info!(
                     "bulk update received in {} ms, {} states",
                     self.engine.stats().bulk_last_duration_ms,
@@ -539,6 +553,24 @@ impl Daemon {
             log_info!("syncok {}", u8::from(self.syncok));
         }
         self.transmit();
+    }
+
+    fn demote(&mut self, on: bool) {
+        if self.carp_broken {
+            return;
+        }
+        let what = if on { "raised" } else { "lowered" };
+        match self.carp.set(on) {
+            Ok(()) => log_info!(
+                "carp demotion {what} (bulk update {})",
+                if on { "pending" } else { "done" }
+            ),
+            Err(e) => {
+                // Once: a system without carp says so on every bulk update otherwise.
+                log_warn!("carp demotion not {what}: {e}; carp is left alone from now on");
+                self.carp_broken = true;
+            }
+        }
     }
 
     fn transmit(&mut self) {

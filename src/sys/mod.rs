@@ -30,6 +30,11 @@ mod pf;
 pub use pf::PfDev;
 
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
+mod carp;
+#[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
+pub use carp::carp_demote;
+
+#[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
 mod bpf;
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
 pub use bpf::{open_bpf, BpfDevice};

@@ -1,0 +1,73 @@
+//! The state table the daemon keeps in sync: pf, or the memory table. The control
+//! requests that make synthetic traffic work on the memory table only.
+
+use crate::table::{MemoryTable, StateTable};
+
+/// The daemon's table.
+pub(super) enum Table {
+    /// The memory table.
+    Memory(Box<MemoryTable>),
+    /// pf, through /dev/pf (made only where there is one).
+    #[cfg_attr(
+        not(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd"))),
+        allow(dead_code)
+    )]
+    Pf(Box<dyn StateTable>),
+}
+
+impl Table {
+    /// The table, as the engine's operations need it.
+    pub(super) fn state_table(&mut self) -> &mut dyn StateTable {
+        match self {
+            Table::Memory(m) => m.as_mut(),
+            Table::Pf(p) => p.as_mut(),
+        }
+    }
+
+    /// The memory table, if that is the table.
+    pub(super) fn memory(&mut self) -> Option<&mut MemoryTable> {
+        match self {
+            Table::Memory(m) => Some(m),
+            Table::Pf(_) => None,
+        }
+    }
+
+    /// States held (pf: at the last listing).
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Table::Memory(m) => m.len(),
+            Table::Pf(p) => p.len(),
+        }
+    }
+
+    /// States the table expired itself (pf expires its own, unseen).
+    pub(super) fn expired_count(&self) -> u64 {
+        match self {
+            Table::Memory(m) => m.expired_count(),
+            Table::Pf(_) => 0,
+        }
+    }
+
+    /// The table's name in logs and status.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Table::Memory(_) => "memory",
+            Table::Pf(_) => "pf",
+        }
+    }
+}
+
+/// Opens pf's table: on the BSDs, /dev/pf read-write.
+#[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
+pub(super) fn open_pf() -> anyhow::Result<Table> {
+    let dev = crate::sys::PfDev::open()?;
+    Ok(Table::Pf(Box::new(crate::table::pf::PfTable::new(dev))))
+}
+
+/// Elsewhere there is no pf.
+#[cfg(not(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd"))))]
+pub(super) fn open_pf() -> anyhow::Result<Table> {
+    anyhow::bail!(
+        "--table pf: there is no pf on this system (FreeBSD and OpenBSD only); use --table memory"
+    )
+}
