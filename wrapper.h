@@ -23,3 +23,10 @@
 #include <net/pfvar.h>
 #include <net/if_pfsync.h>
 #include <net/bpf.h>
+
+#if defined(__FreeBSD__)
+/* FreeBSD 14/15 list states through pf's generic netlink family. */
+#include <netlink/netlink.h>
+#include <netlink/netlink_generic.h>
+#include <netpfil/pf/pf_nl.h>
+#endif

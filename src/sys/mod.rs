@@ -24,6 +24,19 @@ pub use ifmtu::interface_mtu;
 
 pub mod ioccom;
 
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    all(pfsyncd_bindings, target_os = "freebsd")
+))]
+mod netlink;
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    all(pfsyncd_bindings, target_os = "freebsd")
+))]
+pub use netlink::NetlinkSocket;
+
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
 mod pf;
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]

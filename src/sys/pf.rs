@@ -61,6 +61,10 @@ fn set_buffer(ps: &mut k::pfioc_states, buf: *mut u8) {
 #[derive(Debug)]
 pub struct PfDev {
     file: File,
+    /// FreeBSD: pf's netlink family, where the kernel has it (14+), and the next
+    /// request's sequence number; `None` once found missing (13, or an old 14).
+    #[cfg(target_os = "freebsd")]
+    netlink: Option<(super::NetlinkSocket, u16, u32)>,
 }
 
 /// The errno of the last call, as it is: the table turns errno values into outcomes
@@ -85,8 +89,41 @@ impl PfDev {
                     ),
                 )
             })?;
-        Ok(PfDev { file })
+        Ok(PfDev {
+            file,
+            #[cfg(target_os = "freebsd")]
+            netlink: open_netlink(),
+        })
     }
+
+    /// States through pf's netlink family, as pfctl lists them on FreeBSD 14 and 15 (15
+    /// has the ioctl only in kernels built with COMPAT_FREEBSD14), written into `out`
+    /// as 1301 records like the ioctl's. `None` without the family.
+    #[cfg(target_os = "freebsd")]
+    fn list_netlink(&mut self, out: &mut Vec<u8>) -> Option<io::Result<()>> {
+        use crate::table::pf::netlink::dump_states;
+        let (socket, family, seq) = self.netlink.as_mut()?;
+        *seq = seq.wrapping_add(1);
+        let mut states = Vec::new();
+        if let Err(e) = dump_states(socket, *family, *seq, &mut states) {
+            return Some(Err(e));
+        }
+        out.clear();
+        out.resize(states.len() * RECORD, 0);
+        for (s, chunk) in states.iter().zip(out.chunks_exact_mut(RECORD)) {
+            s.to_record(FORMAT).0.emit_bytes(chunk);
+        }
+        Some(Ok(()))
+    }
+}
+
+/// pf's netlink family, if this kernel has one.
+#[cfg(target_os = "freebsd")]
+fn open_netlink() -> Option<(super::NetlinkSocket, u16, u32)> {
+    use crate::table::pf::netlink::{resolve_family, PF_FAMILY};
+    let mut socket = super::NetlinkSocket::open().ok()?;
+    let family = resolve_family(&mut socket, PF_FAMILY, 1).ok()?;
+    Some((socket, family, 1))
 }
 
 impl PfDevice for PfDev {
@@ -95,6 +132,10 @@ impl PfDevice for PfDev {
     }
 
     fn list(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        #[cfg(target_os = "freebsd")]
+        if let Some(result) = self.list_netlink(out) {
+            return result;
+        }
         let fd = self.file.as_raw_fd();
         loop {
             let mut ps = k::pfioc_states::default();

@@ -27,6 +27,8 @@
 //! - The ruleset checksum for the pfsync header is not read yet: all zero (what the
 //!   memory table sends too; receivers only compare it to decide on a bulk request).
 
+pub mod netlink;
+
 use std::io;
 use std::time::Instant;
 
