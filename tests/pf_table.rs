@@ -158,6 +158,30 @@ fn our_imports_updates_and_kills_are_not_reported_but_traffic_is() {
 }
 
 #[test]
+fn counters_are_news_and_the_clock_is_not() {
+    for format in [RecordFormat::OpenBsd, RecordFormat::FreeBsd1301] {
+        let mut k = Kernel::new(format);
+        let s = synth_states(8, 0x77, 1)[0];
+        k.create(&s);
+        let mut t = PfTable::new(k);
+        assert_eq!(poll(&mut t).len(), 1);
+        // A second passes: age and expiry move.
+        let older = State {
+            age_secs: s.age_secs + 1,
+            expire_secs: s.expire_secs.saturating_sub(1),
+            ..s
+        };
+        t.device_mut().create(&older);
+        assert!(poll(&mut t).is_empty(), "{format:?}");
+        // A packet: the counters move.
+        let mut used = older;
+        used.packets[1] += 1;
+        t.device_mut().create(&used);
+        assert_eq!(poll(&mut t).len(), 1, "{format:?}");
+    }
+}
+
+#[test]
 fn freebsd_imports_go_with_rule_minus_one_and_no_route() {
     let mut t = PfTable::new(Kernel::new(RecordFormat::FreeBsd1301));
     let mut s = synth_states(4, 0x33, 1)[0];

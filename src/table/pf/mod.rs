@@ -32,12 +32,12 @@ pub mod netlink;
 use std::io;
 use std::time::Instant;
 
-use super::diff::Differ;
+use super::diff::{diff, Change, ChangeKind, Echoes, Entry, Expect, Snapshot};
 use super::{syncable, StateTable, TableError};
 use crate::engine::LocalChange;
 use crate::state::State;
-use crate::wire::msg::StateRecord;
-use crate::wire::{IfName, RecordFormat};
+use crate::wire::msg::{state_1301, state_openbsd, StateRecord};
+use crate::wire::{Field, IfName, RecordFormat};
 
 /// The kernel operations the pf table needs. Records are in the device's
 /// [`format`](PfDevice::format).
@@ -81,11 +81,85 @@ pub fn import_record(state: &State, format: RecordFormat) -> StateRecord {
     s.to_record(format).0
 }
 
+/// Where a record keeps what the change detection reads without decoding it.
+struct Layout {
+    id: Field,
+    creatorid: Field,
+    proto: Field,
+    /// The byte holding the low 8 state flags (NOSYNC is 0x08).
+    flags_low: usize,
+    /// What changes with the clock alone: age and expiry. Left out of the fingerprint;
+    /// the counters stay in, as traffic on a state (a UDP state's packets, say) is news
+    /// the peers need to keep it alive.
+    volatile: [Field; 2],
+}
+
+fn layout(format: RecordFormat) -> Layout {
+    match format {
+        RecordFormat::OpenBsd => {
+            use state_openbsd::field as f;
+            Layout {
+                id: f::id,
+                creatorid: f::creatorid,
+                proto: f::proto,
+                // A big-endian u16: the low byte second.
+                flags_low: f::state_flags.start + 1,
+                volatile: [f::creation, f::expire],
+            }
+        }
+        // The pf backend reads only the records its kernels give: OpenBSD's and 1301.
+        _ => {
+            use state_1301::field as f;
+            Layout {
+                id: f::id,
+                creatorid: f::creatorid,
+                proto: f::proto,
+                flags_low: f::state_flags.start,
+                volatile: [f::creation, f::expire],
+            }
+        }
+    }
+}
+
+/// `PFSTATE_NOSYNC`, the same bit on both OSes.
+const NOSYNC: u8 = 0x08;
+
+impl Layout {
+    /// The name, whether it is synced, and the fingerprint of a raw record.
+    fn read(&self, r: &[u8], scratch: &mut [u8; 512]) -> ((u32, u64), bool, u64) {
+        let id = u64::from_be_bytes(r[self.id.clone()].try_into().unwrap_or([0; 8]));
+        let creatorid = u32::from_be_bytes(r[self.creatorid.clone()].try_into().unwrap_or([0; 4]));
+        let synced =
+            r[self.flags_low] & NOSYNC == 0 && r[self.proto.start] != crate::net::IPPROTO_PFSYNC;
+        let n = r.len().min(scratch.len());
+        scratch[..n].copy_from_slice(&r[..n]);
+        for v in &self.volatile {
+            scratch[v.clone()].fill(0);
+        }
+        ((creatorid, id), synced, fold(&scratch[..n]))
+    }
+}
+
+/// A fast 64-bit digest (multiply and rotate per word): enough to notice a change.
+fn fold(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let v = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        h = (h ^ v).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29);
+    }
+    for &b in words.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    }
+    h ^ (h >> 31)
+}
+
 /// The pf table over a device.
-#[derive(Debug)]
 pub struct PfTable<D> {
     dev: D,
-    differ: Differ,
+    previous: Snapshot,
+    echoes: Echoes,
+    changes: Vec<Change>,
     listing: Vec<u8>,
     scratch: Vec<u8>,
     /// Records in the last listing that did not decode (counted, skipped).
@@ -97,7 +171,9 @@ impl<D: PfDevice> PfTable<D> {
     pub fn new(dev: D) -> PfTable<D> {
         PfTable {
             dev,
-            differ: Differ::new(),
+            previous: Snapshot::new(),
+            echoes: Echoes::new(),
+            changes: Vec::new(),
             listing: Vec::new(),
             scratch: Vec::new(),
             undecodable: 0,
@@ -116,6 +192,20 @@ impl<D: PfDevice> PfTable<D> {
 
     fn record_len(&self) -> usize {
         self.dev.format().size()
+    }
+
+    /// The state of one record, if it decodes.
+    fn decode(&mut self, index: u32) -> Option<State> {
+        let len = self.record_len();
+        let at = index as usize * len;
+        let r = self.listing.get(at..at + len)?;
+        let s = StateRecord::parse(self.dev.format(), r)
+            .ok()
+            .and_then(|r| State::from_record(&r).ok());
+        if s.is_none() {
+            self.undecodable += 1;
+        }
+        s
     }
 
     /// The states of the last listing, no-sync ones left out.
@@ -151,7 +241,10 @@ impl<D: PfDevice> PfTable<D> {
 impl<D: PfDevice> StateTable for PfTable<D> {
     fn import(&mut self, _now: Instant, state: &State) -> Result<(), TableError> {
         self.add(state)?;
-        self.differ.echoes_mut().expect_state(state);
+        // What the kernel lists may differ from what we gave in fields the record does
+        // not fingerprint the same way (rule -1, flags): any fingerprint is our echo.
+        self.echoes
+            .expect((state.creatorid, state.id), Expect::Exists);
         Ok(())
     }
 
@@ -169,12 +262,12 @@ impl<D: PfDevice> StateTable for PfTable<D> {
         }
         match self.add(state) {
             Ok(()) => {
-                self.differ.echoes_mut().expect_state(state);
+                self.echoes.expect(key, Expect::Exists);
                 Ok(())
             }
             Err(e) => {
                 // Killed and not added back: the next listing must report it gone.
-                self.differ.echoes_mut().expect_absent(key);
+                self.echoes.expect_absent(key);
                 Err(e)
             }
         }
@@ -185,7 +278,7 @@ impl<D: PfDevice> StateTable for PfTable<D> {
             .dev
             .kill(creatorid, id)
             .map_err(|e| error_of("DIOCKILLSTATES", (creatorid, id), e))?;
-        self.differ.echoes_mut().expect_absent((creatorid, id));
+        self.echoes.expect_absent((creatorid, id));
         Ok(n > 0)
     }
 
@@ -214,8 +307,48 @@ impl<D: PfDevice> StateTable for PfTable<D> {
         self.dev
             .list(&mut self.listing)
             .map_err(|e| error_of("DIOCGETSTATES", (0, 0), e))?;
-        let states = self.listed();
-        self.differ.poll(&states, out);
+        // Names and fingerprints straight from the records; only the states that
+        // changed are decoded.
+        let lay = layout(self.dev.format());
+        let len = self.record_len();
+        let mut scratch = [0u8; 512];
+        let entries: Vec<Entry> = self
+            .listing
+            .chunks_exact(len)
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let (key, synced, fingerprint) = lay.read(r, &mut scratch);
+                synced.then_some(Entry {
+                    key,
+                    fingerprint,
+                    index: i as u32,
+                })
+            })
+            .collect();
+        let next = Snapshot::from_entries(entries);
+        self.changes.clear();
+        diff(&self.previous, &next, &mut self.echoes, &mut self.changes);
+        let changes = std::mem::take(&mut self.changes);
+        for c in &changes {
+            match (c.kind, c.index) {
+                (ChangeKind::Insert, Some(i)) => {
+                    if let Some(s) = self.decode(i) {
+                        out.push(LocalChange::Insert(s));
+                    }
+                }
+                (ChangeKind::Update, Some(i)) => {
+                    if let Some(s) = self.decode(i) {
+                        out.push(LocalChange::Update(s));
+                    }
+                }
+                _ => out.push(LocalChange::Delete {
+                    creatorid: c.key.0,
+                    id: c.key.1,
+                }),
+            }
+        }
+        self.changes = changes;
+        self.previous = next;
         Ok(())
     }
 
