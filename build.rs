@@ -391,6 +391,9 @@ const ALLOWLIST: &[&str] = &[
     "ifgroupreq",
     // FreeBSD's pf netlink family
     "PFNL_CMD_GETSTATES",
+    "PFNL_CMD_GET_STATUS",
+    "pf_get_status_types_t",
+    "pf_status",
     "pfstate_type_t",
     "pfstate_key_type_t",
     "pfstate_peer_type_t",

@@ -22,6 +22,7 @@ struct Kernel {
     pfsync: bool,
     adds: usize,
     kills: usize,
+    chksum: [u8; 16],
 }
 
 impl Kernel {
@@ -32,6 +33,7 @@ impl Kernel {
             pfsync: true,
             adds: 0,
             kills: 0,
+            chksum: [0; 16],
         }
     }
 
@@ -82,6 +84,10 @@ impl PfDevice for Kernel {
         self.adds += 1;
         self.records.insert((s.creatorid, s.id), record.to_vec());
         Ok(())
+    }
+
+    fn checksum(&mut self) -> io::Result<[u8; 16]> {
+        Ok(self.chksum)
     }
 
     fn kill(&mut self, creatorid: u32, id: u64) -> io::Result<u32> {
@@ -179,6 +185,19 @@ fn counters_are_news_and_the_clock_is_not() {
         t.device_mut().create(&used);
         assert_eq!(poll(&mut t).len(), 1, "{format:?}");
     }
+}
+
+#[test]
+fn the_ruleset_checksum_follows_the_kernel() {
+    let mut t = PfTable::new(Kernel::new(RecordFormat::OpenBsd));
+    assert_eq!(t.checksum(), [0; 16]);
+    t.device_mut().chksum = [0xab; 16];
+    poll(&mut t);
+    assert_eq!(
+        t.checksum(),
+        [0xab; 16],
+        "read at the poll after a ruleset load"
+    );
 }
 
 #[test]

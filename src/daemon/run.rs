@@ -485,6 +485,10 @@ impl Daemon {
             for c in self.changes.drain(..) {
                 self.engine.handle_local(now, c);
             }
+            let sum = self.table.state_table().checksum();
+            if sum != self.engine.config().pfcksum {
+                self.engine.set_checksum(sum);
+            }
         }
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
             self.engine.handle_timeout(now);

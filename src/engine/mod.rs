@@ -518,6 +518,11 @@ impl Engine {
         self.config.syncpeer = link.syncpeer;
     }
 
+    /// Takes the local ruleset checksum for the header of the packets sent from now on.
+    pub fn set_checksum(&mut self, checksum: [u8; 16]) {
+        self.config.pfcksum = checksum;
+    }
+
     fn set_demoted(&mut self, on: bool) {
         if self.demoted != on {
             self.demoted = on;

@@ -181,6 +181,36 @@ impl PfDevice for PfDev {
         Ok(())
     }
 
+    #[cfg(target_os = "openbsd")]
+    fn checksum(&mut self) -> io::Result<[u8; 16]> {
+        let mut status = k::pf_status::default();
+        // SAFETY: DIOCGETSTATUS writes one `struct pf_status`, which `status` is.
+        if unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                k::DIOCGETSTATUS as libc::c_ulong,
+                &mut status,
+            )
+        } == -1
+        {
+            return Err(ioctl_error("DIOCGETSTATUS"));
+        }
+        Ok(status.pf_chksum)
+    }
+
+    #[cfg(target_os = "freebsd")]
+    fn checksum(&mut self) -> io::Result<[u8; 16]> {
+        use crate::table::pf::netlink::read_checksum;
+        match self.netlink.as_mut() {
+            Some((socket, family, seq)) => {
+                *seq = seq.wrapping_add(1);
+                read_checksum(socket, *family, *seq)
+            }
+            // FreeBSD 13's DIOCGETSTATUS is gone from the 15 header this builds with.
+            None => Ok([0; 16]),
+        }
+    }
+
     fn kill(&mut self, creatorid: u32, id: u64) -> io::Result<u32> {
         let mut psk = k::pfioc_state_kill::default();
         // The kernel compares the raw (network order) values of the records.

@@ -24,8 +24,9 @@
 //!   No-sync states (`PFSTATE_NOSYNC`) are never reported nor listed.
 //! - **Clear** of one creator's states: the kernels' clear ioctl clears every creator's,
 //!   so the states are killed one by one from the last listing.
-//! - The ruleset checksum for the pfsync header is not read yet: all zero (what the
-//!   memory table sends too; receivers only compare it to decide on a bulk request).
+//! - The ruleset checksum for the pfsync header is read at every poll (OpenBSD
+//!   DIOCGETSTATUS, FreeBSD 14/15 the netlink status); receivers that find it equal to
+//!   theirs trust the rule numbers of our states.
 
 pub mod netlink;
 
@@ -50,6 +51,11 @@ pub trait PfDevice {
     fn add(&mut self, record: &[u8]) -> io::Result<()>;
     /// Kills one state by id (DIOCKILLSTATES); how many went.
     fn kill(&mut self, creatorid: u32, id: u64) -> io::Result<u32>;
+    /// The ruleset checksum (`pf_status.pf_chksum`), for the pfsync header; all zero
+    /// where the kernel does not tell (receivers then do not trust our rule numbers).
+    fn checksum(&mut self) -> io::Result<[u8; 16]> {
+        Ok([0; 16])
+    }
 }
 
 /// The cure for `EOPNOTSUPP` from DIOCADDSTATE.
@@ -164,6 +170,7 @@ pub struct PfTable<D> {
     scratch: Vec<u8>,
     /// Records in the last listing that did not decode (counted, skipped).
     pub undecodable: u64,
+    checksum: [u8; 16],
 }
 
 impl<D: PfDevice> PfTable<D> {
@@ -177,6 +184,7 @@ impl<D: PfDevice> PfTable<D> {
             listing: Vec::new(),
             scratch: Vec::new(),
             undecodable: 0,
+            checksum: [0; 16],
         }
     }
 
@@ -307,6 +315,10 @@ impl<D: PfDevice> StateTable for PfTable<D> {
         self.dev
             .list(&mut self.listing)
             .map_err(|e| error_of("DIOCGETSTATES", (0, 0), e))?;
+        // The ruleset may have been reloaded since; a failure keeps the last one.
+        if let Ok(sum) = self.dev.checksum() {
+            self.checksum = sum;
+        }
         // Names and fingerprints straight from the records; only the states that
         // changed are decoded.
         let lay = layout(self.dev.format());
@@ -375,6 +387,6 @@ impl<D: PfDevice> StateTable for PfTable<D> {
     }
 
     fn checksum(&self) -> [u8; 16] {
-        [0; 16]
+        self.checksum
     }
 }

@@ -56,6 +56,10 @@ pub const CTRL_ATTR_FAMILY_NAME: u16 = 2;
 pub const PF_FAMILY: &str = "pfctl";
 /// `PFNL_CMD_GETSTATES`.
 pub const PFNL_CMD_GETSTATES: u8 = 1;
+/// `PFNL_CMD_GET_STATUS`.
+pub const PFNL_CMD_GET_STATUS: u8 = 11;
+/// `PF_GS_CHKSUM`: the ruleset checksum, 16 bytes.
+pub const PF_GS_CHKSUM: u16 = 14;
 
 /// State attributes (`PF_ST_*`).
 #[allow(missing_docs)]
@@ -208,6 +212,23 @@ pub struct Message<'a> {
     pub seq: u32,
     /// What follows the header.
     pub payload: &'a [u8],
+}
+
+/// The request for pf's status (one answer, acknowledged).
+pub fn get_status(family: u16, seq: u32) -> Vec<u8> {
+    Request::new(family, NLM_F_ACK, seq, PFNL_CMD_GET_STATUS).finish()
+}
+
+/// The ruleset checksum in a `PFNL_CMD_GET_STATUS` answer (its genl payload).
+pub fn decode_checksum(genl: &[u8]) -> Result<Option<[u8; 16]>, NlError> {
+    let attrs = genl.get(GENL_HDRLEN..).ok_or(NlError::Truncated(0))?;
+    for a in attributes(attrs) {
+        let (kind, v) = a?;
+        if kind == PF_GS_CHKSUM {
+            return Ok(Some(fixed(kind, v)?));
+        }
+    }
+    Ok(None)
 }
 
 /// The messages of a receive buffer.
@@ -587,6 +608,18 @@ pub fn resolve_family<T: Transport>(t: &mut T, name: &str, seq: u32) -> std::io:
     id.ok_or_else(|| invalid(NlError::BadState(format!("no id for family {name}"))))
 }
 
+/// pf's ruleset checksum, for the pfsync header.
+pub fn read_checksum<T: Transport>(t: &mut T, family: u16, seq: u32) -> std::io::Result<[u8; 16]> {
+    let mut sum = None;
+    converse(t, &get_status(family, seq), seq, |m| {
+        if m.kind == family {
+            sum = sum.or(decode_checksum(m.payload)?);
+        }
+        Ok(())
+    })?;
+    sum.ok_or_else(|| invalid(NlError::BadState("no checksum in pf's status".into())))
+}
+
 /// Every state pf holds, by the pf family's dump; states that do not decode are
 /// counted in the result and skipped.
 pub fn dump_states<T: Transport>(
@@ -731,6 +764,16 @@ mod tests {
     }
 
     #[test]
+    fn the_checksum_is_found_in_a_status_answer() {
+        let mut m = W(vec![PFNL_CMD_GET_STATUS, 0, 0, 0]);
+        m.attr(1, b"pflog0\0").attr(PF_GS_CHKSUM, &[7u8; 16]);
+        assert_eq!(decode_checksum(&m.0).unwrap(), Some([7u8; 16]));
+        let mut short = W(vec![PFNL_CMD_GET_STATUS, 0, 0, 0]);
+        short.attr(PF_GS_CHKSUM, &[7u8; 15]);
+        assert!(decode_checksum(&short.0).is_err());
+    }
+
+    #[test]
     fn requests_are_framed_as_netlink_wants() {
         let r = get_family(PF_FAMILY, 7);
         // nlmsghdr 16 + genlmsghdr 4 + attr (4 + "pfctl\0" = 10, padded to 12).
@@ -761,6 +804,8 @@ mod tests {
         use crate::sys::freebsd as f;
         assert_eq!(PFNL_CMD_GETSTATES as u32, f::PFNL_CMD_GETSTATES);
         assert_eq!(u32::from(st::ID), f::PF_ST_ID);
+        assert_eq!(PFNL_CMD_GET_STATUS as u32, f::PFNL_CMD_GET_STATUS);
+        assert_eq!(u32::from(PF_GS_CHKSUM), f::PF_GS_CHKSUM);
         assert_eq!(u32::from(st::CREATORID), f::PF_ST_CREATORID);
         assert_eq!(u32::from(st::KEY_WIRE), f::PF_ST_KEY_WIRE);
         assert_eq!(u32::from(st::PEER_DST), f::PF_ST_PEER_DST);
