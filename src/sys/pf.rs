@@ -41,6 +41,32 @@ const _: () = {
     assert!(iowr(b'D', 37, std::mem::size_of::<k::pfioc_state>()) == k::DIOCADDSTATE);
     assert!(iowr(b'D', 19, std::mem::size_of::<k::pfioc_state>()) == k::DIOCGETSTATE);
 };
+// The fields the pf table reads straight from the records, where the codec says they
+// are (the header oracle checks every field on Linux; this checks the target's own
+// header at build time).
+#[cfg(target_os = "freebsd")]
+const _: () = {
+    use crate::wire::msg::state_1301::field as f;
+    use std::mem::offset_of;
+    assert!(offset_of!(WireState, id) == f::id.start);
+    assert!(offset_of!(WireState, creatorid) == f::creatorid.start);
+    assert!(offset_of!(WireState, proto) == f::proto.start);
+    assert!(offset_of!(WireState, state_flags) == f::state_flags.start);
+    assert!(offset_of!(WireState, creation) == f::creation.start);
+    assert!(offset_of!(WireState, expire) == f::expire.start);
+};
+#[cfg(target_os = "openbsd")]
+const _: () = {
+    use crate::wire::msg::state_openbsd::field as f;
+    use std::mem::offset_of;
+    assert!(offset_of!(WireState, id) == f::id.start);
+    assert!(offset_of!(WireState, creatorid) == f::creatorid.start);
+    assert!(offset_of!(WireState, proto) == f::proto.start);
+    assert!(offset_of!(WireState, state_flags) == f::state_flags.start);
+    assert!(offset_of!(WireState, creation) == f::creation.start);
+    assert!(offset_of!(WireState, expire) == f::expire.start);
+};
+
 #[cfg(target_os = "openbsd")]
 const _: () = {
     assert!(GETSTATES == k::DIOCGETSTATES);
