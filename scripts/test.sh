@@ -73,6 +73,10 @@ shellcheck -s ksh rc.d/openbsd/pfsyncd
 # Warnings and errors fail; style notes remain about the BSD manuals cross-referenced
 # (pf(4), pfsync(4), ...), which a Linux machine does not have.
 mandoc -Tlint -Wwarning man/pfsyncd.8
+if [ "${PFSYNCD_RELEASE_CHECK:-0}" = 1 ]; then
+    echo "== release binaries"
+    sh scripts/release.sh
+fi
 
 echo "== cargo test"
 log="$(mktemp)"
