@@ -3,10 +3,16 @@
 //! In the foreground (`-d`), lines go to standard error, prefixed `pfsyncd:` and the level
 //! where it is not `info`. Detached, they go to syslog, facility daemon, with the level
 //! as the syslog severity.
+//!
+//! The engine process, chrooted, reaches neither the terminal's successor nor syslog's
+//! socket: its lines wait in a queue ([`use_queue`]) that its loop sends to the parent,
+//! which writes them as its own. One writer keeps the lines in order and whole.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Mutex;
 
 /// How much the daemon says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,6 +57,40 @@ impl FromStr for Level {
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static SYSLOG: AtomicBool = AtomicBool::new(false);
+static QUEUED: AtomicBool = AtomicBool::new(false);
+static QUEUE: Mutex<LineQueue> = Mutex::new(LineQueue {
+    lines: VecDeque::new(),
+    dropped: 0,
+});
+
+/// Most lines held for the parent; more are counted, and the count said once there is
+/// room again.
+pub const QUEUE_LIMIT: usize = 4096;
+
+struct LineQueue {
+    lines: VecDeque<(Level, String)>,
+    dropped: u64,
+}
+
+/// Keeps every later line in a queue for [`take_queued`] (the engine process).
+pub fn use_queue() {
+    QUEUED.store(true, Ordering::Relaxed);
+}
+
+/// Hands the queued lines to `send`, oldest first.
+pub fn take_queued(mut send: impl FnMut(Level, &str)) {
+    let mut q = QUEUE.lock().unwrap_or_else(|p| p.into_inner());
+    if q.dropped > 0 && q.lines.is_empty() {
+        let n = std::mem::take(&mut q.dropped);
+        send(
+            Level::Warn,
+            &format!("{n} log lines of the engine process were dropped"),
+        );
+    }
+    while let Some((level, line)) = q.lines.pop_front() {
+        send(level, &line);
+    }
+}
 
 /// Sends every later line to syslog (facility daemon) instead of standard error.
 pub fn use_syslog() {
@@ -79,6 +119,15 @@ pub fn enabled(level: Level) -> bool {
 /// Writes one line at `level`, if enabled.
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
+        return;
+    }
+    if QUEUED.load(Ordering::Relaxed) {
+        let mut q = QUEUE.lock().unwrap_or_else(|p| p.into_inner());
+        if q.lines.len() < QUEUE_LIMIT {
+            q.lines.push_back((level, args.to_string()));
+        } else {
+            q.dropped += 1;
+        }
         return;
     }
     if SYSLOG.load(Ordering::Relaxed) {
@@ -128,6 +177,31 @@ macro_rules! log_debug {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queued_lines_come_out_in_order() {
+        // The only test that queues: the switch is process-wide.
+        use_queue();
+        write(Level::Info, format_args!("one {}", 1));
+        write(Level::Debug, format_args!("not at the default level"));
+        write(Level::Error, format_args!("two"));
+        let mut got = Vec::new();
+        take_queued(|l, s| got.push((l, s.to_string())));
+        assert_eq!(
+            got,
+            vec![(Level::Info, "one 1".into()), (Level::Error, "two".into())]
+        );
+        for i in 0..QUEUE_LIMIT + 5 {
+            write(Level::Info, format_args!("{i}"));
+        }
+        let mut n = 0;
+        take_queued(|_, _| n += 1);
+        assert_eq!(n, QUEUE_LIMIT);
+        let mut said = String::new();
+        take_queued(|_, s| said = s.to_string());
+        assert_eq!(said, "5 log lines of the engine process were dropped");
+        QUEUED.store(false, Ordering::Relaxed);
+    }
 
     #[test]
     fn levels_parse_and_order() {

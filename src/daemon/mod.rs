@@ -8,6 +8,7 @@ pub mod control;
 pub mod log;
 pub mod peers;
 pub mod pidfile;
+pub mod privsep;
 pub mod report;
 mod requests;
 pub mod run;

@@ -24,6 +24,8 @@ pub use ifmtu::interface_mtu;
 
 pub mod ioccom;
 
+pub mod process;
+
 #[cfg(any(
     target_os = "linux",
     target_os = "android",

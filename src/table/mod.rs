@@ -248,7 +248,7 @@ impl TableError {
 }
 
 /// Counters of table operations, by operation and outcome.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TableStats {
     /// Imports done.
     pub imported: u64,

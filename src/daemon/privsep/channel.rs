@@ -1,0 +1,285 @@
+//! The channel between the two processes: one UNIX stream socket pair, non-blocking on
+//! both ends, with a queue of outgoing frames and a buffer of incoming bytes.
+//!
+//! Neither process ever blocks on the other: messages are queued and written when the
+//! socket takes them, and each loop polls for writability while its queue is not
+//! empty. Two processes that each waited for the other to read would otherwise deadlock
+//! when both socket buffers fill at once (a bulk update in one direction while the
+//! table's changes flow in the other).
+//!
+//! Backpressure is by the queue's size ([`HIGH_WATER`]): the parent stops reading the
+//! sync link while the engine has not taken what was already forwarded (so a flood
+//! stays in the kernel's socket buffer and is dropped and counted there, as without
+//! privilege separation), and the engine stops reading the parent while the parent has
+//! not taken its table operations. The parent always reads the engine, so the two
+//! never wait on each other at once.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use super::message::{MessageError, FRAME_HEADER, MAX_BODY};
+
+/// Queued bytes above which the sender stops producing more (see the module doc).
+pub const HIGH_WATER: usize = 4 << 20;
+/// Socket buffer asked for each direction.
+const SOCKET_BUFFER: usize = 4 << 20;
+/// The receive buffer: the longest frame fits with room to spare, so a partial frame
+/// moved to the front can always complete (allocated and zeroed once).
+const IN_BUFFER: usize = 2 * (MAX_BODY + FRAME_HEADER);
+
+/// Why the channel stopped working.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The other process closed its end (exited).
+    #[error("the other process closed the channel")]
+    Closed,
+    /// A frame that does not decode.
+    #[error("bad message from the other process: {0}")]
+    Message(#[from] MessageError),
+    /// The socket failed.
+    #[error("channel: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// One end of the channel.
+#[derive(Debug)]
+pub struct Channel {
+    stream: UnixStream,
+    /// Frames waiting to be written; `sent` bytes of them already are.
+    out: Vec<u8>,
+    sent: usize,
+    /// Bytes read: `taken..filled` are not yet taken as frames.
+    inbuf: Vec<u8>,
+    taken: usize,
+    filled: usize,
+    closed: bool,
+}
+
+/// The two ends of a new channel.
+pub fn pair() -> io::Result<(Channel, Channel)> {
+    let (a, b) = UnixStream::pair()?;
+    Ok((Channel::new(a)?, Channel::new(b)?))
+}
+
+impl Channel {
+    /// Wraps one end of a stream socket pair.
+    pub fn new(stream: UnixStream) -> io::Result<Channel> {
+        stream.set_nonblocking(true)?;
+        let sock = socket2::SockRef::from(&stream);
+        // Bigger buffers mean fewer wakeups; the kernel may cap them, which is fine.
+        let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+        Ok(Channel {
+            stream,
+            out: Vec::new(),
+            sent: 0,
+            inbuf: vec![0; IN_BUFFER],
+            taken: 0,
+            filled: 0,
+            closed: false,
+        })
+    }
+
+    /// The queue frames are encoded into (`ToEngine::encode(&mut ch.queue())`).
+    pub fn queue(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    /// Whether the loop should poll for writability.
+    pub fn wants_write(&self) -> bool {
+        self.queued() > 0
+    }
+
+    /// Writes as much of the queue as the socket takes now.
+    pub fn flush(&mut self) -> Result<(), ChannelError> {
+        while self.sent < self.out.len() {
+            match (&self.stream).write(&self.out[self.sent..]) {
+                Ok(0) => return Err(ChannelError::Closed),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_gone(&e) => return Err(ChannelError::Closed),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+        } else if self.sent > self.out.len() / 2 {
+            // Keep the queue from growing by what was already written.
+            self.out.drain(..self.sent);
+            self.sent = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes the whole queue, waiting for the socket for at most `timeout` (on the way
+    /// out, when nothing else is left to do).
+    pub fn flush_all(&mut self, timeout: Duration) -> Result<(), ChannelError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.flush()?;
+            if self.queued() == 0 {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::from(io::ErrorKind::TimedOut).into());
+            }
+            let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            let mut fds = [nix::poll::PollFd::new(
+                self.stream.as_fd(),
+                nix::poll::PollFlags::POLLOUT,
+            )];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+        }
+    }
+
+    /// Reads what the socket holds (as much as the buffer takes). `Closed` once the
+    /// other end is gone and every frame before that has been taken.
+    pub fn fill(&mut self) -> Result<(), ChannelError> {
+        if self.closed {
+            return Err(ChannelError::Closed);
+        }
+        if self.taken > 0 {
+            // The partial frame left over moves to the front; the buffer holds the
+            // longest frame, so there is room for it to complete.
+            self.inbuf.copy_within(self.taken..self.filled, 0);
+            self.filled -= self.taken;
+            self.taken = 0;
+        }
+        while self.filled < self.inbuf.len() {
+            match (&self.stream).read(&mut self.inbuf[self.filled..]) {
+                Ok(0) => {
+                    self.closed = true;
+                    break;
+                }
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_gone(&e) => {
+                    self.closed = true;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next whole frame read, as (kind, body); `None` when the rest has not arrived.
+    /// An over-long length is an error: the stream cannot be trusted past it.
+    pub fn next_frame(&mut self) -> Result<Option<(u8, &[u8])>, ChannelError> {
+        let rest = &self.inbuf[self.taken..self.filled];
+        if rest.len() < FRAME_HEADER {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if len > MAX_BODY {
+            return Err(MessageError::TooLong(len).into());
+        }
+        if rest.len() < FRAME_HEADER + len {
+            return Ok(None);
+        }
+        let kind = rest[4];
+        let start = self.taken + FRAME_HEADER;
+        self.taken = start + len;
+        Ok(Some((kind, &self.inbuf[start..start + len])))
+    }
+
+    /// The other end closed and every frame it sent was taken.
+    pub fn is_closed(&self) -> bool {
+        self.closed && self.filled - self.taken < FRAME_HEADER
+    }
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::message::{ToEngine, ToParent};
+    use super::*;
+
+    #[test]
+    fn frames_cross_in_order_and_in_any_number() {
+        let (mut a, mut b) = pair().unwrap();
+        let payload = vec![0x5a; 1400];
+        let mut sent = 0u32;
+        let mut got = 0u32;
+        let mut transmit_next = false;
+        // More than both socket buffers hold: the sender must keep its queue and the
+        // receiver must take partial frames.
+        while got < 20_000 {
+            while sent < 20_000 && a.queued() < HIGH_WATER {
+                ToEngine::SendFailed(sent).encode(a.queue());
+                ToParent::Transmit(&payload).encode(a.queue());
+                sent += 1;
+            }
+            a.flush().unwrap();
+            b.fill().unwrap();
+            while let Some((kind, body)) = b.next_frame().unwrap() {
+                if transmit_next {
+                    assert_eq!(
+                        ToParent::decode(kind, body).unwrap(),
+                        ToParent::Transmit(&payload)
+                    );
+                    got += 1;
+                } else {
+                    assert_eq!(
+                        ToEngine::decode(kind, body).unwrap(),
+                        ToEngine::SendFailed(got)
+                    );
+                }
+                transmit_next = !transmit_next;
+            }
+        }
+        assert_eq!(a.queued(), 0);
+    }
+
+    #[test]
+    fn a_closed_end_is_seen_after_its_last_frame() {
+        let (mut a, mut b) = pair().unwrap();
+        ToParent::Done.encode(a.queue());
+        a.flush_all(Duration::from_secs(1)).unwrap();
+        drop(a);
+        b.fill().unwrap();
+        let (kind, body) = b.next_frame().unwrap().unwrap();
+        assert_eq!(ToParent::decode(kind, body).unwrap(), ToParent::Done);
+        assert!(b.is_closed());
+        assert!(matches!(b.fill(), Err(ChannelError::Closed)));
+        // Writing to it says closed, not a raw EPIPE.
+        ToParent::Done.encode(b.queue());
+        assert!(matches!(b.flush(), Err(ChannelError::Closed)));
+    }
+
+    #[test]
+    fn an_overlong_frame_is_an_error() {
+        let (a, mut b) = pair().unwrap();
+        let mut bytes = ((MAX_BODY + 1) as u32).to_le_bytes().to_vec();
+        bytes.push(1);
+        (&a.stream).write_all(&bytes).unwrap();
+        b.fill().unwrap();
+        assert!(matches!(
+            b.next_frame(),
+            Err(ChannelError::Message(MessageError::TooLong(_)))
+        ));
+    }
+}

@@ -1,0 +1,859 @@
+//! The messages between the privileged parent and the engine process, and their bytes.
+//!
+//! A frame is a little-endian `u32` body length, a kind byte and the body. Bodies are
+//! fixed fields in order, byte strings behind a `u32` length, states in the compact
+//! encoding of [`crate::state::compact`]. The format is private to one build of the
+//! daemon (both processes are the same executable), so it has no version.
+//!
+//! The parent decodes what the engine process sends as untrusted input: every length
+//! and value is checked, and a message that does not decode is an error, never a
+//! panic. The engine process trusts the parent no less than its own memory, but checks
+//! the same way, by the same code.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::daemon::log::Level;
+use crate::engine::{LocalChange, Received, TableOp};
+use crate::state::{compact, State};
+use crate::table::TableStats;
+use crate::wire::IfName;
+
+/// Longest body accepted (a 64 KB datagram with room to spare; a control answer listing
+/// a big table is sent in parts of at most [`MAX_TEXT`]).
+pub const MAX_BODY: usize = 1 << 20;
+/// Longest text in one frame.
+pub const MAX_TEXT: usize = MAX_BODY - 64;
+/// Bytes before the body: length and kind.
+pub const FRAME_HEADER: usize = 5;
+
+/// A message that does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// A kind byte this build does not send in that direction.
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    /// The body ends before the message does.
+    #[error("{0} message cut short")]
+    Truncated(&'static str),
+    /// Bytes after the last field.
+    #[error("{what} message has {extra} bytes too many")]
+    Trailing {
+        /// The message.
+        what: &'static str,
+        /// Bytes left over.
+        extra: usize,
+    },
+    /// A field whose value is impossible.
+    #[error("{what} message: bad {field}")]
+    BadValue {
+        /// The message.
+        what: &'static str,
+        /// The field.
+        field: &'static str,
+    },
+    /// A frame longer than [`MAX_BODY`].
+    #[error("frame of {0} bytes is longer than {MAX_BODY}")]
+    TooLong(usize),
+}
+
+/// What the parent reports of the table and the link for `status` and `stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParentReport {
+    /// The table is the memory table (otherwise pf).
+    pub memory_table: bool,
+    /// States in the table (pf: at the last listing).
+    pub states: u64,
+    /// Outcomes of the engine's table operations.
+    pub table: TableStats,
+    /// The engine's operations skipped for a local change they crossed.
+    pub superseded: u64,
+    /// States the memory table expired itself.
+    pub expired: u64,
+    /// Our own packets the receiver dropped.
+    pub own_dropped: u64,
+    /// Synthetic changes per second (memory table).
+    pub churn_rate: u32,
+    /// States the churn keeps around.
+    pub churn_target: u64,
+    /// Inserts, updates and deletes the churn made.
+    pub churn_made: [u64; 3],
+}
+
+/// A datagram the parent received, for the engine to judge and parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketIn<'a> {
+    /// The sender.
+    pub source: Option<IpAddr>,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// It arrived on the syncdev.
+    pub on_syncdev: bool,
+    /// It came over IPv6.
+    pub ipv6: bool,
+    /// The pfsync payload, unparsed.
+    pub payload: &'a [u8],
+}
+
+impl<'a> PacketIn<'a> {
+    /// The packet as the engine takes it.
+    pub fn received(&self) -> Received<'a> {
+        Received {
+            payload: self.payload,
+            on_syncdev: self.on_syncdev,
+            ttl: self.ttl,
+            ipv6: self.ipv6,
+            source: self.source,
+        }
+    }
+
+    /// The parts of a received packet.
+    pub fn from_received(r: &Received<'a>) -> PacketIn<'a> {
+        PacketIn {
+            source: r.source,
+            ttl: r.ttl,
+            on_syncdev: r.on_syncdev,
+            ipv6: r.ipv6,
+            payload: r.payload,
+        }
+    }
+}
+
+/// From the parent to the engine process.
+// One message is decoded at a time and acted on at once, never stored: the size of the
+// largest variant (a whole state) costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToEngine<'a> {
+    /// A datagram from the sync link.
+    Packet(PacketIn<'a>),
+    /// A change of the local table.
+    Local(LocalChange),
+    /// The ruleset checksum changed.
+    Checksum([u8; 16]),
+    /// This many packets could not be sent (`oerrors`).
+    SendFailed(u32),
+    /// SIGHUP: the new configuration, in `ifconfig` words.
+    Reconfigure {
+        /// The words.
+        words: &'a str,
+        /// syncdev, syncpeers or up changed: flush under the old settings first, and
+        /// ask for a bulk update if the new link is open.
+        link_changed: bool,
+        /// A link is open after the change.
+        link_open: bool,
+    },
+    /// Part of the answer to a [`ToParent::TableRequest`]: an answer longer than a frame
+    /// comes as parts and a last [`ToEngine::Answer`].
+    AnswerPart(&'a str),
+    /// The (rest of the) answer to a [`ToParent::TableRequest`].
+    Answer(&'a str),
+    /// The answer to a [`ToParent::ReportRequest`].
+    Report(ParentReport),
+    /// Stop: send what is queued, say [`ToParent::Done`], exit.
+    Shutdown {
+        /// The signal's number.
+        signal: i32,
+    },
+}
+
+/// From the engine process to the parent.
+#[allow(clippy::large_enum_variant)] // as ToEngine
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToParent<'a> {
+    /// Send this pfsync payload to the sync peers.
+    Transmit(&'a [u8]),
+    /// Carry out a table operation.
+    Table {
+        /// The operation.
+        op: TableOp,
+        /// Local changes the engine had taken when it decided it (see
+        /// [`super::crossing`]).
+        seen: u64,
+    },
+    /// Raise (true) or lower the carp demotion.
+    Demote(bool),
+    /// A control request about the table: answer with [`ToEngine::Answer`].
+    TableRequest(&'a str),
+    /// Ask for a [`ToEngine::Report`].
+    ReportRequest,
+    /// The engine runs under the configuration of the last `Reconfigure`: a new link
+    /// may replace the old one now.
+    Reconfigured,
+    /// A log line.
+    Log {
+        /// Its level.
+        level: Level,
+        /// The text.
+        text: &'a str,
+    },
+    /// Shut down as asked; nothing more follows.
+    Done,
+}
+
+// Kind bytes. The two directions share no number, so a frame sent the wrong way is an
+// unknown kind rather than a misread.
+const PACKET: u8 = 1;
+const LOCAL: u8 = 2;
+const CHECKSUM: u8 = 3;
+const SEND_FAILED: u8 = 4;
+const RECONFIGURE: u8 = 5;
+const ANSWER: u8 = 6;
+const REPORT: u8 = 7;
+const SHUTDOWN: u8 = 8;
+const ANSWER_PART: u8 = 9;
+
+const TRANSMIT: u8 = 64;
+const TABLE: u8 = 65;
+const DEMOTE: u8 = 66;
+const TABLE_REQUEST: u8 = 67;
+const REPORT_REQUEST: u8 = 68;
+const RECONFIGURED: u8 = 69;
+const LOG: u8 = 70;
+const DONE: u8 = 71;
+
+// Sub-kinds of state changes and table operations.
+const INSERT: u8 = 0;
+const UPDATE: u8 = 1;
+const DELETE: u8 = 2;
+const CLEAR: u8 = 3;
+
+/// Appends one frame: header, then what `body` writes.
+fn frame(out: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    out[start + 4] = kind;
+    body(out);
+    let len = (out.len() - start - FRAME_HEADER) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_state(out: &mut Vec<u8>, s: &State) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    compact::encode(s, out);
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+fn put_addr(out: &mut Vec<u8>, a: Option<IpAddr>) {
+    match a {
+        None => out.push(0),
+        Some(IpAddr::V4(a)) => {
+            out.push(4);
+            out.extend_from_slice(&a.octets());
+        }
+        Some(IpAddr::V6(a)) => {
+            out.push(6);
+            out.extend_from_slice(&a.octets());
+        }
+    }
+}
+
+/// A body being read; every read checks the length left.
+struct Body<'a> {
+    bytes: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Body<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], MessageError> {
+        if self.bytes.len() < n {
+            return Err(MessageError::Truncated(self.what));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, MessageError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn bool(&mut self, field: &'static str) -> Result<bool, MessageError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.bad(field)),
+        }
+    }
+
+    fn u32(&mut self) -> Result<u32, MessageError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, MessageError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], MessageError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    fn text(&mut self, field: &'static str) -> Result<&'a str, MessageError> {
+        let b = self.bytes()?;
+        std::str::from_utf8(b).map_err(|_| self.bad(field))
+    }
+
+    fn state(&mut self) -> Result<State, MessageError> {
+        let b = self.bytes()?;
+        compact::decode(b).ok_or_else(|| self.bad("state"))
+    }
+
+    fn ifname(&mut self) -> Result<IfName, MessageError> {
+        let mut raw = [0u8; 16];
+        raw.copy_from_slice(self.take(16)?);
+        Ok(crate::wire::Name(raw))
+    }
+
+    fn addr(&mut self) -> Result<Option<IpAddr>, MessageError> {
+        match self.u8()? {
+            0 => Ok(None),
+            4 => {
+                let b = self.take(4)?;
+                Ok(Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))))
+            }
+            6 => {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(self.take(16)?);
+                Ok(Some(IpAddr::V6(Ipv6Addr::from(b))))
+            }
+            _ => Err(self.bad("address family")),
+        }
+    }
+
+    fn bad(&self, field: &'static str) -> MessageError {
+        MessageError::BadValue {
+            what: self.what,
+            field,
+        }
+    }
+
+    fn end<T>(self, value: T) -> Result<T, MessageError> {
+        if self.bytes.is_empty() {
+            Ok(value)
+        } else {
+            Err(MessageError::Trailing {
+                what: self.what,
+                extra: self.bytes.len(),
+            })
+        }
+    }
+}
+
+impl ToEngine<'_> {
+    /// Appends the message's frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            ToEngine::Packet(p) => frame(out, PACKET, |o| {
+                put_addr(o, p.source);
+                o.extend_from_slice(&[p.ttl, u8::from(p.on_syncdev), u8::from(p.ipv6)]);
+                put_bytes(o, p.payload);
+            }),
+            ToEngine::Local(c) => frame(out, LOCAL, |o| match c {
+                LocalChange::Insert(s) => {
+                    o.push(INSERT);
+                    put_state(o, s);
+                }
+                LocalChange::Update(s) => {
+                    o.push(UPDATE);
+                    put_state(o, s);
+                }
+                LocalChange::Delete { creatorid, id } => {
+                    o.push(DELETE);
+                    o.extend_from_slice(&creatorid.to_le_bytes());
+                    o.extend_from_slice(&id.to_le_bytes());
+                }
+                LocalChange::Clear { ifname } => {
+                    o.push(CLEAR);
+                    o.extend_from_slice(&ifname.0);
+                }
+            }),
+            ToEngine::Checksum(sum) => frame(out, CHECKSUM, |o| o.extend_from_slice(sum)),
+            ToEngine::SendFailed(n) => frame(out, SEND_FAILED, |o| {
+                o.extend_from_slice(&n.to_le_bytes());
+            }),
+            ToEngine::Reconfigure {
+                words,
+                link_changed,
+                link_open,
+            } => frame(out, RECONFIGURE, |o| {
+                o.extend_from_slice(&[u8::from(*link_changed), u8::from(*link_open)]);
+                put_bytes(o, words.as_bytes());
+            }),
+            ToEngine::AnswerPart(text) => {
+                frame(out, ANSWER_PART, |o| put_bytes(o, text.as_bytes()))
+            }
+            ToEngine::Answer(text) => frame(out, ANSWER, |o| put_bytes(o, text.as_bytes())),
+            ToEngine::Report(r) => frame(out, REPORT, |o| {
+                o.push(u8::from(r.memory_table));
+                let t = &r.table;
+                for v in [
+                    r.states,
+                    t.imported,
+                    t.updated,
+                    t.removed,
+                    t.remove_missing,
+                    t.cleared,
+                    t.exists,
+                    t.invalid,
+                    t.notfound,
+                    t.full,
+                    t.unsupported,
+                    t.io,
+                    r.expired,
+                    r.own_dropped,
+                    r.churn_target,
+                    r.churn_made[0],
+                    r.churn_made[1],
+                    r.churn_made[2],
+                    r.superseded,
+                ] {
+                    o.extend_from_slice(&v.to_le_bytes());
+                }
+                o.extend_from_slice(&r.churn_rate.to_le_bytes());
+            }),
+            ToEngine::Shutdown { signal } => frame(out, SHUTDOWN, |o| {
+                o.extend_from_slice(&signal.to_le_bytes());
+            }),
+        }
+    }
+
+    /// The message of one frame's kind and body.
+    pub fn decode(kind: u8, body: &[u8]) -> Result<ToEngine<'_>, MessageError> {
+        let what = match kind {
+            PACKET => "packet",
+            LOCAL => "local change",
+            CHECKSUM => "checksum",
+            SEND_FAILED => "send failed",
+            RECONFIGURE => "reconfigure",
+            ANSWER => "answer",
+            ANSWER_PART => "answer part",
+            REPORT => "report",
+            SHUTDOWN => "shutdown",
+            other => return Err(MessageError::UnknownKind(other)),
+        };
+        let mut b = Body { bytes: body, what };
+        let msg = match kind {
+            PACKET => ToEngine::Packet(PacketIn {
+                source: b.addr()?,
+                ttl: b.u8()?,
+                on_syncdev: b.bool("on_syncdev")?,
+                ipv6: b.bool("ipv6")?,
+                payload: b.bytes()?,
+            }),
+            LOCAL => ToEngine::Local(match b.u8()? {
+                INSERT => LocalChange::Insert(b.state()?),
+                UPDATE => LocalChange::Update(b.state()?),
+                DELETE => LocalChange::Delete {
+                    creatorid: b.u32()?,
+                    id: b.u64()?,
+                },
+                CLEAR => LocalChange::Clear {
+                    ifname: b.ifname()?,
+                },
+                _ => return Err(b.bad("change")),
+            }),
+            CHECKSUM => {
+                let mut sum = [0u8; 16];
+                sum.copy_from_slice(b.take(16)?);
+                ToEngine::Checksum(sum)
+            }
+            SEND_FAILED => ToEngine::SendFailed(b.u32()?),
+            RECONFIGURE => {
+                let link_changed = b.bool("link_changed")?;
+                let link_open = b.bool("link_open")?;
+                ToEngine::Reconfigure {
+                    link_changed,
+                    link_open,
+                    words: b.text("words")?,
+                }
+            }
+            ANSWER => ToEngine::Answer(b.text("answer")?),
+            ANSWER_PART => ToEngine::AnswerPart(b.text("answer")?),
+            REPORT => {
+                let memory_table = b.bool("table kind")?;
+                let mut v = [0u64; 19];
+                for x in &mut v {
+                    *x = b.u64()?;
+                }
+                ToEngine::Report(ParentReport {
+                    memory_table,
+                    states: v[0],
+                    table: TableStats {
+                        imported: v[1],
+                        updated: v[2],
+                        removed: v[3],
+                        remove_missing: v[4],
+                        cleared: v[5],
+                        exists: v[6],
+                        invalid: v[7],
+                        notfound: v[8],
+                        full: v[9],
+                        unsupported: v[10],
+                        io: v[11],
+                    },
+                    expired: v[12],
+                    own_dropped: v[13],
+                    churn_target: v[14],
+                    churn_made: [v[15], v[16], v[17]],
+                    superseded: v[18],
+                    churn_rate: b.u32()?,
+                })
+            }
+            SHUTDOWN => ToEngine::Shutdown {
+                signal: b.u32()? as i32,
+            },
+            _ => unreachable!("kinds are matched above"),
+        };
+        b.end(msg)
+    }
+}
+
+impl ToParent<'_> {
+    /// Appends the message's frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            ToParent::Transmit(payload) => frame(out, TRANSMIT, |o| put_bytes(o, payload)),
+            ToParent::Table { op, seen } => frame(out, TABLE, |o| {
+                o.extend_from_slice(&seen.to_le_bytes());
+                match op {
+                    TableOp::Import(s) => {
+                        o.push(INSERT);
+                        put_state(o, s);
+                    }
+                    TableOp::Update(s) => {
+                        o.push(UPDATE);
+                        put_state(o, s);
+                    }
+                    TableOp::Delete { creatorid, id } => {
+                        o.push(DELETE);
+                        o.extend_from_slice(&creatorid.to_le_bytes());
+                        o.extend_from_slice(&id.to_le_bytes());
+                    }
+                    TableOp::Clear { creatorid, ifname } => {
+                        o.push(CLEAR);
+                        o.extend_from_slice(&creatorid.to_le_bytes());
+                        o.extend_from_slice(&ifname.0);
+                    }
+                }
+            }),
+            ToParent::Demote(on) => frame(out, DEMOTE, |o| o.push(u8::from(*on))),
+            ToParent::TableRequest(line) => {
+                frame(out, TABLE_REQUEST, |o| put_bytes(o, line.as_bytes()))
+            }
+            ToParent::ReportRequest => frame(out, REPORT_REQUEST, |_| {}),
+            ToParent::Reconfigured => frame(out, RECONFIGURED, |_| {}),
+            ToParent::Log { level, text } => frame(out, LOG, |o| {
+                o.push(*level as u8);
+                put_bytes(o, text.as_bytes());
+            }),
+            ToParent::Done => frame(out, DONE, |_| {}),
+        }
+    }
+
+    /// The message of one frame's kind and body.
+    pub fn decode(kind: u8, body: &[u8]) -> Result<ToParent<'_>, MessageError> {
+        let what = match kind {
+            TRANSMIT => "transmit",
+            TABLE => "table operation",
+            DEMOTE => "demote",
+            TABLE_REQUEST => "table request",
+            REPORT_REQUEST => "report request",
+            RECONFIGURED => "reconfigured",
+            LOG => "log",
+            DONE => "done",
+            other => return Err(MessageError::UnknownKind(other)),
+        };
+        let mut b = Body { bytes: body, what };
+        let msg = match kind {
+            TRANSMIT => ToParent::Transmit(b.bytes()?),
+            TABLE => {
+                let seen = b.u64()?;
+                let op = match b.u8()? {
+                    INSERT => TableOp::Import(b.state()?),
+                    UPDATE => TableOp::Update(b.state()?),
+                    DELETE => TableOp::Delete {
+                        creatorid: b.u32()?,
+                        id: b.u64()?,
+                    },
+                    CLEAR => TableOp::Clear {
+                        creatorid: b.u32()?,
+                        ifname: b.ifname()?,
+                    },
+                    _ => return Err(b.bad("operation")),
+                };
+                ToParent::Table { op, seen }
+            }
+            DEMOTE => ToParent::Demote(b.bool("demotion")?),
+            TABLE_REQUEST => ToParent::TableRequest(b.text("request")?),
+            REPORT_REQUEST => ToParent::ReportRequest,
+            RECONFIGURED => ToParent::Reconfigured,
+            LOG => {
+                let level = match b.u8()? {
+                    0 => Level::Error,
+                    1 => Level::Warn,
+                    2 => Level::Info,
+                    3 => Level::Debug,
+                    _ => return Err(b.bad("level")),
+                };
+                ToParent::Log {
+                    level,
+                    text: b.text("text")?,
+                }
+            }
+            DONE => ToParent::Done,
+            _ => unreachable!("kinds are matched above"),
+        };
+        b.end(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::synth::Synth;
+
+    /// Splits one encoded frame into kind and body, checking its length field.
+    fn split(frame: &[u8]) -> (u8, &[u8]) {
+        let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(frame.len(), FRAME_HEADER + len);
+        (frame[4], &frame[FRAME_HEADER..])
+    }
+
+    fn states() -> Vec<State> {
+        Synth::new(7, 0x0102_0304).states(64)
+    }
+
+    fn engine_messages(states: &[State]) -> Vec<ToEngine<'static>> {
+        let mut m = vec![
+            ToEngine::Packet(PacketIn {
+                source: Some(IpAddr::from([198, 18, 0, 2])),
+                ttl: 255,
+                on_syncdev: true,
+                ipv6: false,
+                payload: &[6, 0, 0, 12, 1, 2, 3],
+            }),
+            ToEngine::Packet(PacketIn {
+                source: Some("2001:db8::1".parse().unwrap()),
+                ttl: 1,
+                on_syncdev: false,
+                ipv6: true,
+                payload: &[],
+            }),
+            ToEngine::Packet(PacketIn {
+                source: None,
+                ttl: 0,
+                on_syncdev: false,
+                ipv6: false,
+                payload: &[5],
+            }),
+            ToEngine::Local(LocalChange::Delete {
+                creatorid: 0xdead_beef,
+                id: u64::MAX,
+            }),
+            ToEngine::Local(LocalChange::Clear {
+                ifname: IfName::new("em0").unwrap(),
+            }),
+            ToEngine::Checksum([0xa5; 16]),
+            ToEngine::SendFailed(3),
+            ToEngine::Reconfigure {
+                words: "syncdev em1 maxupd 10 up",
+                link_changed: true,
+                link_open: false,
+            },
+            ToEngine::AnswerPart("states "),
+            ToEngine::Answer("3\n"),
+            ToEngine::Report(ParentReport {
+                memory_table: true,
+                states: 1,
+                table: TableStats {
+                    imported: 2,
+                    updated: 3,
+                    removed: 4,
+                    remove_missing: 5,
+                    cleared: 6,
+                    exists: 7,
+                    invalid: 8,
+                    notfound: 9,
+                    full: 10,
+                    unsupported: 11,
+                    io: 12,
+                },
+                expired: 13,
+                own_dropped: 14,
+                churn_rate: 15,
+                churn_target: 16,
+                churn_made: [17, 18, 19],
+                superseded: 20,
+            }),
+            ToEngine::Shutdown { signal: 15 },
+        ];
+        for s in states {
+            m.push(ToEngine::Local(LocalChange::Insert(*s)));
+            m.push(ToEngine::Local(LocalChange::Update(*s)));
+        }
+        m
+    }
+
+    fn parent_messages(states: &[State]) -> Vec<ToParent<'static>> {
+        let mut m = vec![
+            ToParent::Transmit(&[5, 0, 0, 12]),
+            ToParent::Table {
+                op: TableOp::Delete {
+                    creatorid: 1,
+                    id: 2,
+                },
+                seen: 0,
+            },
+            ToParent::Table {
+                op: TableOp::Clear {
+                    creatorid: 3,
+                    ifname: IfName::EMPTY,
+                },
+                seen: u64::MAX,
+            },
+            ToParent::Demote(true),
+            ToParent::Demote(false),
+            ToParent::TableRequest("get 0c0c0001 1"),
+            ToParent::ReportRequest,
+            ToParent::Reconfigured,
+            ToParent::Log {
+                level: Level::Warn,
+                text: "peer 198.18.0.2 heard",
+            },
+            ToParent::Done,
+        ];
+        for s in states {
+            m.push(ToParent::Table {
+                op: TableOp::Import(*s),
+                seen: 7,
+            });
+            m.push(ToParent::Table {
+                op: TableOp::Update(*s),
+                seen: 8,
+            });
+        }
+        m
+    }
+
+    #[test]
+    fn every_message_decodes_to_itself() {
+        let states = states();
+        for m in engine_messages(&states) {
+            let mut out = Vec::new();
+            m.encode(&mut out);
+            let (kind, body) = split(&out);
+            assert_eq!(ToEngine::decode(kind, body).unwrap(), m);
+        }
+        for m in parent_messages(&states) {
+            let mut out = Vec::new();
+            m.encode(&mut out);
+            let (kind, body) = split(&out);
+            assert_eq!(ToParent::decode(kind, body).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn a_message_sent_the_wrong_way_is_an_unknown_kind() {
+        let mut out = Vec::new();
+        ToParent::Done.encode(&mut out);
+        let (kind, body) = split(&out);
+        assert_eq!(
+            ToEngine::decode(kind, body),
+            Err(MessageError::UnknownKind(kind))
+        );
+        out.clear();
+        ToEngine::SendFailed(1).encode(&mut out);
+        let (kind, body) = split(&out);
+        assert_eq!(
+            ToParent::decode(kind, body),
+            Err(MessageError::UnknownKind(kind))
+        );
+    }
+
+    #[test]
+    fn every_cut_and_every_extra_byte_is_refused() {
+        let states = states();
+        for m in parent_messages(&states[..4]) {
+            let mut out = Vec::new();
+            m.encode(&mut out);
+            let (kind, body) = split(&out);
+            for cut in 0..body.len() {
+                assert!(
+                    ToParent::decode(kind, &body[..cut]).is_err(),
+                    "{m:?} cut at {cut}"
+                );
+            }
+            let mut longer = body.to_vec();
+            longer.push(0);
+            assert!(matches!(
+                ToParent::decode(kind, &longer),
+                Err(MessageError::Trailing { extra: 1, .. })
+            ));
+        }
+        for m in engine_messages(&states[..4]) {
+            let mut out = Vec::new();
+            m.encode(&mut out);
+            let (kind, body) = split(&out);
+            for cut in 0..body.len() {
+                assert!(
+                    ToEngine::decode(kind, &body[..cut]).is_err(),
+                    "{m:?} cut at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_name() {
+        // A demotion that is neither 0 nor 1.
+        assert_eq!(
+            ToParent::decode(DEMOTE, &[2]),
+            Err(MessageError::BadValue {
+                what: "demote",
+                field: "demotion"
+            })
+        );
+        // A log level past debug, text that is not UTF-8, an unknown table operation.
+        assert!(ToParent::decode(LOG, &[9, 0, 0, 0, 0]).is_err());
+        assert!(ToParent::decode(LOG, &[1, 1, 0, 0, 0, 0xff]).is_err());
+        assert!(ToParent::decode(TABLE, &[0, 0, 0, 0, 0, 0, 0, 0, 7]).is_err());
+        // A state whose bytes the compact decoder refuses.
+        assert_eq!(
+            ToParent::decode(TABLE, &[0, 0, 0, 0, 0, 0, 0, 0, INSERT, 1, 0, 0, 0, 0xff]),
+            Err(MessageError::BadValue {
+                what: "table operation",
+                field: "state"
+            })
+        );
+        // An address family that is neither 4 nor 6.
+        assert!(ToEngine::decode(PACKET, &[5, 1, 2, 3, 4, 255, 1, 0, 0, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn random_bodies_never_panic() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let kind = next() as u8;
+            let len = (next() % 96) as usize;
+            let body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let _ = ToParent::decode(kind, &body);
+            let _ = ToEngine::decode(kind, &body);
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Privilege separation: the daemon runs as two processes.
+//!
+//! - **The parent** keeps root and what needs it: `/dev/pf` (or the memory table), the
+//!   sync link's raw socket and bpf device, carp demotion, the pidfile, the
+//!   configuration file and the signals. It reads datagrams off the link and forwards
+//!   their pfsync payload unparsed, with the source, TTL and arrival interface the
+//!   kernel reported; it sends what the engine asks to send, and carries out the
+//!   engine's table operations. It never parses a pfsync byte.
+//! - **The engine process** holds the engine and everything that reads what peers
+//!   send: the pfsync parser, the merge rules, the cache, bulk updates; and the control
+//!   socket (already bound). It runs as an unprivileged user, chrooted to an empty
+//!   directory, on OpenBSD pledged to `stdio unix` ([`sandbox`]).
+//!
+//! A packet that exploited a parser bug would find itself in a process that cannot
+//! open a file, cannot talk to pf or bpf and owns no raw socket; what it can still do
+//! is what a hostile peer on the sync link can do anyway (ask for states to be
+//! imported), through messages the parent checks ([`message`]).
+//!
+//! The processes talk over one socket pair ([`channel`]). The table's changes and the
+//! engine's operations on it pass each other on the way; [`crossing`] keeps a local
+//! change from being overwritten by an operation decided before the engine saw it. If the engine process dies
+//! the parent lowers carp, removes its files and exits with an error (an rc supervisor
+//! or the admin restarts the daemon; pf keeps its states meanwhile). If the parent
+//! dies the engine process finds its channel closed and exits.
+
+pub mod channel;
+pub mod crossing;
+pub mod message;
+pub mod sandbox;
+
+pub use channel::{Channel, ChannelError, HIGH_WATER};
+pub use message::{MessageError, PacketIn, ParentReport, ToEngine, ToParent};
+pub use sandbox::{Sandbox, SandboxError, DEFAULT_CHROOT, DEFAULT_USER};
