@@ -664,7 +664,14 @@ fn start_errors_are_one_line_with_the_right_status() {
             .arg("-d")
             .arg("-c")
             .arg(&sock)
-            .args(["--table", "memory"])
+            .args([
+                "--table",
+                "memory",
+                "--user",
+                pfsyncd::lab::lab_user(),
+                "--chroot",
+            ])
+            .arg(c.dir().join(pfsyncd::lab::EMPTY_DIR))
             .args(args)
             .output()
             .unwrap();
@@ -705,7 +712,15 @@ fn start_errors_are_one_line_with_the_right_status() {
         .arg("-d")
         .arg("-c")
         .arg(&ctl)
-        .args(["--table", "memory", "syncdev", "eth0", "up"])
+        .args([
+            "--table",
+            "memory",
+            "--user",
+            pfsyncd::lab::lab_user(),
+            "--chroot",
+        ])
+        .arg(c.dir().join(pfsyncd::lab::EMPTY_DIR))
+        .args(["syncdev", "eth0", "up"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -10,6 +10,7 @@ use anyhow::Context;
 
 use pfsyncd::daemon::control::DEFAULT_SOCKET;
 use pfsyncd::daemon::log::{self, Level};
+use pfsyncd::daemon::privsep::{DEFAULT_CHROOT, DEFAULT_USER};
 use pfsyncd::daemon::{load_config, run, Options, TableChoice};
 
 use super::EX_USAGE;
@@ -50,6 +51,13 @@ pub struct DaemonArgs {
     /// leaves it room).
     #[arg(long, value_name = "PPS", default_value_t = 60_000)]
     pub bulk_pps: u32,
+    /// The unprivileged user the engine process (the part that parses what peers send)
+    /// runs as.
+    #[arg(long, value_name = "USER", default_value = DEFAULT_USER)]
+    pub user: String,
+    /// The empty, root-owned directory the engine process is chrooted to.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CHROOT)]
+    pub chroot: PathBuf,
 }
 
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
@@ -120,6 +128,8 @@ pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCod
         table,
         table_interval: std::time::Duration::from_millis(interval),
         bulk_pps: args.bulk_pps,
+        user: args.user.clone(),
+        chroot: absolute(&args.chroot)?,
     };
     // Bad words, on the command line or in the file, are a usage error (64); a file
     // that cannot be read is a plain failure.

@@ -22,7 +22,6 @@ const EX_USAGE: u8 = 64;
 /// Without a subcommand, runs the daemon; the sync configuration follows the options in
 /// the words of `ifconfig pfsync0`: [syncdev IF] [syncpeer ADDR]... [maxupd N]
 /// [defer|-defer] [version 1301|1400|1500|openbsd] [mtu N] [up|down].
-/// The daemon stays in the foreground for now, with or without -d.
 #[derive(Debug, Parser)]
 #[command(name = "pfsyncd", version, about, long_about = None)]
 #[command(override_usage = "pfsyncd [OPTIONS] [WORDS]...\n       pfsyncd <decode|ctl|lab> ...")]
@@ -58,6 +57,8 @@ const VALUED: &[&str] = &[
     "--log-level",
     "--interval",
     "--bulk-pps",
+    "--user",
+    "--chroot",
 ];
 
 /// Splits the command line where the `ifconfig` words begin (clap would take `-defer`

@@ -15,7 +15,31 @@ pub const DEFAULT_SOCKET: &str = "/var/run/pfsyncd.sock";
 #[derive(Debug)]
 pub struct ControlSocket {
     listener: UnixListener,
+    file: SocketFile,
+}
+
+/// The control socket's file, removed when this is dropped.
+#[derive(Debug)]
+pub struct SocketFile {
     path: PathBuf,
+}
+
+impl SocketFile {
+    /// Forgets the file without removing it (a forked process whose parent owns it).
+    pub fn disarm(self) {
+        std::mem::forget(self);
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 impl ControlSocket {
@@ -36,8 +60,16 @@ impl ControlSocket {
         listener.set_nonblocking(true)?;
         Ok(ControlSocket {
             listener,
-            path: path.to_path_buf(),
+            file: SocketFile {
+                path: path.to_path_buf(),
+            },
         })
+    }
+
+    /// The listener and the file apart: privilege separation gives them to different
+    /// processes.
+    pub fn into_parts(self) -> (UnixListener, SocketFile) {
+        (self.listener, self.file)
     }
 
     /// The listener, for polling.
@@ -47,24 +79,24 @@ impl ControlSocket {
 
     /// Accepts one pending client and reads its request line (bounded wait).
     pub fn accept(&self) -> io::Result<Option<(UnixStream, String)>> {
-        let stream = match self.listener.accept() {
-            Ok((s, _)) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(Duration::from_secs(1)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-        let mut line = String::new();
-        BufReader::new((&stream).take(4096)).read_line(&mut line)?;
-        Ok(Some((stream, line.trim().to_string())))
+        accept(&self.listener)
     }
 }
 
-impl Drop for ControlSocket {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
+/// Accepts one pending client of a non-blocking `listener` and reads its request line
+/// (bounded wait).
+pub fn accept(listener: &UnixListener) -> io::Result<Option<(UnixStream, String)>> {
+    let stream = match listener.accept() {
+        Ok((s, _)) => s,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = String::new();
+    BufReader::new((&stream).take(4096)).read_line(&mut line)?;
+    Ok(Some((stream, line.trim().to_string())))
 }
 
 /// Sends `request` to the daemon at `path` and returns its whole response.

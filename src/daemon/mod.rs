@@ -1,11 +1,15 @@
-//! The daemon: configuration in the words of `ifconfig pfsync0`, the event loop that
-//! joins the engine, the sync transport and the state table, and the control socket.
+//! The daemon: configuration in the words of `ifconfig pfsync0`, privilege separation
+//! into a privileged parent (the state table, the sync transport, carp) and an
+//! unprivileged engine process (the engine and the control socket), their event loops,
+//! and the control socket's requests.
 
 pub mod carp;
 pub mod churn;
 pub mod config;
 pub mod control;
+mod engine_process;
 pub mod log;
+mod parent;
 pub mod peers;
 pub mod pidfile;
 pub mod privsep;
@@ -13,6 +17,7 @@ pub mod report;
 mod requests;
 pub mod run;
 mod table;
+mod table_requests;
 
 pub use config::{ConfigError, SyncConfig};
 pub use requests::HELP;

@@ -1,16 +1,20 @@
-//! The control socket's requests (`pfsyncd ctl …`): one line in, a text or JSON answer
-//! out. An answer that starts with `error:` makes `pfsyncd ctl` exit with status 1.
+//! The control socket's requests (`pfsyncd ctl …`), as the engine process takes them:
+//! one line in, a text or JSON answer out. An answer that starts with `error:` makes
+//! `pfsyncd ctl` exit with status 1.
+//!
+//! `bulk` and `help` are answered here. `status` and `stats` join the engine's view with
+//! a report the parent sends of the table and the link. The requests about the table
+//! go to the parent as they came ([`super::table_requests`]).
 
 use std::fmt::Write as _;
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
-use super::churn::fresh_state;
-use super::report::{state_json, state_line};
-use super::run::Daemon;
+use super::engine_process::EngineProcess;
+use super::privsep::ParentReport;
+use super::table_requests::TABLE_REQUESTS;
 use crate::engine::BulkRequest;
-use crate::wire::IfName;
 
 /// What `pfsyncd ctl help` prints.
 pub const HELP: &str = "\
@@ -27,217 +31,61 @@ clear                    (memory table) remove every state, as pfctl -F states
 churn RATE [STATES]      (memory table) RATE changes/s around STATES states; churn 0 stops
 ";
 
-/// Answers one request.
-pub(super) fn handle(d: &mut Daemon, now: Instant, line: &str) -> String {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let json = words.contains(&"--json");
-    let args: Vec<&str> = words
-        .iter()
-        .skip(1)
-        .copied()
-        .filter(|w| *w != "--json")
-        .collect();
-    let number = |at: usize, default: usize| -> Result<usize, String> {
-        match args.get(at) {
-            None => Ok(default),
-            Some(w) => w
-                .parse()
-                .map_err(|_| format!("error: '{w}' is not a number\n")),
-        }
-    };
-    let result = match words.first().copied().unwrap_or("") {
-        "status" => Ok(if json {
-            json_line(status_json(d))
-        } else {
-            status_text(d)
-        }),
-        "stats" => Ok(if json {
-            json_line(stats_json(d, now))
-        } else {
-            stats_text(d, now)
-        }),
-        "states" => Ok(states(d, now, json)),
-        "get" => get(d, now, &args, json),
-        "bulk" => {
-            d.engine.request_bulk(now);
-            Ok("bulk update requested\n".into())
-        }
-        "insert" => memory(d, "insert")
-            .map(|_| ())
-            .and_then(|()| number(0, 1))
-            .map(|n| insert(d, now, n)),
-        "update" => memory(d, "update")
-            .map(|_| ())
-            .and_then(|()| number(0, 1))
-            .map(|n| update(d, now, n)),
-        "delete" => memory(d, "delete")
-            .map(|_| ())
-            .and_then(|()| number(0, 1))
-            .map(|n| delete(d, now, n)),
-        "touch" => touch(d, now, &args),
-        "clear" => memory(d, "clear").map(|m| {
-            let n = m.clear_local(&IfName::EMPTY);
-            format!("cleared {n}\n")
-        }),
-        "churn" => memory(d, "churn")
-            .map(|_| ())
-            .and_then(|()| number(0, 0))
-            .and_then(|rate| {
-                let target = number(1, d.table.len())?;
-                let rate =
-                    u32::try_from(rate).map_err(|_| "error: rate too large\n".to_string())?;
-                d.churn.set(now, rate, target);
-                Ok(if rate == 0 {
-                    "churn stopped\n".to_string()
-                } else {
-                    format!("churn {rate} changes/s around {target} states\n")
-                })
-            }),
-        "help" => Ok(HELP.to_string()),
-        "" => Err("error: empty request; try help\n".to_string()),
-        other => Err(format!("error: unknown request '{other}'; try help\n")),
-    };
-    result.unwrap_or_else(|e| e)
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Route {
+    /// Answered at once.
+    Answer(String),
+    /// To the parent as it is; its answer is the answer.
+    Table,
+    /// Needs the parent's report: `status` (`stats` false) or `stats`.
+    Report {
+        /// `stats` rather than `status`.
+        stats: bool,
+        /// `--json`.
+        json: bool,
+    },
 }
 
-/// The memory table, or the error for a request that needs it.
-fn memory<'d>(d: &'d mut Daemon, what: &str) -> Result<&'d mut crate::table::MemoryTable, String> {
-    d.table.memory().ok_or_else(|| {
-        format!("error: {what} makes synthetic states, on the memory table only (this daemon syncs pf)\n")
-    })
+/// Decides where `line` goes; `bulk` is carried out here.
+pub(super) fn route(d: &mut EngineProcess, now: Instant, line: &str) -> Route {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let json = words.contains(&"--json");
+    match words.first().copied().unwrap_or("") {
+        "status" => Route::Report { stats: false, json },
+        "stats" => Route::Report { stats: true, json },
+        "bulk" => {
+            d.engine.request_bulk(now);
+            Route::Answer("bulk update requested\n".into())
+        }
+        "help" => Route::Answer(HELP.to_string()),
+        "" => Route::Answer("error: empty request; try help\n".to_string()),
+        w if TABLE_REQUESTS.contains(&w) => Route::Table,
+        other => Route::Answer(format!("error: unknown request '{other}'; try help\n")),
+    }
+}
+
+/// The answer to `status` or `stats` with the parent's report.
+pub(super) fn answer_report(
+    d: &EngineProcess,
+    report: &ParentReport,
+    now: Instant,
+    stats: bool,
+    json: bool,
+) -> String {
+    match (stats, json) {
+        (false, true) => json_line(status_json(d, report)),
+        (false, false) => status_text(d, report),
+        (true, true) => json_line(stats_json(d, report, now)),
+        (true, false) => stats_text(d, report, now),
+    }
 }
 
 fn json_line(v: Value) -> String {
     v.to_string() + "\n"
 }
 
-fn insert(d: &mut Daemon, now: Instant, n: usize) -> String {
-    let mut ids = None;
-    for i in 0..n {
-        let s = fresh_state(&mut d.synth);
-        let Some(m) = d.table.memory() else {
-            return "error: not the memory table\n".to_string();
-        };
-        match m.insert_local(now, s) {
-            Ok(s) => {
-                d.churn.adopt((s.creatorid, s.id));
-                let first = ids.map_or(s.id, |(first, _)| first);
-                ids = Some((first, s.id));
-            }
-            Err(e) => return format!("error: after {i} states: {e}\n"),
-        }
-    }
-    match ids {
-        Some((first, last)) => format!(
-            "inserted {n}: creatorid {:08x} ids {first:016x} to {last:016x}\n",
-            d.options.creatorid
-        ),
-        None => "inserted 0\n".to_string(),
-    }
-}
-
-/// Traffic on one named state, for measuring how long a change takes to reach a peer:
-/// the answer goes out after the change has been handed to the engine (and, when it is
-/// due at once, sent).
-fn touch(d: &mut Daemon, now: Instant, args: &[&str]) -> Result<String, String> {
-    let (creatorid, id) = key_arg(args)?;
-    let synth = &mut d.synth;
-    let Some(m) = d.table.memory() else {
-        return Err("error: touch works on the memory table only\n".to_string());
-    };
-    match m.update_local(now, creatorid, id, |s| synth.advance(s)) {
-        Ok(s) => Ok(format!(
-            "touched {creatorid:08x}/{id:016x} seqlo {}\n",
-            s.src.seqlo
-        )),
-        Err(e) => Err(format!("error: {e}\n")),
-    }
-}
-
-fn key_arg(args: &[&str]) -> Result<(u32, u64), String> {
-    let hex = |at: usize, what: &str| -> Result<u64, String> {
-        let w = args
-            .get(at)
-            .ok_or_else(|| format!("error: needs {what} (hex)\n"))?;
-        u64::from_str_radix(w.trim_start_matches("0x"), 16)
-            .map_err(|_| format!("error: {what} '{w}' is not a hex number\n"))
-    };
-    let creatorid = u32::try_from(hex(0, "a creator id")?)
-        .map_err(|_| "error: a creator id has 8 hex digits\n".to_string())?;
-    Ok((creatorid, hex(1, "a state id")?))
-}
-
-fn get(d: &mut Daemon, now: Instant, args: &[&str], json: bool) -> Result<String, String> {
-    let (creatorid, id) = key_arg(args)?;
-    match d.table.state_table().get(now, creatorid, id) {
-        Ok(Some(s)) if json => Ok(json_line(state_json(&s))),
-        Ok(Some(s)) => Ok(state_line(&s) + "\n"),
-        Ok(None) => Err(format!("error: no state {creatorid:08x}/{id:016x}\n")),
-        Err(e) => Err(format!("error: {e}\n")),
-    }
-}
-
-/// `n` distinct random states of the table (fewer if it holds fewer).
-fn pick(d: &mut Daemon, now: Instant, n: usize) -> Vec<(u32, u64)> {
-    let mut keys = Vec::with_capacity(d.table.len());
-    let _ = d
-        .table
-        .state_table()
-        .for_each_state(now, &mut |s| keys.push((s.creatorid, s.id)));
-    // A partial Fisher-Yates shuffle: the first n are a uniform sample.
-    let n = n.min(keys.len());
-    for i in 0..n {
-        let j = i + d.synth.below((keys.len() - i) as u64) as usize;
-        keys.swap(i, j);
-    }
-    keys.truncate(n);
-    keys
-}
-
-fn update(d: &mut Daemon, now: Instant, n: usize) -> String {
-    let keys = pick(d, now, n);
-    let mut done = 0;
-    let synth = &mut d.synth;
-    if let Some(m) = d.table.memory() {
-        for (c, id) in keys {
-            if m.update_local(now, c, id, |s| synth.advance(s)).is_ok() {
-                done += 1;
-            }
-        }
-    }
-    format!("updated {done}\n")
-}
-
-fn delete(d: &mut Daemon, now: Instant, n: usize) -> String {
-    let keys = pick(d, now, n);
-    let done = match d.table.memory() {
-        Some(m) => keys
-            .iter()
-            .filter(|&&(c, id)| m.delete_local(c, id))
-            .count(),
-        None => 0,
-    };
-    format!("deleted {done}\n")
-}
-
-fn states(d: &mut Daemon, now: Instant, json: bool) -> String {
-    let mut states = match d.table.state_table().states(now) {
-        Ok(s) => s,
-        Err(e) => return format!("error: {e}\n"),
-    };
-    states.sort_unstable_by_key(|s| (s.creatorid, s.id));
-    if json {
-        return json_line(Value::Array(states.iter().map(state_json).collect()));
-    }
-    let mut out = String::new();
-    for s in &states {
-        out.push_str(&state_line(s));
-        out.push('\n');
-    }
-    out
-}
-
-fn bulk_status(d: &Daemon) -> &'static str {
+fn bulk_status(d: &EngineProcess) -> &'static str {
     match d.engine.bulk_request_state() {
         BulkRequest::Idle => "none",
         BulkRequest::Waiting { .. } => "requested",
@@ -246,7 +94,7 @@ fn bulk_status(d: &Daemon) -> &'static str {
     }
 }
 
-fn status_json(d: &Daemon) -> Value {
+fn status_json(d: &EngineProcess, r: &ParentReport) -> Value {
     let c = &d.config;
     json!({
         "flags": if c.up { "UP" } else { "DOWN" },
@@ -261,15 +109,21 @@ fn status_json(d: &Daemon) -> Value {
         "bulk_sending": d.engine.bulk_sending(),
         "demoted": d.engine.demoted(),
         "creatorid": format!("{:08x}", d.options.creatorid),
-        "states": d.table.len(),
+        "states": r.states,
         "cached": d.engine.state_count(),
         "queued": d.engine.queued(),
-        "churn": d.churn.rate(),
-        "link": d.link_up(),
+        "churn": r.churn_rate,
+        "link": d.link_open,
+        "table": if r.memory_table { "memory" } else { "pf" },
+        "engine": {
+            "pid": std::process::id(),
+            "user": d.sandbox.user,
+            "chroot": d.sandbox.dir.display().to_string(),
+        },
     })
 }
 
-fn status_text(d: &Daemon) -> String {
+fn status_text(d: &EngineProcess, r: &ParentReport) -> String {
     let c = &d.config;
     let mut s = String::new();
     let _ = writeln!(s, "pfsync0: flags={}", if c.up { "UP" } else { "DOWN" });
@@ -304,28 +158,35 @@ fn status_text(d: &Daemon) -> String {
         s,
         "\tcreatorid: {:08x} states: {} cached: {} mtu: {}",
         d.options.creatorid,
-        d.table.len(),
+        r.states,
         d.engine.state_count(),
         c.mtu
     );
-    if d.churn.rate() > 0 {
+    let _ = writeln!(
+        s,
+        "\ttable: {} engine: pid {} user {} chroot {}",
+        if r.memory_table { "memory" } else { "pf" },
+        std::process::id(),
+        d.sandbox.user,
+        d.sandbox.dir.display()
+    );
+    if r.churn_rate > 0 {
         let _ = writeln!(
             s,
             "\tchurn: {} changes/s around {} states",
-            d.churn.rate(),
-            d.churn.target()
+            r.churn_rate, r.churn_target
         );
     }
     s
 }
 
-fn stats_json(d: &Daemon, now: Instant) -> Value {
+fn stats_json(d: &EngineProcess, r: &ParentReport, now: Instant) -> Value {
     let st = d.engine.stats();
     let mut pfsync = Map::new();
     for (name, v) in st.pfsyncstats() {
         pfsync.insert(name.into(), v.into());
     }
-    let t = &d.table_stats;
+    let t = &r.table;
     let peers: Vec<Value> = d
         .peers
         .iter()
@@ -365,16 +226,17 @@ fn stats_json(d: &Daemon, now: Instant) -> Value {
             "remove_missing": t.remove_missing, "cleared": t.cleared, "exists": t.exists,
             "invalid": t.invalid, "notfound": t.notfound, "full": t.full,
             "unsupported": t.unsupported, "io": t.io,
-            "expired": d.table.expired_count(),
+            "expired": r.expired,
+            "superseded": r.superseded,
         },
-        "own_dropped": d.own_dropped(),
-        "churn": d.churn.made,
+        "own_dropped": r.own_dropped,
+        "churn": r.churn_made,
         "peers": peers,
         "untracked_peer_packets": d.peers.untracked,
     })
 }
 
-fn stats_text(d: &Daemon, now: Instant) -> String {
+fn stats_text(d: &EngineProcess, r: &ParentReport, now: Instant) -> String {
     let st = d.engine.stats();
     let mut s = String::from("pfsync:\n");
     let line = |s: &mut String, n: u64, what: &str| {
@@ -406,12 +268,17 @@ fn stats_text(d: &Daemon, now: Instant) -> String {
         "bulk updates received to completion",
     );
     line(&mut s, st.bulk_given_up, "bulk updates given up");
-    let t = &d.table_stats;
+    let t = &r.table;
     let _ = writeln!(s, "table:");
     line(&mut s, t.imported, "states imported");
     line(&mut s, t.updated, "states updated");
     line(&mut s, t.removed + t.cleared, "states removed");
-    line(&mut s, d.table.expired_count(), "states expired");
+    line(&mut s, r.expired, "states expired");
+    line(
+        &mut s,
+        r.superseded,
+        "peer updates skipped for a newer local change",
+    );
     line(
         &mut s,
         t.exists + t.invalid + t.notfound + t.full + t.unsupported + t.io,

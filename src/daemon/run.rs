@@ -1,44 +1,30 @@
-//! The event loop: one thread, `poll(2)` over the signal fd, the control socket and the
-//! sync receiver, with the engine's next deadline and the table's poll interval as the
-//! timeout. The clock is read here, never in the engine.
-//!
-//! Per turn: signals; up to [`RECEIVE_BATCH`] packets into the engine (each followed by
-//! the table operations and packets it caused, so an update request is answered before
-//! the next packet is read); the table's own changes; due timers; control requests.
+//! Starting the daemon: the configuration, the pidfile, the sync link, the control
+//! socket and the table are opened as root, everything that can fail is tried before
+//! detaching, then the daemon splits into the privileged parent ([`super::parent`]) and
+//! the unprivileged engine process ([`super::engine_process`]); see
+//! [`super::privsep`].
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 
-use super::carp::Demotion;
-use super::churn::Churn;
-use super::control::{respond, ControlSocket};
-use super::peers::Peers;
+use super::control::ControlSocket;
+use super::engine_process::EngineProcess;
+use super::parent::Parent;
 use super::pidfile::Pidfile;
-use super::requests;
+use super::privsep::{self, Sandbox};
 use super::table::Table;
 use super::SyncConfig;
-use crate::engine::{Config, Engine, Event, LinkSettings, LocalChange, TableOp};
-use crate::net::{Family, Interface, Sender, SyncInput, SyncReceiver, Transport, RECV_BUFFER_LEN};
-use crate::table::synth::Synth;
-use crate::table::{MemoryConfig, MemoryTable, TableStats};
-use crate::{log_error, log_info, log_warn};
-
-/// Most packets read per turn of the loop, so timers and the control socket are served
-/// during a bulk update.
-pub const RECEIVE_BATCH: usize = 256;
-/// A peer silent this long is logged as gone quiet (pfsync sends at least every second
-/// while states change, but an idle firewall sends nothing: this is informational).
-const PEER_QUIET: Duration = Duration::from_secs(60);
-/// How often failed table operations are summarised in the log.
-const FAILURE_SUMMARY: Duration = Duration::from_secs(10);
+use crate::engine::LinkSettings;
+use crate::net::{Family, Interface, Sender, SyncInput, SyncReceiver, Transport};
+use crate::sys::process::Forked;
+use crate::table::{MemoryConfig, MemoryTable};
+use crate::{log_error, log_info};
 
 /// Which state table the daemon keeps in sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +57,10 @@ pub struct Options {
     pub detach: bool,
     /// The pidfile, locked for the daemon's life.
     pub pidfile: Option<PathBuf>,
+    /// The unprivileged user of the engine process.
+    pub user: String,
+    /// The empty directory the engine process is chrooted to.
+    pub chroot: PathBuf,
 }
 
 /// Reads the configuration: defaults, then the file's words, then the command line's.
@@ -93,9 +83,9 @@ pub fn load_config(options: &Options) -> anyhow::Result<SyncConfig> {
 }
 
 /// The sync link while the interface is up.
-struct Link {
-    sender: Sender,
-    input: SyncInput<Box<dyn SyncReceiver>>,
+pub(super) struct Link {
+    pub(super) sender: Sender,
+    pub(super) input: SyncInput<Box<dyn SyncReceiver>>,
 }
 
 /// The receive path of this OS: a raw socket on Linux, where nothing in the kernel takes
@@ -137,7 +127,7 @@ fn open_receiver(
     )
 }
 
-fn open_link(config: &SyncConfig) -> anyhow::Result<Option<Link>> {
+pub(super) fn open_link(config: &SyncConfig) -> anyhow::Result<Option<Link>> {
     if !config.up {
         return Ok(None);
     }
@@ -160,16 +150,23 @@ fn open_link(config: &SyncConfig) -> anyhow::Result<Option<Link>> {
     }))
 }
 
-/// SIGTERM, SIGINT and SIGHUP, as bytes on a stream the loop polls: the signals are
-/// blocked in every thread and taken by one thread with `sigwait(2)`, which works the
-/// same on Linux and the BSDs and needs no handler.
-fn signal_stream() -> anyhow::Result<UnixStream> {
+/// Blocks SIGTERM, SIGINT and SIGHUP, before any thread starts and before the fork, so
+/// every thread and the engine process inherit the mask: the engine process never
+/// takes them (a Ctrl-C reaches the whole process group, and the parent decides how
+/// the engine stops).
+fn block_signals() -> anyhow::Result<SigSet> {
     let mut mask = SigSet::empty();
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         mask.add(s);
     }
-    // Before any thread starts, so every thread inherits the mask.
     mask.thread_block().context("blocking signals")?;
+    Ok(mask)
+}
+
+/// The blocked signals, as bytes on a stream the parent's loop polls: one thread takes
+/// them with `sigwait(2)`, which works the same on Linux and the BSDs and needs no
+/// handler.
+fn signal_stream(mask: SigSet) -> anyhow::Result<UnixStream> {
     let (read, mut write) = UnixStream::pair().context("socketpair")?;
     read.set_nonblocking(true).context("socketpair")?;
     std::thread::Builder::new()
@@ -201,7 +198,7 @@ pub fn random_bytes() -> io::Result<[u8; 32]> {
     Ok(b)
 }
 
-fn link_settings(config: &SyncConfig) -> LinkSettings {
+pub(super) fn link_settings(config: &SyncConfig) -> LinkSettings {
     let syncpeer = config
         .syncpeers
         .first()
@@ -216,36 +213,19 @@ fn link_settings(config: &SyncConfig) -> LinkSettings {
     }
 }
 
-/// The daemon's state between turns of the loop.
-pub(super) struct Daemon {
-    pub(super) options: Options,
-    pub(super) config: SyncConfig,
-    pub(super) engine: Engine,
-    pub(super) table: Table,
-    pub(super) table_stats: TableStats,
-    link: Option<Link>,
-    pub(super) synth: Synth,
-    pub(super) peers: Peers,
-    pub(super) churn: Churn,
-    carp: Demotion,
-    carp_broken: bool,
-    changes: Vec<LocalChange>,
-    next_table_poll: Instant,
-    last_housekeeping: Instant,
-    reported_failures: u64,
-    last_failure_summary: Instant,
-    syncok: bool,
-}
-
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Runs the daemon until SIGTERM or SIGINT (the parent), or until the parent says so
+/// (the engine process, which exits here and never returns).
 pub fn run(options: Options) -> anyhow::Result<()> {
     let config = load_config(&options)?;
     // Everything that can fail at start is done before detaching, so the admin sees the
     // one line saying why and the exit status.
+    let sandbox = Sandbox::lookup(&options.user, &options.chroot)?;
     let mut pidfile = options.pidfile.as_deref().map(Pidfile::lock).transpose()?;
     let link = open_link(&config)?;
     let control = ControlSocket::bind(&options.control)
         .with_context(|| format!("control socket {}", options.control.display()))?;
+    let table = open_table(&options)?;
+    let random = random_bytes().context("/dev/urandom")?;
     if options.detach {
         // Before any thread exists: fork(2) keeps only the calling thread.
         nix::unistd::daemon(false, false).context("detaching")?;
@@ -254,22 +234,76 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     if let Some(p) = &mut pidfile {
         p.write_pid()?;
     }
-    let signals = signal_stream()?;
+    let mask = block_signals()?;
+    let (parent_end, engine_end) = privsep::channel::pair().context("socketpair")?;
+    let (listener, socket_file) = control.into_parts();
+    let link_open = link.is_some();
+    match crate::sys::process::fork().context("starting the engine process")? {
+        Forked::Child => {
+            // Nothing privileged goes along: the table (and /dev/pf), the link's
+            // sockets, the pidfile and the parent's end are closed here; the socket
+            // file stays the parent's to remove.
+            super::log::use_queue();
+            drop((table, link, pidfile, parent_end));
+            socket_file.disarm();
+            {
+                use std::os::fd::AsFd;
+                crate::sys::process::close_inherited(&[engine_end.as_fd(), listener.as_fd()]);
+            }
+            let code = match sandbox.enter() {
+                Ok(()) => {
+                    privsep::sandbox::title_engine();
+                    log_info!(
+                        "engine process {} runs as {} in {}",
+                        std::process::id(),
+                        sandbox.user,
+                        sandbox.dir.display()
+                    );
+                    let engine = EngineProcess::new(
+                        options, config, engine_end, listener, sandbox, random, link_open,
+                    );
+                    engine.run()
+                }
+                Err(e) => {
+                    log_error!("{e}");
+                    EngineProcess::say_goodbye(engine_end);
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        Forked::Parent { child } => {
+            drop((engine_end, listener));
+            #[cfg(target_os = "openbsd")]
+            privsep::sandbox::unveil_parent(
+                options.config_file.as_deref(),
+                options.pidfile.as_deref(),
+                socket_file.path(),
+            )
+            .context("unveil")?;
+            let signals = signal_stream(mask)?;
+            let seed = u64::from_le_bytes(random[4..12].try_into().expect("8 bytes"));
+            let parent = Parent::new(
+                options,
+                config,
+                table,
+                link,
+                parent_end,
+                child,
+                socket_file,
+                pidfile,
+                signals,
+                sandbox,
+                seed,
+            );
+            parent.run()
+        }
+    }
+}
 
-    let random = random_bytes().context("/dev/urandom")?;
-    let mut ec = Config::random(config.dialect, random);
-    ec.creatorid = options.creatorid;
-    let link_cfg = link_settings(&config);
-    ec.maxupd = link_cfg.maxupd;
-    ec.mtu = link_cfg.mtu;
-    ec.ip_header_len = link_cfg.ip_header_len;
-    ec.syncpeer = link_cfg.syncpeer;
-    // Bursts every millisecond; the kernels' one packet per tick would take minutes for
-    // a million states.
-    ec.bulk_interval = Duration::from_millis(1);
-    ec.bulk_burst = (options.bulk_pps as usize / 1000).max(1);
-    let mut engine = Engine::new(ec);
-    let table = match options.table {
+/// The table the daemon keeps in sync, opened as root.
+fn open_table(options: &Options) -> anyhow::Result<Table> {
+    Ok(match options.table {
         TableChoice::Pf => super::table::open_pf()?,
         TableChoice::Memory => {
             let mut mc = MemoryConfig::new(options.creatorid);
@@ -281,323 +315,5 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             mc.first_id = secs << 32;
             Table::Memory(Box::new(MemoryTable::new(mc)))
         }
-    };
-    let seed = u64::from_le_bytes(random[4..12].try_into().expect("8 bytes"));
-    let now = Instant::now();
-    if link.is_some() {
-        // As a pfsync interface coming up: ask the peers for everything they have.
-        engine.request_bulk(now);
-    }
-    let mut d = Daemon {
-        synth: Synth::new(seed, options.creatorid),
-        options,
-        config,
-        table,
-        table_stats: TableStats::default(),
-        link,
-        peers: Peers::default(),
-        churn: Churn::default(),
-        carp: Demotion::system(),
-        carp_broken: false,
-        changes: Vec::new(),
-        next_table_poll: now,
-        last_housekeeping: now,
-        reported_failures: 0,
-        last_failure_summary: now,
-        syncok: false,
-        engine,
-    };
-    log_info!(
-        "started: creatorid {:08x}, {} table, control socket {}, {}",
-        d.options.creatorid,
-        d.table.name(),
-        d.options.control.display(),
-        d.config.to_words().join(" ")
-    );
-    if d.link.is_none() {
-        log_info!("pfsync is down: nothing is sent or received until `up`");
-    }
-    let mut buf = vec![0u8; RECV_BUFFER_LEN];
-    loop {
-        let now = Instant::now();
-        let wait = [
-            d.engine.poll_timeout(),
-            Some(d.next_table_poll),
-            d.churn.deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
-        .min(Duration::from_secs(1));
-        // Round up, so a deadline 0.4 ms away is not a busy loop of 0 ms waits.
-        let ms = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
-        {
-            let mut fds = vec![
-                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-                PollFd::new(control.listener().as_fd(), PollFlags::POLLIN),
-            ];
-            if let Some(link) = &d.link {
-                fds.push(PollFd::new(link.input.as_fd(), PollFlags::POLLIN));
-            }
-            match poll(&mut fds, PollTimeout::from(ms)) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(anyhow!("poll: {e}")),
-            }
-        }
-        let mut caught = [0u8; 16];
-        let n = match (&signals).read(&mut caught) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(anyhow!("signal thread: {e}")),
-        };
-        for &signo in &caught[..n] {
-            match Signal::try_from(i32::from(signo)) {
-                Ok(Signal::SIGHUP) => d.reload(Instant::now()),
-                Ok(s) => {
-                    d.shutdown(Instant::now(), s);
-                    return Ok(());
-                }
-                Err(_) => {}
-            }
-        }
-        let now = Instant::now();
-        d.receive(now, &mut buf);
-        d.step(now, false);
-        loop {
-            let client = match control.accept() {
-                Ok(Some(client)) => client,
-                Ok(None) => break,
-                Err(e) => {
-                    log_warn!("control socket: {e}");
-                    break;
-                }
-            };
-            let (stream, line) = client;
-            let now = Instant::now();
-            let text = requests::handle(&mut d, now, &line);
-            // What the request changed goes out before the answer, so a client that
-            // inserts states and then asks a peer finds them on their way.
-            d.step(now, true);
-            respond(stream, &text);
-        }
-    }
-}
-
-impl Daemon {
-    /// SIGHUP: reads the configuration again and applies it, keeping the cache and the
-    /// table. A configuration that does not parse or a link that does not open leaves
-    /// the daemon as it was.
-    fn reload(&mut self, now: Instant) {
-        let config = match load_config(&self.options) {
-            Ok(c) => c,
-            Err(e) => {
-                log_error!("SIGHUP: {e:#}; keeping the running configuration");
-                return;
-            }
-        };
-        if config == self.config {
-            log_info!("SIGHUP: configuration unchanged");
-            return;
-        }
-        let link_changed = (config.up, config.syncdev, &config.syncpeers)
-            != (self.config.up, self.config.syncdev, &self.config.syncpeers);
-        if link_changed {
-            let link = match open_link(&config) {
-                Ok(l) => l,
-                Err(e) => {
-                    log_error!("SIGHUP: {e:#}; keeping the running configuration");
-                    return;
-                }
-            };
-            // What is queued leaves on the old link.
-            self.engine.flush(now);
-            self.transmit();
-            self.link = link;
-        }
-        self.engine.reconfigure(now, link_settings(&config));
-        self.config = config;
-        log_info!("SIGHUP: now {}", self.config.to_words().join(" "));
-        // A link that comes up (or moves) is synced from scratch, as an interface that
-        // comes up asks for a bulk update.
-        if link_changed && self.link.is_some() {
-            self.engine.request_bulk(now);
-            self.transmit();
-        }
-    }
-
-    fn shutdown(&mut self, now: Instant, signal: Signal) {
-        log_info!("{signal}: shutting down");
-        // Send what is queued: the peers should not miss the last second of changes.
-        self.engine.flush(now);
-        self.transmit();
-        if self.carp.raised() {
-            match self.carp.set(false) {
-                Ok(()) => log_info!("carp demotion lowered on exit"),
-                Err(e) => log_error!("carp demotion left raised on exit: {e}"),
-            }
-        }
-    }
-
-    fn receive(&mut self, now: Instant, buf: &mut [u8]) {
-        for _ in 0..RECEIVE_BATCH {
-            let Some(link) = &mut self.link else { return };
-            match link.input.recv(buf) {
-                Ok(Some(rx)) => {
-                    if let (Some(src), true, 255) = (rx.source, rx.on_syncdev, rx.ttl) {
-                        if self.peers.heard(now, src, rx.payload) {
-                            log_info!(
-                                "peer {src} heard (pfsync version {})",
-                                rx.payload.first().copied().unwrap_or(0)
-                            );
-                        }
-                    }
-                    self.engine.handle_packet(now, rx);
-                }
-                Ok(None) => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log_warn!("receive: {e}");
-                    return;
-                }
-            }
-            self.drain(now);
-        }
-    }
-
-    /// Feeds the table's changes to the engine (when due, or `force`d after a control
-    /// request), runs due timers, and carries out what the engine asks.
-    pub(super) fn step(&mut self, now: Instant, force: bool) {
-        let churned = match self.table.memory() {
-            Some(m) => self.churn.run(now, m, &mut self.synth) > 0,
-            None => false,
-        };
-        if force || churned || now >= self.next_table_poll {
-            self.next_table_poll = now + self.options.table_interval;
-            self.changes.clear();
-            if let Err(e) = self
-                .table
-                .state_table()
-                .poll_changes(now, &mut self.changes)
-            {
-                log_warn!("table: {e}");
-            }
-            for c in self.changes.drain(..) {
-                self.engine.handle_local(now, c);
-            }
-            let sum = self.table.state_table().checksum();
-            if sum != self.engine.config().pfcksum {
-                self.engine.set_checksum(sum);
-            }
-        }
-        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
-            self.engine.handle_timeout(now);
-        }
-        self.drain(now);
-        if now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
-            self.housekeeping(now);
-        }
-    }
-
-    fn housekeeping(&mut self, now: Instant) {
-        for peer in self
-            .peers
-            .gone_quiet(now, self.last_housekeeping, PEER_QUIET)
-        {
-            log_info!("peer {peer} silent for {} s", PEER_QUIET.as_secs());
-        }
-        let s = &self.table_stats;
-        let failures = s.exists + s.invalid + s.notfound + s.full + s.unsupported + s.io;
-        if failures > self.reported_failures
-            && now.duration_since(self.last_failure_summary) >= FAILURE_SUMMARY
-        {
-            log_warn!(
-                "{} table operations failed in the last {} s (so far: exists {}, invalid {}, notfound {}, full {}, unsupported {}, io {}); see `pfsyncd ctl stats`",
-                failures - self.reported_failures,
-                now.duration_since(self.last_failure_summary).as_secs(),
-                s.exists, s.invalid, s.notfound, s.full, s.unsupported, s.io
-            );
-            self.reported_failures = failures;
-            self.last_failure_summary = now;
-        }
-        self.last_housekeeping = now;
-    }
-
-    /// Carries out the engine's table operations and events, then sends its packets.
-    fn drain(&mut self, now: Instant) {
-        while let Some(op) = self.engine.poll_table_op() {
-            let result = self.table.state_table().apply(now, &op);
-            self.table_stats.record(&op, &result);
-            if let (Err(e), TableOp::Import(_)) = (&result, &op) {
-                if log_enabled_debug() {
-                    crate::log_debug!("import: {e}");
-                }
-            }
-        }
-        while let Some(ev) = self.engine.poll_event() {
-            match ev {
-                Event::CarpDemote(on) => self.demote(on),
-                Event::BulkDone { complete: true } => log_info!(
-                    "bulk update received in {} ms, {} states",
-                    self.engine.stats().bulk_last_duration_ms,
-                    self.table.len()
-                ),
-                Event::BulkDone { complete: false } => log_warn!(
-                    "bulk update: no peer answered after {} requests; going on as in sync",
-                    self.engine.stats().bulk_tries
-                ),
-                Event::BulkSendStarted => log_info!("a peer asked for a bulk update: sending"),
-                Event::BulkSendDone { states } => {
-                    log_info!("bulk update sent: {states} states")
-                }
-            }
-        }
-        if self.engine.syncok() != self.syncok {
-            self.syncok = self.engine.syncok();
-            log_info!("syncok {}", u8::from(self.syncok));
-        }
-        self.transmit();
-    }
-
-    fn demote(&mut self, on: bool) {
-        if self.carp_broken {
-            return;
-        }
-        let what = if on { "raised" } else { "lowered" };
-        match self.carp.set(on) {
-            Ok(()) => log_info!(
-                "carp demotion {what} (bulk update {})",
-                if on { "pending" } else { "done" }
-            ),
-            Err(e) => {
-                // Once: a system without carp says so on every bulk update otherwise.
-                log_warn!("carp demotion not {what}: {e}; carp is left alone from now on");
-                self.carp_broken = true;
-            }
-        }
-    }
-
-    fn transmit(&mut self) {
-        while let Some(t) = self.engine.poll_transmit() {
-            if let Some(link) = &self.link {
-                if !link.sender.send(&t.payload).is_ok() {
-                    self.engine.report_send_error();
-                }
-            }
-        }
-    }
-
-    /// Packets of ours the receiver dropped (the multicast loop or a peer echoing).
-    pub(super) fn own_dropped(&self) -> u64 {
-        self.link.as_ref().map_or(0, |l| l.input.own_dropped())
-    }
-
-    /// The link is open.
-    pub(super) fn link_up(&self) -> bool {
-        self.link.is_some()
-    }
-}
-
-fn log_enabled_debug() -> bool {
-    super::log::enabled(super::log::Level::Debug)
+    })
 }

@@ -18,6 +18,18 @@ use super::netns::{sweep_stale, Netns};
 use super::LabError;
 use crate::daemon::control::request;
 
+/// The directory of the cluster's files the engine processes are chrooted to.
+pub const EMPTY_DIR: &str = "empty";
+
+/// The unprivileged user of the lab's engine processes: pfsyncd's own if the machine
+/// has it, else `nobody`.
+pub fn lab_user() -> &'static str {
+    match nix::unistd::User::from_name(crate::daemon::privsep::DEFAULT_USER) {
+        Ok(Some(_)) => crate::daemon::privsep::DEFAULT_USER,
+        _ => "nobody",
+    }
+}
+
 /// One host of the cluster.
 #[derive(Debug)]
 pub struct Host {
@@ -75,6 +87,14 @@ impl Cluster {
         switch.ip(&["link", "set", "br0", "up"])?;
         let dir = std::env::temp_dir().join(format!("{prefix}{}", std::process::id()));
         fs::create_dir_all(&dir).map_err(|e| LabError::Tool(format!("{}: {e}", dir.display())))?;
+        // The engine processes' chroot: empty, root-owned, mode 755.
+        let empty = dir.join(EMPTY_DIR);
+        fs::create_dir_all(&empty)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&empty, fs::Permissions::from_mode(0o755))
+            })
+            .map_err(|e| LabError::Tool(format!("{}: {e}", empty.display())))?;
         let mut cluster = Cluster {
             hosts: Vec::new(),
             switch,
@@ -185,6 +205,12 @@ impl Cluster {
             .arg(&h.control)
             .args(["--table", "memory", "--creatorid"])
             .arg(format!("{:08x}", h.creatorid));
+        if !args.contains(&"--user") {
+            cmd.args(["--user", lab_user()]);
+        }
+        if !args.contains(&"--chroot") {
+            cmd.arg("--chroot").arg(self.dir.join(EMPTY_DIR));
+        }
         cmd.args(args);
         let has_words = args.iter().any(|a| matches!(*a, "syncdev" | "up" | "down"));
         if !has_words {

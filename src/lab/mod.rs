@@ -5,7 +5,7 @@
 pub mod cluster;
 pub mod netns;
 
-pub use cluster::{wait_until, Cluster, Host};
+pub use cluster::{lab_user, wait_until, Cluster, Host, EMPTY_DIR};
 pub use netns::{check_root_and_ip, ip, sweep_stale, Netns};
 
 /// Why the lab could not do something.

@@ -1,0 +1,420 @@
+//! The engine process: the sync engine, fed by the parent over the channel, and the
+//! control socket; unprivileged and chrooted (see [`super::privsep`]). One thread,
+//! `poll(2)` over the channel and the control socket, with the engine's next deadline
+//! as the timeout; the clock is read here, never in the engine.
+//!
+//! Per turn: what the parent sent (datagrams, each parsed and followed by the table
+//! operations and packets it caused, so an update request is answered before the next
+//! datagram; the table's changes; answers to control requests); due timers; control
+//! requests; the log lines of the turn.
+
+use std::collections::VecDeque;
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+
+use super::control::{accept, respond};
+use super::peers::Peers;
+use super::privsep::message::MAX_TEXT;
+use super::privsep::{Channel, ChannelError, Sandbox, ToEngine, ToParent, HIGH_WATER};
+use super::requests::{self, Route};
+use super::run::{link_settings, Options};
+use super::SyncConfig;
+use crate::engine::{Config, Engine, Event};
+use crate::{log_error, log_info, log_warn};
+
+/// A peer silent this long is logged as gone quiet (pfsync sends at least every second
+/// while states change, but an idle firewall sends nothing: this is informational).
+const PEER_QUIET: Duration = Duration::from_secs(60);
+/// How long the last messages may take to leave when the engine process stops.
+const LAST_WORDS: Duration = Duration::from_secs(2);
+
+/// A control client waiting for the parent.
+struct Pending {
+    client: UnixStream,
+    what: Route,
+    /// The parts of a long answer so far.
+    text: String,
+}
+
+/// The engine process's state between turns of its loop.
+pub(super) struct EngineProcess {
+    pub(super) options: Options,
+    pub(super) config: SyncConfig,
+    pub(super) engine: Engine,
+    pub(super) peers: Peers,
+    pub(super) sandbox: Sandbox,
+    pub(super) link_open: bool,
+    channel: Channel,
+    control: UnixListener,
+    pending: VecDeque<Pending>,
+    syncok: bool,
+    /// Local changes taken (see [`super::privsep::crossing`]).
+    local_seen: u64,
+    last_housekeeping: Instant,
+}
+
+/// How the loop ends.
+enum Stop {
+    /// The parent said so: exit 0.
+    Asked,
+    /// The channel failed: exit 1.
+    Failed,
+}
+
+impl EngineProcess {
+    /// The engine, configured as the daemon starts.
+    pub(super) fn new(
+        options: Options,
+        config: SyncConfig,
+        channel: Channel,
+        control: UnixListener,
+        sandbox: Sandbox,
+        random: [u8; 32],
+        link_open: bool,
+    ) -> EngineProcess {
+        let mut ec = Config::random(config.dialect, random);
+        ec.creatorid = options.creatorid;
+        let link_cfg = link_settings(&config);
+        ec.maxupd = link_cfg.maxupd;
+        ec.mtu = link_cfg.mtu;
+        ec.ip_header_len = link_cfg.ip_header_len;
+        ec.syncpeer = link_cfg.syncpeer;
+        // Bursts every millisecond; the kernels' one packet per tick would take minutes
+        // for a million states.
+        ec.bulk_interval = Duration::from_millis(1);
+        ec.bulk_burst = (options.bulk_pps as usize / 1000).max(1);
+        let mut engine = Engine::new(ec);
+        let now = Instant::now();
+        if link_open {
+            // As a pfsync interface coming up: ask the peers for everything they have.
+            engine.request_bulk(now);
+        }
+        EngineProcess {
+            options,
+            config,
+            engine,
+            peers: Peers::default(),
+            sandbox,
+            link_open,
+            channel,
+            control,
+            pending: VecDeque::new(),
+            syncok: false,
+            local_seen: 0,
+            last_housekeeping: now,
+        }
+    }
+
+    /// Sends the queued log lines and closes the channel (a failed start).
+    pub(super) fn say_goodbye(mut channel: Channel) {
+        forward_log(&mut channel);
+        let _ = channel.flush_all(LAST_WORDS);
+    }
+
+    /// Runs until the parent says stop or goes away; the exit status.
+    pub(super) fn run(mut self) -> i32 {
+        let stop = loop {
+            let now = Instant::now();
+            let wait = self
+                .engine
+                .poll_timeout()
+                .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
+                .min(Duration::from_secs(1));
+            let ms = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+            // The parent is read only while it takes what we send (privsep::channel).
+            let mut channel_events = PollFlags::empty();
+            if self.channel.queued() < HIGH_WATER {
+                channel_events |= PollFlags::POLLIN;
+            }
+            if self.channel.wants_write() {
+                channel_events |= PollFlags::POLLOUT;
+            }
+            {
+                let mut fds = [
+                    PollFd::new(self.channel.as_fd(), channel_events),
+                    PollFd::new(self.control.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::from(ms)) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => {
+                        log_error!("poll: {e}");
+                        break Stop::Failed;
+                    }
+                }
+            }
+            let now = Instant::now();
+            if channel_events.contains(PollFlags::POLLIN) {
+                match self.take_messages(now) {
+                    Ok(None) => {}
+                    Ok(Some(stop)) => break stop,
+                    Err(e) => {
+                        // The parent is gone (or broke the protocol): nobody to serve.
+                        log_error!("{e}");
+                        break Stop::Failed;
+                    }
+                }
+            }
+            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+                self.engine.handle_timeout(now);
+            }
+            self.drain(now);
+            if now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
+                self.housekeeping(now);
+            }
+            self.control(now);
+            forward_log(&mut self.channel);
+            if let Err(e) = self.channel.flush() {
+                log_error!("{e}");
+                break Stop::Failed;
+            }
+        };
+        forward_log(&mut self.channel);
+        let _ = self.channel.flush_all(LAST_WORDS);
+        match stop {
+            Stop::Asked => 0,
+            Stop::Failed => 1,
+        }
+    }
+
+    /// Handles what the parent sent; `Some` when told to stop.
+    fn take_messages(&mut self, now: Instant) -> Result<Option<Stop>, ChannelError> {
+        let filled = self.channel.fill();
+        while let Some((kind, body)) = self.channel.next_frame()? {
+            match ToEngine::decode(kind, body)? {
+                ToEngine::Packet(p) => {
+                    let rx = p.received();
+                    if let (Some(src), true, 255) = (rx.source, rx.on_syncdev, rx.ttl) {
+                        if self.peers.heard(now, src, rx.payload) {
+                            log_info!(
+                                "peer {src} heard (pfsync version {})",
+                                rx.payload.first().copied().unwrap_or(0)
+                            );
+                        }
+                    }
+                    self.engine.handle_packet(now, rx);
+                    // Table operations and answers of this packet before the next one.
+                    drain_into(
+                        &mut self.engine,
+                        &mut self.channel,
+                        self.link_open,
+                        &mut self.syncok,
+                        self.local_seen,
+                    );
+                }
+                ToEngine::Local(c) => {
+                    self.local_seen += 1;
+                    self.engine.handle_local(now, c);
+                }
+                ToEngine::Checksum(sum) => self.engine.set_checksum(sum),
+                ToEngine::SendFailed(n) => {
+                    for _ in 0..n {
+                        self.engine.report_send_error();
+                    }
+                }
+                ToEngine::Reconfigure {
+                    words,
+                    link_changed,
+                    link_open,
+                } => {
+                    let words = words.to_string();
+                    self.reconfigure(now, &words, link_changed, link_open);
+                }
+                ToEngine::AnswerPart(text) => match self.pending.front_mut() {
+                    Some(p) if p.what == Route::Table => p.text.push_str(text),
+                    _ => return Err(unexpected("answer part")),
+                },
+                ToEngine::Answer(text) => match self.pending.pop_front() {
+                    Some(mut p) if p.what == Route::Table => {
+                        p.text.push_str(text);
+                        respond(p.client, &p.text);
+                    }
+                    _ => return Err(unexpected("answer")),
+                },
+                ToEngine::Report(report) => match self.pending.pop_front() {
+                    Some(p) => match p.what {
+                        Route::Report { stats, json } => {
+                            let text = requests::answer_report(self, &report, now, stats, json);
+                            respond(p.client, &text);
+                        }
+                        _ => return Err(unexpected("report")),
+                    },
+                    None => return Err(unexpected("report")),
+                },
+                ToEngine::Shutdown { signal } => {
+                    self.shutdown(now, signal);
+                    return Ok(Some(Stop::Asked));
+                }
+            }
+        }
+        filled?;
+        if self.channel.is_closed() {
+            return Err(ChannelError::Closed);
+        }
+        Ok(None)
+    }
+
+    /// SIGHUP, as the parent passes it on: the configuration changes, the cache stays.
+    fn reconfigure(&mut self, now: Instant, words: &str, link_changed: bool, link_open: bool) {
+        let config = match SyncConfig::from_words(&words.split_whitespace().collect::<Vec<_>>()) {
+            Ok(c) => c,
+            Err(e) => {
+                // The parent checked these words; this would be a bug, not a bad file.
+                log_error!("reconfigure: {e}; keeping the running configuration");
+                ToParent::Reconfigured.encode(self.channel.queue());
+                return;
+            }
+        };
+        if link_changed {
+            // What is queued leaves on the old link: the parent swaps links only once
+            // it has our Reconfigured, which follows these packets.
+            self.engine.flush(now);
+            self.drain(now);
+        }
+        self.engine.reconfigure(now, link_settings(&config));
+        self.config = config;
+        self.link_open = link_open;
+        ToParent::Reconfigured.encode(self.channel.queue());
+        // A link that comes up (or moves) is synced from scratch, as an interface that
+        // comes up asks for a bulk update.
+        if link_changed && link_open {
+            self.engine.request_bulk(now);
+        }
+        self.drain(now);
+    }
+
+    fn shutdown(&mut self, now: Instant, signal: i32) {
+        let name = Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.to_string());
+        log_info!("{name}: engine sends what it holds and stops");
+        // The peers should not miss the last second of changes.
+        self.engine.flush(now);
+        self.drain(now);
+        for p in self.pending.drain(..) {
+            respond(p.client, "error: pfsyncd is shutting down\n");
+        }
+        ToParent::Done.encode(self.channel.queue());
+    }
+
+    /// Accepts control clients: answers at once, or passes the request to the parent.
+    fn control(&mut self, now: Instant) {
+        loop {
+            let (client, line) = match accept(&self.control) {
+                Ok(Some(c)) => c,
+                Ok(None) => return,
+                Err(e) => {
+                    log_warn!("control socket: {e}");
+                    return;
+                }
+            };
+            match requests::route(self, now, &line) {
+                Route::Answer(text) => {
+                    // What the request changed (a bulk request) leaves before the answer.
+                    self.drain(now);
+                    respond(client, &text);
+                }
+                what @ Route::Table => {
+                    ToParent::TableRequest(&line).encode(self.channel.queue());
+                    self.pending.push_back(Pending {
+                        client,
+                        what,
+                        text: String::new(),
+                    });
+                }
+                what @ Route::Report { .. } => {
+                    ToParent::ReportRequest.encode(self.channel.queue());
+                    self.pending.push_back(Pending {
+                        client,
+                        what,
+                        text: String::new(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        for peer in self
+            .peers
+            .gone_quiet(now, self.last_housekeeping, PEER_QUIET)
+        {
+            log_info!("peer {peer} silent for {} s", PEER_QUIET.as_secs());
+        }
+        self.last_housekeeping = now;
+    }
+
+    /// Sends the engine's table operations, carp requests and packets to the parent.
+    fn drain(&mut self, _now: Instant) {
+        drain_into(
+            &mut self.engine,
+            &mut self.channel,
+            self.link_open,
+            &mut self.syncok,
+            self.local_seen,
+        );
+    }
+}
+
+/// The engine's outputs, as messages to the parent (a function of the fields it needs,
+/// so it can run while a frame borrows the channel's receive buffer).
+fn drain_into(
+    engine: &mut Engine,
+    channel: &mut Channel,
+    link_open: bool,
+    syncok: &mut bool,
+    seen: u64,
+) {
+    while let Some(op) = engine.poll_table_op() {
+        ToParent::Table { op, seen }.encode(channel.queue());
+    }
+    while let Some(ev) = engine.poll_event() {
+        match ev {
+            Event::CarpDemote(on) => ToParent::Demote(on).encode(channel.queue()),
+            Event::BulkDone { complete: true } => log_info!(
+                "bulk update received in {} ms, {} states cached",
+                engine.stats().bulk_last_duration_ms,
+                engine.state_count()
+            ),
+            Event::BulkDone { complete: false } => log_warn!(
+                "bulk update: no peer answered after {} requests; going on as in sync",
+                engine.stats().bulk_tries
+            ),
+            Event::BulkSendStarted => log_info!("a peer asked for a bulk update: sending"),
+            Event::BulkSendDone { states } => log_info!("bulk update sent: {states} states"),
+        }
+    }
+    if engine.syncok() != *syncok {
+        *syncok = engine.syncok();
+        log_info!("syncok {}", u8::from(*syncok));
+    }
+    while let Some(t) = engine.poll_transmit() {
+        // Down, the engine still builds packets (its queues drain); nobody sends them.
+        if link_open {
+            ToParent::Transmit(&t.payload).encode(channel.queue());
+        }
+    }
+}
+
+/// The log lines of this process, to the parent.
+fn forward_log(channel: &mut Channel) {
+    super::log::take_queued(|level, text| {
+        let mut cut = text.len().min(MAX_TEXT);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        ToParent::Log {
+            level,
+            text: &text[..cut],
+        }
+        .encode(channel.queue());
+    });
+}
+
+fn unexpected(what: &'static str) -> ChannelError {
+    ChannelError::Message(super::privsep::MessageError::BadValue {
+        what,
+        field: "no request waits for it",
+    })
+}

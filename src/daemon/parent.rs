@@ -1,0 +1,537 @@
+//! The privileged parent: the table, the sync link, carp, the pidfile and the signals
+//! (see [`super::privsep`]). One thread, `poll(2)` over the signal stream, the channel
+//! to the engine process and the sync receiver; the clock is read here.
+//!
+//! Per turn: signals; what the engine process sent (packets to send, table operations,
+//! carp, control requests about the table, log lines); up to [`RECEIVE_BATCH`]
+//! datagrams from the link, forwarded unparsed; the table's own changes when due.
+
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::carp::Demotion;
+use super::churn::Churn;
+use super::control::SocketFile;
+use super::pidfile::Pidfile;
+use super::privsep::crossing::Crossings;
+use super::privsep::message::MAX_TEXT;
+use super::privsep::{
+    Channel, ChannelError, PacketIn, ParentReport, Sandbox, ToEngine, ToParent, HIGH_WATER,
+};
+use super::run::{load_config, open_link, Link, Options};
+use super::table::Table;
+use super::table_requests;
+use super::SyncConfig;
+use crate::engine::{LocalChange, TableOp};
+use crate::net::RECV_BUFFER_LEN;
+use crate::table::synth::Synth;
+use crate::table::{key_of, TableStats};
+use crate::{log_debug, log_error, log_info, log_warn};
+
+/// Most datagrams read per turn, so the channel and timers are served during a flood.
+pub const RECEIVE_BATCH: usize = 256;
+/// How often failed table operations are summarised in the log.
+const FAILURE_SUMMARY: Duration = Duration::from_secs(10);
+/// How long the engine process has to send what it holds once told to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The parent's state between turns of its loop.
+pub(super) struct Parent {
+    pub(super) options: Options,
+    config: SyncConfig,
+    pub(super) table: Table,
+    pub(super) table_stats: TableStats,
+    pub(super) synth: Synth,
+    pub(super) churn: Churn,
+    link: Option<Link>,
+    /// The link a SIGHUP opened, taken into use once the engine has flushed under the
+    /// old one.
+    pending_link: Option<Option<Link>>,
+    carp: Demotion,
+    carp_broken: bool,
+    channel: Channel,
+    engine_pid: Pid,
+    signals: UnixStream,
+    changes: Vec<LocalChange>,
+    crossings: Crossings,
+    checksum: [u8; 16],
+    send_failures: u32,
+    next_table_poll: Instant,
+    last_housekeeping: Instant,
+    reported_failures: u64,
+    last_failure_summary: Instant,
+    /// Set once told to stop: the signal, and when the engine's time is up.
+    stopping: Option<(Signal, Instant)>,
+    engine_done: bool,
+    // Held for the daemon's life; removed on drop.
+    _socket_file: SocketFile,
+    _pidfile: Option<Pidfile>,
+    _sandbox: Sandbox,
+}
+
+impl Parent {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        options: Options,
+        config: SyncConfig,
+        table: Table,
+        link: Option<Link>,
+        channel: Channel,
+        engine_pid: Pid,
+        socket_file: SocketFile,
+        pidfile: Option<Pidfile>,
+        signals: UnixStream,
+        sandbox: Sandbox,
+        seed: u64,
+    ) -> Parent {
+        let now = Instant::now();
+        Parent {
+            synth: Synth::new(seed, options.creatorid),
+            options,
+            config,
+            table,
+            table_stats: TableStats::default(),
+            churn: Churn::default(),
+            link,
+            pending_link: None,
+            carp: Demotion::system(),
+            carp_broken: false,
+            channel,
+            engine_pid,
+            signals,
+            changes: Vec::new(),
+            crossings: Crossings::default(),
+            checksum: [0; 16],
+            send_failures: 0,
+            next_table_poll: now,
+            last_housekeeping: now,
+            reported_failures: 0,
+            last_failure_summary: now,
+            stopping: None,
+            engine_done: false,
+            _socket_file: socket_file,
+            _pidfile: pidfile,
+            _sandbox: sandbox,
+        }
+    }
+
+    /// Runs until the engine process has stopped; an error if it stopped unasked.
+    pub(super) fn run(mut self) -> anyhow::Result<()> {
+        log_info!(
+            "started: creatorid {:08x}, {} table, control socket {}, engine process {}, {}",
+            self.options.creatorid,
+            self.table.name(),
+            self.options.control.display(),
+            self.engine_pid,
+            self.config.to_words().join(" ")
+        );
+        if self.link.is_none() {
+            log_info!("pfsync is down: nothing is sent or received until `up`");
+        }
+        let mut buf = vec![0u8; RECV_BUFFER_LEN];
+        let outcome = loop {
+            let now = Instant::now();
+            let wait = [
+                Some(self.next_table_poll),
+                self.churn.deadline(),
+                self.stopping.map(|(_, t)| t),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
+            .min(Duration::from_secs(1));
+            let ms = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+            // The link is read only while the engine keeps up (see privsep::channel).
+            let read_link = self.stopping.is_none() && self.channel.queued() < HIGH_WATER;
+            {
+                let mut channel_events = PollFlags::POLLIN;
+                if self.channel.wants_write() {
+                    channel_events |= PollFlags::POLLOUT;
+                }
+                let mut fds = vec![
+                    PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.channel.as_fd(), channel_events),
+                ];
+                if let (Some(link), true) = (&self.link, read_link) {
+                    fds.push(PollFd::new(link.input.as_fd(), PollFlags::POLLIN));
+                }
+                match poll(&mut fds, PollTimeout::from(ms)) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => break Err(anyhow!("poll: {e}")),
+                }
+            }
+            self.signals();
+            let now = Instant::now();
+            if let Err(e) = self.take_messages(now) {
+                break self.engine_gone(e);
+            }
+            if read_link {
+                self.receive(&mut buf);
+            }
+            self.step(now, false);
+            if self.send_failures > 0 {
+                ToEngine::SendFailed(std::mem::take(&mut self.send_failures))
+                    .encode(self.channel.queue());
+            }
+            if let Err(e) = self.channel.flush() {
+                break self.engine_gone(e);
+            }
+            if let Some((_, deadline)) = self.stopping {
+                if Instant::now() >= deadline {
+                    log_warn!(
+                        "engine process {} did not stop within {} s: killed",
+                        self.engine_pid,
+                        SHUTDOWN_GRACE.as_secs()
+                    );
+                    let _ = kill(self.engine_pid, Signal::SIGKILL);
+                    break Ok(());
+                }
+            }
+        };
+        self.lower_carp();
+        self.reap();
+        outcome
+    }
+
+    /// Takes the signals caught since the last turn.
+    fn signals(&mut self) {
+        let mut caught = [0u8; 16];
+        let n = match (&self.signals).read(&mut caught) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => {
+                log_error!("signal thread: {e}");
+                0
+            }
+        };
+        for &signo in &caught[..n] {
+            match Signal::try_from(i32::from(signo)) {
+                Ok(Signal::SIGHUP) if self.stopping.is_none() => self.reload(),
+                Ok(Signal::SIGHUP) => {}
+                Ok(s) if self.stopping.is_none() => {
+                    log_info!("{s}: shutting down");
+                    ToEngine::Shutdown { signal: s as i32 }.encode(self.channel.queue());
+                    self.stopping = Some((s, Instant::now() + SHUTDOWN_GRACE));
+                }
+                // A second SIGTERM while stopping: the first one is being carried out.
+                Ok(_) | Err(_) => {}
+            }
+        }
+    }
+
+    /// Handles what the engine process sent. `Err` when it is gone or broke the
+    /// protocol.
+    fn take_messages(&mut self, now: Instant) -> Result<(), ChannelError> {
+        let filled = self.channel.fill();
+        while let Some((kind, body)) = self.channel.next_frame()? {
+            let msg = ToParent::decode(kind, body)?;
+            // (The frame borrows the channel's buffer: take what the message needs
+            // before acting, which may queue answers on the channel.)
+            match msg {
+                ToParent::Transmit(payload) => {
+                    if let Some(link) = &self.link {
+                        if !link.sender.send(payload).is_ok() {
+                            self.send_failures += 1;
+                        }
+                    }
+                }
+                ToParent::Table { op, seen } => self.apply(now, &op, seen),
+                ToParent::Demote(on) => self.demote(on),
+                ToParent::TableRequest(line) => {
+                    let line = line.to_string();
+                    self.table_request(now, &line);
+                }
+                ToParent::ReportRequest => {
+                    let report = self.report();
+                    ToEngine::Report(report).encode(self.channel.queue());
+                }
+                ToParent::Reconfigured => {
+                    if let Some(link) = self.pending_link.take() {
+                        self.link = link;
+                    }
+                }
+                ToParent::Log { level, text } => super::log::write(level, format_args!("{text}")),
+                ToParent::Done => self.engine_done = true,
+            }
+        }
+        filled?;
+        if self.channel.is_closed() {
+            return Err(ChannelError::Closed);
+        }
+        Ok(())
+    }
+
+    /// The engine process closed the channel: the end of a shutdown, or a crash.
+    fn engine_gone(&mut self, why: ChannelError) -> anyhow::Result<()> {
+        if self.engine_done && matches!(why, ChannelError::Closed) {
+            return Ok(());
+        }
+        let pid = self.engine_pid;
+        let how = match why {
+            ChannelError::Closed => match self.wait_engine(Duration::from_secs(2)) {
+                Some(WaitStatus::Exited(_, code)) => format!("exited with status {code}"),
+                Some(WaitStatus::Signaled(_, sig, _)) => format!("was killed by {sig}"),
+                _ => "closed its channel".to_string(),
+            },
+            other => {
+                let _ = kill(self.engine_pid, Signal::SIGKILL);
+                format!("was stopped: {other}")
+            }
+        };
+        let e = anyhow!("engine process {pid} {how}; exiting");
+        log_error!("{e}");
+        Err(e)
+    }
+
+    /// Waits up to `timeout` for the engine process to end; its status if it did.
+    fn wait_engine(&mut self, timeout: Duration) -> Option<WaitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match waitpid(self.engine_pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(WaitStatus::StillAlive) => return None,
+                Ok(status) => {
+                    // Reaped: nothing left to wait for.
+                    self.engine_pid = Pid::from_raw(0);
+                    return Some(status);
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Leaves no zombie and no engine process behind.
+    fn reap(&mut self) {
+        if self.engine_pid.as_raw() <= 0 {
+            return;
+        }
+        if self.wait_engine(Duration::from_secs(2)).is_none() && self.engine_pid.as_raw() > 0 {
+            let _ = kill(self.engine_pid, Signal::SIGKILL);
+            let _ = waitpid(self.engine_pid, None);
+        }
+    }
+
+    /// Reads datagrams off the link and forwards them.
+    fn receive(&mut self, buf: &mut [u8]) {
+        let Some(link) = &mut self.link else { return };
+        for _ in 0..RECEIVE_BATCH {
+            match link.input.recv(buf) {
+                Ok(Some(rx)) => {
+                    ToEngine::Packet(PacketIn::from_received(&rx)).encode(self.channel.queue());
+                }
+                Ok(None) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log_warn!("receive: {e}");
+                    return;
+                }
+            }
+            if self.channel.queued() >= HIGH_WATER {
+                return;
+            }
+        }
+    }
+
+    /// Carries out an operation the engine decided after taking `seen` local changes,
+    /// unless it crossed a newer one (see [`super::privsep::crossing`]).
+    fn apply(&mut self, now: Instant, op: &TableOp, seen: u64) {
+        self.crossings.taken(seen);
+        let crossed = match op {
+            TableOp::Import(s) | TableOp::Update(s) => self.crossings.crosses(key_of(s), seen),
+            TableOp::Delete { creatorid, id } => self.crossings.crosses((*creatorid, *id), seen),
+            TableOp::Clear { .. } => !self.crossings.newer_than(seen).is_empty(),
+        };
+        if crossed && matches!(op, TableOp::Import(_) | TableOp::Update(_)) {
+            self.crossings.superseded += 1;
+            return;
+        }
+        let result = self.table.state_table().apply(now, op);
+        self.table_stats.record(op, &result);
+        if let (Err(e), TableOp::Import(_)) = (&result, op) {
+            log_debug!("import: {e}");
+        }
+        if crossed {
+            // The engine is about to hear of a local change of a state now gone: tell
+            // it the state went, after that change.
+            let keys = match op {
+                TableOp::Delete { creatorid, id } => vec![(*creatorid, *id)],
+                _ => self.crossings.newer_than(seen),
+            };
+            for (creatorid, id) in keys {
+                if let Ok(None) = self.table.state_table().get(now, creatorid, id) {
+                    self.send_local(LocalChange::Delete { creatorid, id });
+                }
+            }
+        }
+    }
+
+    /// Sends a change of the table to the engine.
+    fn send_local(&mut self, change: LocalChange) {
+        self.crossings.sent(&change);
+        ToEngine::Local(change).encode(self.channel.queue());
+    }
+
+    /// A control request about the table: answered after the changes it made are on
+    /// their way to the engine, so a client that inserts states and then asks a peer
+    /// finds them sent.
+    fn table_request(&mut self, now: Instant, line: &str) {
+        let text = table_requests::handle(self, now, line);
+        self.step(now, true);
+        let mut rest = text.as_str();
+        while rest.len() > MAX_TEXT {
+            let mut cut = MAX_TEXT;
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let (part, tail) = rest.split_at(cut);
+            ToEngine::AnswerPart(part).encode(self.channel.queue());
+            rest = tail;
+        }
+        ToEngine::Answer(rest).encode(self.channel.queue());
+    }
+
+    fn report(&self) -> ParentReport {
+        ParentReport {
+            memory_table: matches!(self.table, Table::Memory(_)),
+            states: self.table.len() as u64,
+            table: self.table_stats,
+            superseded: self.crossings.superseded,
+            expired: self.table.expired_count(),
+            own_dropped: self.link.as_ref().map_or(0, |l| l.input.own_dropped()),
+            churn_rate: self.churn.rate(),
+            churn_target: self.churn.target() as u64,
+            churn_made: self.churn.made,
+        }
+    }
+
+    /// The churn (memory table), and the table's changes to the engine when due (or
+    /// `force`d after a control request).
+    pub(super) fn step(&mut self, now: Instant, force: bool) {
+        let churned = match self.table.memory() {
+            Some(m) => self.churn.run(now, m, &mut self.synth) > 0,
+            None => false,
+        };
+        if force || churned || now >= self.next_table_poll {
+            self.next_table_poll = now + self.options.table_interval;
+            self.changes.clear();
+            if let Err(e) = self
+                .table
+                .state_table()
+                .poll_changes(now, &mut self.changes)
+            {
+                log_warn!("table: {e}");
+            }
+            let mut changes = std::mem::take(&mut self.changes);
+            for c in changes.drain(..) {
+                self.send_local(c);
+            }
+            self.changes = changes;
+            let sum = self.table.state_table().checksum();
+            if sum != self.checksum {
+                self.checksum = sum;
+                ToEngine::Checksum(sum).encode(self.channel.queue());
+            }
+        }
+        if now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
+            self.housekeeping(now);
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let s = &self.table_stats;
+        let failures = s.exists + s.invalid + s.notfound + s.full + s.unsupported + s.io;
+        if failures > self.reported_failures
+            && now.duration_since(self.last_failure_summary) >= FAILURE_SUMMARY
+        {
+            log_warn!(
+                "{} table operations failed in the last {} s (so far: exists {}, invalid {}, notfound {}, full {}, unsupported {}, io {}); see `pfsyncd ctl stats`",
+                failures - self.reported_failures,
+                now.duration_since(self.last_failure_summary).as_secs(),
+                s.exists, s.invalid, s.notfound, s.full, s.unsupported, s.io
+            );
+            self.reported_failures = failures;
+            self.last_failure_summary = now;
+        }
+        self.last_housekeeping = now;
+    }
+
+    /// SIGHUP: reads the configuration again. A configuration that does not parse or a
+    /// link that does not open leaves the daemon as it was; otherwise the engine
+    /// process is told, and a new link replaces the old once the engine has sent what
+    /// it queued under the old settings.
+    fn reload(&mut self) {
+        let config = match load_config(&self.options) {
+            Ok(c) => c,
+            Err(e) => {
+                log_error!("SIGHUP: {e:#}; keeping the running configuration");
+                return;
+            }
+        };
+        if config == self.config {
+            log_info!("SIGHUP: configuration unchanged");
+            return;
+        }
+        let link_changed = (config.up, config.syncdev, &config.syncpeers)
+            != (self.config.up, self.config.syncdev, &self.config.syncpeers);
+        let mut link_open = self.link.is_some();
+        if link_changed {
+            match open_link(&config) {
+                Ok(link) => {
+                    link_open = link.is_some();
+                    self.pending_link = Some(link);
+                }
+                Err(e) => {
+                    log_error!("SIGHUP: {e:#}; keeping the running configuration");
+                    return;
+                }
+            }
+        }
+        self.config = config;
+        let words = self.config.to_words().join(" ");
+        ToEngine::Reconfigure {
+            words: &words,
+            link_changed,
+            link_open,
+        }
+        .encode(self.channel.queue());
+        log_info!("SIGHUP: now {words}");
+    }
+
+    fn demote(&mut self, on: bool) {
+        if self.carp_broken {
+            return;
+        }
+        let what = if on { "raised" } else { "lowered" };
+        match self.carp.set(on) {
+            Ok(()) => log_info!(
+                "carp demotion {what} (bulk update {})",
+                if on { "pending" } else { "done" }
+            ),
+            Err(e) => {
+                // Once: a system without carp says so on every bulk update otherwise.
+                log_warn!("carp demotion not {what}: {e}; carp is left alone from now on");
+                self.carp_broken = true;
+            }
+        }
+    }
+
+    fn lower_carp(&mut self) {
+        if self.carp.raised() {
+            match self.carp.set(false) {
+                Ok(()) => log_info!("carp demotion lowered on exit"),
+                Err(e) => log_error!("carp demotion left raised on exit: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The control requests about the table, answered by the parent, which holds it:
+//! `states`, `get`, and on the memory table the synthetic traffic (`insert`, `update`,
+//! `touch`, `delete`, `clear`, `churn`). The engine process forwards these lines as
+//! they came ([`TABLE_REQUESTS`]) and passes the answer on.
+
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::churn::fresh_state;
+use super::parent::Parent;
+use super::report::{state_json, state_line};
+use crate::wire::IfName;
+
+/// The requests answered here.
+pub const TABLE_REQUESTS: &[&str] = &[
+    "states", "get", "insert", "update", "touch", "delete", "clear", "churn",
+];
+
+/// Answers one request about the table.
+pub(super) fn handle(p: &mut Parent, now: Instant, line: &str) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let json = words.contains(&"--json");
+    let args: Vec<&str> = words
+        .iter()
+        .skip(1)
+        .copied()
+        .filter(|w| *w != "--json")
+        .collect();
+    let number = |at: usize, default: usize| -> Result<usize, String> {
+        match args.get(at) {
+            None => Ok(default),
+            Some(w) => w
+                .parse()
+                .map_err(|_| format!("error: '{w}' is not a number\n")),
+        }
+    };
+    let result = match words.first().copied().unwrap_or("") {
+        "states" => Ok(states(p, now, json)),
+        "get" => get(p, now, &args, json),
+        "insert" => memory(p, "insert")
+            .map(|_| ())
+            .and_then(|()| number(0, 1))
+            .map(|n| insert(p, now, n)),
+        "update" => memory(p, "update")
+            .map(|_| ())
+            .and_then(|()| number(0, 1))
+            .map(|n| update(p, now, n)),
+        "delete" => memory(p, "delete")
+            .map(|_| ())
+            .and_then(|()| number(0, 1))
+            .map(|n| delete(p, now, n)),
+        "touch" => touch(p, now, &args),
+        "clear" => memory(p, "clear").map(|m| {
+            let n = m.clear_local(&IfName::EMPTY);
+            format!("cleared {n}\n")
+        }),
+        "churn" => memory(p, "churn")
+            .map(|_| ())
+            .and_then(|()| number(0, 0))
+            .and_then(|rate| {
+                let target = number(1, p.table.len())?;
+                let rate =
+                    u32::try_from(rate).map_err(|_| "error: rate too large\n".to_string())?;
+                p.churn.set(now, rate, target);
+                Ok(if rate == 0 {
+                    "churn stopped\n".to_string()
+                } else {
+                    format!("churn {rate} changes/s around {target} states\n")
+                })
+            }),
+        other => Err(format!("error: '{other}' is not a table request\n")),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+fn json_line(v: Value) -> String {
+    v.to_string() + "\n"
+}
+
+/// The memory table, or the error for a request that needs it.
+fn memory<'p>(p: &'p mut Parent, what: &str) -> Result<&'p mut crate::table::MemoryTable, String> {
+    p.table.memory().ok_or_else(|| {
+        format!("error: {what} makes synthetic states, on the memory table only (this daemon syncs pf)\n")
+    })
+}
+
+fn insert(p: &mut Parent, now: Instant, n: usize) -> String {
+    let mut ids = None;
+    for i in 0..n {
+        let s = fresh_state(&mut p.synth);
+        let Some(m) = p.table.memory() else {
+            return "error: not the memory table\n".to_string();
+        };
+        match m.insert_local(now, s) {
+            Ok(s) => {
+                p.churn.adopt((s.creatorid, s.id));
+                let first = ids.map_or(s.id, |(first, _)| first);
+                ids = Some((first, s.id));
+            }
+            Err(e) => return format!("error: after {i} states: {e}\n"),
+        }
+    }
+    match ids {
+        Some((first, last)) => format!(
+            "inserted {n}: creatorid {:08x} ids {first:016x} to {last:016x}\n",
+            p.options.creatorid
+        ),
+        None => "inserted 0\n".to_string(),
+    }
+}
+
+/// Traffic on one named state, for measuring how long a change takes to reach a peer:
+/// the answer goes out after the change has been handed to the engine (and, when it is
+/// due at once, sent).
+fn touch(p: &mut Parent, now: Instant, args: &[&str]) -> Result<String, String> {
+    let (creatorid, id) = key_arg(args)?;
+    let synth = &mut p.synth;
+    let Some(m) = p.table.memory() else {
+        return Err("error: touch works on the memory table only\n".to_string());
+    };
+    match m.update_local(now, creatorid, id, |s| synth.advance(s)) {
+        Ok(s) => Ok(format!(
+            "touched {creatorid:08x}/{id:016x} seqlo {}\n",
+            s.src.seqlo
+        )),
+        Err(e) => Err(format!("error: {e}\n")),
+    }
+}
+
+fn key_arg(args: &[&str]) -> Result<(u32, u64), String> {
+    let hex = |at: usize, what: &str| -> Result<u64, String> {
+        let w = args
+            .get(at)
+            .ok_or_else(|| format!("error: needs {what} (hex)\n"))?;
+        u64::from_str_radix(w.trim_start_matches("0x"), 16)
+            .map_err(|_| format!("error: {what} '{w}' is not a hex number\n"))
+    };
+    let creatorid = u32::try_from(hex(0, "a creator id")?)
+        .map_err(|_| "error: a creator id has 8 hex digits\n".to_string())?;
+    Ok((creatorid, hex(1, "a state id")?))
+}
+
+fn get(p: &mut Parent, now: Instant, args: &[&str], json: bool) -> Result<String, String> {
+    let (creatorid, id) = key_arg(args)?;
+    match p.table.state_table().get(now, creatorid, id) {
+        Ok(Some(s)) if json => Ok(json_line(state_json(&s))),
+        Ok(Some(s)) => Ok(state_line(&s) + "\n"),
+        Ok(None) => Err(format!("error: no state {creatorid:08x}/{id:016x}\n")),
+        Err(e) => Err(format!("error: {e}\n")),
+    }
+}
+
+/// `n` distinct random states of the table (fewer if it holds fewer).
+fn pick(p: &mut Parent, now: Instant, n: usize) -> Vec<(u32, u64)> {
+    let mut keys = Vec::with_capacity(p.table.len());
+    let _ = p
+        .table
+        .state_table()
+        .for_each_state(now, &mut |s| keys.push((s.creatorid, s.id)));
+    // A partial Fisher-Yates shuffle: the first n are a uniform sample.
+    let n = n.min(keys.len());
+    for i in 0..n {
+        let j = i + p.synth.below((keys.len() - i) as u64) as usize;
+        keys.swap(i, j);
+    }
+    keys.truncate(n);
+    keys
+}
+
+fn update(p: &mut Parent, now: Instant, n: usize) -> String {
+    let keys = pick(p, now, n);
+    let mut done = 0;
+    let synth = &mut p.synth;
+    if let Some(m) = p.table.memory() {
+        for (c, id) in keys {
+            if m.update_local(now, c, id, |s| synth.advance(s)).is_ok() {
+                done += 1;
+            }
+        }
+    }
+    format!("updated {done}\n")
+}
+
+fn delete(p: &mut Parent, now: Instant, n: usize) -> String {
+    let keys = pick(p, now, n);
+    let done = match p.table.memory() {
+        Some(m) => keys
+            .iter()
+            .filter(|&&(c, id)| m.delete_local(c, id))
+            .count(),
+        None => 0,
+    };
+    format!("deleted {done}\n")
+}
+
+fn states(p: &mut Parent, now: Instant, json: bool) -> String {
+    let mut states = match p.table.state_table().states(now) {
+        Ok(s) => s,
+        Err(e) => return format!("error: {e}\n"),
+    };
+    states.sort_unstable_by_key(|s| (s.creatorid, s.id));
+    if json {
+        return json_line(Value::Array(states.iter().map(state_json).collect()));
+    }
+    let mut out = String::new();
+    for s in &states {
+        out.push_str(&state_line(s));
+        out.push('\n');
+    }
+    out
+}
