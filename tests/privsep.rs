@@ -1,7 +1,7 @@
 //! Privilege separation, shown on Linux with real daemons in network namespaces: the
 //! engine process, which parses everything peers send, holds no root once started
 //! (ids, capabilities, root directory, descriptors, read from /proc), while the parent
-//! keeps root and the raw socket; either process dying ends the other; a user or a
+//! keeps root, the raw socket and the control socket; either process dying ends the other; a user or a
 //! directory that would not confine it is refused at start.
 //!
 //! Needs root, iproute2 and the `nobody` user (or `_pfsyncd`); fails without them.
@@ -153,16 +153,23 @@ fn the_engine_process_holds_no_root() {
             .any(|i| raw.contains(i)),
         "the parent holds the raw socket: {parent_fds:?} vs raw {raw:?}"
     );
+    // The engine holds its channel to the parent and nothing else but standard input,
+    // output (/dev/null) and error (its log): no raw socket, no control socket, no file.
     let log = c.host(0).log.display().to_string();
+    let mut sockets = 0;
     for target in descriptors(engine) {
         match socket_inode(&target) {
-            Some(inode) => assert!(!raw.contains(inode), "engine holds raw socket {inode}"),
+            Some(inode) => {
+                assert!(!raw.contains(inode), "engine holds raw socket {inode}");
+                sockets += 1;
+            }
             None => assert!(
                 target == "/dev/null" || target == log,
                 "engine holds {target}"
             ),
         }
     }
+    assert_eq!(sockets, 1, "the channel only");
     // And it says so in the log, through the parent.
     let text = fs::read_to_string(&c.host(0).log).unwrap();
     assert!(

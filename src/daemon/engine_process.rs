@@ -1,26 +1,23 @@
-//! The engine process: the sync engine, fed by the parent over the channel, and the
-//! control socket; unprivileged and chrooted (see [`super::privsep`]). One thread,
-//! `poll(2)` over the channel and the control socket, with the engine's next deadline
-//! as the timeout; the clock is read here, never in the engine.
+//! The engine process: the sync engine, fed by the parent over the channel;
+//! unprivileged and chrooted (see [`super::privsep`]). One thread, `poll(2)` over the
+//! channel, with the engine's next deadline as the timeout; the clock is read here,
+//! never in the engine.
 //!
 //! Per turn: what the parent sent (datagrams, each parsed and followed by the table
 //! operations and packets it caused, so an update request is answered before the next
-//! datagram; the table's changes; answers to control requests); due timers; control
-//! requests; the log lines of the turn.
+//! datagram; the table's changes; control requests for the engine); due timers; the
+//! log lines of the turn.
 
-use std::collections::VecDeque;
 use std::os::fd::AsFd;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
-use super::control::{accept, respond};
+use super::engine_requests;
 use super::peers::Peers;
 use super::privsep::message::MAX_TEXT;
 use super::privsep::{Channel, ChannelError, Sandbox, ToEngine, ToParent, HIGH_WATER};
-use super::requests::{self, Route};
 use super::run::{link_settings, Options};
 use super::SyncConfig;
 use crate::engine::{Config, Engine, Event};
@@ -29,16 +26,10 @@ use crate::{log_error, log_info, log_warn};
 /// A peer silent this long is logged as gone quiet (pfsync sends at least every second
 /// while states change, but an idle firewall sends nothing: this is informational).
 const PEER_QUIET: Duration = Duration::from_secs(60);
+/// Queued bytes that are written at once, in the middle of a batch of datagrams.
+const EAGER_FLUSH: usize = 16 << 10;
 /// How long the last messages may take to leave when the engine process stops.
 const LAST_WORDS: Duration = Duration::from_secs(2);
-
-/// A control client waiting for the parent.
-struct Pending {
-    client: UnixStream,
-    what: Route,
-    /// The parts of a long answer so far.
-    text: String,
-}
 
 /// The engine process's state between turns of its loop.
 pub(super) struct EngineProcess {
@@ -49,11 +40,11 @@ pub(super) struct EngineProcess {
     pub(super) sandbox: Sandbox,
     pub(super) link_open: bool,
     channel: Channel,
-    control: UnixListener,
-    pending: VecDeque<Pending>,
     syncok: bool,
     /// Local changes taken (see [`super::privsep::crossing`]).
     local_seen: u64,
+    /// The last count told to the parent.
+    local_taken_said: u64,
     last_housekeeping: Instant,
 }
 
@@ -71,7 +62,6 @@ impl EngineProcess {
         options: Options,
         config: SyncConfig,
         channel: Channel,
-        control: UnixListener,
         sandbox: Sandbox,
         random: [u8; 32],
         link_open: bool,
@@ -101,10 +91,9 @@ impl EngineProcess {
             sandbox,
             link_open,
             channel,
-            control,
-            pending: VecDeque::new(),
             syncok: false,
             local_seen: 0,
+            local_taken_said: 0,
             last_housekeeping: now,
         }
     }
@@ -134,10 +123,7 @@ impl EngineProcess {
                 channel_events |= PollFlags::POLLOUT;
             }
             {
-                let mut fds = [
-                    PollFd::new(self.channel.as_fd(), channel_events),
-                    PollFd::new(self.control.as_fd(), PollFlags::POLLIN),
-                ];
+                let mut fds = [PollFd::new(self.channel.as_fd(), channel_events)];
                 match poll(&mut fds, PollTimeout::from(ms)) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => {
@@ -165,7 +151,11 @@ impl EngineProcess {
             if now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
                 self.housekeeping(now);
             }
-            self.control(now);
+            if self.local_seen != self.local_taken_said {
+                // So the parent forgets what we have seen (privsep::crossing).
+                self.local_taken_said = self.local_seen;
+                ToParent::Taken(self.local_seen).encode(self.channel.queue());
+            }
             forward_log(&mut self.channel);
             if let Err(e) = self.channel.flush() {
                 log_error!("{e}");
@@ -204,6 +194,11 @@ impl EngineProcess {
                         &mut self.syncok,
                         self.local_seen,
                     );
+                    // The parent can start on them while the rest of the batch is
+                    // parsed (a failure shows again at the turn's flush).
+                    if self.channel.queued() >= EAGER_FLUSH {
+                        let _ = self.channel.flush();
+                    }
                 }
                 ToEngine::Local(c) => {
                     self.local_seen += 1;
@@ -223,27 +218,17 @@ impl EngineProcess {
                     let words = words.to_string();
                     self.reconfigure(now, &words, link_changed, link_open);
                 }
-                ToEngine::AnswerPart(text) => match self.pending.front_mut() {
-                    Some(p) if p.what == Route::Table => p.text.push_str(text),
-                    _ => return Err(unexpected("answer part")),
-                },
-                ToEngine::Answer(text) => match self.pending.pop_front() {
-                    Some(mut p) if p.what == Route::Table => {
-                        p.text.push_str(text);
-                        respond(p.client, &p.text);
+                ToEngine::Request { line, report } => {
+                    let line = line.to_string();
+                    let text = engine_requests::answer(self, now, &line, &report);
+                    // What the request changed (a bulk request) leaves before the answer.
+                    self.drain(now);
+                    let mut cut = text.len().min(MAX_TEXT);
+                    while !text.is_char_boundary(cut) {
+                        cut -= 1;
                     }
-                    _ => return Err(unexpected("answer")),
-                },
-                ToEngine::Report(report) => match self.pending.pop_front() {
-                    Some(p) => match p.what {
-                        Route::Report { stats, json } => {
-                            let text = requests::answer_report(self, &report, now, stats, json);
-                            respond(p.client, &text);
-                        }
-                        _ => return Err(unexpected("report")),
-                    },
-                    None => return Err(unexpected("report")),
-                },
+                    ToParent::Answer(&text[..cut]).encode(self.channel.queue());
+                }
                 ToEngine::Shutdown { signal } => {
                     self.shutdown(now, signal);
                     return Ok(Some(Stop::Asked));
@@ -292,47 +277,7 @@ impl EngineProcess {
         // The peers should not miss the last second of changes.
         self.engine.flush(now);
         self.drain(now);
-        for p in self.pending.drain(..) {
-            respond(p.client, "error: pfsyncd is shutting down\n");
-        }
         ToParent::Done.encode(self.channel.queue());
-    }
-
-    /// Accepts control clients: answers at once, or passes the request to the parent.
-    fn control(&mut self, now: Instant) {
-        loop {
-            let (client, line) = match accept(&self.control) {
-                Ok(Some(c)) => c,
-                Ok(None) => return,
-                Err(e) => {
-                    log_warn!("control socket: {e}");
-                    return;
-                }
-            };
-            match requests::route(self, now, &line) {
-                Route::Answer(text) => {
-                    // What the request changed (a bulk request) leaves before the answer.
-                    self.drain(now);
-                    respond(client, &text);
-                }
-                what @ Route::Table => {
-                    ToParent::TableRequest(&line).encode(self.channel.queue());
-                    self.pending.push_back(Pending {
-                        client,
-                        what,
-                        text: String::new(),
-                    });
-                }
-                what @ Route::Report { .. } => {
-                    ToParent::ReportRequest.encode(self.channel.queue());
-                    self.pending.push_back(Pending {
-                        client,
-                        what,
-                        text: String::new(),
-                    });
-                }
-            }
-        }
     }
 
     fn housekeeping(&mut self, now: Instant) {
@@ -410,11 +355,4 @@ fn forward_log(channel: &mut Channel) {
         }
         .encode(channel.queue());
     });
-}
-
-fn unexpected(what: &'static str) -> ChannelError {
-    ChannelError::Message(super::privsep::MessageError::BadValue {
-        what,
-        field: "no request waits for it",
-    })
 }

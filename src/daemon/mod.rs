@@ -8,6 +8,7 @@ pub mod churn;
 pub mod config;
 pub mod control;
 mod engine_process;
+mod engine_requests;
 pub mod log;
 mod parent;
 pub mod peers;

@@ -1,14 +1,16 @@
-//! The privileged parent: the table, the sync link, carp, the pidfile and the signals
-//! (see [`super::privsep`]). One thread, `poll(2)` over the signal stream, the channel
-//! to the engine process and the sync receiver; the clock is read here.
+//! The privileged parent: the table, the sync link, carp, the pidfile, the signals and
+//! the control socket (see [`super::privsep`]). One thread, `poll(2)` over the signal
+//! stream, the channel to the engine process, the sync receiver and the control
+//! socket; the clock is read here.
 //!
 //! Per turn: signals; what the engine process sent (packets to send, table operations,
-//! carp, control requests about the table, log lines); up to [`RECEIVE_BATCH`]
-//! datagrams from the link, forwarded unparsed; the table's own changes when due.
+//! carp, answers to control requests, log lines); up to [`RECEIVE_BATCH`] datagrams from
+//! the link, forwarded unparsed; the table's own changes when due; control requests.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
@@ -19,13 +21,13 @@ use nix::unistd::Pid;
 
 use super::carp::Demotion;
 use super::churn::Churn;
-use super::control::SocketFile;
+use super::control::{accept, respond, SocketFile};
 use super::pidfile::Pidfile;
 use super::privsep::crossing::Crossings;
-use super::privsep::message::MAX_TEXT;
 use super::privsep::{
     Channel, ChannelError, PacketIn, ParentReport, Sandbox, ToEngine, ToParent, HIGH_WATER,
 };
+use super::requests::{route, Route};
 use super::run::{load_config, open_link, Link, Options};
 use super::table::Table;
 use super::table_requests;
@@ -40,6 +42,8 @@ use crate::{log_debug, log_error, log_info, log_warn};
 pub const RECEIVE_BATCH: usize = 256;
 /// How often failed table operations are summarised in the log.
 const FAILURE_SUMMARY: Duration = Duration::from_secs(10);
+/// Room for this many local changes is kept between polls (a state is 400 bytes wide).
+const MAX_KEPT_CHANGES: usize = 16 << 10;
 /// How long the engine process has to send what it holds once told to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -60,6 +64,9 @@ pub(super) struct Parent {
     channel: Channel,
     engine_pid: Pid,
     signals: UnixStream,
+    control: UnixListener,
+    /// Control clients waiting for the engine's answer, oldest first.
+    waiting: VecDeque<UnixStream>,
     changes: Vec<LocalChange>,
     crossings: Crossings,
     checksum: [u8; 16],
@@ -86,11 +93,13 @@ impl Parent {
         link: Option<Link>,
         channel: Channel,
         engine_pid: Pid,
+        control: UnixListener,
         socket_file: SocketFile,
         pidfile: Option<Pidfile>,
         signals: UnixStream,
         sandbox: Sandbox,
         seed: u64,
+        hash_key: [u64; 2],
     ) -> Parent {
         let now = Instant::now();
         Parent {
@@ -107,8 +116,10 @@ impl Parent {
             channel,
             engine_pid,
             signals,
+            control,
+            waiting: VecDeque::new(),
             changes: Vec::new(),
-            crossings: Crossings::default(),
+            crossings: Crossings::new(crate::engine::KeyedState::new(hash_key)),
             checksum: [0; 16],
             send_failures: 0,
             next_table_poll: now,
@@ -139,8 +150,11 @@ impl Parent {
         let mut buf = vec![0u8; RECV_BUFFER_LEN];
         let outcome = loop {
             let now = Instant::now();
+            // A poll waits while the engine is behind (see step): then the channel's
+            // writability wakes the loop, not the poll's deadline.
+            let table_due = (self.channel.queued() < HIGH_WATER).then_some(self.next_table_poll);
             let wait = [
-                Some(self.next_table_poll),
+                table_due,
                 self.churn.deadline(),
                 self.stopping.map(|(_, t)| t),
             ]
@@ -161,6 +175,9 @@ impl Parent {
                     PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.channel.as_fd(), channel_events),
                 ];
+                if self.stopping.is_none() {
+                    fds.push(PollFd::new(self.control.as_fd(), PollFlags::POLLIN));
+                }
                 if let (Some(link), true) = (&self.link, read_link) {
                     fds.push(PollFd::new(link.input.as_fd(), PollFlags::POLLIN));
                 }
@@ -176,8 +193,15 @@ impl Parent {
             }
             if read_link {
                 self.receive(&mut buf);
+                // The engine can start on these while this turn goes on (two cores).
+                if let Err(e) = self.channel.flush() {
+                    break self.engine_gone(e);
+                }
             }
             self.step(now, false);
+            if self.stopping.is_none() {
+                self.control(Instant::now());
+            }
             if self.send_failures > 0 {
                 ToEngine::SendFailed(std::mem::take(&mut self.send_failures))
                     .encode(self.channel.queue());
@@ -197,6 +221,9 @@ impl Parent {
                 }
             }
         };
+        for client in self.waiting.drain(..) {
+            respond(client, "error: pfsyncd is shutting down\n");
+        }
         self.lower_carp();
         self.reap();
         outcome
@@ -246,20 +273,24 @@ impl Parent {
                 }
                 ToParent::Table { op, seen } => self.apply(now, &op, seen),
                 ToParent::Demote(on) => self.demote(on),
-                ToParent::TableRequest(line) => {
-                    let line = line.to_string();
-                    self.table_request(now, &line);
-                }
-                ToParent::ReportRequest => {
-                    let report = self.report();
-                    ToEngine::Report(report).encode(self.channel.queue());
-                }
+                ToParent::Answer(text) => match self.waiting.pop_front() {
+                    Some(client) => respond(client, text),
+                    None => {
+                        return Err(ChannelError::Message(
+                            super::privsep::MessageError::BadValue {
+                                what: "answer",
+                                field: "no request waits for it",
+                            },
+                        ))
+                    }
+                },
                 ToParent::Reconfigured => {
                     if let Some(link) = self.pending_link.take() {
                         self.link = link;
                     }
                 }
                 ToParent::Log { level, text } => super::log::write(level, format_args!("{text}")),
+                ToParent::Taken(n) => self.crossings.taken(n),
                 ToParent::Done => self.engine_done = true,
             }
         }
@@ -382,23 +413,37 @@ impl Parent {
         ToEngine::Local(change).encode(self.channel.queue());
     }
 
-    /// A control request about the table: answered after the changes it made are on
-    /// their way to the engine, so a client that inserts states and then asks a peer
-    /// finds them sent.
-    fn table_request(&mut self, now: Instant, line: &str) {
-        let text = table_requests::handle(self, now, line);
-        self.step(now, true);
-        let mut rest = text.as_str();
-        while rest.len() > MAX_TEXT {
-            let mut cut = MAX_TEXT;
-            while !rest.is_char_boundary(cut) {
-                cut -= 1;
+    /// Answers the control clients waiting to be accepted: the table's requests here,
+    /// after the changes they made are on their way to the engine (so a client that
+    /// inserts states and then asks a peer finds them sent); the engine's through it.
+    fn control(&mut self, now: Instant) {
+        loop {
+            let (client, line) = match accept(&self.control) {
+                Ok(Some(c)) => c,
+                Ok(None) => return,
+                Err(e) => {
+                    log_warn!("control socket: {e}");
+                    return;
+                }
+            };
+            match route(&line) {
+                Route::Answer(text) => respond(client, &text),
+                Route::Table => {
+                    let text = table_requests::handle(self, now, &line);
+                    self.step(now, true);
+                    respond(client, &text);
+                }
+                Route::Engine => {
+                    let report = self.report();
+                    ToEngine::Request {
+                        line: &line,
+                        report,
+                    }
+                    .encode(self.channel.queue());
+                    self.waiting.push_back(client);
+                }
             }
-            let (part, tail) = rest.split_at(cut);
-            ToEngine::AnswerPart(part).encode(self.channel.queue());
-            rest = tail;
         }
-        ToEngine::Answer(rest).encode(self.channel.queue());
     }
 
     fn report(&self) -> ParentReport {
@@ -416,13 +461,17 @@ impl Parent {
     }
 
     /// The churn (memory table), and the table's changes to the engine when due (or
-    /// `force`d after a control request).
+    /// `force`d after a control request). While the engine has not taken what was sent
+    /// (a queue above the high-water mark) a due poll waits: the changes gather in the
+    /// table (pf's next snapshot, the memory table's journal) at less cost than in the
+    /// queue.
     pub(super) fn step(&mut self, now: Instant, force: bool) {
         let churned = match self.table.memory() {
             Some(m) => self.churn.run(now, m, &mut self.synth) > 0,
             None => false,
         };
-        if force || churned || now >= self.next_table_poll {
+        let due = (churned || now >= self.next_table_poll) && self.channel.queued() < HIGH_WATER;
+        if force || due {
             self.next_table_poll = now + self.options.table_interval;
             self.changes.clear();
             if let Err(e) = self
@@ -435,6 +484,10 @@ impl Parent {
             let mut changes = std::mem::take(&mut self.changes);
             for c in changes.drain(..) {
                 self.send_local(c);
+            }
+            // A poll of a million changes (a bulk of local inserts) gives its 400 MB back.
+            if changes.capacity() > MAX_KEPT_CHANGES {
+                changes.shrink_to(MAX_KEPT_CHANGES);
             }
             self.changes = changes;
             let sum = self.table.state_table().checksum();

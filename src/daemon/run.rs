@@ -244,11 +244,11 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             // sockets, the pidfile and the parent's end are closed here; the socket
             // file stays the parent's to remove.
             super::log::use_queue();
-            drop((table, link, pidfile, parent_end));
+            drop((table, link, pidfile, parent_end, listener));
             socket_file.disarm();
             {
                 use std::os::fd::AsFd;
-                crate::sys::process::close_inherited(&[engine_end.as_fd(), listener.as_fd()]);
+                crate::sys::process::close_inherited(&[engine_end.as_fd()]);
             }
             let code = match sandbox.enter() {
                 Ok(()) => {
@@ -259,9 +259,8 @@ pub fn run(options: Options) -> anyhow::Result<()> {
                         sandbox.user,
                         sandbox.dir.display()
                     );
-                    let engine = EngineProcess::new(
-                        options, config, engine_end, listener, sandbox, random, link_open,
-                    );
+                    let engine =
+                        EngineProcess::new(options, config, engine_end, sandbox, random, link_open);
                     engine.run()
                 }
                 Err(e) => {
@@ -273,7 +272,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Forked::Parent { child } => {
-            drop((engine_end, listener));
+            drop(engine_end);
             #[cfg(target_os = "openbsd")]
             privsep::sandbox::unveil_parent(
                 options.config_file.as_deref(),
@@ -282,7 +281,8 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             )
             .context("unveil")?;
             let signals = signal_stream(mask)?;
-            let seed = u64::from_le_bytes(random[4..12].try_into().expect("8 bytes"));
+            let word =
+                |at: usize| u64::from_le_bytes(random[at..at + 8].try_into().expect("8 bytes"));
             let parent = Parent::new(
                 options,
                 config,
@@ -290,11 +290,13 @@ pub fn run(options: Options) -> anyhow::Result<()> {
                 link,
                 parent_end,
                 child,
+                listener,
                 socket_file,
                 pidfile,
                 signals,
                 sandbox,
-                seed,
+                word(4),
+                [word(16), word(24)],
             );
             parent.run()
         }

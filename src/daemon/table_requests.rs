@@ -1,7 +1,6 @@
 //! The control requests about the table, answered by the parent, which holds it:
 //! `states`, `get`, and on the memory table the synthetic traffic (`insert`, `update`,
-//! `touch`, `delete`, `clear`, `churn`). The engine process forwards these lines as
-//! they came ([`TABLE_REQUESTS`]) and passes the answer on.
+//! `touch`, `delete`, `clear`, `churn`).
 
 use std::time::Instant;
 
@@ -10,6 +9,7 @@ use serde_json::Value;
 use super::churn::fresh_state;
 use super::parent::Parent;
 use super::report::{state_json, state_line};
+use super::requests::json_line;
 use crate::wire::IfName;
 
 /// The requests answered here.
@@ -74,10 +74,6 @@ pub(super) fn handle(p: &mut Parent, now: Instant, line: &str) -> String {
     result.unwrap_or_else(|e| e)
 }
 
-fn json_line(v: Value) -> String {
-    v.to_string() + "\n"
-}
-
 /// The memory table, or the error for a request that needs it.
 fn memory<'p>(p: &'p mut Parent, what: &str) -> Result<&'p mut crate::table::MemoryTable, String> {
     p.table.memory().ok_or_else(|| {
@@ -111,8 +107,7 @@ fn insert(p: &mut Parent, now: Instant, n: usize) -> String {
 }
 
 /// Traffic on one named state, for measuring how long a change takes to reach a peer:
-/// the answer goes out after the change has been handed to the engine (and, when it is
-/// due at once, sent).
+/// the answer goes out once the change is on its way to the engine process.
 fn touch(p: &mut Parent, now: Instant, args: &[&str]) -> Result<String, String> {
     let (creatorid, id) = key_arg(args)?;
     let synth = &mut p.synth;

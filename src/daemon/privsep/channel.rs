@@ -112,6 +112,11 @@ impl Channel {
         if self.sent == self.out.len() {
             self.out.clear();
             self.sent = 0;
+            // A burst (a million local changes at once) leaves its memory to the
+            // allocator, not to the queue's capacity for the daemon's life.
+            if self.out.capacity() > 2 * HIGH_WATER {
+                self.out.shrink_to(HIGH_WATER);
+            }
         } else if self.sent > self.out.len() / 2 {
             // Keep the queue from growing by what was already written.
             self.out.drain(..self.sent);

@@ -21,16 +21,19 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::engine::LocalChange;
+use crate::engine::{KeyedState, LocalChange};
 use crate::table::Key;
 
-/// The local changes sent to the engine that it may not have taken yet.
-#[derive(Debug, Default)]
+/// The local changes sent to the engine that it may not have taken yet. The engine
+/// says how many it has taken with every operation and once per turn of its loop, so
+/// what is remembered is what is in flight, a few milliseconds of changes.
+#[derive(Debug)]
 pub struct Crossings {
     /// Local changes sent so far.
     sent: u64,
-    /// The number of the latest change sent about each state not yet known taken.
-    latest: HashMap<Key, u64>,
+    /// The number of the latest change sent about each state not yet known taken
+    /// (keyed with a secret: peers choose the ids of their states).
+    latest: HashMap<Key, u64, KeyedState>,
     /// The same, in the order sent, for forgetting.
     order: VecDeque<(u64, Key)>,
     /// The number of the latest local clear.
@@ -40,6 +43,17 @@ pub struct Crossings {
 }
 
 impl Crossings {
+    /// Nothing in flight; `hasher` keys the map.
+    pub fn new(hasher: KeyedState) -> Crossings {
+        Crossings {
+            sent: 0,
+            latest: HashMap::with_hasher(hasher),
+            order: VecDeque::new(),
+            last_clear: 0,
+            superseded: 0,
+        }
+    }
+
     /// Notes a local change as sent; its number is the count so far.
     pub fn sent(&mut self, change: &LocalChange) {
         self.sent += 1;
@@ -115,9 +129,13 @@ mod tests {
         })
     }
 
+    fn crossings() -> Crossings {
+        Crossings::new(KeyedState::new([1, 2]))
+    }
+
     #[test]
     fn an_operation_decided_before_a_change_crosses_it() {
-        let mut c = Crossings::default();
+        let mut c = crossings();
         c.sent(&update(1, 10)); // 1
         c.sent(&update(1, 11)); // 2
                                 // Decided having taken none: both states crossed; others did not.
@@ -133,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_state_changed_again_is_remembered_by_its_latest_change() {
-        let mut c = Crossings::default();
+        let mut c = crossings();
         c.sent(&update(1, 10)); // 1
         c.sent(&LocalChange::Delete {
             creatorid: 2,
@@ -149,7 +167,7 @@ mod tests {
 
     #[test]
     fn everything_decided_before_a_clear_crosses_it() {
-        let mut c = Crossings::default();
+        let mut c = crossings();
         c.sent(&update(1, 10));
         c.sent(&LocalChange::Clear {
             ifname: IfName::EMPTY,

@@ -18,11 +18,10 @@ use crate::state::{compact, State};
 use crate::table::TableStats;
 use crate::wire::IfName;
 
-/// Longest body accepted (a 64 KB datagram with room to spare; a control answer listing
-/// a big table is sent in parts of at most [`MAX_TEXT`]).
+/// Longest body accepted (a 64 KB datagram with room to spare).
 pub const MAX_BODY: usize = 1 << 20;
-/// Longest text in one frame.
-pub const MAX_TEXT: usize = MAX_BODY - 64;
+/// Longest text in one frame (a log line, a control answer).
+pub const MAX_TEXT: usize = MAX_BODY - 256;
 /// Bytes before the body: length and kind.
 pub const FRAME_HEADER: usize = 5;
 
@@ -142,13 +141,14 @@ pub enum ToEngine<'a> {
         /// A link is open after the change.
         link_open: bool,
     },
-    /// Part of the answer to a [`ToParent::TableRequest`]: an answer longer than a frame
-    /// comes as parts and a last [`ToEngine::Answer`].
-    AnswerPart(&'a str),
-    /// The (rest of the) answer to a [`ToParent::TableRequest`].
-    Answer(&'a str),
-    /// The answer to a [`ToParent::ReportRequest`].
-    Report(ParentReport),
+    /// A control request for the engine (`status`, `stats`, `bulk`), with what the
+    /// parent knows for the answer: reply with [`ToParent::Answer`].
+    Request {
+        /// The request line, as the client sent it.
+        line: &'a str,
+        /// The table and the link.
+        report: ParentReport,
+    },
     /// Stop: send what is queued, say [`ToParent::Done`], exit.
     Shutdown {
         /// The signal's number.
@@ -172,10 +172,8 @@ pub enum ToParent<'a> {
     },
     /// Raise (true) or lower the carp demotion.
     Demote(bool),
-    /// A control request about the table: answer with [`ToEngine::Answer`].
-    TableRequest(&'a str),
-    /// Ask for a [`ToEngine::Report`].
-    ReportRequest,
+    /// The answer to the oldest [`ToEngine::Request`] not yet answered.
+    Answer(&'a str),
     /// The engine runs under the configuration of the last `Reconfigure`: a new link
     /// may replace the old one now.
     Reconfigured,
@@ -186,6 +184,8 @@ pub enum ToParent<'a> {
         /// The text.
         text: &'a str,
     },
+    /// The engine has taken this many local changes (see [`super::crossing`]).
+    Taken(u64),
     /// Shut down as asked; nothing more follows.
     Done,
 }
@@ -197,19 +197,17 @@ const LOCAL: u8 = 2;
 const CHECKSUM: u8 = 3;
 const SEND_FAILED: u8 = 4;
 const RECONFIGURE: u8 = 5;
-const ANSWER: u8 = 6;
-const REPORT: u8 = 7;
+const REQUEST: u8 = 6;
 const SHUTDOWN: u8 = 8;
-const ANSWER_PART: u8 = 9;
 
 const TRANSMIT: u8 = 64;
 const TABLE: u8 = 65;
 const DEMOTE: u8 = 66;
-const TABLE_REQUEST: u8 = 67;
-const REPORT_REQUEST: u8 = 68;
+const ANSWER: u8 = 67;
 const RECONFIGURED: u8 = 69;
 const LOG: u8 = 70;
 const DONE: u8 = 71;
+const TAKEN: u8 = 72;
 
 // Sub-kinds of state changes and table operations.
 const INSERT: u8 = 0;
@@ -389,11 +387,7 @@ impl ToEngine<'_> {
                 o.extend_from_slice(&[u8::from(*link_changed), u8::from(*link_open)]);
                 put_bytes(o, words.as_bytes());
             }),
-            ToEngine::AnswerPart(text) => {
-                frame(out, ANSWER_PART, |o| put_bytes(o, text.as_bytes()))
-            }
-            ToEngine::Answer(text) => frame(out, ANSWER, |o| put_bytes(o, text.as_bytes())),
-            ToEngine::Report(r) => frame(out, REPORT, |o| {
+            ToEngine::Request { line, report: r } => frame(out, REQUEST, |o| {
                 o.push(u8::from(r.memory_table));
                 let t = &r.table;
                 for v in [
@@ -420,6 +414,7 @@ impl ToEngine<'_> {
                     o.extend_from_slice(&v.to_le_bytes());
                 }
                 o.extend_from_slice(&r.churn_rate.to_le_bytes());
+                put_bytes(o, line.as_bytes());
             }),
             ToEngine::Shutdown { signal } => frame(out, SHUTDOWN, |o| {
                 o.extend_from_slice(&signal.to_le_bytes());
@@ -435,9 +430,7 @@ impl ToEngine<'_> {
             CHECKSUM => "checksum",
             SEND_FAILED => "send failed",
             RECONFIGURE => "reconfigure",
-            ANSWER => "answer",
-            ANSWER_PART => "answer part",
-            REPORT => "report",
+            REQUEST => "request",
             SHUTDOWN => "shutdown",
             other => return Err(MessageError::UnknownKind(other)),
         };
@@ -477,15 +470,13 @@ impl ToEngine<'_> {
                     words: b.text("words")?,
                 }
             }
-            ANSWER => ToEngine::Answer(b.text("answer")?),
-            ANSWER_PART => ToEngine::AnswerPart(b.text("answer")?),
-            REPORT => {
+            REQUEST => {
                 let memory_table = b.bool("table kind")?;
                 let mut v = [0u64; 19];
                 for x in &mut v {
                     *x = b.u64()?;
                 }
-                ToEngine::Report(ParentReport {
+                let report = ParentReport {
                     memory_table,
                     states: v[0],
                     table: TableStats {
@@ -507,7 +498,11 @@ impl ToEngine<'_> {
                     churn_made: [v[15], v[16], v[17]],
                     superseded: v[18],
                     churn_rate: b.u32()?,
-                })
+                };
+                ToEngine::Request {
+                    report,
+                    line: b.text("request")?,
+                }
             }
             SHUTDOWN => ToEngine::Shutdown {
                 signal: b.u32()? as i32,
@@ -547,15 +542,13 @@ impl ToParent<'_> {
                 }
             }),
             ToParent::Demote(on) => frame(out, DEMOTE, |o| o.push(u8::from(*on))),
-            ToParent::TableRequest(line) => {
-                frame(out, TABLE_REQUEST, |o| put_bytes(o, line.as_bytes()))
-            }
-            ToParent::ReportRequest => frame(out, REPORT_REQUEST, |_| {}),
+            ToParent::Answer(text) => frame(out, ANSWER, |o| put_bytes(o, text.as_bytes())),
             ToParent::Reconfigured => frame(out, RECONFIGURED, |_| {}),
             ToParent::Log { level, text } => frame(out, LOG, |o| {
                 o.push(*level as u8);
                 put_bytes(o, text.as_bytes());
             }),
+            ToParent::Taken(n) => frame(out, TAKEN, |o| o.extend_from_slice(&n.to_le_bytes())),
             ToParent::Done => frame(out, DONE, |_| {}),
         }
     }
@@ -566,11 +559,11 @@ impl ToParent<'_> {
             TRANSMIT => "transmit",
             TABLE => "table operation",
             DEMOTE => "demote",
-            TABLE_REQUEST => "table request",
-            REPORT_REQUEST => "report request",
+            ANSWER => "answer",
             RECONFIGURED => "reconfigured",
             LOG => "log",
             DONE => "done",
+            TAKEN => "taken",
             other => return Err(MessageError::UnknownKind(other)),
         };
         let mut b = Body { bytes: body, what };
@@ -594,8 +587,7 @@ impl ToParent<'_> {
                 ToParent::Table { op, seen }
             }
             DEMOTE => ToParent::Demote(b.bool("demotion")?),
-            TABLE_REQUEST => ToParent::TableRequest(b.text("request")?),
-            REPORT_REQUEST => ToParent::ReportRequest,
+            ANSWER => ToParent::Answer(b.text("answer")?),
             RECONFIGURED => ToParent::Reconfigured,
             LOG => {
                 let level = match b.u8()? {
@@ -611,6 +603,7 @@ impl ToParent<'_> {
                 }
             }
             DONE => ToParent::Done,
+            TAKEN => ToParent::Taken(b.u64()?),
             _ => unreachable!("kinds are matched above"),
         };
         b.end(msg)
@@ -670,31 +663,32 @@ mod tests {
                 link_changed: true,
                 link_open: false,
             },
-            ToEngine::AnswerPart("states "),
-            ToEngine::Answer("3\n"),
-            ToEngine::Report(ParentReport {
-                memory_table: true,
-                states: 1,
-                table: TableStats {
-                    imported: 2,
-                    updated: 3,
-                    removed: 4,
-                    remove_missing: 5,
-                    cleared: 6,
-                    exists: 7,
-                    invalid: 8,
-                    notfound: 9,
-                    full: 10,
-                    unsupported: 11,
-                    io: 12,
+            ToEngine::Request {
+                line: "status --json",
+                report: ParentReport {
+                    memory_table: true,
+                    states: 1,
+                    table: TableStats {
+                        imported: 2,
+                        updated: 3,
+                        removed: 4,
+                        remove_missing: 5,
+                        cleared: 6,
+                        exists: 7,
+                        invalid: 8,
+                        notfound: 9,
+                        full: 10,
+                        unsupported: 11,
+                        io: 12,
+                    },
+                    expired: 13,
+                    own_dropped: 14,
+                    churn_rate: 15,
+                    churn_target: 16,
+                    churn_made: [17, 18, 19],
+                    superseded: 20,
                 },
-                expired: 13,
-                own_dropped: 14,
-                churn_rate: 15,
-                churn_target: 16,
-                churn_made: [17, 18, 19],
-                superseded: 20,
-            }),
+            },
             ToEngine::Shutdown { signal: 15 },
         ];
         for s in states {
@@ -723,13 +717,13 @@ mod tests {
             },
             ToParent::Demote(true),
             ToParent::Demote(false),
-            ToParent::TableRequest("get 0c0c0001 1"),
-            ToParent::ReportRequest,
+            ToParent::Answer("pfsync0: flags=UP\n"),
             ToParent::Reconfigured,
             ToParent::Log {
                 level: Level::Warn,
                 text: "peer 198.18.0.2 heard",
             },
+            ToParent::Taken(12345),
             ToParent::Done,
         ];
         for s in states {

@@ -5,11 +5,13 @@
 //!   configuration file and the signals. It reads datagrams off the link and forwards
 //!   their pfsync payload unparsed, with the source, TTL and arrival interface the
 //!   kernel reported; it sends what the engine asks to send, and carries out the
-//!   engine's table operations. It never parses a pfsync byte.
+//!   engine's table operations. It never parses a pfsync byte. It also holds the
+//!   control socket (root only): its clients are the admin, not the network, and the
+//!   requests about the table are answered where the table is.
 //! - **The engine process** holds the engine and everything that reads what peers
-//!   send: the pfsync parser, the merge rules, the cache, bulk updates; and the control
-//!   socket (already bound). It runs as an unprivileged user, chrooted to an empty
-//!   directory, on OpenBSD pledged to `stdio unix` ([`sandbox`]).
+//!   send: the pfsync parser, the merge rules, the cache, bulk updates. It runs as an
+//!   unprivileged user, chrooted to an empty directory, holding one descriptor (the
+//!   channel), on OpenBSD pledged to `stdio` ([`sandbox`]).
 //!
 //! A packet that exploited a parser bug would find itself in a process that cannot
 //! open a file, cannot talk to pf or bpf and owns no raw socket; what it can still do

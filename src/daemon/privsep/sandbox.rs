@@ -10,8 +10,8 @@
 //!    (`setuid(0)` must fail);
 //! 3. Linux: `PR_SET_NO_NEW_PRIVS` (no setuid executable can raise it again; changing
 //!    the uid away from 0 already cleared every capability); OpenBSD:
-//!    `pledge("stdio unix")` — read and write the descriptors it holds, accept on the
-//!    control socket, nothing else (no pf ioctl is allowed under pledge anyway, which
+//!    `pledge("stdio")` — read and write the one descriptor it holds, the channel to
+//!    the parent, and nothing else (no pf ioctl is allowed under pledge anyway, which
 //!    is why the parent stays unpledged).
 
 #[cfg(target_os = "openbsd")]
@@ -27,7 +27,7 @@ pub const DEFAULT_USER: &str = "_pfsyncd";
 pub const DEFAULT_CHROOT: &str = "/var/empty";
 /// OpenBSD: what the engine process may still do.
 #[cfg(target_os = "openbsd")]
-const PROMISES: &std::ffi::CStr = c"stdio unix";
+const PROMISES: &std::ffi::CStr = c"stdio";
 
 /// Why the engine process cannot be confined as configured.
 #[derive(Debug, thiserror::Error)]
