@@ -307,3 +307,80 @@ fn a_user_or_directory_that_would_not_confine_is_refused() {
     }
     assert!(!Path::new(&c.dir().join("e.sock")).exists());
 }
+
+/// Runs `cmd` to its end (at most `secs`), with its output; `None` on timeout.
+fn finish(mut cmd: std::process::Command, secs: u64) -> Option<std::process::Output> {
+    use std::process::Stdio;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(Duration::from_secs(secs)).ok()?.ok()
+}
+
+#[test]
+fn a_detached_start_returns_once_the_engine_runs() {
+    let _g = serial();
+    let c = cluster("bg", 1);
+    let pidfile = c.dir().join("bg.pid");
+    let sock = c.dir().join("bg.sock");
+    let daemon = |extra: &[&str]| {
+        let mut cmd = c.host(0).ns.command(env!("CARGO_BIN_EXE_pfsyncd").as_ref());
+        cmd.arg("--pidfile")
+            .arg(&pidfile)
+            .arg("-c")
+            .arg(&sock)
+            .args(["--table", "memory", "--user", lab_user(), "--chroot"])
+            .arg(c.dir().join(EMPTY_DIR))
+            .args(extra)
+            .args(["syncdev", "eth0", "up"]);
+        cmd
+    };
+    // The started process exits 0 only once the daemon runs, and leaves nothing of
+    // the terminal behind (finish would wait on a pipe a daemon kept).
+    let out = finish(daemon(&[]), 10).expect("the start returned");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let parent: u32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let request = |line: &str| pfsyncd::daemon::control::request(&sock, line).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&request("status --json")).unwrap();
+    let engine = status["engine"]["pid"].as_u64().unwrap() as u32;
+    // A session of its own; the engine under it; neither holds the terminal's pipes.
+    let stat = fs::read_to_string(format!("/proc/{parent}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    assert_eq!(fields[3], parent.to_string(), "session id");
+    assert_eq!(
+        numbers(&proc_status(engine)["PPid"]),
+        vec![u64::from(parent)]
+    );
+    for pid in [parent, engine] {
+        for fd in 0..3 {
+            let target = fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+            assert_eq!(target, Path::new("/dev/null"), "pid {pid} fd {fd}");
+        }
+    }
+    // A second daemon on the same pidfile says so, on the terminal, and exits 1.
+    let out = finish(daemon(&[]), 10).expect("returned");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("already running (pid {parent}")),
+        "{err}"
+    );
+    // SIGTERM to the pid of the pidfile stops both and removes the files.
+    kill(Pid::from_raw(parent as i32), Signal::SIGTERM).unwrap();
+    assert!(gone(parent, 5) && gone(engine, 5));
+    assert!(wait_until(Duration::from_secs(2), || !pidfile.exists()
+        && !sock.exists())
+    .is_some());
+}

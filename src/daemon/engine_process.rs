@@ -106,6 +106,8 @@ impl EngineProcess {
 
     /// Runs until the parent says stop or goes away; the exit status.
     pub(super) fn run(mut self) -> i32 {
+        // Confined and about to serve: a detached start may report success now.
+        ToParent::Ready.encode(self.channel.queue());
         let stop = loop {
             let now = Instant::now();
             let wait = self

@@ -7,6 +7,7 @@ pub mod carp;
 pub mod churn;
 pub mod config;
 pub mod control;
+pub mod detach;
 mod engine_process;
 mod engine_requests;
 pub mod log;

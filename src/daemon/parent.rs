@@ -22,6 +22,7 @@ use nix::unistd::Pid;
 use super::carp::Demotion;
 use super::churn::Churn;
 use super::control::{accept, respond, SocketFile};
+use super::detach::StartReport;
 use super::pidfile::Pidfile;
 use super::privsep::crossing::Crossings;
 use super::privsep::{
@@ -82,6 +83,8 @@ pub(super) struct Parent {
     _socket_file: SocketFile,
     _pidfile: Option<Pidfile>,
     _sandbox: Sandbox,
+    /// Told once the engine process runs confined (a detached start waits for it).
+    start: StartReport,
 }
 
 impl Parent {
@@ -98,6 +101,7 @@ impl Parent {
         pidfile: Option<Pidfile>,
         signals: UnixStream,
         sandbox: Sandbox,
+        start: StartReport,
         seed: u64,
         hash_key: [u64; 2],
     ) -> Parent {
@@ -131,6 +135,7 @@ impl Parent {
             _socket_file: socket_file,
             _pidfile: pidfile,
             _sandbox: sandbox,
+            start,
         }
     }
 
@@ -291,6 +296,7 @@ impl Parent {
                 }
                 ToParent::Log { level, text } => super::log::write(level, format_args!("{text}")),
                 ToParent::Taken(n) => self.crossings.taken(n),
+                ToParent::Ready => self.start.running(),
                 ToParent::Done => self.engine_done = true,
             }
         }

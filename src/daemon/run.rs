@@ -14,6 +14,7 @@ use anyhow::{anyhow, bail, Context};
 use nix::sys::signal::{SigSet, Signal};
 
 use super::control::ControlSocket;
+use super::detach::StartReport;
 use super::engine_process::EngineProcess;
 use super::parent::Parent;
 use super::pidfile::Pidfile;
@@ -226,11 +227,14 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         .with_context(|| format!("control socket {}", options.control.display()))?;
     let table = open_table(&options)?;
     let random = random_bytes().context("/dev/urandom")?;
-    if options.detach {
+    let start = if options.detach {
         // Before any thread exists: fork(2) keeps only the calling thread.
-        nix::unistd::daemon(false, false).context("detaching")?;
+        let start = super::detach::detach()?;
         super::log::use_syslog();
-    }
+        start
+    } else {
+        StartReport::foreground()
+    };
     if let Some(p) = &mut pidfile {
         p.write_pid()?;
     }
@@ -244,11 +248,20 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             // sockets, the pidfile and the parent's end are closed here; the socket
             // file stays the parent's to remove.
             super::log::use_queue();
-            drop((table, link, pidfile, parent_end, listener));
+            drop((table, link, parent_end, listener, start));
             socket_file.disarm();
+            // Not dropped: dropping unlocks, and the lock belongs to the open file both
+            // processes share, so the parent would lose it. Its descriptor goes with
+            // the other inherited ones just below, which leaves the lock alone.
+            std::mem::forget(pidfile);
             {
                 use std::os::fd::AsFd;
                 crate::sys::process::close_inherited(&[engine_end.as_fd()]);
+            }
+            // Detached, the engine process never holds the terminal; it has no more
+            // to say there (its lines go through the parent).
+            if options.detach {
+                let _ = super::detach::quiet_stdio();
             }
             let code = match sandbox.enter() {
                 Ok(()) => {
@@ -295,6 +308,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
                 pidfile,
                 signals,
                 sandbox,
+                start,
                 word(4),
                 [word(16), word(24)],
             );

@@ -186,6 +186,8 @@ pub enum ToParent<'a> {
     },
     /// The engine has taken this many local changes (see [`super::crossing`]).
     Taken(u64),
+    /// The engine process runs, confined: the start has succeeded.
+    Ready,
     /// Shut down as asked; nothing more follows.
     Done,
 }
@@ -208,6 +210,7 @@ const RECONFIGURED: u8 = 69;
 const LOG: u8 = 70;
 const DONE: u8 = 71;
 const TAKEN: u8 = 72;
+const READY: u8 = 73;
 
 // Sub-kinds of state changes and table operations.
 const INSERT: u8 = 0;
@@ -549,6 +552,7 @@ impl ToParent<'_> {
                 put_bytes(o, text.as_bytes());
             }),
             ToParent::Taken(n) => frame(out, TAKEN, |o| o.extend_from_slice(&n.to_le_bytes())),
+            ToParent::Ready => frame(out, READY, |_| {}),
             ToParent::Done => frame(out, DONE, |_| {}),
         }
     }
@@ -564,6 +568,7 @@ impl ToParent<'_> {
             LOG => "log",
             DONE => "done",
             TAKEN => "taken",
+            READY => "ready",
             other => return Err(MessageError::UnknownKind(other)),
         };
         let mut b = Body { bytes: body, what };
@@ -604,6 +609,7 @@ impl ToParent<'_> {
             }
             DONE => ToParent::Done,
             TAKEN => ToParent::Taken(b.u64()?),
+            READY => ToParent::Ready,
             _ => unreachable!("kinds are matched above"),
         };
         b.end(msg)
@@ -724,6 +730,7 @@ mod tests {
                 text: "peer 198.18.0.2 heard",
             },
             ToParent::Taken(12345),
+            ToParent::Ready,
             ToParent::Done,
         ];
         for s in states {
