@@ -30,8 +30,9 @@ const HAS_TUNING: u8 = 0x20;
 /// Appends the encoding of `s` to `out`.
 pub fn encode(s: &State, out: &mut Vec<u8>) {
     let stack_differs = s.stack != s.wire;
-    let has_route = s.rt != RouteType::None || s.rt_addr.is_some() || !s.rt_ifname.is_empty();
-    let has_names = !s.orig_ifname.is_empty() || !s.tagname.is_empty();
+    // By every byte, not the first: a name is kept whole, bytes after a NUL included.
+    let has_route = s.rt != RouteType::None || s.rt_addr.is_some() || !blank(&s.rt_ifname.0);
+    let has_names = !blank(&s.orig_ifname.0) || !blank(&s.tagname.0);
     let has_queues = s.qid != 0 || s.pqid != 0 || s.dnpipe != 0 || s.dnrpipe != 0;
     let has_rules = s.anchor.is_some()
         || s.nat_rule.is_some()
@@ -158,6 +159,10 @@ pub fn decode(bytes: &[u8]) -> Option<State> {
         s.max_mss = r.u16()?;
     }
     (r.at == bytes.len()).then_some(s)
+}
+
+fn blank(raw: &[u8]) -> bool {
+    raw.iter().all(|&b| b == 0)
 }
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {
@@ -417,6 +422,17 @@ mod tests {
         s.state_flags = StateFlags::from_bits(0xffff);
         round_trip(&s);
         round_trip(&State::default());
+        // A name that is empty as text (NUL first) with bytes after it is kept whole,
+        // alone in its group (found by the privsep fuzz target).
+        for name in 0..3 {
+            let mut s = State::default();
+            match name {
+                0 => s.tagname.0[1] = b'k',
+                1 => s.orig_ifname.0[15] = 1,
+                _ => s.rt_ifname.0[2] = 0xff,
+            }
+            round_trip(&s);
+        }
     }
 
     #[test]
