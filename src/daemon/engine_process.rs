@@ -82,6 +82,7 @@ impl EngineProcess {
         if link_open {
             // As a pfsync interface coming up: ask the peers for everything they have.
             engine.request_bulk(now);
+            log_info!("bulk update requested from the peers");
         }
         EngineProcess {
             options,
@@ -269,6 +270,7 @@ impl EngineProcess {
         // comes up asks for a bulk update.
         if link_changed && link_open {
             self.engine.request_bulk(now);
+            log_info!("bulk update requested from the peers");
         }
         self.drain(now);
     }

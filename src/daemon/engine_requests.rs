@@ -28,6 +28,7 @@ pub(super) fn answer(
         "stats" => stats_text(d, report, now),
         "bulk" => {
             d.engine.request_bulk(now);
+            crate::log_info!("bulk update requested from the peers (ctl bulk)");
             "bulk update requested\n".into()
         }
         other => format!("error: '{other}' is not a request for the engine\n"),
