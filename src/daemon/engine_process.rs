@@ -16,8 +16,9 @@ use nix::sys::signal::Signal;
 
 use super::engine_requests;
 use super::peers::Peers;
+use super::privsep::message::FRAME_HEADER;
 use super::privsep::message::MAX_TEXT;
-use super::privsep::{Channel, ChannelError, Sandbox, ToEngine, ToParent, HIGH_WATER};
+use super::privsep::{Channel, ChannelError, Sandbox, ToEngine, ToParent, HIGH_WATER, TURN_BUDGET};
 use super::run::{link_settings, Options};
 use super::SyncConfig;
 use crate::engine::{Config, Engine, Event};
@@ -116,7 +117,12 @@ impl EngineProcess {
                 .poll_timeout()
                 .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
                 .min(Duration::from_secs(1));
-            let ms = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+            // Frames left from the last turn's budget are taken without waiting.
+            let ms = if self.channel.has_frame() && self.channel.queued() < HIGH_WATER {
+                0
+            } else {
+                u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX)
+            };
             // The parent is read only while it takes what we send (privsep::channel).
             let mut channel_events = PollFlags::empty();
             if self.channel.queued() < HIGH_WATER {
@@ -176,7 +182,12 @@ impl EngineProcess {
     /// Handles what the parent sent; `Some` when told to stop.
     fn take_messages(&mut self, now: Instant) -> Result<Option<Stop>, ChannelError> {
         let filled = self.channel.fill();
-        while let Some((kind, body)) = self.channel.next_frame()? {
+        let mut budget = TURN_BUDGET;
+        while budget > 0 {
+            let Some((kind, body)) = self.channel.next_frame()? else {
+                break;
+            };
+            budget = budget.saturating_sub(FRAME_HEADER + body.len());
             match ToEngine::decode(kind, body)? {
                 ToEngine::Packet(p) => {
                     let rx = p.received();

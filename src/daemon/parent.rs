@@ -25,8 +25,10 @@ use super::control::{accept, respond, SocketFile};
 use super::detach::StartReport;
 use super::pidfile::Pidfile;
 use super::privsep::crossing::Crossings;
+use super::privsep::message::FRAME_HEADER;
 use super::privsep::{
     Channel, ChannelError, PacketIn, ParentReport, Sandbox, ToEngine, ToParent, HIGH_WATER,
+    TURN_BUDGET,
 };
 use super::requests::{route, Route};
 use super::run::{load_config, open_link, Link, Options};
@@ -168,7 +170,12 @@ impl Parent {
             .min()
             .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
             .min(Duration::from_secs(1));
-            let ms = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+            // Frames left from the last turn's budget are taken without waiting.
+            let ms = if self.channel.has_frame() {
+                0
+            } else {
+                u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX)
+            };
             // The link is read only while the engine keeps up (see privsep::channel).
             let read_link = self.stopping.is_none() && self.channel.queued() < HIGH_WATER;
             {
@@ -264,7 +271,12 @@ impl Parent {
     /// protocol.
     fn take_messages(&mut self, now: Instant) -> Result<(), ChannelError> {
         let filled = self.channel.fill();
-        while let Some((kind, body)) = self.channel.next_frame()? {
+        let mut budget = TURN_BUDGET;
+        while budget > 0 {
+            let Some((kind, body)) = self.channel.next_frame()? else {
+                break;
+            };
+            budget = budget.saturating_sub(FRAME_HEADER + body.len());
             let msg = ToParent::decode(kind, body)?;
             // (The frame borrows the channel's buffer: take what the message needs
             // before acting, which may queue answers on the channel.)

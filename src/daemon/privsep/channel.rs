@@ -7,6 +7,9 @@
 //! when both socket buffers fill at once (a bulk update in one direction while the
 //! table's changes flow in the other).
 //!
+//! Each loop takes at most [`TURN_BUDGET`] bytes of frames per turn, so a backlog
+//! never holds up the loop's timers (the next turn then does not wait on the socket).
+//!
 //! Backpressure is by the queue's size ([`HIGH_WATER`]): the parent stops reading the
 //! sync link while the engine has not taken what was already forwarded (so a flood
 //! stays in the kernel's socket buffer and is dropped and counted there, as without
@@ -23,6 +26,10 @@ use super::message::{MessageError, FRAME_HEADER, MAX_BODY};
 
 /// Queued bytes above which the sender stops producing more (see the module doc).
 pub const HIGH_WATER: usize = 4 << 20;
+/// Bytes of frames a loop takes per turn before it serves its timers, the link and the
+/// control socket again: a 2 MB backlog of packets to send takes tens of milliseconds,
+/// a turn should take about one.
+pub const TURN_BUDGET: usize = 32 << 10;
 /// Socket buffer asked for each direction.
 const SOCKET_BUFFER: usize = 4 << 20;
 /// The receive buffer: the longest frame fits with room to spare, so a partial frame
@@ -199,6 +206,15 @@ impl Channel {
         Ok(Some((kind, &self.inbuf[start..start + len])))
     }
 
+    /// A whole frame is buffered and not taken yet (a loop that stopped for its turn's
+    /// budget must not sleep on the socket then).
+    pub fn has_frame(&self) -> bool {
+        let rest = &self.inbuf[self.taken..self.filled];
+        rest.len() >= FRAME_HEADER
+            && rest.len()
+                >= FRAME_HEADER + u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize
+    }
+
     /// The other end closed and every frame it sent was taken.
     pub fn is_closed(&self) -> bool {
         self.closed && self.filled - self.taken < FRAME_HEADER
@@ -273,6 +289,25 @@ mod tests {
         // Writing to it says closed, not a raw EPIPE.
         ToParent::Done.encode(b.queue());
         assert!(matches!(b.flush(), Err(ChannelError::Closed)));
+    }
+
+    #[test]
+    fn frames_left_for_the_next_turn_are_seen() {
+        let (mut a, mut b) = pair().unwrap();
+        ToParent::Done.encode(a.queue());
+        ToParent::Done.encode(a.queue());
+        // Half a third frame: not a whole one.
+        ToParent::Transmit(&[1, 2, 3, 4]).encode(a.queue());
+        let whole = a.queued();
+        a.out.truncate(whole - 3);
+        a.flush().unwrap();
+        b.fill().unwrap();
+        assert!(b.has_frame());
+        b.next_frame().unwrap().unwrap();
+        assert!(b.has_frame(), "one whole frame left");
+        b.next_frame().unwrap().unwrap();
+        assert!(!b.has_frame(), "only part of a frame left");
+        assert!(b.next_frame().unwrap().is_none());
     }
 
     #[test]

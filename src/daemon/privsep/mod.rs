@@ -30,6 +30,6 @@ pub mod crossing;
 pub mod message;
 pub mod sandbox;
 
-pub use channel::{Channel, ChannelError, HIGH_WATER};
+pub use channel::{Channel, ChannelError, HIGH_WATER, TURN_BUDGET};
 pub use message::{MessageError, PacketIn, ParentReport, ToEngine, ToParent};
 pub use sandbox::{Sandbox, SandboxError, DEFAULT_CHROOT, DEFAULT_USER};
