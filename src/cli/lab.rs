@@ -151,11 +151,28 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let _ = cluster.ctl(0, "churn 0");
     println!("churn stopped; checking that every node holds the same states...");
-    let converged = wait_until(Duration::from_secs(5), || {
-        let Ok(first) = cluster.synced_states(0) else {
+    // Each node expires states by its own clock, and the nodes are read one after the
+    // other: a state about to expire may be gone on one and not yet on another. So
+    // node 1's states with 10 s or more to live must be on every node, the same, and
+    // no node may hold a state with 15 s or more to live that node 1 lacks.
+    let converged = wait_until(Duration::from_secs(15), || {
+        let keyed = |i: usize, secs: u64| {
+            cluster.synced_states_lasting(i, secs).map(|v| {
+                v.into_iter()
+                    .map(|(c, id, s)| ((c, id), s))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            })
+        };
+        let (Ok(first), Ok(first_all)) = (keyed(0, 10), keyed(0, 0)) else {
             return false;
         };
-        (1..n).all(|i| cluster.synced_states(i).is_ok_and(|s| s == first))
+        (1..n).all(|i| {
+            let (Ok(near), Ok(far)) = (keyed(i, 0), keyed(i, 15)) else {
+                return false;
+            };
+            first.iter().all(|(k, v)| near.get(k) == Some(v))
+                && far.keys().all(|k| first_all.contains_key(k))
+        })
     });
     match converged {
         Some(t) => println!(
@@ -171,6 +188,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     cluster.synced_states(i).map(|s| s.len()).unwrap_or(0)
                 );
             }
+            for i in 1..n {
+                if let Some(diff) = differences(&cluster, i) {
+                    println!("node {} against node 1: {diff}", i + 1);
+                }
+            }
             println!("not converged: pfsync never retransmits; lost updates heal on the state's next change (or `pfsyncd ctl bulk`)");
         }
     }
@@ -180,6 +202,79 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     );
     drop(cluster);
     Ok(ExitCode::SUCCESS)
+}
+
+/// How node `i`'s states differ from node 1's: how many it lacks, has in excess or holds
+/// otherwise, with one example of each (its key, protocol, timeout class and time left
+/// on both nodes), so a divergence can be told from a state about to expire.
+fn differences(cluster: &Cluster, i: usize) -> Option<String> {
+    let all =
+        |n: usize| -> Option<std::collections::BTreeMap<(String, String), serde_json::Value>> {
+            let v = cluster.ctl_json(n, "states").ok()?;
+            Some(
+                v.as_array()?
+                    .iter()
+                    .map(|s| {
+                        let key = (
+                            s["creatorid"].as_str().unwrap_or("").to_string(),
+                            s["id"].as_str().unwrap_or("").to_string(),
+                        );
+                        (key, s.clone())
+                    })
+                    .collect(),
+            )
+        };
+    let (first, other) = (all(0)?, all(i)?);
+    let show = |s: &serde_json::Value, twin: Option<&serde_json::Value>| {
+        format!(
+            "{}/{} proto {} timeout {} expire {} s{}",
+            s["creatorid"].as_str().unwrap_or("?"),
+            s["id"].as_str().unwrap_or("?"),
+            s["sync"]["wire"]["proto"],
+            s["sync"]["timeout"],
+            s["local"]["expire"],
+            twin.map_or(String::new(), |t| format!(
+                " (here {} s)",
+                t["local"]["expire"]
+            ))
+        )
+    };
+    let lacks: Vec<_> = first
+        .iter()
+        .filter(|(k, _)| !other.contains_key(*k))
+        .collect();
+    let extra: Vec<_> = other
+        .iter()
+        .filter(|(k, _)| !first.contains_key(*k))
+        .collect();
+    let differ: Vec<_> = first
+        .iter()
+        .filter_map(|(k, s)| {
+            other
+                .get(k)
+                .filter(|o| o["sync"] != s["sync"])
+                .map(|o| (s, o))
+        })
+        .collect();
+    if lacks.is_empty() && extra.is_empty() && differ.is_empty() {
+        return None;
+    }
+    let mut out = format!(
+        "lacks {}, has {} more, {} differ",
+        lacks.len(),
+        extra.len(),
+        differ.len()
+    );
+    if let Some((_, s)) = lacks.first() {
+        out += &format!("; lacks e.g. {}", show(s, None));
+    }
+    if let Some((_, s)) = extra.first() {
+        out += &format!("; has e.g. {}", show(s, None));
+    }
+    if let Some((s, o)) = differ.first() {
+        out += &format!("; differs e.g. {}", show(s, Some(o)));
+    }
+    Some(out)
 }
 
 /// SIGINT/SIGTERM/SIGHUP set `stop` (the daemons, in our process group, get Ctrl-C's
