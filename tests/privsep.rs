@@ -324,6 +324,21 @@ fn finish(mut cmd: std::process::Command, secs: u64) -> Option<std::process::Out
     rx.recv_timeout(Duration::from_secs(secs)).ok()?.ok()
 }
 
+/// Kills the daemon a pidfile names when dropped: a detached daemon is nobody's child,
+/// and a failed test must not leave it running.
+struct Reap(PathBuf);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(pid) = fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 #[test]
 fn a_detached_start_returns_once_the_engine_runs() {
     let _g = serial();
@@ -345,6 +360,7 @@ fn a_detached_start_returns_once_the_engine_runs() {
     // The started process exits 0 only once the daemon runs, and leaves nothing of
     // the terminal behind (finish would wait on a pipe a daemon kept).
     let out = finish(daemon(&[]), 10).expect("the start returned");
+    let _reap = Reap(pidfile.clone());
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(out.stderr.is_empty(), "{out:?}");
     let parent: u32 = fs::read_to_string(&pidfile)
