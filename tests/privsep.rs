@@ -153,7 +153,7 @@ fn the_engine_process_holds_no_root() {
             .any(|i| raw.contains(i)),
         "the parent holds the raw socket: {parent_fds:?} vs raw {raw:?}"
     );
-    // The engine holds its channel to the parent and nothing else but standard input,
+    // The engine holds its channels to the parent and nothing else but standard input,
     // output (/dev/null) and error (its log): no raw socket, no control socket, no file.
     let log = c.host(0).log.display().to_string();
     let mut sockets = 0;
@@ -169,7 +169,7 @@ fn the_engine_process_holds_no_root() {
             ),
         }
     }
-    assert_eq!(sockets, 1, "the channel only");
+    assert_eq!(sockets, 2, "its two channels to the parent only");
     // And it says so in the log, through the parent.
     let text = fs::read_to_string(&c.host(0).log).unwrap();
     assert!(

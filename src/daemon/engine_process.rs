@@ -41,6 +41,8 @@ pub(super) struct EngineProcess {
     pub(super) sandbox: Sandbox,
     pub(super) link_open: bool,
     channel: Channel,
+    /// Control requests from the parent, and their answers.
+    requests: Channel,
     syncok: bool,
     /// Local changes taken (see [`super::privsep::crossing`]).
     local_seen: u64,
@@ -63,6 +65,7 @@ impl EngineProcess {
         options: Options,
         config: SyncConfig,
         channel: Channel,
+        requests: Channel,
         sandbox: Sandbox,
         random: [u8; 32],
         link_open: bool,
@@ -93,6 +96,7 @@ impl EngineProcess {
             sandbox,
             link_open,
             channel,
+            requests,
             syncok: false,
             local_seen: 0,
             local_taken_said: 0,
@@ -132,7 +136,14 @@ impl EngineProcess {
                 channel_events |= PollFlags::POLLOUT;
             }
             {
-                let mut fds = [PollFd::new(self.channel.as_fd(), channel_events)];
+                let mut request_events = PollFlags::POLLIN;
+                if self.requests.wants_write() {
+                    request_events |= PollFlags::POLLOUT;
+                }
+                let mut fds = [
+                    PollFd::new(self.channel.as_fd(), channel_events),
+                    PollFd::new(self.requests.as_fd(), request_events),
+                ];
                 match poll(&mut fds, PollTimeout::from(ms)) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => {
@@ -142,6 +153,10 @@ impl EngineProcess {
                 }
             }
             let now = Instant::now();
+            if let Err(e) = self.take_requests(now) {
+                log_error!("{e}");
+                break Stop::Failed;
+            }
             if channel_events.contains(PollFlags::POLLIN) {
                 match self.take_messages(now) {
                     Ok(None) => {}
@@ -232,17 +247,8 @@ impl EngineProcess {
                     let words = words.to_string();
                     self.reconfigure(now, &words, link_changed, link_open);
                 }
-                ToEngine::Request { line, report } => {
-                    let line = line.to_string();
-                    let text = engine_requests::answer(self, now, &line, &report);
-                    // What the request changed (a bulk request) leaves before the answer.
-                    self.drain(now);
-                    let mut cut = text.len().min(MAX_TEXT);
-                    while !text.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    ToParent::Answer(&text[..cut]).encode(self.channel.queue());
-                }
+                // Requests come on their own channel (take_requests).
+                ToEngine::Request { .. } => return Err(misplaced("request")),
                 ToEngine::Shutdown { signal } => {
                     self.shutdown(now, signal);
                     return Ok(Some(Stop::Asked));
@@ -254,6 +260,32 @@ impl EngineProcess {
             return Err(ChannelError::Closed);
         }
         Ok(None)
+    }
+
+    /// Answers the control requests the parent passed on. They have a channel of their
+    /// own and are taken first each turn: an admin's `status` is answered at once, not
+    /// after the backlog of a bulk update or a million local changes.
+    fn take_requests(&mut self, now: Instant) -> Result<(), ChannelError> {
+        let filled = self.requests.fill();
+        while let Some((kind, body)) = self.requests.next_frame()? {
+            let ToEngine::Request { line, report } = ToEngine::decode(kind, body)? else {
+                return Err(misplaced("non-request"));
+            };
+            let line = line.to_string();
+            let text = engine_requests::answer(self, now, &line, &report);
+            // What the request changed (a bulk request) leaves before the answer.
+            self.drain(now);
+            let mut cut = text.len().min(MAX_TEXT);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            ToParent::Answer(&text[..cut]).encode(self.requests.queue());
+        }
+        filled?;
+        if self.requests.is_closed() {
+            return Err(ChannelError::Closed);
+        }
+        self.requests.flush()
     }
 
     /// SIGHUP, as the parent passes it on: the configuration changes, the cache stays.
@@ -355,6 +387,14 @@ fn drain_into(
             ToParent::Transmit(&t.payload).encode(channel.queue());
         }
     }
+}
+
+/// The log lines of this process, to the parent.
+fn misplaced(what: &'static str) -> ChannelError {
+    ChannelError::Message(super::privsep::MessageError::BadValue {
+        what,
+        field: "channel it came on",
+    })
 }
 
 /// The log lines of this process, to the parent.

@@ -65,6 +65,8 @@ pub(super) struct Parent {
     carp: Demotion,
     carp_broken: bool,
     channel: Channel,
+    /// Control requests for the engine, and its answers (see engine_process).
+    requests: Channel,
     engine_pid: Pid,
     signals: UnixStream,
     control: UnixListener,
@@ -97,6 +99,7 @@ impl Parent {
         table: Table,
         link: Option<Link>,
         channel: Channel,
+        requests: Channel,
         engine_pid: Pid,
         control: UnixListener,
         socket_file: SocketFile,
@@ -120,6 +123,7 @@ impl Parent {
             carp: Demotion::system(),
             carp_broken: false,
             channel,
+            requests,
             engine_pid,
             signals,
             control,
@@ -183,10 +187,17 @@ impl Parent {
                 if self.channel.wants_write() {
                     channel_events |= PollFlags::POLLOUT;
                 }
+                let mut request_events = PollFlags::POLLIN;
+                if self.requests.wants_write() {
+                    request_events |= PollFlags::POLLOUT;
+                }
                 let mut fds = vec![
                     PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.channel.as_fd(), channel_events),
                 ];
+                if !self.requests.is_closed() {
+                    fds.push(PollFd::new(self.requests.as_fd(), request_events));
+                }
                 if self.stopping.is_none() {
                     fds.push(PollFd::new(self.control.as_fd(), PollFlags::POLLIN));
                 }
@@ -200,6 +211,9 @@ impl Parent {
             }
             self.signals();
             let now = Instant::now();
+            if let Err(e) = self.take_answers() {
+                break self.engine_gone(e);
+            }
             if let Err(e) = self.take_messages(now) {
                 break self.engine_gone(e);
             }
@@ -218,7 +232,7 @@ impl Parent {
                 ToEngine::SendFailed(std::mem::take(&mut self.send_failures))
                     .encode(self.channel.queue());
             }
-            if let Err(e) = self.channel.flush() {
+            if let Err(e) = self.channel.flush().and_then(|()| self.requests.flush()) {
                 break self.engine_gone(e);
             }
             if let Some((_, deadline)) = self.stopping {
@@ -290,17 +304,8 @@ impl Parent {
                 }
                 ToParent::Table { op, seen } => self.apply(now, &op, seen),
                 ToParent::Demote(on) => self.demote(on),
-                ToParent::Answer(text) => match self.waiting.pop_front() {
-                    Some(client) => respond(client, text),
-                    None => {
-                        return Err(ChannelError::Message(
-                            super::privsep::MessageError::BadValue {
-                                what: "answer",
-                                field: "no request waits for it",
-                            },
-                        ))
-                    }
-                },
+                // Answers come on their own channel (take_answers).
+                ToParent::Answer(_) => return Err(misplaced("answer")),
                 ToParent::Reconfigured => {
                     if let Some(link) = self.pending_link.take() {
                         self.link = link;
@@ -317,6 +322,25 @@ impl Parent {
             return Err(ChannelError::Closed);
         }
         Ok(())
+    }
+
+    /// Passes the engine's answers on to the control clients waiting for them.
+    fn take_answers(&mut self) -> Result<(), ChannelError> {
+        // Closed with the engine process: the data channel says how it ended.
+        if self.requests.is_closed() {
+            return Ok(());
+        }
+        let filled = self.requests.fill();
+        while let Some((kind, body)) = self.requests.next_frame()? {
+            let ToParent::Answer(text) = ToParent::decode(kind, body)? else {
+                return Err(misplaced("non-answer"));
+            };
+            match self.waiting.pop_front() {
+                Some(client) => respond(client, text),
+                None => return Err(misplaced("answer nobody waits for")),
+            }
+        }
+        filled
     }
 
     /// The engine process closed the channel: the end of a shutdown, or a crash.
@@ -457,7 +481,7 @@ impl Parent {
                         line: &line,
                         report,
                     }
-                    .encode(self.channel.queue());
+                    .encode(self.requests.queue());
                     self.waiting.push_back(client);
                 }
             }
@@ -605,4 +629,11 @@ impl Parent {
             }
         }
     }
+}
+
+fn misplaced(what: &'static str) -> ChannelError {
+    ChannelError::Message(super::privsep::MessageError::BadValue {
+        what,
+        field: "channel it came on",
+    })
 }

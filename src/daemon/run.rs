@@ -240,6 +240,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     }
     let mask = block_signals()?;
     let (parent_end, engine_end) = privsep::channel::pair().context("socketpair")?;
+    let (parent_requests, engine_requests) = privsep::channel::pair().context("socketpair")?;
     let (listener, socket_file) = control.into_parts();
     let link_open = link.is_some();
     match crate::sys::process::fork().context("starting the engine process")? {
@@ -248,7 +249,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             // sockets, the pidfile and the parent's end are closed here; the socket
             // file stays the parent's to remove.
             super::log::use_queue();
-            drop((table, link, parent_end, listener, start));
+            drop((table, link, parent_end, parent_requests, listener, start));
             socket_file.disarm();
             // Not dropped: dropping unlocks, and the lock belongs to the open file both
             // processes share, so the parent would lose it. Its descriptor goes with
@@ -256,7 +257,10 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             std::mem::forget(pidfile);
             {
                 use std::os::fd::AsFd;
-                crate::sys::process::close_inherited(&[engine_end.as_fd()]);
+                crate::sys::process::close_inherited(&[
+                    engine_end.as_fd(),
+                    engine_requests.as_fd(),
+                ]);
             }
             // Detached, the engine process never holds the terminal; it has no more
             // to say there (its lines go through the parent).
@@ -272,8 +276,15 @@ pub fn run(options: Options) -> anyhow::Result<()> {
                         sandbox.user,
                         sandbox.dir.display()
                     );
-                    let engine =
-                        EngineProcess::new(options, config, engine_end, sandbox, random, link_open);
+                    let engine = EngineProcess::new(
+                        options,
+                        config,
+                        engine_end,
+                        engine_requests,
+                        sandbox,
+                        random,
+                        link_open,
+                    );
                     engine.run()
                 }
                 Err(e) => {
@@ -285,7 +296,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Forked::Parent { child } => {
-            drop(engine_end);
+            drop((engine_end, engine_requests));
             #[cfg(target_os = "openbsd")]
             privsep::sandbox::unveil_parent(
                 options.config_file.as_deref(),
@@ -302,6 +313,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
                 table,
                 link,
                 parent_end,
+                parent_requests,
                 child,
                 listener,
                 socket_file,

@@ -10,7 +10,7 @@
 //!    (`setuid(0)` must fail);
 //! 3. Linux: `PR_SET_NO_NEW_PRIVS` (no setuid executable can raise it again; changing
 //!    the uid away from 0 already cleared every capability); OpenBSD:
-//!    `pledge("stdio")` — read and write the one descriptor it holds, the channel to
+//!    `pledge("stdio")` — read and write the descriptors it holds, its two channels to
 //!    the parent, and nothing else (no pf ioctl is allowed under pledge anyway, which
 //!    is why the parent stays unpledged).
 
