@@ -651,30 +651,31 @@ fn sighup_rereads_the_file_and_keeps_the_states() {
     wait_agree(&c, &[0, 1], whole, 10);
 }
 
+/// A daemon in host 0's namespace, in the foreground with a memory table, the lab's
+/// user and chroot, and control socket `sock`; the caller adds the words.
+fn foreground(c: &Cluster, sock: &std::path::Path) -> Command {
+    let mut cmd = c.host(0).ns.command(env!("CARGO_BIN_EXE_pfsyncd").as_ref());
+    cmd.arg("-d")
+        .arg("-c")
+        .arg(sock)
+        .args([
+            "--table",
+            "memory",
+            "--user",
+            pfsyncd::lab::lab_user(),
+            "--chroot",
+        ])
+        .arg(c.dir().join(pfsyncd::lab::EMPTY_DIR));
+    cmd
+}
+
 #[test]
 fn start_errors_are_one_line_with_the_right_status() {
     let _g = serial();
     let c = cluster("err", 1);
     let run = |args: &[&str]| {
         let sock = c.dir().join("e.sock");
-        let out = c
-            .host(0)
-            .ns
-            .command(env!("CARGO_BIN_EXE_pfsyncd").as_ref())
-            .arg("-d")
-            .arg("-c")
-            .arg(&sock)
-            .args([
-                "--table",
-                "memory",
-                "--user",
-                pfsyncd::lab::lab_user(),
-                "--chroot",
-            ])
-            .arg(c.dir().join(pfsyncd::lab::EMPTY_DIR))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = foreground(&c, &sock).args(args).output().unwrap();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
@@ -705,21 +706,7 @@ fn start_errors_are_one_line_with_the_right_status() {
     let mut c = c;
     c.start(0, &[]).unwrap();
     let ctl = c.host(0).control.clone();
-    let out = c
-        .host(0)
-        .ns
-        .command(env!("CARGO_BIN_EXE_pfsyncd").as_ref())
-        .arg("-d")
-        .arg("-c")
-        .arg(&ctl)
-        .args([
-            "--table",
-            "memory",
-            "--user",
-            pfsyncd::lab::lab_user(),
-            "--chroot",
-        ])
-        .arg(c.dir().join(pfsyncd::lab::EMPTY_DIR))
+    let out = foreground(&c, &ctl)
         .args(["syncdev", "eth0", "up"])
         .output()
         .unwrap();

@@ -16,7 +16,6 @@ use nix::sys::signal::Signal;
 
 use super::engine_requests;
 use super::peers::Peers;
-use super::privsep::message::FRAME_HEADER;
 use super::privsep::message::MAX_TEXT;
 use super::privsep::{Channel, ChannelError, Sandbox, ToEngine, ToParent, HIGH_WATER, TURN_BUDGET};
 use super::run::{link_settings, Options};
@@ -171,7 +170,7 @@ impl EngineProcess {
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
             }
-            self.drain(now);
+            self.drain();
             if now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
                 self.housekeeping(now);
             }
@@ -198,11 +197,7 @@ impl EngineProcess {
     fn take_messages(&mut self, now: Instant) -> Result<Option<Stop>, ChannelError> {
         let filled = self.channel.fill();
         let mut budget = TURN_BUDGET;
-        while budget > 0 {
-            let Some((kind, body)) = self.channel.next_frame()? else {
-                break;
-            };
-            budget = budget.saturating_sub(FRAME_HEADER + body.len());
+        while let Some((kind, body)) = self.channel.next_frame_in(&mut budget)? {
             match ToEngine::decode(kind, body)? {
                 ToEngine::Packet(p) => {
                     let rx = p.received();
@@ -216,13 +211,7 @@ impl EngineProcess {
                     }
                     self.engine.handle_packet(now, rx);
                     // Table operations and answers of this packet before the next one.
-                    drain_into(
-                        &mut self.engine,
-                        &mut self.channel,
-                        self.link_open,
-                        &mut self.syncok,
-                        self.local_seen,
-                    );
+                    self.drain();
                     // The parent can start on them while the rest of the batch is
                     // parsed (a failure shows again at the turn's flush).
                     if self.channel.queued() >= EAGER_FLUSH {
@@ -274,7 +263,7 @@ impl EngineProcess {
             let line = line.to_string();
             let text = engine_requests::answer(self, now, &line, &report);
             // What the request changed (a bulk request) leaves before the answer.
-            self.drain(now);
+            self.drain();
             let mut cut = text.len().min(MAX_TEXT);
             while !text.is_char_boundary(cut) {
                 cut -= 1;
@@ -303,7 +292,7 @@ impl EngineProcess {
             // What is queued leaves on the old link: the parent swaps links only once
             // it has our Reconfigured, which follows these packets.
             self.engine.flush(now);
-            self.drain(now);
+            self.drain();
         }
         self.engine.reconfigure(now, link_settings(&config));
         self.config = config;
@@ -315,7 +304,7 @@ impl EngineProcess {
             self.engine.request_bulk(now);
             log_info!("bulk update requested from the peers");
         }
-        self.drain(now);
+        self.drain();
     }
 
     fn shutdown(&mut self, now: Instant, signal: i32) {
@@ -323,7 +312,7 @@ impl EngineProcess {
         log_info!("{name}: engine sends what it holds and stops");
         // The peers should not miss the last second of changes.
         self.engine.flush(now);
-        self.drain(now);
+        self.drain();
         ToParent::Done.encode(self.channel.queue());
     }
 
@@ -337,59 +326,48 @@ impl EngineProcess {
         self.last_housekeeping = now;
     }
 
-    /// Sends the engine's table operations, carp requests and packets to the parent.
-    fn drain(&mut self, _now: Instant) {
-        drain_into(
-            &mut self.engine,
-            &mut self.channel,
-            self.link_open,
-            &mut self.syncok,
-            self.local_seen,
-        );
-    }
-}
-
-/// The engine's outputs, as messages to the parent (a function of the fields it needs,
-/// so it can run while a frame borrows the channel's receive buffer).
-fn drain_into(
-    engine: &mut Engine,
-    channel: &mut Channel,
-    link_open: bool,
-    syncok: &mut bool,
-    seen: u64,
-) {
-    while let Some(op) = engine.poll_table_op() {
-        ToParent::Table { op, seen }.encode(channel.queue());
-    }
-    while let Some(ev) = engine.poll_event() {
-        match ev {
-            Event::CarpDemote(on) => ToParent::Demote(on).encode(channel.queue()),
-            Event::BulkDone { complete: true } => log_info!(
-                "bulk update received in {} ms, {} states cached",
-                engine.stats().bulk_last_duration_ms,
-                engine.state_count()
-            ),
-            Event::BulkDone { complete: false } => log_warn!(
-                "bulk update: no peer answered after {} requests; going on as in sync",
-                engine.stats().bulk_tries
-            ),
-            Event::BulkSendStarted => log_info!("a peer asked for a bulk update: sending"),
-            Event::BulkSendDone { states } => log_info!("bulk update sent: {states} states"),
+    /// Sends the engine's table operations, carp requests and packets to the parent,
+    /// and logs its events.
+    fn drain(&mut self) {
+        let (engine, channel) = (&mut self.engine, &mut self.channel);
+        while let Some(op) = engine.poll_table_op() {
+            ToParent::Table {
+                op,
+                seen: self.local_seen,
+            }
+            .encode(channel.queue());
         }
-    }
-    if engine.syncok() != *syncok {
-        *syncok = engine.syncok();
-        log_info!("syncok {}", u8::from(*syncok));
-    }
-    while let Some(t) = engine.poll_transmit() {
-        // Down, the engine still builds packets (its queues drain); nobody sends them.
-        if link_open {
-            ToParent::Transmit(&t.payload).encode(channel.queue());
+        while let Some(ev) = engine.poll_event() {
+            match ev {
+                Event::CarpDemote(on) => ToParent::Demote(on).encode(channel.queue()),
+                Event::BulkDone { complete: true } => log_info!(
+                    "bulk update received in {} ms, {} states cached",
+                    engine.stats().bulk_last_duration_ms,
+                    engine.state_count()
+                ),
+                Event::BulkDone { complete: false } => log_warn!(
+                    "bulk update: no peer answered after {} requests; going on as in sync",
+                    engine.stats().bulk_tries
+                ),
+                Event::BulkSendStarted => log_info!("a peer asked for a bulk update: sending"),
+                Event::BulkSendDone { states } => log_info!("bulk update sent: {states} states"),
+            }
+        }
+        if engine.syncok() != self.syncok {
+            self.syncok = engine.syncok();
+            log_info!("syncok {}", u8::from(self.syncok));
+        }
+        while let Some(t) = engine.poll_transmit() {
+            // Down, the engine still builds packets (its queues drain); nobody sends
+            // them.
+            if self.link_open {
+                ToParent::Transmit(&t.payload).encode(channel.queue());
+            }
         }
     }
 }
 
-/// The log lines of this process, to the parent.
+/// A frame of a kind that does not belong on the channel it came on.
 fn misplaced(what: &'static str) -> ChannelError {
     ChannelError::Message(super::privsep::MessageError::BadValue {
         what,

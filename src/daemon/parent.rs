@@ -25,7 +25,6 @@ use super::control::{accept, respond, SocketFile};
 use super::detach::StartReport;
 use super::pidfile::Pidfile;
 use super::privsep::crossing::Crossings;
-use super::privsep::message::FRAME_HEADER;
 use super::privsep::{
     Channel, ChannelError, PacketIn, ParentReport, Sandbox, ToEngine, ToParent, HIGH_WATER,
     TURN_BUDGET,
@@ -286,11 +285,7 @@ impl Parent {
     fn take_messages(&mut self, now: Instant) -> Result<(), ChannelError> {
         let filled = self.channel.fill();
         let mut budget = TURN_BUDGET;
-        while budget > 0 {
-            let Some((kind, body)) = self.channel.next_frame()? else {
-                break;
-            };
-            budget = budget.saturating_sub(FRAME_HEADER + body.len());
+        while let Some((kind, body)) = self.channel.next_frame_in(&mut budget)? {
             let msg = ToParent::decode(kind, body)?;
             // (The frame borrows the channel's buffer: take what the message needs
             // before acting, which may queue answers on the channel.)

@@ -206,6 +206,23 @@ impl Channel {
         Ok(Some((kind, &self.inbuf[start..start + len])))
     }
 
+    /// [`next_frame`](Self::next_frame) while `budget` lasts: each frame taken costs its
+    /// bytes, and none is taken once the budget is spent (the rest waits for the next
+    /// turn, see [`TURN_BUDGET`]).
+    pub fn next_frame_in(
+        &mut self,
+        budget: &mut usize,
+    ) -> Result<Option<(u8, &[u8])>, ChannelError> {
+        if *budget == 0 {
+            return Ok(None);
+        }
+        let frame = self.next_frame()?;
+        if let Some((_, body)) = &frame {
+            *budget = budget.saturating_sub(FRAME_HEADER + body.len());
+        }
+        Ok(frame)
+    }
+
     /// A whole frame is buffered and not taken yet (a loop that stopped for its turn's
     /// budget must not sleep on the socket then).
     pub fn has_frame(&self) -> bool {
