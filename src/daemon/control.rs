@@ -66,20 +66,10 @@ impl ControlSocket {
         })
     }
 
-    /// The listener and the file apart: privilege separation gives them to different
-    /// processes.
+    /// The listener and the file apart: after the fork the engine process closes its
+    /// copy of the listener and forgets the file, which only the parent removes.
     pub fn into_parts(self) -> (UnixListener, SocketFile) {
         (self.listener, self.file)
-    }
-
-    /// The listener, for polling.
-    pub fn listener(&self) -> &UnixListener {
-        &self.listener
-    }
-
-    /// Accepts one pending client and reads its request line (bounded wait).
-    pub fn accept(&self) -> io::Result<Option<(UnixStream, String)>> {
-        accept(&self.listener)
     }
 }
 

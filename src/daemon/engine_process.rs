@@ -199,8 +199,7 @@ impl EngineProcess {
         let mut budget = TURN_BUDGET;
         while let Some((kind, body)) = self.channel.next_frame_in(&mut budget)? {
             match ToEngine::decode(kind, body)? {
-                ToEngine::Packet(p) => {
-                    let rx = p.received();
+                ToEngine::Packet(rx) => {
                     if let (Some(src), true, 255) = (rx.source, rx.on_syncdev, rx.ttl) {
                         if self.peers.heard(now, src, rx.payload) {
                             log_info!(

@@ -26,8 +26,7 @@ use super::detach::StartReport;
 use super::pidfile::Pidfile;
 use super::privsep::crossing::Crossings;
 use super::privsep::{
-    Channel, ChannelError, PacketIn, ParentReport, Sandbox, ToEngine, ToParent, HIGH_WATER,
-    TURN_BUDGET,
+    Channel, ChannelError, ParentReport, ToEngine, ToParent, HIGH_WATER, TURN_BUDGET,
 };
 use super::requests::{route, Route};
 use super::run::{load_config, open_link, Link, Options};
@@ -79,13 +78,12 @@ pub(super) struct Parent {
     last_housekeeping: Instant,
     reported_failures: u64,
     last_failure_summary: Instant,
-    /// Set once told to stop: the signal, and when the engine's time is up.
-    stopping: Option<(Signal, Instant)>,
+    /// Set once told to stop: when the engine's time to finish is up.
+    stopping: Option<Instant>,
     engine_done: bool,
     // Held for the daemon's life; removed on drop.
     _socket_file: SocketFile,
     _pidfile: Option<Pidfile>,
-    _sandbox: Sandbox,
     /// Told once the engine process runs confined (a detached start waits for it).
     start: StartReport,
 }
@@ -104,7 +102,6 @@ impl Parent {
         socket_file: SocketFile,
         pidfile: Option<Pidfile>,
         signals: UnixStream,
-        sandbox: Sandbox,
         start: StartReport,
         seed: u64,
         hash_key: [u64; 2],
@@ -139,7 +136,6 @@ impl Parent {
             engine_done: false,
             _socket_file: socket_file,
             _pidfile: pidfile,
-            _sandbox: sandbox,
             start,
         }
     }
@@ -163,16 +159,12 @@ impl Parent {
             // A poll waits while the engine is behind (see step): then the channel's
             // writability wakes the loop, not the poll's deadline.
             let table_due = (self.channel.queued() < HIGH_WATER).then_some(self.next_table_poll);
-            let wait = [
-                table_due,
-                self.churn.deadline(),
-                self.stopping.map(|(_, t)| t),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
-            .min(Duration::from_secs(1));
+            let wait = [table_due, self.churn.deadline(), self.stopping]
+                .into_iter()
+                .flatten()
+                .min()
+                .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
+                .min(Duration::from_secs(1));
             // Frames left from the last turn's budget are taken without waiting.
             let ms = if self.channel.has_frame() {
                 0
@@ -234,7 +226,7 @@ impl Parent {
             if let Err(e) = self.channel.flush().and_then(|()| self.requests.flush()) {
                 break self.engine_gone(e);
             }
-            if let Some((_, deadline)) = self.stopping {
+            if let Some(deadline) = self.stopping {
                 if Instant::now() >= deadline {
                     log_warn!(
                         "engine process {} did not stop within {} s: killed",
@@ -272,7 +264,7 @@ impl Parent {
                 Ok(s) if self.stopping.is_none() => {
                     log_info!("{s}: shutting down");
                     ToEngine::Shutdown { signal: s as i32 }.encode(self.channel.queue());
-                    self.stopping = Some((s, Instant::now() + SHUTDOWN_GRACE));
+                    self.stopping = Some(Instant::now() + SHUTDOWN_GRACE);
                 }
                 // A second SIGTERM while stopping: the first one is being carried out.
                 Ok(_) | Err(_) => {}
@@ -396,7 +388,7 @@ impl Parent {
         for _ in 0..RECEIVE_BATCH {
             match link.input.recv(buf) {
                 Ok(Some(rx)) => {
-                    ToEngine::Packet(PacketIn::from_received(&rx)).encode(self.channel.queue());
+                    ToEngine::Packet(rx).encode(self.channel.queue());
                 }
                 Ok(None) => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -319,7 +319,6 @@ pub fn run(options: Options) -> anyhow::Result<()> {
                 socket_file,
                 pidfile,
                 signals,
-                sandbox,
                 start,
                 word(4),
                 [word(16), word(24)],

@@ -190,7 +190,7 @@ impl Config {
 }
 
 /// A packet received on the sync link, with what the transport knows of it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received<'a> {
     /// The pfsync payload (after the IP header).
     pub payload: &'a [u8],

@@ -78,53 +78,15 @@ pub struct ParentReport {
     pub churn_made: [u64; 3],
 }
 
-/// A datagram the parent received, for the engine to judge and parse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PacketIn<'a> {
-    /// The sender.
-    pub source: Option<IpAddr>,
-    /// IPv4 TTL or IPv6 hop limit.
-    pub ttl: u8,
-    /// It arrived on the syncdev.
-    pub on_syncdev: bool,
-    /// It came over IPv6.
-    pub ipv6: bool,
-    /// The pfsync payload, unparsed.
-    pub payload: &'a [u8],
-}
-
-impl<'a> PacketIn<'a> {
-    /// The packet as the engine takes it.
-    pub fn received(&self) -> Received<'a> {
-        Received {
-            payload: self.payload,
-            on_syncdev: self.on_syncdev,
-            ttl: self.ttl,
-            ipv6: self.ipv6,
-            source: self.source,
-        }
-    }
-
-    /// The parts of a received packet.
-    pub fn from_received(r: &Received<'a>) -> PacketIn<'a> {
-        PacketIn {
-            source: r.source,
-            ttl: r.ttl,
-            on_syncdev: r.on_syncdev,
-            ipv6: r.ipv6,
-            payload: r.payload,
-        }
-    }
-}
-
 /// From the parent to the engine process.
 // One message is decoded at a time and acted on at once, never stored: the size of the
 // largest variant (a whole state) costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToEngine<'a> {
-    /// A datagram from the sync link.
-    Packet(PacketIn<'a>),
+    /// A datagram from the sync link, its pfsync payload unparsed, with what the
+    /// kernel said of it (the engine judges and parses it).
+    Packet(Received<'a>),
     /// A change of the local table.
     Local(LocalChange),
     /// The ruleset checksum changed.
@@ -439,7 +401,7 @@ impl ToEngine<'_> {
         };
         let mut b = Body { bytes: body, what };
         let msg = match kind {
-            PACKET => ToEngine::Packet(PacketIn {
+            PACKET => ToEngine::Packet(Received {
                 source: b.addr()?,
                 ttl: b.u8()?,
                 on_syncdev: b.bool("on_syncdev")?,
@@ -634,21 +596,21 @@ mod tests {
 
     fn engine_messages(states: &[State]) -> Vec<ToEngine<'static>> {
         let mut m = vec![
-            ToEngine::Packet(PacketIn {
+            ToEngine::Packet(Received {
                 source: Some(IpAddr::from([198, 18, 0, 2])),
                 ttl: 255,
                 on_syncdev: true,
                 ipv6: false,
                 payload: &[6, 0, 0, 12, 1, 2, 3],
             }),
-            ToEngine::Packet(PacketIn {
+            ToEngine::Packet(Received {
                 source: Some("2001:db8::1".parse().unwrap()),
                 ttl: 1,
                 on_syncdev: false,
                 ipv6: true,
                 payload: &[],
             }),
-            ToEngine::Packet(PacketIn {
+            ToEngine::Packet(Received {
                 source: None,
                 ttl: 0,
                 on_syncdev: false,
