@@ -15,7 +15,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -26,21 +25,8 @@ use pfsyncd::state::State;
 use pfsyncd::table::synth::Synth;
 use pfsyncd::wire::{Dialect, Message, PacketBuilder};
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A cluster of `hosts`; `tag` keeps the namespace names apart per test.
-fn cluster(tag: &str, hosts: usize) -> Cluster {
-    Cluster::new(
-        env!("CARGO_BIN_EXE_pfsyncd").as_ref(),
-        &format!("pfsd-{tag}-"),
-        hosts,
-    )
-    .unwrap_or_else(|e| panic!("cannot build the test cluster: {e}"))
-}
+mod cluster;
+use cluster::{cluster, serial};
 
 type Synced = Vec<(String, String, Value)>;
 

@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -19,20 +18,8 @@ use nix::unistd::{Pid, User};
 
 use pfsyncd::lab::{lab_user, wait_until, Cluster, EMPTY_DIR};
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn cluster(tag: &str, hosts: usize) -> Cluster {
-    Cluster::new(
-        env!("CARGO_BIN_EXE_pfsyncd").as_ref(),
-        &format!("pfsd-{tag}-"),
-        hosts,
-    )
-    .unwrap_or_else(|e| panic!("cannot build the test cluster: {e}"))
-}
+mod cluster;
+use cluster::{cluster, serial};
 
 /// `/proc/PID/status` as name → value.
 fn proc_status(pid: u32) -> BTreeMap<String, String> {
