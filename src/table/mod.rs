@@ -124,6 +124,12 @@ pub trait StateTable {
     /// there is no ruleset, as in the memory table).
     fn checksum(&self) -> [u8; 16];
 
+    /// What the table refused, corrected or found incomplete at the kernel edge so far
+    /// (all zero for a table without a kernel behind it).
+    fn edge_counters(&self) -> EdgeCounters {
+        EdgeCounters::default()
+    }
+
     /// Carries out an engine operation; returns how many states it touched (a delete of a
     /// state that is not there touches none, and is no error).
     fn apply(&mut self, now: Instant, op: &TableOp) -> Result<usize, TableError> {
@@ -133,6 +139,44 @@ pub trait StateTable {
             TableOp::Delete { creatorid, id } => self.remove(*creatorid, *id).map(usize::from),
             TableOp::Clear { creatorid, ifname } => self.clear(Some(*creatorid), ifname),
         }
+    }
+}
+
+/// Bad input and incomplete answers met at the kernel edge, one counter each: what was
+/// refused before any kernel call, what was corrected on its way in, and which kernel
+/// answers were found incomplete. `ctl stats` shows them; none of them loses a state that
+/// was already synced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EdgeCounters {
+    /// Imports, updates or kills refused before the kernel call because the id or the
+    /// creator id was 0 (a kill with id 0 would kill every state).
+    pub refused_zero_id: u64,
+    /// Imports whose remaining lifetime was larger than the local timeout of its class
+    /// and was clamped to it (the kernels' unsigned arithmetic would wrap).
+    pub expire_clamped: u64,
+    /// Imports of a state bound to an interface this system does not have.
+    pub unknown_interface: u64,
+    /// Imports whose rule number was dropped (sent as -1) because the sender's ruleset
+    /// checksum differs from ours.
+    pub rule_unbound: u64,
+    /// State listings the kernel cut short (a dump ended with an error, a DIOCGETSTATES
+    /// answer that may have stopped before a hash row): listed again, never diffed.
+    pub partial_listings: u64,
+    /// States in a listing that did not decode, and were skipped.
+    pub undecodable: u64,
+}
+
+impl EdgeCounters {
+    /// The counters with their names, as `ctl stats` prints them.
+    pub fn named(&self) -> [(&'static str, u64); 6] {
+        [
+            ("refused_zero_id", self.refused_zero_id),
+            ("expire_clamped", self.expire_clamped),
+            ("unknown_interface", self.unknown_interface),
+            ("rule_unbound", self.rule_unbound),
+            ("partial_listings", self.partial_listings),
+            ("undecodable", self.undecodable),
+        ]
     }
 }
 

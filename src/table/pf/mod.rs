@@ -56,6 +56,17 @@ pub trait PfDevice {
     fn checksum(&mut self) -> io::Result<[u8; 16]> {
         Ok([0; 16])
     }
+    /// pf's host id (`pf_status.hostid`, host order): the creator id pf stamps on local
+    /// states. `None` where the kernel does not tell.
+    fn hostid(&mut self) -> io::Result<Option<u32>> {
+        Ok(None)
+    }
+    /// One line saying how this device lists, imports and kills states on the running
+    /// kernel (e.g. "states listed by netlink GETSTATES, killed by netlink KILLSTATES,
+    /// imported by DIOCADDSTATE (1301)"), for the start-up log and `pfsyncd check`.
+    fn describe(&self) -> String {
+        format!("states imported as {:?} records", self.format())
+    }
 }
 
 /// The cure for `EOPNOTSUPP` from DIOCADDSTATE.
