@@ -93,7 +93,8 @@ impl SyncReceiver for BpfReceiver {
                     Err(e) => return Err(e.into()),
                 }
             }
-            let mut records = Records::new(&self.buf[self.at..self.len], OS);
+            let mut records =
+                Records::with_layout(&self.buf[self.at..self.len], crate::sys::BPF_HEADER_LAYOUT);
             let item = records.next();
             let step = records.offset();
             match item {
