@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::buffer::{pfsync_in_frame, Records};
 use super::program::{pfsync_filter, LinkType, Os};
-use crate::net::{Interface, NetError, ReceivedPacket, SyncReceiver};
+use crate::net::{GroupMembership, Interface, NetError, ReceivedPacket, SyncReceiver, Transport};
 
 /// This OS, for the numbers that differ.
 #[cfg(target_os = "freebsd")]
@@ -36,11 +36,16 @@ pub struct BpfReceiver {
     len: usize,
     at: usize,
     stats: BpfStats,
+    // Held for the receiver's lifetime: without it a NIC's multicast filter drops the
+    // peers' frames before bpf sees them.
+    _membership: GroupMembership,
 }
 
 impl BpfReceiver {
-    /// Opens bpf on `syncdev`. Needs root (or access to /dev/bpf).
-    pub fn open(syncdev: &Interface) -> Result<BpfReceiver, NetError> {
+    /// Opens bpf on `syncdev` and joins the link's multicast groups there. Needs root
+    /// (or access to /dev/bpf).
+    pub fn open(transport: &Transport, syncdev: &Interface) -> Result<BpfReceiver, NetError> {
+        let membership = GroupMembership::join(&transport.groups(), syncdev)?;
         let name = syncdev.name.as_str();
         let mut link = None;
         let dev = crate::sys::open_bpf(name, BUFFER, |dlt| {
@@ -62,6 +67,7 @@ impl BpfReceiver {
             len: 0,
             at: 0,
             stats: BpfStats::default(),
+            _membership: membership,
         })
     }
 
