@@ -47,7 +47,7 @@ pub use pf::PfDev;
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
 mod carp;
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
-pub use carp::carp_demote;
+pub use carp::{carp_demote, carp_demotion};
 
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
 mod bpf;
