@@ -6,7 +6,9 @@
 mod model;
 
 use model::{capture, Kernel, StoreBuffer};
-use pfsyncd::net::bpf::{pfsync_in_frame, BpfError, LinkType, Os, Records};
+use pfsyncd::net::bpf::{
+    pfsync_in_frame, pfsync_in_record, BpfError, LinkType, Os, Records, Skipped,
+};
 
 const LINKS: [LinkType; 4] = [
     LinkType::Ethernet,
@@ -100,19 +102,41 @@ fn pfsync_frame(link: LinkType, os: Os, payload: &[u8]) -> Vec<u8> {
     let total = (20 + payload.len()) as u16;
     ip[2..4].copy_from_slice(&total.to_be_bytes());
     ip.extend_from_slice(payload);
+    behind_link_header(link, os, false, &ip)
+}
+
+/// A pfsync datagram over IPv6 (hop limit 255, to ff12::f0).
+fn pfsync6_frame(link: LinkType, os: Os, payload: &[u8]) -> Vec<u8> {
+    let mut ip = vec![0u8; 40];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+    ip[6] = 240;
+    ip[7] = 255;
+    ip[8] = 0xfe;
+    ip[9] = 0x80;
+    ip[23] = 1;
+    ip[24..26].copy_from_slice(&[0xff, 0x12]);
+    ip[39] = 0xf0;
+    ip.extend_from_slice(payload);
+    behind_link_header(link, os, true, &ip)
+}
+
+fn behind_link_header(link: LinkType, os: Os, v6: bool, ip: &[u8]) -> Vec<u8> {
+    let af_inet6 = os.af_inet6();
+    let af = if v6 { af_inet6 } else { 2 };
     let mut frame = match link {
         LinkType::Ethernet => {
             let mut e = vec![0x01, 0x00, 0x5e, 0, 0, 0xf0, 2, 0, 0, 0, 0, 1];
-            e.extend_from_slice(&0x0800u16.to_be_bytes());
+            let ethertype: u16 = if v6 { 0x86dd } else { 0x0800 };
+            e.extend_from_slice(&ethertype.to_be_bytes());
             e
         }
         // DLT_NULL: the family in host order; DLT_LOOP: in network order.
-        LinkType::Null => 2u32.to_ne_bytes().to_vec(),
-        LinkType::Loop => 2u32.to_be_bytes().to_vec(),
+        LinkType::Null => af.to_ne_bytes().to_vec(),
+        LinkType::Loop => af.to_be_bytes().to_vec(),
         LinkType::Raw => Vec::new(),
     };
-    let _ = os;
-    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(ip);
     frame
 }
 
@@ -223,6 +247,38 @@ fn random_buffers_end_the_walk_without_a_panic() {
         for os in [Os::FreeBsd, Os::OpenBsd] {
             // Each record takes at least a header: the walk cannot loop.
             assert!(Records::new(&b, os).count() <= b.len() / 18 + 1);
+        }
+    }
+}
+
+#[test]
+fn a_cut_datagram_or_another_frame_is_skipped_with_its_reason() {
+    for kernel in Kernel::ALL {
+        for link in LINKS {
+            let os = kernel.os();
+            let pfsync = pfsync_frame(link, os, &[0x5a; 200]);
+            let mut other = pfsync.clone();
+            // Protocol 17 instead of 240.
+            other[model::link_header_len(link) + 9] = 17;
+            let pfsync6 = pfsync6_frame(link, os, &[0x5a; 200]);
+            let reads = capture(kernel, link, 8192, 65_535, &[pfsync.clone(), other]);
+            let cut = capture(kernel, link, 8192, 100, &[pfsync, pfsync6]);
+            let verdicts: Vec<_> = reads
+                .iter()
+                .chain(&cut)
+                .flat_map(|b| Records::new(b, os))
+                .map(|r| pfsync_in_record(&r.unwrap(), link, os).map(|p| p.payload.len()))
+                .collect();
+            assert_eq!(
+                verdicts,
+                vec![
+                    Ok(200),
+                    Err(Skipped::NotPfsync),
+                    Err(Skipped::Cut),
+                    Err(Skipped::Cut)
+                ],
+                "{kernel:?} {link:?}"
+            );
         }
     }
 }

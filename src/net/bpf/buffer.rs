@@ -202,6 +202,23 @@ pub struct IpPacket {
     pub ipv6: bool,
 }
 
+/// Why a record gives the engine nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skipped {
+    /// bpf cut the frame short of the packet: a part of a datagram is not a datagram.
+    Cut,
+    /// No pfsync datagram in the frame.
+    NotPfsync,
+}
+
+/// The pfsync datagram of a record of `link` on `os`, whole.
+pub fn pfsync_in_record(record: &Record<'_>, link: LinkType, os: Os) -> Result<IpPacket, Skipped> {
+    if record.frame.len() < record.datalen {
+        return Err(Skipped::Cut);
+    }
+    pfsync_in_frame(record.frame, link, os).ok_or(Skipped::NotPfsync)
+}
+
 /// The pfsync datagram in a frame of `link` on `os`: `None` for anything else (the
 /// filter lets nothing else through, but a frame is checked all the same).
 pub fn pfsync_in_frame(frame: &[u8], link: LinkType, os: Os) -> Option<IpPacket> {

@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use super::buffer::{pfsync_in_frame, Records};
+use super::buffer::{pfsync_in_record, Records, Skipped};
 use super::program::{pfsync_filter, LinkType, Os};
 use crate::net::{GroupMembership, Interface, NetError, ReceivedPacket, SyncReceiver, Transport};
 
@@ -24,6 +24,8 @@ pub struct BpfStats {
     pub bad_buffers: u64,
     /// Frames without a pfsync datagram in them.
     pub not_pfsync: u64,
+    /// Frames bpf cut short (a part of a datagram is not a datagram).
+    pub cut: u64,
 }
 
 /// Receives pfsync with bpf.
@@ -106,9 +108,16 @@ impl SyncReceiver for BpfReceiver {
             match item {
                 Some(Ok(record)) => {
                     self.at += step;
-                    let Some(ip) = pfsync_in_frame(record.frame, self.link, OS) else {
-                        self.stats.not_pfsync += 1;
-                        continue;
+                    let ip = match pfsync_in_record(&record, self.link, OS) {
+                        Ok(ip) => ip,
+                        Err(Skipped::Cut) => {
+                            self.stats.cut += 1;
+                            continue;
+                        }
+                        Err(Skipped::NotPfsync) => {
+                            self.stats.not_pfsync += 1;
+                            continue;
+                        }
                     };
                     let payload = &record.frame[ip.payload.clone()];
                     let n = payload.len().min(out.len());
