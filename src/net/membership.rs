@@ -84,8 +84,8 @@ impl GroupMembership {
     }
 }
 
-/// Joins `group` on the syncdev named by its index, where the OS takes an index
-/// (`struct ip_mreqn`).
+/// Joins `group` on the syncdev named by its index, where IP_ADD_MEMBERSHIP takes a
+/// `struct ip_mreqn` (Linux; FreeBSD's `inp_join_group` in sys/netinet/in_mcast.c).
 #[cfg(not(target_os = "openbsd"))]
 fn join_v4(socket: &Socket, group: &Ipv4Addr, syncdev: &Interface) -> Result<(), NetError> {
     let on = socket2::InterfaceIndexOrAddress::Index(syncdev.index);
