@@ -265,7 +265,7 @@ fn generate(os: Os, clang_args: &[String], from: &str, out: &Path, kernel_edge: 
         builder = builder
             .allowlist_item("DIOC.*")
             .allowlist_item("BIOC.*")
-            .allowlist_item("SIOCSIFGATTR")
+            .allowlist_item("SIOC[SG]IFGATTR")
             .clang_macro_fallback()
             .clang_macro_fallback_build_dir(out.parent().expect("OUT_DIR/file"));
     }

@@ -3,14 +3,17 @@
 //! an Ethernet syncdev) in a network namespace, while another namespace sends pfsync
 //! and other packets over a veth. Only pfsync with TTL / hop limit 255 may arrive.
 //!
-//! Needs root (namespaces, packet sockets): without it the test fails with the reason.
+//! Also the BSD receiver's multicast membership (`GroupMembership`), joined on a veth
+//! of a namespace and read back from the kernel's own tables (/proc/net/igmp, igmp6).
+//!
+//! Needs root (namespaces, packet sockets): without it the tests fail with the reason.
 
 // Network namespaces and packet sockets are Linux's.
 #![cfg(target_os = "linux")]
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -18,6 +21,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use pfsyncd::lab::{check_root_and_ip, ip, Netns};
 use pfsyncd::net::bpf::{pfsync_filter, LinkType, Os};
+use pfsyncd::net::{GroupMembership, Interface, PFSYNC_GROUP_V4, PFSYNC_GROUP_V6};
 use pfsyncd::sys::attach_filter;
 
 const PREFIX: &str = "pfsd-bpft-";
@@ -150,4 +154,92 @@ fn the_filter_passes_only_pfsync_with_ttl_255() {
             if pass { "filtered out" } else { "let through" }
         );
     }
+}
+
+/// The IPv4 groups the kernel has joined on `dev`, from the calling thread's namespace
+/// (`/proc/net` is the process's, `/proc/thread-self/net` the thread's).
+fn igmp_groups(dev: &str) -> Vec<Ipv4Addr> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/igmp").unwrap();
+    let mut groups = Vec::new();
+    let mut in_dev = false;
+    for line in text.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if !line.starts_with(char::is_whitespace) {
+            // "Idx Device : Count Querier": a device's section begins.
+            in_dev = fields.get(1) == Some(&dev);
+        } else if in_dev {
+            // The group as the kernel prints its network-order word: "%08X".
+            let word = u32::from_str_radix(fields[0], 16).unwrap();
+            groups.push(Ipv4Addr::from(word.to_ne_bytes()));
+        }
+    }
+    groups
+}
+
+/// The IPv6 groups the kernel has joined on `dev` (`/proc/net/igmp6`: index, device,
+/// address in hex, users, flags, timer).
+fn igmp6_groups(dev: &str) -> Vec<Ipv6Addr> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/igmp6").unwrap();
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.get(1) == Some(&dev))
+        .map(|f| Ipv6Addr::from(u128::from_str_radix(f[2], 16).unwrap()))
+        .collect()
+}
+
+#[test]
+fn the_bpf_receivers_groups_are_joined_on_the_syncdev_while_it_lives() {
+    check_root_and_ip().unwrap_or_else(|e| panic!("{e}"));
+    pfsyncd::lab::sweep_stale(PREFIX);
+    let ns = Netns::new(PREFIX, "m").unwrap();
+    ns.ip(&["link", "add", "m0", "type", "veth", "peer", "name", "m1"])
+        .unwrap();
+    ns.ip(&["addr", "add", "198.18.10.1/24", "dev", "m0"])
+        .unwrap();
+    for dev in ["m0", "m1"] {
+        ns.ip(&["link", "set", dev, "up"]).unwrap();
+    }
+    let other_group: IpAddr = "239.1.2.3".parse().unwrap();
+    let unicast: IpAddr = "198.18.10.2".parse().unwrap();
+    let configured = [
+        IpAddr::V4(PFSYNC_GROUP_V4),
+        IpAddr::V6(PFSYNC_GROUP_V6),
+        other_group,
+        unicast,
+    ];
+    ns.run(|| {
+        let ours_v4 = [PFSYNC_GROUP_V4, "239.1.2.3".parse().unwrap()];
+        for g in ours_v4 {
+            assert!(!igmp_groups("m0").contains(&g), "{g} joined before");
+        }
+        assert!(!igmp6_groups("m0").contains(&PFSYNC_GROUP_V6));
+
+        let syncdev = Interface::lookup("m0").unwrap();
+        let membership = GroupMembership::join(&configured, &syncdev).unwrap();
+        assert_eq!(
+            membership.groups(),
+            &configured[..3],
+            "the unicast peer is skipped"
+        );
+        for g in ours_v4 {
+            assert!(igmp_groups("m0").contains(&g), "{g} not joined on m0");
+            assert!(
+                !igmp_groups("m1").contains(&g),
+                "{g} joined off the syncdev"
+            );
+        }
+        assert!(
+            igmp6_groups("m0").contains(&PFSYNC_GROUP_V6),
+            "ff12::f0 not joined on m0: {:?}",
+            igmp6_groups("m0")
+        );
+        assert!(!igmp6_groups("m1").contains(&PFSYNC_GROUP_V6));
+
+        drop(membership);
+        for g in ours_v4 {
+            assert!(!igmp_groups("m0").contains(&g), "{g} still joined");
+        }
+        assert!(!igmp6_groups("m0").contains(&PFSYNC_GROUP_V6));
+    })
+    .unwrap();
 }

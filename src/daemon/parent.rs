@@ -107,6 +107,17 @@ impl Parent {
         hash_key: [u64; 2],
     ) -> Parent {
         let now = Instant::now();
+        // The pidfile is locked by now: no other pfsyncd shares the record.
+        let mut carp = Demotion::system(options.pidfile.as_deref());
+        match carp.lower_leftover() {
+            Ok(None) => {}
+            Ok(Some(left)) => log_info!(
+                "carp demotion of {} left raised by a previous run: lowered by {}",
+                left.recorded,
+                left.lowered
+            ),
+            Err(e) => log_error!("{e}"),
+        }
         Parent {
             synth: Synth::new(seed, options.creatorid),
             options,
@@ -116,7 +127,7 @@ impl Parent {
             churn: Churn::default(),
             link,
             pending_link: None,
-            carp: Demotion::system(),
+            carp,
             carp_broken: false,
             channel,
             requests,

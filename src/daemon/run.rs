@@ -105,11 +105,11 @@ fn open_receiver(
 /// receive with bpf on the syncdev.
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
 fn open_receiver(
-    _transport: &Transport,
+    transport: &Transport,
     syncdev: &Interface,
 ) -> anyhow::Result<Box<dyn SyncReceiver>> {
-    let receiver =
-        crate::net::bpf::BpfReceiver::open(syncdev).map_err(|e| need_root(anyhow!("{e}")))?;
+    let receiver = crate::net::bpf::BpfReceiver::open(transport, syncdev)
+        .map_err(|e| need_root(anyhow!("{e}")))?;
     Ok(Box::new(receiver))
 }
 

@@ -45,6 +45,7 @@ mod filter;
 mod iface;
 mod input;
 mod ip;
+mod membership;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod raw;
 mod recv;
@@ -58,6 +59,7 @@ pub use filter::{classify, Verdict};
 pub use iface::{mtu, Interface};
 pub use input::SyncInput;
 pub use ip::{Ipv4Error, Ipv4Header, IPV4_MIN_HEADER_LEN};
+pub use membership::GroupMembership;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use raw::{RawReceiver, RawStats};
 pub use recv::{ReceivedPacket, SyncReceiver, RECV_BUFFER_LEN};

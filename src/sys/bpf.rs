@@ -7,7 +7,45 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use super::bindings as k;
-use crate::net::bpf::Insn;
+use crate::net::bpf::{HeaderLayout, Insn, Os};
+
+// The record walker (net/bpf/buffer.rs) is tested on FreeBSD's LP64 layout only; 32-bit
+// FreeBSD has another (i386: an 8-byte timeval; every 32-bit target: a 4-byte
+// BPF_ALIGNMENT, `sizeof(long)`), which no kernel model covers. OpenBSD's header has
+// fixed-width fields (`struct bpf_timeval`) and BPF_ALIGNMENT = sizeof(u_int32_t) on
+// every architecture.
+#[cfg(all(target_os = "freebsd", not(target_pointer_width = "64")))]
+compile_error!(
+    "pfsyncd reads FreeBSD bpf records only on 64-bit targets: the bpf_hdr layout and \
+     BPF_ALIGNMENT of 32-bit FreeBSD are not modelled or tested"
+);
+
+#[cfg(target_os = "freebsd")]
+const OS: Os = Os::FreeBsd;
+#[cfg(target_os = "openbsd")]
+const OS: Os = Os::OpenBsd;
+
+/// The target's `struct bpf_hdr`, where the record walker reads it.
+pub const BPF_HEADER_LAYOUT: HeaderLayout = HeaderLayout::of(OS);
+
+// The walker's offsets are those of the target's own header (bindgen), and the fields
+// have the widths it reads.
+const _: () = {
+    use std::mem::offset_of;
+    assert!(offset_of!(k::bpf_hdr, bh_caplen) == BPF_HEADER_LAYOUT.caplen);
+    assert!(offset_of!(k::bpf_hdr, bh_datalen) == BPF_HEADER_LAYOUT.datalen);
+    assert!(offset_of!(k::bpf_hdr, bh_hdrlen) == BPF_HEADER_LAYOUT.hdrlen);
+    // No header longer than the walker accepts: FreeBSD's is cut at bh_hdrlen
+    // (SIZEOF_BPF_HDR), OpenBSD's is whole; either padded to BPF_ALIGNMENT.
+    #[cfg(target_os = "freebsd")]
+    assert!(BPF_HEADER_LAYOUT.align == std::mem::size_of::<libc::c_long>());
+    #[cfg(target_os = "openbsd")]
+    assert!(
+        std::mem::size_of::<k::bpf_hdr>() + BPF_HEADER_LAYOUT.align - 1
+            <= BPF_HEADER_LAYOUT.max_hdrlen
+    );
+};
+const _: fn(&k::bpf_hdr) -> (u32, u32, u16) = |h| (h.bh_caplen, h.bh_datalen, h.bh_hdrlen);
 
 /// An open bpf device, bound to an interface, filtering, non-blocking.
 #[derive(Debug)]

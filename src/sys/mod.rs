@@ -47,12 +47,12 @@ pub use pf::PfDev;
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
 mod carp;
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
-pub use carp::carp_demote;
+pub use carp::{carp_demote, carp_demotion};
 
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
 mod bpf;
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
-pub use bpf::{open_bpf, BpfDevice};
+pub use bpf::{open_bpf, BpfDevice, BPF_HEADER_LAYOUT};
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod socket_filter;

@@ -11,7 +11,16 @@ use std::ops::Range;
 use super::program::{LinkType, Os, AF_INET};
 use crate::net::Ipv4Header;
 
-/// Where the fields of `struct bpf_hdr` are, per OS (amd64).
+/// Where the fields of `struct bpf_hdr` are, and which header lengths a kernel writes.
+///
+/// A record's header is not `sizeof(struct bpf_hdr)` long: the kernel sizes it so that
+/// the network header after the link header lands on a `BPF_ALIGNMENT` boundary. FreeBSD
+/// (`sys/net/bpf.c` `bpf_hdrlen()`) writes `BPF_WORDALIGN(linkhdr + SIZEOF_BPF_HDR) -
+/// linkhdr` with `SIZEOF_BPF_HDR` the end of `bh_hdrlen` (26 on amd64): 26 for Ethernet,
+/// 28 for DLT_NULL, 32 for DLT_RAW, the packet over the struct's tail padding. OpenBSD
+/// (`bpfsattach()`) does the same with `sizeof(struct bpf_hdr)`: 28 since bpf.h 1.74
+/// (7.7, `bh_csumflags`), 20 in bpf.h 1.67 (6.6, nothing past `bh_hdrlen`). So the walker
+/// takes `bh_hdrlen` as the packet's offset, and refuses only lengths no kernel writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeaderLayout {
     /// Offset of `bh_caplen` (u32).
@@ -20,29 +29,31 @@ pub struct HeaderLayout {
     pub datalen: usize,
     /// Offset of `bh_hdrlen` (u16).
     pub hdrlen: usize,
-    /// `sizeof(struct bpf_hdr)`: no record header is shorter.
-    pub size: usize,
+    /// The longest `bh_hdrlen` a kernel writes: its longest header, padded by up to
+    /// `align - 1` bytes.
+    pub max_hdrlen: usize,
     /// `BPF_ALIGNMENT`: records start at multiples of it.
     pub align: usize,
 }
 
 impl HeaderLayout {
-    /// FreeBSD on amd64: a 16-byte `struct timeval`, `BPF_ALIGNMENT` = `sizeof(long)`.
+    /// FreeBSD on LP64 (amd64, arm64): a 16-byte `struct timeval`, `BPF_ALIGNMENT` =
+    /// `sizeof(long)`; headers of `SIZEOF_BPF_HDR` = 26 bytes plus padding.
     pub const FREEBSD: HeaderLayout = HeaderLayout {
         caplen: 16,
         datalen: 20,
         hdrlen: 24,
-        size: 32,
+        max_hdrlen: 26 + 7,
         align: 8,
     };
-    /// OpenBSD: an 8-byte `struct bpf_timeval`, then interface, flow, flag, drop and
-    /// checksum fields (26 bytes, 28 with padding); `BPF_ALIGNMENT` =
-    /// `sizeof(u_int32_t)`.
+    /// OpenBSD: an 8-byte `struct bpf_timeval`, `BPF_ALIGNMENT` = `sizeof(u_int32_t)`;
+    /// headers from 18 bytes (the fields up to `bh_hdrlen`, the oldest layout) to 28 (with
+    /// `bh_csumflags` and tail padding) plus padding.
     pub const OPENBSD: HeaderLayout = HeaderLayout {
         caplen: 8,
         datalen: 12,
         hdrlen: 16,
-        size: 28,
+        max_hdrlen: 28 + 3,
         align: 4,
     };
 
@@ -52,6 +63,12 @@ impl HeaderLayout {
             Os::FreeBsd => HeaderLayout::FREEBSD,
             Os::OpenBsd => HeaderLayout::OPENBSD,
         }
+    }
+
+    /// The shortest header a kernel writes: up to the end of `bh_hdrlen`, FreeBSD's
+    /// `SIZEOF_BPF_HDR`. Fewer bytes left than this cannot be a record.
+    pub const fn min_hdrlen(&self) -> usize {
+        self.hdrlen + 2
     }
 }
 
@@ -66,16 +83,17 @@ pub enum BpfError {
         /// Bytes left.
         left: usize,
     },
-    /// A header length shorter than the header, or past the buffer.
-    #[error("bpf buffer: header length {hdrlen} at {at} does not fit")]
+    /// A header length no kernel writes (shorter than the fields up to `bh_hdrlen`,
+    /// longer than the longest header with its padding), or past the buffer.
+    #[error("bpf buffer: header length {hdrlen} at {at} is not one a kernel writes")]
     BadHeaderLength {
         /// Where the record starts.
         at: usize,
         /// `bh_hdrlen`.
         hdrlen: usize,
     },
-    /// A captured length past the buffer.
-    #[error("bpf buffer: {caplen} captured bytes at {at} run past the buffer")]
+    /// A captured length past the buffer, or longer than the packet.
+    #[error("bpf buffer: {caplen} captured bytes at {at} run past the buffer or the packet")]
     BadCaptureLength {
         /// Where the record starts.
         at: usize,
@@ -103,12 +121,17 @@ pub struct Records<'a> {
 }
 
 impl<'a> Records<'a> {
-    /// The records of `buf`, as `os` lays them out.
+    /// The records of `buf`, as `os` lays them out on LP64.
     pub fn new(buf: &'a [u8], os: Os) -> Records<'a> {
+        Records::with_layout(buf, HeaderLayout::of(os))
+    }
+
+    /// The records of `buf` in `layout` (the receiver passes the target's own).
+    pub fn with_layout(buf: &'a [u8], layout: HeaderLayout) -> Records<'a> {
         Records {
             buf,
             at: 0,
-            layout: HeaderLayout::of(os),
+            layout,
             failed: false,
         }
     }
@@ -137,7 +160,9 @@ impl<'a> Iterator for Records<'a> {
             self.failed = true;
             Some(Err(e))
         };
-        if rest.len() < l.size {
+        // The last record of a read may end before the header's tail padding would
+        // (FreeBSD stores the packet over it): only the fields up to bh_hdrlen are sure.
+        if rest.len() < l.min_hdrlen() {
             return fail(BpfError::ShortHeader {
                 at,
                 left: rest.len(),
@@ -146,10 +171,11 @@ impl<'a> Iterator for Records<'a> {
         let caplen = u32_at(rest, l.caplen);
         let datalen = u32_at(rest, l.datalen);
         let hdrlen = usize::from(u16::from_ne_bytes([rest[l.hdrlen], rest[l.hdrlen + 1]]));
-        if hdrlen < l.size || hdrlen > rest.len() {
+        if hdrlen < l.min_hdrlen() || hdrlen > l.max_hdrlen || hdrlen > rest.len() {
             return fail(BpfError::BadHeaderLength { at, hdrlen });
         }
-        if caplen > rest.len() - hdrlen {
+        // The kernel captures min(snap length, packet length): never more than the packet.
+        if caplen > rest.len() - hdrlen || caplen > datalen {
             return fail(BpfError::BadCaptureLength { at, caplen });
         }
         let end = hdrlen + caplen;
@@ -174,6 +200,23 @@ pub struct IpPacket {
     pub ttl: u8,
     /// It is IPv6.
     pub ipv6: bool,
+}
+
+/// Why a record gives the engine nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skipped {
+    /// bpf cut the frame short of the packet: a part of a datagram is not a datagram.
+    Cut,
+    /// No pfsync datagram in the frame.
+    NotPfsync,
+}
+
+/// The pfsync datagram of a record of `link` on `os`, whole.
+pub fn pfsync_in_record(record: &Record<'_>, link: LinkType, os: Os) -> Result<IpPacket, Skipped> {
+    if record.frame.len() < record.datalen {
+        return Err(Skipped::Cut);
+    }
+    pfsync_in_frame(record.frame, link, os).ok_or(Skipped::NotPfsync)
 }
 
 /// The pfsync datagram in a frame of `link` on `os`: `None` for anything else (the
@@ -242,20 +285,6 @@ pub fn pfsync_in_frame(frame: &[u8], link: LinkType, os: Os) -> Option<IpPacket>
 mod tests {
     use super::*;
 
-    /// A record as `os` writes it.
-    fn record(os: Os, frame: &[u8], out: &mut Vec<u8>) {
-        let l = HeaderLayout::of(os);
-        let start = out.len();
-        out.resize(start + l.size, 0);
-        out[start + l.caplen..][..4].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        out[start + l.datalen..][..4].copy_from_slice(&(frame.len() as u32 + 3).to_ne_bytes());
-        out[start + l.hdrlen..][..2].copy_from_slice(&(l.size as u16).to_ne_bytes());
-        out.extend_from_slice(frame);
-        while (out.len() - start) % l.align != 0 {
-            out.push(0xee);
-        }
-    }
-
     fn ipv4_pfsync(ttl: u8, payload: &[u8]) -> Vec<u8> {
         let mut p = vec![
             0x45, 0x10, 0, 0, 0, 0, 0x40, 0, ttl, 240, 0, 0, 10, 0, 0, 1, 224, 0, 0, 240,
@@ -266,66 +295,8 @@ mod tests {
         p
     }
 
-    #[test]
-    fn records_are_walked_with_each_os_alignment() {
-        for os in [Os::FreeBsd, Os::OpenBsd] {
-            let mut buf = Vec::new();
-            let frames: Vec<Vec<u8>> = (1..=5).map(|n| vec![n as u8; n * 7]).collect();
-            for f in &frames {
-                record(os, f, &mut buf);
-            }
-            let got: Vec<Record> = Records::new(&buf, os).map(Result::unwrap).collect();
-            assert_eq!(got.len(), 5, "{os:?}");
-            for (r, f) in got.iter().zip(&frames) {
-                assert_eq!(r.frame, &f[..]);
-                assert_eq!(r.datalen, f.len() + 3);
-            }
-        }
-    }
-
-    #[test]
-    fn bad_buffers_end_the_walk_with_an_error() {
-        let os = Os::FreeBsd;
-        let mut buf = Vec::new();
-        record(os, &[1, 2, 3], &mut buf);
-        // A second record cut short.
-        let mut cut = buf.clone();
-        record(os, &[9; 40], &mut cut);
-        cut.truncate(buf.len() + 20);
-        let r: Vec<_> = Records::new(&cut, os).collect();
-        assert!(r[0].is_ok());
-        assert!(matches!(r[1], Err(BpfError::ShortHeader { .. })));
-        assert_eq!(r.len(), 2);
-        // A capture length past the end.
-        let mut long = buf.clone();
-        long[HeaderLayout::FREEBSD.caplen..][..4].copy_from_slice(&1000u32.to_ne_bytes());
-        assert!(matches!(
-            Records::new(&long, os).next(),
-            Some(Err(BpfError::BadCaptureLength { .. }))
-        ));
-        // A header length of zero would never move on: refused.
-        let mut zero = buf.clone();
-        zero[HeaderLayout::FREEBSD.hdrlen..][..2].copy_from_slice(&0u16.to_ne_bytes());
-        assert!(matches!(
-            Records::new(&zero, os).next(),
-            Some(Err(BpfError::BadHeaderLength { .. }))
-        ));
-        // Random buffers: no panic, and the walk ends.
-        let mut x: u64 = 0x1234_5678;
-        for len in 0..3000usize {
-            let b: Vec<u8> = (0..len % 500)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
-            for os in [Os::FreeBsd, Os::OpenBsd] {
-                assert!(Records::new(&b, os).count() <= b.len() / 24 + 1);
-            }
-        }
-    }
+    // The walk over each kernel's records, and what it refuses, is tested on the kernel
+    // model: tests/kernel_bpf.rs.
 
     #[test]
     fn the_pfsync_datagram_is_found_behind_each_link_header() {
@@ -369,12 +340,16 @@ mod tests {
         assert_eq!(offset_of!(freebsd::bpf_hdr, bh_caplen), f.caplen);
         assert_eq!(offset_of!(freebsd::bpf_hdr, bh_datalen), f.datalen);
         assert_eq!(offset_of!(freebsd::bpf_hdr, bh_hdrlen), f.hdrlen);
-        assert_eq!(size_of::<freebsd::bpf_hdr>(), f.size);
+        // FreeBSD's SIZEOF_BPF_HDR; the header with the most padding follows it.
+        assert_eq!(f.min_hdrlen(), 26);
+        assert_eq!(f.max_hdrlen, f.min_hdrlen() + f.align - 1);
+        assert_eq!(size_of::<freebsd::bpf_hdr>(), 32);
         let o = HeaderLayout::OPENBSD;
         assert_eq!(offset_of!(openbsd::bpf_hdr, bh_caplen), o.caplen);
         assert_eq!(offset_of!(openbsd::bpf_hdr, bh_datalen), o.datalen);
         assert_eq!(offset_of!(openbsd::bpf_hdr, bh_hdrlen), o.hdrlen);
-        assert_eq!(size_of::<openbsd::bpf_hdr>(), o.size);
+        // OpenBSD's SIZEOF_BPF_HDR is the whole struct, padded to BPF_ALIGNMENT.
+        assert_eq!(o.max_hdrlen, size_of::<openbsd::bpf_hdr>() + o.align - 1);
         for (os, null, en, lp, raw) in [
             (
                 Os::FreeBsd,

@@ -11,5 +11,7 @@ pub mod receiver;
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
 pub use receiver::{BpfReceiver, BpfStats};
 
-pub use buffer::{pfsync_in_frame, BpfError, HeaderLayout, IpPacket, Record, Records};
+pub use buffer::{
+    pfsync_in_frame, pfsync_in_record, BpfError, HeaderLayout, IpPacket, Record, Records, Skipped,
+};
 pub use program::{pfsync_filter, Insn, LinkType, Os};

@@ -4,9 +4,9 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use super::buffer::{pfsync_in_frame, Records};
+use super::buffer::{pfsync_in_record, Records, Skipped};
 use super::program::{pfsync_filter, LinkType, Os};
-use crate::net::{Interface, NetError, ReceivedPacket, SyncReceiver};
+use crate::net::{GroupMembership, Interface, NetError, ReceivedPacket, SyncReceiver, Transport};
 
 /// This OS, for the numbers that differ.
 #[cfg(target_os = "freebsd")]
@@ -24,6 +24,8 @@ pub struct BpfStats {
     pub bad_buffers: u64,
     /// Frames without a pfsync datagram in them.
     pub not_pfsync: u64,
+    /// Frames bpf cut short (a part of a datagram is not a datagram).
+    pub cut: u64,
 }
 
 /// Receives pfsync with bpf.
@@ -36,11 +38,16 @@ pub struct BpfReceiver {
     len: usize,
     at: usize,
     stats: BpfStats,
+    // Held for the receiver's lifetime: without it a NIC's multicast filter drops the
+    // peers' frames before bpf sees them.
+    _membership: GroupMembership,
 }
 
 impl BpfReceiver {
-    /// Opens bpf on `syncdev`. Needs root (or access to /dev/bpf).
-    pub fn open(syncdev: &Interface) -> Result<BpfReceiver, NetError> {
+    /// Opens bpf on `syncdev` and joins the link's multicast groups there. Needs root
+    /// (or access to /dev/bpf).
+    pub fn open(transport: &Transport, syncdev: &Interface) -> Result<BpfReceiver, NetError> {
+        let membership = GroupMembership::join(&transport.groups(), syncdev)?;
         let name = syncdev.name.as_str();
         let mut link = None;
         let dev = crate::sys::open_bpf(name, BUFFER, |dlt| {
@@ -62,6 +69,7 @@ impl BpfReceiver {
             len: 0,
             at: 0,
             stats: BpfStats::default(),
+            _membership: membership,
         })
     }
 
@@ -93,15 +101,23 @@ impl SyncReceiver for BpfReceiver {
                     Err(e) => return Err(e.into()),
                 }
             }
-            let mut records = Records::new(&self.buf[self.at..self.len], OS);
+            let mut records =
+                Records::with_layout(&self.buf[self.at..self.len], crate::sys::BPF_HEADER_LAYOUT);
             let item = records.next();
             let step = records.offset();
             match item {
                 Some(Ok(record)) => {
                     self.at += step;
-                    let Some(ip) = pfsync_in_frame(record.frame, self.link, OS) else {
-                        self.stats.not_pfsync += 1;
-                        continue;
+                    let ip = match pfsync_in_record(&record, self.link, OS) {
+                        Ok(ip) => ip,
+                        Err(Skipped::Cut) => {
+                            self.stats.cut += 1;
+                            continue;
+                        }
+                        Err(Skipped::NotPfsync) => {
+                            self.stats.not_pfsync += 1;
+                            continue;
+                        }
                     };
                     let payload = &record.frame[ip.payload.clone()];
                     let n = payload.len().min(out.len());
