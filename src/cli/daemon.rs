@@ -32,7 +32,7 @@ pub struct DaemonArgs {
     /// State table: pf (the default where /dev/pf exists) or memory.
     #[arg(long, value_name = "pf|memory")]
     pub table: Option<String>,
-    /// Our creator id in hex (default: random).
+    /// Our creator id in hex (default: pf's hostid with the pf table, else random).
     #[arg(long, value_name = "HEX")]
     pub creatorid: Option<String>,
     /// The pidfile, locked while the daemon runs (default when detaching:
@@ -125,6 +125,7 @@ pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCod
         detach: !args.foreground,
         pidfile,
         creatorid,
+        creatorid_given: args.creatorid.is_some(),
         table,
         table_interval: std::time::Duration::from_millis(interval),
         bulk_pps: args.bulk_pps,

@@ -46,8 +46,11 @@ pub struct Options {
     pub config_file: Option<PathBuf>,
     /// Path of the control socket.
     pub control: PathBuf,
-    /// Our creator id (pf's hostid).
+    /// Our creator id: `--creatorid`, else random; with pf and no `--creatorid`, [`run`]
+    /// replaces it with pf's hostid.
     pub creatorid: u32,
+    /// `creatorid` came from `--creatorid`.
+    pub creatorid_given: bool,
     /// The state table.
     pub table: TableChoice,
     /// How often the table is asked for its changes.
@@ -216,8 +219,12 @@ pub(super) fn link_settings(config: &SyncConfig) -> LinkSettings {
 
 /// Runs the daemon until SIGTERM or SIGINT (the parent), or until the parent says so
 /// (the engine process, which exits here and never returns).
-pub fn run(options: Options) -> anyhow::Result<()> {
+pub fn run(mut options: Options) -> anyhow::Result<()> {
     let config = load_config(&options)?;
+    #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
+    if options.table == TableChoice::Pf {
+        super::kernel_start::check_kernel_pfsync()?;
+    }
     // Everything that can fail at start is done before detaching, so the admin sees the
     // one line saying why and the exit status.
     let sandbox = Sandbox::lookup(&options.user, &options.chroot)?;
@@ -225,7 +232,17 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     let link = open_link(&config)?;
     let control = ControlSocket::bind(&options.control)
         .with_context(|| format!("control socket {}", options.control.display()))?;
-    let table = open_table(&options)?;
+    let mut table = open_table(&options)?;
+    let (creatorid, source) = super::kernel_start::choose_creatorid(
+        options.creatorid_given.then_some(options.creatorid),
+        options.creatorid,
+        &mut table,
+    );
+    options.creatorid = creatorid;
+    log_info!("creator id {creatorid:08x} ({})", source.as_str());
+    if let Some(pf) = table.pf() {
+        log_info!("pf: {}", pf.describe());
+    }
     let random = random_bytes().context("/dev/urandom")?;
     let start = if options.detach {
         // Before any thread exists: fork(2) keeps only the calling thread.

@@ -47,6 +47,8 @@ pub use pf::PfDev;
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
 mod carp;
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
+pub mod pfsync_if;
+#[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
 pub use carp::carp_demote;
 
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
