@@ -72,10 +72,36 @@ pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCod
             "no sync configuration: give the words of ifconfig pfsync0 (e.g. `syncdev em1 up`) or -f FILE; see --help",
         ));
     }
+    let options = match options_of(args, words)? {
+        Ok(options) => options,
+        Err(code) => return Ok(code),
+    };
+    // Bad words, on the command line or in the file, are a usage error (64); a file
+    // that cannot be read is a plain failure.
+    if let Err(e) = load_config(&options) {
+        if e.downcast_ref::<pfsyncd::daemon::ConfigError>().is_some() {
+            return Ok(usage(format!("{e:#}")));
+        }
+        return Err(e);
+    }
+    run(options)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's options from the command line; a usage error is the exit status to
+/// leave with, already reported.
+pub(super) fn options_of(
+    args: &DaemonArgs,
+    words: &[String],
+) -> anyhow::Result<Result<Options, ExitCode>> {
     let table = match args.table.as_deref() {
         Some("memory") => TableChoice::Memory,
         Some("pf") => TableChoice::Pf,
-        Some(other) => return Ok(usage(format!("--table '{other}': expected pf or memory"))),
+        Some(other) => {
+            return Ok(Err(usage(format!(
+                "--table '{other}': expected pf or memory"
+            ))))
+        }
         // pf where there is one, as a firewall daemon is meant to run.
         None if Path::new("/dev/pf").exists() => TableChoice::Pf,
         None => TableChoice::Memory,
@@ -83,7 +109,7 @@ pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCod
     if let Some(level) = &args.log_level {
         match level.parse::<Level>() {
             Ok(level) => log::set_level(level),
-            Err(e) => return Ok(usage(format!("--log-level: {e}"))),
+            Err(e) => return Ok(Err(usage(format!("--log-level: {e}")))),
         }
     }
     let interval = args.interval.unwrap_or(match table {
@@ -91,12 +117,14 @@ pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCod
         TableChoice::Memory => 100,
     });
     if !(10..=60_000).contains(&interval) {
-        return Ok(usage(format!(
+        return Ok(Err(usage(format!(
             "--interval {interval}: expected 10 to 60000 milliseconds"
-        )));
+        ))));
     }
     if args.bulk_pps == 0 {
-        return Ok(usage("--bulk-pps 0: expected at least 1 packet per second"));
+        return Ok(Err(usage(
+            "--bulk-pps 0: expected at least 1 packet per second",
+        )));
     }
     let creatorid = match &args.creatorid {
         Some(hex) => {
@@ -104,9 +132,9 @@ pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCod
             match u32::from_str_radix(h, 16) {
                 Ok(id) if id != 0 => id,
                 _ => {
-                    return Ok(usage(format!(
+                    return Ok(Err(usage(format!(
                         "--creatorid '{hex}': expected a non-zero hex number of up to 8 digits"
-                    )))
+                    ))))
                 }
             }
         }
@@ -117,7 +145,7 @@ pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCod
         (None, false) => Some(PathBuf::from(DEFAULT_PIDFILE)),
         (None, true) => None,
     };
-    let options = Options {
+    Ok(Ok(Options {
         words: words.to_vec(),
         // Absolute: a detached daemon works from /.
         config_file: args.config_file.as_deref().map(absolute).transpose()?,
@@ -131,17 +159,7 @@ pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCod
         bulk_pps: args.bulk_pps,
         user: args.user.clone(),
         chroot: absolute(&args.chroot)?,
-    };
-    // Bad words, on the command line or in the file, are a usage error (64); a file
-    // that cannot be read is a plain failure.
-    if let Err(e) = load_config(&options) {
-        if e.downcast_ref::<pfsyncd::daemon::ConfigError>().is_some() {
-            return Ok(usage(format!("{e:#}")));
-        }
-        return Err(e);
-    }
-    run(options)?;
-    Ok(ExitCode::SUCCESS)
+    }))
 }
 
 /// Where the pidfile goes when detaching without --pidfile.

@@ -154,6 +154,30 @@ pub(super) fn open_link(config: &SyncConfig) -> anyhow::Result<Option<Link>> {
     }))
 }
 
+/// Opens the sync link as the daemon would (sender, and the receiver with its filter
+/// and group memberships on the syncdev), then closes it; says what it opened. `None`
+/// when the configuration has sync down.
+pub fn probe_link(config: &SyncConfig) -> anyhow::Result<Option<String>> {
+    let Some(link) = open_link(config)? else {
+        return Ok(None);
+    };
+    let name = link.input.syncdev().name.clone();
+    let peers = if config.syncpeers.is_empty() {
+        format!("joined {}", Family::V4.group())
+    } else {
+        let peers: Vec<String> = config.syncpeers.iter().map(ToString::to_string).collect();
+        format!("unicast to {}", peers.join(", "))
+    };
+    let receiver = if cfg!(target_os = "linux") {
+        "raw socket (protocol 240)"
+    } else {
+        "bpf with the pfsync filter"
+    };
+    Ok(Some(format!(
+        "sender and {receiver} open on {name}, {peers}"
+    )))
+}
+
 /// Blocks SIGTERM, SIGINT and SIGHUP, before any thread starts and before the fork, so
 /// every thread and the engine process inherit the mask: the engine process never
 /// takes them (a Ctrl-C reaches the whole process group, and the parent decides how
