@@ -263,10 +263,7 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
         &mut table,
     );
     options.creatorid = creatorid;
-    log_info!("creator id {creatorid:08x} ({})", source.as_str());
-    if let Some(pf) = table.pf() {
-        log_info!("pf: {}", pf.describe());
-    }
+    let pf_describe = table.pf().map(|pf| pf.describe());
     let random = random_bytes().context("/dev/urandom")?;
     let start = if options.detach {
         // Before any thread exists: fork(2) keeps only the calling thread.
@@ -278,6 +275,11 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
     };
     if let Some(p) = &mut pidfile {
         p.write_pid()?;
+    }
+    // After detaching: a detached start says nothing on the terminal unless it fails.
+    log_info!("creator id {creatorid:08x} ({})", source.as_str());
+    if let Some(how) = pf_describe {
+        log_info!("pf: {how}");
     }
     let mask = block_signals()?;
     let (parent_end, engine_end) = privsep::channel::pair().context("socketpair")?;
