@@ -66,7 +66,10 @@ pub(super) fn carp_step(report: &mut Report) {
 }
 
 /// The pfsync versions a FreeBSD kernel of `osreldate` speaks, oldest first:
-/// `PFSYNC_MSG_VERSION_1301` and `_1400` from 14.0, `_1500` from 15.0 (net/if_pfsync.h).
+/// `PFSYNC_MSG_VERSION_1301` and `_1400` from 14.0, `_1500` from 15.0 (the 15 header of
+/// net/if_pfsync.h has all three). GUESS: the release each arrived in is not read from
+/// the sources' history, nor whether 13.x got 1400 by a merge; a 13.x kernel is taken
+/// to speak 1301 only.
 pub fn freebsd_versions(osreldate: i64) -> &'static [Dialect] {
     if osreldate >= 1_500_000 {
         &[

@@ -146,6 +146,29 @@ mod tests {
         assert!(refuse_kernel_syncdev(&[b'x'; 16]).is_err());
     }
 
+    /// The model's field is the headers' own: `pfsyncr_syncdev[IFNAMSIZ]` first in a
+    /// 28-byte `struct pfsyncreq` (syncdev, syncpeer, maxupdates, defer) on both BSDs.
+    #[cfg(pfsyncd_oracle)]
+    #[test]
+    fn the_model_field_is_the_headers_pfsyncreq() {
+        use std::mem::{offset_of, size_of};
+        macro_rules! layout {
+            ($m:path) => {{
+                use $m as k;
+                assert_eq!(size_of::<k::pfsyncreq>(), 16 + 4 + 4 + 4);
+                assert_eq!(offset_of!(k::pfsyncreq, pfsyncr_syncdev), 0);
+                assert_eq!(
+                    size_of::<[core::ffi::c_char; 16]>(),
+                    kernel_pfsyncr_syncdev(None).len()
+                );
+                let r = k::pfsyncreq::default();
+                assert_eq!(r.pfsyncr_syncdev.len(), 16);
+            }};
+        }
+        layout!(crate::sys::freebsd);
+        layout!(crate::sys::openbsd);
+    }
+
     /// A pf device that knows only its hostid. The hostid is what pf stamps as the
     /// creator id of local states (FreeBSD `pf_state_insert`: `s->creatorid =
     /// V_pf_status.hostid`; OpenBSD `pf_state_insert` the same with `pf_status.hostid`);
