@@ -10,8 +10,9 @@ use crate::log_warn;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "pfsync0 has syncdev {syncdev}: the kernel's pfsync would sync on that link itself and \
-     take the peers' packets; run `ifconfig pfsync0 -syncdev` (the rc script does) and \
-     start pfsyncd again"
+     take the peers' packets; run `ifconfig pfsync0 -syncdev` (FreeBSD's pfsyncd rc script \
+     does; OpenBSD: `ifconfig pfsync0 down -syncdev`, and drop syncdev from \
+     /etc/hostname.pfsync0) and start pfsyncd again"
 )]
 pub struct KernelSyncdev {
     /// The kernel's syncdev.
