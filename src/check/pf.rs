@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::system::{sysctl_int, tool};
+use super::system::{pf_info, sysctl_int, tool};
 use super::{import, Report, Step};
 use crate::daemon::kernel_start::refuse_kernel_syncdev;
 use crate::table::pf::{PfDevice, PfTable};
@@ -14,23 +14,6 @@ use crate::table::StateTable;
 /// `securelevel_gt(td->td_ucred, 2)`; OpenBSD `pfioctl` when `securelevel > 1`
 /// (freebsd/freebsd-src and openbsd/src `pf_ioctl.c`).
 const MAX_SECURELEVEL: i64 = if cfg!(target_os = "freebsd") { 2 } else { 1 };
-
-/// What `pfctl -s info` says: running, and how many states.
-struct PfInfo {
-    enabled: bool,
-    states: Option<u64>,
-}
-
-fn pf_info(text: &str) -> PfInfo {
-    let enabled = text
-        .lines()
-        .any(|l| l.trim_start().starts_with("Status: Enabled"));
-    let states = text.lines().find_map(|l| {
-        let rest = l.trim_start().strip_prefix("current entries")?;
-        rest.trim().parse().ok()
-    });
-    PfInfo { enabled, states }
-}
 
 pub(super) fn steps(report: &mut Report, import_test: bool, ifname: Option<&str>) {
     let mut dev = match crate::sys::PfDev::open() {
@@ -209,21 +192,4 @@ fn listing_steps<D: PfDevice>(
             format!("{} syncable states decoded, none skipped", changes.len()),
         ),
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pfctl_info_is_read() {
-        let text = "Status: Enabled for 0 days 00:01:02           Debug: Urgent\n\n\
-                    State Table                          Total             Rate\n  \
-                    current entries                        3               \n  \
-                    searches                             120            1.9/s\n";
-        let i = pf_info(text);
-        assert!(i.enabled);
-        assert_eq!(i.states, Some(3));
-        assert!(!pf_info("Status: Disabled for 0 days").enabled);
-    }
 }

@@ -137,3 +137,41 @@ pub(super) fn version_step(report: &mut Report, config: &SyncConfig, table: Tabl
         ));
     }
 }
+
+/// What `pfctl -s info` says: running, and how many states.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+pub(super) struct PfInfo {
+    /// `Status: Enabled`.
+    pub(super) enabled: bool,
+    /// The state table's `current entries`.
+    pub(super) states: Option<u64>,
+}
+
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+pub(super) fn pf_info(text: &str) -> PfInfo {
+    let enabled = text
+        .lines()
+        .any(|l| l.trim_start().starts_with("Status: Enabled"));
+    let states = text.lines().find_map(|l| {
+        let rest = l.trim_start().strip_prefix("current entries")?;
+        rest.trim().parse().ok()
+    });
+    PfInfo { enabled, states }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pfctl_info_is_read() {
+        let text = "Status: Enabled for 0 days 00:01:02           Debug: Urgent\n\n\
+                    State Table                          Total             Rate\n  \
+                    current entries                        3               \n  \
+                    searches                             120            1.9/s\n";
+        let i = pf_info(text);
+        assert!(i.enabled);
+        assert_eq!(i.states, Some(3));
+        assert!(!pf_info("Status: Disabled for 0 days").enabled);
+    }
+}
