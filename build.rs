@@ -361,6 +361,8 @@ const ALLOWLIST: &[&str] = &[
     "pf_state_key_export",
     "pf_state_scrub_export",
     "pfsyncstats",
+    // pfsync0's configuration (SIOCGETPFSYNC), to refuse a kernel syncdev
+    "pfsyncreq",
     "PFSYNC_.*",
     "PF_SCRUB_FLAG_VALID",
     "PF_MD5_DIGEST_LENGTH",

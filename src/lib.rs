@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod capture;
+pub mod check;
 pub mod daemon;
 pub mod engine;
 #[cfg(target_os = "linux")]

@@ -32,7 +32,7 @@ pub struct DaemonArgs {
     /// State table: pf (the default where /dev/pf exists) or memory.
     #[arg(long, value_name = "pf|memory")]
     pub table: Option<String>,
-    /// Our creator id in hex (default: random).
+    /// Our creator id in hex (default: pf's hostid with the pf table, else random).
     #[arg(long, value_name = "HEX")]
     pub creatorid: Option<String>,
     /// The pidfile, locked while the daemon runs (default when detaching:
@@ -72,64 +72,9 @@ pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCod
             "no sync configuration: give the words of ifconfig pfsync0 (e.g. `syncdev em1 up`) or -f FILE; see --help",
         ));
     }
-    let table = match args.table.as_deref() {
-        Some("memory") => TableChoice::Memory,
-        Some("pf") => TableChoice::Pf,
-        Some(other) => return Ok(usage(format!("--table '{other}': expected pf or memory"))),
-        // pf where there is one, as a firewall daemon is meant to run.
-        None if Path::new("/dev/pf").exists() => TableChoice::Pf,
-        None => TableChoice::Memory,
-    };
-    if let Some(level) = &args.log_level {
-        match level.parse::<Level>() {
-            Ok(level) => log::set_level(level),
-            Err(e) => return Ok(usage(format!("--log-level: {e}"))),
-        }
-    }
-    let interval = args.interval.unwrap_or(match table {
-        TableChoice::Pf => 1000,
-        TableChoice::Memory => 100,
-    });
-    if !(10..=60_000).contains(&interval) {
-        return Ok(usage(format!(
-            "--interval {interval}: expected 10 to 60000 milliseconds"
-        )));
-    }
-    if args.bulk_pps == 0 {
-        return Ok(usage("--bulk-pps 0: expected at least 1 packet per second"));
-    }
-    let creatorid = match &args.creatorid {
-        Some(hex) => {
-            let h = hex.trim_start_matches("0x");
-            match u32::from_str_radix(h, 16) {
-                Ok(id) if id != 0 => id,
-                _ => {
-                    return Ok(usage(format!(
-                        "--creatorid '{hex}': expected a non-zero hex number of up to 8 digits"
-                    )))
-                }
-            }
-        }
-        None => random_creatorid().context("/dev/urandom")?,
-    };
-    let pidfile = match (&args.pidfile, args.foreground) {
-        (Some(p), _) => Some(absolute(p)?),
-        (None, false) => Some(PathBuf::from(DEFAULT_PIDFILE)),
-        (None, true) => None,
-    };
-    let options = Options {
-        words: words.to_vec(),
-        // Absolute: a detached daemon works from /.
-        config_file: args.config_file.as_deref().map(absolute).transpose()?,
-        control: absolute(&args.control)?,
-        detach: !args.foreground,
-        pidfile,
-        creatorid,
-        table,
-        table_interval: std::time::Duration::from_millis(interval),
-        bulk_pps: args.bulk_pps,
-        user: args.user.clone(),
-        chroot: absolute(&args.chroot)?,
+    let options = match options_of(args, words)? {
+        Ok(options) => options,
+        Err(code) => return Ok(code),
     };
     // Bad words, on the command line or in the file, are a usage error (64); a file
     // that cannot be read is a plain failure.
@@ -141,6 +86,80 @@ pub fn run_daemon(args: &DaemonArgs, words: &[String]) -> anyhow::Result<ExitCod
     }
     run(options)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's options from the command line; a usage error is the exit status to
+/// leave with, already reported.
+pub(super) fn options_of(
+    args: &DaemonArgs,
+    words: &[String],
+) -> anyhow::Result<Result<Options, ExitCode>> {
+    let table = match args.table.as_deref() {
+        Some("memory") => TableChoice::Memory,
+        Some("pf") => TableChoice::Pf,
+        Some(other) => {
+            return Ok(Err(usage(format!(
+                "--table '{other}': expected pf or memory"
+            ))))
+        }
+        // pf where there is one, as a firewall daemon is meant to run.
+        None if Path::new("/dev/pf").exists() => TableChoice::Pf,
+        None => TableChoice::Memory,
+    };
+    if let Some(level) = &args.log_level {
+        match level.parse::<Level>() {
+            Ok(level) => log::set_level(level),
+            Err(e) => return Ok(Err(usage(format!("--log-level: {e}")))),
+        }
+    }
+    let interval = args.interval.unwrap_or(match table {
+        TableChoice::Pf => 1000,
+        TableChoice::Memory => 100,
+    });
+    if !(10..=60_000).contains(&interval) {
+        return Ok(Err(usage(format!(
+            "--interval {interval}: expected 10 to 60000 milliseconds"
+        ))));
+    }
+    if args.bulk_pps == 0 {
+        return Ok(Err(usage(
+            "--bulk-pps 0: expected at least 1 packet per second",
+        )));
+    }
+    let creatorid = match &args.creatorid {
+        Some(hex) => {
+            let h = hex.trim_start_matches("0x");
+            match u32::from_str_radix(h, 16) {
+                Ok(id) if id != 0 => id,
+                _ => {
+                    return Ok(Err(usage(format!(
+                        "--creatorid '{hex}': expected a non-zero hex number of up to 8 digits"
+                    ))))
+                }
+            }
+        }
+        None => random_creatorid().context("/dev/urandom")?,
+    };
+    let pidfile = match (&args.pidfile, args.foreground) {
+        (Some(p), _) => Some(absolute(p)?),
+        (None, false) => Some(PathBuf::from(DEFAULT_PIDFILE)),
+        (None, true) => None,
+    };
+    Ok(Ok(Options {
+        words: words.to_vec(),
+        // Absolute: a detached daemon works from /.
+        config_file: args.config_file.as_deref().map(absolute).transpose()?,
+        control: absolute(&args.control)?,
+        detach: !args.foreground,
+        pidfile,
+        creatorid,
+        creatorid_given: args.creatorid.is_some(),
+        table,
+        table_interval: std::time::Duration::from_millis(interval),
+        bulk_pps: args.bulk_pps,
+        user: args.user.clone(),
+        chroot: absolute(&args.chroot)?,
+    }))
 }
 
 /// Where the pidfile goes when detaching without --pidfile.

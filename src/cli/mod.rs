@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
+mod check;
 mod ctl;
 mod daemon;
 mod decode;
@@ -24,7 +25,9 @@ const EX_USAGE: u8 = 64;
 /// [defer|-defer] [version 1301|1400|1500|openbsd] [mtu N] [up|down].
 #[derive(Debug, Parser)]
 #[command(name = "pfsyncd", version, about, long_about = None)]
-#[command(override_usage = "pfsyncd [OPTIONS] [WORDS]...\n       pfsyncd <decode|ctl|lab> ...")]
+#[command(
+    override_usage = "pfsyncd [OPTIONS] [WORDS]...\n       pfsyncd check [OPTIONS] [--import-test] [--json] [WORDS]...\n       pfsyncd <decode|ctl|lab> ..."
+)]
 struct Cli {
     #[command(flatten)]
     daemon: daemon::DaemonArgs,
@@ -81,6 +84,10 @@ fn split_words(args: Vec<String>) -> (Vec<String>, Vec<String>) {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Try every kernel interaction the daemon needs (/dev/pf, pfsync0, the sync link,
+    /// the sandbox, carp), one line each: ok, FAIL with the remedy, or skip. Takes the
+    /// daemon's options and words; exit status 0 only when nothing failed.
+    Check(check::Args),
     /// Print the pfsync packets of a pcap or pcapng capture, tcpdump style or as JSON.
     Decode(decode::Args),
     /// Ask a running daemon: status, stats, states, bulk, insert, update, delete, clear.
@@ -101,6 +108,7 @@ pub fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Some(Command::Decode(args)) => decode::run(args),
+        Some(Command::Check(args)) => check::run(args, &words),
         Some(Command::Ctl(args)) => ctl::run(args),
         #[cfg(target_os = "linux")]
         Some(Command::Lab(args)) => lab::run(args),

@@ -179,6 +179,7 @@ fn stats_json(d: &EngineProcess, r: &ParentReport, now: Instant) -> Value {
             "expired": r.expired,
             "superseded": r.superseded,
         },
+        "edge": r.edge.named().into_iter().map(|(k, v)| (k.to_string(), Value::from(v))).collect::<Map<String, Value>>(),
         "own_dropped": r.own_dropped,
         "churn": r.churn_made,
         "peers": peers,
@@ -234,6 +235,10 @@ fn stats_text(d: &EngineProcess, r: &ParentReport, now: Instant) -> String {
         t.exists + t.invalid + t.notfound + t.full + t.unsupported + t.io,
         "operations failed",
     );
+    let _ = writeln!(s, "kernel edge:");
+    for (name, n) in r.edge.named() {
+        let _ = writeln!(s, "\t{n} {name}");
+    }
     let _ = writeln!(s, "peers:");
     for (addr, p) in d.peers.iter() {
         let _ = writeln!(

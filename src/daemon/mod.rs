@@ -10,6 +10,7 @@ pub mod control;
 pub mod detach;
 mod engine_process;
 mod engine_requests;
+pub mod kernel_start;
 pub mod log;
 mod parent;
 pub mod peers;

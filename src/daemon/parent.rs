@@ -497,6 +497,7 @@ impl Parent {
             churn_rate: self.churn.rate(),
             churn_target: self.churn.target() as u64,
             churn_made: self.churn.made,
+            edge: self.table.state_table_ref().edge_counters(),
         }
     }
 

@@ -46,8 +46,11 @@ pub struct Options {
     pub config_file: Option<PathBuf>,
     /// Path of the control socket.
     pub control: PathBuf,
-    /// Our creator id (pf's hostid).
+    /// Our creator id: `--creatorid`, else random; with pf and no `--creatorid`, [`run`]
+    /// replaces it with pf's hostid.
     pub creatorid: u32,
+    /// `creatorid` came from `--creatorid`.
+    pub creatorid_given: bool,
     /// The state table.
     pub table: TableChoice,
     /// How often the table is asked for its changes.
@@ -151,6 +154,30 @@ pub(super) fn open_link(config: &SyncConfig) -> anyhow::Result<Option<Link>> {
     }))
 }
 
+/// Opens the sync link as the daemon would (sender, and the receiver with its filter
+/// and group memberships on the syncdev), then closes it; says what it opened. `None`
+/// when the configuration has sync down.
+pub fn probe_link(config: &SyncConfig) -> anyhow::Result<Option<String>> {
+    let Some(link) = open_link(config)? else {
+        return Ok(None);
+    };
+    let name = link.input.syncdev().name.clone();
+    let peers = if config.syncpeers.is_empty() {
+        format!("joined {}", Family::V4.group())
+    } else {
+        let peers: Vec<String> = config.syncpeers.iter().map(ToString::to_string).collect();
+        format!("unicast to {}", peers.join(", "))
+    };
+    let receiver = if cfg!(target_os = "linux") {
+        "raw socket (protocol 240)"
+    } else {
+        "bpf with the pfsync filter"
+    };
+    Ok(Some(format!(
+        "sender and {receiver} open on {name}, {peers}"
+    )))
+}
+
 /// Blocks SIGTERM, SIGINT and SIGHUP, before any thread starts and before the fork, so
 /// every thread and the engine process inherit the mask: the engine process never
 /// takes them (a Ctrl-C reaches the whole process group, and the parent decides how
@@ -216,8 +243,12 @@ pub(super) fn link_settings(config: &SyncConfig) -> LinkSettings {
 
 /// Runs the daemon until SIGTERM or SIGINT (the parent), or until the parent says so
 /// (the engine process, which exits here and never returns).
-pub fn run(options: Options) -> anyhow::Result<()> {
+pub fn run(mut options: Options) -> anyhow::Result<()> {
     let config = load_config(&options)?;
+    #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
+    if options.table == TableChoice::Pf {
+        super::kernel_start::check_kernel_pfsync()?;
+    }
     // Everything that can fail at start is done before detaching, so the admin sees the
     // one line saying why and the exit status.
     let sandbox = Sandbox::lookup(&options.user, &options.chroot)?;
@@ -225,7 +256,14 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     let link = open_link(&config)?;
     let control = ControlSocket::bind(&options.control)
         .with_context(|| format!("control socket {}", options.control.display()))?;
-    let table = open_table(&options)?;
+    let mut table = open_table(&options)?;
+    let (creatorid, source) = super::kernel_start::choose_creatorid(
+        options.creatorid_given.then_some(options.creatorid),
+        options.creatorid,
+        &mut table,
+    );
+    options.creatorid = creatorid;
+    let pf_describe = table.pf().map(|pf| pf.describe());
     let random = random_bytes().context("/dev/urandom")?;
     let start = if options.detach {
         // Before any thread exists: fork(2) keeps only the calling thread.
@@ -237,6 +275,11 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     };
     if let Some(p) = &mut pidfile {
         p.write_pid()?;
+    }
+    // After detaching: a detached start says nothing on the terminal unless it fails.
+    log_info!("creator id {creatorid:08x} ({})", source.as_str());
+    if let Some(how) = pf_describe {
+        log_info!("pf: {how}");
     }
     let mask = block_signals()?;
     let (parent_end, engine_end) = privsep::channel::pair().context("socketpair")?;

@@ -1,7 +1,27 @@
 //! The state table the daemon keeps in sync: pf, or the memory table. The control
 //! requests that make synthetic traffic work on the memory table only.
 
+use crate::table::pf::{PfDevice, PfTable};
 use crate::table::{MemoryTable, StateTable};
+
+/// pf's table as the daemon needs it beyond [`StateTable`]: what the device says of the
+/// running kernel, for the creator id and the start-up log.
+pub(super) trait PfKernelTable: StateTable {
+    /// pf's hostid (`None` where the kernel does not tell).
+    fn hostid(&mut self) -> std::io::Result<Option<u32>>;
+    /// How states are listed, killed and imported on this kernel.
+    fn describe(&self) -> String;
+}
+
+impl<D: PfDevice> PfKernelTable for PfTable<D> {
+    fn hostid(&mut self) -> std::io::Result<Option<u32>> {
+        self.device_mut().hostid()
+    }
+
+    fn describe(&self) -> String {
+        self.device().describe()
+    }
+}
 
 /// The daemon's table.
 pub(super) enum Table {
@@ -12,7 +32,7 @@ pub(super) enum Table {
         not(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd"))),
         allow(dead_code)
     )]
-    Pf(Box<dyn StateTable>),
+    Pf(Box<dyn PfKernelTable>),
 }
 
 impl Table {
@@ -21,6 +41,22 @@ impl Table {
         match self {
             Table::Memory(m) => m.as_mut(),
             Table::Pf(p) => p.as_mut(),
+        }
+    }
+
+    /// The table, to read its counters.
+    pub(super) fn state_table_ref(&self) -> &dyn StateTable {
+        match self {
+            Table::Memory(m) => m.as_ref(),
+            Table::Pf(p) => p.as_ref(),
+        }
+    }
+
+    /// pf's table, if that is the table.
+    pub(super) fn pf(&mut self) -> Option<&mut dyn PfKernelTable> {
+        match self {
+            Table::Memory(_) => None,
+            Table::Pf(p) => Some(p.as_mut()),
         }
     }
 

@@ -48,6 +48,8 @@ pub use pf::PfDev;
 mod carp;
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
 pub use carp::{carp_demote, carp_demotion};
+#[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
+pub mod pfsync_if;
 
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
 mod bpf;

@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::daemon::log::Level;
 use crate::engine::{LocalChange, Received, TableOp};
 use crate::state::{compact, State};
-use crate::table::TableStats;
+use crate::table::{EdgeCounters, TableStats};
 use crate::wire::IfName;
 
 /// Longest body accepted (a 64 KB datagram with room to spare).
@@ -76,6 +76,8 @@ pub struct ParentReport {
     pub churn_target: u64,
     /// Inserts, updates and deletes the churn made.
     pub churn_made: [u64; 3],
+    /// What the table refused, corrected or found incomplete at the kernel edge.
+    pub edge: EdgeCounters,
 }
 
 /// From the parent to the engine process.
@@ -256,6 +258,18 @@ impl<'a> Body<'a> {
         Ok(u64::from_le_bytes(b))
     }
 
+    /// The kernel-edge counters, in the order of [`EdgeCounters::named`].
+    fn edge_counters(&mut self) -> Result<EdgeCounters, MessageError> {
+        Ok(EdgeCounters {
+            refused_zero_id: self.u64()?,
+            expire_clamped: self.u64()?,
+            unknown_interface: self.u64()?,
+            rule_unbound: self.u64()?,
+            partial_listings: self.u64()?,
+            undecodable: self.u64()?,
+        })
+    }
+
     fn bytes(&mut self) -> Result<&'a [u8], MessageError> {
         let n = self.u32()? as usize;
         self.take(n)
@@ -378,6 +392,9 @@ impl ToEngine<'_> {
                 ] {
                     o.extend_from_slice(&v.to_le_bytes());
                 }
+                for (_, v) in r.edge.named() {
+                    o.extend_from_slice(&v.to_le_bytes());
+                }
                 o.extend_from_slice(&r.churn_rate.to_le_bytes());
                 put_bytes(o, line.as_bytes());
             }),
@@ -462,6 +479,7 @@ impl ToEngine<'_> {
                     churn_target: v[14],
                     churn_made: [v[15], v[16], v[17]],
                     superseded: v[18],
+                    edge: b.edge_counters()?,
                     churn_rate: b.u32()?,
                 };
                 ToEngine::Request {
@@ -655,6 +673,14 @@ mod tests {
                     churn_target: 16,
                     churn_made: [17, 18, 19],
                     superseded: 20,
+                    edge: EdgeCounters {
+                        refused_zero_id: 21,
+                        expire_clamped: 22,
+                        unknown_interface: 23,
+                        rule_unbound: 24,
+                        partial_listings: 25,
+                        undecodable: 26,
+                    },
                 },
             },
             ToEngine::Shutdown { signal: 15 },

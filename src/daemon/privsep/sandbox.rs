@@ -96,45 +96,12 @@ impl Sandbox {
                 user: user.to_string(),
             });
         }
-        let found = User::from_name(user)
-            .map_err(|source| SandboxError::Lookup {
-                user: user.to_string(),
-                source,
-            })?
-            .ok_or_else(|| SandboxError::NoUser(user.to_string()))?;
-        if found.uid.is_root() {
-            return Err(SandboxError::RootUser(user.to_string()));
-        }
-        let chroot_err = |why: String| SandboxError::Chroot {
-            path: dir.display().to_string(),
-            why,
-        };
-        let meta = std::fs::metadata(dir).map_err(|e| {
-            chroot_err(if e.kind() == std::io::ErrorKind::NotFound {
-                format!(
-                    "does not exist; create it (mkdir -m 755 {}) or name another with --chroot",
-                    dir.display()
-                )
-            } else {
-                e.to_string()
-            })
-        })?;
-        if !meta.is_dir() {
-            return Err(chroot_err("not a directory".into()));
-        }
-        if meta.uid() != 0 {
-            return Err(chroot_err(format!("owned by uid {}, not root", meta.uid())));
-        }
-        if meta.mode() & 0o022 != 0 {
-            return Err(chroot_err(format!(
-                "writable by group or others (mode {:o}); chmod 755 it",
-                meta.mode() & 0o7777
-            )));
-        }
+        let (uid, gid) = check_user(user)?;
+        check_chroot(dir)?;
         Ok(Sandbox {
             user: user.to_string(),
-            uid: found.uid,
-            gid: found.gid,
+            uid,
+            gid,
             dir: dir.to_path_buf(),
         })
     }
@@ -168,6 +135,52 @@ impl Sandbox {
         })?;
         Ok(())
     }
+}
+
+/// The user's uid and primary group; refused if it does not exist or is root.
+pub fn check_user(user: &str) -> Result<(Uid, Gid), SandboxError> {
+    let found = User::from_name(user)
+        .map_err(|source| SandboxError::Lookup {
+            user: user.to_string(),
+            source,
+        })?
+        .ok_or_else(|| SandboxError::NoUser(user.to_string()))?;
+    if found.uid.is_root() {
+        return Err(SandboxError::RootUser(user.to_string()));
+    }
+    Ok((found.uid, found.gid))
+}
+
+/// Refuses a chroot directory that is missing, not a directory, not owned by root, or
+/// writable by group or others.
+pub fn check_chroot(dir: &Path) -> Result<(), SandboxError> {
+    let chroot_err = |why: String| SandboxError::Chroot {
+        path: dir.display().to_string(),
+        why,
+    };
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        chroot_err(if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "does not exist; create it (mkdir -m 755 {}) or name another with --chroot",
+                dir.display()
+            )
+        } else {
+            e.to_string()
+        })
+    })?;
+    if !meta.is_dir() {
+        return Err(chroot_err("not a directory".into()));
+    }
+    if meta.uid() != 0 {
+        return Err(chroot_err(format!("owned by uid {}, not root", meta.uid())));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(chroot_err(format!(
+            "writable by group or others (mode {:o}); chmod 755 it",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// OpenBSD: limits what the parent can see of the file system to what it still opens
