@@ -9,7 +9,7 @@ use std::io;
 use std::net::IpAddr;
 
 use model::{
-    Kernel, KState, Version, WriterFault, DEFAULT_TIMEOUTS, ENOENT, ENOMEM, ENOTSUP,
+    KState, Kernel, Version, WriterFault, DEFAULT_TIMEOUTS, ENOENT, ENOMEM, ENOTSUP,
     PFNL_CMD_GET_STATUS, PFNL_CMD_KILLSTATES, PFTM_TCP_ESTABLISHED,
 };
 use pfsyncd::state::{AddressFamily, Protocol, State};
@@ -35,7 +35,8 @@ fn kernel(version: Version) -> Kernel {
         120,
         3,
     ));
-    k.states.push(KState::udp6(0x0000_0001_0000_0002, HOSTID, now));
+    k.states
+        .push(KState::udp6(0x0000_0001_0000_0002, HOSTID, now));
     k.states.push(KState::tcp4(
         0x0000_0002_0000_0001,
         PEER,
@@ -226,7 +227,10 @@ fn the_host_id_is_the_creator_id_of_local_states() {
         assert!(status.running, "{v:?}");
         assert_eq!(status.checksum, k.chksum, "{v:?}");
         let (states, _) = listing(&mut k).unwrap();
-        assert_eq!(find(&states, 0x0000_0001_0000_0001).creatorid, status.hostid);
+        assert_eq!(
+            find(&states, 0x0000_0001_0000_0001).creatorid,
+            status.hostid
+        );
         k.running = false;
         assert!(!read_status(&mut k, f, 9).unwrap().running, "{v:?}");
     }
@@ -254,6 +258,9 @@ fn an_expired_state_is_not_announced_with_the_uptime() {
             s.expire_secs
         );
         // A live state keeps its seconds left.
-        assert_eq!(find(&states, 0x0000_0002_0000_0001).expire_secs, established - 10);
+        assert_eq!(
+            find(&states, 0x0000_0002_0000_0001).expire_secs,
+            established - 10
+        );
     }
 }

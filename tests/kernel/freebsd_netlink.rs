@@ -604,6 +604,9 @@ fn attributes(mut bytes: &[u8]) -> Vec<(u16, &[u8])> {
     out
 }
 
+/// A registered generic netlink family: name, id, commands with their flags.
+type Family<'a> = (&'a str, u16, &'a [(u8, u32)]);
+
 /// FreeBSD's pf, its netlink family and the generic netlink controller, as one peer.
 pub struct Kernel {
     pub version: Version,
@@ -687,8 +690,8 @@ impl Kernel {
 
     /// nlctrl's `dump_family`.
     fn dump_family(&self, r: &Request<'_>, name: &str, id: u16, cmds: &[(u8, u32)]) -> Vec<u8> {
-        let mut w = MessageWriter::new(r.kind, r.flags, r.seq, self.port)
-            .genl(CTRL_CMD_NEWFAMILY, 2);
+        let mut w =
+            MessageWriter::new(r.kind, r.flags, r.seq, self.port).genl(CTRL_CMD_NEWFAMILY, 2);
         w.string(CTRL_ATTR_FAMILY_NAME, name);
         w.u16(CTRL_ATTR_FAMILY_ID, id);
         w.u32(CTRL_ATTR_VERSION, 2);
@@ -731,7 +734,7 @@ impl Kernel {
             CTRL_CMD_GETFAMILY,
             GENL_CMD_CAP_DO | GENL_CMD_CAP_DUMP | GENL_CMD_CAP_HASPOL,
         )];
-        let families: [(&str, u16, &[(u8, u32)]); 2] = [
+        let families: [Family<'_>; 2] = [
             ("nlctrl", GENL_ID_CTRL, &ctrl_cmds),
             ("pfctl", self.family_id, &pf_cmds),
         ];

@@ -155,8 +155,8 @@ pub enum NlError {
         /// Its payload length.
         len: usize,
     },
-    /// The kernel answered an error (`NLMSG_ERROR` with a negative errno).
-    #[error("netlink: the kernel says errno {0}")]
+    /// An errno field that no errno can be (`i32::MIN`).
+    #[error("netlink: errno field {0}")]
     Errno(i32),
     /// A state without a field every state has, or with a value the model refuses.
     #[error("netlink state: {0}")]
@@ -347,13 +347,29 @@ pub fn messages(buf: &[u8]) -> impl Iterator<Item = Result<Message<'_>, NlError>
     })
 }
 
-/// The errno of an `NLMSG_ERROR` payload (0 is an acknowledgement).
+/// The errno of an `NLMSG_ERROR` payload, positive (0 is an acknowledgement). FreeBSD's
+/// `nlmsg_ack` writes the errno as it is, positive; Linux (and FreeBSD's Linux
+/// compatibility layer) negates it: either sign means the same errno.
 pub fn error_of(payload: &[u8]) -> Result<i32, NlError> {
     let b: [u8; 4] = payload
         .get(..4)
         .and_then(|b| b.try_into().ok())
         .ok_or(NlError::Truncated(0))?;
-    Ok(-i32::from_ne_bytes(b))
+    errno_of(i32::from_ne_bytes(b))
+}
+
+/// The errno of an `NLMSG_DONE` payload: the dump handler's error (`_nlmsg_end_dump`),
+/// 0 for a complete dump. A DONE without payload (older or foreign kernels) is 0.
+pub fn done_error_of(payload: &[u8]) -> Result<i32, NlError> {
+    match payload.get(..4) {
+        None => Ok(0),
+        Some(b) => errno_of(i32::from_ne_bytes(b.try_into().expect("four bytes"))),
+    }
+}
+
+fn errno_of(raw: i32) -> Result<i32, NlError> {
+    // i32::MIN has no positive twin: no errno is that.
+    i32::try_from(raw.unsigned_abs()).map_err(|_| NlError::Errno(raw))
 }
 
 /// The attributes of `bytes`: (type without flags, payload).
@@ -468,12 +484,15 @@ fn rule_of(attr: u16, v: &[u8]) -> Result<Option<u32>, NlError> {
     Ok((n != u32::MAX).then_some(n))
 }
 
+/// A key as the dump has it. 14.x writes no `PF_STK_AF`/`PF_STK_PROTO` (only 15's keys
+/// carry them), so both may be missing here and come from the state (`PF_ST_AF`,
+/// `PF_ST_PROTO`), as libpfctl 14 takes them.
 #[derive(Default)]
 struct RawKey {
     addr: [Option<IpAddr>; 2],
     port: [u16; 2],
-    af: u8,
-    proto: u16,
+    af: Option<u8>,
+    proto: Option<u16>,
 }
 
 fn key_of(v: &[u8]) -> Result<RawKey, NlError> {
@@ -486,8 +505,8 @@ fn key_of(v: &[u8]) -> Result<RawKey, NlError> {
             // Kept in network order by the kernel and copied as it is.
             stk::PORT0 => k.port[0] = u16::from_be_bytes(fixed(kind, v)?),
             stk::PORT1 => k.port[1] = u16::from_be_bytes(fixed(kind, v)?),
-            stk::AF => k.af = u8_of(kind, v)?,
-            stk::PROTO => k.proto = u16_ne(kind, v)?,
+            stk::AF => k.af = Some(u8_of(kind, v)?),
+            stk::PROTO => k.proto = Some(u16_ne(kind, v)?),
             _ => {}
         }
     }
@@ -540,9 +559,18 @@ fn family_of(af: u8) -> Result<AddressFamily, NlError> {
     }
 }
 
-fn make_key(k: &RawKey) -> Result<crate::state::StateKey, NlError> {
-    let af = family_of(k.af)?;
-    let proto = Protocol::from_number(u8::try_from(k.proto).unwrap_or(0));
+/// The key, its family and protocol defaulting to the state's (`whole`).
+fn make_key(k: &RawKey, whole: &WholeState) -> Result<crate::state::StateKey, NlError> {
+    let af =
+        k.af.or(whole.af)
+            .ok_or_else(|| NlError::BadState("a key without address family".into()))?;
+    let af = family_of(af)?;
+    let proto = match k.proto.or(whole.proto.map(u16::from)) {
+        Some(p) => u8::try_from(p)
+            .map(Protocol::from_number)
+            .map_err(|_| NlError::BadState(format!("protocol {p}")))?,
+        None => return Err(NlError::BadState("a key without protocol".into())),
+    };
     let fill = |a: Option<IpAddr>| a.unwrap_or(af.unspecified());
     Ok(crate::state::StateKey {
         af,
@@ -551,6 +579,48 @@ fn make_key(k: &RawKey) -> Result<crate::state::StateKey, NlError> {
         port: k.port,
         rdomain: 0,
     })
+}
+
+/// The default rule's timeout of a class (`PFTM_*_VAL`, FreeBSD's `netpfil/pf/pf.h`;
+/// the SCTP classes take TCP's), the bound `PF_ST_EXPIRE` is clamped to.
+///
+/// `dump_state` writes seconds left only while `pf_state_expires()` is ahead of
+/// `time_uptime`; an expired state that pf has not purged yet gets the raw uptime at
+/// which it expired (the ioctl export writes 0). The two cannot be told apart in the
+/// message, and a live state's seconds left never exceed its timeout, so the value is
+/// clamped to the class's default: an expired state is announced with at most that
+/// (pf purges it within its purge interval and the next poll announces the deletion),
+/// never with the uptime. Clamping rather than zeroing everything above the default
+/// keeps a live state whose rule or `set timeout` gives a longer timeout alive on the
+/// peers (announced shorter, never as already expired).
+fn default_timeout_secs(class: Timeout) -> u32 {
+    const DAY: u32 = 24 * 60 * 60;
+    match class {
+        Timeout::TcpFirst | Timeout::SctpFirst => 120,
+        Timeout::TcpOpening | Timeout::SctpOpening => 30,
+        Timeout::TcpEstablished | Timeout::SctpEstablished => DAY,
+        Timeout::TcpClosing | Timeout::SctpClosing => 15 * 60,
+        Timeout::TcpFinWait => 45,
+        Timeout::TcpClosed | Timeout::SctpClosed => 90,
+        Timeout::UdpFirst | Timeout::UdpMultiple => 60,
+        Timeout::UdpSingle => 30,
+        Timeout::IcmpFirst => 20,
+        Timeout::IcmpError => 10,
+        Timeout::OtherFirst | Timeout::OtherMultiple => 60,
+        Timeout::OtherSingle => 30,
+        Timeout::Frag => 60,
+        Timeout::Interval => 10,
+        Timeout::TsDiff => 30,
+        // Not classes a state lives by.
+        Timeout::AdaptiveStart | Timeout::AdaptiveEnd | Timeout::SrcNode => 0,
+    }
+}
+
+/// What the state itself says of its keys (`PF_ST_AF`, `PF_ST_PROTO`).
+#[derive(Default)]
+struct WholeState {
+    af: Option<u8>,
+    proto: Option<u8>,
 }
 
 fn make_peer(p: &RawPeer, proto: Protocol) -> Result<Peer, NlError> {
@@ -576,6 +646,7 @@ pub fn decode_state(genl: &[u8]) -> Result<State, NlError> {
     let (mut src, mut dst) = (RawPeer::default(), RawPeer::default());
     let (mut have_id, mut have_creator) = (false, false);
     let mut rt_addr = None;
+    let mut whole = WholeState::default();
     for a in attributes(attrs) {
         let (kind, v) = a?;
         match kind {
@@ -600,6 +671,8 @@ pub fn decode_state(genl: &[u8]) -> Result<State, NlError> {
             st::NAT_RULE => s.nat_rule = rule_of(kind, v)?,
             st::CREATION => s.age_secs = u32_ne(kind, v)?,
             st::EXPIRE => s.expire_secs = u32_ne(kind, v)?,
+            st::AF => whole.af = Some(u8_of(kind, v)?),
+            st::PROTO => whole.proto = Some(u8_of(kind, v)?),
             st::PACKETS0 => s.packets[0] = u64_ne(kind, v)?,
             st::PACKETS1 => s.packets[1] = u64_ne(kind, v)?,
             st::BYTES0 => s.bytes[0] = u64_ne(kind, v)?,
@@ -644,11 +717,12 @@ pub fn decode_state(genl: &[u8]) -> Result<State, NlError> {
         return Err(NlError::BadState("a state without id or creator".into()));
     }
     let wire = wire.ok_or_else(|| NlError::BadState("no wire key".into()))?;
-    s.wire = make_key(&wire)?;
+    s.wire = make_key(&wire, &whole)?;
     s.stack = match stack {
-        Some(k) => make_key(&k)?,
+        Some(k) => make_key(&k, &whole)?,
         None => s.wire,
     };
+    s.expire_secs = s.expire_secs.min(default_timeout_secs(s.timeout));
     s.src = make_peer(&src, s.wire.proto)?;
     s.dst = make_peer(&dst, s.wire.proto)?;
     s.rt_addr = rt_addr;
@@ -705,7 +779,14 @@ fn converse<T: Transport + ?Sized>(
                 continue;
             }
             match m.kind {
-                NLMSG_DONE => return Ok(()),
+                NLMSG_DONE => {
+                    // The end of a dump; an errno here means it stopped short.
+                    let errno = done_error_of(m.payload).map_err(invalid)?;
+                    if errno == 0 {
+                        return Ok(());
+                    }
+                    return Err(std::io::Error::from_raw_os_error(errno));
+                }
                 NLMSG_ERROR => {
                     let errno = error_of(m.payload).map_err(invalid)?;
                     if errno == 0 {
@@ -818,8 +899,9 @@ pub fn kill_state<T: Transport + ?Sized>(
     killed.ok_or_else(|| invalid(NlError::BadState("no PF_CS_KILLED in the answer".into())))
 }
 
-/// Every state pf holds, by the pf family's dump; states that do not decode are
-/// counted in the result and skipped.
+/// Every state pf holds, by the pf family's dump, appended to `out`; states that do not
+/// decode are skipped and their number returned. When states were listed and none
+/// decodes, the listing is an error (InvalidData), never an empty table.
 pub fn dump_states<T: Transport + ?Sized>(
     t: &mut T,
     family: u16,
@@ -827,15 +909,33 @@ pub fn dump_states<T: Transport + ?Sized>(
     out: &mut Vec<State>,
 ) -> std::io::Result<u64> {
     let mut skipped = 0;
+    let mut listed = 0u64;
+    let mut first_error = None;
     converse(t, &get_states(family, seq), seq, |m| {
         if m.kind == family {
             match decode_state(m.payload) {
-                Ok(s) => out.push(s),
-                Err(_) => skipped += 1,
+                Ok(s) => {
+                    out.push(s);
+                    listed += 1;
+                }
+                Err(e) => {
+                    skipped += 1;
+                    first_error.get_or_insert(e);
+                }
             }
         }
         Ok(())
     })?;
+    // A kernel whose every state fails is one this decoder does not understand: an empty
+    // table would make us announce the deletion of everything.
+    if listed == 0 {
+        if let Some(e) = first_error {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("none of the {skipped} states pf listed could be read: {e}"),
+            ));
+        }
+    }
     Ok(skipped)
 }
 
