@@ -17,7 +17,9 @@
 //!   - [`Version::Fb15`]: freebsd/freebsd-src main at commit 0795e9b53cf5 (`pf_nl.c`,
 //!     80513 bytes) with `pf_nl.h` at 017690e50913: keys with `PF_STK_AF` (u8) and
 //!     `PF_STK_PROTO` (u16), `PF_ST_RT_AF`, `PF_ST_SRC_NODE_FLAGS`, `rt_addr` by `rt_af`.
-//!     GUESS: that 15.0-RELEASE dumps states as this main does (15.0 was not read).
+//!     FreeBSD 15's own `netpfil/pf/pf_nl.h` (ziglang 0.17.1's FreeBSD 15 headers) has
+//!     the same key and state attributes and commands 1-33. GUESS: that 15.0's
+//!     `dump_state` writes what this main's does (15.0's `pf_nl.c` was not read).
 //! - `sys/netlink/netlink_generic.c` `genl_handle_message` (unknown family or command:
 //!   `ENOTSUP`), `dump_family` (`CTRL_ATTR_OPS`, one nested entry per command with a
 //!   handler), `nlctrl_handle_getfamily` (unknown name: `ENOENT`); freebsd/freebsd-src
@@ -160,7 +162,6 @@ const PF_GS_REASSEMBLE: u16 = 8;
 const PF_GS_SYNCOOKIES_ACTIVE: u16 = 9;
 const PF_GS_COUNTERS: u16 = 10;
 const PF_GS_CHKSUM: u16 = 14;
-const PF_GS_FRAGMENTS: u16 = 18;
 const PF_C_COUNTER: u16 = 1;
 const PF_C_NAME: u16 = 2;
 const PF_C_ID: u16 = 3;
@@ -223,8 +224,9 @@ impl Version {
         match self {
             Version::Fb14_0 => (1..=6).collect(),
             Version::Fb14x => (1..=22).collect(),
-            // GUESS: every number pf_nl.h names (1-47) has a handler in main.
-            Version::Fb15 => (1..=47).collect(),
+            // FreeBSD 15's pf_nl.h (ziglang 0.17.1) names commands 1-33 (main's names
+            // 47). GUESS: each has a handler in 15's pf_cmds[].
+            Version::Fb15 => (1..=33).collect(),
         }
     }
 
@@ -917,9 +919,7 @@ impl Kernel {
             w.u64(PF_C_COUNTER, 7);
             w.end_nest(at);
         }
-        if self.version == Version::Fb15 {
-            w.u64(PF_GS_FRAGMENTS, 0);
-        }
+        // main also writes PF_GS_FRAGMENTS, which 15's pf_nl.h does not have yet.
         w.attr(PF_GS_CHKSUM, &self.chksum);
         out.push(w.end());
         0
