@@ -246,10 +246,17 @@ fn the_host_id_is_the_creator_id_of_local_states() {
 fn an_expired_state_is_not_announced_with_the_uptime() {
     for v in ALL {
         let mut k = kernel(v);
-        let now = k.time_uptime;
         let established = DEFAULT_TIMEOUTS[usize::from(PFTM_TCP_ESTABLISHED)];
-        // Idle for its whole timeout and 5 s more: expired, waiting for the purge.
-        k.states[0].expire = now - established - 5;
+        // The purge sweeps at multiples of 10 s; the clock starts on one. The TCP state
+        // was last seen so long ago that it expires in 5 s; 7 s pass, short of the sweep.
+        let now = k.time_uptime;
+        k.states[0].expire = now - established + 5;
+        k.advance(7);
+        assert_eq!(
+            k.states.len(),
+            3,
+            "{v:?}: the expired state is still listed"
+        );
         let (states, _) = listing(&mut k).unwrap();
         let s = find(&states, 0x0000_0001_0000_0001);
         assert!(
@@ -257,10 +264,16 @@ fn an_expired_state_is_not_announced_with_the_uptime() {
             "{v:?}: an expired state announced with {} s left",
             s.expire_secs
         );
-        // A live state keeps its seconds left.
-        assert_eq!(
-            find(&states, 0x0000_0002_0000_0001).expire_secs,
-            established - 10
+        // A live state keeps its seconds left: the peer's, seen 10 s before the start.
+        let peer = find(&states, 0x0000_0002_0000_0001);
+        assert_eq!(peer.expire_secs, established - 10 - 7, "{v:?}");
+        // The sweep takes it; the listing no longer has it.
+        k.advance(3);
+        let (states, _) = listing(&mut k).unwrap();
+        assert_eq!(states.len(), 2, "{v:?}");
+        assert!(
+            states.iter().all(|s| s.id != 0x0000_0001_0000_0001),
+            "{v:?}"
         );
     }
 }

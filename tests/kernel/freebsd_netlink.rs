@@ -667,6 +667,25 @@ impl Kernel {
         s.expire + t
     }
 
+    /// Lets `secs` seconds pass. pf's purge thread (`pf_purge_thread`,
+    /// `pf_purge_expired_states`) sweeps the whole id hash once per `interval`
+    /// (`PFTM_INTERVAL`, 10 s by default) and unlinks the states whose
+    /// `pf_state_expires()` is not ahead of `time_uptime`; between a state's expiry and
+    /// the sweep it is still listed. GUESS: the sweep is modelled as one pass at every
+    /// multiple of the interval (the kernel spreads it over the interval, row by row).
+    pub fn advance(&mut self, secs: u32) {
+        let interval = DEFAULT_TIMEOUTS[15];
+        for _ in 0..secs {
+            self.time_uptime += 1;
+            if self.time_uptime % interval == 0 {
+                let now = self.time_uptime;
+                let expires: Vec<u32> = self.states.iter().map(|s| self.state_expires(s)).collect();
+                let mut e = expires.into_iter();
+                self.states.retain(|_| e.next().is_some_and(|at| at > now));
+            }
+        }
+    }
+
     fn ack(&self, r: &Request<'_>, error: i32, out: &mut Replies) {
         // nlmsg_ack: NETLINK_CAP_ACK is not set on our socket, so an error copies the
         // whole request, a success only its header.
