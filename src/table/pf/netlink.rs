@@ -377,7 +377,7 @@ pub fn error_of(payload: &[u8]) -> Result<i32, NlError> {
 pub fn done_error_of(payload: &[u8]) -> Result<i32, NlError> {
     match payload.get(..4) {
         None => Ok(0),
-        Some(b) => errno_of(i32::from_ne_bytes(b.try_into().expect("four bytes"))),
+        Some(b) => errno_of(i32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
     }
 }
 
@@ -915,7 +915,10 @@ pub fn kill_state<T: Transport + ?Sized>(
 
 /// Every state pf holds, by the pf family's dump, appended to `out`; states that do not
 /// decode are skipped and their number returned. When states were listed and none
-/// decodes, the listing is an error (InvalidData), never an empty table.
+/// decodes, the listing is an error (InvalidData), never an empty table. A dump the
+/// kernel ends with an errno in its DONE (it stopped short) is that errno; a dump that
+/// just stops (FreeBSD's writer out of memory aborts the DONE too) ends in the socket's
+/// receive timeout. On any error `out` may hold part of the states: not a listing.
 pub fn dump_states<T: Transport + ?Sized>(
     t: &mut T,
     family: u16,
