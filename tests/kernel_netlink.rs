@@ -94,6 +94,23 @@ fn every_version_s_states_decode() {
     }
 }
 
+/// The same pf states read the same whatever the version wrote them: 14's zero
+/// `PF_ST_RT_ADDR` of a state without route-to, which 15 leaves out, is no route address.
+#[test]
+fn every_version_reads_the_same_states() {
+    let listed: Vec<Vec<State>> = ALL
+        .iter()
+        .map(|&v| {
+            let (mut states, _) = listing(&mut kernel(v)).unwrap();
+            states.sort_by_key(|s| s.id);
+            states
+        })
+        .collect();
+    assert_eq!(listed[0], listed[2], "14.0 and 15 differ");
+    assert_eq!(listed[1], listed[2], "14.x and 15 differ");
+    assert!(listed[2].iter().all(|s| s.rt_addr.is_none()));
+}
+
 /// F2: a state that still does not decode is counted; a listing where none decodes is an
 /// error, never an empty table.
 #[test]

@@ -739,7 +739,8 @@ pub fn decode_state(genl: &[u8]) -> Result<State, NlError> {
     s.expire_secs = s.expire_secs.min(default_timeout_secs(s.timeout));
     s.src = make_peer(&src, s.wire.proto)?;
     s.dst = make_peer(&dst, s.wire.proto)?;
-    s.rt_addr = rt_addr;
+    // 14 writes the state's zero rt_addr when there is no route-to; 15 writes none.
+    s.rt_addr = rt_addr.filter(|a| s.rt != crate::wire::RouteType::None || !a.is_unspecified());
     Ok(s)
 }
 
