@@ -232,6 +232,19 @@ fn kill_with_id_zero_never_reaches_the_kernel() {
     assert!(k.states.is_empty(), "id 0 should have killed every state");
 }
 
+/// pf_killstates takes creator id 0 with an id as its own host id: the guard refuses it
+/// rather than letting the kernel pick. Sent raw, it kills the local state of that id.
+#[test]
+fn creator_id_zero_means_the_host_s_own() {
+    let mut k = kernel(Version::Fb15);
+    let f = family(&mut k);
+    k.send_raw(&kill_states(f, 5, 0, 0x0000_0001_0000_0002));
+    let mut buf = vec![0u8; 4096];
+    assert!(k.recv(&mut buf).unwrap() > 0);
+    assert_eq!(k.states.len(), 2);
+    assert!(k.states.iter().all(|s| s.id() != 0x0000_0001_0000_0002));
+}
+
 /// F13: GET_STATUS's host id is the creator id pf stamps on its states, in the same
 /// order as the dump's; 15 and 14.x alike.
 #[test]
