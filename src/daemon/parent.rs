@@ -36,6 +36,7 @@ use super::SyncConfig;
 use crate::engine::{LocalChange, TableOp};
 use crate::net::RECV_BUFFER_LEN;
 use crate::table::synth::Synth;
+use crate::table::EdgeCounters;
 use crate::table::{key_of, TableStats};
 use crate::{log_debug, log_error, log_info, log_warn};
 
@@ -486,6 +487,18 @@ impl Parent {
         }
     }
 
+    /// The table's kernel-edge counters, with what the sync receiver skipped.
+    fn edge_counters(&self) -> EdgeCounters {
+        let mut edge = self.table.state_table_ref().edge_counters();
+        if let Some(link) = &self.link {
+            let skipped = link.input.skipped();
+            edge.capture_bad_buffers = skipped.bad_buffers;
+            edge.capture_cut = skipped.cut;
+            edge.capture_malformed = skipped.malformed;
+        }
+        edge
+    }
+
     fn report(&self) -> ParentReport {
         ParentReport {
             memory_table: matches!(self.table, Table::Memory(_)),
@@ -497,7 +510,7 @@ impl Parent {
             churn_rate: self.churn.rate(),
             churn_target: self.churn.target() as u64,
             churn_made: self.churn.made,
-            edge: self.table.state_table_ref().edge_counters(),
+            edge: self.edge_counters(),
         }
     }
 

@@ -45,6 +45,11 @@ impl<R: SyncReceiver> SyncInput<R> {
         }
     }
 
+    /// What the receiver skipped.
+    pub fn skipped(&self) -> super::recv::CaptureSkips {
+        self.receiver.skipped()
+    }
+
     /// How many of our own packets were dropped.
     pub fn own_dropped(&self) -> u64 {
         self.own

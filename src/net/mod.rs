@@ -62,5 +62,5 @@ pub use ip::{Ipv4Error, Ipv4Header, IPV4_MIN_HEADER_LEN};
 pub use membership::GroupMembership;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use raw::{RawReceiver, RawStats};
-pub use recv::{ReceivedPacket, SyncReceiver, RECV_BUFFER_LEN};
+pub use recv::{CaptureSkips, ReceivedPacket, SyncReceiver, RECV_BUFFER_LEN};
 pub use send::{SendFailure, SendReport, Sender};

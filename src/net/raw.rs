@@ -181,6 +181,14 @@ impl RawReceiver {
 }
 
 impl SyncReceiver for RawReceiver {
+    fn skipped(&self) -> super::recv::CaptureSkips {
+        super::recv::CaptureSkips {
+            bad_buffers: 0,
+            cut: self.stats.truncated,
+            malformed: self.stats.malformed + self.stats.ctrunc,
+        }
+    }
+
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<ReceivedPacket>> {
         loop {
             match self.recv_one(buf) {

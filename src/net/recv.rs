@@ -53,16 +53,41 @@ pub trait SyncReceiver: AsFd {
     /// queued. Datagrams the receiver cannot make sense of (a malformed IP header, cut short
     /// by a small `buf`) are skipped and counted by the implementation, not returned.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<ReceivedPacket>>;
+
+    /// What the receiver skipped so far, by reason.
+    fn skipped(&self) -> CaptureSkips {
+        CaptureSkips::default()
+    }
+}
+
+/// Captures a receiver skipped, by reason: the kernel handed over something that is not
+/// a whole pfsync datagram. None of them reaches the engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureSkips {
+    /// Capture buffers that did not walk to their end (bpf: the rest of the read is lost).
+    pub bad_buffers: u64,
+    /// Datagrams cut short (bpf's snap length, or longer than the receive buffer).
+    pub cut: u64,
+    /// Frames or datagrams that are not well-formed pfsync over IP.
+    pub malformed: u64,
 }
 
 impl<R: SyncReceiver + ?Sized> SyncReceiver for Box<R> {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<ReceivedPacket>> {
         (**self).recv(buf)
     }
+
+    fn skipped(&self) -> CaptureSkips {
+        (**self).skipped()
+    }
 }
 
 impl<R: SyncReceiver + ?Sized> SyncReceiver for &mut R {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<ReceivedPacket>> {
         (**self).recv(buf)
+    }
+
+    fn skipped(&self) -> CaptureSkips {
+        (**self).skipped()
     }
 }

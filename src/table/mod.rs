@@ -164,11 +164,17 @@ pub struct EdgeCounters {
     pub partial_listings: u64,
     /// States in a listing that did not decode, and were skipped.
     pub undecodable: u64,
+    /// Capture buffers the receiver could not walk to their end (bpf), the rest lost.
+    pub capture_bad_buffers: u64,
+    /// Captured datagrams cut short, skipped.
+    pub capture_cut: u64,
+    /// Captured frames that are not well-formed pfsync over IP, skipped.
+    pub capture_malformed: u64,
 }
 
 impl EdgeCounters {
     /// The counters with their names, as `ctl stats` prints them.
-    pub fn named(&self) -> [(&'static str, u64); 6] {
+    pub fn named(&self) -> [(&'static str, u64); 9] {
         [
             ("refused_zero_id", self.refused_zero_id),
             ("expire_clamped", self.expire_clamped),
@@ -176,6 +182,9 @@ impl EdgeCounters {
             ("rule_unbound", self.rule_unbound),
             ("partial_listings", self.partial_listings),
             ("undecodable", self.undecodable),
+            ("capture_bad_buffers", self.capture_bad_buffers),
+            ("capture_cut", self.capture_cut),
+            ("capture_malformed", self.capture_malformed),
         ]
     }
 }

@@ -267,6 +267,9 @@ impl<'a> Body<'a> {
             rule_unbound: self.u64()?,
             partial_listings: self.u64()?,
             undecodable: self.u64()?,
+            capture_bad_buffers: self.u64()?,
+            capture_cut: self.u64()?,
+            capture_malformed: self.u64()?,
         })
     }
 
@@ -680,6 +683,9 @@ mod tests {
                         rule_unbound: 24,
                         partial_listings: 25,
                         undecodable: 26,
+                        capture_bad_buffers: 27,
+                        capture_cut: 28,
+                        capture_malformed: 29,
                     },
                 },
             },

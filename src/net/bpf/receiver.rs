@@ -86,6 +86,14 @@ impl AsFd for BpfReceiver {
 }
 
 impl SyncReceiver for BpfReceiver {
+    fn skipped(&self) -> crate::net::CaptureSkips {
+        crate::net::CaptureSkips {
+            bad_buffers: self.stats.bad_buffers,
+            cut: self.stats.cut,
+            malformed: self.stats.not_pfsync,
+        }
+    }
+
     fn recv(&mut self, out: &mut [u8]) -> io::Result<Option<ReceivedPacket>> {
         loop {
             if self.at >= self.len {
