@@ -382,6 +382,7 @@ const ALLOWLIST: &[&str] = &[
     "PF_OUT",
     // the state ioctls and bpf, for the kernel edge
     "pfioc_state.*",
+    "pfioc_tm",
     "pf_state_export",
     "bpf_.*",
     "DLT_(NULL|EN10MB|LOOP|RAW)",

@@ -60,7 +60,7 @@ impl Table {
 /// Opens pf's table: on the BSDs, /dev/pf read-write.
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
 pub(super) fn open_pf() -> anyhow::Result<Table> {
-    let dev = crate::sys::PfDev::open()?;
+    let dev = crate::table::pf::KernelPf::open(crate::sys::PfDev::open()?);
     Ok(Table::Pf(Box::new(crate::table::pf::PfTable::new(dev))))
 }
 

@@ -28,7 +28,12 @@
 //!   DIOCGETSTATUS, FreeBSD 14/15 the netlink status); receivers that find it equal to
 //!   theirs trust the rule numbers of our states.
 
+pub mod device;
+pub mod kernel;
 pub mod netlink;
+
+pub use device::KernelPf;
+pub use kernel::{KillRequest, OsFamily, PfKernel};
 
 use std::io;
 use std::time::Instant;
