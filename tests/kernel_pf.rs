@@ -1,0 +1,215 @@
+//! The pf device ([`KernelPf`]) and the pf table over models of the kernels' state
+//! ioctls (tests/kernel/pf_ioctl.rs, written from the kernels' code per version).
+
+#[path = "kernel/pf_ioctl.rs"]
+mod pf_ioctl;
+
+use std::time::Instant;
+
+use pf_ioctl::{PfModel, Version};
+use pfsyncd::engine::LocalChange;
+use pfsyncd::state::{State, Timeout};
+use pfsyncd::table::pf::{KernelPf, PfDevice, PfTable};
+use pfsyncd::table::synth::Synth;
+use pfsyncd::table::{StateTable, TableError};
+use pfsyncd::wire::IfName;
+
+/// States as a peer sends them: its creator id, no rule, an interface the models know.
+fn peer_states(seed: u64, creator: u32, n: usize) -> Vec<State> {
+    let mut synth = Synth::new(seed, creator);
+    (0..n)
+        .map(|_| State {
+            rule: None,
+            anchor: None,
+            ifname: IfName::new("em0").unwrap(),
+            ..synth.state()
+        })
+        .collect()
+}
+
+fn table(version: Version) -> PfTable<KernelPf<PfModel>> {
+    PfTable::new(KernelPf::open(PfModel::new(version)))
+}
+
+fn model(t: &mut PfTable<KernelPf<PfModel>>) -> &mut PfModel {
+    t.device_mut().kernel_mut()
+}
+
+fn poll(t: &mut PfTable<KernelPf<PfModel>>) -> Vec<LocalChange> {
+    let mut out = Vec::new();
+    t.poll_changes(Instant::now(), &mut out).unwrap();
+    out
+}
+
+#[test]
+fn imports_list_and_kill_on_every_kernel() {
+    for v in Version::ALL {
+        let mut t = table(v);
+        let now = Instant::now();
+        for s in peer_states(1, 0x22, 12) {
+            t.import(now, &s).unwrap();
+        }
+        assert!(poll(&mut t).is_empty(), "{v:?}: imports echo");
+        assert_eq!(t.len(), 12, "{v:?}");
+        let s = peer_states(1, 0x22, 1)[0];
+        if v == Version::FreeBsd15 {
+            continue;
+        }
+        assert!(t.remove(s.creatorid, s.id).unwrap(), "{v:?}");
+        assert!(!model(&mut t).has((s.creatorid, s.id)));
+        assert!(poll(&mut t).is_empty(), "{v:?}: our kill echoes");
+    }
+}
+
+/// F4: a kill with id 0 reaches the kernel's kill-all path (both kernels); creator id 0
+/// makes the kernel use its own hostid. Nothing may reach the kernel.
+#[test]
+fn a_zero_id_or_creator_is_refused_before_any_kernel_call() {
+    for v in Version::ALL {
+        if v == Version::FreeBsd15 {
+            continue;
+        }
+        let mut t = table(v);
+        let now = Instant::now();
+        for s in peer_states(2, 0x33, 5) {
+            t.import(now, &s).unwrap();
+        }
+        let local = model(&mut t).create_local(peer_states(3, 0, 1)[0]);
+        poll(&mut t);
+        let before = model(&mut t).len();
+        // A peer's DEL_C of id 0.
+        assert!(t.remove(0x33, 0).is_err(), "{v:?}: kill of id 0 refused");
+        // A peer's UPD of id 0.
+        let zero = State {
+            id: 0,
+            ..peer_states(2, 0x33, 1)[0]
+        };
+        assert!(t.update(now, &zero).is_err(), "{v:?}");
+        assert!(t.import(now, &zero).is_err(), "{v:?}");
+        // Creator id 0 with our local state's id: the kernel would kill ours.
+        assert!(t.remove(0, local.id).is_err(), "{v:?}");
+        assert_eq!(model(&mut t).len(), before, "{v:?}: nothing was killed");
+        assert!(
+            !model(&mut t).calls.contains(&"DIOCKILLSTATES"),
+            "{v:?}: no kill reached the kernel"
+        );
+        assert_eq!(t.edge_counters().refused_zero_id, 4, "{v:?}");
+        // The device on its own refuses as well.
+        assert!(t.device_mut().kill(0x33, 0).is_err());
+        assert!(t.device_mut().kill(0, local.id).is_err());
+        assert_eq!(model(&mut t).len(), before, "{v:?}");
+    }
+}
+
+/// F3: FreeBSD 15 has no DIOCKILLSTATES: ENODEV, and no "kldload pfsync" cure for it.
+#[test]
+fn freebsd_15_without_netlink_kill_says_so_not_kldload() {
+    let mut t = table(Version::FreeBsd15);
+    let s = peer_states(4, 0x44, 1)[0];
+    t.import(Instant::now(), &s).unwrap();
+    let e = t.remove(s.creatorid, s.id).unwrap_err();
+    assert!(matches!(e, TableError::Unsupported { .. }), "{e:?}");
+    assert!(!e.to_string().contains("kldload"), "{e}");
+    assert!(e.to_string().contains("DIOCKILLSTATES"), "{e}");
+}
+
+/// F7: FreeBSD copies whole hash rows and stops before a row that does not fit, so a
+/// listing shorter than the buffer may still be partial. A partial listing must never
+/// be diffed (it would announce live states as deleted).
+#[test]
+fn freebsd_row_truncation_is_detected_and_never_diffed() {
+    for v in [Version::FreeBsd13_1, Version::FreeBsd14_0, Version::FreeBsd15] {
+        let mut t = table(v);
+        let base = peer_states(5, 0x55, 1)[0];
+        for _ in 0..40 {
+            model(&mut t).create_local(base);
+        }
+        assert_eq!(poll(&mut t).len(), 40, "{v:?}");
+        // A burst between the size query and the listing: more states than the slack.
+        model(&mut t).hash_rows = 4;
+        model(&mut t).burst_after_size_query = vec![base; 200];
+        let changes = poll(&mut t);
+        assert!(
+            !changes
+                .iter()
+                .any(|c| matches!(c, LocalChange::Delete { .. })),
+            "{v:?}: no live state reported deleted: {} changes",
+            changes.len()
+        );
+        // A table that always outgrows the buffer: counted, not diffed.
+        model(&mut t).growth_per_size_query = vec![base; 300];
+        let before = t.edge_counters().partial_listings;
+        let changes = poll(&mut t);
+        assert!(
+            !changes
+                .iter()
+                .any(|c| matches!(c, LocalChange::Delete { .. })),
+            "{v:?}"
+        );
+        assert!(t.edge_counters().partial_listings > before, "{v:?}");
+    }
+}
+
+/// F11: an expire larger than the local timeout of the class wraps in the kernels'
+/// unsigned import arithmetic; the table clamps it to the local timeout.
+#[test]
+fn an_expire_beyond_the_local_timeout_is_clamped() {
+    for v in Version::ALL {
+        let mut t = table(v);
+        model(&mut t).timeouts.set(Timeout::TcpEstablished, 3600);
+        let s = State {
+            timeout: Timeout::TcpEstablished,
+            expire_secs: 172_800,
+            ..peer_states(6, 0x66, 1)[0]
+        };
+        t.import(Instant::now(), &s).unwrap();
+        model(&mut t).advance(1);
+        let k = model(&mut t).exported((s.creatorid, s.id));
+        let k = k.unwrap_or_else(|| panic!("{v:?}: the import was purged at once"));
+        assert!(
+            k.expire_secs <= 3600 && k.expire_secs > 3000,
+            "{v:?}: expire {} after the import",
+            k.expire_secs
+        );
+        assert_eq!(t.edge_counters().expire_clamped, 1, "{v:?}");
+    }
+}
+
+/// F10: OpenBSD binds an ioctl import's rule number with no checksum check; a rule
+/// number the table cannot vouch for goes as -1.
+#[test]
+fn openbsd_binds_a_rule_number_only_when_it_can_be_vouched_for() {
+    let mut t = table(Version::OpenBsd);
+    model(&mut t).rules = vec![[0; 25]; 10];
+    let s = State {
+        rule: Some(3),
+        ..peer_states(7, 0x77, 1)[0]
+    };
+    // Before any poll the table has not read the local checksum: nothing is vouched.
+    t.import(Instant::now(), &s).unwrap();
+    assert_eq!(
+        model(&mut t).bound_rule((s.creatorid, s.id)),
+        Some(None),
+        "bound to the default rule"
+    );
+    assert_eq!(t.edge_counters().rule_unbound, 1);
+}
+
+/// F13: pf's hostid is the creator id of local states.
+#[test]
+fn the_hostid_is_pfs() {
+    let mut t = table(Version::OpenBsd);
+    let local = model(&mut t).create_local(peer_states(8, 0, 1)[0]);
+    assert_eq!(t.device_mut().hostid().unwrap(), Some(local.creatorid));
+}
+
+/// The device says what it found, in one line.
+#[test]
+fn the_device_describes_what_it_uses() {
+    let d = KernelPf::open(PfModel::new(Version::FreeBsd15));
+    let line = d.describe();
+    assert!(line.contains("DIOCGETSTATES"), "{line}");
+    assert!(!line.contains('\n'), "{line}");
+    let d = KernelPf::open(PfModel::new(Version::OpenBsd));
+    assert!(d.describe().contains("DIOCKILLSTATES"), "{}", d.describe());
+}
