@@ -52,14 +52,30 @@ pub const CTRL_CMD_GETFAMILY: u8 = 3;
 pub const CTRL_ATTR_FAMILY_ID: u16 = 1;
 /// `CTRL_ATTR_FAMILY_NAME` (string).
 pub const CTRL_ATTR_FAMILY_NAME: u16 = 2;
+/// `CTRL_ATTR_OPS`: nested, one nested entry per command the family handles.
+pub const CTRL_ATTR_OPS: u16 = 6;
+/// `CTRL_ATTR_OP_ID` (u32), in an entry of `CTRL_ATTR_OPS`.
+pub const CTRL_ATTR_OP_ID: u16 = 1;
 /// pf's family name.
 pub const PF_FAMILY: &str = "pfctl";
 /// `PFNL_CMD_GETSTATES`.
 pub const PFNL_CMD_GETSTATES: u8 = 1;
+/// `PFNL_CMD_KILLSTATES`.
+pub const PFNL_CMD_KILLSTATES: u8 = 9;
 /// `PFNL_CMD_GET_STATUS`.
 pub const PFNL_CMD_GET_STATUS: u8 = 11;
+/// `PF_GS_RUNNING`: whether pf is enabled (a bool).
+pub const PF_GS_RUNNING: u16 = 2;
+/// `PF_GS_HOSTID`: the host id, u32.
+pub const PF_GS_HOSTID: u16 = 5;
 /// `PF_GS_CHKSUM`: the ruleset checksum, 16 bytes.
 pub const PF_GS_CHKSUM: u16 = 14;
+/// `PF_CS_CMP_ID`: the state id to kill (u64, compared raw with the kernel's).
+pub const PF_CS_CMP_ID: u16 = 1;
+/// `PF_CS_CMP_CREATORID`: its creator id (u32, compared raw).
+pub const PF_CS_CMP_CREATORID: u16 = 2;
+/// `PF_CS_KILLED`: how many states the kill removed (u32).
+pub const PF_CS_KILLED: u16 = 13;
 
 /// State attributes (`PF_ST_*`).
 #[allow(missing_docs)]
@@ -180,6 +196,16 @@ impl Request {
         self
     }
 
+    /// Adds an attribute of raw bytes.
+    pub fn bytes(mut self, attr: u16, value: &[u8]) -> Request {
+        let len = NLA_HDRLEN + value.len();
+        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&attr.to_ne_bytes());
+        self.buf.extend_from_slice(value);
+        self.buf.resize(pad(self.buf.len()), 0);
+        self
+    }
+
     /// The bytes, with the total length set.
     pub fn finish(mut self) -> Vec<u8> {
         let len = self.buf.len() as u32;
@@ -214,6 +240,16 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
 }
 
+/// The request that kills the state `id` of `creatorid`. The kernel compares both with
+/// what it keeps, which is network order, and reads them as native integers: so the
+/// bytes sent are the big-endian ones.
+pub fn kill_states(family: u16, seq: u32, creatorid: u32, id: u64) -> Vec<u8> {
+    Request::new(family, NLM_F_ACK, seq, PFNL_CMD_KILLSTATES)
+        .bytes(PF_CS_CMP_ID, &id.to_be_bytes())
+        .bytes(PF_CS_CMP_CREATORID, &creatorid.to_be_bytes())
+        .finish()
+}
+
 /// The request for pf's status (one answer, acknowledged).
 pub fn get_status(family: u16, seq: u32) -> Vec<u8> {
     Request::new(family, NLM_F_ACK, seq, PFNL_CMD_GET_STATUS).finish()
@@ -226,6 +262,56 @@ pub fn decode_checksum(genl: &[u8]) -> Result<Option<[u8; 16]>, NlError> {
         let (kind, v) = a?;
         if kind == PF_GS_CHKSUM {
             return Ok(Some(fixed(kind, v)?));
+        }
+    }
+    Ok(None)
+}
+
+/// What a `PFNL_CMD_GET_STATUS` answer says that we use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PfStatus {
+    /// The ruleset checksum (`pf_status.pf_chksum`).
+    pub checksum: [u8; 16],
+    /// The creator id pf stamps on its own states, in the same (host) order as
+    /// [`State::creatorid`]: the kernel sends `ntohl(hostid)` here as it sends
+    /// `htonl(creatorid)` in a state, the same swap of the same stored value.
+    pub hostid: u32,
+    /// Whether pf is enabled.
+    pub running: bool,
+}
+
+/// The status in a `PFNL_CMD_GET_STATUS` answer (its genl payload).
+pub fn decode_status(genl: &[u8]) -> Result<PfStatus, NlError> {
+    let attrs = genl.get(GENL_HDRLEN..).ok_or(NlError::Truncated(0))?;
+    let (mut checksum, mut hostid, mut running) = (None, None, None);
+    for a in attributes(attrs) {
+        let (kind, v) = a?;
+        match kind {
+            PF_GS_CHKSUM => checksum = Some(fixed(kind, v)?),
+            PF_GS_HOSTID => hostid = Some(u32_ne(kind, v)?),
+            PF_GS_RUNNING => running = Some(bool_of(kind, v)?),
+            _ => {}
+        }
+    }
+    match (checksum, hostid, running) {
+        (Some(checksum), Some(hostid), Some(running)) => Ok(PfStatus {
+            checksum,
+            hostid,
+            running,
+        }),
+        _ => Err(NlError::BadState(
+            "pf's status lacks the checksum, host id or running flag".into(),
+        )),
+    }
+}
+
+/// The number of states a `PFNL_CMD_KILLSTATES` answer says were killed.
+pub fn decode_killed(genl: &[u8]) -> Result<Option<u32>, NlError> {
+    let attrs = genl.get(GENL_HDRLEN..).ok_or(NlError::Truncated(0))?;
+    for a in attributes(attrs) {
+        let (kind, v) = a?;
+        if kind == PF_CS_KILLED {
+            return Ok(Some(u32_ne(kind, v)?));
         }
     }
     Ok(None)
@@ -303,6 +389,34 @@ pub fn family_id(genl: &[u8]) -> Result<Option<u16>, NlError> {
     Ok(None)
 }
 
+/// The commands a `CTRL_CMD_GETFAMILY` answer lists (`CTRL_ATTR_OPS`), `None` if it
+/// lists none.
+pub fn family_commands(genl: &[u8]) -> Result<Option<Vec<u8>>, NlError> {
+    let attrs = genl.get(GENL_HDRLEN..).ok_or(NlError::Truncated(0))?;
+    let mut commands: Option<Vec<u8>> = None;
+    for a in attributes(attrs) {
+        let (kind, ops) = a?;
+        if kind != CTRL_ATTR_OPS {
+            continue;
+        }
+        let list = commands.get_or_insert_with(Vec::new);
+        for op in attributes(ops) {
+            let (_, entry) = op?;
+            for field in attributes(entry) {
+                let (kind, v) = field?;
+                if kind == CTRL_ATTR_OP_ID {
+                    let id = u32_ne(kind, v)?;
+                    // Commands are a genl header's u8; a larger id is not one we send.
+                    if let Ok(id) = u8::try_from(id) {
+                        list.push(id);
+                    }
+                }
+            }
+        }
+    }
+    Ok(commands)
+}
+
 fn fixed<const N: usize>(attr: u16, v: &[u8]) -> Result<[u8; N], NlError> {
     v.try_into()
         .map_err(|_| NlError::BadAttribute { attr, len: v.len() })
@@ -310,6 +424,15 @@ fn fixed<const N: usize>(attr: u16, v: &[u8]) -> Result<[u8; N], NlError> {
 
 fn u8_of(attr: u16, v: &[u8]) -> Result<u8, NlError> {
     Ok(fixed::<1>(attr, v)?[0])
+}
+
+/// A netlink bool: FreeBSD's writer puts a u8 (Linux's flag attributes may be
+/// longer); any non-zero byte is true.
+fn bool_of(attr: u16, v: &[u8]) -> Result<bool, NlError> {
+    if v.is_empty() || v.len() > 4 {
+        return Err(NlError::BadAttribute { attr, len: v.len() });
+    }
+    Ok(v.iter().any(|&b| b != 0))
 }
 
 fn u16_ne(attr: u16, v: &[u8]) -> Result<u16, NlError> {
@@ -562,7 +685,7 @@ fn invalid(e: NlError) -> std::io::Error {
 /// Reads the answers to request `seq` until its end, handing each message of `kind`
 /// to `each`: a dump ends with NLMSG_DONE, a single answer with its acknowledgement
 /// (NLMSG_ERROR 0). A kernel error comes back as that errno.
-fn converse<T: Transport>(
+fn converse<T: Transport + ?Sized>(
     t: &mut T,
     request: &[u8],
     seq: u32,
@@ -596,33 +719,108 @@ fn converse<T: Transport>(
     }
 }
 
-/// The id of generic netlink family `name` (ENOENT from the kernel if there is none).
-pub fn resolve_family<T: Transport>(t: &mut T, name: &str, seq: u32) -> std::io::Result<u16> {
+/// What the generic netlink controller says of a family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyInfo {
+    /// The family id, the `nlmsg_type` of its requests.
+    pub id: u16,
+    /// The commands the controller lists for the family (`CTRL_ATTR_OPS`), `None` if it
+    /// lists none; a kernel without a command (FreeBSD 14.0 has no
+    /// `PFNL_CMD_KILLSTATES`) is told apart by this once, at start.
+    pub commands: Option<Vec<u8>>,
+}
+
+impl FamilyInfo {
+    /// Whether the family handles `cmd`; `None` when the controller did not say.
+    pub fn has_command(&self, cmd: u8) -> Option<bool> {
+        self.commands.as_ref().map(|c| c.contains(&cmd))
+    }
+}
+
+/// The id and commands of generic netlink family `name` (ENOENT from the kernel if
+/// there is none).
+pub fn resolve_family_info<T: Transport + ?Sized>(
+    t: &mut T,
+    name: &str,
+    seq: u32,
+) -> std::io::Result<FamilyInfo> {
     let mut id = None;
+    let mut commands = None;
     converse(t, &get_family(name, seq), seq, |m| {
-        if m.kind == GENL_ID_CTRL {
-            id = id.or(family_id(m.payload)?);
+        if m.kind == GENL_ID_CTRL && id.is_none() {
+            id = family_id(m.payload)?;
+            commands = family_commands(m.payload)?;
         }
         Ok(())
     })?;
-    id.ok_or_else(|| invalid(NlError::BadState(format!("no id for family {name}"))))
+    let id = id.ok_or_else(|| invalid(NlError::BadState(format!("no id for family {name}"))))?;
+    Ok(FamilyInfo { id, commands })
+}
+
+/// The id of generic netlink family `name` (ENOENT from the kernel if there is none).
+pub fn resolve_family<T: Transport + ?Sized>(
+    t: &mut T,
+    name: &str,
+    seq: u32,
+) -> std::io::Result<u16> {
+    resolve_family_info(t, name, seq).map(|f| f.id)
+}
+
+/// pf's status: ruleset checksum, host id, running. EOPNOTSUPP from a kernel without
+/// `PFNL_CMD_GET_STATUS` (14.0).
+pub fn read_status<T: Transport + ?Sized>(
+    t: &mut T,
+    family: u16,
+    seq: u32,
+) -> std::io::Result<PfStatus> {
+    let mut status = None;
+    converse(t, &get_status(family, seq), seq, |m| {
+        if m.kind == family && status.is_none() {
+            status = Some(decode_status(m.payload)?);
+        }
+        Ok(())
+    })?;
+    status.ok_or_else(|| invalid(NlError::BadState("no answer to GET_STATUS".into())))
 }
 
 /// pf's ruleset checksum, for the pfsync header.
-pub fn read_checksum<T: Transport>(t: &mut T, family: u16, seq: u32) -> std::io::Result<[u8; 16]> {
-    let mut sum = None;
-    converse(t, &get_status(family, seq), seq, |m| {
-        if m.kind == family {
-            sum = sum.or(decode_checksum(m.payload)?);
+pub fn read_checksum<T: Transport + ?Sized>(
+    t: &mut T,
+    family: u16,
+    seq: u32,
+) -> std::io::Result<[u8; 16]> {
+    read_status(t, family, seq).map(|s| s.checksum)
+}
+
+/// Kills the state `id` of `creatorid`; how many the kernel killed (0 or 1).
+///
+/// Id 0 or creator id 0 is refused with EINVAL before anything is sent: the kernel
+/// takes id 0 as "no id", kills by its other (here empty) filters, and an empty filter
+/// matches every state (`pf_killstates` → `pf_killstates_row`); creator id 0 it
+/// replaces with its own host id.
+pub fn kill_state<T: Transport + ?Sized>(
+    t: &mut T,
+    family: u16,
+    seq: u32,
+    creatorid: u32,
+    id: u64,
+) -> std::io::Result<u32> {
+    if id == 0 || creatorid == 0 {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut killed = None;
+    converse(t, &kill_states(family, seq, creatorid, id), seq, |m| {
+        if m.kind == family && killed.is_none() {
+            killed = decode_killed(m.payload)?;
         }
         Ok(())
     })?;
-    sum.ok_or_else(|| invalid(NlError::BadState("no checksum in pf's status".into())))
+    killed.ok_or_else(|| invalid(NlError::BadState("no PF_CS_KILLED in the answer".into())))
 }
 
 /// Every state pf holds, by the pf family's dump; states that do not decode are
 /// counted in the result and skipped.
-pub fn dump_states<T: Transport>(
+pub fn dump_states<T: Transport + ?Sized>(
     t: &mut T,
     family: u16,
     seq: u32,
@@ -644,7 +842,6 @@ pub fn dump_states<T: Transport>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::RouteType;
 
     /// Builds attributes as the kernel's writer does.
     struct W(Vec<u8>);
@@ -802,6 +999,7 @@ mod tests {
     #[test]
     fn numbers_match_the_freebsd_headers() {
         use crate::sys::freebsd as f;
+        use crate::wire::RouteType;
         assert_eq!(PFNL_CMD_GETSTATES as u32, f::PFNL_CMD_GETSTATES);
         assert_eq!(u32::from(st::ID), f::PF_ST_ID);
         assert_eq!(PFNL_CMD_GET_STATUS as u32, f::PFNL_CMD_GET_STATUS);
