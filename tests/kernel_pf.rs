@@ -118,7 +118,11 @@ fn freebsd_15_without_netlink_kill_says_so_not_kldload() {
 /// be diffed (it would announce live states as deleted).
 #[test]
 fn freebsd_row_truncation_is_detected_and_never_diffed() {
-    for v in [Version::FreeBsd13_1, Version::FreeBsd14_0, Version::FreeBsd15] {
+    for v in [
+        Version::FreeBsd13_1,
+        Version::FreeBsd14_0,
+        Version::FreeBsd15,
+    ] {
         let mut t = table(v);
         let base = peer_states(5, 0x55, 1)[0];
         for _ in 0..40 {
@@ -137,7 +141,7 @@ fn freebsd_row_truncation_is_detected_and_never_diffed() {
             changes.len()
         );
         // A table that always outgrows the buffer: counted, not diffed.
-        model(&mut t).growth_per_size_query = vec![base; 300];
+        model(&mut t).growth_per_size_query = Some((base, 3));
         let before = t.edge_counters().partial_listings;
         let changes = poll(&mut t);
         assert!(

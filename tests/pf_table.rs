@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use pfsyncd::engine::LocalChange;
 use pfsyncd::state::{State, StateFlags};
-use pfsyncd::table::pf::{PfDevice, PfTable, NO_PFSYNC};
+use pfsyncd::table::pf::{Listing, PfDevice, PfTable, NO_PFSYNC};
 use pfsyncd::table::synth::Synth;
 use pfsyncd::table::{StateTable, TableError};
 use pfsyncd::wire::msg::StateRecord;
@@ -60,12 +60,12 @@ impl PfDevice for Kernel {
         self.format
     }
 
-    fn list(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+    fn list(&mut self, out: &mut Vec<u8>) -> io::Result<Listing> {
         out.clear();
         for r in self.records.values() {
             out.extend_from_slice(r);
         }
-        Ok(())
+        Ok(Listing::Complete)
     }
 
     fn add(&mut self, record: &[u8]) -> io::Result<()> {
@@ -211,8 +211,11 @@ fn freebsd_imports_go_with_rule_minus_one_and_no_route() {
     let k = t.device().state((s.creatorid, s.id)).unwrap();
     assert_eq!(k.rule, None);
     assert_eq!(k.rt_addr, None);
-    // OpenBSD keeps the rule number.
+    // OpenBSD keeps the rule number, once the local ruleset checksum is known (the
+    // engine vouches for a rule number against it).
     let mut o = PfTable::new(Kernel::new(RecordFormat::OpenBsd));
+    o.device_mut().chksum = [0xab; 16];
+    poll(&mut o);
     o.import(Instant::now(), &s).unwrap();
     assert_eq!(o.device().state((s.creatorid, s.id)).unwrap().rule, Some(7));
 }

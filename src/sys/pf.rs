@@ -189,9 +189,7 @@ impl PfKernel for PfDev {
     fn get_status(&mut self) -> io::Result<IoctlStatus> {
         let mut status = k::pf_status::default();
         // SAFETY: DIOCGETSTATUS writes one `struct pf_status`, which `status` is.
-        if unsafe { libc::ioctl(self.fd(), k::DIOCGETSTATUS as libc::c_ulong, &mut status) }
-            == -1
-        {
+        if unsafe { libc::ioctl(self.fd(), k::DIOCGETSTATUS as libc::c_ulong, &mut status) } == -1 {
             return Err(last_error());
         }
         Ok(IoctlStatus {

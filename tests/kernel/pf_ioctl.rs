@@ -60,9 +60,9 @@ use std::collections::BTreeMap;
 use std::io;
 
 use pfsyncd::state::{State, Timeout};
+use pfsyncd::table::pf::kernel::IoctlStatus;
 use pfsyncd::table::pf::netlink::Transport;
 use pfsyncd::table::pf::{KillRequest, OsFamily, PfKernel};
-use pfsyncd::table::pf::kernel::IoctlStatus;
 use pfsyncd::table::Timeouts;
 use pfsyncd::wire::msg::StateRecord;
 use pfsyncd::wire::{IfName, RecordFormat};
@@ -159,9 +159,10 @@ pub struct PfModel {
     /// States traffic creates right after the next size query (a SYN burst between the
     /// two DIOCGETSTATES calls), then cleared.
     pub burst_after_size_query: Vec<State>,
-    /// States traffic creates (with fresh ids) right after every size query, forever: a
-    /// table that grows faster than it can be listed.
-    pub growth_per_size_query: Vec<State>,
+    /// After every size query, traffic creates this many times as many states as the
+    /// table holds, like this one with fresh ids: a table that grows faster than it can
+    /// be listed.
+    pub growth_per_size_query: Option<(State, usize)>,
     next_local_id: u64,
     /// Calls made, by name.
     pub calls: Vec<&'static str>,
@@ -189,7 +190,7 @@ impl PfModel {
             ],
             hash_rows: 8,
             burst_after_size_query: Vec::new(),
-            growth_per_size_query: Vec::new(),
+            growth_per_size_query: None,
             next_local_id: 0x6000_0000_0000_0001,
             calls: Vec::new(),
         }
@@ -328,8 +329,10 @@ impl PfModel {
         for s in burst {
             self.create_local(s);
         }
-        for s in self.growth_per_size_query.clone() {
-            self.create_local(s);
+        if let Some((s, factor)) = self.growth_per_size_query {
+            for _ in 0..self.states.len() * factor {
+                self.create_local(s);
+            }
         }
     }
 }
@@ -413,10 +416,9 @@ impl PfKernel for PfModel {
                     .filter(|&n| s.anchor.is_none() && (n as usize) < self.rules.len())
             }
             // PFSYNC_SI_IOCTL: bound with no checksum check.
-            OsFamily::OpenBsd => {
-                s.rule
-                    .filter(|&n| s.anchor.is_none() && (n as usize) < self.rules.len())
-            }
+            OsFamily::OpenBsd => s
+                .rule
+                .filter(|&n| s.anchor.is_none() && (n as usize) < self.rules.len()),
         };
         if self.states.contains_key(&(s.creatorid, s.id)) {
             return Err(errno(libc::EEXIST));
