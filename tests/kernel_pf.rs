@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use pf_ioctl::{PfModel, Version};
 use pfsyncd::engine::LocalChange;
-use pfsyncd::state::{State, Timeout};
+use pfsyncd::state::{Protocol, State, Timeout};
 use pfsyncd::table::pf::{KernelPf, PfDevice, PfTable};
 use pfsyncd::table::synth::Synth;
 use pfsyncd::table::{StateTable, TableError};
@@ -216,4 +216,96 @@ fn the_device_describes_what_it_uses() {
     assert!(!line.contains('\n'), "{line}");
     let d = KernelPf::open(PfModel::new(Version::OpenBsd));
     assert!(d.describe().contains("DIOCKILLSTATES"), "{}", d.describe());
+}
+
+/// L2: at a raised securelevel the kernels refuse state changes with EPERM; the error
+/// says so.
+#[test]
+fn a_raised_securelevel_is_named() {
+    for v in [Version::OpenBsd, Version::FreeBsd14x] {
+        let mut t = table(v);
+        model(&mut t).securelevel = 3;
+        let e = t
+            .import(Instant::now(), &peer_states(9, 0x99, 1)[0])
+            .unwrap_err();
+        assert!(e.to_string().contains("securelevel"), "{v:?}: {e}");
+    }
+}
+
+/// L7: FreeBSD's import answers ENOMEM for an SCTP state it cannot give scrub memory;
+/// that is no full table.
+#[test]
+fn enomem_on_an_sctp_import_is_not_a_full_table() {
+    let mut t = table(Version::FreeBsd15);
+    let mut s = peer_states(10, 0x10, 1)[0];
+    s.wire.proto = Protocol::Sctp;
+    s.stack.proto = Protocol::Sctp;
+    s.src.scrub = None;
+    s.dst.scrub = None;
+    let e = t.import(Instant::now(), &s).unwrap_err();
+    assert!(!matches!(e, TableError::Full), "{e:?}");
+    assert!(e.to_string().contains("SCTP"), "{e}");
+}
+
+/// F10, the other side: once the local checksum is known, a rule number the engine
+/// kept (vouched for against it) is bound as the kernel does.
+#[test]
+fn openbsd_binds_a_vouched_rule_number() {
+    let mut t = table(Version::OpenBsd);
+    model(&mut t).rules = vec![[0; 25]; 10];
+    poll(&mut t);
+    assert_eq!(t.checksum(), [0x5a; 16]);
+    let s = State {
+        rule: Some(3),
+        ..peer_states(11, 0x11, 1)[0]
+    };
+    t.import(Instant::now(), &s).unwrap();
+    assert_eq!(
+        model(&mut t).bound_rule((s.creatorid, s.id)),
+        Some(Some(3))
+    );
+    assert_eq!(t.edge_counters().rule_unbound, 0);
+}
+
+/// F11: the local timeouts are read from the kernel, and again after a ruleset change.
+#[test]
+fn local_timeouts_follow_the_kernel() {
+    let mut t = table(Version::FreeBsd14x);
+    model(&mut t).timeouts.set(Timeout::UdpMultiple, 20);
+    poll(&mut t);
+    let s = State {
+        timeout: Timeout::UdpMultiple,
+        expire_secs: 50,
+        ..peer_states(12, 0x12, 1)[0]
+    };
+    t.import(Instant::now(), &s).unwrap();
+    assert_eq!(
+        model(&mut t).exported((s.creatorid, s.id)).unwrap().expire_secs,
+        20
+    );
+    // `set timeout udp.multiple 90` and a ruleset load.
+    model(&mut t).timeouts.set(Timeout::UdpMultiple, 90);
+    model(&mut t).checksum = [0x77; 16];
+    poll(&mut t);
+    let s2 = State { id: s.id + 1, ..s };
+    t.import(Instant::now(), &s2).unwrap();
+    assert_eq!(
+        model(&mut t).exported((s2.creatorid, s2.id)).unwrap().expire_secs,
+        50
+    );
+}
+
+/// F7, verified: OpenBSD fills the buffer state by state, so an answer shorter than
+/// the buffer is whole, and one that fills it is taken again.
+#[test]
+fn openbsd_listing_state_by_state() {
+    let mut t = table(Version::OpenBsd);
+    let base = peer_states(13, 0, 1)[0];
+    for _ in 0..30 {
+        model(&mut t).create_local(base);
+    }
+    model(&mut t).burst_after_size_query = vec![base; 100];
+    let changes = poll(&mut t);
+    assert_eq!(changes.len(), 130);
+    assert_eq!(t.edge_counters().partial_listings, 0);
 }

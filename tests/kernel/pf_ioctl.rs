@@ -47,6 +47,13 @@
 //!   getuptime(); if (expire) st->expire -= timeout - ntohl(expire)` with `u_int32_t
 //!   timeout`, the bound rule's or the default's; and `pf_state_expires()` is `expire +
 //!   timeout`.
+//! - securelevel (kernel-edge-review L2, OB-ioctl and FreeBSD `pfioctl`'s securelevel
+//!   switch): OpenBSD refuses DIOCADDSTATE and DIOCKILLSTATES with EPERM above 1,
+//!   FreeBSD above 2; listing and status stay allowed.
+//! - SCTP (kernel-edge-review L7): FreeBSD 14+ import an SCTP state only with scrub
+//!   memory for its peers, and answer ENOMEM otherwise (the import's `cleanup` path).
+//!   GUESS: the model answers ENOMEM for an SCTP record that carries no scrub on either
+//!   peer; the 14+ text was not in the index.
 //! - OpenBSD before and after 7.7: the state ioctls and `pf_state_import` read the same
 //!   in both for what the model covers (7.7 changed the bpf header, another helper's
 //!   model); [`Version::OpenBsd`] is both.
@@ -59,7 +66,7 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use pfsyncd::state::{State, Timeout};
+use pfsyncd::state::{Protocol, State, Timeout};
 use pfsyncd::table::pf::kernel::IoctlStatus;
 use pfsyncd::table::pf::netlink::Transport;
 use pfsyncd::table::pf::{KillRequest, OsFamily, PfKernel};
@@ -163,6 +170,8 @@ pub struct PfModel {
     /// table holds, like this one with fresh ids: a table that grows faster than it can
     /// be listed.
     pub growth_per_size_query: Option<(State, usize)>,
+    /// `kern.securelevel`.
+    pub securelevel: i32,
     next_local_id: u64,
     /// Calls made, by name.
     pub calls: Vec<&'static str>,
@@ -191,6 +200,7 @@ impl PfModel {
             hash_rows: 8,
             burst_after_size_query: Vec::new(),
             growth_per_size_query: None,
+            securelevel: 0,
             next_local_id: 0x6000_0000_0000_0001,
             calls: Vec::new(),
         }
@@ -324,6 +334,14 @@ impl PfModel {
         id % self.hash_rows
     }
 
+    /// pfioctl's securelevel check for the calls that change states.
+    fn securelevel_refuses(&self) -> bool {
+        match self.version.os() {
+            OsFamily::OpenBsd => self.securelevel > 1,
+            OsFamily::FreeBsd => self.securelevel > 2,
+        }
+    }
+
     fn grow_after_size_query(&mut self) {
         let burst = std::mem::take(&mut self.burst_after_size_query);
         for s in burst {
@@ -394,6 +412,9 @@ impl PfKernel for PfModel {
 
     fn add_state(&mut self, record: &[u8]) -> io::Result<()> {
         self.calls.push("DIOCADDSTATE");
+        if self.securelevel_refuses() {
+            return Err(errno(libc::EPERM));
+        }
         let format = self.version.format();
         let r = StateRecord::parse(format, record).map_err(|_| errno(libc::EINVAL))?;
         let s = State::from_record(&r).map_err(|_| errno(libc::EINVAL))?;
@@ -420,6 +441,13 @@ impl PfKernel for PfModel {
                 .rule
                 .filter(|&n| s.anchor.is_none() && (n as usize) < self.rules.len()),
         };
+        if self.version.millis()
+            && s.wire.proto == Protocol::Sctp
+            && s.src.scrub.is_none()
+            && s.dst.scrub.is_none()
+        {
+            return Err(errno(libc::ENOMEM));
+        }
         if self.states.contains_key(&(s.creatorid, s.id)) {
             return Err(errno(libc::EEXIST));
         }
@@ -457,6 +485,9 @@ impl PfKernel for PfModel {
         self.calls.push("DIOCKILLSTATES");
         if self.version == Version::FreeBsd15 {
             return Err(errno(libc::ENODEV));
+        }
+        if self.securelevel_refuses() {
+            return Err(errno(libc::EPERM));
         }
         if request.id_raw != 0 {
             let creatorid_raw = if request.creatorid_raw == 0 {
