@@ -1,16 +1,30 @@
-//! FreeBSD 14/15's pf netlink family (`"pfctl"`), as pfctl itself lists states: generic
-//! netlink framing, the family lookup, the state dump request, and the decoding of each
-//! state message into a [`State`].
+//! FreeBSD 14/15's pf netlink family (`"pfctl"`), as pfctl itself talks to it: generic
+//! netlink framing, the family lookup (with the commands the kernel has), the state dump,
+//! the kill of one state, pf's status, and the decoding of each answer.
 //!
-//! Facts, read from FreeBSD's `sys/netpfil/pf/pf_nl.c` (main, 2025) and its header
-//! `netpfil/pf/pf_nl.h` (FreeBSD 15, whose numbers the oracle test checks):
+//! Facts, read from FreeBSD's `sys/netpfil/pf/pf_nl.c` (14.0, a later 14.x, main) and
+//! `netpfil/pf/pf_nl.h` (FreeBSD 15, whose numbers the oracle test checks), and from
+//! `sys/netlink/` (the controller and the message writer); tests/kernel/freebsd_netlink.rs
+//! models them per version and says which commit was read:
 //! - integers are in host order, except what the kernel keeps in network order and
 //!   copies as it is: the state id (an opaque 8 bytes, big-endian as on the wire) and the
-//!   key ports; the creator id is sent `htonl`ed, so it reads as the host-order number;
-//! - addresses are 4 or 16 bytes by the key's family;
-//! - `PF_ST_CREATION` is the age in seconds, `PF_ST_EXPIRE` the seconds left;
+//!   key ports; the creator id is sent `htonl`ed, so it reads as the host-order number,
+//!   and `PF_GS_HOSTID` is sent `ntohl`ed, the same swap of the same stored value;
+//! - the kill filter's `PF_CS_CMP_ID`/`PF_CS_CMP_CREATORID` are compared raw with the
+//!   stored (network-order) values, so they are sent big-endian; id 0 means "no id" and
+//!   kills whatever the other filters match, all states when there are none;
+//! - 14.x keys carry only addresses and ports: the family and protocol are the state's
+//!   (`PF_ST_AF`, `PF_ST_PROTO`); 15's keys add `PF_STK_AF`/`PF_STK_PROTO`;
+//! - addresses are 4 or 16 bytes by the family; nested attributes come without
+//!   `NLA_F_NESTED`;
+//! - `PF_ST_CREATION` is the age in seconds, `PF_ST_EXPIRE` the seconds left, except for
+//!   an expired state not purged yet (see [`default_timeout_secs`]);
 //! - the peers' sequence numbers and windows are host order (the wire's are `htonl`ed);
-//! - a dump is `NLM_F_MULTI` messages, one per state, ended by `NLMSG_DONE`.
+//! - a dump is `NLM_F_MULTI` messages, one per state, ended by `NLMSG_DONE` whose int is
+//!   the dump's error; no acknowledgement follows a dump;
+//! - errors come in `NLMSG_ERROR` as the positive errno (Linux: negative); an unknown
+//!   command is `ENOTSUP` (45): 14.0 has neither `PFNL_CMD_KILLSTATES` nor
+//!   `PFNL_CMD_GET_STATUS`, which the controller's `CTRL_ATTR_OPS` tells at start.
 //!
 //! Every length is checked: bad input is a typed error, never a panic.
 
@@ -155,8 +169,8 @@ pub enum NlError {
         /// Its payload length.
         len: usize,
     },
-    /// The kernel answered an error (`NLMSG_ERROR` with a negative errno).
-    #[error("netlink: the kernel says errno {0}")]
+    /// An errno field that no errno can be (`i32::MIN`).
+    #[error("netlink: errno field {0}")]
     Errno(i32),
     /// A state without a field every state has, or with a value the model refuses.
     #[error("netlink state: {0}")]
@@ -347,13 +361,29 @@ pub fn messages(buf: &[u8]) -> impl Iterator<Item = Result<Message<'_>, NlError>
     })
 }
 
-/// The errno of an `NLMSG_ERROR` payload (0 is an acknowledgement).
+/// The errno of an `NLMSG_ERROR` payload, positive (0 is an acknowledgement). FreeBSD's
+/// `nlmsg_ack` writes the errno as it is, positive; Linux (and FreeBSD's Linux
+/// compatibility layer) negates it: either sign means the same errno.
 pub fn error_of(payload: &[u8]) -> Result<i32, NlError> {
     let b: [u8; 4] = payload
         .get(..4)
         .and_then(|b| b.try_into().ok())
         .ok_or(NlError::Truncated(0))?;
-    Ok(-i32::from_ne_bytes(b))
+    errno_of(i32::from_ne_bytes(b))
+}
+
+/// The errno of an `NLMSG_DONE` payload: the dump handler's error (`_nlmsg_end_dump`),
+/// 0 for a complete dump. A DONE without payload (older or foreign kernels) is 0.
+pub fn done_error_of(payload: &[u8]) -> Result<i32, NlError> {
+    match payload.get(..4) {
+        None => Ok(0),
+        Some(b) => errno_of(i32::from_ne_bytes(b.try_into().expect("four bytes"))),
+    }
+}
+
+fn errno_of(raw: i32) -> Result<i32, NlError> {
+    // i32::MIN has no positive twin: no errno is that.
+    i32::try_from(raw.unsigned_abs()).map_err(|_| NlError::Errno(raw))
 }
 
 /// The attributes of `bytes`: (type without flags, payload).
@@ -468,12 +498,15 @@ fn rule_of(attr: u16, v: &[u8]) -> Result<Option<u32>, NlError> {
     Ok((n != u32::MAX).then_some(n))
 }
 
+/// A key as the dump has it. 14.x writes no `PF_STK_AF`/`PF_STK_PROTO` (only 15's keys
+/// carry them), so both may be missing here and come from the state (`PF_ST_AF`,
+/// `PF_ST_PROTO`), as libpfctl 14 takes them.
 #[derive(Default)]
 struct RawKey {
     addr: [Option<IpAddr>; 2],
     port: [u16; 2],
-    af: u8,
-    proto: u16,
+    af: Option<u8>,
+    proto: Option<u16>,
 }
 
 fn key_of(v: &[u8]) -> Result<RawKey, NlError> {
@@ -486,8 +519,8 @@ fn key_of(v: &[u8]) -> Result<RawKey, NlError> {
             // Kept in network order by the kernel and copied as it is.
             stk::PORT0 => k.port[0] = u16::from_be_bytes(fixed(kind, v)?),
             stk::PORT1 => k.port[1] = u16::from_be_bytes(fixed(kind, v)?),
-            stk::AF => k.af = u8_of(kind, v)?,
-            stk::PROTO => k.proto = u16_ne(kind, v)?,
+            stk::AF => k.af = Some(u8_of(kind, v)?),
+            stk::PROTO => k.proto = Some(u16_ne(kind, v)?),
             _ => {}
         }
     }
@@ -540,9 +573,18 @@ fn family_of(af: u8) -> Result<AddressFamily, NlError> {
     }
 }
 
-fn make_key(k: &RawKey) -> Result<crate::state::StateKey, NlError> {
-    let af = family_of(k.af)?;
-    let proto = Protocol::from_number(u8::try_from(k.proto).unwrap_or(0));
+/// The key, its family and protocol defaulting to the state's (`whole`).
+fn make_key(k: &RawKey, whole: &WholeState) -> Result<crate::state::StateKey, NlError> {
+    let af =
+        k.af.or(whole.af)
+            .ok_or_else(|| NlError::BadState("a key without address family".into()))?;
+    let af = family_of(af)?;
+    let proto = match k.proto.or(whole.proto.map(u16::from)) {
+        Some(p) => u8::try_from(p)
+            .map(Protocol::from_number)
+            .map_err(|_| NlError::BadState(format!("protocol {p}")))?,
+        None => return Err(NlError::BadState("a key without protocol".into())),
+    };
     let fill = |a: Option<IpAddr>| a.unwrap_or(af.unspecified());
     Ok(crate::state::StateKey {
         af,
@@ -551,6 +593,48 @@ fn make_key(k: &RawKey) -> Result<crate::state::StateKey, NlError> {
         port: k.port,
         rdomain: 0,
     })
+}
+
+/// The default rule's timeout of a class (`PFTM_*_VAL`, FreeBSD's `netpfil/pf/pf.h`;
+/// the SCTP classes take TCP's), the bound `PF_ST_EXPIRE` is clamped to.
+///
+/// `dump_state` writes seconds left only while `pf_state_expires()` is ahead of
+/// `time_uptime`; an expired state that pf has not purged yet gets the raw uptime at
+/// which it expired (the ioctl export writes 0). The two cannot be told apart in the
+/// message, and a live state's seconds left never exceed its timeout, so the value is
+/// clamped to the class's default: an expired state is announced with at most that
+/// (pf purges it within its purge interval and the next poll announces the deletion),
+/// never with the uptime. Clamping rather than zeroing everything above the default
+/// keeps a live state whose rule or `set timeout` gives a longer timeout alive on the
+/// peers (announced shorter, never as already expired).
+fn default_timeout_secs(class: Timeout) -> u32 {
+    const DAY: u32 = 24 * 60 * 60;
+    match class {
+        Timeout::TcpFirst | Timeout::SctpFirst => 120,
+        Timeout::TcpOpening | Timeout::SctpOpening => 30,
+        Timeout::TcpEstablished | Timeout::SctpEstablished => DAY,
+        Timeout::TcpClosing | Timeout::SctpClosing => 15 * 60,
+        Timeout::TcpFinWait => 45,
+        Timeout::TcpClosed | Timeout::SctpClosed => 90,
+        Timeout::UdpFirst | Timeout::UdpMultiple => 60,
+        Timeout::UdpSingle => 30,
+        Timeout::IcmpFirst => 20,
+        Timeout::IcmpError => 10,
+        Timeout::OtherFirst | Timeout::OtherMultiple => 60,
+        Timeout::OtherSingle => 30,
+        Timeout::Frag => 60,
+        Timeout::Interval => 10,
+        Timeout::TsDiff => 30,
+        // Not classes a state lives by.
+        Timeout::AdaptiveStart | Timeout::AdaptiveEnd | Timeout::SrcNode => 0,
+    }
+}
+
+/// What the state itself says of its keys (`PF_ST_AF`, `PF_ST_PROTO`).
+#[derive(Default)]
+struct WholeState {
+    af: Option<u8>,
+    proto: Option<u8>,
 }
 
 fn make_peer(p: &RawPeer, proto: Protocol) -> Result<Peer, NlError> {
@@ -576,6 +660,7 @@ pub fn decode_state(genl: &[u8]) -> Result<State, NlError> {
     let (mut src, mut dst) = (RawPeer::default(), RawPeer::default());
     let (mut have_id, mut have_creator) = (false, false);
     let mut rt_addr = None;
+    let mut whole = WholeState::default();
     for a in attributes(attrs) {
         let (kind, v) = a?;
         match kind {
@@ -600,6 +685,8 @@ pub fn decode_state(genl: &[u8]) -> Result<State, NlError> {
             st::NAT_RULE => s.nat_rule = rule_of(kind, v)?,
             st::CREATION => s.age_secs = u32_ne(kind, v)?,
             st::EXPIRE => s.expire_secs = u32_ne(kind, v)?,
+            st::AF => whole.af = Some(u8_of(kind, v)?),
+            st::PROTO => whole.proto = Some(u8_of(kind, v)?),
             st::PACKETS0 => s.packets[0] = u64_ne(kind, v)?,
             st::PACKETS1 => s.packets[1] = u64_ne(kind, v)?,
             st::BYTES0 => s.bytes[0] = u64_ne(kind, v)?,
@@ -644,11 +731,12 @@ pub fn decode_state(genl: &[u8]) -> Result<State, NlError> {
         return Err(NlError::BadState("a state without id or creator".into()));
     }
     let wire = wire.ok_or_else(|| NlError::BadState("no wire key".into()))?;
-    s.wire = make_key(&wire)?;
+    s.wire = make_key(&wire, &whole)?;
     s.stack = match stack {
-        Some(k) => make_key(&k)?,
+        Some(k) => make_key(&k, &whole)?,
         None => s.wire,
     };
+    s.expire_secs = s.expire_secs.min(default_timeout_secs(s.timeout));
     s.src = make_peer(&src, s.wire.proto)?;
     s.dst = make_peer(&dst, s.wire.proto)?;
     s.rt_addr = rt_addr;
@@ -705,7 +793,14 @@ fn converse<T: Transport + ?Sized>(
                 continue;
             }
             match m.kind {
-                NLMSG_DONE => return Ok(()),
+                NLMSG_DONE => {
+                    // The end of a dump; an errno here means it stopped short.
+                    let errno = done_error_of(m.payload).map_err(invalid)?;
+                    if errno == 0 {
+                        return Ok(());
+                    }
+                    return Err(std::io::Error::from_raw_os_error(errno));
+                }
                 NLMSG_ERROR => {
                     let errno = error_of(m.payload).map_err(invalid)?;
                     if errno == 0 {
@@ -818,8 +913,9 @@ pub fn kill_state<T: Transport + ?Sized>(
     killed.ok_or_else(|| invalid(NlError::BadState("no PF_CS_KILLED in the answer".into())))
 }
 
-/// Every state pf holds, by the pf family's dump; states that do not decode are
-/// counted in the result and skipped.
+/// Every state pf holds, by the pf family's dump, appended to `out`; states that do not
+/// decode are skipped and their number returned. When states were listed and none
+/// decodes, the listing is an error (InvalidData), never an empty table.
 pub fn dump_states<T: Transport + ?Sized>(
     t: &mut T,
     family: u16,
@@ -827,15 +923,33 @@ pub fn dump_states<T: Transport + ?Sized>(
     out: &mut Vec<State>,
 ) -> std::io::Result<u64> {
     let mut skipped = 0;
+    let mut listed = 0u64;
+    let mut first_error = None;
     converse(t, &get_states(family, seq), seq, |m| {
         if m.kind == family {
             match decode_state(m.payload) {
-                Ok(s) => out.push(s),
-                Err(_) => skipped += 1,
+                Ok(s) => {
+                    out.push(s);
+                    listed += 1;
+                }
+                Err(e) => {
+                    skipped += 1;
+                    first_error.get_or_insert(e);
+                }
             }
         }
         Ok(())
     })?;
+    // A kernel whose every state fails is one this decoder does not understand: an empty
+    // table would make us announce the deletion of everything.
+    if listed == 0 {
+        if let Some(e) = first_error {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("none of the {skipped} states pf listed could be read: {e}"),
+            ));
+        }
+    }
     Ok(skipped)
 }
 
@@ -843,7 +957,7 @@ pub fn dump_states<T: Transport + ?Sized>(
 mod tests {
     use super::*;
 
-    /// Builds attributes as the kernel's writer does.
+    /// Builds attributes as FreeBSD's `nl_writer` does (`nlattr_add`, padded to 4).
     struct W(Vec<u8>);
 
     impl W {
@@ -855,19 +969,32 @@ mod tests {
             self.0.resize(pad(self.0.len()), 0);
             self
         }
+        /// `nlattr_add_nested`: FreeBSD writes the bare type, without `NLA_F_NESTED`.
         fn nested(&mut self, kind: u16, inner: &W) -> &mut W {
-            self.attr(kind | NLA_F_NESTED, &inner.0)
+            self.attr(kind, &inner.0)
         }
     }
 
-    fn tcp_state_message() -> Vec<u8> {
+    /// Which `dump_state_key` wrote the keys.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Keys {
+        /// 14.0 and 14.x: addresses and ports only.
+        Fb14,
+        /// 15 (main): and `PF_STK_AF` (u8), `PF_STK_PROTO` (u16).
+        Fb15,
+    }
+
+    /// A TCP state in the order and sizes `dump_state` writes them.
+    fn tcp_state_message_of(keys: Keys) -> Vec<u8> {
         let mut key = W(Vec::new());
         key.attr(stk::ADDR0, &[10, 0, 0, 1])
             .attr(stk::ADDR1, &[10, 0, 0, 2])
             .attr(stk::PORT0, &40000u16.to_be_bytes())
-            .attr(stk::PORT1, &443u16.to_be_bytes())
-            .attr(stk::AF, &[2])
-            .attr(stk::PROTO, &6u16.to_ne_bytes());
+            .attr(stk::PORT1, &443u16.to_be_bytes());
+        if keys == Keys::Fb15 {
+            key.attr(stk::AF, &[2])
+                .attr(stk::PROTO, &6u16.to_ne_bytes());
+        }
         let mut peer = W(Vec::new());
         peer.attr(stp::SEQLO, &1000u32.to_ne_bytes())
             .attr(stp::SEQHI, &2000u32.to_ne_bytes())
@@ -903,6 +1030,10 @@ mod tests {
             .nested(st::PEER_SRC, &peer)
             .nested(st::PEER_DST, &peer);
         m.0
+    }
+
+    fn tcp_state_message() -> Vec<u8> {
+        tcp_state_message_of(Keys::Fb15)
     }
 
     #[test]
@@ -994,6 +1125,142 @@ mod tests {
         assert_eq!(msgs[1].kind, 33);
     }
 
+    #[test]
+    fn fourteen_s_keys_take_the_state_s_family_and_protocol() {
+        let a = decode_state(&tcp_state_message_of(Keys::Fb14)).unwrap();
+        let b = decode_state(&tcp_state_message_of(Keys::Fb15)).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            (a.wire.af, a.wire.proto),
+            (AddressFamily::Inet, Protocol::Tcp)
+        );
+        assert_eq!(
+            (a.stack.af, a.stack.proto),
+            (AddressFamily::Inet, Protocol::Tcp)
+        );
+        // Linux's nesting flag on the same attributes changes nothing.
+        let mut flagged = W(vec![PFNL_CMD_GETSTATES, 0, 0, 0]);
+        let plain = tcp_state_message_of(Keys::Fb14);
+        for at in attributes(&plain[GENL_HDRLEN..]) {
+            let (kind, v) = at.unwrap();
+            let nested = matches!(
+                kind,
+                st::KEY_WIRE | st::KEY_STACK | st::PEER_SRC | st::PEER_DST
+            );
+            flagged.attr(if nested { kind | NLA_F_NESTED } else { kind }, v);
+        }
+        assert_eq!(decode_state(&flagged.0).unwrap(), a);
+    }
+
+    #[test]
+    fn a_key_without_any_family_is_an_error() {
+        let mut m = W(vec![PFNL_CMD_GETSTATES, 0, 0, 0]);
+        let mut key = W(Vec::new());
+        key.attr(stk::ADDR0, &[10, 0, 0, 1]);
+        m.nested(st::KEY_WIRE, &key)
+            .attr(st::ID, &[0, 0, 0, 0, 0, 0, 0, 1])
+            .attr(st::CREATORID, &1u32.to_ne_bytes());
+        assert!(matches!(decode_state(&m.0), Err(NlError::BadState(_))));
+    }
+
+    #[test]
+    fn the_expire_of_an_expired_state_is_clamped_to_its_class() {
+        let at = |expire: u32, timeout: u8| {
+            let mut m = W(Vec::new());
+            for a in attributes(&tcp_state_message()[GENL_HDRLEN..]) {
+                let (kind, v) = a.unwrap();
+                match kind {
+                    st::EXPIRE => m.attr(kind, &expire.to_ne_bytes()),
+                    st::TIMEOUT => m.attr(kind, &[timeout]),
+                    _ => m.attr(kind, v),
+                };
+            }
+            let mut genl = vec![PFNL_CMD_GETSTATES, 0, 0, 0];
+            genl.extend_from_slice(&m.0);
+            decode_state(&genl).unwrap().expire_secs
+        };
+        // tcp.established, udp.multiple: seconds left pass; an uptime-sized value does not.
+        assert_eq!(at(86370, 2), 86370);
+        assert_eq!(at(4_000_000, 2), 86400);
+        assert_eq!(at(25, 8), 25);
+        assert_eq!(at(4_000_000, 8), 60);
+    }
+
+    #[test]
+    fn errnos_of_either_sign_are_the_same_errno() {
+        let ack = |e: i32| {
+            let mut p = e.to_ne_bytes().to_vec();
+            p.extend_from_slice(&[0u8; 16]);
+            error_of(&p)
+        };
+        assert_eq!(ack(2), Ok(2));
+        assert_eq!(ack(-2), Ok(2));
+        assert_eq!(ack(0), Ok(0));
+        assert!(ack(i32::MIN).is_err());
+        assert!(error_of(&[1, 2]).is_err());
+        assert_eq!(done_error_of(&12i32.to_ne_bytes()), Ok(12));
+        assert_eq!(done_error_of(&0i32.to_ne_bytes()), Ok(0));
+        assert_eq!(done_error_of(&[]), Ok(0));
+    }
+
+    #[test]
+    fn the_controller_s_command_list_is_read() {
+        let mut ops = W(Vec::new());
+        for (i, cmd) in [1u32, 9, 11].iter().enumerate() {
+            let mut op = W(Vec::new());
+            op.attr(CTRL_ATTR_OP_ID, &cmd.to_ne_bytes())
+                .attr(2, &6u32.to_ne_bytes());
+            ops.nested(i as u16 + 1, &op);
+        }
+        let mut m = W(vec![1, 2, 0, 0]);
+        m.attr(CTRL_ATTR_FAMILY_NAME, b"pfctl\0")
+            .attr(CTRL_ATTR_FAMILY_ID, &19u16.to_ne_bytes())
+            .nested(CTRL_ATTR_OPS, &ops);
+        assert_eq!(family_id(&m.0), Ok(Some(19)));
+        assert_eq!(family_commands(&m.0), Ok(Some(vec![1, 9, 11])));
+        let mut bare = W(vec![1, 2, 0, 0]);
+        bare.attr(CTRL_ATTR_FAMILY_ID, &19u16.to_ne_bytes());
+        assert_eq!(family_commands(&bare.0), Ok(None));
+        let info = FamilyInfo {
+            id: 19,
+            commands: None,
+        };
+        assert_eq!(info.has_command(9), None);
+    }
+
+    #[test]
+    fn status_and_kill_answers_are_read() {
+        let mut m = W(vec![PFNL_CMD_GET_STATUS, 0, 0, 0]);
+        m.attr(1, b"\0")
+            .attr(PF_GS_RUNNING, &[1])
+            .attr(PF_GS_HOSTID, &0x0102_0304u32.to_ne_bytes())
+            .attr(PF_GS_CHKSUM, &[9u8; 16]);
+        let st = decode_status(&m.0).unwrap();
+        assert_eq!(
+            (st.hostid, st.running, st.checksum),
+            (0x0102_0304, true, [9; 16])
+        );
+        let mut partial = W(vec![PFNL_CMD_GET_STATUS, 0, 0, 0]);
+        partial.attr(PF_GS_CHKSUM, &[9u8; 16]);
+        assert!(decode_status(&partial.0).is_err());
+        let mut k = W(vec![PFNL_CMD_KILLSTATES, 0, 0, 0]);
+        k.attr(PF_CS_KILLED, &1u32.to_ne_bytes());
+        assert_eq!(decode_killed(&k.0), Ok(Some(1)));
+        // The kill request: id and creator id as the kernel keeps them, big-endian.
+        let r = kill_states(19, 5, 0x0a0b_0c0d, 0x1122_3344_5566_7788);
+        let attrs: Vec<_> = attributes(&r[NLMSG_HDRLEN + GENL_HDRLEN..])
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(r[NLMSG_HDRLEN], PFNL_CMD_KILLSTATES);
+        assert_eq!(
+            attrs,
+            vec![
+                (PF_CS_CMP_ID, &0x1122_3344_5566_7788u64.to_be_bytes()[..]),
+                (PF_CS_CMP_CREATORID, &0x0a0b_0c0du32.to_be_bytes()[..]),
+            ]
+        );
+    }
+
     /// The numbers above, against FreeBSD 15's headers.
     #[cfg(pfsyncd_oracle)]
     #[test]
@@ -1015,6 +1282,14 @@ mod tests {
         assert_eq!(u32::from(stk::PROTO), f::PF_STK_PROTO);
         assert_eq!(u32::from(stp::WSCALE), f::PF_STP_WSCALE);
         assert_eq!(u32::from(stp::SCRUB_FLAG), f::PF_STP_SCRUB_FLAG);
+        assert_eq!(PFNL_CMD_KILLSTATES as u32, f::PFNL_CMD_KILLSTATES);
+        assert_eq!(u32::from(PF_CS_CMP_ID), f::PF_CS_CMP_ID);
+        assert_eq!(u32::from(PF_CS_CMP_CREATORID), f::PF_CS_CMP_CREATORID);
+        assert_eq!(u32::from(PF_CS_KILLED), f::PF_CS_KILLED);
+        assert_eq!(u32::from(PF_GS_RUNNING), f::PF_GS_RUNNING);
+        assert_eq!(u32::from(PF_GS_HOSTID), f::PF_GS_HOSTID);
+        assert_eq!(u32::from(CTRL_ATTR_OPS), f::CTRL_ATTR_OPS);
+        assert_eq!(u32::from(CTRL_ATTR_OP_ID), f::CTRL_ATTR_OP_ID);
         assert_eq!(u32::from(NLM_F_DUMP), f::NLM_F_DUMP);
         assert_eq!(u32::from(NLMSG_DONE), f::NLMSG_DONE);
         assert_eq!(NLA_F_NESTED as u32, f::NLA_F_NESTED);
