@@ -1,6 +1,8 @@
 //! The pf device ([`KernelPf`]) and the pf table over models of the kernels' state
 //! ioctls (tests/kernel/pf_ioctl.rs, written from the kernels' code per version).
 
+#[path = "kernel/freebsd_netlink.rs"]
+mod freebsd_netlink;
 #[path = "kernel/pf_ioctl.rs"]
 mod pf_ioctl;
 
@@ -31,6 +33,14 @@ fn table(version: Version) -> PfTable<KernelPf<PfModel>> {
     PfTable::new(KernelPf::open(PfModel::new(version)))
 }
 
+/// A table over a kernel that answers no netlink (a FreeBSD 14/15 kernel without the
+/// netlink module, or a 14 whose pf family does not resolve): the ioctls alone.
+fn ioctl_table(version: Version) -> PfTable<KernelPf<PfModel>> {
+    let mut m = PfModel::new(version);
+    m.netlink = None;
+    PfTable::new(KernelPf::open(m))
+}
+
 fn model(t: &mut PfTable<KernelPf<PfModel>>) -> &mut PfModel {
     t.device_mut().kernel_mut()
 }
@@ -52,9 +62,6 @@ fn imports_list_and_kill_on_every_kernel() {
         assert!(poll(&mut t).is_empty(), "{v:?}: imports echo");
         assert_eq!(t.len(), 12, "{v:?}");
         let s = peer_states(1, 0x22, 1)[0];
-        if v == Version::FreeBsd15 {
-            continue;
-        }
         assert!(t.remove(s.creatorid, s.id).unwrap(), "{v:?}");
         assert!(!model(&mut t).has((s.creatorid, s.id)));
         assert!(poll(&mut t).is_empty(), "{v:?}: our kill echoes");
@@ -104,7 +111,7 @@ fn a_zero_id_or_creator_is_refused_before_any_kernel_call() {
 /// F3: FreeBSD 15 has no DIOCKILLSTATES: ENODEV, and no "kldload pfsync" cure for it.
 #[test]
 fn freebsd_15_without_netlink_kill_says_so_not_kldload() {
-    let mut t = table(Version::FreeBsd15);
+    let mut t = ioctl_table(Version::FreeBsd15);
     let s = peer_states(4, 0x44, 1)[0];
     t.import(Instant::now(), &s).unwrap();
     let e = t.remove(s.creatorid, s.id).unwrap_err();
@@ -123,7 +130,7 @@ fn freebsd_row_truncation_is_detected_and_never_diffed() {
         Version::FreeBsd14_0,
         Version::FreeBsd15,
     ] {
-        let mut t = table(v);
+        let mut t = ioctl_table(v);
         let base = peer_states(5, 0x55, 1)[0];
         for _ in 0..40 {
             model(&mut t).create_local(base);
@@ -210,12 +217,63 @@ fn the_hostid_is_pfs() {
 /// The device says what it found, in one line.
 #[test]
 fn the_device_describes_what_it_uses() {
-    let d = KernelPf::open(PfModel::new(Version::FreeBsd15));
-    let line = d.describe();
-    assert!(line.contains("DIOCGETSTATES"), "{line}");
+    let line = KernelPf::open(PfModel::new(Version::FreeBsd15)).describe();
+    assert!(line.contains("listed by netlink GETSTATES"), "{line}");
+    assert!(line.contains("killed by netlink KILLSTATES"), "{line}");
     assert!(!line.contains('\n'), "{line}");
-    let d = KernelPf::open(PfModel::new(Version::OpenBsd));
-    assert!(d.describe().contains("DIOCKILLSTATES"), "{}", d.describe());
+    // 14.0's family has no KILLSTATES: the ioctl.
+    let line = KernelPf::open(PfModel::new(Version::FreeBsd14_0)).describe();
+    assert!(line.contains("listed by netlink GETSTATES"), "{line}");
+    assert!(line.contains("killed by DIOCKILLSTATES"), "{line}");
+    let mut m = PfModel::new(Version::FreeBsd15);
+    m.netlink = None;
+    let line = KernelPf::open(m).describe();
+    assert!(line.contains("no pf netlink family"), "{line}");
+    assert!(line.contains("listed by DIOCGETSTATES"), "{line}");
+    let line = KernelPf::open(PfModel::new(Version::OpenBsd)).describe();
+    assert!(line.contains("killed by DIOCKILLSTATES"), "{line}");
+}
+
+/// F3, the cure: FreeBSD 15 kills through netlink KILLSTATES, and an update (kill and
+/// add) works there.
+#[test]
+fn freebsd_15_kills_and_updates_through_netlink() {
+    let mut t = table(Version::FreeBsd15);
+    let now = Instant::now();
+    let states = peer_states(14, 0x14, 3);
+    for s in &states {
+        t.import(now, s).unwrap();
+    }
+    assert!(poll(&mut t).is_empty());
+    let mut moved = states[0];
+    moved.src.seqlo = moved.src.seqlo.wrapping_add(10);
+    t.update(now, &moved).unwrap();
+    assert!(t.remove(states[1].creatorid, states[1].id).unwrap());
+    assert!(!model(&mut t).has((states[1].creatorid, states[1].id)));
+    assert!(model(&mut t).has((moved.creatorid, moved.id)));
+    assert!(!model(&mut t).calls.contains(&"DIOCKILLSTATES"));
+    assert!(poll(&mut t).is_empty(), "our update and kill echo");
+    assert_eq!(t.len(), 2);
+}
+
+/// F9 on the kernel: a netlink listing keeps the 16-bit state flags and the rtable that
+/// 1301 records drop.
+#[test]
+fn freebsd_netlink_listing_keeps_what_1301_drops() {
+    let mut t = table(Version::FreeBsd15);
+    let mut s = peer_states(15, 0, 1)[0];
+    s.state_flags.insert(pfsyncd::state::StateFlags::SETPRIO);
+    s.rtableid = Some(2);
+    let local = model(&mut t).create_local(s);
+    let changes = poll(&mut t);
+    let [LocalChange::Insert(got)] = changes.as_slice() else {
+        panic!("{changes:?}")
+    };
+    assert_eq!(got.id, local.id);
+    assert!(got
+        .state_flags
+        .contains(pfsyncd::state::StateFlags::SETPRIO));
+    assert_eq!(got.rtableid, Some(2));
 }
 
 /// L2: at a raised securelevel the kernels refuse state changes with EPERM; the error
@@ -260,10 +318,7 @@ fn openbsd_binds_a_vouched_rule_number() {
         ..peer_states(11, 0x11, 1)[0]
     };
     t.import(Instant::now(), &s).unwrap();
-    assert_eq!(
-        model(&mut t).bound_rule((s.creatorid, s.id)),
-        Some(Some(3))
-    );
+    assert_eq!(model(&mut t).bound_rule((s.creatorid, s.id)), Some(Some(3)));
     assert_eq!(t.edge_counters().rule_unbound, 0);
 }
 
@@ -280,7 +335,10 @@ fn local_timeouts_follow_the_kernel() {
     };
     t.import(Instant::now(), &s).unwrap();
     assert_eq!(
-        model(&mut t).exported((s.creatorid, s.id)).unwrap().expire_secs,
+        model(&mut t)
+            .exported((s.creatorid, s.id))
+            .unwrap()
+            .expire_secs,
         20
     );
     // `set timeout udp.multiple 90` and a ruleset load.
@@ -290,7 +348,10 @@ fn local_timeouts_follow_the_kernel() {
     let s2 = State { id: s.id + 1, ..s };
     t.import(Instant::now(), &s2).unwrap();
     assert_eq!(
-        model(&mut t).exported((s2.creatorid, s2.id)).unwrap().expire_secs,
+        model(&mut t)
+            .exported((s2.creatorid, s2.id))
+            .unwrap()
+            .expire_secs,
         50
     );
 }

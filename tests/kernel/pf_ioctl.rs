@@ -58,6 +58,13 @@
 //!   in both for what the model covers (7.7 changed the bpf header, another helper's
 //!   model); [`Version::OpenBsd`] is both.
 //!
+//! The netlink side of FreeBSD 14.0, 14.x and 15 is helper B1's model
+//! (tests/kernel/freebsd_netlink.rs, written from `pf_nl.c` and the netlink writer),
+//! sharing this model's state table: before a netlink request the states are handed to
+//! it as `struct pf_kstate` holds them, and what its KILLSTATES removed is removed here
+//! at the next call. Each test crate that includes this file includes that one as the
+//! sibling module `freebsd_netlink`.
+//!
 //! Record bytes are read and written with the crate's wire codec, whose layouts the
 //! header oracle (tests/oracle.rs) checks against the kernels' own headers.
 
@@ -66,7 +73,11 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use pfsyncd::state::{Protocol, State, Timeout};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use super::freebsd_netlink as nl;
+use pfsyncd::state::{Direction, Protocol, State, StateKey, Timeout};
 use pfsyncd::table::pf::kernel::IoctlStatus;
 use pfsyncd::table::pf::netlink::Transport;
 use pfsyncd::table::pf::{KillRequest, OsFamily, PfKernel};
@@ -172,6 +183,11 @@ pub struct PfModel {
     pub growth_per_size_query: Option<(State, usize)>,
     /// `kern.securelevel`.
     pub securelevel: i32,
+    /// pf's netlink family and the generic netlink controller (FreeBSD 14 and later;
+    /// `None` for a kernel without, or a test that takes it away).
+    pub netlink: Option<nl::Kernel>,
+    /// The states last handed to the netlink side, to find what it killed.
+    handed_to_netlink: Option<BTreeSet<(u32, u64)>>,
     next_local_id: u64,
     /// Calls made, by name.
     pub calls: Vec<&'static str>,
@@ -201,6 +217,13 @@ impl PfModel {
             burst_after_size_query: Vec::new(),
             growth_per_size_query: None,
             securelevel: 0,
+            netlink: match version {
+                Version::FreeBsd14_0 => Some(nl::Kernel::new(nl::Version::Fb14_0, 0x0a0b_0c0d)),
+                Version::FreeBsd14x => Some(nl::Kernel::new(nl::Version::Fb14x, 0x0a0b_0c0d)),
+                Version::FreeBsd15 => Some(nl::Kernel::new(nl::Version::Fb15, 0x0a0b_0c0d)),
+                Version::FreeBsd13_1 | Version::OpenBsd => None,
+            },
+            handed_to_netlink: None,
             next_local_id: 0x6000_0000_0000_0001,
             calls: Vec::new(),
         }
@@ -291,21 +314,25 @@ impl PfModel {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub fn len(&mut self) -> usize {
+        self.take_netlink_kills();
         self.states.len()
     }
 
-    pub fn has(&self, key: (u32, u64)) -> bool {
+    pub fn has(&mut self, key: (u32, u64)) -> bool {
+        self.take_netlink_kills();
         self.states.contains_key(&key)
     }
 
     /// The rule a state is bound to (`None`: the default rule).
-    pub fn bound_rule(&self, key: (u32, u64)) -> Option<Option<u32>> {
+    pub fn bound_rule(&mut self, key: (u32, u64)) -> Option<Option<u32>> {
+        self.take_netlink_kills();
         self.states.get(&key).map(|s| s.rule)
     }
 
     /// The state as DIOCGETSTATES exports it.
-    pub fn exported(&self, key: (u32, u64)) -> Option<State> {
+    pub fn exported(&mut self, key: (u32, u64)) -> Option<State> {
+        self.take_netlink_kills();
         self.states.get(&key).map(|k| self.export(k))
     }
 
@@ -332,6 +359,93 @@ impl PfModel {
     /// row count).
     fn row_of(&self, id: u64) -> u64 {
         id % self.hash_rows
+    }
+
+    /// Removes what the netlink side's KILLSTATES (or its purge) removed since the
+    /// states were last handed to it.
+    fn take_netlink_kills(&mut self) {
+        let (Some(handed), Some(k)) = (self.handed_to_netlink.take(), self.netlink.as_ref()) else {
+            return;
+        };
+        let still: BTreeSet<(u32, u64)> =
+            k.states.iter().map(|s| (s.creatorid(), s.id())).collect();
+        for key in handed.difference(&still) {
+            self.states.remove(key);
+        }
+    }
+
+    /// Gives the netlink side this table, as `struct pf_kstate` holds it.
+    fn hand_to_netlink(&mut self) {
+        let Some(mut k) = self.netlink.take() else {
+            return;
+        };
+        k.time_uptime = self.now_secs() as u32;
+        k.hostid_raw = self.hostid.to_be();
+        k.chksum = self.checksum;
+        k.states = self.states.values().map(|s| self.as_kstate(s)).collect();
+        self.handed_to_netlink = Some(self.states.keys().copied().collect());
+        self.netlink = Some(k);
+    }
+
+    fn as_kstate(&self, k: &KState) -> nl::KState {
+        let s = &k.state;
+        let key = |key: &StateKey| nl::KKey {
+            addr: key.addr.map(|a| match a {
+                IpAddr::V4(v4) => {
+                    let mut b = [0u8; 16];
+                    b[..4].copy_from_slice(&v4.octets());
+                    b
+                }
+                IpAddr::V6(v6) => v6.octets(),
+            }),
+            port: key.port.map(u16::to_be_bytes),
+            af: match key.addr[0] {
+                IpAddr::V4(_) => nl::AF_INET,
+                IpAddr::V6(_) => nl::AF_INET6,
+            },
+            proto: key.proto.number(),
+        };
+        let peer = |p: &pfsyncd::state::Peer| nl::KPeer {
+            seqlo: p.seqlo,
+            seqhi: p.seqhi,
+            seqdiff: p.seqdiff,
+            max_win: p.max_win,
+            mss: p.mss,
+            state: p.state.number(),
+            wscale: p.wscale,
+            scrub: p.scrub.map(|x| (x.flags, x.ts_mod, x.ttl)),
+        };
+        // `st->expire` in seconds of uptime, as the netlink model keeps it (a wrapped
+        // import shows as the far past or future, as in the kernel).
+        let expire = if self.version.millis() {
+            k.expire / 1000
+        } else {
+            k.expire
+        };
+        nl::KState {
+            id_raw: u64::from_ne_bytes(s.id.to_be_bytes()),
+            creatorid_raw: u32::from_ne_bytes(s.creatorid.to_be_bytes()),
+            key: [key(&s.wire), key(&s.stack)],
+            ifname: s.ifname.to_string_lossy(),
+            orig_ifname: s.orig_ifname.to_string_lossy(),
+            src: peer(&s.src),
+            dst: peer(&s.dst),
+            direction: match s.direction {
+                Direction::InOut => 0,
+                Direction::In => 1,
+                Direction::Out => 2,
+            },
+            log: s.log,
+            timeout: s.timeout as u8,
+            state_flags: s.state_flags.bits(),
+            creation_ms: (k.creation.max(0) as u64) * 1000,
+            expire: expire.clamp(0, i128::from(u32::MAX)) as u32,
+            rule_timeout: Some(self.timeout_of(k.rule, s.timeout)),
+            rule_nr: k.rule,
+            packets: s.packets,
+            bytes: s.bytes,
+            rtableid: s.rtableid.map_or(-1, |r| r as i32),
+        }
     }
 
     /// pfioctl's securelevel check for the calls that change states.
@@ -362,6 +476,7 @@ impl PfKernel for PfModel {
 
     fn get_states(&mut self, ps_len: usize, buf: &mut [u8]) -> io::Result<usize> {
         self.calls.push("DIOCGETSTATES");
+        self.take_netlink_kills();
         let size = self.version.format().size();
         let ps_len = ps_len.min(buf.len());
         match self.version.os() {
@@ -412,6 +527,7 @@ impl PfKernel for PfModel {
 
     fn add_state(&mut self, record: &[u8]) -> io::Result<()> {
         self.calls.push("DIOCADDSTATE");
+        self.take_netlink_kills();
         if self.securelevel_refuses() {
             return Err(errno(libc::EPERM));
         }
@@ -483,6 +599,7 @@ impl PfKernel for PfModel {
 
     fn kill_states(&mut self, request: KillRequest) -> io::Result<u32> {
         self.calls.push("DIOCKILLSTATES");
+        self.take_netlink_kills();
         if self.version == Version::FreeBsd15 {
             return Err(errno(libc::ENODEV));
         }
@@ -507,6 +624,7 @@ impl PfKernel for PfModel {
 
     fn get_status(&mut self) -> io::Result<IoctlStatus> {
         self.calls.push("DIOCGETSTATUS");
+        self.take_netlink_kills();
         if self.version == Version::FreeBsd15 {
             return Err(errno(libc::ENODEV));
         }
@@ -519,6 +637,7 @@ impl PfKernel for PfModel {
 
     fn get_timeout(&mut self, class: u8) -> io::Result<u32> {
         self.calls.push("DIOCGETTIMEOUT");
+        self.take_netlink_kills();
         if class >= self.version.pftm_max() {
             return Err(errno(libc::EINVAL));
         }
@@ -526,9 +645,8 @@ impl PfKernel for PfModel {
     }
 
     fn netlink(&mut self) -> Option<&mut dyn Transport> {
-        // GUESS/remaining: the netlink side of 14.x and 15 comes from helper B1's model
-        // (tests/kernel/freebsd_netlink.rs); without it these kernels are modelled as
-        // answering no netlink family, which the device must handle as 13 does.
-        None
+        self.take_netlink_kills();
+        self.hand_to_netlink();
+        self.netlink.as_mut().map(|k| k as &mut dyn Transport)
     }
 }

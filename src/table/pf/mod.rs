@@ -1,27 +1,44 @@
-//! The pf state table, through a [`PfDevice`]: the kernel's ioctls on the BSDs
-//! (`crate::sys::PfDev`), or any other implementation of the same five operations.
+//! The pf state table, through a [`PfDevice`]: [`KernelPf`] over the kernel's raw calls
+//! ([`PfKernel`]: `crate::sys::PfDev` on the BSDs, the kernel models in the tests), or
+//! any other implementation.
 //!
 //! What this layer decides (and what the tests check, on Linux):
 //! - **Records.** The ioctls take and give the pfsync wire records (kernel-interface.md
 //!   §2.4: same layout and byte order): OpenBSD its 264-byte `struct pfsync_state`,
-//!   FreeBSD the 1301 record (DIOCADDSTATE takes nothing else, also on 14 and 15). They
-//!   are read and written by the wire codec, whose layouts the header oracle checks.
+//!   FreeBSD the 1301 record (DIOCADDSTATE takes nothing else, also on 14 and 15). A
+//!   netlink listing (FreeBSD 14/15) comes as 1500 records, which carry what 1301
+//!   cannot ([`PfDevice::list_format`]). They are read and written by the wire codec,
+//!   whose layouts the header oracle checks.
 //! - **Import on FreeBSD** goes with rule -1 and no route: 14 and later refuse
 //!   (`EINVAL`) a record naming a real rule unless the rule has exactly one route
 //!   address, and the default rule only with a zero route address (§0.2). The imported
 //!   state loses route-to, rtable, queues and tag, which the 1301 record cannot carry
-//!   anyway.
+//!   anyway. **On OpenBSD** DIOCADDSTATE binds the record's rule number with no checksum
+//!   check, so a rule number goes only while the local ruleset checksum is known (the
+//!   engine keeps a peer's rule number only when its checksum equals ours); otherwise
+//!   -1, counted as `rule_unbound`.
+//! - **Expiry** of an import is clamped to the local timeout of its class (read with
+//!   DIOCGETTIMEOUT, again after a ruleset change): both kernels subtract (timeout -
+//!   expire) unsigned. Counted as `expire_clamped`. Listed expiries are clamped the same
+//!   way (FreeBSD's netlink gives an expired state's as an absolute uptime).
+//! - **Ids of 0** (state id or creator id) are refused before any kernel call and
+//!   counted (`refused_zero_id`): a kill with id 0 kills every state on both kernels,
+//!   and creator id 0 is the kernel's own hostid.
 //! - **Update** = kill by id + add. No kernel call changes a state in place (§0.4). It
 //!   costs: the state's counters restart from the record's, the kernel announces the
 //!   kill (a DEL_C on its own pfsync, silent here as pfsync0 has no syncdev), and a
 //!   packet of the connection in between finds no state (pf then blocks or creates a
 //!   new one, by the ruleset).
 //! - **Errors** become [`TableError`]s by errno: `EEXIST` exists, `ENOENT`/`ESRCH` not
-//!   found, `EINVAL` refused, `ENOMEM` full, `EOPNOTSUPP` unsupported with the cure
-//!   (FreeBSD: `kldload pfsync` and `ifconfig pfsync0 up`), anything else I/O.
+//!   found, `EINVAL` refused, `ENOMEM` full (but not for an SCTP import, whose scrub
+//!   memory is what failed), `EOPNOTSUPP` unsupported with the cure (FreeBSD: `kldload
+//!   pfsync` and `ifconfig pfsync0 up`), `ENODEV` a call this kernel does not have,
+//!   `EPERM` the securelevel, anything else I/O.
 //! - **Changes** are found by listing every state each poll and diffing the listing
-//!   with the previous one ([`Differ`]), our own imports, updates and kills recognised.
-//!   No-sync states (`PFSTATE_NOSYNC`) are never reported nor listed.
+//!   with the previous one (`super::diff`), our own imports, updates and kills recognised.
+//!   No-sync states (`PFSTATE_NOSYNC`) are never reported nor listed. A listing the
+//!   device cannot prove whole ([`Listing::Partial`]) is counted (`partial_listings`)
+//!   and never diffed: the last whole one stays.
 //! - **Clear** of one creator's states: the kernels' clear ioctl clears every creator's,
 //!   so the states are killed one by one from the last listing.
 //! - The ruleset checksum for the pfsync header is read at every poll (OpenBSD
