@@ -370,3 +370,32 @@ fn openbsd_listing_state_by_state() {
     assert_eq!(changes.len(), 130);
     assert_eq!(t.edge_counters().partial_listings, 0);
 }
+
+/// Why F4 matters, on the models: the raw DIOCKILLSTATES with id 0 kills every state
+/// (both kernels), and with creator id 0 the kernel's own state of that id.
+#[test]
+fn the_kernels_read_id_0_as_every_state() {
+    use pfsyncd::table::pf::{KillRequest, PfKernel};
+    for v in [Version::FreeBsd13_1, Version::FreeBsd14x, Version::OpenBsd] {
+        let mut m = PfModel::new(v);
+        let local = m.create_local(peer_states(16, 0, 1)[0]);
+        for _ in 0..4 {
+            m.create_local(peer_states(16, 0, 1)[0]);
+        }
+        let ours = KillRequest {
+            id_raw: local.id.to_be(),
+            creatorid_raw: 0,
+        };
+        assert_eq!(
+            m.kill_states(ours).unwrap(),
+            1,
+            "{v:?}: creator 0 is the hostid"
+        );
+        assert_eq!(
+            m.kill_states(KillRequest::for_state(0x77, 0)).unwrap(),
+            4,
+            "{v:?}"
+        );
+        assert_eq!(m.len(), 0, "{v:?}");
+    }
+}
