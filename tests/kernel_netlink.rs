@@ -94,6 +94,23 @@ fn every_version_s_states_decode() {
     }
 }
 
+/// The same pf states read the same whatever the version wrote them: 14's zero
+/// `PF_ST_RT_ADDR` of a state without route-to, which 15 leaves out, is no route address.
+#[test]
+fn every_version_reads_the_same_states() {
+    let listed: Vec<Vec<State>> = ALL
+        .iter()
+        .map(|&v| {
+            let (mut states, _) = listing(&mut kernel(v)).unwrap();
+            states.sort_by_key(|s| s.id);
+            states
+        })
+        .collect();
+    assert_eq!(listed[0], listed[2], "14.0 and 15 differ");
+    assert_eq!(listed[1], listed[2], "14.x and 15 differ");
+    assert!(listed[2].iter().all(|s| s.rt_addr.is_none()));
+}
+
 /// F2: a state that still does not decode is counted; a listing where none decodes is an
 /// error, never an empty table.
 #[test]
@@ -215,6 +232,19 @@ fn kill_with_id_zero_never_reaches_the_kernel() {
     assert!(k.states.is_empty(), "id 0 should have killed every state");
 }
 
+/// pf_killstates takes creator id 0 with an id as its own host id: the guard refuses it
+/// rather than letting the kernel pick. Sent raw, it kills the local state of that id.
+#[test]
+fn creator_id_zero_means_the_host_s_own() {
+    let mut k = kernel(Version::Fb15);
+    let f = family(&mut k);
+    k.send_raw(&kill_states(f, 5, 0, 0x0000_0001_0000_0002));
+    let mut buf = vec![0u8; 4096];
+    assert!(k.recv(&mut buf).unwrap() > 0);
+    assert_eq!(k.states.len(), 2);
+    assert!(k.states.iter().all(|s| s.id() != 0x0000_0001_0000_0002));
+}
+
 /// F13: GET_STATUS's host id is the creator id pf stamps on its states, in the same
 /// order as the dump's; 15 and 14.x alike.
 #[test]
@@ -275,5 +305,89 @@ fn an_expired_state_is_not_announced_with_the_uptime() {
             states.iter().all(|s| s.id != 0x0000_0001_0000_0001),
             "{v:?}"
         );
+    }
+}
+
+/// The device keeps its socket as `&mut dyn Transport`; every call takes one.
+#[test]
+fn the_calls_take_a_dyn_transport() {
+    let mut k = kernel(Version::Fb15);
+    let t: &mut dyn Transport = &mut k;
+    let info = resolve_family_info(t, PF_FAMILY, 1).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(dump_states(t, info.id, 2, &mut out).unwrap(), 0);
+    assert_eq!(out.len(), 3);
+    assert_eq!(read_status(t, info.id, 3).unwrap().hostid, HOSTID);
+    assert_eq!(
+        kill_state(t, info.id, 4, HOSTID, 0x0000_0001_0000_0002).unwrap(),
+        1
+    );
+    assert_eq!(k.states.len(), 2);
+}
+
+/// Replays recorded kernel datagrams, then stays silent as a timed-out socket.
+struct Replay(std::collections::VecDeque<Vec<u8>>);
+
+impl Transport for Replay {
+    fn send(&mut self, _request: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let d = self
+            .0
+            .pop_front()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))?;
+        let n = d.len().min(buf.len());
+        buf[..n].copy_from_slice(&d[..n]);
+        Ok(n)
+    }
+}
+
+/// Whatever the kernel's bytes turn into, the client answers with states or an error,
+/// never a panic or a hang.
+#[test]
+fn garbled_kernel_answers_are_errors_not_panics() {
+    for v in ALL {
+        let mut k = kernel(v);
+        let f = family(&mut k);
+        k.send_raw(&pfsyncd::table::pf::netlink::get_states(f, 2));
+        let mut answer = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = k.recv(&mut buf) {
+            answer.push(buf[..n].to_vec());
+        }
+        let total: usize = answer.iter().map(Vec::len).sum();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..2000 {
+            let mut garbled = answer.clone();
+            for _ in 0..1 + next() % 4 {
+                let mut at = (next() as usize) % total;
+                let d = garbled.iter_mut().find(|d| {
+                    if at < d.len() {
+                        true
+                    } else {
+                        at -= d.len();
+                        false
+                    }
+                });
+                let d = d.expect("an offset inside the answer");
+                d[at] = next() as u8;
+            }
+            if next() % 3 == 0 {
+                let last = garbled.len() - 1;
+                let cut = (next() as usize) % garbled[last].len();
+                garbled[last].truncate(cut);
+            }
+            let mut out = Vec::new();
+            let _ = dump_states(&mut Replay(garbled.into()), f, 2, &mut out);
+            assert!(out.len() <= 3, "{v:?}: more states than the kernel has");
+        }
     }
 }
