@@ -303,19 +303,15 @@ impl<D: PfDevice> PfTable<D> {
         self.dev.list_format().size()
     }
 
-    /// The local timeouts; pf's defaults while the kernel does not tell (the next use
-    /// asks again).
+    /// The local timeouts; pf's defaults when the kernel does not tell, until the next
+    /// ruleset change asks again (not at every use: a listing decodes every state).
     fn timeouts(&mut self) -> Timeouts {
         if let Some(t) = self.timeouts {
             return t;
         }
-        match self.dev.timeouts() {
-            Ok(t) => {
-                self.timeouts = Some(t);
-                t
-            }
-            Err(_) => Timeouts::DEFAULT,
-        }
+        let t = self.dev.timeouts().unwrap_or(Timeouts::DEFAULT);
+        self.timeouts = Some(t);
+        t
     }
 
     /// A listed state as peers are told of it: FreeBSD's netlink gives an expired
