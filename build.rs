@@ -19,6 +19,10 @@ use std::process::Command;
 
 /// Environment variable naming the header root.
 const ROOT_ENV: &str = "PFSYNCD_HEADER_ROOT";
+/// Environment variable naming a header root for the target's bindings only (the
+/// oracle keeps `ROOT_ENV`'s): to check a build against another release's headers,
+/// e.g. scripts/check-older-freebsd-headers.sh.
+const TARGET_ROOT_ENV: &str = "PFSYNCD_TARGET_HEADER_ROOT";
 /// What to tell a user who has no header root.
 const HOW_TO_GET: &str = "`pip install ziglang==0.17.1` (the FreeBSD 15 and OpenBSD headers \
      are in ziglang/lib/libc/include), or set PFSYNCD_HEADER_ROOT to such a directory";
@@ -80,7 +84,11 @@ impl Os {
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(pfsyncd_oracle)");
     println!("cargo::rustc-check-cfg=cfg(pfsyncd_bindings)");
+    for cfg in FREEBSD_HEADER_CFGS {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+    }
     println!("cargo::rerun-if-env-changed={ROOT_ENV}");
+    println!("cargo::rerun-if-env-changed={TARGET_ROOT_ENV}");
     println!("cargo::rerun-if-changed=wrapper.h");
     println!("cargo::rerun-if-changed=build.rs");
 
@@ -102,7 +110,10 @@ fn main() {
 /// stops the build.
 fn target_bindings(os: Os, arch: &str, out_dir: &Path) {
     let host = env::var("HOST").unwrap_or_default();
-    let (args, from) = if let Some(root) = env_root() {
+    let target_root = env::var_os(TARGET_ROOT_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let (args, from) = if let Some(root) = target_root.or_else(env_root) {
         if !os.probe(&root).is_file() {
             panic!(
                 "{ROOT_ENV}={} has no {}: it must be a header root holding generic-{}/ \
@@ -128,7 +139,58 @@ fn target_bindings(os: Os, arch: &str, out_dir: &Path) {
     };
     let out = out_dir.join("bindings.rs");
     generate(os, &args, &from, &out, true);
+    if os == Os::FreeBsd {
+        freebsd_header_features(&out);
+    }
     println!("cargo::rustc-cfg=pfsyncd_bindings");
+}
+
+/// The cfgs [`freebsd_header_features`] may set.
+const FREEBSD_HEADER_CFGS: &[&str] = &[
+    "pfsyncd_freebsd_1400",
+    "pfsyncd_freebsd_1500",
+    "pfsyncd_freebsd_no_1301",
+];
+
+/// What the FreeBSD headers bindgen read have, as cfgs, so that the crate builds on
+/// the headers of 13 and 14 as well as 15 (kernel-edge-review F6): 15 alone has
+/// `pfsync_state_1500` and installs `netpfil/pf/pf_nl.h` (wrapper.h includes it only
+/// where it is); 13 has no `pfsync_state_1301` (its `pfsync_state` is the same 242
+/// bytes) and, before 13.2, no netlink headers at all. pfsyncd needs nothing from
+/// pf_nl.h (its numbers are in `table::pf::netlink`); what the generic netlink socket
+/// needs is supplied here when the headers lack it, with FreeBSD's values.
+fn freebsd_header_features(bindings: &Path) {
+    let mut text = std::fs::read_to_string(bindings)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", bindings.display()));
+    let has = |text: &str, item: &str| text.contains(item);
+    if has(&text, "pub struct pfsync_state_1400 ") {
+        println!("cargo::rustc-cfg=pfsyncd_freebsd_1400");
+    }
+    if has(&text, "pub struct pfsync_state_1500 ") {
+        println!("cargo::rustc-cfg=pfsyncd_freebsd_1500");
+    }
+    if !has(&text, "pub struct pfsync_state_1301 ") {
+        println!("cargo::rustc-cfg=pfsyncd_freebsd_no_1301");
+    }
+    let mut added = String::new();
+    if !has(&text, "pub const AF_NETLINK:") {
+        // sys/socket.h of 13.2 and later.
+        added.push_str("pub const AF_NETLINK: u32 = 38;\n");
+    }
+    if !has(&text, "pub struct sockaddr_nl ") {
+        // netlink/netlink.h of 13.2 and later.
+        added.push_str(
+            "#[repr(C)]\n#[derive(Debug, Default, Copy, Clone)]\npub struct sockaddr_nl {\n    \
+             pub nl_len: u8,\n    pub nl_family: u8,\n    pub nl_pad: u16,\n    \
+             pub nl_pid: u32,\n    pub nl_groups: u32,\n}\n",
+        );
+    }
+    if !added.is_empty() {
+        text.push_str("\n// Supplied by build.rs: the headers read lack them.\n");
+        text.push_str(&added);
+        std::fs::write(bindings, text)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", bindings.display()));
+    }
 }
 
 /// The header oracle for the tests, when the headers are here (a warning otherwise).
@@ -384,6 +446,7 @@ const ALLOWLIST: &[&str] = &[
     "PF_OUT",
     // the state ioctls and bpf, for the kernel edge
     "pfioc_state.*",
+    "pfioc_tm",
     "pf_state_export",
     "bpf_.*",
     "DLT_(NULL|EN10MB|LOOP|RAW)",
@@ -402,7 +465,8 @@ const ALLOWLIST: &[&str] = &[
     "NLM_F_DUMP",
     "NLMSG_DONE",
     "NLA_F_NESTED",
-    "CTRL_ATTR_FAMILY_NAME",
+    "CTRL_ATTR_.*",
+    "pf_clear_states_type_t",
     "CTRL_CMD_GETFAMILY",
     "GENL_ID_CTRL",
     "nlmsghdr",

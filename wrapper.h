@@ -25,8 +25,14 @@
 #include <net/bpf.h>
 
 #if defined(__FreeBSD__)
-/* FreeBSD 14/15 list states through pf's generic netlink family. */
+/* FreeBSD 14/15 list states through pf's generic netlink family. 13.0 and 13.1 have no
+ * netlink headers, and only 15 installs pf_nl.h (pfsyncd carries its numbers itself);
+ * build.rs supplies what the socket needs when they are missing. */
+#if __has_include(<netlink/netlink.h>)
 #include <netlink/netlink.h>
 #include <netlink/netlink_generic.h>
+#endif
+#if __has_include(<netpfil/pf/pf_nl.h>)
 #include <netpfil/pf/pf_nl.h>
+#endif
 #endif

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use pfsyncd::engine::LocalChange;
 use pfsyncd::state::State;
 use pfsyncd::table::diff::{diff, Change, Differ, Echoes, Snapshot};
-use pfsyncd::table::pf::{PfDevice, PfTable};
+use pfsyncd::table::pf::{Listing, PfDevice, PfTable};
 use pfsyncd::table::synth::Synth;
 use pfsyncd::table::StateTable;
 use pfsyncd::wire::RecordFormat;
@@ -118,10 +118,10 @@ impl PfDevice for Buffer {
     fn format(&self) -> RecordFormat {
         self.format
     }
-    fn list(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
+    fn list(&mut self, out: &mut Vec<u8>) -> std::io::Result<Listing> {
         out.clear();
         out.extend_from_slice(&self.records);
-        Ok(())
+        Ok(Listing::Complete)
     }
     fn add(&mut self, _: &[u8]) -> std::io::Result<()> {
         Ok(())

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use pfsyncd::engine::LocalChange;
 use pfsyncd::state::{State, StateFlags};
-use pfsyncd::table::pf::{PfDevice, PfTable, NO_PFSYNC};
+use pfsyncd::table::pf::{Listing, PfDevice, PfTable, NO_PFSYNC};
 use pfsyncd::table::synth::Synth;
 use pfsyncd::table::{StateTable, TableError};
 use pfsyncd::wire::msg::StateRecord;
@@ -17,6 +17,9 @@ use pfsyncd::wire::{IfName, RecordFormat};
 /// A kernel's state table as the ioctls show it.
 struct Kernel {
     format: RecordFormat,
+    /// The listing's format where it differs from the import's (FreeBSD's netlink
+    /// listing: 1500).
+    list_format: Option<RecordFormat>,
     records: BTreeMap<(u32, u64), Vec<u8>>,
     /// pfsync.ko loaded and pfsync0 up (FreeBSD), else DIOCADDSTATE is EOPNOTSUPP.
     pfsync: bool,
@@ -29,6 +32,7 @@ impl Kernel {
     fn new(format: RecordFormat) -> Kernel {
         Kernel {
             format,
+            list_format: None,
             records: BTreeMap::new(),
             pfsync: true,
             adds: 0,
@@ -39,7 +43,7 @@ impl Kernel {
 
     /// A state created by traffic through the firewall.
     fn create(&mut self, s: &State) {
-        let (r, _) = s.to_record(self.format);
+        let (r, _) = s.to_record(self.list_format.unwrap_or(self.format));
         let mut b = vec![0; r.buffer_len()];
         r.emit_bytes(&mut b);
         self.records.insert((s.creatorid, s.id), b);
@@ -60,12 +64,16 @@ impl PfDevice for Kernel {
         self.format
     }
 
-    fn list(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+    fn list_format(&self) -> RecordFormat {
+        self.list_format.unwrap_or(self.format)
+    }
+
+    fn list(&mut self, out: &mut Vec<u8>) -> io::Result<Listing> {
         out.clear();
         for r in self.records.values() {
             out.extend_from_slice(r);
         }
-        Ok(())
+        Ok(Listing::Complete)
     }
 
     fn add(&mut self, record: &[u8]) -> io::Result<()> {
@@ -211,8 +219,11 @@ fn freebsd_imports_go_with_rule_minus_one_and_no_route() {
     let k = t.device().state((s.creatorid, s.id)).unwrap();
     assert_eq!(k.rule, None);
     assert_eq!(k.rt_addr, None);
-    // OpenBSD keeps the rule number.
+    // OpenBSD keeps the rule number, once the local ruleset checksum is known (the
+    // engine vouches for a rule number against it).
     let mut o = PfTable::new(Kernel::new(RecordFormat::OpenBsd));
+    o.device_mut().chksum = [0xab; 16];
+    poll(&mut o);
     o.import(Instant::now(), &s).unwrap();
     assert_eq!(o.device().state((s.creatorid, s.id)).unwrap().rule, Some(7));
 }
@@ -257,4 +268,35 @@ fn a_clear_of_one_creator_kills_only_its_states() {
     assert_eq!(t.clear(Some(0x55), &IfName::EMPTY).unwrap(), 5);
     assert!(poll(&mut t).is_empty(), "our clear is not news");
     assert_eq!(t.len(), 4);
+}
+
+/// F9: FreeBSD 14/15 list by netlink, whose states carry what 1301 cannot (route
+/// interface, rtable, the high state flags); the table reads the 1500 listing as it is.
+/// F12: an expired state's netlink expiry is an absolute uptime; no listed expiry goes
+/// out beyond the local timeout of its class.
+#[test]
+fn a_netlink_listing_keeps_what_1301_cannot_carry() {
+    let mut k = Kernel::new(RecordFormat::FreeBsd1301);
+    k.list_format = Some(RecordFormat::FreeBsd1500);
+    let mut s = synth_states(9, 0x99, 1)[0];
+    s.rt = pfsyncd::wire::RouteType::RouteTo;
+    s.rt_addr = Some("192.0.2.1".parse().unwrap());
+    s.rt_ifname = IfName::new("em1").unwrap();
+    s.rtableid = Some(3);
+    s.state_flags.insert(StateFlags::SETPRIO);
+    s.timeout = pfsyncd::state::Timeout::TcpEstablished;
+    s.expire_secs = 1_000_000;
+    k.create(&s);
+    let mut t = PfTable::new(k);
+    let changes = poll(&mut t);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let LocalChange::Insert(got) = changes[0] else {
+        panic!("{changes:?}")
+    };
+    assert_eq!((got.creatorid, got.id), (s.creatorid, s.id));
+    assert_eq!(got.rt_ifname, s.rt_ifname);
+    assert_eq!(got.rtableid, Some(3));
+    assert_eq!(got.state_flags, s.state_flags);
+    assert_eq!(got.expire_secs, 86_400, "clamped to tcp.established");
+    assert!(poll(&mut t).is_empty());
 }

@@ -155,39 +155,49 @@ pub fn from_bytes<T: KernelStruct>(bytes: &[u8]) -> Option<T> {
 /// Implements [`KernelStruct`] for generated types, after checking them at compile
 /// time: `packed` types must have alignment 1 (so no padding at all) and the given
 /// size; `unpadded` types must have the size written next to them as the sum of their
-/// members' sizes, so that an inserted padding byte fails the build.
+/// members' sizes, so that an inserted padding byte fails the build. An entry may carry
+/// `#[cfg(...)]` for a type only some headers have.
 #[allow(unused_macros)]
 macro_rules! kernel_structs {
     (
         $module:path;
-        packed: [ $( $packed:ident = $psize:expr ),* $(,)? ];
-        unpadded: [ $( $plain:ident = $usize:expr ),* $(,)? ];
+        packed: [ $( $(#[$pm:meta])* $packed:ident = $psize:expr ),* $(,)? ];
+        unpadded: [ $( $(#[$um:meta])* $plain:ident = $usize:expr ),* $(,)? ];
     ) => {
         const _: () = {
+            #[allow(unused_imports)]
             use $module as m;
             $(
+                $(#[$pm])*
                 impl sealed::Sealed for m::$packed {}
                 // SAFETY: bindgen emitted this type as `#[repr(C, packed)]` from a
                 // `__packed` C structure of integers, integer arrays, and structures
                 // listed here; alignment 1 (checked below) means no padding between or
                 // after the members; the unions inside are replaced by word arrays.
+                $(#[$pm])*
                 unsafe impl KernelStruct for m::$packed {}
-                assert!(core::mem::align_of::<m::$packed>() == 1, stringify!($packed));
-                assert!(core::mem::size_of::<m::$packed>() == $psize, stringify!($packed));
+                $(#[$pm])*
+                const _: () = {
+                    assert!(core::mem::align_of::<m::$packed>() == 1, stringify!($packed));
+                    assert!(core::mem::size_of::<m::$packed>() == $psize, stringify!($packed));
+                };
             )*
             $(
+                $(#[$um])*
                 impl sealed::Sealed for m::$plain {}
                 // SAFETY: the members are integers, integer arrays and structures listed
                 // here, and the size (checked below) equals the sum of their sizes, so
                 // there is no padding byte.
+                $(#[$um])*
                 unsafe impl KernelStruct for m::$plain {}
-                assert!(core::mem::size_of::<m::$plain>() == $usize, stringify!($plain));
+                $(#[$um])*
+                const _: () = assert!(core::mem::size_of::<m::$plain>() == $usize, stringify!($plain));
             )*
         };
     };
 }
 
-/// The wire structures every FreeBSD 15 declaration set has.
+/// The wire structures of FreeBSD 15's declarations (the header oracle's).
 #[allow(unused_macros)]
 macro_rules! freebsd_wire_structs {
     ($module:path) => {
@@ -216,6 +226,55 @@ macro_rules! freebsd_wire_structs {
                 sockaddr_union = 7 * 4,
                 // addr[2], port[2]
                 pfsync_state_key = 2 * 16 + 2 * 2,
+                pf_state_key_export = 2 * 16 + 2 * 2,
+            ];
+        }
+    };
+}
+
+/// The wire structures of the target's FreeBSD headers, whichever release they are
+/// from (build.rs says which records they have; kernel-edge-review F6). The daemon's
+/// kernel edge uses only the 1301 record (13: `pfsync_state`, the same 242 bytes).
+#[allow(unused_macros)]
+macro_rules! freebsd_target_wire_structs {
+    ($module:path) => {
+        kernel_structs! {
+            $module;
+            packed: [
+                pfsync_header = 20,
+                pfsync_subheader = 4,
+                pfsync_clr = 20,
+                pfsync_ins_ack = 12,
+                pfsync_upd_req = 12,
+                pfsync_del_c = 12,
+                pfsync_upd_c = 84,
+                pfsync_bus = 12,
+                pfsync_tdb = 48,
+                #[cfg(not(pfsyncd_freebsd_no_1301))]
+                pf_state_scrub_export = 8,
+                #[cfg(not(pfsyncd_freebsd_no_1301))]
+                pf_state_peer_export = 32,
+                #[cfg(not(pfsyncd_freebsd_no_1301))]
+                pfsync_state_1301 = 242,
+                #[cfg(pfsyncd_freebsd_no_1301)]
+                pfsync_state_scrub = 8,
+                #[cfg(pfsyncd_freebsd_no_1301)]
+                pfsync_state_peer = 32,
+                #[cfg(pfsyncd_freebsd_no_1301)]
+                pfsync_state = 242,
+                #[cfg(pfsyncd_freebsd_1400)]
+                pfsync_state_1400 = 277,
+                #[cfg(pfsyncd_freebsd_1500)]
+                pfsync_state_1500 = 360,
+            ];
+            unpadded: [
+                // struct pf_addr (an address union): addr32[4]
+                pf_addr = 4 * 4,
+                // union sockaddr_union, as words[7]: the size of sockaddr_in6
+                sockaddr_union = 7 * 4,
+                // addr[2], port[2]
+                pfsync_state_key = 2 * 16 + 2 * 2,
+                #[cfg(not(pfsyncd_freebsd_no_1301))]
                 pf_state_key_export = 2 * 16 + 2 * 2,
             ];
         }
@@ -260,6 +319,6 @@ freebsd_wire_structs!(self::freebsd);
 #[cfg(pfsyncd_oracle)]
 openbsd_wire_structs!(self::openbsd);
 #[cfg(all(pfsyncd_bindings, target_os = "freebsd"))]
-freebsd_wire_structs!(self::bindings);
+freebsd_target_wire_structs!(self::bindings);
 #[cfg(all(pfsyncd_bindings, target_os = "openbsd"))]
 openbsd_wire_structs!(self::bindings);

@@ -1,11 +1,13 @@
-//! `/dev/pf`: listing, adding and killing states with the kernel's ioctls, numbers and
-//! structures from the kernel's headers (bindgen).
+//! `/dev/pf`: the raw state calls of [`PfKernel`], numbers and structures from the
+//! kernel's headers (bindgen). What to call and what the answers mean is decided in
+//! `crate::table::pf::device`, which the kernel models test.
 //!
-//! FreeBSD 15's header hides DIOCGETSTATES and no longer has DIOCKILLSTATES (the kernels
-//! still answer them when built with COMPAT_FREEBSD14, kernel-interface.md §0.1, VERIFY):
-//! their numbers are computed here with [`iowr`] from the structures the header still
-//! has, and [`iowr`] itself is checked at compile time against numbers the header does
-//! give. FreeBSD 14/15's netlink listing is not used yet.
+//! FreeBSD 15's header hides DIOCGETSTATES (answered by kernels built with
+//! COMPAT_FREEBSD14) and no longer has DIOCKILLSTATES (its kernel answers ENODEV,
+//! kernel-edge-review F3): their numbers are computed here with [`iowr`] from the
+//! structures the header still has, and [`iowr`] itself is checked at compile time
+//! against numbers the header does give. FreeBSD 14 and 15 list and kill by pf's netlink
+//! family where the kernel has it, through the socket [`PfKernel::netlink`] hands out.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -15,11 +17,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use super::bindings as k;
 use super::from_bytes;
 use super::ioccom::iowr;
-use crate::table::pf::PfDevice;
+use crate::table::pf::kernel::{IoctlStatus, KillRequest, OsFamily, PfKernel};
+use crate::table::pf::netlink::Transport;
 use crate::wire::RecordFormat;
 
-#[cfg(target_os = "freebsd")]
+#[cfg(all(target_os = "freebsd", not(pfsyncd_freebsd_no_1301)))]
 type WireState = k::pfsync_state_1301;
+#[cfg(all(target_os = "freebsd", pfsyncd_freebsd_no_1301))]
+type WireState = k::pfsync_state;
 #[cfg(target_os = "openbsd")]
 type WireState = k::pfsync_state;
 
@@ -29,9 +34,15 @@ const FORMAT: RecordFormat = RecordFormat::FreeBsd1301;
 #[cfg(target_os = "openbsd")]
 const FORMAT: RecordFormat = RecordFormat::OpenBsd;
 
+#[cfg(target_os = "freebsd")]
+const OS: OsFamily = OsFamily::FreeBsd;
+#[cfg(target_os = "openbsd")]
+const OS: OsFamily = OsFamily::OpenBsd;
+
 const RECORD: usize = std::mem::size_of::<WireState>();
 const GETSTATES: u32 = iowr(b'D', 25, std::mem::size_of::<k::pfioc_states>());
 const KILLSTATES: u32 = iowr(b'D', 41, std::mem::size_of::<k::pfioc_state_kill>());
+const GETTIMEOUT: u32 = iowr(b'D', 30, std::mem::size_of::<k::pfioc_tm>());
 
 const _: () = {
     // The ioctl structure is the record, and the record is the wire codec's.
@@ -40,6 +51,7 @@ const _: () = {
     // iowr gives the header's own numbers where the header has them.
     assert!(iowr(b'D', 37, std::mem::size_of::<k::pfioc_state>()) == k::DIOCADDSTATE);
     assert!(iowr(b'D', 19, std::mem::size_of::<k::pfioc_state>()) == k::DIOCGETSTATE);
+    assert!(GETTIMEOUT == k::DIOCGETTIMEOUT);
 };
 // The fields the pf table reads straight from the records, where the codec says they
 // are (the header oracle checks every field on Linux; this checks the target's own
@@ -83,20 +95,12 @@ fn set_buffer(ps: &mut k::pfioc_states, buf: *mut u8) {
     ps.ps_u.psu_buf = buf.cast();
 }
 
-/// The pf device, open read-write.
+/// The pf device, open read-write, and a generic netlink socket where there is one.
 #[derive(Debug)]
 pub struct PfDev {
     file: File,
-    /// FreeBSD: pf's netlink family, where the kernel has it (14+), and the next
-    /// request's sequence number; `None` once found missing (13, or an old 14).
     #[cfg(target_os = "freebsd")]
-    netlink: Option<(super::NetlinkSocket, u16, u32)>,
-}
-
-/// The errno of the last call, as it is: the table turns errno values into outcomes
-/// and names the operation itself.
-fn ioctl_error(_what: &str) -> io::Error {
-    io::Error::last_os_error()
+    netlink: Option<super::NetlinkSocket>,
 }
 
 impl PfDev {
@@ -117,138 +121,110 @@ impl PfDev {
             })?;
         Ok(PfDev {
             file,
+            // 13 has no netlink; a 14 kernel without it is told by the family lookup.
             #[cfg(target_os = "freebsd")]
-            netlink: open_netlink(),
+            netlink: super::NetlinkSocket::open().ok(),
         })
     }
 
-    /// States through pf's netlink family, as pfctl lists them on FreeBSD 14 and 15 (15
-    /// has the ioctl only in kernels built with COMPAT_FREEBSD14), written into `out`
-    /// as 1301 records like the ioctl's. `None` without the family.
-    #[cfg(target_os = "freebsd")]
-    fn list_netlink(&mut self, out: &mut Vec<u8>) -> Option<io::Result<()>> {
-        use crate::table::pf::netlink::dump_states;
-        let (socket, family, seq) = self.netlink.as_mut()?;
-        *seq = seq.wrapping_add(1);
-        let mut states = Vec::new();
-        if let Err(e) = dump_states(socket, *family, *seq, &mut states) {
-            return Some(Err(e));
-        }
-        out.clear();
-        out.resize(states.len() * RECORD, 0);
-        for (s, chunk) in states.iter().zip(out.chunks_exact_mut(RECORD)) {
-            s.to_record(FORMAT).0.emit_bytes(chunk);
-        }
-        Some(Ok(()))
+    fn fd(&self) -> libc::c_int {
+        self.file.as_raw_fd()
     }
 }
 
-/// pf's netlink family, if this kernel has one.
-#[cfg(target_os = "freebsd")]
-fn open_netlink() -> Option<(super::NetlinkSocket, u16, u32)> {
-    use crate::table::pf::netlink::{resolve_family, PF_FAMILY};
-    let mut socket = super::NetlinkSocket::open().ok()?;
-    let family = resolve_family(&mut socket, PF_FAMILY, 1).ok()?;
-    Some((socket, family, 1))
+/// The errno of the last call, as it is: the device turns errno values into outcomes.
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
 }
 
-impl PfDevice for PfDev {
-    fn format(&self) -> RecordFormat {
-        FORMAT
+impl PfKernel for PfDev {
+    fn os(&self) -> OsFamily {
+        OS
     }
 
-    fn list(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        #[cfg(target_os = "freebsd")]
-        if let Some(result) = self.list_netlink(out) {
-            return result;
+    fn get_states(&mut self, ps_len: usize, buf: &mut [u8]) -> io::Result<usize> {
+        // FreeBSD's ps_len is an int: a larger request would turn negative, which the
+        // kernel takes as "how much do you need" (the device clamps; so does this).
+        let len = ps_len.min(buf.len()).min(i32::MAX as usize);
+        let mut ps = k::pfioc_states {
+            ps_len: len as _,
+            ..Default::default()
+        };
+        set_buffer(&mut ps, buf.as_mut_ptr());
+        // SAFETY: `ps` is a `struct pfioc_states` of the kernel's own layout; its buffer
+        // points at `buf`, of which at least `ps_len` bytes are writable and not
+        // otherwise used until the call returns (with ps_len 0 the kernel writes only
+        // ps_len). The kernel writes at most ps_len bytes there.
+        if unsafe { libc::ioctl(self.fd(), GETSTATES as libc::c_ulong, &mut ps) } == -1 {
+            return Err(last_error());
         }
-        let fd = self.file.as_raw_fd();
-        loop {
-            let mut ps = k::pfioc_states::default();
-            ps.ps_len = 0;
-            // SAFETY: with ps_len 0 the kernel only writes ps_len (the size it needs)
-            // into `ps`, a `struct pfioc_states` of the kernel's own layout.
-            if unsafe { libc::ioctl(fd, GETSTATES as libc::c_ulong, &mut ps) } == -1 {
-                return Err(ioctl_error("DIOCGETSTATES"));
-            }
-            let need = ps.ps_len as usize;
-            // Room for states created meanwhile.
-            let cap = (need + need / 8 + 64 * RECORD) / RECORD * RECORD;
-            out.clear();
-            out.resize(cap, 0);
-            ps.ps_len = cap as _;
-            set_buffer(&mut ps, out.as_mut_ptr());
-            // SAFETY: `ps_buf` points at `cap` writable bytes of `out`, alive and not
-            // otherwise used until the call returns; the kernel writes at most ps_len
-            // bytes there and sets ps_len to what it wrote.
-            if unsafe { libc::ioctl(fd, GETSTATES as libc::c_ulong, &mut ps) } == -1 {
-                return Err(ioctl_error("DIOCGETSTATES"));
-            }
-            let got = ps.ps_len as usize;
-            if got < cap {
-                out.truncate(got - got % RECORD);
-                return Ok(());
-            }
-            // Full: more states than room; list again.
-        }
+        Ok(ps.ps_len.max(0) as usize)
     }
 
-    fn add(&mut self, record: &[u8]) -> io::Result<()> {
+    fn add_state(&mut self, record: &[u8]) -> io::Result<()> {
         let state: WireState = from_bytes(record).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "a record of the wrong size")
         })?;
         let ps = k::pfioc_state { state };
         // SAFETY: DIOCADDSTATE reads one `struct pfioc_state`, which `ps` is.
-        if unsafe { libc::ioctl(self.file.as_raw_fd(), k::DIOCADDSTATE as libc::c_ulong, &ps) }
-            == -1
-        {
-            return Err(ioctl_error("DIOCADDSTATE"));
+        if unsafe { libc::ioctl(self.fd(), k::DIOCADDSTATE as libc::c_ulong, &ps) } == -1 {
+            return Err(last_error());
         }
         Ok(())
     }
 
+    fn kill_states(&mut self, request: KillRequest) -> io::Result<u32> {
+        let mut psk = k::pfioc_state_kill::default();
+        psk.psk_pfcmp.id = request.id_raw;
+        psk.psk_pfcmp.creatorid = request.creatorid_raw;
+        // SAFETY: DIOCKILLSTATES reads and writes one `struct pfioc_state_kill`, which
+        // `psk` is.
+        if unsafe { libc::ioctl(self.fd(), KILLSTATES as libc::c_ulong, &mut psk) } == -1 {
+            return Err(last_error());
+        }
+        Ok(psk.psk_killed)
+    }
+
     #[cfg(target_os = "openbsd")]
-    fn checksum(&mut self) -> io::Result<[u8; 16]> {
+    fn get_status(&mut self) -> io::Result<IoctlStatus> {
         let mut status = k::pf_status::default();
         // SAFETY: DIOCGETSTATUS writes one `struct pf_status`, which `status` is.
-        if unsafe {
-            libc::ioctl(
-                self.file.as_raw_fd(),
-                k::DIOCGETSTATUS as libc::c_ulong,
-                &mut status,
-            )
-        } == -1
-        {
-            return Err(ioctl_error("DIOCGETSTATUS"));
+        if unsafe { libc::ioctl(self.fd(), k::DIOCGETSTATUS as libc::c_ulong, &mut status) } == -1 {
+            return Err(last_error());
         }
-        Ok(status.pf_chksum)
+        Ok(IoctlStatus {
+            hostid_raw: status.hostid,
+            checksum: status.pf_chksum,
+            running: status.running != 0,
+        })
+    }
+
+    /// FreeBSD 15's header has no DIOCGETSTATUS (the kernel keeps only the nvlist
+    /// one); the status comes from netlink.
+    #[cfg(target_os = "freebsd")]
+    fn get_status(&mut self) -> io::Result<IoctlStatus> {
+        Err(io::Error::from_raw_os_error(libc::ENODEV))
+    }
+
+    fn get_timeout(&mut self, class: u8) -> io::Result<u32> {
+        let mut tm = k::pfioc_tm {
+            timeout: class.into(),
+            seconds: 0,
+        };
+        // SAFETY: DIOCGETTIMEOUT reads and writes one `struct pfioc_tm`, which `tm` is.
+        if unsafe { libc::ioctl(self.fd(), GETTIMEOUT as libc::c_ulong, &mut tm) } == -1 {
+            return Err(last_error());
+        }
+        Ok(tm.seconds.max(0) as u32)
     }
 
     #[cfg(target_os = "freebsd")]
-    fn checksum(&mut self) -> io::Result<[u8; 16]> {
-        use crate::table::pf::netlink::read_checksum;
-        match self.netlink.as_mut() {
-            Some((socket, family, seq)) => {
-                *seq = seq.wrapping_add(1);
-                read_checksum(socket, *family, *seq)
-            }
-            // FreeBSD 13's DIOCGETSTATUS is gone from the 15 header this builds with.
-            None => Ok([0; 16]),
-        }
+    fn netlink(&mut self) -> Option<&mut dyn Transport> {
+        self.netlink.as_mut().map(|s| s as &mut dyn Transport)
     }
 
-    fn kill(&mut self, creatorid: u32, id: u64) -> io::Result<u32> {
-        let mut psk = k::pfioc_state_kill::default();
-        // The kernel compares the raw (network order) values of the records.
-        psk.psk_pfcmp.id = id.to_be();
-        psk.psk_pfcmp.creatorid = creatorid.to_be();
-        // SAFETY: DIOCKILLSTATES reads and writes one `struct pfioc_state_kill`, which
-        // `psk` is.
-        if unsafe { libc::ioctl(self.file.as_raw_fd(), KILLSTATES as libc::c_ulong, &mut psk) }
-            == -1
-        {
-            return Err(ioctl_error("DIOCKILLSTATES"));
-        }
-        Ok(psk.psk_killed)
+    #[cfg(target_os = "openbsd")]
+    fn netlink(&mut self) -> Option<&mut dyn Transport> {
+        None
     }
 }

@@ -1,55 +1,95 @@
-//! The pf state table, through a [`PfDevice`]: the kernel's ioctls on the BSDs
-//! (`crate::sys::PfDev`), or any other implementation of the same five operations.
+//! The pf state table, through a [`PfDevice`]: [`KernelPf`] over the kernel's raw calls
+//! ([`PfKernel`]: `crate::sys::PfDev` on the BSDs, the kernel models in the tests), or
+//! any other implementation.
 //!
 //! What this layer decides (and what the tests check, on Linux):
 //! - **Records.** The ioctls take and give the pfsync wire records (kernel-interface.md
 //!   §2.4: same layout and byte order): OpenBSD its 264-byte `struct pfsync_state`,
-//!   FreeBSD the 1301 record (DIOCADDSTATE takes nothing else, also on 14 and 15). They
-//!   are read and written by the wire codec, whose layouts the header oracle checks.
+//!   FreeBSD the 1301 record (DIOCADDSTATE takes nothing else, also on 14 and 15). A
+//!   netlink listing (FreeBSD 14/15) comes as 1500 records, which carry what 1301
+//!   cannot ([`PfDevice::list_format`]). They are read and written by the wire codec,
+//!   whose layouts the header oracle checks.
 //! - **Import on FreeBSD** goes with rule -1 and no route: 14 and later refuse
 //!   (`EINVAL`) a record naming a real rule unless the rule has exactly one route
 //!   address, and the default rule only with a zero route address (§0.2). The imported
 //!   state loses route-to, rtable, queues and tag, which the 1301 record cannot carry
-//!   anyway.
+//!   anyway. **On OpenBSD** DIOCADDSTATE binds the record's rule number with no checksum
+//!   check, so a rule number goes only while the local ruleset checksum is known (the
+//!   engine keeps a peer's rule number only when its checksum equals ours); otherwise
+//!   -1, counted as `rule_unbound`.
+//! - **Expiry** of an import is clamped to the local timeout of its class (read with
+//!   DIOCGETTIMEOUT, again after a ruleset change): both kernels subtract (timeout -
+//!   expire) unsigned. Counted as `expire_clamped`. Listed expiries are clamped the same
+//!   way (FreeBSD's netlink gives an expired state's as an absolute uptime).
+//! - **Ids of 0** (state id or creator id) are refused before any kernel call and
+//!   counted (`refused_zero_id`): a kill with id 0 kills every state on both kernels,
+//!   and creator id 0 is the kernel's own hostid.
 //! - **Update** = kill by id + add. No kernel call changes a state in place (§0.4). It
 //!   costs: the state's counters restart from the record's, the kernel announces the
 //!   kill (a DEL_C on its own pfsync, silent here as pfsync0 has no syncdev), and a
 //!   packet of the connection in between finds no state (pf then blocks or creates a
 //!   new one, by the ruleset).
 //! - **Errors** become [`TableError`]s by errno: `EEXIST` exists, `ENOENT`/`ESRCH` not
-//!   found, `EINVAL` refused, `ENOMEM` full, `EOPNOTSUPP` unsupported with the cure
-//!   (FreeBSD: `kldload pfsync` and `ifconfig pfsync0 up`), anything else I/O.
+//!   found, `EINVAL` refused, `ENOMEM` full (but not for an SCTP import, whose scrub
+//!   memory is what failed), `EOPNOTSUPP` unsupported with the cure (FreeBSD: `kldload
+//!   pfsync` and `ifconfig pfsync0 up`), `ENODEV` a call this kernel does not have,
+//!   `EPERM` the securelevel, anything else I/O.
 //! - **Changes** are found by listing every state each poll and diffing the listing
-//!   with the previous one ([`Differ`]), our own imports, updates and kills recognised.
-//!   No-sync states (`PFSTATE_NOSYNC`) are never reported nor listed.
+//!   with the previous one (`super::diff`), our own imports, updates and kills recognised.
+//!   No-sync states (`PFSTATE_NOSYNC`) are never reported nor listed. A listing the
+//!   device cannot prove whole ([`Listing::Partial`]) is counted (`partial_listings`)
+//!   and never diffed: the last whole one stays.
 //! - **Clear** of one creator's states: the kernels' clear ioctl clears every creator's,
 //!   so the states are killed one by one from the last listing.
 //! - The ruleset checksum for the pfsync header is read at every poll (OpenBSD
 //!   DIOCGETSTATUS, FreeBSD 14/15 the netlink status); receivers that find it equal to
 //!   theirs trust the rule numbers of our states.
 
+pub mod device;
+pub mod kernel;
 pub mod netlink;
+
+pub use device::KernelPf;
+pub use kernel::{IoctlStatus, KillRequest, OsFamily, PfKernel};
 
 use std::io;
 use std::time::Instant;
 
 use super::diff::{diff, Change, ChangeKind, Echoes, Entry, Expect, Snapshot};
-use super::{syncable, StateTable, TableError};
+use super::{syncable, EdgeCounters, StateTable, TableError, Timeouts};
 use crate::engine::LocalChange;
-use crate::state::State;
-use crate::wire::msg::{state_1301, state_openbsd, StateRecord};
+use crate::state::{Protocol, State};
+use crate::wire::msg::{state_1301, state_1500, state_openbsd, StateRecord};
 use crate::wire::{Field, IfName, RecordFormat};
 
-/// The kernel operations the pf table needs. Records are in the device's
-/// [`format`](PfDevice::format).
+/// What a listing came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Every state the kernel held.
+    Complete,
+    /// The kernel may have left states out (a DIOCGETSTATES that stopped before a hash
+    /// row, a dump cut short): not to be compared with the last listing, as missing
+    /// states would read as deleted.
+    Partial,
+}
+
+/// The kernel operations the pf table needs. Imports are in the device's
+/// [`format`](PfDevice::format), listings in its [`list_format`](PfDevice::list_format).
 pub trait PfDevice {
-    /// The record format the device takes and gives.
+    /// The record format DIOCADDSTATE takes.
     fn format(&self) -> RecordFormat;
+    /// The record format [`list`](PfDevice::list) gives: the import format, or FreeBSD's
+    /// 1500 when states are listed by netlink (which carries more than 1301 can).
+    fn list_format(&self) -> RecordFormat {
+        self.format()
+    }
     /// Every state, as records, into `out` (replacing its content).
-    fn list(&mut self, out: &mut Vec<u8>) -> io::Result<()>;
+    fn list(&mut self, out: &mut Vec<u8>) -> io::Result<Listing>;
     /// Adds one state (DIOCADDSTATE).
     fn add(&mut self, record: &[u8]) -> io::Result<()>;
-    /// Kills one state by id (DIOCKILLSTATES); how many went.
+    /// Kills one state by id (DIOCKILLSTATES or netlink KILLSTATES); how many went.
+    /// Refuses (`EINVAL`, no kernel call) an id or creator id of 0: the kernels read
+    /// them as "every state" and "our hostid".
     fn kill(&mut self, creatorid: u32, id: u64) -> io::Result<u32>;
     /// The ruleset checksum (`pf_status.pf_chksum`), for the pfsync header; all zero
     /// where the kernel does not tell (receivers then do not trust our rule numbers).
@@ -60,6 +100,11 @@ pub trait PfDevice {
     /// states. `None` where the kernel does not tell.
     fn hostid(&mut self) -> io::Result<Option<u32>> {
         Ok(None)
+    }
+    /// The local timeouts (the default rule's, `set timeout`), which imports are
+    /// measured against; pf's defaults where the kernel does not tell.
+    fn timeouts(&mut self) -> io::Result<Timeouts> {
+        Ok(Timeouts::DEFAULT)
     }
     /// One line saying how this device lists, imports and kills states on the running
     /// kernel (e.g. "states listed by netlink GETSTATES, killed by netlink KILLSTATES,
@@ -73,6 +118,15 @@ pub trait PfDevice {
 pub const NO_PFSYNC: &str = "the kernel has no pfsync to import states with: on FreeBSD \
      `kldload pfsync` and `ifconfig pfsync0 up` (no syncdev); on OpenBSD a kernel with pfsync";
 
+/// What `ENODEV` means: pf's ioctl switch has no such call.
+pub const NO_SUCH_CALL: &str = "the kernel has no such pf call (ENODEV): FreeBSD 15 has no \
+     DIOCKILLSTATES and kills through pf's netlink family (PFNL_CMD_KILLSTATES), which this \
+     kernel did not offer; see the start-up line that says what the device found";
+
+/// What `EPERM` from a state call means on a root process.
+pub const SECURELEVEL: &str = "the kernel refuses state changes at this securelevel (EPERM; \
+     OpenBSD above 1, FreeBSD above 2): lower kern.securelevel, or run pfsyncd before it is raised";
+
 /// Turns a system error of `op` on state `key` into a table error.
 pub fn error_of(op: &'static str, key: (u32, u64), e: io::Error) -> TableError {
     let (creatorid, id) = key;
@@ -81,9 +135,26 @@ pub fn error_of(op: &'static str, key: (u32, u64), e: io::Error) -> TableError {
         Some(libc::ENOENT) | Some(libc::ESRCH) => TableError::NotFound { creatorid, id },
         Some(libc::EINVAL) => TableError::Invalid(op),
         Some(libc::ENOMEM) => TableError::Full,
-        Some(libc::EOPNOTSUPP) | Some(libc::ENODEV) => TableError::Unsupported { hint: NO_PFSYNC },
+        // pfsync's import hook is missing (FreeBSD: pfsync.ko not loaded or pfsync0 down).
+        Some(libc::EOPNOTSUPP) => TableError::Unsupported { hint: NO_PFSYNC },
+        Some(libc::ENODEV) => TableError::Unsupported { hint: NO_SUCH_CALL },
+        Some(libc::EPERM) => TableError::Unsupported { hint: SECURELEVEL },
         _ => TableError::from_io(op, key, e),
     }
+}
+
+/// [`error_of`] for an import of `state`: FreeBSD's import answers `ENOMEM` for every
+/// allocation it could not make (`pfsync_state_import`'s cleanup path), and an SCTP
+/// state needs scrub memory a state of another protocol does not, so there it is not
+/// "table full".
+fn import_error_of(state: &State, e: io::Error) -> TableError {
+    if e.raw_os_error() == Some(libc::ENOMEM) && state.wire.proto == Protocol::Sctp {
+        return TableError::Invalid(
+            "DIOCADDSTATE: ENOMEM on an SCTP state: pf could not set up its scrub state \
+             (kernel memory), not a full state table",
+        );
+    }
+    error_of("DIOCADDSTATE", (state.creatorid, state.id), e)
 }
 
 /// The record a kernel's DIOCADDSTATE accepts for `state`.
@@ -124,8 +195,21 @@ fn layout(format: RecordFormat) -> Layout {
                 volatile: [f::creation, f::expire],
             }
         }
-        // The pf backend reads only the records its kernels give: OpenBSD's and 1301.
-        _ => {
+        // FreeBSD's netlink listing (see PfDevice::list_format).
+        RecordFormat::FreeBsd1500 => {
+            use state_1500::field as f;
+            Layout {
+                id: f::id,
+                creatorid: f::creatorid,
+                proto: f::wire_proto,
+                // A big-endian u16: the low byte second.
+                flags_low: f::state_flags.start + 1,
+                volatile: [f::creation, f::expire],
+            }
+        }
+        // The ioctls' 1301 (1400 is no kernel's listing format; read as 1301 would be
+        // wrong, but no device gives it).
+        RecordFormat::FreeBsd1301 | RecordFormat::FreeBsd1400 => {
             use state_1301::field as f;
             Layout {
                 id: f::id,
@@ -177,11 +261,15 @@ pub struct PfTable<D> {
     previous: Snapshot,
     echoes: Echoes,
     changes: Vec<Change>,
+    /// The last complete listing, in the device's list format.
     listing: Vec<u8>,
+    /// The listing being taken, swapped in only when complete.
+    incoming: Vec<u8>,
     scratch: Vec<u8>,
-    /// Records in the last listing that did not decode (counted, skipped).
-    pub undecodable: u64,
+    counters: EdgeCounters,
     checksum: [u8; 16],
+    /// The local timeouts, read at the first use and again when the ruleset changes.
+    timeouts: Option<Timeouts>,
 }
 
 impl<D: PfDevice> PfTable<D> {
@@ -193,9 +281,11 @@ impl<D: PfDevice> PfTable<D> {
             echoes: Echoes::new(),
             changes: Vec::new(),
             listing: Vec::new(),
+            incoming: Vec::new(),
             scratch: Vec::new(),
-            undecodable: 0,
+            counters: EdgeCounters::default(),
             checksum: [0; 16],
+            timeouts: None,
         }
     }
 
@@ -210,7 +300,27 @@ impl<D: PfDevice> PfTable<D> {
     }
 
     fn record_len(&self) -> usize {
-        self.dev.format().size()
+        self.dev.list_format().size()
+    }
+
+    /// The local timeouts; pf's defaults when the kernel does not tell, until the next
+    /// ruleset change asks again (not at every use: a listing decodes every state).
+    fn timeouts(&mut self) -> Timeouts {
+        if let Some(t) = self.timeouts {
+            return t;
+        }
+        let t = self.dev.timeouts().unwrap_or(Timeouts::DEFAULT);
+        self.timeouts = Some(t);
+        t
+    }
+
+    /// A listed state as peers are told of it: FreeBSD's netlink gives an expired
+    /// state's expiry as an absolute uptime (kernel-edge-review F12), so no listed
+    /// expiry is taken beyond the local timeout of its class.
+    fn as_listed(&mut self, mut s: State) -> State {
+        let limit = self.timeouts().get(s.timeout);
+        s.expire_secs = s.expire_secs.min(limit);
+        s
     }
 
     /// The state of one record, if it decodes.
@@ -218,47 +328,98 @@ impl<D: PfDevice> PfTable<D> {
         let len = self.record_len();
         let at = index as usize * len;
         let r = self.listing.get(at..at + len)?;
-        let s = StateRecord::parse(self.dev.format(), r)
+        let s = StateRecord::parse(self.dev.list_format(), r)
             .ok()
             .and_then(|r| State::from_record(&r).ok());
-        if s.is_none() {
-            self.undecodable += 1;
+        match s {
+            Some(s) => Some(self.as_listed(s)),
+            None => {
+                self.counters.undecodable += 1;
+                None
+            }
         }
-        s
     }
 
     /// The states of the last listing, no-sync ones left out.
     fn listed(&mut self) -> Vec<State> {
-        let format = self.dev.format();
+        let format = self.dev.list_format();
         let len = self.record_len();
         let mut out = Vec::with_capacity(self.listing.len() / len);
+        // Undecodable records are counted once, when a poll meets them (decode).
         for chunk in self.listing.chunks_exact(len) {
             match StateRecord::parse(format, chunk)
                 .ok()
                 .and_then(|r| State::from_record(&r).ok())
             {
                 Some(s) if syncable(&s) => out.push(s),
-                Some(_) => {}
-                None => self.undecodable += 1,
+                _ => {}
             }
         }
-        out
+        out.into_iter().map(|s| self.as_listed(s)).collect()
+    }
+
+    /// Refuses a state name the kernels would read as "every state" (id 0) or "our
+    /// hostid" (creator id 0), before any kernel call.
+    fn refuse_zero(&mut self, creatorid: u32, id: u64) -> Result<(), TableError> {
+        if id == 0 || creatorid == 0 {
+            self.counters.refused_zero_id += 1;
+            return Err(TableError::Invalid(
+                "a state id or creator id of 0 (the kernels' kill-all and own-hostid values)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The state as it may be given to this kernel's DIOCADDSTATE.
+    fn importable(&mut self, state: &State) -> State {
+        let mut s = *state;
+        // Both kernels subtract (local timeout - expire) in unsigned arithmetic: an
+        // expire beyond the local timeout would wrap (never expire, or go at once).
+        let limit = self.timeouts().get(s.timeout);
+        if s.expire_secs > limit {
+            s.expire_secs = limit;
+            self.counters.expire_clamped += 1;
+        }
+        // OpenBSD binds an ioctl import's rule number with no checksum check
+        // (pf_state_import, PFSYNC_SI_IOCTL). The engine keeps a rule number only when
+        // the sender's ruleset checksum equals ours; while ours is unknown (all zero, no
+        // poll yet or a kernel that does not tell) nothing can be vouched for.
+        if self.dev.format() == RecordFormat::OpenBsd
+            && s.rule.is_some()
+            && self.checksum == [0; 16]
+        {
+            s.rule = None;
+            self.counters.rule_unbound += 1;
+        }
+        s
     }
 
     fn add(&mut self, state: &State) -> Result<(), TableError> {
-        let record = import_record(state, self.dev.format());
+        let importable = self.importable(state);
+        let record = import_record(&importable, self.dev.format());
         self.scratch.clear();
         self.scratch.resize(record.buffer_len(), 0);
         record.emit_bytes(&mut self.scratch);
-        let key = (state.creatorid, state.id);
         self.dev
             .add(&self.scratch)
-            .map_err(|e| error_of("DIOCADDSTATE", key, e))
+            .map_err(|e| import_error_of(state, e))
+    }
+
+    /// Reads the ruleset checksum; a new ruleset may come with new timeouts.
+    fn read_checksum(&mut self) {
+        // A failure keeps the last one.
+        if let Ok(sum) = self.dev.checksum() {
+            if sum != self.checksum {
+                self.timeouts = None;
+            }
+            self.checksum = sum;
+        }
     }
 }
 
 impl<D: PfDevice> StateTable for PfTable<D> {
     fn import(&mut self, _now: Instant, state: &State) -> Result<(), TableError> {
+        self.refuse_zero(state.creatorid, state.id)?;
         self.add(state)?;
         // What the kernel lists may differ from what we gave in fields the record does
         // not fingerprint the same way (rule -1, flags): any fingerprint is our echo.
@@ -268,6 +429,7 @@ impl<D: PfDevice> StateTable for PfTable<D> {
     }
 
     fn update(&mut self, _now: Instant, state: &State) -> Result<(), TableError> {
+        self.refuse_zero(state.creatorid, state.id)?;
         let key = (state.creatorid, state.id);
         let killed = self
             .dev
@@ -293,6 +455,7 @@ impl<D: PfDevice> StateTable for PfTable<D> {
     }
 
     fn remove(&mut self, creatorid: u32, id: u64) -> Result<bool, TableError> {
+        self.refuse_zero(creatorid, id)?;
         let n = self
             .dev
             .kill(creatorid, id)
@@ -323,16 +486,21 @@ impl<D: PfDevice> StateTable for PfTable<D> {
         _now: Instant,
         out: &mut Vec<LocalChange>,
     ) -> Result<(), TableError> {
-        self.dev
-            .list(&mut self.listing)
+        let listing = self
+            .dev
+            .list(&mut self.incoming)
             .map_err(|e| error_of("DIOCGETSTATES", (0, 0), e))?;
-        // The ruleset may have been reloaded since; a failure keeps the last one.
-        if let Ok(sum) = self.dev.checksum() {
-            self.checksum = sum;
+        self.read_checksum();
+        if listing == Listing::Partial {
+            // States left out would read as deleted: keep the last complete listing
+            // and its snapshot, and try again at the next poll.
+            self.counters.partial_listings += 1;
+            return Ok(());
         }
+        std::mem::swap(&mut self.listing, &mut self.incoming);
         // Names and fingerprints straight from the records; only the states that
         // changed are decoded.
-        let lay = layout(self.dev.format());
+        let lay = layout(self.dev.list_format());
         let len = self.record_len();
         let mut scratch = [0u8; 512];
         let entries: Vec<Entry> = self
@@ -399,5 +567,9 @@ impl<D: PfDevice> StateTable for PfTable<D> {
 
     fn checksum(&self) -> [u8; 16] {
         self.checksum
+    }
+
+    fn edge_counters(&self) -> EdgeCounters {
+        self.counters
     }
 }
