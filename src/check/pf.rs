@@ -18,6 +18,8 @@ const MAX_SECURELEVEL: i64 = if cfg!(target_os = "freebsd") { 2 } else { 1 };
 pub(super) fn steps(report: &mut Report, import_test: bool, ifname: Option<&str>) {
     let mut dev = match crate::sys::PfDev::open() {
         Ok(dev) => {
+            // What the daemon opens: the device that chose netlink or the ioctls.
+            let dev = crate::table::pf::KernelPf::open(dev);
             report.push(Step::ok("/dev/pf", "opened read-write"));
             dev
         }

@@ -180,9 +180,9 @@ mod tests {
         fn format(&self) -> RecordFormat {
             RecordFormat::FreeBsd1301
         }
-        fn list(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        fn list(&mut self, out: &mut Vec<u8>) -> std::io::Result<crate::table::pf::Listing> {
             out.clear();
-            Ok(())
+            Ok(crate::table::pf::Listing::Complete)
         }
         fn add(&mut self, _: &[u8]) -> std::io::Result<()> {
             Ok(())

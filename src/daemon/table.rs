@@ -96,16 +96,8 @@ impl Table {
 /// Opens pf's table: on the BSDs, /dev/pf read-write.
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
 pub(super) fn open_pf() -> anyhow::Result<Table> {
-    use crate::table::pf::PfDevice;
-    let mut dev = crate::table::pf::KernelPf::open(crate::sys::PfDev::open()?);
-    crate::log_info!("{}", dev.describe());
-    match dev.hostid() {
-        Ok(Some(hostid)) => {
-            crate::log_info!("pf: hostid {hostid:08x}, the creator id of local states")
-        }
-        Ok(None) => crate::log_info!("pf: the kernel does not tell its hostid"),
-        Err(e) => crate::log_warn!("pf: cannot read the hostid: {e}"),
-    }
+    // What the device chose and pf's hostid are logged by the caller, after detaching.
+    let dev = crate::table::pf::KernelPf::open(crate::sys::PfDev::open()?);
     Ok(Table::Pf(Box::new(crate::table::pf::PfTable::new(dev))))
 }
 
