@@ -108,6 +108,37 @@ fn a_zero_id_or_creator_is_refused_before_any_kernel_call() {
     }
 }
 
+/// A peer's state bound to an interface this system does not have: FreeBSD's ioctl import
+/// refuses it (EINVAL), OpenBSD's makes a kif for the name and imports a state no packet
+/// can match. Neither kernel call is made; the refusal is counted, and an update of such a
+/// state kills nothing first.
+#[test]
+fn a_state_on_an_unknown_interface_is_refused_before_any_kernel_call() {
+    for v in Version::ALL {
+        let mut t = table(v);
+        let now = Instant::now();
+        let three = peer_states(4, 0x44, 3);
+        let mut s = three[0];
+        s.ifname = IfName::new("igb9").unwrap();
+        let err = t.import(now, &s).unwrap_err();
+        assert!(matches!(err, TableError::Invalid(_)), "{v:?}: {err}");
+        assert!(t.update(now, &s).is_err(), "{v:?}");
+        assert_eq!(t.edge_counters().unknown_interface, 2, "{v:?}");
+        assert!(
+            !model(&mut t).calls.contains(&"DIOCADDSTATE"),
+            "{v:?}: no import reached the kernel"
+        );
+        assert!(model(&mut t).kifs_made.is_empty(), "{v:?}");
+        assert_eq!(model(&mut t).len(), 0, "{v:?}");
+        // Floating states (pf's "all") and the NICs this system has go in.
+        let mut floating = three[1];
+        floating.ifname = IfName::new("all").unwrap();
+        t.import(now, &floating).unwrap();
+        t.import(now, &three[2]).unwrap();
+        assert_eq!(model(&mut t).len(), 2, "{v:?}");
+    }
+}
+
 /// F3: FreeBSD 15 has no DIOCKILLSTATES: ENODEV, and no "kldload pfsync" cure for it.
 #[test]
 fn freebsd_15_without_netlink_kill_says_so_not_kldload() {

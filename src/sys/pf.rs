@@ -227,4 +227,8 @@ impl PfKernel for PfDev {
     fn netlink(&mut self) -> Option<&mut dyn Transport> {
         None
     }
+
+    fn interface_exists(&self, name: &str) -> Option<bool> {
+        Some(nix::net::if_::if_nametoindex(name).is_ok())
+    }
 }

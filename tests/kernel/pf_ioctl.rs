@@ -172,6 +172,8 @@ pub struct PfModel {
     pub checksum: [u8; 16],
     /// Interfaces the kernel knows (`pfi_kif_get`); "all" for floating states.
     pub interfaces: Vec<IfName>,
+    /// OpenBSD: kifs `pfi_kif_get` made for names no interface has.
+    pub kifs_made: Vec<IfName>,
     /// FreeBSD id-hash rows (`pf_hashmask + 1`; the kernel's default is 32768).
     pub hash_rows: u64,
     /// States traffic creates right after the next size query (a SYN burst between the
@@ -213,6 +215,7 @@ impl PfModel {
                 IfName::new("em1").unwrap(),
                 IfName::new("vtnet0").unwrap(),
             ],
+            kifs_made: Vec::new(),
             hash_rows: 8,
             burst_after_size_query: Vec::new(),
             growth_per_size_query: None,
@@ -541,7 +544,15 @@ impl PfKernel for PfModel {
             return Err(errno(libc::EINVAL));
         }
         if !self.interfaces.contains(&s.ifname) {
-            return Err(errno(libc::EINVAL));
+            match self.version.os() {
+                // if_pfsync.c pfsync_state_import: pfi_kkif_find() finds none, and an
+                // ioctl import (PFSYNC_SI_IOCTL) answers EINVAL.
+                OsFamily::FreeBsd => return Err(errno(libc::EINVAL)),
+                // pf.c pf_state_import: pfi_kif_get(sp->ifname, NULL) makes a kif for
+                // any name it does not know, so the state goes in, bound to an
+                // interface no packet passes.
+                OsFamily::OpenBsd => self.kifs_made.push(s.ifname),
+            }
         }
         let rule = match self.version.os() {
             OsFamily::FreeBsd => {
@@ -642,6 +653,11 @@ impl PfKernel for PfModel {
             return Err(errno(libc::EINVAL));
         }
         Ok(self.timeouts.get(Timeout::ALL[class as usize]))
+    }
+
+    /// if_nametoindex(3) on this system: the NICs, not pf's "all".
+    fn interface_exists(&self, name: &str) -> Option<bool> {
+        Some(name != "all" && self.interfaces.iter().any(|i| i.to_string_lossy() == name))
     }
 
     fn netlink(&mut self) -> Option<&mut dyn Transport> {

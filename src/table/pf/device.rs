@@ -25,7 +25,7 @@ use super::netlink::{self, FamilyInfo, PfStatus};
 use super::{Listing, PfDevice};
 use crate::state::Timeout;
 use crate::table::Timeouts;
-use crate::wire::RecordFormat;
+use crate::wire::{IfName, RecordFormat};
 
 /// Free room, in records, a FreeBSD DIOCGETSTATES answer must leave to be taken as
 /// whole: a cut answer leaves less room than the row that did not fit.
@@ -295,6 +295,15 @@ impl<K: PfKernel> PfDevice for KernelPf<K> {
             }
         }
         Ok(timeouts)
+    }
+
+    fn has_interface(&self, name: &IfName) -> Option<bool> {
+        let name = name.to_string_lossy();
+        // pf's own name for floating states, which no NIC has.
+        if name == "all" {
+            return Some(true);
+        }
+        self.kernel.interface_exists(&name)
     }
 
     fn describe(&self) -> String {

@@ -72,4 +72,10 @@ pub trait PfKernel {
     /// A generic netlink socket, where the kernel has one (FreeBSD 14 and later);
     /// whether pf's family answers on it is the device's to find out.
     fn netlink(&mut self) -> Option<&mut dyn Transport>;
+    /// Whether this system has an interface of that name (`if_nametoindex`); `None`
+    /// where it cannot tell.
+    fn interface_exists(&self, name: &str) -> Option<bool> {
+        let _ = name;
+        None
+    }
 }

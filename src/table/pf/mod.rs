@@ -101,6 +101,13 @@ pub trait PfDevice {
     fn hostid(&mut self) -> io::Result<Option<u32>> {
         Ok(None)
     }
+    /// Whether a state bound to interface `name` can be imported here: the interface
+    /// exists, or the name is pf's "all" (floating states). `None` where the device
+    /// cannot tell, and the kernel decides.
+    fn has_interface(&self, name: &IfName) -> Option<bool> {
+        let _ = name;
+        None
+    }
     /// The local timeouts (the default rule's, `set timeout`), which imports are
     /// measured against; pf's defaults where the kernel does not tell.
     fn timeouts(&mut self) -> io::Result<Timeouts> {
@@ -370,6 +377,20 @@ impl<D: PfDevice> PfTable<D> {
         Ok(())
     }
 
+    /// Refuses a state bound to an interface this system does not have, before any
+    /// kernel call: FreeBSD's ioctl import answers EINVAL (`pfsync_state_import`,
+    /// `pfi_kkif_find`); OpenBSD's (`pf_state_import`, `pfi_kif_get`) makes a kif for
+    /// the name and imports a state no packet can match, which only takes room.
+    fn refuse_unknown_interface(&mut self, state: &State) -> Result<(), TableError> {
+        if self.dev.has_interface(&state.ifname) == Some(false) {
+            self.counters.unknown_interface += 1;
+            return Err(TableError::Invalid(
+                "a state bound to an interface this system does not have",
+            ));
+        }
+        Ok(())
+    }
+
     /// The state as it may be given to this kernel's DIOCADDSTATE.
     fn importable(&mut self, state: &State) -> State {
         let mut s = *state;
@@ -420,6 +441,7 @@ impl<D: PfDevice> PfTable<D> {
 impl<D: PfDevice> StateTable for PfTable<D> {
     fn import(&mut self, _now: Instant, state: &State) -> Result<(), TableError> {
         self.refuse_zero(state.creatorid, state.id)?;
+        self.refuse_unknown_interface(state)?;
         self.add(state)?;
         // What the kernel lists may differ from what we gave in fields the record does
         // not fingerprint the same way (rule -1, flags): any fingerprint is our echo.
@@ -430,6 +452,8 @@ impl<D: PfDevice> StateTable for PfTable<D> {
 
     fn update(&mut self, _now: Instant, state: &State) -> Result<(), TableError> {
         self.refuse_zero(state.creatorid, state.id)?;
+        // Before the kill: a state killed and then refused would be lost.
+        self.refuse_unknown_interface(state)?;
         let key = (state.creatorid, state.id);
         let killed = self
             .dev
