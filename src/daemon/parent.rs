@@ -76,6 +76,8 @@ pub(super) struct Parent {
     checksum: [u8; 16],
     send_failures: u32,
     next_table_poll: Instant,
+    /// The kernel-edge counters as last logged: each rise gets one line per poll.
+    edge_logged: EdgeCounters,
     last_housekeeping: Instant,
     reported_failures: u64,
     last_failure_summary: Instant,
@@ -141,6 +143,7 @@ impl Parent {
             checksum: [0; 16],
             send_failures: 0,
             next_table_poll: now,
+            edge_logged: EdgeCounters::default(),
             last_housekeeping: now,
             reported_failures: 0,
             last_failure_summary: now,
@@ -487,6 +490,23 @@ impl Parent {
         }
     }
 
+    /// One line for each kernel-edge counter that rose since the last time: bad input
+    /// from a peer or the kernel is refused or corrected quietly per state, and told
+    /// here once per poll.
+    fn log_edge_rises(&mut self) {
+        let now = self.edge_counters();
+        for ((name, n), (_, before)) in now.named().into_iter().zip(self.edge_logged.named()) {
+            if n > before {
+                log_warn!(
+                    "kernel edge: {name} +{} ({n} in all): {}",
+                    n - before,
+                    EdgeCounters::meaning(name)
+                );
+            }
+        }
+        self.edge_logged = now;
+    }
+
     /// The table's kernel-edge counters, with what the sync receiver skipped.
     fn edge_counters(&self) -> EdgeCounters {
         let mut edge = self.table.state_table_ref().edge_counters();
@@ -535,6 +555,7 @@ impl Parent {
             {
                 log_warn!("table: {e}");
             }
+            self.log_edge_rises();
             let mut changes = std::mem::take(&mut self.changes);
             for c in changes.drain(..) {
                 self.send_local(c);

@@ -173,6 +173,22 @@ pub struct EdgeCounters {
 }
 
 impl EdgeCounters {
+    /// What a rise of counter `name` means, for the log.
+    pub fn meaning(name: &str) -> &'static str {
+        match name {
+            "refused_zero_id" => "a peer's state with id or creator id 0, refused before any kernel call (a kill by id 0 kills every state)",
+            "expire_clamped" => "a peer's state outliving the local timeout of its class, clamped to it",
+            "unknown_interface" => "a peer's state bound to an interface this system does not have, not imported",
+            "rule_unbound" => "a peer's rule number that cannot be vouched for, imported as the default rule",
+            "partial_listings" => "a state listing the kernel cut short, listed again and not compared",
+            "undecodable" => "states in the kernel's listing that did not decode, skipped",
+            "capture_bad_buffers" => "capture buffers that did not walk to their end, the rest lost",
+            "capture_cut" => "captured datagrams cut short, skipped",
+            "capture_malformed" => "captured frames that are not pfsync over IP, skipped",
+            _ => "",
+        }
+    }
+
     /// The counters with their names, as `ctl stats` prints them.
     pub fn named(&self) -> [(&'static str, u64); 9] {
         [
