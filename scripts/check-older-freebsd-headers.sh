@@ -29,6 +29,6 @@ cd "$(dirname "$0")/.."
 # Only the target bindings read this root; the header oracle keeps the full 15 headers
 # (it checks the 1500 record), as on a 14 machine with ziglang installed.
 PFSYNCD_TARGET_HEADER_ROOT="$root" PFSYNCD_HEADER_ROOT="$zig" RUSTC=/usr/bin/rustc \
-    RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/bsd-check-older /usr/bin/cargo check --quiet \
+    RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/bsd-check /usr/bin/cargo check --quiet \
     -Zbuild-std=std,panic_abort --all-targets --target x86_64-unknown-freebsd
 echo "FreeBSD target type-checks without pf_nl.h and pfsync_state_1500 ($root)"

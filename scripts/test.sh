@@ -62,13 +62,15 @@ for target in x86_64-unknown-freebsd x86_64-unknown-openbsd; do
     RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/bsd-check \
         /usr/bin/cargo check --quiet -Zbuild-std=std,panic_abort --all-targets --target "$target"
 done
+echo "-- x86_64-unknown-freebsd against headers without what only 15 has (pf_nl.h, pfsync_state_1500)"
+sh scripts/check-older-freebsd-headers.sh "$(mktemp -d)"
 
 echo "== service files: rc.d scripts and the man page"
 command -v shellcheck >/dev/null 2>&1 || apt_install shellcheck
 command -v mandoc >/dev/null 2>&1 || apt_install mandoc
 sh -n rc.d/freebsd/pfsyncd
 sh -n rc.d/openbsd/pfsyncd
-shellcheck -s sh rc.d/freebsd/pfsyncd scripts/bsd-verify.sh
+shellcheck -s sh rc.d/freebsd/pfsyncd scripts/bsd-verify.sh scripts/check-older-freebsd-headers.sh
 shellcheck -s ksh rc.d/openbsd/pfsyncd
 # Warnings and errors fail; style notes remain about the BSD manuals cross-referenced
 # (pf(4), pfsync(4), ...), which a Linux machine does not have.
