@@ -1024,3 +1024,85 @@ fn a_local_clear_reaches_the_peers_and_the_rest_recovers_on_the_next_change() {
         assert!(s.iacts[0] >= 1, "CLR received");
     }
 }
+
+// ---------------------------------------------------------------- kernel peers
+//
+// The engine facing a model of a kernel's pfsync (`sim/kernel.rs`, written from the
+// kernels' code: see the sources cited there), with the kernel's own timers and pacing.
+
+use sim::kernel::{Duo, FreeBsdKernel, OpenBsdKernel};
+
+/// `n` states a kernel created, each with its own connection.
+fn kernel_states(seed: u64, hostid: u32, n: usize) -> Vec<State> {
+    let mut rng = sim::Rng::new(seed);
+    (1..=n as u64)
+        .map(|id| State {
+            creatorid: hostid,
+            id,
+            ..sim::random_state(&mut rng)
+        })
+        .collect()
+}
+
+/// I1: an OpenBSD kernel sends its bulk update at 5 states per 20 ms
+/// (`pfsync_bulk_snd_states`, PFSYNC_BULK_SND_IVAL_MS) and ignores requests while it
+/// runs (`pfsync_bulk_snd_start`): 200 000 states take 800 s. The engine must wait for
+/// the END without asking again, and lower carp only then, with every state.
+#[test]
+fn an_openbsd_kernel_bulk_of_200k_states_completes_before_carp_is_undemoted() {
+    const STATES: usize = 200_000;
+    let base = std::time::Instant::now();
+    let engine = pfsyncd::engine::Engine::new(config(1, 0, Dialect::OpenBsd));
+    let kernel = OpenBsdKernel::new(0x0b5d_0001, kernel_states(1, 0x0b5d_0001, STATES));
+    let mut duo = Duo::new(base, engine, kernel);
+    duo.engine.request_bulk(base);
+    duo.run_until(secs(2000), |d| d.engine.syncok());
+    let s = duo.engine.stats();
+    assert_eq!(
+        duo.kernel.requests_while_sending, 0,
+        "the engine asked again while the kernel's bulk ran ({} requests, tries {})",
+        s.bulk_requests_sent, s.bulk_tries
+    );
+    assert_eq!(duo.kernel.bulk_sends_started, 1);
+    assert_eq!(
+        duo.table_at_undemote,
+        Some(STATES),
+        "carp undemoted at {:?} with part of the table (given up: {})",
+        duo.undemoted_at(),
+        s.bulk_given_up
+    );
+    assert_eq!(s.bulk_completed, 1);
+    // 40 000 packets at 20 ms.
+    let took = duo.undemoted_at().expect("undemoted");
+    assert!(took >= secs(799) && took <= secs(801), "took {took:?}");
+}
+
+/// I1: a FreeBSD kernel restarts its bulk update on every request (`pfsync_in_ureq` →
+/// `pfsync_bulk_start`, which sends a new START and walks from the first row again),
+/// one packet of 3 states (1500 format, MTU 1500: PFSYNC_MINPKT 64 + 4 + 3 × 360 leaves
+/// less than a record) per tick. With hz 100 (the `kern.hz` many virtual machines run
+/// with; at the default 1000 the same holds from 360 000 states), 100 000 states take
+/// 333 s. The engine must not ask again while the
+/// bulk makes progress.
+#[test]
+fn a_freebsd_kernel_bulk_longer_than_two_minutes_is_not_restarted() {
+    const STATES: usize = 100_000;
+    let base = std::time::Instant::now();
+    let engine = pfsyncd::engine::Engine::new(config(2, 0, Dialect::FreeBsd1500));
+    let mut kernel = FreeBsdKernel::new(0x0fb5_0001, kernel_states(2, 0x0fb5_0001, STATES), base);
+    kernel.hz = 100;
+    let mut duo = Duo::new(base, engine, kernel);
+    duo.engine.request_bulk(base);
+    duo.run_until(secs(3000), |d| d.engine.syncok());
+    let s = duo.engine.stats();
+    assert_eq!(
+        duo.kernel.bulk_starts, 1,
+        "the kernel's bulk was restarted by the engine's requests ({} sent)",
+        s.bulk_requests_sent
+    );
+    assert_eq!(duo.kernel.bulk_ends, 1);
+    assert_eq!(duo.table_at_undemote, Some(STATES));
+    assert_eq!(s.bulk_completed, 1);
+    let took = duo.undemoted_at().expect("undemoted");
+    assert!(took >= secs(333) && took <= secs(335), "took {took:?}");
+}

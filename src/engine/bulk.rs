@@ -48,9 +48,11 @@ impl Engine {
                 }
             }
             BulkRequest::Receiving { deadline } if deadline <= now => {
-                // The bulk update started but its END never came (lost, or the sender
-                // went away). As FreeBSD does, ask again while tries remain (OpenBSD
-                // asks once more but marks itself done anyway).
+                // The bulk update started but stopped coming without an END (lost, or
+                // the sender went away): the sender is not mid-bulk any more, so a new
+                // request starts a new one, also on OpenBSD. As FreeBSD does, ask again
+                // while tries remain (OpenBSD asks once more but marks itself done
+                // anyway).
                 let tries = u32::try_from(self.stats.bulk_tries).unwrap_or(u32::MAX);
                 if tries < self.config.bulk_max_tries {
                     self.bulk_request = BulkRequest::Waiting {
@@ -82,6 +84,18 @@ impl Engine {
         self.set_demoted(false);
     }
 
+    /// A full state record arrived: while a bulk update runs, it is the bulk's progress.
+    ///
+    /// Difference: a fixed wait for the END (the kernels size theirs from their own
+    /// state limit and pace) would cut a large table short; the wait is an idle timeout
+    /// instead, and a sender that keeps sending is never asked again (an OpenBSD sender
+    /// ignores requests while its bulk runs, a FreeBSD one restarts it from scratch).
+    pub(super) fn bulk_progress(&mut self, now: Instant) {
+        if let BulkRequest::Receiving { deadline } = &mut self.bulk_request {
+            *deadline = now + self.config.bulk_idle_timeout;
+        }
+    }
+
     pub(super) fn in_bus(&mut self, now: Instant, bus: BusRepr) {
         let waiting = matches!(
             self.bulk_request,
@@ -95,7 +109,7 @@ impl Engine {
             STATUS_START => {
                 self.stats.bus_start_received += 1;
                 self.bulk_request = BulkRequest::Receiving {
-                    deadline: now + self.config.bulk_end_timeout,
+                    deadline: now + self.config.bulk_idle_timeout,
                 };
             }
             STATUS_END => {

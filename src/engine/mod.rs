@@ -41,6 +41,8 @@
 //! - a bulk request during a bulk send we run schedules one more full pass, however
 //!   many arrive (FreeBSD restarts the send, OpenBSD ignores the request);
 //! - the BUS END check compares with our first request, not the latest retry;
+//! - the wait for BUS END is an idle timeout renewed by every full state record, not a
+//!   total sized from the state limit (`bulk.rs: bulk_progress`);
 //! - no-sync states are not cached at all;
 //! - a duplicate INS is counted in `ins_duplicate`, not in `badact`;
 //! - the bulk send covers every cached state, queued or not (FreeBSD skips states with
@@ -88,6 +90,13 @@ pub const PFSYNC_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 240);
 /// The IPv6 multicast group FreeBSD 14+ sends to over IPv6 (`ff12::f0`).
 pub const PFSYNC_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff12, 0, 0, 0, 0, 0, 0, 0xf0);
 
+/// How long a running bulk update may stay silent. The kernels pace their senders at
+/// one packet per 20 ms (OpenBSD `pfsync_bulk_snd_tmo`) or per clock tick (FreeBSD
+/// `pfsync_bulk_update`); their requesters wait at least 4 s for the whole bulk
+/// (`pfsync_bulk_req_nstate_bulk`, FreeBSD `pfsync_in_bus`). A sender silent this long has
+/// gone away or lost the END.
+pub const BULK_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Engine settings. [`Config::new`] and [`Config::random`] give the kernels' defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -114,8 +123,11 @@ pub struct Config {
     /// How many times our bulk request is sent in all before we give up and call
     /// ourselves in sync.
     pub bulk_max_tries: u32,
-    /// How long a bulk update may take once the peer announced its start.
-    pub bulk_end_timeout: Duration,
+    /// How long a bulk update the peer announced may go without a full state record
+    /// before we ask again: an idle timeout, refreshed by every state the bulk brings,
+    /// so that a kernel sender's pace (OpenBSD: 5 states per 20 ms) never cuts a large
+    /// table short.
+    pub bulk_idle_timeout: Duration,
     /// Pause between bursts of a bulk update we send.
     pub bulk_interval: Duration,
     /// Packets per burst of a bulk update we send.
@@ -159,7 +171,7 @@ impl Config {
             split_window: Duration::from_secs(2),
             bulk_retry,
             bulk_max_tries: 12,
-            bulk_end_timeout: Duration::from_secs(120),
+            bulk_idle_timeout: BULK_IDLE_TIMEOUT,
             bulk_interval: Duration::from_millis(1),
             bulk_burst: 1,
             max_states: 10_000_000,
@@ -305,7 +317,7 @@ pub enum BulkRequest {
     },
     /// A peer is sending it.
     Receiving {
-        /// When we stop waiting for its end.
+        /// When we stop waiting for its end, unless more of it comes first.
         deadline: Instant,
     },
     /// Done (complete, or given up).

@@ -70,6 +70,9 @@ impl Engine {
     }
 
     fn handle_message(&mut self, now: Instant, message: Message) {
+        if matches!(message, Message::Ins(_) | Message::Upd(_)) {
+            self.bulk_progress(now);
+        }
         match message {
             Message::Clr(c) => self.in_clrs(now, &mut vec![c]),
             Message::Ins(r) => match State::from_record(&r) {

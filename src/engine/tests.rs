@@ -766,8 +766,11 @@ fn bus_start_and_end_complete_our_request() {
         e.bulk_request_state(),
         BulkRequest::Receiving { .. }
     ));
-    // No retry while the update runs: the deadline is the end timeout.
-    assert_eq!(e.poll_timeout(), Some(at(130_050)));
+    // No retry while the update runs: the deadline is the idle timeout.
+    assert_eq!(
+        e.poll_timeout(),
+        Some(at(10_050) + super::BULK_IDLE_TIMEOUT)
+    );
     // An END for an update that started long before our request is not ours.
     receive(
         &mut e,
@@ -1136,7 +1139,15 @@ fn a_bulk_update_whose_end_is_lost_is_asked_for_again() {
             status: STATUS_START,
         })],
     );
-    e.handle_timeout(at(120_010));
+    // States keep coming: the wait for the END is an idle timeout, and each one renews it.
+    import(&mut e, at(15_000), &tcp(PEER, 1));
+    e.handle_timeout(at(20_010));
+    assert!(transmits(&mut e).is_empty());
+    assert_eq!(
+        e.poll_timeout(),
+        Some(at(15_000) + super::BULK_IDLE_TIMEOUT)
+    );
+    e.handle_timeout(at(35_000));
     assert_eq!(
         all_messages(&transmits(&mut e)),
         [Message::UpdReq(StateRefRepr::BULK_REQUEST)]

@@ -13,6 +13,8 @@
 
 #![allow(dead_code)]
 
+pub mod kernel;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt::Write as _;
