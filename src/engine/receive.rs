@@ -144,9 +144,21 @@ impl Engine {
         }
     }
 
-    fn import(&mut self, now: Instant, mut state: State) -> Option<u32> {
-        if state.creatorid == 0 {
+    /// A key no peer may name: creator 0 (both kernels' imports refuse it) or id 0.
+    ///
+    /// Difference: the kernels import a peer's id 0. We refuse it, with anything that
+    /// names it, because the table's kill by id 0 is a kill of every state on both
+    /// kernels (FreeBSD `pf_killstates`, OpenBSD `DIOCKILLSTATES` scan when the id is 0).
+    fn refused_key(&mut self, creatorid: u32, id: u64) -> bool {
+        let refused = creatorid == 0 || id == 0;
+        if refused {
             self.stats.badstate += 1;
+        }
+        refused
+    }
+
+    fn import(&mut self, now: Instant, mut state: State) -> Option<u32> {
+        if self.refused_key(state.creatorid, state.id) {
             return None;
         }
         if self.tombstones.contains((state.creatorid, state.id), now) {
@@ -189,6 +201,9 @@ impl Engine {
     }
 
     fn in_ins(&mut self, now: Instant, state: State) {
+        if self.refused_key(state.creatorid, state.id) {
+            return;
+        }
         let ack = state.state_flags.contains(StateFlags::ACK);
         let slot = match self.cache.find((state.creatorid, state.id)) {
             Some(slot) => {
@@ -216,6 +231,9 @@ impl Engine {
     }
 
     fn in_upd(&mut self, now: Instant, state: State) {
+        if self.refused_key(state.creatorid, state.id) {
+            return;
+        }
         match self.cache.find((state.creatorid, state.id)) {
             None => {
                 self.import(now, state);
@@ -225,6 +243,9 @@ impl Engine {
     }
 
     fn in_upd_c(&mut self, now: Instant, upd: &UpdCRepr) {
+        if self.refused_key(upd.creatorid, upd.id) {
+            return;
+        }
         let key = (upd.creatorid, upd.id);
         let Some(slot) = self.cache.find(key) else {
             if self.tombstones.contains(key, now) {
@@ -284,6 +305,9 @@ impl Engine {
             self.start_bulk_send(now);
             return;
         }
+        if self.refused_key(req.creatorid, req.id) {
+            return;
+        }
         let Some(slot) = self.cache.find((req.creatorid, req.id)) else {
             self.stats.badstate += 1;
             return;
@@ -305,6 +329,9 @@ impl Engine {
     }
 
     fn in_del(&mut self, now: Instant, creatorid: u32, id: u64) {
+        if self.refused_key(creatorid, id) {
+            return;
+        }
         // Remembered even for a state we lack: its insert may still be on its way.
         self.tombstones.bury((creatorid, id), now);
         let Some(slot) = self.cache.find((creatorid, id)) else {

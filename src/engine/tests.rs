@@ -1258,3 +1258,35 @@ fn a_stale_copy_after_a_clear_is_refused_but_a_new_state_is_taken() {
     );
     assert_eq!(table_ops(&mut e).len(), 1);
 }
+
+/// F4: a kill by id 0 kills every state on both kernels (FreeBSD `pf_killstates` scans
+/// all rows when `psk_pfcmp.id` is 0; OpenBSD `DIOCKILLSTATES` takes the key path, which
+/// matches every state of rdomain 0), and both kernels import a peer's id 0
+/// (`pfsync_state_import` and `pf_state_import` refuse only creator 0). So no id 0 from
+/// a peer may reach the table: not as a state, nor as a delete of one.
+#[test]
+fn a_peer_state_with_id_zero_is_refused_and_no_delete_of_it_reaches_the_table() {
+    let mut e = engine(Dialect::FreeBsd1500);
+    // A local report of id 0 (pf never makes one, but the table is not ours to trust).
+    e.handle_local(at(0), LocalChange::Insert(tcp(US, 0)));
+    transmits(&mut e);
+    for dialect in [Dialect::FreeBsd1500, Dialect::OpenBsd] {
+        let zero = tcp(PEER, 0);
+        receive(&mut e, at(1), dialect, &[ins(dialect, &zero)]);
+        receive(&mut e, at(2), dialect, &[upd(dialect, &zero)]);
+        receive(&mut e, at(3), dialect, &[upd_c(&zero)]);
+        receive(
+            &mut e,
+            at(4),
+            dialect,
+            &[Message::DelC(sref(PEER, 0)), Message::DelC(sref(US, 0))],
+        );
+    }
+    let ops = table_ops(&mut e);
+    assert!(ops.is_empty(), "id 0 reached the table: {ops:?}");
+    assert!(e.state(PEER, 0).is_none());
+    // 2 × (INS, UPD, UPD_C, DEL_C, DEL_C).
+    assert_eq!(e.stats().badstate, 10);
+    // No request goes out for it either.
+    assert!(all_messages(&transmits(&mut e)).is_empty());
+}
