@@ -1030,7 +1030,7 @@ fn a_local_clear_reaches_the_peers_and_the_rest_recovers_on_the_next_change() {
 // The engine facing a model of a kernel's pfsync (`sim/kernel.rs`, written from the
 // kernels' code: see the sources cited there), with the kernel's own timers and pacing.
 
-use sim::kernel::{Duo, FreeBsdKernel, OpenBsdKernel};
+use sim::kernel::{Duo, FreeBsdKernel, OpenBsdKernel, Way};
 
 /// `n` states a kernel created, each with its own connection.
 fn kernel_states(seed: u64, hostid: u32, n: usize) -> Vec<State> {
@@ -1105,4 +1105,94 @@ fn a_freebsd_kernel_bulk_longer_than_two_minutes_is_not_restarted() {
     assert_eq!(s.bulk_completed, 1);
     let took = duo.undemoted_at().expect("undemoted");
     assert!(took >= secs(333) && took <= secs(335), "took {took:?}");
+}
+
+/// The engine with `n` states of its own, loaded as a daemon finds them at start.
+fn engine_with_states(seed: u64, dialect: Dialect, n: usize) -> pfsyncd::engine::Engine {
+    let c = config(seed, 0, dialect);
+    let creatorid = c.creatorid;
+    let mut engine = pfsyncd::engine::Engine::new(c);
+    for s in kernel_states(seed, creatorid, n) {
+        engine.load(s);
+    }
+    engine
+}
+
+/// Most packets the engine put on the link towards the kernel within any `window`.
+fn busiest(duo: &Duo<OpenBsdKernel>, window: Duration) -> usize {
+    let times: Vec<Duration> = duo
+        .sent_at
+        .iter()
+        .filter(|(_, w)| *w == Way::ToKernel)
+        .map(|(t, _)| *t)
+        .collect();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t < times[i] + window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// I4: an OpenBSD kernel takes a bulk update at the pace it sends one, one packet per
+/// 20 ms (`pfsync_bulk_snd_tmo`, PFSYNC_BULK_SND_IVAL_MS); its input runs per packet
+/// from a bounded IP input queue. The engine, unconfigured, sends to OpenBSD at that
+/// pace: at most 6 packets in any 100 ms (5 at the pace, and the BUS START that goes
+/// alone before the first).
+#[test]
+fn a_bulk_update_to_an_openbsd_kernel_goes_at_its_own_pace() {
+    const STATES: usize = 2_000;
+    let base = std::time::Instant::now();
+    let engine = engine_with_states(3, Dialect::OpenBsd, STATES);
+    let kernel = OpenBsdKernel::new(0x0b5d_0003, Vec::new());
+    let mut duo = Duo::new(base, engine, kernel);
+    duo.kernel.up(base);
+    duo.run_until(secs(100), |d| d.kernel.done_at.is_some());
+    let (_, got) = duo.kernel.done_at.expect("the kernel's bulk request ended");
+    assert_eq!(got, STATES);
+    let peak = busiest(&duo, Duration::from_millis(100));
+    assert!(peak <= 6, "{peak} packets within 100 ms");
+}
+
+/// I3: an OpenBSD kernel asking for a bulk update resends its request every 2 s while
+/// it has seen no BUS START (`pfsync_bulk_req_evt`, state SENT), ignores BUS END in
+/// that state, and gives up after 12 tries (~24 s), lowering carp with whatever it got.
+/// Our BUS START is lost: the engine must answer the retry with a START at once, and
+/// the kernel must end with every state.
+#[test]
+fn a_lost_bus_start_to_an_openbsd_requester_is_sent_again_at_once() {
+    // 10 000 states at 5 per 20 ms: a 40 s pass, longer than the kernel's 24 s of tries.
+    const STATES: usize = 10_000;
+    let base = std::time::Instant::now();
+    let engine = engine_with_states(4, Dialect::OpenBsd, STATES);
+    let kernel = OpenBsdKernel::new(0x0b5d_0004, Vec::new());
+    let mut duo = Duo::new(base, engine, kernel);
+    let mut lost = false;
+    duo.lose = Box::new(move |way, _, payload| {
+        let start = way == Way::ToKernel
+            && pfsyncd::wire::PacketReader::new(payload)
+                .map(|r| {
+                    r.messages().flatten().any(|m| {
+                        matches!(m, pfsyncd::wire::Message::Bus(b)
+                            if b.status == pfsyncd::wire::msg::bus::STATUS_START)
+                    })
+                })
+                .unwrap_or(false);
+        let lose = start && !lost;
+        lost |= lose;
+        lose
+    });
+    duo.kernel.up(base);
+    duo.run_until(secs(300), |d| d.kernel.done_at.is_some());
+    let (at, got) = duo.kernel.done_at.expect("the kernel's bulk request ended");
+    assert_eq!(
+        got,
+        STATES,
+        "the kernel gave up at {:?} after {} requests",
+        at - base,
+        duo.kernel.requests_sent
+    );
 }

@@ -26,7 +26,14 @@ pub(super) struct BulkSend {
     sent: u64,
     /// A request arrived during this pass: one more full pass follows it.
     run_again: bool,
+    /// When we last sent BUS START for this bulk update.
+    start_sent: Instant,
 }
+
+/// Least time between two BUS STARTs of one bulk update: a flood of requests costs one
+/// START per this, as the kernels' requesters resend theirs every 2 s (OpenBSD) or 5 s
+/// (FreeBSD).
+const START_RESEND_GAP: Duration = Duration::from_secs(1);
 
 impl Engine {
     // ------------------------------------------------------------ our bulk request
@@ -140,14 +147,26 @@ impl Engine {
     ///
     /// Difference: a request arriving while we send one neither restarts it (FreeBSD)
     /// nor is ignored (OpenBSD): one more full pass follows the running one, however
-    /// many requests came. A flood of requests then costs one flag, every requester gets
-    /// a complete pass ending in a BUS END it accepts, and the running pass ends.
+    /// many requests came, and BUS START goes out again at once. The kernels' requesters
+    /// ask again only when they saw no START (OpenBSD every 2 s in its SENT state, where
+    /// it also ignores BUS END, and gives up after 12 tries; FreeBSD every 5 s), so a
+    /// request during our pass means our START was lost, or a requester came up
+    /// meanwhile; either way it needs a START now and a whole pass after it. The END of
+    /// the running pass is therefore held back: the walk goes on into the next pass,
+    /// and the one END comes after it, so no requester takes the end of a pass it saw
+    /// only part of for the end of its bulk. A flood of requests costs one flag and one
+    /// START per second.
     pub(super) fn start_bulk_send(&mut self, now: Instant) {
         if let Some(running) = self.bulk_send.as_mut() {
             if !running.run_again {
                 running.run_again = true;
             } else {
                 self.stats.bulk_requests_coalesced += 1;
+            }
+            if now.saturating_duration_since(running.start_sent) >= START_RESEND_GAP {
+                running.start_sent = now;
+                self.stats.bulk_starts_resent += 1;
+                self.send_bus_start(now);
             }
             return;
         }
@@ -159,16 +178,21 @@ impl Engine {
             next_at: now,
             sent: 0,
             run_again: false,
+            start_sent: now,
         });
         self.cache.set_append_only(true);
         self.events.push_back(Event::BulkSendStarted);
-        // BUS START goes out at once, in its own packet, as FreeBSD sends it (OpenBSD
-        // sends an empty table's bulk as a lone END; START then END is as good).
+        self.send_bus_start(now);
+        self.bulk_send_burst(now);
+    }
+
+    /// BUS START, at once and in its own packet, as FreeBSD sends it (OpenBSD sends an
+    /// empty table's bulk as a lone END; START then END is as good).
+    fn send_bus_start(&mut self, now: Instant) {
         let mut builder = self.new_builder();
         let start = self.bus_message(now, STATUS_START, now);
         self.push(&mut builder, &start);
         self.finish_packet(&mut builder);
-        self.bulk_send_burst(now);
     }
 
     fn bus_message(&self, now: Instant, status: u8, started: Instant) -> Message {
@@ -227,6 +251,22 @@ impl Engine {
             self.bulk_send = Some(bulk);
             return;
         }
+        if bulk.run_again {
+            // Someone asked during this pass: the walk starts over without an END (see
+            // `start_bulk_send`), and the END's endtime counts from the new pass, which
+            // began after every request it answers.
+            self.finish_packet(&mut builder);
+            self.bulk_send = Some(BulkSend {
+                next: 0,
+                end: self.cache.slot_count(),
+                extended: false,
+                started: now,
+                next_at: now + self.config.bulk_interval,
+                run_again: false,
+                ..bulk
+            });
+            return;
+        }
         // The last records and BUS END share a packet when they fit.
         self.cache.set_append_only(false);
         let end = self.bus_message(now, STATUS_END, bulk.started);
@@ -236,8 +276,5 @@ impl Engine {
         self.stats.bulk_states_sent += bulk.sent;
         self.events
             .push_back(Event::BulkSendDone { states: bulk.sent });
-        if bulk.run_again {
-            self.start_bulk_send(now);
-        }
     }
 }

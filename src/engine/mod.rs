@@ -97,6 +97,19 @@ pub const PFSYNC_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff12, 0, 0, 0, 0, 0, 0, 0x
 /// gone away or lost the END.
 pub const BULK_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The pause between the packets of a bulk update the kernel speaking `dialect` sends,
+/// and so the pace its input is built for: OpenBSD one packet per 20 ms
+/// (`PFSYNC_BULK_SND_IVAL_MS`, `pfsync_bulk_snd_tmo`), FreeBSD one per clock tick
+/// (`pfsync_bulk_update` re-arms its callout with 1 tick; 1 ms at the default hz 1000).
+pub fn kernel_bulk_interval(dialect: Dialect) -> Duration {
+    match dialect {
+        Dialect::OpenBsd => Duration::from_millis(20),
+        Dialect::FreeBsd1301 | Dialect::FreeBsd1400 | Dialect::FreeBsd1500 => {
+            Duration::from_millis(1)
+        }
+    }
+}
+
 /// Engine settings. [`Config::new`] and [`Config::random`] give the kernels' defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -132,6 +145,10 @@ pub struct Config {
     pub bulk_interval: Duration,
     /// Packets per burst of a bulk update we send.
     pub bulk_burst: usize,
+    /// The bulk pace was set ([`set_bulk_pps`](Self::set_bulk_pps)): it stays when the
+    /// dialect changes. Otherwise it is the dialect's kernel's
+    /// ([`kernel_bulk_interval`]).
+    pub bulk_pace_set: bool,
     /// Most states the cache holds; beyond, states are counted and not synced.
     pub max_states: usize,
     /// Most update requests waiting to be sent.
@@ -150,7 +167,8 @@ pub struct Config {
 impl Config {
     /// The kernels' defaults for `dialect`, with a configured `creatorid`: MTU 1500,
     /// maxupd 128, 1 s batching, 2 s split window, bulk request retried every 2 s
-    /// (OpenBSD) or 5 s (FreeBSD), 12 tries in all.
+    /// (OpenBSD) or 5 s (FreeBSD), 12 tries in all, bulk updates sent at the pace of
+    /// the dialect's kernel.
     ///
     /// The hash key is a fixed one, which makes runs reproducible but lets whoever reads
     /// this source aim inserts at one bucket: a daemon sets [`hash_key`](Self::hash_key)
@@ -172,8 +190,9 @@ impl Config {
             bulk_retry,
             bulk_max_tries: 12,
             bulk_idle_timeout: BULK_IDLE_TIMEOUT,
-            bulk_interval: Duration::from_millis(1),
+            bulk_interval: kernel_bulk_interval(dialect),
             bulk_burst: 1,
+            bulk_pace_set: false,
             max_states: 10_000_000,
             max_pending_requests: 4096,
             pfcksum: [0; 16],
@@ -181,6 +200,21 @@ impl Config {
             tombstone_ttl: Duration::from_secs(5),
             max_tombstones: 65_536,
         }
+    }
+
+    /// Paces our bulk updates at `pps` packets per second, whatever the dialect:
+    /// bursts every millisecond from 1000 packets per second up, single packets spaced
+    /// out below.
+    pub fn set_bulk_pps(&mut self, pps: u32) {
+        let pps = pps.max(1);
+        if pps >= 1000 {
+            self.bulk_interval = Duration::from_millis(1);
+            self.bulk_burst = pps as usize / 1000;
+        } else {
+            self.bulk_interval = Duration::from_secs(1) / pps;
+            self.bulk_burst = 1;
+        }
+        self.bulk_pace_set = true;
     }
 
     /// The defaults with a random creator id and hash key, from 32 bytes the caller drew
@@ -524,6 +558,10 @@ impl Engine {
     pub fn reconfigure(&mut self, now: Instant, link: LinkSettings) {
         self.flush(now);
         self.config.dialect = link.dialect;
+        if !self.config.bulk_pace_set {
+            self.config.bulk_interval = kernel_bulk_interval(link.dialect);
+            self.config.bulk_burst = 1;
+        }
         self.config.mtu = link.mtu;
         self.config.ip_header_len = link.ip_header_len;
         self.config.maxupd = link.maxupd;

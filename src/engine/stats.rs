@@ -53,6 +53,9 @@ pub struct Stats {
     pub bulk_sends_completed: u64,
     /// Bulk requests that arrived while a second pass was already due (coalesced).
     pub bulk_requests_coalesced: u64,
+    /// BUS STARTs sent again for a request that came during our bulk update (its
+    /// sender missed the first).
+    pub bulk_starts_resent: u64,
     /// States sent in completed bulk updates.
     pub bulk_states_sent: u64,
     /// Tries of our current or last bulk request.

@@ -879,14 +879,25 @@ fn a_flood_of_bulk_requests_costs_one_more_pass() {
     }
     assert_eq!(e.stats().bulk_requests_received, 2000);
     let mut now = at(200);
-    let mut sent = 0;
+    let mut packets = transmits(&mut e);
     while let Some(t) = e.poll_timeout() {
         now = now.max(t);
         e.handle_timeout(now);
-        sent += transmits(&mut e).len();
-        assert!(sent < 100, "bounded");
+        packets.extend(transmits(&mut e));
+        assert!(packets.len() < 100, "bounded");
     }
-    assert_eq!(e.stats().bulk_sends_completed, 2);
+    // Two passes, one END after the second; no second START, as every request came
+    // within a second of the first.
+    let bus: Vec<u8> = all_messages(&packets)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Bus(b) => Some(b.status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bus, [STATUS_START, STATUS_END]);
+    assert_eq!(e.stats().bulk_starts_resent, 0);
+    assert_eq!(e.stats().bulk_sends_completed, 1);
     assert_eq!(e.stats().bulk_states_sent, 100);
 }
 
@@ -1212,6 +1223,44 @@ fn reconfigure_sends_what_is_queued_under_the_old_dialect_first() {
     assert_eq!(new.payload[0], 6, "as OpenBSD version 6");
     assert_eq!(new.destination, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)));
     assert_eq!(e.config().maxupd, 1);
+    // The bulk pace follows the dialect's kernel, unless it was set.
+    assert_eq!(e.config().bulk_interval, Duration::from_millis(20));
+    let mut set = engine_with(Dialect::FreeBsd1301, |c| c.set_bulk_pps(60_000));
+    set.reconfigure(
+        at(10),
+        LinkSettings {
+            dialect: Dialect::OpenBsd,
+            mtu: 1500,
+            ip_header_len: 20,
+            maxupd: 1,
+            syncpeer: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)),
+        },
+    );
+    assert_eq!(set.config().bulk_interval, Duration::from_millis(1));
+    assert_eq!(set.config().bulk_burst, 60);
+}
+
+#[test]
+fn the_bulk_pace_is_the_dialects_kernels_unless_set() {
+    assert_eq!(
+        Config::new(US, Dialect::OpenBsd).bulk_interval,
+        Duration::from_millis(20)
+    );
+    assert_eq!(
+        Config::new(US, Dialect::FreeBsd1400).bulk_interval,
+        Duration::from_millis(1)
+    );
+    let mut c = Config::new(US, Dialect::OpenBsd);
+    c.set_bulk_pps(200);
+    assert_eq!(
+        (c.bulk_interval, c.bulk_burst),
+        (Duration::from_millis(5), 1)
+    );
+    c.set_bulk_pps(5_500);
+    assert_eq!(
+        (c.bulk_interval, c.bulk_burst),
+        (Duration::from_millis(1), 5)
+    );
 }
 
 #[test]
@@ -1289,4 +1338,49 @@ fn a_peer_state_with_id_zero_is_refused_and_no_delete_of_it_reaches_the_table() 
     assert_eq!(e.stats().badstate, 10);
     // No request goes out for it either.
     assert!(all_messages(&transmits(&mut e)).is_empty());
+}
+
+/// I3: a request during our bulk update gets a BUS START at once (the requester missed
+/// ours), and the END waits for a whole pass after it.
+#[test]
+fn a_request_during_our_bulk_update_gets_a_start_at_once() {
+    let mut e = engine(Dialect::OpenBsd);
+    for id in 1..=500 {
+        e.handle_local(at(0), LocalChange::Insert(tcp(US, id)));
+    }
+    e.flush(at(0));
+    transmits(&mut e);
+    let request = [Message::UpdReq(StateRefRepr::BULK_REQUEST)];
+    receive(&mut e, at(100), Dialect::OpenBsd, &request);
+    transmits(&mut e);
+    // 100 packets at OpenBSD's 20 ms: the pass runs until 2.1 s.
+    let mut now = at(100);
+    while now < at(1_500) {
+        now = e.poll_timeout().expect("the bulk runs");
+        e.handle_timeout(now);
+        transmits(&mut e);
+    }
+    receive(&mut e, now, Dialect::OpenBsd, &request);
+    let bus = |packets: &[Vec<u8>]| -> Vec<(u8, u32)> {
+        all_messages(packets)
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Bus(b) => Some((b.status, b.endtime)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(bus(&transmits(&mut e)), [(STATUS_START, 0)]);
+    let mut rest = Vec::new();
+    while let Some(t) = e.poll_timeout() {
+        e.handle_timeout(t);
+        rest.extend(transmits(&mut e));
+        now = t;
+    }
+    // One END, after a second whole pass (2 s) that began when the first ended (2.1 s):
+    // its endtime counts from the second pass.
+    assert_eq!(bus(&rest), [(STATUS_END, 2)]);
+    assert!(now >= at(4_000), "{:?}", now - t0());
+    assert_eq!(e.stats().bulk_starts_resent, 1);
+    assert_eq!(e.stats().bulk_states_sent, 1000);
 }

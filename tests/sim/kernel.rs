@@ -608,6 +608,8 @@ pub struct Duo<K: KernelPeer> {
     pub events: Vec<(Duration, Event)>,
     /// The size of the engine's table when it lowered its carp demotion.
     pub table_at_undemote: Option<usize>,
+    /// When each packet was put on the link, and which way.
+    pub sent_at: Vec<(Duration, Way)>,
     /// Packets each way so far, and which to lose: `lose(way, n)` for the n-th packet
     /// (from 0) that way.
     pub sent: HashMap<Way, u64>,
@@ -627,6 +629,7 @@ impl<K: KernelPeer> Duo<K> {
             table: HashSet::new(),
             events: Vec::new(),
             table_at_undemote: None,
+            sent_at: Vec::new(),
             sent: HashMap::new(),
             lose: Box::new(|_, _, _| false),
             delay: Duration::from_micros(200),
@@ -640,6 +643,8 @@ impl<K: KernelPeer> Duo<K> {
     }
 
     fn send(&mut self, way: Way, payload: Vec<u8>) {
+        let at = self.elapsed();
+        self.sent_at.push((at, way));
         let n = self.sent.entry(way).or_insert(0);
         let nth = *n;
         *n += 1;
