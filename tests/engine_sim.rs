@@ -1196,3 +1196,95 @@ fn a_lost_bus_start_to_an_openbsd_requester_is_sent_again_at_once() {
         duo.kernel.requests_sent
     );
 }
+
+/// I2: a FreeBSD kernel binds an imported state to the rule of the number it carries
+/// when the packet's header checksum equals its own ruleset's (`pfsync_input` sets
+/// PFSYNC_SI_CKSUM, `pfsync_state_import` looks the number up); otherwise to its
+/// default rule. A kernel never relays a number it got from another ruleset: its
+/// imported states are bound to the default rule and re-exported so. The engine must
+/// not relay one under its own checksum either: a state from a node with another
+/// ruleset (another checksum), or from OpenBSD (which never trusts the numbers), must
+/// reach a FreeBSD kernel whose ruleset equals ours without a rule number.
+#[test]
+fn rule_numbers_from_another_ruleset_are_not_relayed_under_our_checksum() {
+    const OURS: [u8; 16] = [0x11; 16];
+    const OTHER: [u8; 16] = [0x22; 16];
+    let base = std::time::Instant::now();
+    let mut c = config(5, 0, Dialect::FreeBsd1500);
+    c.pfcksum = OURS;
+    let engine = pfsyncd::engine::Engine::new(c);
+    // Kernel B has the ruleset we have (same checksum), 40 rules.
+    let mut kernel = FreeBsdKernel::new(0x0fb5_0005, Vec::new(), base);
+    kernel.pf_chksum = OURS;
+    kernel.rcount = 40;
+    let mut duo = Duo::new(base, engine, kernel);
+    let mut rng = sim::Rng::new(5);
+    let state = |rng: &mut sim::Rng, creatorid: u32, id: u64| State {
+        creatorid,
+        id,
+        rule: Some(7),
+        anchor: None,
+        ..sim::random_state(rng)
+    };
+    // Node A (FreeBSD, another ruleset) inserts a state matched by its rule 7, as its
+    // `pfsync_sendout` sends it: its own checksum in the header.
+    let foreign = state(&mut rng, 0x0a0a_0001, 1);
+    // Node C (FreeBSD, our ruleset) inserts one matched by our rule 7.
+    let same = state(&mut rng, 0x0c0c_0001, 1);
+    // Node D (OpenBSD) inserts one; OpenBSD's header carries no checksum.
+    let openbsd = state(&mut rng, 0x0d0d_0001, 1);
+    let packet = |dialect: Dialect, cksum: [u8; 16], s: &State| {
+        let mut b = pfsyncd::wire::PacketBuilder::new(dialect, 1500);
+        b.set_pfcksum(cksum);
+        let record = s.to_record(dialect.record_format()).0;
+        b.push(&pfsyncd::wire::Message::Ins(record)).unwrap();
+        b.finish().unwrap()
+    };
+    for p in [
+        packet(Dialect::FreeBsd1500, OTHER, &foreign),
+        packet(Dialect::FreeBsd1500, OURS, &same),
+        packet(Dialect::OpenBsd, [0; 16], &openbsd),
+    ] {
+        duo.engine.handle_packet(
+            base,
+            pfsyncd::engine::Received {
+                payload: &p,
+                on_syncdev: true,
+                ttl: 255,
+                ipv6: false,
+                source: None,
+            },
+        );
+    }
+    // Kernel B comes up and asks us for everything (as `pfsync_bulk_fail`/ioctl do).
+    let request = {
+        let mut b = pfsyncd::wire::PacketBuilder::new(Dialect::FreeBsd1500, 1500);
+        b.set_pfcksum(OURS);
+        b.push(&pfsyncd::wire::Message::UpdReq(
+            pfsyncd::wire::msg::StateRefRepr::BULK_REQUEST,
+        ))
+        .unwrap();
+        b.finish().unwrap()
+    };
+    duo.engine.handle_packet(
+        base,
+        pfsyncd::engine::Received {
+            payload: &request,
+            on_syncdev: true,
+            ttl: 255,
+            ipv6: false,
+            source: None,
+        },
+    );
+    duo.run_until(secs(10), |d| d.kernel.bound.len() == 3);
+    let bound = &duo.kernel.bound;
+    assert_eq!(bound.len(), 3);
+    assert_eq!(
+        bound[&(foreign.creatorid, foreign.id)],
+        None,
+        "node A's rule 7 was bound to kernel B's rule 7"
+    );
+    assert_eq!(bound[&(openbsd.creatorid, openbsd.id)], None);
+    assert_eq!(bound[&(same.creatorid, same.id)], Some(7));
+    assert_eq!(duo.engine.stats().rule_unbound, 2);
+}

@@ -47,6 +47,10 @@
 //! - a duplicate INS is counted in `ins_duplicate`, not in `badact`;
 //! - the bulk send covers every cached state, queued or not (FreeBSD skips states with
 //!   a pending message), and BUS END shares the last records' packet when it fits;
+//! - a peer's state is cached and imported without its rule numbers unless its packet
+//!   carries our ruleset checksum in a FreeBSD header (`receive.rs: rules_trusted`), so
+//!   we never relay a number from another ruleset under our checksum;
+//! - a peer's id 0 is refused (`receive.rs: refused_key`);
 //! - the merge is OpenBSD's (`merge.rs`): FreeBSD's re-copy of the message's dst peer
 //!   when one side is stale is not reproduced;
 //! - no deferral: we never set the ACK flag, and an INS_ACK releases nothing (we do
@@ -376,6 +380,9 @@ pub struct Engine {
     flush_at: Option<Instant>,
     /// Something asked for an immediate send: flush at the end of this input.
     flush_now: bool,
+    /// The packet being handled may bind states to rules by number (see
+    /// `receive.rs: rules_trusted`).
+    rules_trusted: bool,
     bulk_request: BulkRequest,
     bulk_requested_at: Option<Instant>,
     bulk_send: Option<bulk::BulkSend>,
@@ -406,6 +413,7 @@ impl Engine {
             send_bulk_request: false,
             flush_at: None,
             flush_now: false,
+            rules_trusted: false,
             bulk_request: BulkRequest::Idle,
             bulk_requested_at: None,
             bulk_send: None,

@@ -11,7 +11,7 @@ use super::merge::merge;
 use super::{Engine, Received, TableOp, ACTIONS};
 use crate::state::{Peer, State, StateFlags, Timeout};
 use crate::wire::msg::{ClrRepr, StateRefRepr, UpdCRepr};
-use crate::wire::{Message, PacketReader, RawItem};
+use crate::wire::{Dialect, Message, PacketReader, RawItem};
 
 impl Engine {
     /// Handles a packet from the sync link.
@@ -41,6 +41,7 @@ impl Engine {
             }
         };
         let dialect = reader.dialect();
+        self.rules_trusted = Self::rules_trusted(dialect, reader.header().pfcksum, &self.config);
         let mut clears = Vec::new();
         for item in reader.raw_items() {
             match item {
@@ -67,6 +68,15 @@ impl Engine {
             }
         }
         self.in_clrs(now, &mut clears);
+        self.rules_trusted = false;
+    }
+
+    /// Whether the rule numbers of a packet's states name rules of our ruleset, as
+    /// FreeBSD decides it (`pfsync_input`: PFSYNC_SI_CKSUM when the header's checksum
+    /// equals `pf_status.pf_chksum`). OpenBSD never trusts them (`pfsync_in_ins` and
+    /// `pfsync_in_upd` import with PFSYNC_SI_PFSYNC only), and sends no checksum.
+    fn rules_trusted(dialect: Dialect, pfcksum: [u8; 16], config: &super::Config) -> bool {
+        dialect != Dialect::OpenBsd && pfcksum == config.pfcksum
     }
 
     fn handle_message(&mut self, now: Instant, message: Message) {
@@ -173,6 +183,15 @@ impl Engine {
         }
         // The flag asks the receiver for an INS_ACK; it means nothing in our table.
         state.state_flags.remove(StateFlags::ACK);
+        if !self.rules_trusted && (state.rule, state.anchor, state.nat_rule) != (None, None, None) {
+            // The numbers name rules of the sender's ruleset, not ours: bound to the
+            // default rule, as the kernels bind such a state, the state is neither
+            // imported with them nor relayed with them under our checksum.
+            state.rule = None;
+            state.anchor = None;
+            state.nat_rule = None;
+            self.stats.rule_unbound += 1;
+        }
         let mut entry = Entry::new(state);
         entry.peer_updated = Some(now);
         match self.cache.insert(entry) {

@@ -441,6 +441,13 @@ pub struct FreeBsdKernel {
     pub bulk_starts: u32,
     /// Bulk walks that reached their end (BUS END sent).
     pub bulk_ends: u32,
+    /// `V_pf_status.pf_chksum`: the MD5 of the loaded ruleset.
+    pub pf_chksum: [u8; 16],
+    /// `pf_main_ruleset.rules[PF_RULESET_FILTER].active.rcount`.
+    pub rcount: u32,
+    /// States imported from the wire, with the rule `pfsync_state_import` bound each
+    /// to: `Some(n)`, rule number n of our ruleset, or `None`, `V_pf_default_rule`.
+    pub bound: HashMap<Key, Option<u32>>,
     sent: Vec<Vec<u8>>,
 }
 
@@ -457,7 +464,21 @@ impl FreeBsdKernel {
             bulk_tmo: None,
             bulk_starts: 0,
             bulk_ends: 0,
+            pf_chksum: [0; 16],
+            rcount: 0,
+            bound: HashMap::new(),
             sent: Vec::new(),
+        }
+    }
+
+    /// `pfsync_state_import`'s choice of rule for an imported state: rule number
+    /// `sp->rule` only if the packet's checksum matched ours (`pfsync_input` sets
+    /// PFSYNC_SI_CKSUM then), the state has no anchor and the number is below our
+    /// rule count; otherwise the default rule.
+    fn bind_rule(&self, cksum_matched: bool, s: &State) -> Option<u32> {
+        match (s.rule, s.anchor) {
+            (Some(n), None) if cksum_matched && n < self.rcount => Some(n),
+            _ => None,
         }
     }
 
@@ -554,12 +575,24 @@ impl FreeBsdKernel {
 
 impl KernelPeer for FreeBsdKernel {
     fn receive(&mut self, now: Instant, payload: &[u8]) {
+        let cksum_matched =
+            PacketReader::new(payload).is_ok_and(|r| r.header().pfcksum == self.pf_chksum);
         for m in messages(payload) {
-            // `pfsync_in_ureq`: id 0 / creator 0 starts (or restarts) the bulk send.
-            if let Message::UpdReq(r) = m {
-                if r.is_bulk_request() {
-                    self.bulk_start(now);
+            match m {
+                // `pfsync_in_ureq`: id 0 / creator 0 starts (or restarts) the bulk send.
+                Message::UpdReq(r) if r.is_bulk_request() => self.bulk_start(now),
+                // `pfsync_in_ins`, and `pfsync_in_upd` for a state we lack.
+                Message::Ins(r) | Message::Upd(r) => {
+                    let Ok(s) = State::from_record(&r) else {
+                        continue;
+                    };
+                    let key = (s.creatorid, s.id);
+                    if s.creatorid != 0 && !self.bound.contains_key(&key) {
+                        let rule = self.bind_rule(cksum_matched, &s);
+                        self.bound.insert(key, rule);
+                    }
                 }
+                _ => {}
             }
         }
     }
