@@ -1108,12 +1108,17 @@ fn a_freebsd_kernel_bulk_longer_than_two_minutes_is_not_restarted() {
 }
 
 /// The engine with `n` states of its own, loaded as a daemon finds them at start.
-fn engine_with_states(seed: u64, dialect: Dialect, n: usize) -> pfsyncd::engine::Engine {
+fn engine_with_states(
+    now: std::time::Instant,
+    seed: u64,
+    dialect: Dialect,
+    n: usize,
+) -> pfsyncd::engine::Engine {
     let c = config(seed, 0, dialect);
     let creatorid = c.creatorid;
     let mut engine = pfsyncd::engine::Engine::new(c);
     for s in kernel_states(seed, creatorid, n) {
-        engine.load(s);
+        engine.load(now, s);
     }
     engine
 }
@@ -1146,7 +1151,7 @@ fn busiest(duo: &Duo<OpenBsdKernel>, window: Duration) -> usize {
 fn a_bulk_update_to_an_openbsd_kernel_goes_at_its_own_pace() {
     const STATES: usize = 2_000;
     let base = std::time::Instant::now();
-    let engine = engine_with_states(3, Dialect::OpenBsd, STATES);
+    let engine = engine_with_states(base, 3, Dialect::OpenBsd, STATES);
     let kernel = OpenBsdKernel::new(0x0b5d_0003, Vec::new());
     let mut duo = Duo::new(base, engine, kernel);
     duo.kernel.up(base);
@@ -1167,7 +1172,7 @@ fn a_lost_bus_start_to_an_openbsd_requester_is_sent_again_at_once() {
     // 10 000 states at 5 per 20 ms: a 40 s pass, longer than the kernel's 24 s of tries.
     const STATES: usize = 10_000;
     let base = std::time::Instant::now();
-    let engine = engine_with_states(4, Dialect::OpenBsd, STATES);
+    let engine = engine_with_states(base, 4, Dialect::OpenBsd, STATES);
     let kernel = OpenBsdKernel::new(0x0b5d_0004, Vec::new());
     let mut duo = Duo::new(base, engine, kernel);
     let mut lost = false;
@@ -1237,7 +1242,10 @@ fn rule_numbers_from_another_ruleset_are_not_relayed_under_our_checksum() {
         let mut b = pfsyncd::wire::PacketBuilder::new(dialect, 1500);
         b.set_pfcksum(cksum);
         let record = s.to_record(dialect.record_format()).0;
-        b.push(&pfsyncd::wire::Message::Ins(record)).unwrap();
+        assert_eq!(
+            b.push(&pfsyncd::wire::Message::Ins(record)).unwrap(),
+            pfsyncd::wire::Pushed::Added
+        );
         b.finish().unwrap()
     };
     for p in [
@@ -1260,10 +1268,13 @@ fn rule_numbers_from_another_ruleset_are_not_relayed_under_our_checksum() {
     let request = {
         let mut b = pfsyncd::wire::PacketBuilder::new(Dialect::FreeBsd1500, 1500);
         b.set_pfcksum(OURS);
-        b.push(&pfsyncd::wire::Message::UpdReq(
-            pfsyncd::wire::msg::StateRefRepr::BULK_REQUEST,
-        ))
-        .unwrap();
+        assert_eq!(
+            b.push(&pfsyncd::wire::Message::UpdReq(
+                pfsyncd::wire::msg::StateRefRepr::BULK_REQUEST,
+            ))
+            .unwrap(),
+            pfsyncd::wire::Pushed::Added
+        );
         b.finish().unwrap()
     };
     duo.engine.handle_packet(
@@ -1287,4 +1298,64 @@ fn rule_numbers_from_another_ruleset_are_not_relayed_under_our_checksum() {
     assert_eq!(bound[&(openbsd.creatorid, openbsd.id)], None);
     assert_eq!(bound[&(same.creatorid, same.id)], Some(7));
     assert_eq!(duo.engine.stats().rule_unbound, 2);
+}
+
+/// I5: kernels export a state's age and time to expiry as of the moment they write the
+/// record (`pf_state_export`: creation = now − st->creation, expire = pf_state_expires
+/// − now) and import them against their own clock (`pf_state_import`: creation =
+/// now − creation, expire from the timeout less the expire sent). A state we cached a
+/// minute ago must reach a kernel a minute older, with a minute less to live.
+#[test]
+fn cached_states_reach_a_kernel_aged_by_the_time_they_waited() {
+    let base = std::time::Instant::now();
+    let engine = pfsyncd::engine::Engine::new(config(6, 0, Dialect::OpenBsd));
+    let kernel = OpenBsdKernel::new(0x0b5d_0006, Vec::new());
+    let mut duo = Duo::new(base, engine, kernel);
+    let mut rng = sim::Rng::new(6);
+    let s = State {
+        creatorid: 0x0a0a_0006,
+        id: 1,
+        age_secs: 10,
+        expire_secs: 80,
+        ..sim::random_state(&mut rng)
+    };
+    let mut b = pfsyncd::wire::PacketBuilder::new(Dialect::OpenBsd, 1500);
+    assert_eq!(
+        b.push(&pfsyncd::wire::Message::Ins(
+            s.to_record(Dialect::OpenBsd.record_format()).0,
+        ))
+        .unwrap(),
+        pfsyncd::wire::Pushed::Added
+    );
+    let p = b.finish().unwrap();
+    duo.engine.handle_packet(
+        base,
+        pfsyncd::engine::Received {
+            payload: &p,
+            on_syncdev: true,
+            ttl: 255,
+            ipv6: false,
+            source: None,
+        },
+    );
+    // A minute later, the OpenBSD kernel comes up and asks for everything.
+    duo.run_until(secs(60), |_| false);
+    let asked = duo.now;
+    duo.kernel.up(asked);
+    duo.run_until(secs(30), |d| d.kernel.done_at.is_some());
+    let got = duo
+        .kernel
+        .states
+        .first()
+        .expect("the kernel imported the state");
+    assert!(
+        (70..=71).contains(&got.age_secs),
+        "age {} s, 60 s after it was 10 s",
+        got.age_secs
+    );
+    assert!(
+        (19..=20).contains(&got.expire_secs),
+        "expires in {} s, 60 s after it had 80 s",
+        got.expire_secs
+    );
 }

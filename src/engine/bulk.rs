@@ -209,6 +209,7 @@ impl Engine {
             return;
         };
         let format = self.config.dialect.record_format();
+        let clock = self.cache.clock(now);
         let mut builder = self.new_builder();
         let mut packets = 0;
         loop {
@@ -227,7 +228,7 @@ impl Engine {
                 bulk.next += 1;
                 continue;
             }
-            let state = e.state();
+            let state = e.state_at(clock);
             let message = self.record_of(&state, format);
             match builder.push(&message) {
                 Ok(Pushed::Added) => {

@@ -617,15 +617,16 @@ impl Engine {
     /// it: as in the kernels, a state is announced when it is created, and states that
     /// existed before reach the peers through their bulk requests and our later updates
     /// (or [`send_bulk`](Self::send_bulk)). Call before the first input; a state already
-    /// cached is replaced.
-    pub fn load(&mut self, state: State) {
+    /// cached is replaced. `now` is when the state's age and expiry were read.
+    pub fn load(&mut self, now: Instant, state: State) {
         if Self::never_synced(&state) {
             return;
         }
+        let clock = self.cache.clock(now);
         match self.cache.find((state.creatorid, state.id)) {
-            Some(slot) => self.cache.get_mut(slot).set_state(&state),
+            Some(slot) => self.cache.get_mut(slot).set_state(&state, clock),
             None => {
-                if self.cache.insert(Entry::new(state)).is_err() {
+                if self.cache.insert(Entry::new(state, clock)).is_err() {
                     self.stats.cache_full += 1;
                 }
             }
@@ -664,6 +665,7 @@ impl Engine {
     fn local_upsert(&mut self, now: Instant, state: State) {
         let key = (state.creatorid, state.id);
         let never = Self::never_synced(&state);
+        let clock = self.cache.clock(now);
         let Some(slot) = self.cache.find(key) else {
             // Difference: no-sync states are not cached at all (the kernels keep them in
             // the state table, which the daemon does not duplicate); every later report
@@ -672,7 +674,7 @@ impl Engine {
                 return;
             }
             self.tombstones.exhume(key);
-            match self.cache.insert(Entry::new(state)) {
+            match self.cache.insert(Entry::new(state, clock)) {
                 Ok(slot) => self.enqueue(now, slot, Queue::Ins),
                 Err(_) => self.stats.cache_full += 1,
             }
@@ -687,7 +689,7 @@ impl Engine {
             self.cache.dequeue(slot);
             let e = self.cache.get_mut(slot);
             e.nosync = true;
-            e.set_state(&state);
+            e.set_state(&state, clock);
             return;
         }
         let news = Self::is_news(&e.state(), &state);
@@ -695,7 +697,7 @@ impl Engine {
             .peer_updated
             .is_some_and(|t| now.saturating_duration_since(t) < self.config.split_window);
         let queue = e.queue;
-        self.cache.get_mut(slot).set_state(&state);
+        self.cache.get_mut(slot).set_state(&state, clock);
         if !news {
             return;
         }

@@ -192,7 +192,8 @@ impl Engine {
             state.nat_rule = None;
             self.stats.rule_unbound += 1;
         }
-        let mut entry = Entry::new(state);
+        let clock = self.cache.clock(now);
+        let mut entry = Entry::new(state, clock);
         entry.peer_updated = Some(now);
         match self.cache.insert(entry) {
             Ok(slot) => {
@@ -291,16 +292,17 @@ impl Engine {
     }
 
     fn merge_into(&mut self, now: Instant, slot: u32, theirs: &State, full: bool) {
+        let clock = self.cache.clock(now);
         let entry = self.cache.get_mut(slot);
         if entry.deleted {
             // We deleted it and our DEL_C is on its way: the peer will drop it too.
             return;
         }
         entry.peer_updated = Some(now);
-        let mut merged = entry.state();
+        let mut merged = entry.state_at(clock);
         let m = merge(&mut merged, theirs, full);
         if m.changed {
-            entry.set_state(&merged);
+            entry.set_state(&merged, clock);
         }
         let (nosync, queue) = (entry.nosync, entry.queue);
         if m.changed {

@@ -1108,11 +1108,11 @@ fn a_late_copy_of_a_deleted_state_does_not_bring_it_back() {
 fn loaded_states_are_not_announced_until_they_change() {
     let mut e = engine(Dialect::FreeBsd1400);
     let s = tcp(US, 1);
-    e.load(s);
+    e.load(at(0), s);
     let mut quiet = s;
     quiet.id = 2;
     quiet.state_flags.insert(StateFlags::NOSYNC);
-    e.load(quiet);
+    e.load(at(0), quiet);
     assert_eq!(e.state_count(), 1);
     assert_eq!(e.poll_timeout(), None);
     e.handle_local(at(0), LocalChange::Update(s));

@@ -727,13 +727,16 @@ impl<K: KernelPeer> Duo<K> {
             .min()
     }
 
-    /// Runs until `stop` holds or nothing is left to do, at most `limit` of virtual
-    /// time from now.
+    /// Runs until `stop` holds, at most `limit` of virtual time from now.
     pub fn run_until(&mut self, limit: Duration, mut stop: impl FnMut(&Self) -> bool) {
         let until = self.now + limit;
         self.pump();
         while !stop(self) {
-            let Some(next) = self.next_event() else { break };
+            let Some(next) = self.next_event() else {
+                // Nothing more will happen: the time passes.
+                self.now = until;
+                break;
+            };
             if next > until {
                 self.now = until;
                 break;
