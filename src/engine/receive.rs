@@ -225,23 +225,18 @@ impl Engine {
             return;
         }
         let ack = state.state_flags.contains(StateFlags::ACK);
-        let slot = match self.cache.find((state.creatorid, state.id)) {
-            Some(slot) => {
-                // A duplicate insert (a duplicated packet, or a peer re-announcing) is
-                // ignored, as the kernels' failing import is; an ack is still owed if
-                // nothing else is queued for the state.
-                // Difference: FreeBSD counts the failed import as badact; a duplicated
-                // packet is not an error of the sender, so it is counted apart.
-                self.stats.ins_duplicate += 1;
-                if self.cache.get(slot).queue.is_some() || self.cache.get(slot).deleted {
-                    return;
-                }
-                slot
-            }
-            None => match self.import(now, state) {
-                Some(slot) => slot,
-                None => return,
-            },
+        if self.cache.find((state.creatorid, state.id)).is_some() {
+            // A duplicate insert (a duplicated packet, or a peer re-announcing) is
+            // ignored, as the kernels' failing import is, ack included: neither kernel
+            // gets to queue one (OpenBSD fails in `pf_state_import`, FreeBSD in
+            // `pf_state_insert`).
+            // Difference: FreeBSD counts the failed import as badact; a duplicated
+            // packet is not an error of the sender, so it is counted apart.
+            self.stats.ins_duplicate += 1;
+            return;
+        }
+        let Some(slot) = self.import(now, state) else {
+            return;
         };
         if ack {
             // The sender holds a packet until we acknowledge the state.

@@ -543,6 +543,17 @@ fn an_insert_asking_for_an_ack_is_acked_at_once() {
     );
     assert!(table_ops(&mut e).is_empty());
     assert_eq!(e.stats().ins_duplicate, 1);
+    // I6: a duplicate that asks for an ack gets none, as in the kernels, whose failing
+    // import never queues one (OpenBSD `pf_state_import` fails before
+    // `pfsync_insert_state`; FreeBSD `pfsync_state_import` fails in `pf_state_insert`).
+    receive(
+        &mut e,
+        at(3),
+        Dialect::FreeBsd1400,
+        &[ins(Dialect::FreeBsd1400, &s)],
+    );
+    assert!(transmits(&mut e).is_empty());
+    assert_eq!(e.stats().ins_duplicate, 2);
 }
 
 #[test]
