@@ -1359,3 +1359,34 @@ fn cached_states_reach_a_kernel_aged_by_the_time_they_waited() {
         got.expire_secs
     );
 }
+
+/// I1, its START lost: an OpenBSD kernel's first bulk packet carries BUS START and the
+/// first 5 states (`pfsync_bulk_snd_start`). Lost, the engine stays waiting for a START
+/// and asks again every 2 s; the kernel ignores every request while its bulk runs (and
+/// forgets them at the end), so no START ever comes. The engine must not give up while
+/// the bulk's states keep coming: it waits for the END, and lowers carp then, with all
+/// but the 5 states the lost packet held.
+#[test]
+fn an_openbsd_kernel_bulk_whose_start_was_lost_is_waited_for_while_it_runs() {
+    const STATES: usize = 20_000;
+    let base = std::time::Instant::now();
+    let engine = pfsyncd::engine::Engine::new(config(7, 0, Dialect::OpenBsd));
+    let kernel = OpenBsdKernel::new(0x0b5d_0007, kernel_states(7, 0x0b5d_0007, STATES));
+    let mut duo = Duo::new(base, engine, kernel);
+    duo.lose = Box::new(|way, n, _| way == Way::ToEngine && n == 0);
+    duo.engine.request_bulk(base);
+    duo.run_until(secs(300), |d| d.engine.syncok());
+    let s = duo.engine.stats();
+    assert_eq!(duo.kernel.bulk_sends_started, 1);
+    assert_eq!(
+        duo.table_at_undemote,
+        Some(STATES - 5),
+        "carp undemoted at {:?} (given up: {}, tries {})",
+        duo.undemoted_at(),
+        s.bulk_given_up,
+        s.bulk_tries
+    );
+    assert_eq!(s.bulk_completed, 1);
+    let took = duo.undemoted_at().expect("undemoted");
+    assert!(took >= secs(79), "took {took:?}");
+}

@@ -48,6 +48,13 @@ impl Engine {
                     };
                     self.stats.bulk_tries = u64::from(tries + 1);
                     self.queue_bulk_request();
+                } else if let Some(deadline) = self.bulk_still_coming(now) {
+                    // No START came, but states do: a bulk update runs whose START we
+                    // lost (OpenBSD sends it with the first states, and ignores our
+                    // requests until its bulk ends). Giving up now would lower carp
+                    // with part of it; wait for its END while it makes progress.
+                    // Difference: a kernel requester gives up here.
+                    self.bulk_request = BulkRequest::Receiving { deadline };
                 } else {
                     // As the kernels do: give up, and call ourselves in sync (we may be
                     // the only node up).
@@ -91,16 +98,32 @@ impl Engine {
         self.set_demoted(false);
     }
 
-    /// A full state record arrived: while a bulk update runs, it is the bulk's progress.
+    /// A full update arrived: while a bulk update runs, it is the bulk's progress, if it
+    /// came from the bulk's sender (or either address is unknown); other peers' updates
+    /// must not keep us waiting for a sender that went away.
     ///
     /// Difference: a fixed wait for the END (the kernels size theirs from their own
     /// state limit and pace) would cut a large table short; the wait is an idle timeout
     /// instead, and a sender that keeps sending is never asked again (an OpenBSD sender
     /// ignores requests while its bulk runs, a FreeBSD one restarts it from scratch).
     pub(super) fn bulk_progress(&mut self, now: Instant) {
+        self.last_full_record = Some(now);
+        let from_sender = match (self.bulk_sender, self.packet_source) {
+            (Some(sender), Some(source)) => sender == source,
+            _ => true,
+        };
         if let BulkRequest::Receiving { deadline } = &mut self.bulk_request {
-            *deadline = now + self.config.bulk_idle_timeout;
+            if from_sender {
+                *deadline = now + self.config.bulk_idle_timeout;
+            }
         }
+    }
+
+    /// When to stop waiting for a bulk update whose START we have not seen, if its
+    /// states still come (one arrived within the idle timeout).
+    fn bulk_still_coming(&self, now: Instant) -> Option<Instant> {
+        let deadline = self.last_full_record? + self.config.bulk_idle_timeout;
+        (deadline > now).then_some(deadline)
     }
 
     pub(super) fn in_bus(&mut self, now: Instant, bus: BusRepr) {
@@ -115,6 +138,7 @@ impl Engine {
         match bus.status {
             STATUS_START => {
                 self.stats.bus_start_received += 1;
+                self.bulk_sender = self.packet_source;
                 self.bulk_request = BulkRequest::Receiving {
                     deadline: now + self.config.bulk_idle_timeout,
                 };

@@ -383,8 +383,16 @@ pub struct Engine {
     /// The packet being handled may bind states to rules by number (see
     /// `receive.rs: rules_trusted`).
     rules_trusted: bool,
+    /// Where the packet being handled came from, if the transport said.
+    packet_source: Option<IpAddr>,
+    /// Where the BUS START of the bulk update we receive came from, if known: only its
+    /// records are that bulk's progress.
+    bulk_sender: Option<IpAddr>,
     bulk_request: BulkRequest,
     bulk_requested_at: Option<Instant>,
+    /// When the last full state record (INS, UPD) arrived: a bulk update's progress,
+    /// also one whose START we missed.
+    last_full_record: Option<Instant>,
     bulk_send: Option<bulk::BulkSend>,
     demoted: bool,
     syncok: bool,
@@ -414,8 +422,11 @@ impl Engine {
             flush_at: None,
             flush_now: false,
             rules_trusted: false,
+            packet_source: None,
+            bulk_sender: None,
             bulk_request: BulkRequest::Idle,
             bulk_requested_at: None,
+            last_full_record: None,
             bulk_send: None,
             demoted: false,
             syncok: false,

@@ -42,6 +42,7 @@ impl Engine {
         };
         let dialect = reader.dialect();
         self.rules_trusted = Self::rules_trusted(dialect, reader.header().pfcksum, &self.config);
+        self.packet_source = packet.source;
         let mut clears = Vec::new();
         for item in reader.raw_items() {
             match item {
@@ -69,6 +70,7 @@ impl Engine {
         }
         self.in_clrs(now, &mut clears);
         self.rules_trusted = false;
+        self.packet_source = None;
     }
 
     /// Whether the rule numbers of a packet's states name rules of our ruleset, as
@@ -80,7 +82,8 @@ impl Engine {
     }
 
     fn handle_message(&mut self, now: Instant, message: Message) {
-        if matches!(message, Message::Ins(_) | Message::Upd(_)) {
+        if matches!(message, Message::Upd(_)) {
+            // Bulk updates are made of full updates (INS is a new state, not a bulk's).
             self.bulk_progress(now);
         }
         match message {

@@ -1395,3 +1395,48 @@ fn a_request_during_our_bulk_update_gets_a_start_at_once() {
     assert_eq!(e.stats().bulk_starts_resent, 1);
     assert_eq!(e.stats().bulk_states_sent, 1000);
 }
+
+/// I1: only the bulk's sender's updates keep us waiting for its END; another peer's
+/// traffic must not hold carp demoted after the sender went away.
+#[test]
+fn only_the_bulk_senders_updates_renew_the_wait_for_its_end() {
+    let sender = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let other = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
+    let mut e = engine(Dialect::FreeBsd1400);
+    e.request_bulk(at(0));
+    transmits(&mut e);
+    let from = |e: &mut Engine, now, source, msgs: &[Message]| {
+        let p = packet(Dialect::FreeBsd1400, msgs);
+        e.handle_packet(
+            now,
+            Received {
+                source: Some(source),
+                ..good(&p)
+            },
+        );
+    };
+    let start = Message::Bus(BusRepr {
+        creatorid: PEER,
+        endtime: 0,
+        status: STATUS_START,
+    });
+    from(&mut e, at(10), sender, &[start]);
+    from(
+        &mut e,
+        at(5_000),
+        sender,
+        &[upd(Dialect::FreeBsd1400, &tcp(PEER, 1))],
+    );
+    from(
+        &mut e,
+        at(15_000),
+        other,
+        &[upd(Dialect::FreeBsd1400, &tcp(PEER + 1, 1))],
+    );
+    assert_eq!(e.poll_timeout(), Some(at(5_000) + super::BULK_IDLE_TIMEOUT));
+    e.handle_timeout(at(5_000) + super::BULK_IDLE_TIMEOUT);
+    assert_eq!(
+        all_messages(&transmits(&mut e)),
+        [Message::UpdReq(StateRefRepr::BULK_REQUEST)]
+    );
+}
