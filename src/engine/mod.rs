@@ -39,10 +39,17 @@
 //!   that took it in; likewise, for that time after a clear, copies of states older
 //!   than the clear that covered them are refused;
 //! - a bulk request during a bulk send we run schedules one more full pass, however
-//!   many arrive (FreeBSD restarts the send, OpenBSD ignores the request);
+//!   many arrive (FreeBSD restarts the send, OpenBSD ignores the request), sends BUS
+//!   START again at once (at most once a second), and holds the END back until that
+//!   pass is done (`bulk.rs: start_bulk_send`);
 //! - the BUS END check compares with our first request, not the latest retry;
-//! - the wait for BUS END is an idle timeout renewed by every full state record, not a
-//!   total sized from the state limit (`bulk.rs: bulk_progress`);
+//! - the wait for BUS END is an idle timeout renewed by the sender's full updates, not
+//!   a total sized from the state limit, and when no START came but a bulk's updates
+//!   do, we wait for its END rather than give up (`bulk.rs: bulk_progress`);
+//! - bulk updates go at the pace of the dialect's kernel unless configured
+//!   ([`kernel_bulk_interval`]);
+//! - records carry the age and expiry as at the time they are written (`cache.rs:
+//!   Entry::state_at`), as the kernels' export does;
 //! - no-sync states are not cached at all;
 //! - a duplicate INS is counted in `ins_duplicate`, not in `badact`;
 //! - the bulk send covers every cached state, queued or not (FreeBSD skips states with

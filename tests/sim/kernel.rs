@@ -420,6 +420,14 @@ impl KernelPeer for OpenBsdKernel {
 
 /// FreeBSD's pfsync as a bulk sender (15-era code, version 1500 records), with the
 /// pf state table it walks.
+///
+/// GUESS (a simplification, the slowest case): one queue bucket. The kernel has
+/// `pfsync_buckets` (2 × CPUs) and states hash to them (`PF_IDHASH`);
+/// `pfsync_bulk_update` stops a tick's walk when the bucket of the state it just queued
+/// is full, and the software interrupt sends every bucket pushed meanwhile, so with
+/// several buckets a little more than one packet may leave per tick. The states here
+/// have never been synced, so all pass the walk's `pfsync_time <= sc_ureq_received`
+/// test; none has a message queued.
 #[derive(Debug)]
 pub struct FreeBsdKernel {
     pub hostid: u32,
