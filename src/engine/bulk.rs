@@ -55,6 +55,7 @@ impl Engine {
                     // with part of it; wait for its END while it makes progress.
                     // Difference: a kernel requester gives up here.
                     self.bulk_request = BulkRequest::Receiving { deadline };
+                    self.bulk_sender = None;
                 } else {
                     // As the kernels do: give up, and call ourselves in sync (we may be
                     // the only node up).

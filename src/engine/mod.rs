@@ -553,6 +553,7 @@ impl Engine {
             deadline: now + self.config.bulk_retry,
         };
         self.bulk_requested_at = Some(now);
+        self.bulk_sender = None;
         self.stats.bulk_tries = 1;
         self.syncok = false;
         self.set_demoted(true);
