@@ -867,7 +867,7 @@ fn soak_many_seeds() {
             sim.reboot(n - 1);
         }
         Churn::default().run(&mut sim, secs(8));
-        // A lost BUS END costs the bulk end timeout (120 s) and a new request.
+        // A lost BUS END costs the bulk idle timeout (20 s) and a new request.
         sim.settle(secs(300));
         let rebooted = seed % 3 == 0;
         if lossy || rebooted {
