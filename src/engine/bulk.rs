@@ -151,8 +151,9 @@ impl Engine {
                 // closes someone else's, older bulk update. OpenBSD sends endtime 0,
                 // which always passes. The sender's clock truncates to seconds, hence
                 // the one second of slack.
-                // Difference: FreeBSD compares with the time of the latest retry; we
-                // compare with the first request, so an answer to any try counts.
+                // FreeBSD compares with `sc_ureq_sent`, set when the interface asks
+                // first (`pfsync_kstatus_to_softc`) and left alone by the retries of
+                // `pfsync_bulk_fail`: the first request, as here.
                 let started = now.checked_sub(Duration::from_secs(u64::from(bus.endtime)));
                 let requested = self.bulk_requested_at.unwrap_or(now);
                 let late_enough = started.is_none_or(|s| s + Duration::from_secs(1) >= requested);

@@ -42,7 +42,6 @@
 //!   many arrive (FreeBSD restarts the send, OpenBSD ignores the request), sends BUS
 //!   START again at once (at most once a second), and holds the END back until that
 //!   pass is done (`bulk.rs: start_bulk_send`);
-//! - the BUS END check compares with our first request, not the latest retry;
 //! - the wait for BUS END is an idle timeout renewed by the sender's full updates, not
 //!   a total sized from the state limit, and when no START came but a bulk's updates
 //!   do, we wait for its END rather than give up (`bulk.rs: bulk_progress`);
