@@ -1390,3 +1390,45 @@ fn an_openbsd_kernel_bulk_whose_start_was_lost_is_waited_for_while_it_runs() {
     let took = duo.undemoted_at().expect("undemoted");
     assert!(took >= secs(79), "took {took:?}");
 }
+
+/// I3 with a FreeBSD requester: it asks again every 5 s until a START comes
+/// (`pfsync_bulk_fail`), then waits 4 s + its state limit's worth of ticks for an END
+/// whose `endtime` shows a bulk that began after its first request (`pfsync_in_bus`:
+/// `time_uptime - endtime >= sc_ureq_sent`). Our BUS START lost, the START sent again
+/// at its retry and the END held back for a whole pass must still end its request
+/// with an END it accepts, and every state.
+#[test]
+fn a_lost_bus_start_to_a_freebsd_requester_ends_with_an_end_it_accepts() {
+    // 20 000 states at 3 per ms: a 6.7 s pass, longer than the requester's 5 s retry.
+    const STATES: usize = 20_000;
+    let base = std::time::Instant::now();
+    let engine = engine_with_states(base, 8, Dialect::FreeBsd1500, STATES);
+    let kernel = FreeBsdKernel::new(0x0fb5_0008, Vec::new(), base - secs(100));
+    let mut duo = Duo::new(base, engine, kernel);
+    let mut lost = false;
+    duo.lose = Box::new(move |way, _, payload| {
+        let start = way == Way::ToKernel
+            && pfsyncd::wire::PacketReader::new(payload)
+                .map(|r| {
+                    r.messages().flatten().any(|m| {
+                        matches!(m, pfsyncd::wire::Message::Bus(b)
+                            if b.status == pfsyncd::wire::msg::bus::STATUS_START)
+                    })
+                })
+                .unwrap_or(false);
+        let lose = start && !lost;
+        lost |= lose;
+        lose
+    });
+    duo.kernel.up(base);
+    duo.run_until(secs(300), |d| d.kernel.request_done.is_some());
+    let (at, by_end, got) = duo.kernel.request_done.expect("the request ended");
+    assert!(
+        by_end,
+        "the kernel gave up at {:?} after {} requests",
+        at - base,
+        duo.kernel.requests_sent
+    );
+    assert_eq!(got, STATES);
+    assert_eq!(duo.engine.stats().bulk_starts_resent, 1);
+}

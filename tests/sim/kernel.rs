@@ -418,8 +418,9 @@ impl KernelPeer for OpenBsdKernel {
 
 // ------------------------------------------------------------------ FreeBSD
 
-/// FreeBSD's pfsync as a bulk sender (15-era code, version 1500 records), with the
-/// pf state table it walks.
+/// FreeBSD's pfsync (15-era code, version 1500 records) as a bulk sender, with the pf
+/// state table it walks, and as a bulk requester (`pfsync_kstatus_to_softc`,
+/// `pfsync_bulk_fail`, `pfsync_in_bus`).
 ///
 /// GUESS (a simplification, the slowest case): one queue bucket. The kernel has
 /// `pfsync_buckets` (2 × CPUs) and states hash to them (`PF_IDHASH`);
@@ -456,6 +457,21 @@ pub struct FreeBsdKernel {
     /// States imported from the wire, with the rule `pfsync_state_import` bound each
     /// to: `Some(n)`, rule number n of our ruleset, or `None`, `V_pf_default_rule`.
     pub bound: HashMap<Key, Option<u32>>,
+    /// `V_pf_limits[PF_LIMIT_STATES].limit` (100 000 by default).
+    pub state_limit: usize,
+    /// `sc_ureq_sent`: uptime of our bulk request, 0 when none is out.
+    ureq_sent: u64,
+    /// `sc_bulk_tries`.
+    bulk_tries: u32,
+    /// `sc_bulkfail_tmo`.
+    bulkfail_tmo: Option<Instant>,
+    /// The carp demotion held while not `PFSYNCF_OK`.
+    pub demoted: bool,
+    /// When our bulk request ended, whether by a BUS END it accepted (rather than
+    /// "pretend like the transfer was ok"), and how many states it had imported.
+    pub request_done: Option<(Instant, bool, usize)>,
+    /// Our bulk requests put on the wire.
+    pub requests_sent: u32,
     sent: Vec<Vec<u8>>,
 }
 
@@ -475,7 +491,82 @@ impl FreeBsdKernel {
             pf_chksum: [0; 16],
             rcount: 0,
             bound: HashMap::new(),
+            state_limit: 100_000,
+            ureq_sent: 0,
+            bulk_tries: 0,
+            bulkfail_tmo: None,
+            demoted: false,
+            request_done: None,
+            requests_sent: 0,
             sent: Vec::new(),
+        }
+    }
+
+    /// The end of `pfsync_kstatus_to_softc` when a sync interface is set: demote carp,
+    /// request a full table (`pfsync_request_update(0, 0)`, pushed at once), note the
+    /// time in `sc_ureq_sent`, and give it 5 s (`pfsync_bulk_fail`).
+    ///
+    /// GUESS: `time_uptime` is not 0 then (0 would read as "no request out"); the
+    /// model's `boot` must be at least a second before `now`.
+    pub fn up(&mut self, now: Instant) {
+        self.demoted = true;
+        self.request_update_bulk();
+        self.ureq_sent = self.uptime(now);
+        assert!(
+            self.ureq_sent > 0,
+            "boot the model at least a second before"
+        );
+        self.bulkfail_tmo = Some(now + Duration::from_secs(5));
+    }
+
+    fn request_update_bulk(&mut self) {
+        self.requests_sent += 1;
+        let mut b = self.builder();
+        Self::push(&mut b, &Message::UpdReq(StateRefRepr::BULK_REQUEST));
+        self.sent.push(b.finish().expect("a request"));
+    }
+
+    /// `pfsync_bulk_fail`.
+    fn bulk_fail(&mut self, now: Instant) {
+        let tries = self.bulk_tries;
+        self.bulk_tries += 1;
+        if tries < MAX_BULKTRIES {
+            self.bulkfail_tmo = Some(now + Duration::from_secs(5));
+            self.request_update_bulk();
+        } else {
+            // "Pretend like the transfer was ok."
+            self.ureq_sent = 0;
+            self.bulk_tries = 0;
+            self.demoted = false;
+            self.request_done = Some((now, false, self.bound.len()));
+        }
+    }
+
+    /// `pfsync_in_bus`.
+    fn in_bus(&mut self, now: Instant, bus: &BusRepr) {
+        if self.ureq_sent == 0 {
+            return;
+        }
+        match bus.status {
+            STATUS_START => {
+                let per_packet = (self.mtu
+                    - (size::INET_TEMPLATE + size::HEADER + size::SUBHEADER))
+                    / size::FREEBSD_UNION;
+                let ticks = 4 * u64::from(self.hz) + (self.state_limit / per_packet) as u64;
+                self.bulkfail_tmo = Some(now + self.tick() * ticks as u32);
+            }
+            STATUS_END => {
+                let uptime = self.uptime(now) as i64;
+                if uptime - i64::from(bus.endtime) >= self.ureq_sent as i64 {
+                    self.ureq_sent = 0;
+                    self.bulk_tries = 0;
+                    self.bulkfail_tmo = None;
+                    self.demoted = false;
+                    self.request_done = Some((now, true, self.bound.len()));
+                }
+                // Otherwise "bad timestamp": ignored.
+            }
+            _ => {}
         }
     }
 
@@ -589,6 +680,7 @@ impl KernelPeer for FreeBsdKernel {
             match m {
                 // `pfsync_in_ureq`: id 0 / creator 0 starts (or restarts) the bulk send.
                 Message::UpdReq(r) if r.is_bulk_request() => self.bulk_start(now),
+                Message::Bus(b) => self.in_bus(now, &b),
                 // `pfsync_in_ins`, and `pfsync_in_upd` for a state we lack.
                 Message::Ins(r) | Message::Upd(r) => {
                     let Ok(s) = State::from_record(&r) else {
@@ -606,13 +698,20 @@ impl KernelPeer for FreeBsdKernel {
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        self.bulk_tmo
+        [self.bulk_tmo, self.bulkfail_tmo]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn run_timers(&mut self, now: Instant) {
         if self.bulk_tmo.is_some_and(|t| t <= now) {
             self.bulk_tmo = None;
             self.bulk_update(now);
+        }
+        if self.bulkfail_tmo.is_some_and(|t| t <= now) {
+            self.bulkfail_tmo = None;
+            self.bulk_fail(now);
         }
     }
 
