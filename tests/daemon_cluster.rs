@@ -68,6 +68,15 @@ fn whole(v: &Value) -> Value {
     v.clone()
 }
 
+/// All but the rule number, which a state from an OpenBSD node loses on the way: OpenBSD
+/// never vouches for its rule numbers, so receivers bind its states to their default
+/// rule (engine-interop-review I2).
+fn all_but_rule(v: &Value) -> Value {
+    let mut v = v.clone();
+    v["rule"] = Value::Null;
+    v
+}
+
 /// What every dialect carries: keys, peers' TCP state and sequence windows, timeout.
 fn common(v: &Value) -> Value {
     let peer = |p: &Value| {
@@ -402,7 +411,7 @@ fn a_hostile_namespace_changes_nothing() {
         .unwrap();
     c.ctl(0, "insert 200").unwrap();
     c.ctl(1, "insert 100").unwrap();
-    wait_agree(&c, &[0, 1], whole, 10);
+    wait_agree(&c, &[0, 1], all_but_rule, 10);
     let before: Vec<Synced> = (0..2).map(|i| lasting(&c, i, 30)).collect();
     // Host 3 (no daemon) floods random bytes, truncated and corrupted valid packets
     // of every dialect, to the group and to both hosts, all with TTL 255.

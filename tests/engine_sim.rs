@@ -867,7 +867,7 @@ fn soak_many_seeds() {
             sim.reboot(n - 1);
         }
         Churn::default().run(&mut sim, secs(8));
-        // A lost BUS END costs the bulk end timeout (120 s) and a new request.
+        // A lost BUS END costs the bulk idle timeout (20 s) and a new request.
         sim.settle(secs(300));
         let rebooted = seed % 3 == 0;
         if lossy || rebooted {
@@ -1023,4 +1023,412 @@ fn a_local_clear_reaches_the_peers_and_the_rest_recovers_on_the_next_change() {
         let s = sim.nodes[1].engine.stats();
         assert!(s.iacts[0] >= 1, "CLR received");
     }
+}
+
+// ---------------------------------------------------------------- kernel peers
+//
+// The engine facing a model of a kernel's pfsync (`sim/kernel.rs`, written from the
+// kernels' code: see the sources cited there), with the kernel's own timers and pacing.
+
+use sim::kernel::{Duo, FreeBsdKernel, OpenBsdKernel, Way};
+
+/// `n` states a kernel created, each with its own connection.
+fn kernel_states(seed: u64, hostid: u32, n: usize) -> Vec<State> {
+    let mut rng = sim::Rng::new(seed);
+    (1..=n as u64)
+        .map(|id| State {
+            creatorid: hostid,
+            id,
+            ..sim::random_state(&mut rng)
+        })
+        .collect()
+}
+
+/// I1: an OpenBSD kernel sends its bulk update at 5 states per 20 ms
+/// (`pfsync_bulk_snd_states`, PFSYNC_BULK_SND_IVAL_MS) and ignores requests while it
+/// runs (`pfsync_bulk_snd_start`): 200 000 states take 800 s. The engine must wait for
+/// the END without asking again, and lower carp only then, with every state.
+#[test]
+fn an_openbsd_kernel_bulk_of_200k_states_completes_before_carp_is_undemoted() {
+    const STATES: usize = 200_000;
+    let base = std::time::Instant::now();
+    let engine = pfsyncd::engine::Engine::new(config(1, 0, Dialect::OpenBsd));
+    let kernel = OpenBsdKernel::new(0x0b5d_0001, kernel_states(1, 0x0b5d_0001, STATES));
+    let mut duo = Duo::new(base, engine, kernel);
+    duo.engine.request_bulk(base);
+    duo.run_until(secs(2000), |d| d.engine.syncok());
+    let s = duo.engine.stats();
+    assert_eq!(
+        duo.kernel.requests_while_sending, 0,
+        "the engine asked again while the kernel's bulk ran ({} requests, tries {})",
+        s.bulk_requests_sent, s.bulk_tries
+    );
+    assert_eq!(duo.kernel.bulk_sends_started, 1);
+    assert_eq!(
+        duo.table_at_undemote,
+        Some(STATES),
+        "carp undemoted at {:?} with part of the table (given up: {})",
+        duo.undemoted_at(),
+        s.bulk_given_up
+    );
+    assert_eq!(s.bulk_completed, 1);
+    // 40 000 packets at 20 ms.
+    let took = duo.undemoted_at().expect("undemoted");
+    assert!(took >= secs(799) && took <= secs(801), "took {took:?}");
+}
+
+/// I1: a FreeBSD kernel restarts its bulk update on every request (`pfsync_in_ureq` →
+/// `pfsync_bulk_start`, which sends a new START and walks from the first row again),
+/// one packet of 3 states (1500 format, MTU 1500: PFSYNC_MINPKT 64 + 4 + 3 × 360 leaves
+/// less than a record) per tick. With hz 100 (the `kern.hz` many virtual machines run
+/// with; at the default 1000 the same holds from 360 000 states), 100 000 states take
+/// 333 s. The engine must not ask again while the
+/// bulk makes progress.
+#[test]
+fn a_freebsd_kernel_bulk_longer_than_two_minutes_is_not_restarted() {
+    const STATES: usize = 100_000;
+    let base = std::time::Instant::now();
+    let engine = pfsyncd::engine::Engine::new(config(2, 0, Dialect::FreeBsd1500));
+    let mut kernel = FreeBsdKernel::new(0x0fb5_0001, kernel_states(2, 0x0fb5_0001, STATES), base);
+    kernel.hz = 100;
+    let mut duo = Duo::new(base, engine, kernel);
+    duo.engine.request_bulk(base);
+    duo.run_until(secs(3000), |d| d.engine.syncok());
+    let s = duo.engine.stats();
+    assert_eq!(
+        duo.kernel.bulk_starts, 1,
+        "the kernel's bulk was restarted by the engine's requests ({} sent)",
+        s.bulk_requests_sent
+    );
+    assert_eq!(duo.kernel.bulk_ends, 1);
+    assert_eq!(duo.table_at_undemote, Some(STATES));
+    assert_eq!(s.bulk_completed, 1);
+    let took = duo.undemoted_at().expect("undemoted");
+    assert!(took >= secs(333) && took <= secs(335), "took {took:?}");
+}
+
+/// The engine with `n` states of its own, loaded as a daemon finds them at start.
+fn engine_with_states(
+    now: std::time::Instant,
+    seed: u64,
+    dialect: Dialect,
+    n: usize,
+) -> pfsyncd::engine::Engine {
+    let c = config(seed, 0, dialect);
+    let creatorid = c.creatorid;
+    let mut engine = pfsyncd::engine::Engine::new(c);
+    for s in kernel_states(seed, creatorid, n) {
+        engine.load(now, s);
+    }
+    engine
+}
+
+/// Most packets the engine put on the link towards the kernel within any `window`.
+fn busiest(duo: &Duo<OpenBsdKernel>, window: Duration) -> usize {
+    let times: Vec<Duration> = duo
+        .sent_at
+        .iter()
+        .filter(|(_, w)| *w == Way::ToKernel)
+        .map(|(t, _)| *t)
+        .collect();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t < times[i] + window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// I4: an OpenBSD kernel takes a bulk update at the pace it sends one, one packet per
+/// 20 ms (`pfsync_bulk_snd_tmo`, PFSYNC_BULK_SND_IVAL_MS); its input runs per packet
+/// from a bounded IP input queue. The engine, unconfigured, sends to OpenBSD at that
+/// pace: at most 6 packets in any 100 ms (5 at the pace, and the BUS START that goes
+/// alone before the first).
+#[test]
+fn a_bulk_update_to_an_openbsd_kernel_goes_at_its_own_pace() {
+    const STATES: usize = 2_000;
+    let base = std::time::Instant::now();
+    let engine = engine_with_states(base, 3, Dialect::OpenBsd, STATES);
+    let kernel = OpenBsdKernel::new(0x0b5d_0003, Vec::new());
+    let mut duo = Duo::new(base, engine, kernel);
+    duo.kernel.up(base);
+    duo.run_until(secs(100), |d| d.kernel.done_at.is_some());
+    let (_, got) = duo.kernel.done_at.expect("the kernel's bulk request ended");
+    assert_eq!(got, STATES);
+    let peak = busiest(&duo, Duration::from_millis(100));
+    assert!(peak <= 6, "{peak} packets within 100 ms");
+}
+
+/// I3: an OpenBSD kernel asking for a bulk update resends its request every 2 s while
+/// it has seen no BUS START (`pfsync_bulk_req_evt`, state SENT), ignores BUS END in
+/// that state, and gives up after 12 tries (~24 s), lowering carp with whatever it got.
+/// Our BUS START is lost: the engine must answer the retry with a START at once, and
+/// the kernel must end with every state.
+#[test]
+fn a_lost_bus_start_to_an_openbsd_requester_is_sent_again_at_once() {
+    // 10 000 states at 5 per 20 ms: a 40 s pass, longer than the kernel's 24 s of tries.
+    const STATES: usize = 10_000;
+    let base = std::time::Instant::now();
+    let engine = engine_with_states(base, 4, Dialect::OpenBsd, STATES);
+    let kernel = OpenBsdKernel::new(0x0b5d_0004, Vec::new());
+    let mut duo = Duo::new(base, engine, kernel);
+    let mut lost = false;
+    duo.lose = Box::new(move |way, _, payload| {
+        let start = way == Way::ToKernel
+            && pfsyncd::wire::PacketReader::new(payload)
+                .map(|r| {
+                    r.messages().flatten().any(|m| {
+                        matches!(m, pfsyncd::wire::Message::Bus(b)
+                            if b.status == pfsyncd::wire::msg::bus::STATUS_START)
+                    })
+                })
+                .unwrap_or(false);
+        let lose = start && !lost;
+        lost |= lose;
+        lose
+    });
+    duo.kernel.up(base);
+    duo.run_until(secs(300), |d| d.kernel.done_at.is_some());
+    let (at, got) = duo.kernel.done_at.expect("the kernel's bulk request ended");
+    assert_eq!(
+        got,
+        STATES,
+        "the kernel gave up at {:?} after {} requests",
+        at - base,
+        duo.kernel.requests_sent
+    );
+}
+
+/// I2: a FreeBSD kernel binds an imported state to the rule of the number it carries
+/// when the packet's header checksum equals its own ruleset's (`pfsync_input` sets
+/// PFSYNC_SI_CKSUM, `pfsync_state_import` looks the number up); otherwise to its
+/// default rule. A kernel never relays a number it got from another ruleset: its
+/// imported states are bound to the default rule and re-exported so. The engine must
+/// not relay one under its own checksum either: a state from a node with another
+/// ruleset (another checksum), or from OpenBSD (which never trusts the numbers), must
+/// reach a FreeBSD kernel whose ruleset equals ours without a rule number.
+#[test]
+fn rule_numbers_from_another_ruleset_are_not_relayed_under_our_checksum() {
+    const OURS: [u8; 16] = [0x11; 16];
+    const OTHER: [u8; 16] = [0x22; 16];
+    let base = std::time::Instant::now();
+    let mut c = config(5, 0, Dialect::FreeBsd1500);
+    c.pfcksum = OURS;
+    let engine = pfsyncd::engine::Engine::new(c);
+    // Kernel B has the ruleset we have (same checksum), 40 rules.
+    let mut kernel = FreeBsdKernel::new(0x0fb5_0005, Vec::new(), base);
+    kernel.pf_chksum = OURS;
+    kernel.rcount = 40;
+    let mut duo = Duo::new(base, engine, kernel);
+    let mut rng = sim::Rng::new(5);
+    let state = |rng: &mut sim::Rng, creatorid: u32, id: u64| State {
+        creatorid,
+        id,
+        rule: Some(7),
+        anchor: None,
+        ..sim::random_state(rng)
+    };
+    // Node A (FreeBSD, another ruleset) inserts a state matched by its rule 7, as its
+    // `pfsync_sendout` sends it: its own checksum in the header.
+    let foreign = state(&mut rng, 0x0a0a_0001, 1);
+    // Node C (FreeBSD, our ruleset) inserts one matched by our rule 7.
+    let same = state(&mut rng, 0x0c0c_0001, 1);
+    // Node D (OpenBSD) inserts one; OpenBSD's header carries no checksum.
+    let openbsd = state(&mut rng, 0x0d0d_0001, 1);
+    let packet = |dialect: Dialect, cksum: [u8; 16], s: &State| {
+        let mut b = pfsyncd::wire::PacketBuilder::new(dialect, 1500);
+        b.set_pfcksum(cksum);
+        let record = s.to_record(dialect.record_format()).0;
+        assert_eq!(
+            b.push(&pfsyncd::wire::Message::Ins(record)).unwrap(),
+            pfsyncd::wire::Pushed::Added
+        );
+        b.finish().unwrap()
+    };
+    for p in [
+        packet(Dialect::FreeBsd1500, OTHER, &foreign),
+        packet(Dialect::FreeBsd1500, OURS, &same),
+        packet(Dialect::OpenBsd, [0; 16], &openbsd),
+    ] {
+        duo.engine.handle_packet(
+            base,
+            pfsyncd::engine::Received {
+                payload: &p,
+                on_syncdev: true,
+                ttl: 255,
+                ipv6: false,
+                source: None,
+            },
+        );
+    }
+    // Kernel B comes up and asks us for everything (as `pfsync_bulk_fail`/ioctl do).
+    let request = {
+        let mut b = pfsyncd::wire::PacketBuilder::new(Dialect::FreeBsd1500, 1500);
+        b.set_pfcksum(OURS);
+        assert_eq!(
+            b.push(&pfsyncd::wire::Message::UpdReq(
+                pfsyncd::wire::msg::StateRefRepr::BULK_REQUEST,
+            ))
+            .unwrap(),
+            pfsyncd::wire::Pushed::Added
+        );
+        b.finish().unwrap()
+    };
+    duo.engine.handle_packet(
+        base,
+        pfsyncd::engine::Received {
+            payload: &request,
+            on_syncdev: true,
+            ttl: 255,
+            ipv6: false,
+            source: None,
+        },
+    );
+    duo.run_until(secs(10), |d| d.kernel.bound.len() == 3);
+    let bound = &duo.kernel.bound;
+    assert_eq!(bound.len(), 3);
+    assert_eq!(
+        bound[&(foreign.creatorid, foreign.id)],
+        None,
+        "node A's rule 7 was bound to kernel B's rule 7"
+    );
+    assert_eq!(bound[&(openbsd.creatorid, openbsd.id)], None);
+    assert_eq!(bound[&(same.creatorid, same.id)], Some(7));
+    assert_eq!(duo.engine.stats().rule_unbound, 2);
+}
+
+/// I5: kernels export a state's age and time to expiry as of the moment they write the
+/// record (`pf_state_export`: creation = now − st->creation, expire = pf_state_expires
+/// − now) and import them against their own clock (`pf_state_import`: creation =
+/// now − creation, expire from the timeout less the expire sent). A state we cached a
+/// minute ago must reach a kernel a minute older, with a minute less to live.
+#[test]
+fn cached_states_reach_a_kernel_aged_by_the_time_they_waited() {
+    let base = std::time::Instant::now();
+    let engine = pfsyncd::engine::Engine::new(config(6, 0, Dialect::OpenBsd));
+    let kernel = OpenBsdKernel::new(0x0b5d_0006, Vec::new());
+    let mut duo = Duo::new(base, engine, kernel);
+    let mut rng = sim::Rng::new(6);
+    let s = State {
+        creatorid: 0x0a0a_0006,
+        id: 1,
+        age_secs: 10,
+        expire_secs: 80,
+        ..sim::random_state(&mut rng)
+    };
+    let mut b = pfsyncd::wire::PacketBuilder::new(Dialect::OpenBsd, 1500);
+    assert_eq!(
+        b.push(&pfsyncd::wire::Message::Ins(
+            s.to_record(Dialect::OpenBsd.record_format()).0,
+        ))
+        .unwrap(),
+        pfsyncd::wire::Pushed::Added
+    );
+    let p = b.finish().unwrap();
+    duo.engine.handle_packet(
+        base,
+        pfsyncd::engine::Received {
+            payload: &p,
+            on_syncdev: true,
+            ttl: 255,
+            ipv6: false,
+            source: None,
+        },
+    );
+    // A minute later, the OpenBSD kernel comes up and asks for everything.
+    duo.run_until(secs(60), |_| false);
+    let asked = duo.now;
+    duo.kernel.up(asked);
+    duo.run_until(secs(30), |d| d.kernel.done_at.is_some());
+    let got = duo
+        .kernel
+        .states
+        .first()
+        .expect("the kernel imported the state");
+    assert!(
+        (70..=71).contains(&got.age_secs),
+        "age {} s, 60 s after it was 10 s",
+        got.age_secs
+    );
+    assert!(
+        (19..=20).contains(&got.expire_secs),
+        "expires in {} s, 60 s after it had 80 s",
+        got.expire_secs
+    );
+}
+
+/// I1, its START lost: an OpenBSD kernel's first bulk packet carries BUS START and the
+/// first 5 states (`pfsync_bulk_snd_start`). Lost, the engine stays waiting for a START
+/// and asks again every 2 s; the kernel ignores every request while its bulk runs (and
+/// forgets them at the end), so no START ever comes. The engine must not give up while
+/// the bulk's states keep coming: it waits for the END, and lowers carp then, with all
+/// but the 5 states the lost packet held.
+#[test]
+fn an_openbsd_kernel_bulk_whose_start_was_lost_is_waited_for_while_it_runs() {
+    const STATES: usize = 20_000;
+    let base = std::time::Instant::now();
+    let engine = pfsyncd::engine::Engine::new(config(7, 0, Dialect::OpenBsd));
+    let kernel = OpenBsdKernel::new(0x0b5d_0007, kernel_states(7, 0x0b5d_0007, STATES));
+    let mut duo = Duo::new(base, engine, kernel);
+    duo.lose = Box::new(|way, n, _| way == Way::ToEngine && n == 0);
+    duo.engine.request_bulk(base);
+    duo.run_until(secs(300), |d| d.engine.syncok());
+    let s = duo.engine.stats();
+    assert_eq!(duo.kernel.bulk_sends_started, 1);
+    assert_eq!(
+        duo.table_at_undemote,
+        Some(STATES - 5),
+        "carp undemoted at {:?} (given up: {}, tries {})",
+        duo.undemoted_at(),
+        s.bulk_given_up,
+        s.bulk_tries
+    );
+    assert_eq!(s.bulk_completed, 1);
+    let took = duo.undemoted_at().expect("undemoted");
+    assert!(took >= secs(79), "took {took:?}");
+}
+
+/// I3 with a FreeBSD requester: it asks again every 5 s until a START comes
+/// (`pfsync_bulk_fail`), then waits 4 s + its state limit's worth of ticks for an END
+/// whose `endtime` shows a bulk that began after its first request (`pfsync_in_bus`:
+/// `time_uptime - endtime >= sc_ureq_sent`). Our BUS START lost, the START sent again
+/// at its retry and the END held back for a whole pass must still end its request
+/// with an END it accepts, and every state.
+#[test]
+fn a_lost_bus_start_to_a_freebsd_requester_ends_with_an_end_it_accepts() {
+    // 20 000 states at 3 per ms: a 6.7 s pass, longer than the requester's 5 s retry.
+    const STATES: usize = 20_000;
+    let base = std::time::Instant::now();
+    let engine = engine_with_states(base, 8, Dialect::FreeBsd1500, STATES);
+    let kernel = FreeBsdKernel::new(0x0fb5_0008, Vec::new(), base - secs(100));
+    let mut duo = Duo::new(base, engine, kernel);
+    let mut lost = false;
+    duo.lose = Box::new(move |way, _, payload| {
+        let start = way == Way::ToKernel
+            && pfsyncd::wire::PacketReader::new(payload)
+                .map(|r| {
+                    r.messages().flatten().any(|m| {
+                        matches!(m, pfsyncd::wire::Message::Bus(b)
+                            if b.status == pfsyncd::wire::msg::bus::STATUS_START)
+                    })
+                })
+                .unwrap_or(false);
+        let lose = start && !lost;
+        lost |= lose;
+        lose
+    });
+    duo.kernel.up(base);
+    duo.run_until(secs(300), |d| d.kernel.request_done.is_some());
+    let (at, by_end, got) = duo.kernel.request_done.expect("the request ended");
+    assert!(
+        by_end,
+        "the kernel gave up at {:?} after {} requests",
+        at - base,
+        duo.kernel.requests_sent
+    );
+    assert_eq!(got, STATES);
+    assert_eq!(duo.engine.stats().bulk_starts_resent, 1);
 }

@@ -46,11 +46,12 @@ pub struct DaemonArgs {
     /// 100 for the memory table, 1000 for pf, whose every poll lists all states).
     #[arg(long, value_name = "MS")]
     pub interval: Option<u64>,
-    /// Packets per second of a bulk update we send (the kernels send one per clock
-    /// tick; a receiving pfsyncd here imports 100 000/s without loss, so the default
-    /// leaves it room).
-    #[arg(long, value_name = "PPS", default_value_t = 60_000)]
-    pub bulk_pps: u32,
+    /// Packets per second of a bulk update we send. By default, the pace of the
+    /// configured version's kernel: 50 for OpenBSD (one per 20 ms), 1000 for FreeBSD
+    /// (one per tick). A cluster of pfsyncd only can go much faster (a receiving
+    /// pfsyncd imports 100 000 states/s without loss).
+    #[arg(long, value_name = "PPS")]
+    pub bulk_pps: Option<u32>,
     /// The unprivileged user the engine process (the part that parses what peers send)
     /// runs as.
     #[arg(long, value_name = "USER", default_value = DEFAULT_USER)]
@@ -121,7 +122,7 @@ pub(super) fn options_of(
             "--interval {interval}: expected 10 to 60000 milliseconds"
         ))));
     }
-    if args.bulk_pps == 0 {
+    if args.bulk_pps == Some(0) {
         return Ok(Err(usage(
             "--bulk-pps 0: expected at least 1 packet per second",
         )));

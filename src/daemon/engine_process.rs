@@ -76,10 +76,11 @@ impl EngineProcess {
         ec.mtu = link_cfg.mtu;
         ec.ip_header_len = link_cfg.ip_header_len;
         ec.syncpeer = link_cfg.syncpeer;
-        // Bursts every millisecond; the kernels' one packet per tick would take minutes
-        // for a million states.
-        ec.bulk_interval = Duration::from_millis(1);
-        ec.bulk_burst = (options.bulk_pps as usize / 1000).max(1);
+        // Unless told otherwise, the pace of the dialect's kernel (OpenBSD's input is
+        // built for one packet per 20 ms); a pfsyncd cluster takes --bulk-pps.
+        if let Some(pps) = options.bulk_pps {
+            ec.set_bulk_pps(pps);
+        }
         let mut engine = Engine::new(ec);
         let now = Instant::now();
         if link_open {

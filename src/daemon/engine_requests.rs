@@ -162,6 +162,7 @@ fn stats_json(d: &EngineProcess, r: &ParentReport, now: Instant) -> Value {
             "completed": st.bulk_completed,
             "given_up": st.bulk_given_up,
             "last_duration_ms": st.bulk_last_duration_ms,
+            "starts_resent": st.bulk_starts_resent,
         },
         "engine": {
             "stale": st.stale,
@@ -170,6 +171,7 @@ fn stats_json(d: &EngineProcess, r: &ParentReport, now: Instant) -> Value {
             "req_overflow": st.req_overflow,
             "cache_full": st.cache_full,
             "lost_fields": st.lost_fields,
+            "rule_unbound": st.rule_unbound,
         },
         "table": {
             "imported": t.imported, "updated": t.updated, "removed": t.removed,
@@ -205,6 +207,11 @@ fn stats_text(d: &EngineProcess, r: &ParentReport, now: Instant) -> String {
     line(&mut s, st.badval, "states discarded for bad values");
     line(&mut s, st.stale, "stale states");
     line(&mut s, st.badstate, "failed state lookup/inserts");
+    line(
+        &mut s,
+        st.rule_unbound,
+        "states taken without the rule numbers of another ruleset",
+    );
     line(&mut s, st.opackets, "packets sent (IPv4)");
     line(&mut s, st.opackets6, "packets sent (IPv6)");
     line(&mut s, st.onomem, "send failed due to mbuf memory error");
@@ -219,6 +226,11 @@ fn stats_text(d: &EngineProcess, r: &ParentReport, now: Instant) -> String {
         "bulk updates received to completion",
     );
     line(&mut s, st.bulk_given_up, "bulk updates given up");
+    line(
+        &mut s,
+        st.bulk_starts_resent,
+        "bulk update starts sent again for a late request",
+    );
     let t = &r.table;
     let _ = writeln!(s, "table:");
     line(&mut s, t.imported, "states imported");

@@ -55,8 +55,9 @@ pub struct Options {
     pub table: TableChoice,
     /// How often the table is asked for its changes.
     pub table_interval: Duration,
-    /// Packets per second of a bulk update we send (the kernels send one per tick).
-    pub bulk_pps: u32,
+    /// Packets per second of a bulk update we send; `None`: the pace of the dialect's
+    /// kernel.
+    pub bulk_pps: Option<u32>,
     /// Detach from the terminal and log to syslog once started.
     pub detach: bool,
     /// The pidfile, locked for the daemon's life.

@@ -26,7 +26,14 @@ pub(super) struct BulkSend {
     sent: u64,
     /// A request arrived during this pass: one more full pass follows it.
     run_again: bool,
+    /// When we last sent BUS START for this bulk update.
+    start_sent: Instant,
 }
+
+/// Least time between two BUS STARTs of one bulk update: a flood of requests costs one
+/// START per this, as the kernels' requesters resend theirs every 2 s (OpenBSD) or 5 s
+/// (FreeBSD).
+const START_RESEND_GAP: Duration = Duration::from_secs(1);
 
 impl Engine {
     // ------------------------------------------------------------ our bulk request
@@ -41,6 +48,14 @@ impl Engine {
                     };
                     self.stats.bulk_tries = u64::from(tries + 1);
                     self.queue_bulk_request();
+                } else if let Some(deadline) = self.bulk_still_coming(now) {
+                    // No START came, but states do: a bulk update runs whose START we
+                    // lost (OpenBSD sends it with the first states, and ignores our
+                    // requests until its bulk ends). Giving up now would lower carp
+                    // with part of it; wait for its END while it makes progress.
+                    // Difference: a kernel requester gives up here.
+                    self.bulk_request = BulkRequest::Receiving { deadline };
+                    self.bulk_sender = None;
                 } else {
                     // As the kernels do: give up, and call ourselves in sync (we may be
                     // the only node up).
@@ -48,9 +63,11 @@ impl Engine {
                 }
             }
             BulkRequest::Receiving { deadline } if deadline <= now => {
-                // The bulk update started but its END never came (lost, or the sender
-                // went away). As FreeBSD does, ask again while tries remain (OpenBSD
-                // asks once more but marks itself done anyway).
+                // The bulk update started but stopped coming without an END (lost, or
+                // the sender went away): the sender is not mid-bulk any more, so a new
+                // request starts a new one, also on OpenBSD. As FreeBSD does, ask again
+                // while tries remain (OpenBSD asks once more but marks itself done
+                // anyway).
                 let tries = u32::try_from(self.stats.bulk_tries).unwrap_or(u32::MAX);
                 if tries < self.config.bulk_max_tries {
                     self.bulk_request = BulkRequest::Waiting {
@@ -82,6 +99,34 @@ impl Engine {
         self.set_demoted(false);
     }
 
+    /// A full update arrived: while a bulk update runs, it is the bulk's progress, if it
+    /// came from the bulk's sender (or either address is unknown); other peers' updates
+    /// must not keep us waiting for a sender that went away.
+    ///
+    /// Difference: a fixed wait for the END (the kernels size theirs from their own
+    /// state limit and pace) would cut a large table short; the wait is an idle timeout
+    /// instead, and a sender that keeps sending is never asked again (an OpenBSD sender
+    /// ignores requests while its bulk runs, a FreeBSD one restarts it from scratch).
+    pub(super) fn bulk_progress(&mut self, now: Instant) {
+        self.last_full_record = Some(now);
+        let from_sender = match (self.bulk_sender, self.packet_source) {
+            (Some(sender), Some(source)) => sender == source,
+            _ => true,
+        };
+        if let BulkRequest::Receiving { deadline } = &mut self.bulk_request {
+            if from_sender {
+                *deadline = now + self.config.bulk_idle_timeout;
+            }
+        }
+    }
+
+    /// When to stop waiting for a bulk update whose START we have not seen, if its
+    /// states still come (one arrived within the idle timeout).
+    fn bulk_still_coming(&self, now: Instant) -> Option<Instant> {
+        let deadline = self.last_full_record? + self.config.bulk_idle_timeout;
+        (deadline > now).then_some(deadline)
+    }
+
     pub(super) fn in_bus(&mut self, now: Instant, bus: BusRepr) {
         let waiting = matches!(
             self.bulk_request,
@@ -94,8 +139,9 @@ impl Engine {
         match bus.status {
             STATUS_START => {
                 self.stats.bus_start_received += 1;
+                self.bulk_sender = self.packet_source;
                 self.bulk_request = BulkRequest::Receiving {
-                    deadline: now + self.config.bulk_end_timeout,
+                    deadline: now + self.config.bulk_idle_timeout,
                 };
             }
             STATUS_END => {
@@ -105,8 +151,9 @@ impl Engine {
                 // closes someone else's, older bulk update. OpenBSD sends endtime 0,
                 // which always passes. The sender's clock truncates to seconds, hence
                 // the one second of slack.
-                // Difference: FreeBSD compares with the time of the latest retry; we
-                // compare with the first request, so an answer to any try counts.
+                // FreeBSD compares with `sc_ureq_sent`, set when the interface asks
+                // first (`pfsync_kstatus_to_softc`) and left alone by the retries of
+                // `pfsync_bulk_fail`: the first request, as here.
                 let started = now.checked_sub(Duration::from_secs(u64::from(bus.endtime)));
                 let requested = self.bulk_requested_at.unwrap_or(now);
                 let late_enough = started.is_none_or(|s| s + Duration::from_secs(1) >= requested);
@@ -126,14 +173,26 @@ impl Engine {
     ///
     /// Difference: a request arriving while we send one neither restarts it (FreeBSD)
     /// nor is ignored (OpenBSD): one more full pass follows the running one, however
-    /// many requests came. A flood of requests then costs one flag, every requester gets
-    /// a complete pass ending in a BUS END it accepts, and the running pass ends.
+    /// many requests came, and BUS START goes out again at once. The kernels' requesters
+    /// ask again only when they saw no START (OpenBSD every 2 s in its SENT state, where
+    /// it also ignores BUS END, and gives up after 12 tries; FreeBSD every 5 s), so a
+    /// request during our pass means our START was lost, or a requester came up
+    /// meanwhile; either way it needs a START now and a whole pass after it. The END of
+    /// the running pass is therefore held back: the walk goes on into the next pass,
+    /// and the one END comes after it, so no requester takes the end of a pass it saw
+    /// only part of for the end of its bulk. A flood of requests costs one flag and one
+    /// START per second.
     pub(super) fn start_bulk_send(&mut self, now: Instant) {
         if let Some(running) = self.bulk_send.as_mut() {
             if !running.run_again {
                 running.run_again = true;
             } else {
                 self.stats.bulk_requests_coalesced += 1;
+            }
+            if now.saturating_duration_since(running.start_sent) >= START_RESEND_GAP {
+                running.start_sent = now;
+                self.stats.bulk_starts_resent += 1;
+                self.send_bus_start(now);
             }
             return;
         }
@@ -145,16 +204,21 @@ impl Engine {
             next_at: now,
             sent: 0,
             run_again: false,
+            start_sent: now,
         });
         self.cache.set_append_only(true);
         self.events.push_back(Event::BulkSendStarted);
-        // BUS START goes out at once, in its own packet, as FreeBSD sends it (OpenBSD
-        // sends an empty table's bulk as a lone END; START then END is as good).
+        self.send_bus_start(now);
+        self.bulk_send_burst(now);
+    }
+
+    /// BUS START, at once and in its own packet, as FreeBSD sends it (OpenBSD sends an
+    /// empty table's bulk as a lone END; START then END is as good).
+    fn send_bus_start(&mut self, now: Instant) {
         let mut builder = self.new_builder();
         let start = self.bus_message(now, STATUS_START, now);
         self.push(&mut builder, &start);
         self.finish_packet(&mut builder);
-        self.bulk_send_burst(now);
     }
 
     fn bus_message(&self, now: Instant, status: u8, started: Instant) -> Message {
@@ -171,6 +235,7 @@ impl Engine {
             return;
         };
         let format = self.config.dialect.record_format();
+        let clock = self.cache.clock(now);
         let mut builder = self.new_builder();
         let mut packets = 0;
         loop {
@@ -189,7 +254,7 @@ impl Engine {
                 bulk.next += 1;
                 continue;
             }
-            let state = e.state();
+            let state = e.state_at(clock);
             let message = self.record_of(&state, format);
             match builder.push(&message) {
                 Ok(Pushed::Added) => {
@@ -213,6 +278,22 @@ impl Engine {
             self.bulk_send = Some(bulk);
             return;
         }
+        if bulk.run_again {
+            // Someone asked during this pass: the walk starts over without an END (see
+            // `start_bulk_send`), and the END's endtime counts from the new pass, which
+            // began after every request it answers.
+            self.finish_packet(&mut builder);
+            self.bulk_send = Some(BulkSend {
+                next: 0,
+                end: self.cache.slot_count(),
+                extended: false,
+                started: now,
+                next_at: now + self.config.bulk_interval,
+                run_again: false,
+                ..bulk
+            });
+            return;
+        }
         // The last records and BUS END share a packet when they fit.
         self.cache.set_append_only(false);
         let end = self.bus_message(now, STATUS_END, bulk.started);
@@ -222,8 +303,5 @@ impl Engine {
         self.stats.bulk_states_sent += bulk.sent;
         self.events
             .push_back(Event::BulkSendDone { states: bulk.sent });
-        if bulk.run_again {
-            self.start_bulk_send(now);
-        }
     }
 }

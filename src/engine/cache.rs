@@ -76,13 +76,18 @@ pub struct Entry {
     pub nosync: bool,
     /// Deleted locally; kept until its DEL_C is sent.
     pub deleted: bool,
+    /// When the stored age and expiry were true, on the cache's clock
+    /// ([`Cache::clock`]): a record written later ages them by the time since.
+    stamp: u32,
 }
 
 impl Entry {
-    /// A new entry, in no queue.
-    pub fn new(state: State) -> Entry {
+    /// A new entry, in no queue, its age and expiry true at `stamp` (see
+    /// [`Cache::clock`]).
+    pub fn new(state: State, stamp: u32) -> Entry {
         Entry {
             key: (state.creatorid, state.id),
+            stamp,
             packed: pack(&state),
             peer_updated: None,
             prev: NIL,
@@ -103,11 +108,23 @@ impl Entry {
         compact::decode(&self.packed).expect("a state the engine packed")
     }
 
-    /// Replaces the state (of the same key). An update mostly moves sequence numbers
-    /// and counters, so the new encoding usually has the old one's length and is
-    /// written in place, without an allocation.
-    pub fn set_state(&mut self, state: &State) {
+    /// The state as it is at `clock` (see [`Cache::clock`]): older, and nearer its
+    /// expiry, by the time since it was stored, as a kernel's `pf_state_export` writes
+    /// them from its absolute creation and expiry times.
+    pub fn state_at(&self, clock: u32) -> State {
+        let mut state = self.state();
+        let waited = clock.saturating_sub(self.stamp);
+        state.age_secs = state.age_secs.saturating_add(waited);
+        state.expire_secs = state.expire_secs.saturating_sub(waited);
+        state
+    }
+
+    /// Replaces the state (of the same key), its age and expiry true at `stamp`. An
+    /// update mostly moves sequence numbers and counters, so the new encoding usually
+    /// has the old one's length and is written in place, without an allocation.
+    pub fn set_state(&mut self, state: &State, stamp: u32) {
         debug_assert_eq!(self.key, (state.creatorid, state.id));
+        self.stamp = stamp;
         SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
             compact::encode(state, scratch);
@@ -162,6 +179,8 @@ pub struct Cache {
     /// New states take new slots (at the end), not freed ones: a walk in slot order
     /// then meets every state added during it.
     append_only: bool,
+    /// What entries' stamps count from: the first instant the clock was read at.
+    epoch: Option<Instant>,
 }
 
 impl Cache {
@@ -178,7 +197,15 @@ impl Cache {
             // Slot numbers are u32 and NIL is reserved.
             limit: limit.min(NIL as usize - 1),
             append_only: false,
+            epoch: None,
         }
+    }
+
+    /// Whole seconds from the cache's epoch to `now`: what entries are stamped with.
+    /// Four bytes per state, where an `Instant` would take sixteen.
+    pub fn clock(&mut self, now: Instant) -> u32 {
+        let epoch = *self.epoch.get_or_insert(now);
+        u32::try_from(now.saturating_duration_since(epoch).as_secs()).unwrap_or(u32::MAX)
     }
 
     /// Number of states.
@@ -402,7 +429,7 @@ mod test {
     fn queues_move_states_in_constant_time() {
         let mut c = cache(10);
         let slots: Vec<u32> = (1..=4)
-            .map(|i| c.insert(Entry::new(state(i))).unwrap())
+            .map(|i| c.insert(Entry::new(state(i), 0)).unwrap())
             .collect();
         for &s in &slots {
             c.enqueue(s, Queue::UpdC);
@@ -417,15 +444,15 @@ mod test {
         assert_eq!(c.queue_len(Queue::UpdC), 1);
         assert_eq!(c.len(), 3);
         // A freed slot is reused.
-        let again = c.insert(Entry::new(state(9))).unwrap();
+        let again = c.insert(Entry::new(state(9), 0)).unwrap();
         assert_eq!(again, slots[3]);
     }
 
     #[test]
     fn the_limit_is_kept() {
         let mut c = cache(1);
-        c.insert(Entry::new(state(1))).unwrap();
-        assert_eq!(c.insert(Entry::new(state(2))).unwrap_err(), CacheFull);
+        c.insert(Entry::new(state(1), 0)).unwrap();
+        assert_eq!(c.insert(Entry::new(state(2), 0)).unwrap_err(), CacheFull);
     }
 
     #[test]
@@ -433,7 +460,7 @@ mod test {
         let mut c = cache(10_000);
         let n = 3 * CHUNK as u64 + 5;
         for i in 0..n {
-            let slot = c.insert(Entry::new(state(i))).unwrap();
+            let slot = c.insert(Entry::new(state(i), 0)).unwrap();
             assert_eq!(u64::from(slot), i);
         }
         assert_eq!(c.slot_count() as u64, n);

@@ -39,12 +39,24 @@
 //!   that took it in; likewise, for that time after a clear, copies of states older
 //!   than the clear that covered them are refused;
 //! - a bulk request during a bulk send we run schedules one more full pass, however
-//!   many arrive (FreeBSD restarts the send, OpenBSD ignores the request);
-//! - the BUS END check compares with our first request, not the latest retry;
+//!   many arrive (FreeBSD restarts the send, OpenBSD ignores the request), sends BUS
+//!   START again at once (at most once a second), and holds the END back until that
+//!   pass is done (`bulk.rs: start_bulk_send`);
+//! - the wait for BUS END is an idle timeout renewed by the sender's full updates, not
+//!   a total sized from the state limit, and when no START came but a bulk's updates
+//!   do, we wait for its END rather than give up (`bulk.rs: bulk_progress`);
+//! - bulk updates go at the pace of the dialect's kernel unless configured
+//!   ([`kernel_bulk_interval`]);
+//! - records carry the age and expiry as at the time they are written (`cache.rs:
+//!   Entry::state_at`), as the kernels' export does;
 //! - no-sync states are not cached at all;
 //! - a duplicate INS is counted in `ins_duplicate`, not in `badact`;
 //! - the bulk send covers every cached state, queued or not (FreeBSD skips states with
 //!   a pending message), and BUS END shares the last records' packet when it fits;
+//! - a peer's state is cached and imported without its rule numbers unless its packet
+//!   carries our ruleset checksum in a FreeBSD header (`receive.rs: rules_trusted`), so
+//!   we never relay a number from another ruleset under our checksum;
+//! - a peer's id 0 is refused (`receive.rs: refused_key`);
 //! - the merge is OpenBSD's (`merge.rs`): FreeBSD's re-copy of the message's dst peer
 //!   when one side is stale is not reproduced;
 //! - no deferral: we never set the ACK flag, and an INS_ACK releases nothing (we do
@@ -88,6 +100,26 @@ pub const PFSYNC_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 240);
 /// The IPv6 multicast group FreeBSD 14+ sends to over IPv6 (`ff12::f0`).
 pub const PFSYNC_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff12, 0, 0, 0, 0, 0, 0, 0xf0);
 
+/// How long a running bulk update may stay silent. The kernels pace their senders at
+/// one packet per 20 ms (OpenBSD `pfsync_bulk_snd_tmo`) or per clock tick (FreeBSD
+/// `pfsync_bulk_update`); their requesters wait at least 4 s for the whole bulk
+/// (`pfsync_bulk_req_nstate_bulk`, FreeBSD `pfsync_in_bus`). A sender silent this long has
+/// gone away or lost the END.
+pub const BULK_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The pause between the packets of a bulk update the kernel speaking `dialect` sends,
+/// and so the pace its input is built for: OpenBSD one packet per 20 ms
+/// (`PFSYNC_BULK_SND_IVAL_MS`, `pfsync_bulk_snd_tmo`), FreeBSD one per clock tick
+/// (`pfsync_bulk_update` re-arms its callout with 1 tick; 1 ms at the default hz 1000).
+pub fn kernel_bulk_interval(dialect: Dialect) -> Duration {
+    match dialect {
+        Dialect::OpenBsd => Duration::from_millis(20),
+        Dialect::FreeBsd1301 | Dialect::FreeBsd1400 | Dialect::FreeBsd1500 => {
+            Duration::from_millis(1)
+        }
+    }
+}
+
 /// Engine settings. [`Config::new`] and [`Config::random`] give the kernels' defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -114,12 +146,19 @@ pub struct Config {
     /// How many times our bulk request is sent in all before we give up and call
     /// ourselves in sync.
     pub bulk_max_tries: u32,
-    /// How long a bulk update may take once the peer announced its start.
-    pub bulk_end_timeout: Duration,
+    /// How long a bulk update the peer announced may go without a full state record
+    /// before we ask again: an idle timeout, refreshed by every state the bulk brings,
+    /// so that a kernel sender's pace (OpenBSD: 5 states per 20 ms) never cuts a large
+    /// table short.
+    pub bulk_idle_timeout: Duration,
     /// Pause between bursts of a bulk update we send.
     pub bulk_interval: Duration,
     /// Packets per burst of a bulk update we send.
     pub bulk_burst: usize,
+    /// The bulk pace was set ([`set_bulk_pps`](Self::set_bulk_pps)): it stays when the
+    /// dialect changes. Otherwise it is the dialect's kernel's
+    /// ([`kernel_bulk_interval`]).
+    pub bulk_pace_set: bool,
     /// Most states the cache holds; beyond, states are counted and not synced.
     pub max_states: usize,
     /// Most update requests waiting to be sent.
@@ -138,7 +177,8 @@ pub struct Config {
 impl Config {
     /// The kernels' defaults for `dialect`, with a configured `creatorid`: MTU 1500,
     /// maxupd 128, 1 s batching, 2 s split window, bulk request retried every 2 s
-    /// (OpenBSD) or 5 s (FreeBSD), 12 tries in all.
+    /// (OpenBSD) or 5 s (FreeBSD), 12 tries in all, bulk updates sent at the pace of
+    /// the dialect's kernel.
     ///
     /// The hash key is a fixed one, which makes runs reproducible but lets whoever reads
     /// this source aim inserts at one bucket: a daemon sets [`hash_key`](Self::hash_key)
@@ -159,9 +199,10 @@ impl Config {
             split_window: Duration::from_secs(2),
             bulk_retry,
             bulk_max_tries: 12,
-            bulk_end_timeout: Duration::from_secs(120),
-            bulk_interval: Duration::from_millis(1),
+            bulk_idle_timeout: BULK_IDLE_TIMEOUT,
+            bulk_interval: kernel_bulk_interval(dialect),
             bulk_burst: 1,
+            bulk_pace_set: false,
             max_states: 10_000_000,
             max_pending_requests: 4096,
             pfcksum: [0; 16],
@@ -169,6 +210,21 @@ impl Config {
             tombstone_ttl: Duration::from_secs(5),
             max_tombstones: 65_536,
         }
+    }
+
+    /// Paces our bulk updates at `pps` packets per second, whatever the dialect:
+    /// bursts every millisecond from 1000 packets per second up, single packets spaced
+    /// out below.
+    pub fn set_bulk_pps(&mut self, pps: u32) {
+        let pps = pps.max(1);
+        if pps >= 1000 {
+            self.bulk_interval = Duration::from_millis(1);
+            self.bulk_burst = pps as usize / 1000;
+        } else {
+            self.bulk_interval = Duration::from_secs(1) / pps;
+            self.bulk_burst = 1;
+        }
+        self.bulk_pace_set = true;
     }
 
     /// The defaults with a random creator id and hash key, from 32 bytes the caller drew
@@ -305,7 +361,7 @@ pub enum BulkRequest {
     },
     /// A peer is sending it.
     Receiving {
-        /// When we stop waiting for its end.
+        /// When we stop waiting for its end, unless more of it comes first.
         deadline: Instant,
     },
     /// Done (complete, or given up).
@@ -330,8 +386,19 @@ pub struct Engine {
     flush_at: Option<Instant>,
     /// Something asked for an immediate send: flush at the end of this input.
     flush_now: bool,
+    /// The packet being handled may bind states to rules by number (see
+    /// `receive.rs: rules_trusted`).
+    rules_trusted: bool,
+    /// Where the packet being handled came from, if the transport said.
+    packet_source: Option<IpAddr>,
+    /// Where the BUS START of the bulk update we receive came from, if known: only its
+    /// records are that bulk's progress.
+    bulk_sender: Option<IpAddr>,
     bulk_request: BulkRequest,
     bulk_requested_at: Option<Instant>,
+    /// When the last full state record (INS, UPD) arrived: a bulk update's progress,
+    /// also one whose START we missed.
+    last_full_record: Option<Instant>,
     bulk_send: Option<bulk::BulkSend>,
     demoted: bool,
     syncok: bool,
@@ -360,8 +427,12 @@ impl Engine {
             send_bulk_request: false,
             flush_at: None,
             flush_now: false,
+            rules_trusted: false,
+            packet_source: None,
+            bulk_sender: None,
             bulk_request: BulkRequest::Idle,
             bulk_requested_at: None,
+            last_full_record: None,
             bulk_send: None,
             demoted: false,
             syncok: false,
@@ -481,6 +552,7 @@ impl Engine {
             deadline: now + self.config.bulk_retry,
         };
         self.bulk_requested_at = Some(now);
+        self.bulk_sender = None;
         self.stats.bulk_tries = 1;
         self.syncok = false;
         self.set_demoted(true);
@@ -512,6 +584,10 @@ impl Engine {
     pub fn reconfigure(&mut self, now: Instant, link: LinkSettings) {
         self.flush(now);
         self.config.dialect = link.dialect;
+        if !self.config.bulk_pace_set {
+            self.config.bulk_interval = kernel_bulk_interval(link.dialect);
+            self.config.bulk_burst = 1;
+        }
         self.config.mtu = link.mtu;
         self.config.ip_header_len = link.ip_header_len;
         self.config.maxupd = link.maxupd;
@@ -559,15 +635,16 @@ impl Engine {
     /// it: as in the kernels, a state is announced when it is created, and states that
     /// existed before reach the peers through their bulk requests and our later updates
     /// (or [`send_bulk`](Self::send_bulk)). Call before the first input; a state already
-    /// cached is replaced.
-    pub fn load(&mut self, state: State) {
+    /// cached is replaced. `now` is when the state's age and expiry were read.
+    pub fn load(&mut self, now: Instant, state: State) {
         if Self::never_synced(&state) {
             return;
         }
+        let clock = self.cache.clock(now);
         match self.cache.find((state.creatorid, state.id)) {
-            Some(slot) => self.cache.get_mut(slot).set_state(&state),
+            Some(slot) => self.cache.get_mut(slot).set_state(&state, clock),
             None => {
-                if self.cache.insert(Entry::new(state)).is_err() {
+                if self.cache.insert(Entry::new(state, clock)).is_err() {
                     self.stats.cache_full += 1;
                 }
             }
@@ -606,6 +683,7 @@ impl Engine {
     fn local_upsert(&mut self, now: Instant, state: State) {
         let key = (state.creatorid, state.id);
         let never = Self::never_synced(&state);
+        let clock = self.cache.clock(now);
         let Some(slot) = self.cache.find(key) else {
             // Difference: no-sync states are not cached at all (the kernels keep them in
             // the state table, which the daemon does not duplicate); every later report
@@ -614,7 +692,7 @@ impl Engine {
                 return;
             }
             self.tombstones.exhume(key);
-            match self.cache.insert(Entry::new(state)) {
+            match self.cache.insert(Entry::new(state, clock)) {
                 Ok(slot) => self.enqueue(now, slot, Queue::Ins),
                 Err(_) => self.stats.cache_full += 1,
             }
@@ -629,7 +707,7 @@ impl Engine {
             self.cache.dequeue(slot);
             let e = self.cache.get_mut(slot);
             e.nosync = true;
-            e.set_state(&state);
+            e.set_state(&state, clock);
             return;
         }
         let news = Self::is_news(&e.state(), &state);
@@ -637,7 +715,7 @@ impl Engine {
             .peer_updated
             .is_some_and(|t| now.saturating_duration_since(t) < self.config.split_window);
         let queue = e.queue;
-        self.cache.get_mut(slot).set_state(&state);
+        self.cache.get_mut(slot).set_state(&state, clock);
         if !news {
             return;
         }

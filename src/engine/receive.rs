@@ -11,7 +11,7 @@ use super::merge::merge;
 use super::{Engine, Received, TableOp, ACTIONS};
 use crate::state::{Peer, State, StateFlags, Timeout};
 use crate::wire::msg::{ClrRepr, StateRefRepr, UpdCRepr};
-use crate::wire::{Message, PacketReader, RawItem};
+use crate::wire::{Dialect, Message, PacketReader, RawItem};
 
 impl Engine {
     /// Handles a packet from the sync link.
@@ -41,6 +41,8 @@ impl Engine {
             }
         };
         let dialect = reader.dialect();
+        self.rules_trusted = Self::rules_trusted(dialect, reader.header().pfcksum, &self.config);
+        self.packet_source = packet.source;
         let mut clears = Vec::new();
         for item in reader.raw_items() {
             match item {
@@ -67,9 +69,23 @@ impl Engine {
             }
         }
         self.in_clrs(now, &mut clears);
+        self.rules_trusted = false;
+        self.packet_source = None;
+    }
+
+    /// Whether the rule numbers of a packet's states name rules of our ruleset, as
+    /// FreeBSD decides it (`pfsync_input`: PFSYNC_SI_CKSUM when the header's checksum
+    /// equals `pf_status.pf_chksum`). OpenBSD never trusts them (`pfsync_in_ins` and
+    /// `pfsync_in_upd` import with PFSYNC_SI_PFSYNC only), and sends no checksum.
+    fn rules_trusted(dialect: Dialect, pfcksum: [u8; 16], config: &super::Config) -> bool {
+        dialect != Dialect::OpenBsd && pfcksum == config.pfcksum
     }
 
     fn handle_message(&mut self, now: Instant, message: Message) {
+        if matches!(message, Message::Upd(_)) {
+            // Bulk updates are made of full updates (INS is a new state, not a bulk's).
+            self.bulk_progress(now);
+        }
         match message {
             Message::Clr(c) => self.in_clrs(now, &mut vec![c]),
             Message::Ins(r) => match State::from_record(&r) {
@@ -141,9 +157,21 @@ impl Engine {
         }
     }
 
-    fn import(&mut self, now: Instant, mut state: State) -> Option<u32> {
-        if state.creatorid == 0 {
+    /// A key no peer may name: creator 0 (both kernels' imports refuse it) or id 0.
+    ///
+    /// Difference: the kernels import a peer's id 0. We refuse it, with anything that
+    /// names it, because the table's kill by id 0 is a kill of every state on both
+    /// kernels (FreeBSD `pf_killstates`, OpenBSD `DIOCKILLSTATES` scan when the id is 0).
+    fn refused_key(&mut self, creatorid: u32, id: u64) -> bool {
+        let refused = creatorid == 0 || id == 0;
+        if refused {
             self.stats.badstate += 1;
+        }
+        refused
+    }
+
+    fn import(&mut self, now: Instant, mut state: State) -> Option<u32> {
+        if self.refused_key(state.creatorid, state.id) {
             return None;
         }
         if self.tombstones.contains((state.creatorid, state.id), now) {
@@ -158,7 +186,17 @@ impl Engine {
         }
         // The flag asks the receiver for an INS_ACK; it means nothing in our table.
         state.state_flags.remove(StateFlags::ACK);
-        let mut entry = Entry::new(state);
+        if !self.rules_trusted && (state.rule, state.anchor, state.nat_rule) != (None, None, None) {
+            // The numbers name rules of the sender's ruleset, not ours: bound to the
+            // default rule, as the kernels bind such a state, the state is neither
+            // imported with them nor relayed with them under our checksum.
+            state.rule = None;
+            state.anchor = None;
+            state.nat_rule = None;
+            self.stats.rule_unbound += 1;
+        }
+        let clock = self.cache.clock(now);
+        let mut entry = Entry::new(state, clock);
         entry.peer_updated = Some(now);
         match self.cache.insert(entry) {
             Ok(slot) => {
@@ -186,24 +224,22 @@ impl Engine {
     }
 
     fn in_ins(&mut self, now: Instant, state: State) {
+        if self.refused_key(state.creatorid, state.id) {
+            return;
+        }
         let ack = state.state_flags.contains(StateFlags::ACK);
-        let slot = match self.cache.find((state.creatorid, state.id)) {
-            Some(slot) => {
-                // A duplicate insert (a duplicated packet, or a peer re-announcing) is
-                // ignored, as the kernels' failing import is; an ack is still owed if
-                // nothing else is queued for the state.
-                // Difference: FreeBSD counts the failed import as badact; a duplicated
-                // packet is not an error of the sender, so it is counted apart.
-                self.stats.ins_duplicate += 1;
-                if self.cache.get(slot).queue.is_some() || self.cache.get(slot).deleted {
-                    return;
-                }
-                slot
-            }
-            None => match self.import(now, state) {
-                Some(slot) => slot,
-                None => return,
-            },
+        if self.cache.find((state.creatorid, state.id)).is_some() {
+            // A duplicate insert (a duplicated packet, or a peer re-announcing) is
+            // ignored, as the kernels' failing import is, ack included: neither kernel
+            // gets to queue one (OpenBSD fails in `pf_state_import`, FreeBSD in
+            // `pf_state_insert`).
+            // Difference: FreeBSD counts the failed import as badact; a duplicated
+            // packet is not an error of the sender, so it is counted apart.
+            self.stats.ins_duplicate += 1;
+            return;
+        }
+        let Some(slot) = self.import(now, state) else {
+            return;
         };
         if ack {
             // The sender holds a packet until we acknowledge the state.
@@ -213,6 +249,9 @@ impl Engine {
     }
 
     fn in_upd(&mut self, now: Instant, state: State) {
+        if self.refused_key(state.creatorid, state.id) {
+            return;
+        }
         match self.cache.find((state.creatorid, state.id)) {
             None => {
                 self.import(now, state);
@@ -222,6 +261,9 @@ impl Engine {
     }
 
     fn in_upd_c(&mut self, now: Instant, upd: &UpdCRepr) {
+        if self.refused_key(upd.creatorid, upd.id) {
+            return;
+        }
         let key = (upd.creatorid, upd.id);
         let Some(slot) = self.cache.find(key) else {
             if self.tombstones.contains(key, now) {
@@ -248,16 +290,17 @@ impl Engine {
     }
 
     fn merge_into(&mut self, now: Instant, slot: u32, theirs: &State, full: bool) {
+        let clock = self.cache.clock(now);
         let entry = self.cache.get_mut(slot);
         if entry.deleted {
             // We deleted it and our DEL_C is on its way: the peer will drop it too.
             return;
         }
         entry.peer_updated = Some(now);
-        let mut merged = entry.state();
+        let mut merged = entry.state_at(clock);
         let m = merge(&mut merged, theirs, full);
         if m.changed {
-            entry.set_state(&merged);
+            entry.set_state(&merged, clock);
         }
         let (nosync, queue) = (entry.nosync, entry.queue);
         if m.changed {
@@ -281,6 +324,9 @@ impl Engine {
             self.start_bulk_send(now);
             return;
         }
+        if self.refused_key(req.creatorid, req.id) {
+            return;
+        }
         let Some(slot) = self.cache.find((req.creatorid, req.id)) else {
             self.stats.badstate += 1;
             return;
@@ -302,6 +348,9 @@ impl Engine {
     }
 
     fn in_del(&mut self, now: Instant, creatorid: u32, id: u64) {
+        if self.refused_key(creatorid, id) {
+            return;
+        }
         // Remembered even for a state we lack: its insert may still be on its way.
         self.tombstones.bury((creatorid, id), now);
         let Some(slot) = self.cache.find((creatorid, id)) else {

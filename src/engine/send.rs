@@ -180,7 +180,7 @@ impl Engine {
     }
 
     /// Builds packets from everything queued and hands them to the transport.
-    pub(super) fn send_pending(&mut self, _now: Instant) {
+    pub(super) fn send_pending(&mut self, now: Instant) {
         self.flush_at = None;
         self.flush_now = false;
         if self.nothing_pending() {
@@ -188,9 +188,10 @@ impl Engine {
         }
         let mut builder = self.new_builder();
         let format = self.config.dialect.record_format();
+        let clock = self.cache.clock(now);
         for q in Queue::ALL {
             while let Some(slot) = self.cache.front(q) {
-                let message = self.message_for(slot, q, format);
+                let message = self.message_for(slot, q, format, clock);
                 self.cache.dequeue(slot);
                 if q == Queue::DelC {
                     self.cache.remove(slot);
@@ -227,8 +228,15 @@ impl Engine {
         Message::Upd(record)
     }
 
-    fn message_for(&mut self, slot: u32, queue: Queue, format: RecordFormat) -> Message {
-        let state = self.cache.get(slot).state();
+    /// The message for a queued state, its age and expiry as at `clock`.
+    fn message_for(
+        &mut self,
+        slot: u32,
+        queue: Queue,
+        format: RecordFormat,
+        clock: u32,
+    ) -> Message {
+        let state = self.cache.get(slot).state_at(clock);
         let reference = StateRefRepr {
             id: state.id,
             creatorid: state.creatorid,

@@ -53,6 +53,9 @@ pub struct Stats {
     pub bulk_sends_completed: u64,
     /// Bulk requests that arrived while a second pass was already due (coalesced).
     pub bulk_requests_coalesced: u64,
+    /// BUS STARTs sent again for a request that came during our bulk update (its
+    /// sender missed the first).
+    pub bulk_starts_resent: u64,
     /// States sent in completed bulk updates.
     pub bulk_states_sent: u64,
     /// Tries of our current or last bulk request.
@@ -75,6 +78,10 @@ pub struct Stats {
     pub ins_duplicate: u64,
     /// Stale copies of states deleted a moment ago, refused (see `tombstone_ttl`).
     pub tombstoned: u64,
+    /// Peer states taken without their rule numbers (rule, anchor, NAT rule): the
+    /// packet's ruleset checksum differed from ours, or it came from OpenBSD, so the
+    /// numbers name rules of another ruleset.
+    pub rule_unbound: u64,
     /// States not cached because the cache was at its limit.
     pub cache_full: u64,
     /// Fields the sending dialect could not carry, summed over sent states.

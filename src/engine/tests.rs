@@ -543,6 +543,17 @@ fn an_insert_asking_for_an_ack_is_acked_at_once() {
     );
     assert!(table_ops(&mut e).is_empty());
     assert_eq!(e.stats().ins_duplicate, 1);
+    // I6: a duplicate that asks for an ack gets none, as in the kernels, whose failing
+    // import never queues one (OpenBSD `pf_state_import` fails before
+    // `pfsync_insert_state`; FreeBSD `pfsync_state_import` fails in `pf_state_insert`).
+    receive(
+        &mut e,
+        at(3),
+        Dialect::FreeBsd1400,
+        &[ins(Dialect::FreeBsd1400, &s)],
+    );
+    assert!(transmits(&mut e).is_empty());
+    assert_eq!(e.stats().ins_duplicate, 2);
 }
 
 #[test]
@@ -766,8 +777,11 @@ fn bus_start_and_end_complete_our_request() {
         e.bulk_request_state(),
         BulkRequest::Receiving { .. }
     ));
-    // No retry while the update runs: the deadline is the end timeout.
-    assert_eq!(e.poll_timeout(), Some(at(130_050)));
+    // No retry while the update runs: the deadline is the idle timeout.
+    assert_eq!(
+        e.poll_timeout(),
+        Some(at(10_050) + super::BULK_IDLE_TIMEOUT)
+    );
     // An END for an update that started long before our request is not ours.
     receive(
         &mut e,
@@ -876,14 +890,25 @@ fn a_flood_of_bulk_requests_costs_one_more_pass() {
     }
     assert_eq!(e.stats().bulk_requests_received, 2000);
     let mut now = at(200);
-    let mut sent = 0;
+    let mut packets = transmits(&mut e);
     while let Some(t) = e.poll_timeout() {
         now = now.max(t);
         e.handle_timeout(now);
-        sent += transmits(&mut e).len();
-        assert!(sent < 100, "bounded");
+        packets.extend(transmits(&mut e));
+        assert!(packets.len() < 100, "bounded");
     }
-    assert_eq!(e.stats().bulk_sends_completed, 2);
+    // Two passes, one END after the second; no second START, as every request came
+    // within a second of the first.
+    let bus: Vec<u8> = all_messages(&packets)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Bus(b) => Some(b.status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bus, [STATUS_START, STATUS_END]);
+    assert_eq!(e.stats().bulk_starts_resent, 0);
+    assert_eq!(e.stats().bulk_sends_completed, 1);
     assert_eq!(e.stats().bulk_states_sent, 100);
 }
 
@@ -1094,11 +1119,11 @@ fn a_late_copy_of_a_deleted_state_does_not_bring_it_back() {
 fn loaded_states_are_not_announced_until_they_change() {
     let mut e = engine(Dialect::FreeBsd1400);
     let s = tcp(US, 1);
-    e.load(s);
+    e.load(at(0), s);
     let mut quiet = s;
     quiet.id = 2;
     quiet.state_flags.insert(StateFlags::NOSYNC);
-    e.load(quiet);
+    e.load(at(0), quiet);
     assert_eq!(e.state_count(), 1);
     assert_eq!(e.poll_timeout(), None);
     e.handle_local(at(0), LocalChange::Update(s));
@@ -1136,7 +1161,15 @@ fn a_bulk_update_whose_end_is_lost_is_asked_for_again() {
             status: STATUS_START,
         })],
     );
-    e.handle_timeout(at(120_010));
+    // States keep coming: the wait for the END is an idle timeout, and each one renews it.
+    import(&mut e, at(15_000), &tcp(PEER, 1));
+    e.handle_timeout(at(20_010));
+    assert!(transmits(&mut e).is_empty());
+    assert_eq!(
+        e.poll_timeout(),
+        Some(at(15_000) + super::BULK_IDLE_TIMEOUT)
+    );
+    e.handle_timeout(at(35_000));
     assert_eq!(
         all_messages(&transmits(&mut e)),
         [Message::UpdReq(StateRefRepr::BULK_REQUEST)]
@@ -1201,6 +1234,44 @@ fn reconfigure_sends_what_is_queued_under_the_old_dialect_first() {
     assert_eq!(new.payload[0], 6, "as OpenBSD version 6");
     assert_eq!(new.destination, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)));
     assert_eq!(e.config().maxupd, 1);
+    // The bulk pace follows the dialect's kernel, unless it was set.
+    assert_eq!(e.config().bulk_interval, Duration::from_millis(20));
+    let mut set = engine_with(Dialect::FreeBsd1301, |c| c.set_bulk_pps(60_000));
+    set.reconfigure(
+        at(10),
+        LinkSettings {
+            dialect: Dialect::OpenBsd,
+            mtu: 1500,
+            ip_header_len: 20,
+            maxupd: 1,
+            syncpeer: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)),
+        },
+    );
+    assert_eq!(set.config().bulk_interval, Duration::from_millis(1));
+    assert_eq!(set.config().bulk_burst, 60);
+}
+
+#[test]
+fn the_bulk_pace_is_the_dialects_kernels_unless_set() {
+    assert_eq!(
+        Config::new(US, Dialect::OpenBsd).bulk_interval,
+        Duration::from_millis(20)
+    );
+    assert_eq!(
+        Config::new(US, Dialect::FreeBsd1400).bulk_interval,
+        Duration::from_millis(1)
+    );
+    let mut c = Config::new(US, Dialect::OpenBsd);
+    c.set_bulk_pps(200);
+    assert_eq!(
+        (c.bulk_interval, c.bulk_burst),
+        (Duration::from_millis(5), 1)
+    );
+    c.set_bulk_pps(5_500);
+    assert_eq!(
+        (c.bulk_interval, c.bulk_burst),
+        (Duration::from_millis(1), 5)
+    );
 }
 
 #[test]
@@ -1246,4 +1317,126 @@ fn a_stale_copy_after_a_clear_is_refused_but_a_new_state_is_taken() {
         &[upd(Dialect::FreeBsd1400, &stale)],
     );
     assert_eq!(table_ops(&mut e).len(), 1);
+}
+
+/// F4: a kill by id 0 kills every state on both kernels (FreeBSD `pf_killstates` scans
+/// all rows when `psk_pfcmp.id` is 0; OpenBSD `DIOCKILLSTATES` takes the key path, which
+/// matches every state of rdomain 0), and both kernels import a peer's id 0
+/// (`pfsync_state_import` and `pf_state_import` refuse only creator 0). So no id 0 from
+/// a peer may reach the table: not as a state, nor as a delete of one.
+#[test]
+fn a_peer_state_with_id_zero_is_refused_and_no_delete_of_it_reaches_the_table() {
+    let mut e = engine(Dialect::FreeBsd1500);
+    // A local report of id 0 (pf never makes one, but the table is not ours to trust).
+    e.handle_local(at(0), LocalChange::Insert(tcp(US, 0)));
+    transmits(&mut e);
+    for dialect in [Dialect::FreeBsd1500, Dialect::OpenBsd] {
+        let zero = tcp(PEER, 0);
+        receive(&mut e, at(1), dialect, &[ins(dialect, &zero)]);
+        receive(&mut e, at(2), dialect, &[upd(dialect, &zero)]);
+        receive(&mut e, at(3), dialect, &[upd_c(&zero)]);
+        receive(
+            &mut e,
+            at(4),
+            dialect,
+            &[Message::DelC(sref(PEER, 0)), Message::DelC(sref(US, 0))],
+        );
+    }
+    let ops = table_ops(&mut e);
+    assert!(ops.is_empty(), "id 0 reached the table: {ops:?}");
+    assert!(e.state(PEER, 0).is_none());
+    // 2 × (INS, UPD, UPD_C, DEL_C, DEL_C).
+    assert_eq!(e.stats().badstate, 10);
+    // No request goes out for it either.
+    assert!(all_messages(&transmits(&mut e)).is_empty());
+}
+
+/// I3: a request during our bulk update gets a BUS START at once (the requester missed
+/// ours), and the END waits for a whole pass after it.
+#[test]
+fn a_request_during_our_bulk_update_gets_a_start_at_once() {
+    let mut e = engine(Dialect::OpenBsd);
+    for id in 1..=500 {
+        e.handle_local(at(0), LocalChange::Insert(tcp(US, id)));
+    }
+    e.flush(at(0));
+    transmits(&mut e);
+    let request = [Message::UpdReq(StateRefRepr::BULK_REQUEST)];
+    receive(&mut e, at(100), Dialect::OpenBsd, &request);
+    transmits(&mut e);
+    // 100 packets at OpenBSD's 20 ms: the pass runs until 2.1 s.
+    let mut now = at(100);
+    while now < at(1_500) {
+        now = e.poll_timeout().expect("the bulk runs");
+        e.handle_timeout(now);
+        transmits(&mut e);
+    }
+    receive(&mut e, now, Dialect::OpenBsd, &request);
+    let bus = |packets: &[Vec<u8>]| -> Vec<(u8, u32)> {
+        all_messages(packets)
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Bus(b) => Some((b.status, b.endtime)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(bus(&transmits(&mut e)), [(STATUS_START, 0)]);
+    let mut rest = Vec::new();
+    while let Some(t) = e.poll_timeout() {
+        e.handle_timeout(t);
+        rest.extend(transmits(&mut e));
+        now = t;
+    }
+    // One END, after a second whole pass (2 s) that began when the first ended (2.1 s):
+    // its endtime counts from the second pass.
+    assert_eq!(bus(&rest), [(STATUS_END, 2)]);
+    assert!(now >= at(4_000), "{:?}", now - t0());
+    assert_eq!(e.stats().bulk_starts_resent, 1);
+    assert_eq!(e.stats().bulk_states_sent, 1000);
+}
+
+/// I1: only the bulk's sender's updates keep us waiting for its END; another peer's
+/// traffic must not hold carp demoted after the sender went away.
+#[test]
+fn only_the_bulk_senders_updates_renew_the_wait_for_its_end() {
+    let sender = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let other = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
+    let mut e = engine(Dialect::FreeBsd1400);
+    e.request_bulk(at(0));
+    transmits(&mut e);
+    let from = |e: &mut Engine, now, source, msgs: &[Message]| {
+        let p = packet(Dialect::FreeBsd1400, msgs);
+        e.handle_packet(
+            now,
+            Received {
+                source: Some(source),
+                ..good(&p)
+            },
+        );
+    };
+    let start = Message::Bus(BusRepr {
+        creatorid: PEER,
+        endtime: 0,
+        status: STATUS_START,
+    });
+    from(&mut e, at(10), sender, &[start]);
+    from(
+        &mut e,
+        at(5_000),
+        sender,
+        &[upd(Dialect::FreeBsd1400, &tcp(PEER, 1))],
+    );
+    from(
+        &mut e,
+        at(15_000),
+        other,
+        &[upd(Dialect::FreeBsd1400, &tcp(PEER + 1, 1))],
+    );
+    assert_eq!(e.poll_timeout(), Some(at(5_000) + super::BULK_IDLE_TIMEOUT));
+    e.handle_timeout(at(5_000) + super::BULK_IDLE_TIMEOUT);
+    assert_eq!(
+        all_messages(&transmits(&mut e)),
+        [Message::UpdReq(StateRefRepr::BULK_REQUEST)]
+    );
 }

@@ -13,6 +13,8 @@
 
 #![allow(dead_code)]
 
+pub mod kernel;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt::Write as _;
@@ -348,10 +350,11 @@ impl Sim {
     /// loads the table into the engine, asks for a bulk update, and sends its table as
     /// one (what the old process had queued is lost).
     pub fn restart_daemon(&mut self, i: usize) {
+        let now = self.now;
         let node = &mut self.nodes[i];
         node.engine = Engine::new(node.config.clone());
         for s in node.table.values() {
-            node.engine.load(*s);
+            node.engine.load(now, *s);
         }
         self.start(i);
         let now = self.now;
