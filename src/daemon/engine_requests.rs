@@ -1,9 +1,9 @@
-//! The control requests the engine process answers: `status` and `stats`, which join
-//! the engine's view with the report the parent sends along of the table and the link,
-//! and `bulk`.
+//! The control requests the engine process answers: `status`, `stats` and `metrics`,
+//! which join the engine's view with the report the parent sends along of the table and
+//! the link, and `bulk`.
 
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
@@ -11,6 +11,7 @@ use super::engine_process::EngineProcess;
 use super::privsep::ParentReport;
 use super::requests::json_line;
 use crate::engine::BulkRequest;
+use crate::metrics::{render, BulkState, PeerSample, Snapshot};
 
 /// Answers `line`, a request [`super::requests::route`] sent to the engine.
 pub(super) fn answer(
@@ -26,6 +27,7 @@ pub(super) fn answer(
         "status" => status_text(d, report),
         "stats" if json => json_line(stats_json(d, report, now)),
         "stats" => stats_text(d, report, now),
+        "metrics" => metrics_text(d, report, now),
         "bulk" => {
             d.engine.request_bulk(now);
             crate::log_info!("bulk update requested from the peers (ctl bulk)");
@@ -35,13 +37,52 @@ pub(super) fn answer(
     }
 }
 
-fn bulk_status(d: &EngineProcess) -> &'static str {
+fn bulk_state(d: &EngineProcess) -> BulkState {
     match d.engine.bulk_request_state() {
-        BulkRequest::Idle => "none",
-        BulkRequest::Waiting { .. } => "requested",
-        BulkRequest::Receiving { .. } => "receiving",
-        BulkRequest::Done => "done",
+        BulkRequest::Idle => BulkState::None,
+        BulkRequest::Waiting { .. } => BulkState::Requested,
+        BulkRequest::Receiving { .. } => BulkState::Receiving,
+        BulkRequest::Done => BulkState::Done,
     }
+}
+
+fn bulk_status(d: &EngineProcess) -> &'static str {
+    bulk_state(d).word()
+}
+
+/// The metrics in the Prometheus text format: what `stats` shows, and the status gauges.
+fn metrics_text(d: &EngineProcess, r: &ParentReport, now: Instant) -> String {
+    let peers = d
+        .peers
+        .iter()
+        .map(|(addr, p)| PeerSample {
+            addr: *addr,
+            last_heard_ago: now.saturating_duration_since(p.last_heard),
+            packets: p.packets,
+            bytes: p.bytes,
+            version: p.version,
+        })
+        .collect();
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    render(&Snapshot {
+        stats: d.engine.stats(),
+        report: r,
+        peers,
+        untracked_peer_packets: d.peers.untracked,
+        unix_now,
+        up: d.config.up,
+        link_open: d.link_open,
+        syncok: d.engine.syncok(),
+        demoted: d.engine.demoted(),
+        bulk: bulk_state(d),
+        bulk_sending: d.engine.bulk_sending(),
+        cached: d.engine.state_count() as u64,
+        queued: d.engine.queued().map(|n| n as u64),
+        version: d.config.dialect.name(),
+        creatorid: d.options.creatorid,
+    })
 }
 
 fn status_json(d: &EngineProcess, r: &ParentReport) -> Value {

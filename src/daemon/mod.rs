@@ -12,6 +12,7 @@ mod engine_process;
 mod engine_requests;
 pub mod kernel_start;
 pub mod log;
+mod metrics_export;
 mod parent;
 pub mod peers;
 pub mod pidfile;

@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,10 +23,12 @@ use super::privsep::{self, Sandbox};
 use super::table::Table;
 use super::SyncConfig;
 use crate::engine::LinkSettings;
+use crate::metrics::textfile::check_writable;
+use crate::metrics::MetricsServer;
 use crate::net::{Family, Interface, Sender, SyncInput, SyncReceiver, Transport};
 use crate::sys::process::Forked;
 use crate::table::{MemoryConfig, MemoryTable};
-use crate::{log_error, log_info};
+use crate::{log_error, log_info, log_warn};
 
 /// Which state table the daemon keeps in sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +69,12 @@ pub struct Options {
     pub user: String,
     /// The empty directory the engine process is chrooted to.
     pub chroot: PathBuf,
+    /// Where the parent writes the metrics for node_exporter's textfile collector.
+    pub metrics_file: Option<PathBuf>,
+    /// How often the metrics file is written.
+    pub metrics_interval: Duration,
+    /// The address the parent serves `/metrics` on.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Reads the configuration: defaults, then the file's words, then the command line's.
@@ -257,6 +266,7 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
     let link = open_link(&config)?;
     let control = ControlSocket::bind(&options.control)
         .with_context(|| format!("control socket {}", options.control.display()))?;
+    let metrics_server = open_metrics(&options)?;
     let mut table = open_table(&options)?;
     let (creatorid, source) = super::kernel_start::choose_creatorid(
         options.creatorid_given.then_some(options.creatorid),
@@ -293,7 +303,15 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
             // sockets, the pidfile and the parent's end are closed here; the socket
             // file stays the parent's to remove.
             super::log::use_queue();
-            drop((table, link, parent_end, parent_requests, listener, start));
+            drop((
+                table,
+                link,
+                parent_end,
+                parent_requests,
+                listener,
+                start,
+                metrics_server,
+            ));
             socket_file.disarm();
             // Not dropped: dropping unlocks, and the lock belongs to the open file both
             // processes share, so the parent would lose it. Its descriptor goes with
@@ -346,6 +364,10 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
                 options.config_file.as_deref(),
                 options.pidfile.as_deref(),
                 socket_file.path(),
+                options
+                    .metrics_file
+                    .as_deref()
+                    .and_then(std::path::Path::parent),
             )
             .context("unveil")?;
             let signals = signal_stream(mask)?;
@@ -366,10 +388,31 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
                 start,
                 word(4),
                 [word(16), word(24)],
+                metrics_server,
             );
             parent.run()
         }
     }
+}
+
+/// The metrics endpoint's listener, bound as root before the privilege drop (a port
+/// below 1024 needs it), and a first try of the metrics file's directory, so that both
+/// fail at start, not later.
+fn open_metrics(options: &Options) -> anyhow::Result<Option<MetricsServer>> {
+    if let Some(path) = &options.metrics_file {
+        check_writable(path)?;
+    }
+    let Some(addr) = options.metrics_listen else {
+        return Ok(None);
+    };
+    let server = MetricsServer::bind(addr).with_context(|| format!("--metrics-listen {addr}"))?;
+    if addr.ip().is_unspecified() {
+        log_warn!(
+            "metrics served on every address (--metrics-listen {addr}): whoever reaches port {} reads them",
+            addr.port()
+        );
+    }
+    Ok(Some(server))
 }
 
 /// The table the daemon keeps in sync, opened as root.

@@ -81,6 +81,25 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<(), TextfileError> {
     Ok(())
 }
 
+/// Checks at start that the file can be written where it goes: creates the temporary
+/// file and removes it.
+pub fn check_writable(path: &Path) -> Result<(), TextfileError> {
+    let tmp = temporary_path(path)?;
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)
+        .map_err(|source| TextfileError::Io {
+            path: tmp.clone(),
+            step: "create",
+            source,
+        })?;
+    let _ = fs::remove_file(&tmp);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
