@@ -6,9 +6,10 @@
 //! file, a scrape and `ctl metrics` say the same. The HTTP server runs here, not in the
 //! engine process: the text needs the parent's report anyway, and on OpenBSD the
 //! engine's pledge would have to grow from `stdio` to `stdio inet` to accept
-//! connections (a confined process that can connect anywhere), while what the parent
-//! reads of a client is one bounded request head, compared with fixed strings
-//! ([`crate::metrics::http`]).
+//! connections (a confined process that can connect anywhere: openbsd/src
+//! sys/kern/kern_pledge.c, `pledge_syscalls[]`, `[SYS_accept] = PLEDGE_INET |
+//! PLEDGE_UNIX`, read at commit 004d4497806b), while what the parent reads of a client
+//! is one bounded request head, compared with fixed strings ([`crate::metrics::http`]).
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
