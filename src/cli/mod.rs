@@ -62,6 +62,9 @@ const VALUED: &[&str] = &[
     "--bulk-pps",
     "--user",
     "--chroot",
+    "--metrics-file",
+    "--metrics-interval",
+    "--metrics-listen",
 ];
 
 /// Splits the command line where the `ifconfig` words begin (clap would take `-defer`
@@ -82,6 +85,8 @@ fn split_words(args: Vec<String>) -> (Vec<String>, Vec<String>) {
     (args, Vec::new())
 }
 
+// Parsed once at start: the daemon's options in `check` cost nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Try every kernel interaction the daemon needs (/dev/pf, pfsync0, the sync link,
