@@ -105,6 +105,18 @@ fn a_scrape_a_textfile_and_bad_requests() {
     .unwrap();
     c.start(1, &[]).unwrap();
 
+    // The listener stays in the parent: the engine process holds its two channels and
+    // no other socket.
+    let engine = c.ctl_json(0, "status").unwrap()["engine"]["pid"]
+        .as_u64()
+        .expect("status names the engine process");
+    let sockets = std::fs::read_dir(format!("/proc/{engine}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .filter(|t| t.to_string_lossy().starts_with("socket:"))
+        .count();
+    assert_eq!(sockets, 2, "the engine process holds only its channels");
+
     // (a) A real scrape; values move with churn on both sides.
     let peer = c.addr(1, false).to_string();
     let peer_packets = format!("pfsyncd_peer_packets_received_total{{peer=\"{peer}\"}}");
