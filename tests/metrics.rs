@@ -254,6 +254,18 @@ fn a_scrape_a_textfile_and_bad_requests() {
         "a silent client blocked a scrape"
     );
     drop(silent);
+    // Each refusal is counted; the ones above and the 414 (5 + 1 at least).
+    let after = scrape(&c, addr);
+    assert!(
+        value(
+            &after,
+            "pfsyncd_metrics_requests_total{outcome=\"refused\"}"
+        ) >= 6.0,
+        "{after:?}"
+    );
+    assert!(value(&after, "pfsyncd_metrics_requests_total{outcome=\"served\"}") >= 3.0);
+    let stats = c.ctl(0, "stats").unwrap();
+    assert!(stats.contains("requests refused (4xx or 5xx)"), "{stats}");
     c.ctl(0, "status").unwrap();
     assert!(c.host(0).pid().is_some());
     assert!(

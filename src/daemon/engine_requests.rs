@@ -224,6 +224,11 @@ fn stats_json(d: &EngineProcess, r: &ParentReport, now: Instant) -> Value {
         },
         "edge": r.edge.named().into_iter().map(|(k, v)| (k.to_string(), Value::from(v))).collect::<Map<String, Value>>(),
         "own_dropped": r.own_dropped,
+        "metrics_http": {
+            "served": r.metrics_http.served,
+            "refused": r.metrics_http.refused,
+            "dropped": r.metrics_http.dropped,
+        },
         "churn": r.churn_made,
         "peers": peers,
         "untracked_peer_packets": d.peers.untracked,
@@ -291,6 +296,13 @@ fn stats_text(d: &EngineProcess, r: &ParentReport, now: Instant) -> String {
     let _ = writeln!(s, "kernel edge:");
     for (name, n) in r.edge.named() {
         let _ = writeln!(s, "\t{n} {name}");
+    }
+    let h = &r.metrics_http;
+    if h.served + h.refused + h.dropped > 0 {
+        let _ = writeln!(s, "metrics endpoint:");
+        line(&mut s, h.served, "requests served");
+        line(&mut s, h.refused, "requests refused (4xx or 5xx)");
+        line(&mut s, h.dropped, "connections dropped");
     }
     let _ = writeln!(s, "peers:");
     for (addr, p) in d.peers.iter() {

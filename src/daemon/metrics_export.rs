@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use nix::poll::PollFd;
 
 use super::run::Options;
+use crate::metrics::http::ServerCounters;
 use crate::metrics::{write_atomically, MetricsServer};
 use crate::{log_info, log_warn};
 
@@ -64,6 +65,13 @@ impl MetricsExport {
         let file = (self.file.is_some() && !self.file_pending).then_some(self.next_write);
         let server = self.server.as_ref().and_then(MetricsServer::deadline);
         [file, server].into_iter().flatten().min()
+    }
+
+    /// What the endpoint served and refused so far.
+    pub(super) fn http_counters(&self) -> ServerCounters {
+        self.server
+            .as_ref()
+            .map_or_else(ServerCounters::default, |s| s.counters)
     }
 
     /// The endpoint's descriptors to poll.

@@ -565,6 +565,7 @@ impl Parent {
             churn_target: self.churn.target() as u64,
             churn_made: self.churn.made,
             edge: self.edge_counters(),
+            metrics_http: self.metrics.http_counters(),
         }
     }
 

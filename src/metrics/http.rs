@@ -170,14 +170,16 @@ enum Phase {
     Writing(Vec<u8>, usize),
 }
 
-/// What the server counts, for the log and for `stats`.
+/// What the server counts, for `stats` and the metrics: a bad request is answered with
+/// its 4xx status and counted here.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ServerCounters {
     /// Requests answered with the metrics.
     pub served: u64,
     /// Requests refused with a 4xx or 5xx status.
     pub refused: u64,
-    /// Connections closed for a read or write error, or a timeout while writing.
+    /// Connections closed for a read or write error, a close before the head was
+    /// whole, or a timeout while writing.
     pub dropped: u64,
 }
 

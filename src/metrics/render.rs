@@ -438,6 +438,15 @@ fn table(e: &mut Exposition, r: &ParentReport) {
     .sample(&[("change", "insert")], r.churn_made[0])
     .sample(&[("change", "update")], r.churn_made[1])
     .sample(&[("change", "delete")], r.churn_made[2]);
+    let h = &r.metrics_http;
+    e.family(
+        "pfsyncd_metrics_requests_total",
+        Kind::Counter,
+        "Requests to the /metrics endpoint: served, refused with a 4xx or 5xx status, or dropped (closed early, an I/O error, too slow to read the answer).",
+    )
+    .sample(&[("outcome", "served")], h.served)
+    .sample(&[("outcome", "refused")], h.refused)
+    .sample(&[("outcome", "dropped")], h.dropped);
     e.single(
         "pfsyncd_churn_rate",
         Kind::Gauge,
@@ -561,6 +570,7 @@ mod tests {
         report.table.invalid = 9;
         report.table.cleared = 6;
         report.edge.refused_zero_id = 1;
+        report.metrics_http.refused = 4;
         let text = render(&snapshot(&stats, &report));
         let samples = validate(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(value(&samples, "pfsyncd_pfsync_ipackets_total"), 5.0);
@@ -583,6 +593,13 @@ mod tests {
             1.0
         );
         assert_eq!(value(&samples, "pfsyncd_bulk_last_duration_seconds"), 1.25);
+        assert_eq!(
+            value(
+                &samples,
+                "pfsyncd_metrics_requests_total{outcome=\"refused\"}"
+            ),
+            4.0
+        );
         assert_eq!(
             value(&samples, "pfsyncd_bulk_request_state{state=\"receiving\"}"),
             1.0
