@@ -348,6 +348,13 @@ fn references(file: &SourceFile) -> Vec<Vec<String>> {
                     }
                 }
             }
+            // `pub(in crate::daemon)` limits who sees an item; it imports nothing.
+            Token::Ident(word) if word == "in" => {
+                at += 1;
+                while matches!(tokens.get(at), Some(Token::Ident(_) | Token::PathSep)) {
+                    at += 1;
+                }
+            }
             Token::Ident(_) if at == 0 || tokens[at - 1] != Token::PathSep => {
                 let mut path = Vec::new();
                 while let Some(Token::Ident(w)) = tokens.get(at) {
@@ -592,7 +599,7 @@ fn the_checker_skips_comments_strings_and_declarations() {
         ),
         (
             "b.rs",
-            "/// [`super::a::Z`]\nconst S: &str = \"super::a::Z\";\nconst R: &str = r#\"super::a\"#;\nconst C: char = '\"'; fn f<'a>(_: &'a str) {}",
+            "/// [`super::a::Z`]\npub(in crate::daemon) fn g() {}\nconst S: &str = \"super::a::Z\";\nconst R: &str = r#\"super::a\"#;\nconst C: char = '\"'; fn f<'a>(_: &'a str) {}",
         ),
     ]);
     let edges = graph(&files);
