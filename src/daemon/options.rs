@@ -28,8 +28,8 @@ pub struct Options {
     pub config_file: Option<PathBuf>,
     /// Path of the control socket.
     pub control: PathBuf,
-    /// Our creator id: `--creatorid`, else random; with pf and no `--creatorid`, [`run`]
-    /// replaces it with pf's hostid.
+    /// Our creator id: `--creatorid`, else random; with pf and no `--creatorid`,
+    /// [`super::run`] replaces it with pf's hostid.
     pub creatorid: u32,
     /// `creatorid` came from `--creatorid`.
     pub creatorid_given: bool,

@@ -65,7 +65,7 @@ pub(in crate::daemon) struct Parent {
     carp: Demotion,
     carp_broken: bool,
     channel: Channel,
-    /// Control requests for the engine, and its answers (see engine_process).
+    /// Control requests for the engine, and its answers (see [`crate::daemon::engine`]).
     requests: Channel,
     engine_pid: Pid,
     signals: UnixStream,
