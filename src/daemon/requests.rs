@@ -2,9 +2,9 @@
 //! out. An answer that starts with `error:` makes `pfsyncd ctl` exit with status 1.
 //!
 //! The parent holds the control socket (root only, mode 0600) and answers what is about
-//! the table itself ([`super::parent::requests`]); what needs the engine (`status`,
+//! the table itself (`parent/requests.rs`); what needs the engine (`status`,
 //! `stats`, `bulk`) goes to the engine process with the parent's report, and its
-//! answer comes back ([`super::engine::requests`]). Which request goes where is decided
+//! answer comes back (`engine/requests.rs`). Which request goes where is decided
 //! here, below both, so that neither side needs the other's list.
 
 use serde_json::Value;
