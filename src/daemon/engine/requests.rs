@@ -7,15 +7,28 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
-use super::engine_process::EngineProcess;
-use super::privsep::ParentReport;
-use super::requests::json_line;
-use crate::engine::BulkRequest;
+use super::peers::Peers;
+use crate::daemon::config::SyncConfig;
+use crate::daemon::options::Options;
+use crate::daemon::privsep::{ParentReport, Sandbox};
+use crate::daemon::requests::json_line;
+use crate::engine::{BulkRequest, Engine};
 use crate::metrics::{render, BulkState, PeerSample, Snapshot};
 
-/// Answers `line`, a request [`super::requests::route`] sent to the engine.
+/// The parts of the engine process a request reads (and `bulk` drives), borrowed for
+/// one answer.
+pub(super) struct EngineParts<'e> {
+    pub(super) engine: &'e mut Engine,
+    pub(super) options: &'e Options,
+    pub(super) config: &'e SyncConfig,
+    pub(super) peers: &'e Peers,
+    pub(super) sandbox: &'e Sandbox,
+    pub(super) link_open: bool,
+}
+
+/// Answers `line`, a request [`crate::daemon::requests::route`] sent to the engine.
 pub(super) fn answer(
-    d: &mut EngineProcess,
+    d: &mut EngineParts<'_>,
     now: Instant,
     line: &str,
     report: &ParentReport,
@@ -37,7 +50,7 @@ pub(super) fn answer(
     }
 }
 
-fn bulk_state(d: &EngineProcess) -> BulkState {
+fn bulk_state(d: &EngineParts<'_>) -> BulkState {
     match d.engine.bulk_request_state() {
         BulkRequest::Idle => BulkState::None,
         BulkRequest::Waiting { .. } => BulkState::Requested,
@@ -46,12 +59,12 @@ fn bulk_state(d: &EngineProcess) -> BulkState {
     }
 }
 
-fn bulk_status(d: &EngineProcess) -> &'static str {
+fn bulk_status(d: &EngineParts<'_>) -> &'static str {
     bulk_state(d).word()
 }
 
 /// The metrics in the Prometheus text format: what `stats` shows, and the status gauges.
-fn metrics_text(d: &EngineProcess, r: &ParentReport, now: Instant) -> String {
+fn metrics_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
     let peers = d
         .peers
         .iter()
@@ -85,7 +98,7 @@ fn metrics_text(d: &EngineProcess, r: &ParentReport, now: Instant) -> String {
     })
 }
 
-fn status_json(d: &EngineProcess, r: &ParentReport) -> Value {
+fn status_json(d: &EngineParts<'_>, r: &ParentReport) -> Value {
     let c = &d.config;
     json!({
         "flags": if c.up { "UP" } else { "DOWN" },
@@ -114,7 +127,7 @@ fn status_json(d: &EngineProcess, r: &ParentReport) -> Value {
     })
 }
 
-fn status_text(d: &EngineProcess, r: &ParentReport) -> String {
+fn status_text(d: &EngineParts<'_>, r: &ParentReport) -> String {
     let c = &d.config;
     let mut s = String::new();
     let _ = writeln!(s, "pfsync0: flags={}", if c.up { "UP" } else { "DOWN" });
@@ -171,7 +184,7 @@ fn status_text(d: &EngineProcess, r: &ParentReport) -> String {
     s
 }
 
-fn stats_json(d: &EngineProcess, r: &ParentReport, now: Instant) -> Value {
+fn stats_json(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> Value {
     let st = d.engine.stats();
     let mut pfsync = Map::new();
     for (name, v) in st.pfsyncstats() {
@@ -235,7 +248,7 @@ fn stats_json(d: &EngineProcess, r: &ParentReport, now: Instant) -> Value {
     })
 }
 
-fn stats_text(d: &EngineProcess, r: &ParentReport, now: Instant) -> String {
+fn stats_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
     let st = d.engine.stats();
     let mut s = String::from("pfsync:\n");
     let line = |s: &mut String, n: u64, what: &str| {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::PollFd;
 
-use super::run::Options;
+use crate::daemon::options::Options;
 use crate::metrics::http::ServerCounters;
 use crate::metrics::{write_atomically, MetricsServer};
 use crate::{log_info, log_warn};
