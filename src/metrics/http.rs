@@ -24,6 +24,9 @@ pub const MAX_HEAD: usize = 8192;
 pub const MAX_CONNECTIONS: usize = 8;
 /// Time a client has to send its request head after the connection is accepted.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time the engine process has to give the text before the client gets a 503 (it
+/// answers requests first in each turn: only a stuck engine takes this long).
+pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client has to take the answer once it is ready.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The content type of the text exposition format.
@@ -231,11 +234,7 @@ impl MetricsServer {
 
     /// The earliest connection deadline.
     pub fn deadline(&self) -> Option<Instant> {
-        self.connections
-            .iter()
-            .filter(|c| !matches!(c.phase, Phase::Waiting))
-            .map(|c| c.deadline)
-            .min()
+        self.connections.iter().map(|c| c.deadline).min()
     }
 
     /// Accepts, reads and writes what can be without blocking; closes what is done or
@@ -277,9 +276,15 @@ impl MetricsServer {
     }
 
     /// Gives connection `id` its metrics (`None`: the engine could not answer); a
-    /// connection gone meanwhile is skipped.
+    /// connection gone or answered meanwhile is skipped.
     pub fn answer(&mut self, id: u64, now: Instant, metrics: Option<&str>) {
-        let Some(c) = self.connections.iter_mut().find(|c| c.id == id) else {
+        // Only a connection still waiting: one that got its 503 meanwhile may still be
+        // writing it.
+        let Some(c) = self
+            .connections
+            .iter_mut()
+            .find(|c| c.id == id && matches!(c.phase, Phase::Waiting))
+        else {
             return;
         };
         let out = match metrics {
@@ -339,12 +344,25 @@ fn step(c: &mut Connection, now: Instant, counters: &mut ServerCounters) -> Step
         match judged {
             Some(Request::Metrics) => {
                 c.phase = Phase::Waiting;
+                c.deadline = now + ENGINE_TIMEOUT;
                 return Step::Asked;
             }
             Some(Request::Refused(status)) => refuse(c, now, counters, status),
             None if now >= c.deadline => refuse(c, now, counters, Status::RequestTimeout),
             None => return Step::Keep,
         }
+    }
+    if matches!(c.phase, Phase::Waiting) && now >= c.deadline {
+        // The engine's answer, if it comes, finds the connection gone and is dropped.
+        counters.refused += 1;
+        c.phase = Phase::Writing(
+            response(
+                Status::Unavailable,
+                "the engine process did not answer in time\n",
+            ),
+            0,
+        );
+        c.deadline = now + WRITE_TIMEOUT;
     }
     if let Phase::Writing(out, at) = &mut c.phase {
         while *at < out.len() {
@@ -478,6 +496,31 @@ mod tests {
         assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
         assert!(got.ends_with("\r\n\r\nm 1\n"), "{got}");
         assert_eq!(server.counters.served, 1);
+        assert!(server.connections.is_empty());
+    }
+
+    #[test]
+    fn a_scrape_the_engine_leaves_unanswered_gets_503_and_a_late_answer_is_dropped() {
+        let mut server = MetricsServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut client = TcpStream::connect(server.local_addr().unwrap()).unwrap();
+        client.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let t0 = Instant::now();
+        let mut asked = Vec::new();
+        for _ in 0..100 {
+            asked = server.serve(t0);
+            if !asked.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(asked.len(), 1);
+        assert_eq!(server.deadline(), Some(t0 + ENGINE_TIMEOUT));
+        assert!(server.serve(t0 + ENGINE_TIMEOUT).is_empty());
+        let mut got = String::new();
+        client.read_to_string(&mut got).unwrap();
+        assert!(got.starts_with("HTTP/1.1 503 "), "{got}");
+        server.answer(asked[0], t0 + ENGINE_TIMEOUT, Some("late 1\n"));
+        assert_eq!((server.counters.served, server.counters.refused), (0, 1));
         assert!(server.connections.is_empty());
     }
 
