@@ -304,3 +304,52 @@ fn bad_metrics_options_are_usage_errors() {
         assert!(err.contains("--metrics-"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn silent_clients_at_the_cap_hold_no_one_up_for_long() {
+    let _serial = serial();
+    let mut c = cluster("mcap", 1);
+    let addr = SocketAddr::new(c.addr(0, false), PORT);
+    let listen = addr.to_string();
+    c.start(0, &["--metrics-listen", &listen]).unwrap();
+    // As many silent connections as the daemon serves at once: a scrape waits in the
+    // listen queue until the first of them gets its 408 (5 s), then is answered.
+    let silent: Vec<TcpStream> = c
+        .host(0)
+        .ns
+        .run(move || {
+            (0..pfsyncd::metrics::http::MAX_CONNECTIONS)
+                .map(|_| TcpStream::connect(addr).unwrap())
+                .collect()
+        })
+        .unwrap();
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        let scrape_thread = s.spawn(|| scrape(&c, addr));
+        // Meanwhile the parent's loop goes on: the control socket answers at once.
+        std::thread::sleep(Duration::from_millis(500));
+        let t1 = Instant::now();
+        c.ctl(0, "status").unwrap();
+        assert!(
+            t1.elapsed() < Duration::from_secs(1),
+            "the parent was held up"
+        );
+        let samples = scrape_thread.join().unwrap();
+        assert!(value(&samples, "pfsyncd_up") == 1.0);
+    });
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(8),
+        "the scrape waited {waited:?}"
+    );
+    for mut s in silent {
+        let mut got = String::new();
+        s.read_to_string(&mut got).unwrap();
+        assert!(got.starts_with("HTTP/1.1 408 "), "{got}");
+    }
+    assert!(
+        c.exited(0).is_none(),
+        "the daemon died: {}",
+        c.log_tail(0, 5)
+    );
+}
