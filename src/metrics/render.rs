@@ -88,6 +88,8 @@ pub struct Snapshot<'a> {
     pub bulk: BulkState,
     /// We are sending a bulk update.
     pub bulk_sending: bool,
+    /// States sent so far in the bulk update we are sending (0 when none).
+    pub bulk_send_states: u64,
     /// States in the engine's cache.
     pub cached: u64,
     /// States waiting in each send queue: INS, INS_ACK, UPD, UPD_C, DEL_C.
@@ -303,6 +305,12 @@ fn bulk(e: &mut Exposition, s: &Snapshot<'_>) {
         Kind::Gauge,
         "1 while we send a bulk update to a peer.",
         s.bulk_sending,
+    );
+    e.single(
+        "pfsyncd_bulk_send_states",
+        Kind::Gauge,
+        "States sent so far in the bulk update we are sending (0 when none).",
+        s.bulk_send_states,
     );
     let counters: [(&str, &str, u64); 11] = [
         (
@@ -538,6 +546,7 @@ mod tests {
             demoted: true,
             bulk: BulkState::Receiving,
             bulk_sending: false,
+            bulk_send_states: 0,
             cached: 12,
             queued: [1, 0, 2, 0, 3],
             version: "1400",

@@ -91,6 +91,7 @@ fn metrics_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
         demoted: d.engine.demoted(),
         bulk: bulk_state(d),
         bulk_sending: d.engine.bulk_sending(),
+        bulk_send_states: d.engine.bulk_send_progress().unwrap_or(0),
         cached: d.engine.state_count() as u64,
         queued: d.engine.queued().map(|n| n as u64),
         version: d.config.dialect.name(),
