@@ -95,7 +95,8 @@ enum Command {
     Check(check::Args),
     /// Print the pfsync packets of a pcap or pcapng capture, tcpdump style or as JSON.
     Decode(decode::Args),
-    /// Ask a running daemon: status, stats, states, bulk, insert, update, delete, clear.
+    /// Ask a running daemon: status, stats, metrics, states, bulk, insert, update, delete,
+    /// clear.
     Ctl(ctl::Args),
     /// Run a cluster of daemons in network namespaces on this machine, with traffic,
     /// shown live (root, Linux); everything is removed at the end, on Ctrl-C too.
