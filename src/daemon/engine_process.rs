@@ -82,6 +82,8 @@ impl EngineProcess {
             ec.set_bulk_pps(pps);
         }
         let mut engine = Engine::new(ec);
+        engine.set_allowed_sources(config.allowed_sources());
+        engine.set_ifmap(config.ifmap.clone());
         let now = Instant::now();
         if link_open {
             // As a pfsync interface coming up: ask the peers for everything they have.
@@ -295,6 +297,8 @@ impl EngineProcess {
             self.drain();
         }
         self.engine.reconfigure(now, link_settings(&config));
+        self.engine.set_allowed_sources(config.allowed_sources());
+        self.engine.set_ifmap(config.ifmap.clone());
         self.config = config;
         self.link_open = link_open;
         ToParent::Reconfigured.encode(self.channel.queue());
