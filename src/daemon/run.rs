@@ -24,7 +24,7 @@ use super::SyncConfig;
 use crate::engine::LinkSettings;
 use crate::net::{Family, Interface, Sender, SyncInput, SyncReceiver, Transport};
 use crate::sys::process::Forked;
-use crate::table::{MemoryConfig, MemoryTable};
+use crate::table::{InterfaceCheck, MemoryConfig, MemoryTable};
 use crate::{log_error, log_info};
 
 /// Which state table the daemon keeps in sync.
@@ -58,6 +58,9 @@ pub struct Options {
     /// Packets per second of a bulk update we send; `None`: the pace of the dialect's
     /// kernel.
     pub bulk_pps: Option<u32>,
+    /// The memory table refuses peer states on interfaces this system lacks (pf always
+    /// does).
+    pub check_interfaces: bool,
     /// Detach from the terminal and log to syslog once started.
     pub detach: bool,
     /// The pidfile, locked for the daemon's life.
@@ -384,6 +387,9 @@ fn open_table(options: &Options) -> anyhow::Result<Table> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_secs());
             mc.first_id = secs << 32;
+            if options.check_interfaces {
+                mc.interfaces = InterfaceCheck::System;
+            }
             Table::Memory(Box::new(MemoryTable::new(mc)))
         }
     })
