@@ -185,6 +185,17 @@ fn a_stranger_on_the_link_is_refused_unless_anysource() {
     assert_eq!(ifnames(&c, 0).len(), 20);
     let text = c.ctl(0, "stats").unwrap();
     assert!(text.contains("discarded for a source other than the syncpeers"));
+    // The stranger is logged as refused, and not listed as a peer.
+    let stranger_addr = c.addr(2, false).to_string();
+    wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&c.host(0).log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("badsrc +") && l.contains(&stranger_addr))
+    })
+    .expect("the refusal logged");
+    let peers = c.ctl_json(0, "stats").unwrap()["peers"].clone();
+    assert!(!peers.to_string().contains(&stranger_addr), "{peers}");
 
     // A dedicated link: any source.
     std::fs::write(&file, format!("syncpeer {peer1} anysource\n")).unwrap();

@@ -48,6 +48,8 @@ pub(super) struct EngineProcess {
     /// The last count told to the parent.
     local_taken_said: u64,
     last_housekeeping: Instant,
+    /// `badsrc` as last logged.
+    badsrc_logged: u64,
 }
 
 /// How the loop ends.
@@ -103,6 +105,7 @@ impl EngineProcess {
             local_seen: 0,
             local_taken_said: 0,
             last_housekeeping: now,
+            badsrc_logged: 0,
         }
     }
 
@@ -204,7 +207,10 @@ impl EngineProcess {
             match ToEngine::decode(kind, body)? {
                 ToEngine::Packet(rx) => {
                     if let (Some(src), true, 255) = (rx.source, rx.on_syncdev, rx.ttl) {
-                        if self.peers.heard(now, src, rx.payload) {
+                        // A sender refused for its address is no peer of ours.
+                        if self.engine.accepts_source(Some(src))
+                            && self.peers.heard(now, src, rx.payload)
+                        {
                             log_info!(
                                 "peer {src} heard (pfsync version {})",
                                 rx.payload.first().copied().unwrap_or(0)
@@ -328,6 +334,19 @@ impl EngineProcess {
             log_info!("peer {peer} silent for {} s", PEER_QUIET.as_secs());
         }
         self.last_housekeeping = now;
+        let badsrc = self.engine.stats().badsrc;
+        if badsrc > self.badsrc_logged {
+            let from = self
+                .engine
+                .last_refused_source()
+                .map_or_else(|| "an unknown source".to_string(), |a| a.to_string());
+            log_warn!(
+                "badsrc +{} ({badsrc} in all): packets from {from} refused, not a syncpeer \
+                 (anysource takes any sender)",
+                badsrc - self.badsrc_logged
+            );
+            self.badsrc_logged = badsrc;
+        }
     }
 
     /// Sends the engine's table operations, carp requests and packets to the parent,

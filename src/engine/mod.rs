@@ -407,6 +407,8 @@ pub struct Engine {
     bulk_send: Option<bulk::BulkSend>,
     /// The senders whose packets are taken (`peers.rs`).
     allowed_sources: AllowedSources,
+    /// The sender of the last packet refused for its source, for the log.
+    last_refused_source: Option<IpAddr>,
     /// The peers' interface names and ours (`mapping.rs`).
     ifmap: IfMap,
     demoted: bool,
@@ -444,6 +446,7 @@ impl Engine {
             last_full_record: None,
             bulk_send: None,
             allowed_sources: AllowedSources::Any,
+            last_refused_source: None,
             ifmap: IfMap::default(),
             demoted: false,
             syncok: false,
@@ -609,6 +612,16 @@ impl Engine {
     /// `anysource`).
     pub fn set_allowed_sources(&mut self, allowed: AllowedSources) {
         self.allowed_sources = allowed;
+    }
+
+    /// Whether packets from `source` are taken (see [`AllowedSources`]).
+    pub fn accepts_source(&self, source: Option<IpAddr>) -> bool {
+        self.allowed_sources.allows(source)
+    }
+
+    /// The sender of the last packet refused for its source (`badsrc`), if known.
+    pub fn last_refused_source(&self) -> Option<IpAddr> {
+        self.last_refused_source
     }
 
     /// Takes the interface-name mappings for the states peers send from now on.

@@ -35,6 +35,7 @@ impl Engine {
         }
         if !self.allowed_sources.allows(packet.source) {
             self.stats.badsrc += 1;
+            self.last_refused_source = packet.source;
             return;
         }
         let reader = match PacketReader::new(packet.payload) {
