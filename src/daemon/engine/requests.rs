@@ -7,14 +7,27 @@ use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
-use super::engine_process::EngineProcess;
-use super::privsep::ParentReport;
-use super::requests::json_line;
-use crate::engine::BulkRequest;
+use super::peers::Peers;
+use crate::daemon::config::SyncConfig;
+use crate::daemon::options::Options;
+use crate::daemon::privsep::{ParentReport, Sandbox};
+use crate::daemon::requests::json_line;
+use crate::engine::{BulkRequest, Engine};
 
-/// Answers `line`, a request [`super::requests::route`] sent to the engine.
+/// The parts of the engine process a request reads (and `bulk` drives), borrowed for
+/// one answer.
+pub(super) struct EngineParts<'e> {
+    pub(super) engine: &'e mut Engine,
+    pub(super) options: &'e Options,
+    pub(super) config: &'e SyncConfig,
+    pub(super) peers: &'e Peers,
+    pub(super) sandbox: &'e Sandbox,
+    pub(super) link_open: bool,
+}
+
+/// Answers `line`, a request [`crate::daemon::requests::route`] sent to the engine.
 pub(super) fn answer(
-    d: &mut EngineProcess,
+    d: &mut EngineParts<'_>,
     now: Instant,
     line: &str,
     report: &ParentReport,
@@ -35,7 +48,7 @@ pub(super) fn answer(
     }
 }
 
-fn bulk_status(d: &EngineProcess) -> &'static str {
+fn bulk_status(d: &EngineParts<'_>) -> &'static str {
     match d.engine.bulk_request_state() {
         BulkRequest::Idle => "none",
         BulkRequest::Waiting { .. } => "requested",
@@ -44,7 +57,7 @@ fn bulk_status(d: &EngineProcess) -> &'static str {
     }
 }
 
-fn status_json(d: &EngineProcess, r: &ParentReport) -> Value {
+fn status_json(d: &EngineParts<'_>, r: &ParentReport) -> Value {
     let c = &d.config;
     json!({
         "flags": if c.up { "UP" } else { "DOWN" },
@@ -79,7 +92,7 @@ fn status_json(d: &EngineProcess, r: &ParentReport) -> Value {
     })
 }
 
-fn status_text(d: &EngineProcess, r: &ParentReport) -> String {
+fn status_text(d: &EngineParts<'_>, r: &ParentReport) -> String {
     let c = &d.config;
     let mut s = String::new();
     let _ = writeln!(s, "pfsync0: flags={}", if c.up { "UP" } else { "DOWN" });
@@ -156,7 +169,7 @@ fn status_text(d: &EngineProcess, r: &ParentReport) -> String {
     s
 }
 
-fn stats_json(d: &EngineProcess, r: &ParentReport, now: Instant) -> Value {
+fn stats_json(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> Value {
     let st = d.engine.stats();
     let mut pfsync = Map::new();
     for (name, v) in st.pfsyncstats() {
@@ -217,7 +230,7 @@ fn stats_json(d: &EngineProcess, r: &ParentReport, now: Instant) -> Value {
     })
 }
 
-fn stats_text(d: &EngineProcess, r: &ParentReport, now: Instant) -> String {
+fn stats_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
     let st = d.engine.stats();
     let mut s = String::from("pfsync:\n");
     let line = |s: &mut String, n: u64, what: &str| {
