@@ -22,7 +22,7 @@ use super::parent::process::Parent;
 use super::parent::table::{open_pf, Table};
 use super::privsep::{self, Sandbox};
 use crate::sys::process::Forked;
-use crate::table::{MemoryConfig, MemoryTable};
+use crate::table::{InterfaceCheck, MemoryConfig, MemoryTable};
 use crate::{log_error, log_info};
 
 /// Blocks SIGTERM, SIGINT and SIGHUP, before any thread starts and before the fork, so
@@ -206,6 +206,9 @@ fn open_table(options: &Options) -> anyhow::Result<Table> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_secs());
             mc.first_id = secs << 32;
+            if options.check_interfaces {
+                mc.interfaces = InterfaceCheck::System;
+            }
             Table::Memory(Box::new(MemoryTable::new(mc)))
         }
     })
