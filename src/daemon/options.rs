@@ -41,6 +41,9 @@ pub struct Options {
     /// Packets per second of a bulk update we send; `None`: the pace of the dialect's
     /// kernel.
     pub bulk_pps: Option<u32>,
+    /// The memory table refuses peer states on interfaces this system lacks (pf always
+    /// does).
+    pub check_interfaces: bool,
     /// Detach from the terminal and log to syslog once started.
     pub detach: bool,
     /// The pidfile, locked for the daemon's life.

@@ -24,7 +24,7 @@ use super::privsep::{self, Sandbox};
 use crate::metrics::textfile::check_writable;
 use crate::metrics::MetricsServer;
 use crate::sys::process::Forked;
-use crate::table::{MemoryConfig, MemoryTable};
+use crate::table::{InterfaceCheck, MemoryConfig, MemoryTable};
 use crate::{log_error, log_info, log_warn};
 
 /// Blocks SIGTERM, SIGINT and SIGHUP, before any thread starts and before the fork, so
@@ -242,6 +242,9 @@ fn open_table(options: &Options) -> anyhow::Result<Table> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_secs());
             mc.first_id = secs << 32;
+            if options.check_interfaces {
+                mc.interfaces = InterfaceCheck::System;
+            }
             Table::Memory(Box::new(MemoryTable::new(mc)))
         }
     })

@@ -235,7 +235,17 @@ fn engine(e: &mut Exposition, s: &Snapshot<'_>) {
     for (queue, n) in QUEUES.iter().zip(s.queued) {
         f.sample(&[("queue", queue)], n);
     }
-    let counters: [(&str, &str, u64); 6] = [
+    let counters: [(&str, &str, u64); 8] = [
+        (
+            "pfsyncd_badsrc_total",
+            "Packets discarded for a source other than the configured syncpeers (not a kernel counter).",
+            st.badsrc,
+        ),
+        (
+            "pfsyncd_ifname_mapped_total",
+            "Peer states and clears taken under a mapped interface name (ifmap).",
+            st.ifname_mapped,
+        ),
         (
             "pfsyncd_inserts_duplicate_total",
             "Inserts of states we already had (duplicated packets, re-announcements).",
@@ -661,6 +671,122 @@ mod tests {
                 &format!("pfsyncd_kernel_edge_total{{event=\"{event}\"}}"),
             );
         }
+    }
+
+    /// Every field of the engine's counters, each set to its own value, shows under
+    /// its series. The pattern names every field: a counter added to `Stats` fails to
+    /// compile here until it is given a series.
+    #[test]
+    fn every_engine_counter_has_its_series() {
+        let mut stats = Stats::default();
+        let Stats {
+            ipackets,
+            ipackets6,
+            badif,
+            badttl,
+            hdrops,
+            badver,
+            badact,
+            badlen,
+            badauth,
+            badsrc,
+            ifname_mapped,
+            stale,
+            badval,
+            badstate,
+            opackets,
+            opackets6,
+            onomem,
+            oerrors,
+            iacts,
+            oacts,
+            bulk_requests_sent,
+            bulk_requests_received,
+            bulk_sends_completed,
+            bulk_requests_coalesced,
+            bulk_starts_resent,
+            bulk_states_sent,
+            bulk_tries,
+            bulk_completed,
+            bulk_given_up,
+            bus_start_received,
+            bus_end_received,
+            bus_end_stale,
+            bulk_last_duration_ms,
+            req_overflow,
+            ins_duplicate,
+            tombstoned,
+            rule_unbound,
+            cache_full,
+            lost_fields,
+        } = &mut stats;
+        let fields: Vec<(&mut u64, &str)> = vec![
+            (ipackets, "pfsyncd_pfsync_ipackets_total"),
+            (ipackets6, "pfsyncd_pfsync_ipackets6_total"),
+            (badif, "pfsyncd_pfsync_badif_total"),
+            (badttl, "pfsyncd_pfsync_badttl_total"),
+            (hdrops, "pfsyncd_pfsync_hdrops_total"),
+            (badver, "pfsyncd_pfsync_badver_total"),
+            (badact, "pfsyncd_pfsync_badact_total"),
+            (badlen, "pfsyncd_pfsync_badlen_total"),
+            (badauth, "pfsyncd_pfsync_badauth_total"),
+            (badsrc, "pfsyncd_badsrc_total"),
+            (ifname_mapped, "pfsyncd_ifname_mapped_total"),
+            (stale, "pfsyncd_pfsync_stale_total"),
+            (badval, "pfsyncd_pfsync_badval_total"),
+            (badstate, "pfsyncd_pfsync_badstate_total"),
+            (opackets, "pfsyncd_pfsync_opackets_total"),
+            (opackets6, "pfsyncd_pfsync_opackets6_total"),
+            (onomem, "pfsyncd_pfsync_onomem_total"),
+            (oerrors, "pfsyncd_pfsync_oerrors_total"),
+            (bulk_requests_sent, "pfsyncd_bulk_requests_sent_total"),
+            (
+                bulk_requests_received,
+                "pfsyncd_bulk_requests_received_total",
+            ),
+            (bulk_sends_completed, "pfsyncd_bulk_sends_completed_total"),
+            (
+                bulk_requests_coalesced,
+                "pfsyncd_bulk_requests_coalesced_total",
+            ),
+            (bulk_starts_resent, "pfsyncd_bulk_starts_resent_total"),
+            (bulk_states_sent, "pfsyncd_bulk_states_sent_total"),
+            (bulk_tries, "pfsyncd_bulk_request_tries"),
+            (bulk_completed, "pfsyncd_bulk_completed_total"),
+            (bulk_given_up, "pfsyncd_bulk_given_up_total"),
+            (bus_start_received, "pfsyncd_bulk_starts_received_total"),
+            (bus_end_received, "pfsyncd_bulk_ends_received_total"),
+            (bus_end_stale, "pfsyncd_bulk_ends_refused_total"),
+            (req_overflow, "pfsyncd_update_requests_dropped_total"),
+            (ins_duplicate, "pfsyncd_inserts_duplicate_total"),
+            (tombstoned, "pfsyncd_states_tombstoned_total"),
+            (rule_unbound, "pfsyncd_rule_unbound_total"),
+            (cache_full, "pfsyncd_cache_full_total"),
+            (lost_fields, "pfsyncd_lost_fields_total"),
+        ];
+        let mut expected = Vec::new();
+        for (i, (field, series)) in fields.into_iter().enumerate() {
+            *field = 1000 + i as u64;
+            expected.push((series, *field as f64));
+        }
+        iacts[3] = 7;
+        oacts[16] = 9;
+        *bulk_last_duration_ms = 2500;
+        let report = ParentReport::default();
+        let text = render(&snapshot(&stats, &report));
+        let samples = validate(&text).unwrap();
+        for (series, v) in expected {
+            assert_eq!(value(&samples, series), v, "{series}");
+        }
+        assert_eq!(
+            value(&samples, "pfsyncd_messages_received_total{action=\"3\"}"),
+            7.0
+        );
+        assert_eq!(
+            value(&samples, "pfsyncd_messages_sent_total{action=\"16\"}"),
+            9.0
+        );
+        assert_eq!(value(&samples, "pfsyncd_bulk_last_duration_seconds"), 2.5);
     }
 
     #[test]

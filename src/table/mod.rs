@@ -42,7 +42,7 @@ pub mod pf;
 pub mod synth;
 mod timeouts;
 
-pub use memory::{MemoryConfig, MemoryTable};
+pub use memory::{InterfaceCheck, MemoryConfig, MemoryTable};
 pub use timeouts::Timeouts;
 
 use std::time::Instant;

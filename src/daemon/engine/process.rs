@@ -51,6 +51,8 @@ pub(in crate::daemon) struct EngineProcess {
     /// The last count told to the parent.
     local_taken_said: u64,
     last_housekeeping: Instant,
+    /// `badsrc` as last logged.
+    badsrc_logged: u64,
 }
 
 /// How the loop ends.
@@ -85,6 +87,8 @@ impl EngineProcess {
             ec.set_bulk_pps(pps);
         }
         let mut engine = Engine::new(ec);
+        engine.set_allowed_sources(config.allowed_sources());
+        engine.set_ifmap(config.ifmap.clone());
         let now = Instant::now();
         if link_open {
             // As a pfsync interface coming up: ask the peers for everything they have.
@@ -104,6 +108,7 @@ impl EngineProcess {
             local_seen: 0,
             local_taken_said: 0,
             last_housekeeping: now,
+            badsrc_logged: 0,
         }
     }
 
@@ -205,7 +210,10 @@ impl EngineProcess {
             match ToEngine::decode(kind, body)? {
                 ToEngine::Packet(rx) => {
                     if let (Some(src), true, 255) = (rx.source, rx.on_syncdev, rx.ttl) {
-                        if self.peers.heard(now, src, rx.payload) {
+                        // A sender refused for its address is no peer of ours.
+                        if self.engine.accepts_source(Some(src))
+                            && self.peers.heard(now, src, rx.payload)
+                        {
                             log_info!(
                                 "peer {src} heard (pfsync version {})",
                                 rx.payload.first().copied().unwrap_or(0)
@@ -306,6 +314,8 @@ impl EngineProcess {
             self.drain();
         }
         self.engine.reconfigure(now, link_settings(&config));
+        self.engine.set_allowed_sources(config.allowed_sources());
+        self.engine.set_ifmap(config.ifmap.clone());
         self.config = config;
         self.link_open = link_open;
         ToParent::Reconfigured.encode(self.channel.queue());
@@ -335,6 +345,19 @@ impl EngineProcess {
             log_info!("peer {peer} silent for {} s", PEER_QUIET.as_secs());
         }
         self.last_housekeeping = now;
+        let badsrc = self.engine.stats().badsrc;
+        if badsrc > self.badsrc_logged {
+            let from = self
+                .engine
+                .last_refused_source()
+                .map_or_else(|| "an unknown source".to_string(), |a| a.to_string());
+            log_warn!(
+                "badsrc +{} ({badsrc} in all): packets from {from} refused, not a syncpeer \
+                 (anysource takes any sender)",
+                badsrc - self.badsrc_logged
+            );
+            self.badsrc_logged = badsrc;
+        }
     }
 
     /// Sends the engine's table operations, carp requests and packets to the parent,

@@ -109,6 +109,12 @@ fn status_json(d: &EngineParts<'_>, r: &ParentReport) -> Value {
         "defer": false,
         "version": c.dialect.name(),
         "mtu": c.mtu,
+        "anysource": c.anysource,
+        "ifmap": c.ifmap.mappings().iter().map(|m| json!({
+            "peer_name": m.peer_name.to_string(),
+            "local_name": m.local_name.to_string(),
+            "peer": m.peer.map(|p| p.to_string()),
+        })).collect::<Vec<_>>(),
         "syncok": d.engine.syncok(),
         "bulk": bulk_status(d),
         "bulk_sending": d.engine.bulk_sending(),
@@ -148,6 +154,26 @@ fn status_text(d: &EngineParts<'_>, r: &ParentReport) -> String {
         c.maxupd,
         c.dialect.name()
     );
+    if !c.syncpeers.is_empty() {
+        let _ = writeln!(
+            s,
+            "\tsources: {}",
+            if c.anysource {
+                "any (anysource)"
+            } else {
+                "syncpeers only"
+            }
+        );
+    }
+    for m in c.ifmap.mappings() {
+        let _ = write!(s, "\tifmap: peer's {} is our {}", m.peer_name, m.local_name);
+        match m.peer {
+            Some(p) => {
+                let _ = writeln!(s, " (from {p})");
+            }
+            None => s.push('\n'),
+        }
+    }
     let _ = writeln!(
         s,
         "\tsyncok: {} bulk: {}{}",
@@ -227,6 +253,8 @@ fn stats_json(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> Value {
             "cache_full": st.cache_full,
             "lost_fields": st.lost_fields,
             "rule_unbound": st.rule_unbound,
+            "badsrc": st.badsrc,
+            "ifname_mapped": st.ifname_mapped,
         },
         "table": {
             "imported": t.imported, "updated": t.updated, "removed": t.removed,
@@ -259,6 +287,11 @@ fn stats_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
     line(&mut s, st.ipackets6, "packets received (IPv6)");
     line(&mut s, st.badif, "packets discarded for bad interface");
     line(&mut s, st.badttl, "packets discarded for bad ttl");
+    line(
+        &mut s,
+        st.badsrc,
+        "packets discarded for a source other than the syncpeers (badsrc)",
+    );
     line(&mut s, st.hdrops, "packets shorter than header");
     line(&mut s, st.badver, "packets discarded for bad version");
     line(&mut s, st.badauth, "packets discarded for bad HMAC");
@@ -271,6 +304,11 @@ fn stats_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
         &mut s,
         st.rule_unbound,
         "states taken without the rule numbers of another ruleset",
+    );
+    line(
+        &mut s,
+        st.ifname_mapped,
+        "peer states and clears taken under a mapped interface name",
     );
     line(&mut s, st.opackets, "packets sent (IPv4)");
     line(&mut s, st.opackets6, "packets sent (IPv6)");
