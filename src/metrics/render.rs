@@ -471,6 +471,12 @@ fn table(e: &mut Exposition, r: &ParentReport) {
         "Synthetic changes per second ctl churn is making (memory table).",
         u64::from(r.churn_rate),
     );
+    e.single(
+        "pfsyncd_churn_target_states",
+        Kind::Gauge,
+        "States ctl churn keeps around (memory table).",
+        r.churn_target,
+    );
 }
 
 fn peers(e: &mut Exposition, s: &Snapshot<'_>) {
@@ -527,6 +533,8 @@ fn peers(e: &mut Exposition, s: &Snapshot<'_>) {
 mod tests {
     use super::*;
     use crate::metrics::exposition::validate;
+    use crate::metrics::http::ServerCounters;
+    use crate::table::TableStats;
 
     fn snapshot<'a>(stats: &'a Stats, report: &'a ParentReport) -> Snapshot<'a> {
         Snapshot {
@@ -787,6 +795,100 @@ mod tests {
             9.0
         );
         assert_eq!(value(&samples, "pfsyncd_bulk_last_duration_seconds"), 2.5);
+    }
+
+    /// The same for the parent's report: every field named, each with its own value.
+    #[test]
+    fn every_counter_of_the_parent_has_its_series() {
+        let mut report = ParentReport::default();
+        let ParentReport {
+            memory_table,
+            states,
+            table,
+            superseded,
+            expired,
+            own_dropped,
+            churn_rate,
+            churn_target,
+            churn_made,
+            edge,
+            metrics_http,
+        } = &mut report;
+        let TableStats {
+            imported,
+            updated,
+            removed,
+            remove_missing,
+            cleared,
+            exists,
+            invalid,
+            notfound,
+            full,
+            unsupported,
+            io,
+        } = table;
+        let ServerCounters {
+            served,
+            refused,
+            dropped,
+        } = metrics_http;
+        let [inserts, updates, deletes] = churn_made;
+        let fields: Vec<(&mut u64, &str)> = vec![
+            (states, "pfsyncd_table_states"),
+            (superseded, "pfsyncd_table_superseded_total"),
+            (expired, "pfsyncd_table_expired_total"),
+            (own_dropped, "pfsyncd_own_packets_dropped_total"),
+            (churn_target, "pfsyncd_churn_target_states"),
+            (inserts, "pfsyncd_churn_changes_total{change=\"insert\"}"),
+            (updates, "pfsyncd_churn_changes_total{change=\"update\"}"),
+            (deletes, "pfsyncd_churn_changes_total{change=\"delete\"}"),
+            (imported, "pfsyncd_table_imported_total"),
+            (updated, "pfsyncd_table_updated_total"),
+            (removed, "pfsyncd_table_removed_total{by=\"delete\"}"),
+            (remove_missing, "pfsyncd_table_delete_missing_total"),
+            (cleared, "pfsyncd_table_removed_total{by=\"clear\"}"),
+            (exists, "pfsyncd_table_failures_total{reason=\"exists\"}"),
+            (invalid, "pfsyncd_table_failures_total{reason=\"invalid\"}"),
+            (
+                notfound,
+                "pfsyncd_table_failures_total{reason=\"notfound\"}",
+            ),
+            (full, "pfsyncd_table_failures_total{reason=\"full\"}"),
+            (
+                unsupported,
+                "pfsyncd_table_failures_total{reason=\"unsupported\"}",
+            ),
+            (io, "pfsyncd_table_failures_total{reason=\"io\"}"),
+            (served, "pfsyncd_metrics_requests_total{outcome=\"served\"}"),
+            (
+                refused,
+                "pfsyncd_metrics_requests_total{outcome=\"refused\"}",
+            ),
+            (
+                dropped,
+                "pfsyncd_metrics_requests_total{outcome=\"dropped\"}",
+            ),
+        ];
+        let mut expected = Vec::new();
+        for (i, (field, series)) in fields.into_iter().enumerate() {
+            *field = 2000 + i as u64;
+            expected.push((series, *field as f64));
+        }
+        *memory_table = true;
+        *churn_rate = 77;
+        edge.undecodable = 5;
+        let stats = Stats::default();
+        let text = render(&snapshot(&stats, &report));
+        let samples = validate(&text).unwrap();
+        for (series, v) in expected {
+            assert_eq!(value(&samples, series), v, "{series}");
+        }
+        assert_eq!(value(&samples, "pfsyncd_churn_rate"), 77.0);
+        assert_eq!(
+            value(&samples, "pfsyncd_kernel_edge_total{event=\"undecodable\"}"),
+            5.0
+        );
+        assert!(text.contains("table=\"memory\""));
     }
 
     #[test]
