@@ -353,3 +353,29 @@ fn silent_clients_at_the_cap_hold_no_one_up_for_long() {
         c.log_tail(0, 5)
     );
 }
+
+#[test]
+fn a_metrics_file_or_port_that_cannot_be_had_stops_the_start() {
+    let _serial = serial();
+    let mut c = cluster("mbad", 1);
+    let missing = c.dir().join("no-such-dir").join("pfsyncd.prom");
+    let missing = missing.display().to_string();
+    let e = c.start(0, &["--metrics-file", &missing]).unwrap_err();
+    assert!(
+        e.to_string().contains("metrics file") && e.to_string().contains("create"),
+        "{e}"
+    );
+    // The port taken by someone else in the host's namespace.
+    let addr = SocketAddr::new(c.addr(0, false), PORT);
+    let taken = c
+        .host(0)
+        .ns
+        .run(move || std::net::TcpListener::bind(addr).unwrap())
+        .unwrap();
+    let listen = addr.to_string();
+    let e = c.start(0, &["--metrics-listen", &listen]).unwrap_err();
+    assert!(e.to_string().contains("--metrics-listen"), "{e}");
+    drop(taken);
+    c.start(0, &["--metrics-listen", &listen]).unwrap();
+    scrape(&c, addr);
+}
