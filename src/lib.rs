@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod engine;
 #[cfg(target_os = "linux")]
 pub mod lab;
+pub mod metrics;
 pub mod net;
 pub mod state;
 #[allow(unsafe_code)]

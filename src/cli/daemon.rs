@@ -3,8 +3,10 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -64,6 +66,18 @@ pub struct DaemonArgs {
     /// The empty, root-owned directory the engine process is chrooted to.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_CHROOT)]
     pub chroot: PathBuf,
+    /// Write the metrics in the Prometheus text format to this file, replaced
+    /// atomically, for node_exporter's textfile collector (e.g.
+    /// /var/tmp/node_exporter/pfsyncd.prom).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// How often the metrics file is written, in seconds (1 to 3600; default 15).
+    #[arg(long, value_name = "SECS")]
+    pub metrics_interval: Option<u64>,
+    /// Serve the metrics at http://ADDR:PORT/metrics (an IP address, e.g.
+    /// 127.0.0.1:9478; the endpoint has no authentication).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
@@ -146,6 +160,10 @@ pub(super) fn options_of(
         }
         None => random_creatorid().context("/dev/urandom")?,
     };
+    let metrics = match metrics_options(args)? {
+        Ok(m) => m,
+        Err(msg) => return Ok(Err(usage(msg))),
+    };
     let pidfile = match (&args.pidfile, args.foreground) {
         (Some(p), _) => Some(absolute(p)?),
         (None, false) => Some(PathBuf::from(DEFAULT_PIDFILE)),
@@ -161,11 +179,71 @@ pub(super) fn options_of(
         creatorid,
         creatorid_given: args.creatorid.is_some(),
         table,
-        table_interval: std::time::Duration::from_millis(interval),
+        table_interval: Duration::from_millis(interval),
         bulk_pps: args.bulk_pps,
         check_interfaces: args.check_interfaces,
         user: args.user.clone(),
         chroot: absolute(&args.chroot)?,
+        metrics_file: metrics.file,
+        metrics_interval: metrics.interval,
+        metrics_listen: metrics.listen,
+    }))
+}
+
+/// Default seconds between two writes of the metrics file: the scrape interval
+/// Prometheus suggests, so a scrape of node_exporter sees a fresh file.
+pub const DEFAULT_METRICS_INTERVAL: u64 = 15;
+
+/// The metrics options, checked.
+struct MetricsOptions {
+    file: Option<PathBuf>,
+    interval: Duration,
+    listen: Option<SocketAddr>,
+}
+
+/// The metrics options; a usage error's message if they are wrong.
+fn metrics_options(args: &DaemonArgs) -> anyhow::Result<Result<MetricsOptions, String>> {
+    let interval = args.metrics_interval.unwrap_or(DEFAULT_METRICS_INTERVAL);
+    if !(1..=3600).contains(&interval) {
+        return Ok(Err(format!(
+            "--metrics-interval {interval}: expected 1 to 3600 seconds"
+        )));
+    }
+    if args.metrics_interval.is_some() && args.metrics_file.is_none() {
+        return Ok(Err(
+            "--metrics-interval: only with --metrics-file (a scrape of --metrics-listen is answered at once)".into(),
+        ));
+    }
+    let file = match &args.metrics_file {
+        Some(p) if p.file_name().is_none() || p.as_os_str().to_string_lossy().ends_with('/') => {
+            return Ok(Err(format!(
+                "--metrics-file {}: expected a file name, not a directory",
+                p.display()
+            )))
+        }
+        Some(p) => Some(absolute(p)?),
+        None => None,
+    };
+    let listen = match &args.metrics_listen {
+        // A literal address: a name would be resolved as root before the drop, and
+        // could mean several addresses.
+        Some(a) => match a.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() == 0 => {
+                return Ok(Err(format!("--metrics-listen {a}: give a port other than 0")))
+            }
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                return Ok(Err(format!(
+                    "--metrics-listen '{a}': expected an IP address and a port, e.g. 127.0.0.1:9478 or [::1]:9478"
+                )))
+            }
+        },
+        None => None,
+    };
+    Ok(Ok(MetricsOptions {
+        file,
+        interval: Duration::from_secs(interval),
+        listen,
     }))
 }
 

@@ -62,6 +62,9 @@ const VALUED: &[&str] = &[
     "--bulk-pps",
     "--user",
     "--chroot",
+    "--metrics-file",
+    "--metrics-interval",
+    "--metrics-listen",
 ];
 
 /// Splits the command line where the `ifconfig` words begin (clap would take `-defer`
@@ -82,6 +85,8 @@ fn split_words(args: Vec<String>) -> (Vec<String>, Vec<String>) {
     (args, Vec::new())
 }
 
+// Parsed once at start: the daemon's options in `check` cost nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Try every kernel interaction the daemon needs (/dev/pf, pfsync0, the sync link,
@@ -90,7 +95,8 @@ enum Command {
     Check(check::Args),
     /// Print the pfsync packets of a pcap or pcapng capture, tcpdump style or as JSON.
     Decode(decode::Args),
-    /// Ask a running daemon: status, stats, states, bulk, insert, update, delete, clear.
+    /// Ask a running daemon: status, stats, metrics, states, bulk, insert, update, delete,
+    /// clear.
     Ctl(ctl::Args),
     /// Run a cluster of daemons in network namespaces on this machine, with traffic,
     /// shown live (root, Linux); everything is removed at the end, on Ctrl-C too.

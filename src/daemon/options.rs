@@ -2,6 +2,7 @@
 //! read by the start, by the parent on SIGHUP and by the engine process (its creator id
 //! and pace), and by `pfsyncd check`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -51,6 +52,12 @@ pub struct Options {
     pub user: String,
     /// The empty directory the engine process is chrooted to.
     pub chroot: PathBuf,
+    /// Where the parent writes the metrics for node_exporter's textfile collector.
+    pub metrics_file: Option<PathBuf>,
+    /// How often the metrics file is written.
+    pub metrics_interval: Duration,
+    /// The address the parent serves `/metrics` on.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Reads the configuration: defaults, then the file's words, then the command line's.

@@ -13,6 +13,7 @@ use serde_json::Value;
 pub const HELP: &str = "\
 status [--json]          the sync interface, like ifconfig pfsync0
 stats [--json]           counters, like netstat -s -p pfsync, and the peers heard
+metrics                  the same in the Prometheus text format
 states [--json]          the state table, like pfctl -ss -v
 get CREATORID ID [--json] one state (hex numbers, as states prints them)
 bulk                     ask the peers for a bulk update now
@@ -25,7 +26,7 @@ churn RATE [STATES]      (memory table) RATE changes/s around STATES states; chu
 ";
 
 /// The requests the engine process answers.
-pub const ENGINE_REQUESTS: &[&str] = &["status", "stats", "bulk"];
+pub const ENGINE_REQUESTS: &[&str] = &["status", "stats", "metrics", "bulk"];
 
 /// The requests the parent answers from the table.
 pub const TABLE_REQUESTS: &[&str] = &[
@@ -67,6 +68,7 @@ mod tests {
     fn every_request_has_one_answerer() {
         assert_eq!(route("status --json"), Route::Engine);
         assert_eq!(route("bulk"), Route::Engine);
+        assert_eq!(route("metrics"), Route::Engine);
         assert_eq!(route("get 1 2"), Route::Table);
         assert_eq!(route("churn 10"), Route::Table);
         assert!(matches!(route("frob"), Route::Answer(a) if a.starts_with("error: unknown")));

@@ -21,9 +21,11 @@ use super::parent::pidfile::Pidfile;
 use super::parent::process::Parent;
 use super::parent::table::{open_pf, Table};
 use super::privsep::{self, Sandbox};
+use crate::metrics::textfile::check_writable;
+use crate::metrics::MetricsServer;
 use crate::sys::process::Forked;
 use crate::table::{InterfaceCheck, MemoryConfig, MemoryTable};
-use crate::{log_error, log_info};
+use crate::{log_error, log_info, log_warn};
 
 /// Blocks SIGTERM, SIGINT and SIGHUP, before any thread starts and before the fork, so
 /// every thread and the engine process inherit the mask: the engine process never
@@ -77,6 +79,7 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
     let sandbox = Sandbox::lookup(&options.user, &options.chroot)?;
     let mut pidfile = options.pidfile.as_deref().map(Pidfile::lock).transpose()?;
     let link = open_link(&config)?;
+    let metrics_server = open_metrics(&options)?;
     let control = ControlSocket::bind(&options.control)
         .with_context(|| format!("control socket {}", options.control.display()))?;
     let mut table = open_table(&options)?;
@@ -115,7 +118,15 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
             // sockets, the pidfile and the parent's end are closed here; the socket
             // file stays the parent's to remove.
             super::log::use_queue();
-            drop((table, link, parent_end, parent_requests, listener, start));
+            drop((
+                table,
+                link,
+                parent_end,
+                parent_requests,
+                listener,
+                start,
+                metrics_server,
+            ));
             socket_file.disarm();
             // Not dropped: dropping unlocks, and the lock belongs to the open file both
             // processes share, so the parent would lose it. Its descriptor goes with
@@ -168,6 +179,10 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
                 options.config_file.as_deref(),
                 options.pidfile.as_deref(),
                 socket_file.path(),
+                options
+                    .metrics_file
+                    .as_deref()
+                    .and_then(std::path::Path::parent),
             )
             .context("unveil")?;
             let signals = signal_stream(mask)?;
@@ -188,10 +203,31 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
                 start,
                 word(4),
                 [word(16), word(24)],
+                metrics_server,
             );
             parent.run()
         }
     }
+}
+
+/// The metrics endpoint's listener, bound as root before the privilege drop (a port
+/// below 1024 needs it), and a first try of the metrics file's directory, so that both
+/// fail at start, not later.
+fn open_metrics(options: &Options) -> anyhow::Result<Option<MetricsServer>> {
+    if let Some(path) = &options.metrics_file {
+        check_writable(path)?;
+    }
+    let Some(addr) = options.metrics_listen else {
+        return Ok(None);
+    };
+    let server = MetricsServer::bind(addr).with_context(|| format!("--metrics-listen {addr}"))?;
+    if addr.ip().is_unspecified() {
+        log_warn!(
+            "metrics served on every address (--metrics-listen {addr}): whoever reaches port {} reads them",
+            addr.port()
+        );
+    }
+    Ok(Some(server))
 }
 
 /// The table the daemon keeps in sync, opened as root.

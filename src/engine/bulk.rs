@@ -169,6 +169,11 @@ impl Engine {
 
     // ------------------------------------------------------------ bulk send
 
+    /// States sent so far in the bulk update we are sending; `None` when we send none.
+    pub fn bulk_send_progress(&self) -> Option<u64> {
+        self.bulk_send.as_ref().map(|b| b.sent)
+    }
+
     /// A peer asked for a bulk update.
     ///
     /// Difference: a request arriving while we send one neither restarts it (FreeBSD)

@@ -856,6 +856,8 @@ fn a_bulk_update_we_send_is_paced_and_framed_by_bus() {
     ));
     assert_eq!(messages(&first[1]).len(), 3);
     assert_eq!(e.poll_timeout(), Some(at(120)));
+    // The metrics show how far it got.
+    assert_eq!(e.bulk_send_progress(), Some(3));
     let mut ids = Vec::new();
     let mut packets = first;
     while let Some(t) = e.poll_timeout() {
@@ -874,6 +876,7 @@ fn a_bulk_update_we_send_is_paced_and_framed_by_bus() {
     assert!(end.is_some());
     assert_eq!(events(&mut e), [Event::BulkSendDone { states: 10 }]);
     assert!(!e.bulk_sending());
+    assert_eq!(e.bulk_send_progress(), None);
 }
 
 #[test]

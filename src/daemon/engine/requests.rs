@@ -1,9 +1,9 @@
-//! The control requests the engine process answers: `status` and `stats`, which join
-//! the engine's view with the report the parent sends along of the table and the link,
-//! and `bulk`.
+//! The control requests the engine process answers: `status`, `stats` and `metrics`,
+//! which join the engine's view with the report the parent sends along of the table and
+//! the link, and `bulk`.
 
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
@@ -13,6 +13,7 @@ use crate::daemon::options::Options;
 use crate::daemon::privsep::{ParentReport, Sandbox};
 use crate::daemon::requests::json_line;
 use crate::engine::{BulkRequest, Engine};
+use crate::metrics::{render, BulkState, PeerSample, Snapshot};
 
 /// The parts of the engine process a request reads (and `bulk` drives), borrowed for
 /// one answer.
@@ -39,6 +40,7 @@ pub(super) fn answer(
         "status" => status_text(d, report),
         "stats" if json => json_line(stats_json(d, report, now)),
         "stats" => stats_text(d, report, now),
+        "metrics" => metrics_text(d, report, now),
         "bulk" => {
             d.engine.request_bulk(now);
             crate::log_info!("bulk update requested from the peers (ctl bulk)");
@@ -48,13 +50,53 @@ pub(super) fn answer(
     }
 }
 
-fn bulk_status(d: &EngineParts<'_>) -> &'static str {
+fn bulk_state(d: &EngineParts<'_>) -> BulkState {
     match d.engine.bulk_request_state() {
-        BulkRequest::Idle => "none",
-        BulkRequest::Waiting { .. } => "requested",
-        BulkRequest::Receiving { .. } => "receiving",
-        BulkRequest::Done => "done",
+        BulkRequest::Idle => BulkState::None,
+        BulkRequest::Waiting { .. } => BulkState::Requested,
+        BulkRequest::Receiving { .. } => BulkState::Receiving,
+        BulkRequest::Done => BulkState::Done,
     }
+}
+
+fn bulk_status(d: &EngineParts<'_>) -> &'static str {
+    bulk_state(d).word()
+}
+
+/// The metrics in the Prometheus text format: what `stats` shows, and the status gauges.
+fn metrics_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
+    let peers = d
+        .peers
+        .iter()
+        .map(|(addr, p)| PeerSample {
+            addr: *addr,
+            last_heard_ago: now.saturating_duration_since(p.last_heard),
+            packets: p.packets,
+            bytes: p.bytes,
+            version: p.version,
+        })
+        .collect();
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    render(&Snapshot {
+        stats: d.engine.stats(),
+        report: r,
+        peers,
+        untracked_peer_packets: d.peers.untracked,
+        unix_now,
+        up: d.config.up,
+        link_open: d.link_open,
+        syncok: d.engine.syncok(),
+        demoted: d.engine.demoted(),
+        bulk: bulk_state(d),
+        bulk_sending: d.engine.bulk_sending(),
+        bulk_send_states: d.engine.bulk_send_progress().unwrap_or(0),
+        cached: d.engine.state_count() as u64,
+        queued: d.engine.queued().map(|n| n as u64),
+        version: d.config.dialect.name(),
+        creatorid: d.options.creatorid,
+    })
 }
 
 fn status_json(d: &EngineParts<'_>, r: &ParentReport) -> Value {
@@ -224,6 +266,11 @@ fn stats_json(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> Value {
         },
         "edge": r.edge.named().into_iter().map(|(k, v)| (k.to_string(), Value::from(v))).collect::<Map<String, Value>>(),
         "own_dropped": r.own_dropped,
+        "metrics_http": {
+            "served": r.metrics_http.served,
+            "refused": r.metrics_http.refused,
+            "dropped": r.metrics_http.dropped,
+        },
         "churn": r.churn_made,
         "peers": peers,
         "untracked_peer_packets": d.peers.untracked,
@@ -301,6 +348,13 @@ fn stats_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
     let _ = writeln!(s, "kernel edge:");
     for (name, n) in r.edge.named() {
         let _ = writeln!(s, "\t{n} {name}");
+    }
+    let h = &r.metrics_http;
+    if h.served + h.refused + h.dropped > 0 {
+        let _ = writeln!(s, "metrics endpoint:");
+        line(&mut s, h.served, "requests served");
+        line(&mut s, h.refused, "requests refused (4xx or 5xx)");
+        line(&mut s, h.dropped, "connections dropped");
     }
     let _ = writeln!(s, "peers:");
     for (addr, p) in d.peers.iter() {

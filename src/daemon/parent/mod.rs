@@ -12,6 +12,7 @@ pub mod churn;
 pub mod control_socket;
 pub mod detach;
 pub mod kernel_start;
+mod metrics_export;
 pub mod pidfile;
 pub(super) mod process;
 mod requests;

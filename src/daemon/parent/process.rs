@@ -23,6 +23,7 @@ use super::carp::Demotion;
 use super::churn::Churn;
 use super::control_socket::{accept, respond, SocketFile};
 use super::detach::StartReport;
+use super::metrics_export::{MetricsExport, Waiter};
 use super::pidfile::Pidfile;
 use super::requests::{self as table_requests, TableParts};
 use super::table::Table;
@@ -35,6 +36,7 @@ use crate::daemon::privsep::{
 };
 use crate::daemon::requests::{route, Route};
 use crate::engine::{LocalChange, TableOp};
+use crate::metrics::MetricsServer;
 use crate::net::RECV_BUFFER_LEN;
 use crate::table::synth::Synth;
 use crate::table::EdgeCounters;
@@ -70,8 +72,10 @@ pub(in crate::daemon) struct Parent {
     engine_pid: Pid,
     signals: UnixStream,
     control: UnixListener,
-    /// Control clients waiting for the engine's answer, oldest first.
-    waiting: VecDeque<UnixStream>,
+    /// Control clients, scrapes and the metrics file waiting for the engine's answer,
+    /// oldest first.
+    waiting: VecDeque<Waiter>,
+    metrics: MetricsExport,
     changes: Vec<LocalChange>,
     crossings: Crossings,
     checksum: [u8; 16],
@@ -109,6 +113,7 @@ impl Parent {
         start: StartReport,
         seed: u64,
         hash_key: [u64; 2],
+        metrics_server: Option<MetricsServer>,
     ) -> Parent {
         let now = Instant::now();
         // The pidfile is locked by now: no other pfsyncd shares the record.
@@ -122,7 +127,9 @@ impl Parent {
             ),
             Err(e) => log_error!("{e}"),
         }
+        let metrics = MetricsExport::new(&options, metrics_server, now);
         Parent {
+            metrics,
             synth: Synth::new(seed, options.creatorid),
             options,
             config,
@@ -175,12 +182,17 @@ impl Parent {
             // A poll waits while the engine is behind (see step): then the channel's
             // writability wakes the loop, not the poll's deadline.
             let table_due = (self.channel.queued() < HIGH_WATER).then_some(self.next_table_poll);
-            let wait = [table_due, self.churn.deadline(), self.stopping]
-                .into_iter()
-                .flatten()
-                .min()
-                .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
-                .min(Duration::from_secs(1));
+            let wait = [
+                table_due,
+                self.churn.deadline(),
+                self.stopping,
+                self.metrics.deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
+            .min(Duration::from_secs(1));
             // Frames left from the last turn's budget are taken without waiting.
             let ms = if self.channel.has_frame() {
                 0
@@ -211,6 +223,9 @@ impl Parent {
                 if let (Some(link), true) = (&self.link, read_link) {
                     fds.push(PollFd::new(link.input.as_fd(), PollFlags::POLLIN));
                 }
+                if self.stopping.is_none() {
+                    fds.extend(self.metrics.poll_fds());
+                }
                 match poll(&mut fds, PollTimeout::from(ms)) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => break Err(anyhow!("poll: {e}")),
@@ -234,6 +249,7 @@ impl Parent {
             self.step(now, false);
             if self.stopping.is_none() {
                 self.control(Instant::now());
+                self.metrics_requests(Instant::now());
             }
             if self.send_failures > 0 {
                 ToEngine::SendFailed(std::mem::take(&mut self.send_failures))
@@ -254,8 +270,11 @@ impl Parent {
                 }
             }
         };
-        for client in self.waiting.drain(..) {
-            respond(client, "error: pfsyncd is shutting down\n");
+        for waiter in self.waiting.drain(..) {
+            match waiter {
+                Waiter::Control(client) => respond(client, "error: pfsyncd is shutting down\n"),
+                other => self.metrics.answered(other, Instant::now(), None),
+            }
         }
         self.lower_carp();
         self.reap();
@@ -341,7 +360,8 @@ impl Parent {
                 return Err(misplaced("non-answer"));
             };
             match self.waiting.pop_front() {
-                Some(client) => respond(client, text),
+                Some(Waiter::Control(client)) => respond(client, text),
+                Some(other) => self.metrics.answered(other, Instant::now(), Some(text)),
                 None => return Err(misplaced("answer nobody waits for")),
             }
         }
@@ -493,9 +513,23 @@ impl Parent {
                         report,
                     }
                     .encode(self.requests.queue());
-                    self.waiting.push_back(client);
+                    self.waiting.push_back(Waiter::Control(client));
                 }
             }
+        }
+    }
+
+    /// Asks the engine for the metrics text for the scrapes that came in and for the
+    /// metrics file when it is due, as `ctl metrics` would.
+    fn metrics_requests(&mut self, now: Instant) {
+        for waiter in self.metrics.due(now) {
+            let report = self.report();
+            ToEngine::Request {
+                line: "metrics",
+                report,
+            }
+            .encode(self.requests.queue());
+            self.waiting.push_back(waiter);
         }
     }
 
@@ -540,6 +574,7 @@ impl Parent {
             churn_target: self.churn.target() as u64,
             churn_made: self.churn.made,
             edge: self.edge_counters(),
+            metrics_http: self.metrics.http_counters(),
         }
     }
 

@@ -14,6 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::daemon::log::Level;
 use crate::engine::{LocalChange, Received, TableOp};
+use crate::metrics::http::ServerCounters;
 use crate::state::{compact, State};
 use crate::table::{EdgeCounters, TableStats};
 use crate::wire::IfName;
@@ -78,6 +79,8 @@ pub struct ParentReport {
     pub churn_made: [u64; 3],
     /// What the table refused, corrected or found incomplete at the kernel edge.
     pub edge: EdgeCounters,
+    /// What the `/metrics` endpoint served and refused.
+    pub metrics_http: ServerCounters,
 }
 
 /// From the parent to the engine process.
@@ -400,6 +403,10 @@ impl ToEngine<'_> {
                     o.extend_from_slice(&v.to_le_bytes());
                 }
                 o.extend_from_slice(&r.churn_rate.to_le_bytes());
+                let h = &r.metrics_http;
+                for v in [h.served, h.refused, h.dropped] {
+                    o.extend_from_slice(&v.to_le_bytes());
+                }
                 put_bytes(o, line.as_bytes());
             }),
             ToEngine::Shutdown { signal } => frame(out, SHUTDOWN, |o| {
@@ -485,6 +492,11 @@ impl ToEngine<'_> {
                     superseded: v[18],
                     edge: b.edge_counters()?,
                     churn_rate: b.u32()?,
+                    metrics_http: ServerCounters {
+                        served: b.u64()?,
+                        refused: b.u64()?,
+                        dropped: b.u64()?,
+                    },
                 };
                 ToEngine::Request {
                     report,
@@ -688,6 +700,11 @@ mod tests {
                         capture_bad_buffers: 28,
                         capture_cut: 29,
                         capture_malformed: 30,
+                    },
+                    metrics_http: ServerCounters {
+                        served: 30,
+                        refused: 31,
+                        dropped: 32,
                     },
                 },
             },

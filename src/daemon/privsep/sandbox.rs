@@ -185,13 +185,15 @@ pub fn check_chroot(dir: &Path) -> Result<(), SandboxError> {
 
 /// OpenBSD: limits what the parent can see of the file system to what it still opens
 /// after the start: the configuration file (re-read on SIGHUP), bpf (a SIGHUP may move
-/// the link), and the pidfile and control socket it removes at exit. The parent cannot
-/// pledge: pledge allows no DIOCADDSTATE or DIOCGETSTATES.
+/// the link), the pidfile and control socket it removes at exit, and the directory of
+/// the metrics file (its temporary file is created there and renamed over it). The
+/// parent cannot pledge: pledge allows no DIOCADDSTATE or DIOCGETSTATES.
 #[cfg(target_os = "openbsd")]
 pub fn unveil_parent(
     config_file: Option<&Path>,
     pidfile: Option<&Path>,
     control: &Path,
+    metrics_dir: Option<&Path>,
 ) -> std::io::Result<()> {
     use crate::sys::process::{unveil, unveil_lock};
     let c =
@@ -204,6 +206,9 @@ pub fn unveil_parent(
         unveil(&c(p)?, c"rwc")?;
     }
     unveil(&c(control)?, c"rwc")?;
+    if let Some(dir) = metrics_dir {
+        unveil(&c(dir)?, c"rwc")?;
+    }
     unveil_lock()
 }
 
