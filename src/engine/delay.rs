@@ -87,3 +87,154 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::super::tests::{all_messages, at, engine_with, receive, tcp, transmits, US};
+    use super::super::{Config, LocalChange};
+    use super::*;
+    use crate::wire::msg::StateRefRepr;
+    use crate::wire::{Dialect, Message};
+
+    const D: Dialect = Dialect::FreeBsd1400;
+
+    fn delayed(secs: u64) -> impl FnOnce(&mut Config) {
+        move |c| c.sync_delay = Duration::from_secs(secs)
+    }
+
+    /// Runs the timers up to `end`; every state message sent, with when (ms after t0).
+    fn run_until(e: &mut Engine, end: u64, sent: &mut Vec<(u64, Message)>) {
+        while let Some(t) = e.poll_timeout() {
+            if t > at(end) {
+                break;
+            }
+            e.handle_timeout(t);
+            let ms = t.duration_since(at(0)).as_millis() as u64;
+            for m in all_messages(&transmits(e)) {
+                sent.push((ms, m));
+            }
+        }
+    }
+
+    #[test]
+    fn a_state_deleted_before_the_delay_never_appears_on_the_wire() {
+        let mut e = engine_with(D, delayed(2));
+        let mut s = tcp(US, 1);
+        e.handle_local(at(0), LocalChange::Insert(s));
+        s = super::super::tests::advanced(s, 1);
+        e.handle_local(at(500), LocalChange::Update(s));
+        e.handle_local(
+            at(1500),
+            LocalChange::Delete {
+                creatorid: US,
+                id: 1,
+            },
+        );
+        let mut sent = Vec::new();
+        run_until(&mut e, 10_000, &mut sent);
+        e.flush(at(10_000));
+        assert!(sent.is_empty(), "{sent:?}");
+        assert!(transmits(&mut e).is_empty());
+        assert_eq!(e.stats().delayed, 1);
+        assert_eq!(e.stats().delayed_then_deleted, 1);
+        assert_eq!(e.stats().delayed_announced, 0);
+    }
+
+    #[test]
+    fn a_state_older_than_the_delay_appears_once_at_the_delay() {
+        let mut e = engine_with(D, delayed(2));
+        e.handle_local(at(0), LocalChange::Insert(tcp(US, 1)));
+        assert_eq!(e.poll_timeout(), Some(at(2000)), "due when 2 s old");
+        let mut sent = Vec::new();
+        run_until(&mut e, 1999, &mut sent);
+        assert!(sent.is_empty());
+        run_until(&mut e, 10_000, &mut sent);
+        // Due at 2 s, then batched as any new state is (at most the 1 s timer).
+        match &sent[..] {
+            [(ms, Message::Ins(r))] => {
+                assert!((2000..=3000).contains(ms), "sent at {ms} ms");
+                assert!(State::from_record(r).unwrap().age_secs >= 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(e.stats().delayed_announced, 1);
+    }
+
+    #[test]
+    fn the_age_at_report_counts_towards_the_delay() {
+        let mut e = engine_with(D, delayed(10));
+        let mut old = tcp(US, 1);
+        old.age_secs = 4;
+        e.handle_local(at(0), LocalChange::Insert(old));
+        assert_eq!(e.poll_timeout(), Some(at(6000)));
+        let mut older = tcp(US, 2);
+        older.age_secs = 12;
+        e.handle_local(at(0), LocalChange::Insert(older));
+        assert_eq!(
+            e.poll_timeout(),
+            Some(at(1000)),
+            "old enough: the batching timer"
+        );
+        assert_eq!(e.stats().delayed, 1);
+    }
+
+    #[test]
+    fn updates_before_the_delay_collapse_into_the_ins() {
+        let mut e = engine_with(D, delayed(2));
+        let mut s = tcp(US, 1);
+        e.handle_local(at(0), LocalChange::Insert(s));
+        for i in 1..=5 {
+            s = super::super::tests::advanced(s, 1);
+            e.handle_local(at(300 * i), LocalChange::Update(s));
+        }
+        let mut sent = Vec::new();
+        run_until(&mut e, 3000, &mut sent);
+        match &sent[..] {
+            [(_, Message::Ins(r))] => {
+                assert_eq!(State::from_record(r).unwrap().src.seqlo, s.src.seqlo)
+            }
+            other => panic!("{other:?}"),
+        }
+        // Announced: its updates flow as usual.
+        s = super::super::tests::advanced(s, 1);
+        e.handle_local(at(4000), LocalChange::Update(s));
+        run_until(&mut e, 6000, &mut sent);
+        assert!(matches!(sent[1..], [(_, Message::UpdC(_))]), "{sent:?}");
+    }
+
+    #[test]
+    fn bulk_updates_and_update_requests_leave_states_not_due_out() {
+        let mut e = engine_with(D, delayed(10));
+        let mut old = tcp(US, 1);
+        old.age_secs = 60;
+        e.handle_local(at(0), LocalChange::Insert(old));
+        e.handle_local(at(0), LocalChange::Insert(tcp(US, 2)));
+        e.flush(at(0));
+        transmits(&mut e);
+        receive(
+            &mut e,
+            at(100),
+            D,
+            &[
+                Message::UpdReq(StateRefRepr::BULK_REQUEST),
+                Message::UpdReq(StateRefRepr {
+                    id: 2,
+                    creatorid: US,
+                }),
+            ],
+        );
+        let mut sent: Vec<(u64, Message)> = all_messages(&transmits(&mut e))
+            .into_iter()
+            .map(|m| (100, m))
+            .collect();
+        run_until(&mut e, 5000, &mut sent);
+        let ids: Vec<u64> = sent
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Message::Upd(r) | Message::Ins(r) => Some(State::from_record(r).unwrap().id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids, [1], "state 2 is not due before 10 s");
+    }
+}
