@@ -122,7 +122,11 @@ mod test {
         let mut s = tcp(US, 1);
         e.handle_local(at(0), LocalChange::Insert(s));
         s = super::super::tests::advanced(s, 1);
+        let mut sent = Vec::new();
+        run_until(&mut e, 500, &mut sent);
         e.handle_local(at(500), LocalChange::Update(s));
+        // Past the 1 s batching timer, which would have sent an undelayed INS.
+        run_until(&mut e, 1500, &mut sent);
         e.handle_local(
             at(1500),
             LocalChange::Delete {
@@ -130,7 +134,6 @@ mod test {
                 id: 1,
             },
         );
-        let mut sent = Vec::new();
         run_until(&mut e, 10_000, &mut sent);
         e.flush(at(10_000));
         assert!(sent.is_empty(), "{sent:?}");
