@@ -230,6 +230,11 @@ impl SyncConfig {
         }
     }
 
+    /// The `nosync-*` words of the filter, as `to_words` gives them.
+    pub fn filter_words(&self) -> Vec<String> {
+        self.sync_filter.iter().flat_map(filter_words).collect()
+    }
+
     /// The engine's filter of these words.
     pub fn engine_filter(&self) -> crate::engine::SyncFilter {
         crate::engine::SyncFilter::new(self.sync_filter.clone())

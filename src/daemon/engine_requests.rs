@@ -54,6 +54,8 @@ fn status_json(d: &EngineProcess, r: &ParentReport) -> Value {
         "defer": false,
         "version": c.dialect.name(),
         "mtu": c.mtu,
+        "sync_filter": c.filter_words(),
+        "syncdelay": c.sync_delay_secs,
         "syncok": d.engine.syncok(),
         "bulk": bulk_status(d),
         "bulk_sending": d.engine.bulk_sending(),
