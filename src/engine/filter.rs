@@ -17,13 +17,18 @@
 //!   bring its full copy back each time) and its delete is recognised; the table never
 //!   sees it.
 //!
+//! The table never expires an unimported state, so the engine does: once a minute, those
+//! whose expiry (as of the peer's last full update) has passed are dropped. One the
+//! peer still updates is then asked for again by its next compressed update, and
+//! cached again unimported: a request and a full update per expiry period at worst.
+//!
 //! When a rule goes away, a muted local state is announced again with a full update at
 //! once, a state filtered at first sight is announced at its next change (it was never
 //! cached), and a peer's unimported state is forgotten, so that its next full update
 //! imports it (its next compressed update asks for it).
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::cache::Queue;
 use super::Engine;
@@ -126,6 +131,9 @@ pub enum Filtered {
     Unimported,
 }
 
+/// How often unimported peer states are checked for expiry.
+pub const UNIMPORTED_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
 impl Engine {
     /// Takes a new sync filter (a SIGHUP). It applies at once to what is cached, as the
     /// module documentation says: states not announced yet that now match are dropped,
@@ -166,6 +174,39 @@ impl Engine {
             }
         }
         self.end_input(now);
+    }
+
+    /// An unimported peer state was cached: make sure a sweep is due.
+    pub(super) fn schedule_unimported_sweep(&mut self, now: Instant) {
+        if self.unimported_sweep_at.is_none() {
+            self.unimported_sweep_at = Some(now + UNIMPORTED_SWEEP_INTERVAL);
+        }
+    }
+
+    /// Drops the unimported peer states that expired, if a sweep is due; another is
+    /// due a minute later while some remain.
+    pub(super) fn sweep_unimported(&mut self, now: Instant) {
+        if self.unimported_sweep_at.is_none_or(|at| at > now) {
+            return;
+        }
+        self.unimported_sweep_at = None;
+        let clock = self.cache.clock(now);
+        let mut remaining = false;
+        let slots: Vec<u32> = self
+            .cache
+            .slots()
+            .filter(|&s| self.cache.get(s).filtered == Some(Filtered::Unimported))
+            .collect();
+        for slot in slots {
+            if self.cache.get(slot).state_at(clock).expire_secs == 0 {
+                self.cache.remove(slot);
+            } else {
+                remaining = true;
+            }
+        }
+        if remaining {
+            self.schedule_unimported_sweep(now);
+        }
     }
 
     /// A local state seen for the first time matches the filter: it is not cached
@@ -431,5 +472,26 @@ mod test {
             }],
             "the copy in our table still ends with the peer's"
         );
+    }
+
+    #[test]
+    fn unimported_peer_states_are_dropped_once_expired() {
+        let mut e = engine_with(D, filtered(vec![FilterRule::Protocol(17)]));
+        let mut theirs = udp(PEER, 9, 53);
+        theirs.expire_secs = 30;
+        receive(&mut e, at(0), D, &[upd(D, &theirs)]);
+        assert_eq!(e.state_count(), 1, "cached, unimported");
+        assert_eq!(e.poll_timeout(), Some(at(60_000)));
+        e.handle_timeout(at(60_000));
+        assert_eq!(e.state_count(), 0, "expired: dropped");
+        assert_eq!(e.poll_timeout(), None, "no sweep without unimported states");
+        // A peer that still updates it: asked for again, and cached again.
+        receive(&mut e, at(61_000), D, &[upd_c(&theirs)]);
+        assert_eq!(sent_ids(&mut e), [("req", 9)]);
+        theirs.expire_secs = 300;
+        receive(&mut e, at(61_100), D, &[upd(D, &theirs)]);
+        assert!(table_ops(&mut e).is_empty());
+        e.handle_timeout(at(120_000));
+        assert_eq!(e.state_count(), 1, "a full update keeps it");
     }
 }

@@ -395,6 +395,8 @@ pub struct Engine {
     redeletes: Vec<Key>,
     /// New local states waiting to be old enough to be announced.
     delays: delay::DelayQueue,
+    /// When to drop the peers' unimported filtered states that expired (`filter.rs`).
+    unimported_sweep_at: Option<Instant>,
     clears: Vec<ClrRepr>,
     send_bulk_request: bool,
     /// The batching timer: when the queued messages go out at the latest.
@@ -439,6 +441,7 @@ impl Engine {
             clear_marks: tombstones::ClearMarks::new(config.tombstone_ttl),
             redeletes: Vec::new(),
             delays: delay::DelayQueue::default(),
+            unimported_sweep_at: None,
             clears: Vec::new(),
             send_bulk_request: false,
             flush_at: None,
@@ -557,6 +560,7 @@ impl Engine {
             bulk_req,
             bulk_send,
             self.delays.next_deadline(),
+            self.unimported_sweep_at,
         ]
         .into_iter()
         .flatten()
@@ -640,6 +644,7 @@ impl Engine {
     /// burst of a bulk update we send.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.announce_due(now);
+        self.sweep_unimported(now);
         if self.flush_at.is_some_and(|t| t <= now) {
             self.flush_now = true;
         }

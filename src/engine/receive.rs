@@ -202,6 +202,7 @@ impl Engine {
         let kept_out = self.filter_in(&state);
         if kept_out {
             entry.filtered = Some(Filtered::Unimported);
+            self.schedule_unimported_sweep(now);
         }
         match self.cache.insert(entry) {
             Ok(slot) => {
@@ -303,8 +304,12 @@ impl Engine {
             // We deleted it and our DEL_C is on its way: the peer will drop it too.
             return;
         }
-        if entry.filtered.is_some() {
-            // Kept out of sync (filter.rs): neither merged nor answered.
+        if let Some(filtered) = entry.filtered {
+            // Kept out of sync (filter.rs): neither merged nor answered. An unimported
+            // copy is only refreshed, for its expiry.
+            if full && filtered == Filtered::Unimported {
+                entry.set_state(theirs, clock);
+            }
             self.stats.filtered_in += 1;
             return;
         }
