@@ -48,6 +48,10 @@ const WORDS: &[&str] = &[
     "mtu",
     "up",
     "down",
+    "ifmap",
+    "-ifmap",
+    "anysource",
+    "-anysource",
     // Sync filters and delay (daemon/config.rs).
     "nosync-if",
     "nosync-proto",
@@ -156,7 +160,13 @@ mod sync_filter_words_test {
 
     #[test]
     fn the_filter_and_delay_words_start_the_words() {
-        for first in ["-nosync", "nosync-proto", "syncdelay"] {
+        for first in [
+            "-nosync",
+            "nosync-proto",
+            "syncdelay",
+            "-ifmap",
+            "-anysource",
+        ] {
             let args: Vec<String> = ["pfsyncd", "-d", "-c", "/tmp/s", first, "udp", "up"]
                 .map(String::from)
                 .to_vec();
