@@ -22,6 +22,9 @@ use super::cache::Queue;
 use super::{Engine, Key};
 use crate::state::State;
 
+/// Deadlines kept before the queue is checked for those of states gone.
+const DELAY_QUEUE_SLACK: usize = 4096;
+
 /// The announcements waiting for their state to be old enough, earliest first.
 #[derive(Debug, Default)]
 pub(super) struct DelayQueue {
@@ -36,6 +39,14 @@ impl DelayQueue {
 
     fn push(&mut self, at: Instant, key: Key) {
         self.due.push(Reverse((at, key)));
+    }
+
+    fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(Key) -> bool) {
+        self.due.retain(|Reverse((_, key))| keep(*key));
     }
 
     fn pop_due(&mut self, now: Instant) -> Option<Key> {
@@ -68,6 +79,14 @@ impl Engine {
         let key = e.key();
         self.delays.push(now + wait, key);
         self.stats.delayed += 1;
+        // The deadlines of states that ended early stay queued until due: with a long
+        // delay and many short flows they would pile up, so once they outnumber the
+        // cached states twice over, they go.
+        if self.delays.len() > (2 * self.cache.len()).max(DELAY_QUEUE_SLACK) {
+            let cache = &self.cache;
+            self.delays
+                .retain(|key| cache.find(key).is_some_and(|slot| cache.get(slot).delayed));
+        }
     }
 
     /// Queues the INS of every delayed state now due. A state deleted (or cleared, or
@@ -239,5 +258,39 @@ mod test {
             })
             .collect();
         assert_eq!(ids, [1], "state 2 is not due before 10 s");
+    }
+
+    #[test]
+    fn deadlines_of_states_gone_do_not_pile_up() {
+        let mut e = engine_with(D, delayed(3600));
+        for id in 1..=20_000 {
+            let ms = id / 10;
+            e.handle_local(at(ms), LocalChange::Insert(tcp(US, id)));
+            e.handle_local(at(ms), LocalChange::Delete { creatorid: US, id });
+        }
+        assert!(
+            e.delays.len() <= 4097,
+            "{} deadlines queued",
+            e.delays.len()
+        );
+        assert_eq!(e.stats().delayed_then_deleted, 20_000);
+        e.handle_local(at(3000), LocalChange::Insert(tcp(US, 50_000)));
+        e.handle_timeout(at(3_603_000));
+        e.flush(at(3_603_000));
+        assert_eq!(e.stats().delayed_announced, 1);
+    }
+
+    #[test]
+    fn a_delayed_state_a_new_filter_matches_is_never_sent() {
+        let mut e = engine_with(D, delayed(2));
+        e.handle_local(at(0), LocalChange::Insert(tcp(US, 1)));
+        e.set_filter(
+            at(500),
+            crate::engine::SyncFilter::new(vec![crate::engine::FilterRule::Port(80)]),
+        );
+        let mut sent = Vec::new();
+        run_until(&mut e, 10_000, &mut sent);
+        assert!(sent.is_empty(), "{sent:?}");
+        assert_eq!(e.state_count(), 0);
     }
 }
