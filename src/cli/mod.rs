@@ -48,6 +48,17 @@ const WORDS: &[&str] = &[
     "mtu",
     "up",
     "down",
+    "ifmap",
+    "-ifmap",
+    "anysource",
+    "-anysource",
+    // Sync filters and delay (daemon/config.rs).
+    "nosync-if",
+    "nosync-proto",
+    "nosync-net",
+    "nosync-port",
+    "-nosync",
+    "syncdelay",
 ];
 
 /// Options of the daemon that take a value.
@@ -147,4 +158,27 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
             .downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod sync_filter_words_test {
+    use super::*;
+
+    #[test]
+    fn the_filter_and_delay_words_start_the_words() {
+        for first in [
+            "-nosync",
+            "nosync-proto",
+            "syncdelay",
+            "-ifmap",
+            "-anysource",
+        ] {
+            let args: Vec<String> = ["pfsyncd", "-d", "-c", "/tmp/s", first, "udp", "up"]
+                .map(String::from)
+                .to_vec();
+            let (options, words) = split_words(args);
+            assert_eq!(options.len(), 4, "{first}");
+            assert_eq!(words[0], first);
+        }
+    }
 }

@@ -8,6 +8,12 @@
 //! version 1301|1400|1500|openbsd   the dialect we send
 //! mtu N                        largest packet on the sync link
 //! up | down                    sync on or off
+//! nosync-if IF                 keep states on interface IF out of sync (both ways)
+//! nosync-proto P               ... of protocol P (tcp, udp, icmp, icmp6, sctp or 0-255)
+//! nosync-net ADDR[/LEN]        ... with an address in this prefix (either side)
+//! nosync-port N                ... of TCP, UDP or SCTP with port N (either side)
+//! -nosync                      drop every nosync-* filter
+//! syncdelay N                  announce new local states once N seconds old (0: at once)
 //! ifmap PEERIF LOCALIF [peer ADDR] | -ifmap   a peer's interface name is our LOCALIF
 //! anysource | -anysource       with syncpeers: take packets from any source, or (the
 //!                              default) from the syncpeers only
@@ -18,7 +24,7 @@
 
 use std::net::IpAddr;
 
-use crate::engine::{AllowedSources, IfMap, IfMapping};
+use crate::engine::{AllowedSources, FilterRule, IfMap, IfMapping};
 use crate::wire::{Dialect, IfName};
 
 /// The smallest MTU that still carries one full state record of the largest format with
@@ -40,6 +46,10 @@ pub struct SyncConfig {
     pub mtu: u32,
     /// Sync is on.
     pub up: bool,
+    /// Classes of states kept out of sync both ways (`nosync-*`), in the order given.
+    pub sync_filter: Vec<FilterRule>,
+    /// Seconds a new local state must have lived before it is announced (`syncdelay`).
+    pub sync_delay_secs: u32,
     /// The peers' interface names and ours (`ifmap`).
     pub ifmap: IfMap,
     /// Packets from any source are taken even with unicast sync peers (`anysource`).
@@ -56,6 +66,8 @@ impl Default for SyncConfig {
             dialect: Dialect::FreeBsd1301,
             mtu: 1500,
             up: false,
+            sync_filter: Vec::new(),
+            sync_delay_secs: 0,
             ifmap: IfMap::default(),
             anysource: false,
         }
@@ -68,7 +80,7 @@ impl Default for SyncConfig {
 pub enum ConfigError {
     /// A word ifconfig's pfsync part does not know.
     #[error(
-        "unknown word '{0}' (expected syncdev, syncpeer, maxupd, defer, version, mtu, up, down, ifmap or anysource)"
+        "unknown word '{0}' (expected syncdev, syncpeer, maxupd, defer, version, mtu, up, down, ifmap, anysource, nosync-if, nosync-proto, nosync-net, nosync-port, -nosync or syncdelay)"
     )]
     UnknownWord(String),
     /// A word that needs a value came last.
@@ -103,6 +115,16 @@ pub enum ConfigError {
     /// `defer` cannot be done in userland.
     #[error("defer is not supported: the kernel holds the first packet of a new state until the peer acknowledges it, and a userland daemon cannot hold kernel packets; run -defer")]
     DeferUnsupported,
+    /// A `nosync-*` value that names no class of states.
+    #[error("{word} '{value}': {why}")]
+    BadFilter {
+        /// The word.
+        word: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
     /// An `ifmap` that cannot be applied.
     #[error("ifmap '{value}': {why}")]
     BadIfMap {
@@ -154,6 +176,31 @@ impl SyncConfig {
                 "-defer" => {}
                 "up" => self.up = true,
                 "down" => self.up = false,
+                "nosync-if" => {
+                    let v = value("nosync-if")?;
+                    let name = IfName::new(v).filter(|n| !n.is_empty()).ok_or_else(|| {
+                        bad_filter("nosync-if", v, "not an interface name (1 to 15 bytes)")
+                    })?;
+                    self.add_filter(FilterRule::Interface(name));
+                }
+                "nosync-proto" => {
+                    let v = value("nosync-proto")?;
+                    self.add_filter(FilterRule::Protocol(parse_protocol(v)?));
+                }
+                "nosync-net" => {
+                    let v = value("nosync-net")?;
+                    self.add_filter(parse_network(v)?);
+                }
+                "nosync-port" => {
+                    let v = value("nosync-port")?;
+                    let port = parse_number("nosync-port", v, 1, 65535)?;
+                    self.add_filter(FilterRule::Port(port as u16));
+                }
+                "-nosync" => self.sync_filter.clear(),
+                "syncdelay" => {
+                    let v = value("syncdelay")?;
+                    self.sync_delay_secs = parse_number("syncdelay", v, 0, MAX_SYNC_DELAY_SECS)?;
+                }
                 "ifmap" => {
                     let mapping = parse_ifmap(&mut words)?;
                     self.ifmap.insert(mapping);
@@ -187,6 +234,10 @@ impl SyncConfig {
         words.extend(["version".to_string(), self.dialect.name().to_string()]);
         words.extend(["mtu".to_string(), self.mtu.to_string()]);
         words.push("-defer".to_string());
+        for rule in &self.sync_filter {
+            words.extend(filter_words(rule));
+        }
+        words.extend(["syncdelay".to_string(), self.sync_delay_secs.to_string()]);
         words.push(if self.up { "up" } else { "down" }.to_string());
         for m in self.ifmap.mappings() {
             words.extend(["ifmap".to_string(), m.peer_name.to_string()]);
@@ -256,6 +307,112 @@ fn parse_ifmap<'a>(
         mapping.peer = Some(addr);
     }
     Ok(mapping)
+}
+
+/// The longest `syncdelay`: a state not announced within an hour is one a failover
+/// would lose for a long time; longer is a typo more likely than a wish.
+pub const MAX_SYNC_DELAY_SECS: u32 = 3600;
+
+impl SyncConfig {
+    fn add_filter(&mut self, rule: FilterRule) {
+        if !self.sync_filter.contains(&rule) {
+            self.sync_filter.push(rule);
+        }
+    }
+
+    /// The `nosync-*` words of the filter, as `to_words` gives them.
+    pub fn filter_words(&self) -> Vec<String> {
+        self.sync_filter.iter().flat_map(filter_words).collect()
+    }
+
+    /// The engine's filter of these words.
+    pub fn engine_filter(&self) -> crate::engine::SyncFilter {
+        crate::engine::SyncFilter::new(self.sync_filter.clone())
+    }
+
+    /// The engine's delay of these words.
+    pub fn engine_sync_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.sync_delay_secs))
+    }
+}
+
+fn bad_filter(word: &'static str, value: &str, why: &'static str) -> ConfigError {
+    ConfigError::BadFilter {
+        word,
+        value: value.to_string(),
+        why,
+    }
+}
+
+/// Protocol names as pf.conf spells them, and their numbers.
+const PROTOCOL_NAMES: [(&str, u8); 6] = [
+    ("icmp", 1),
+    ("tcp", 6),
+    ("udp", 17),
+    ("icmp6", 58),
+    ("ipv6-icmp", 58),
+    ("sctp", 132),
+];
+
+fn parse_protocol(value: &str) -> Result<u8, ConfigError> {
+    if let Some((_, n)) = PROTOCOL_NAMES.iter().find(|(name, _)| *name == value) {
+        return Ok(*n);
+    }
+    value.parse::<u8>().map_err(|_| {
+        bad_filter(
+            "nosync-proto",
+            value,
+            "expected tcp, udp, icmp, icmp6, sctp or a number from 0 to 255",
+        )
+    })
+}
+
+fn parse_network(value: &str) -> Result<FilterRule, ConfigError> {
+    let (addr, len) = match value.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (value, None),
+    };
+    let addr: IpAddr = addr.parse().map_err(|_| {
+        bad_filter(
+            "nosync-net",
+            value,
+            "expected an IPv4 or IPv6 address, optionally /prefix length",
+        )
+    })?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix_len = match len {
+        None => max,
+        Some(l) => l.parse::<u8>().ok().filter(|&n| n <= max).ok_or_else(|| {
+            bad_filter(
+                "nosync-net",
+                value,
+                if max == 32 {
+                    "prefix length must be 0 to 32"
+                } else {
+                    "prefix length must be 0 to 128"
+                },
+            )
+        })?,
+    };
+    Ok(FilterRule::Network { addr, prefix_len })
+}
+
+/// The words that give one filter rule.
+fn filter_words(rule: &FilterRule) -> [String; 2] {
+    match rule {
+        FilterRule::Interface(name) => ["nosync-if".into(), name.to_string()],
+        FilterRule::Protocol(n) => {
+            let name = PROTOCOL_NAMES
+                .iter()
+                .find(|(_, number)| number == n)
+                .map_or_else(|| n.to_string(), |(name, _)| name.to_string());
+            ["nosync-proto".into(), name]
+        }
+        FilterRule::Network { addr, prefix_len } => {
+            ["nosync-net".into(), format!("{addr}/{prefix_len}")]
+        }
+        FilterRule::Port(p) => ["nosync-port".into(), p.to_string()],
+    }
 }
 
 fn parse_number(word: &'static str, value: &str, min: u32, max: u32) -> Result<u32, ConfigError> {
@@ -365,6 +522,80 @@ mod test {
             ),
             (&["ifmap", "em0", "igb0", "peer", "224.0.0.240"], "unicast"),
             (&["anysource", "yes"], "unknown word 'yes'"),
+        ];
+        for (words, want) in cases {
+            let err = SyncConfig::from_words(words).unwrap_err().to_string();
+            assert!(err.contains(want), "{words:?}: {err}");
+            assert!(!err.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn sync_filter_and_delay_words() {
+        let c = SyncConfig::from_words(&[
+            "nosync-if",
+            "em2",
+            "nosync-proto",
+            "udp",
+            "nosync-proto",
+            "47",
+            "nosync-net",
+            "10.9.0.0/16",
+            "nosync-net",
+            "fd00::1",
+            "nosync-port",
+            "53",
+            "nosync-port",
+            "53",
+            "syncdelay",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.sync_filter,
+            vec![
+                FilterRule::Interface(IfName::new("em2").unwrap()),
+                FilterRule::Protocol(17),
+                FilterRule::Protocol(47),
+                FilterRule::Network {
+                    addr: "10.9.0.0".parse().unwrap(),
+                    prefix_len: 16
+                },
+                FilterRule::Network {
+                    addr: "fd00::1".parse().unwrap(),
+                    prefix_len: 128
+                },
+                FilterRule::Port(53),
+            ]
+        );
+        assert_eq!(c.sync_delay_secs, 2);
+        assert_eq!(SyncConfig::from_words(&c.to_words()).unwrap(), c);
+        let mut c = c;
+        c.apply(&["-nosync", "syncdelay", "0"]).unwrap();
+        assert!(c.sync_filter.is_empty());
+        assert_eq!(c.sync_delay_secs, 0);
+    }
+
+    #[test]
+    fn sync_filter_refusals_are_one_clear_line() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["nosync-if"], "'nosync-if' needs a value"),
+            (
+                &["nosync-if", "a-very-long-interface-name"],
+                "not an interface name",
+            ),
+            (&["nosync-proto", "gre2"], "expected tcp, udp"),
+            (&["nosync-proto", "256"], "expected tcp, udp"),
+            (&["nosync-net", "10.9.0.0/33"], "0 to 32"),
+            (&["nosync-net", "fd00::/129"], "0 to 128"),
+            (
+                &["nosync-net", "10.9.0/16"],
+                "expected an IPv4 or IPv6 address",
+            ),
+            (&["nosync-port", "0"], "from 1 to 65535"),
+            (&["nosync-port", "65536"], "from 1 to 65535"),
+            (&["syncdelay", "-1"], "from 0 to 3600"),
+            (&["syncdelay", "3601"], "from 0 to 3600"),
         ];
         for (words, want) in cases {
             let err = SyncConfig::from_words(words).unwrap_err().to_string();

@@ -255,7 +255,8 @@ impl Engine {
                 bulk.next += 1;
                 continue;
             };
-            if e.nosync || e.deleted {
+            // Filtered states are not synced; delayed ones are not due yet.
+            if e.nosync || e.deleted || e.filtered.is_some() || e.delayed {
                 bulk.next += 1;
                 continue;
             }

@@ -76,6 +76,10 @@ pub struct Entry {
     pub nosync: bool,
     /// Deleted locally; kept until its DEL_C is sent.
     pub deleted: bool,
+    /// Kept out of sync by the sync filter (see `filter.rs`).
+    pub filtered: Option<super::filter::Filtered>,
+    /// A new local state whose INS waits for it to be old enough (see `delay.rs`).
+    pub delayed: bool,
     /// When the stored age and expiry were true, on the cache's clock
     /// ([`Cache::clock`]): a record written later ages them by the time since.
     stamp: u32,
@@ -96,11 +100,18 @@ impl Entry {
             updates: 0,
             nosync: false,
             deleted: false,
+            filtered: None,
+            delayed: false,
         }
     }
 }
 
 impl Entry {
+    /// The state's (creatorid, id).
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
     /// The state as last seen (locally, or from a peer).
     pub fn state(&self) -> State {
         // Only `pack` makes these bytes, from a whole state: a failure is a bug in the

@@ -57,6 +57,9 @@
 //!   carries our ruleset checksum in a FreeBSD header (`receive.rs: rules_trusted`), so
 //!   we never relay a number from another ruleset under our checksum;
 //! - a peer's id 0 is refused (`receive.rs: refused_key`);
+//! - sync filters keep classes of states out of sync both ways (`filter.rs`), and new
+//!   local states may be announced only once they are old enough (`delay.rs`); both
+//!   are off by default.
 //! - the merge is OpenBSD's (`merge.rs`): FreeBSD's re-copy of the message's dst peer
 //!   when one side is stale is not reproduced;
 //! - no deferral: we never set the ACK flag, and an INS_ACK releases nothing (we do
@@ -67,6 +70,8 @@
 
 mod bulk;
 mod cache;
+mod delay;
+mod filter;
 mod hash;
 mod index;
 mod mapping;
@@ -80,6 +85,7 @@ mod tests;
 mod tombstones;
 
 pub use cache::{Key, Queue};
+pub use filter::{FilterRule, SyncFilter};
 pub use hash::{KeyedHasher, KeyedState};
 pub use mapping::{IfMap, IfMapping};
 pub use merge::{merge, seq_gt, Merge};
@@ -176,6 +182,11 @@ pub struct Config {
     pub tombstone_ttl: Duration,
     /// Most deletes remembered for that.
     pub max_tombstones: usize,
+    /// States kept out of sync both ways (see `filter.rs`); empty by default.
+    pub filter: SyncFilter,
+    /// How old a new local state must be before it is announced (see `delay.rs`);
+    /// zero by default, as the kernels announce at once.
+    pub sync_delay: Duration,
 }
 
 impl Config {
@@ -213,6 +224,8 @@ impl Config {
             hash_key: [0, 0],
             tombstone_ttl: Duration::from_secs(5),
             max_tombstones: 65_536,
+            filter: SyncFilter::default(),
+            sync_delay: Duration::ZERO,
         }
     }
 
@@ -385,6 +398,10 @@ pub struct Engine {
     clear_marks: tombstones::ClearMarks,
     /// DEL_Cs to say again for states of ours already gone from the cache.
     redeletes: Vec<Key>,
+    /// New local states waiting to be old enough to be announced.
+    delays: delay::DelayQueue,
+    /// When to drop the peers' unimported filtered states that expired (`filter.rs`).
+    unimported_sweep_at: Option<Instant>,
     clears: Vec<ClrRepr>,
     send_bulk_request: bool,
     /// The batching timer: when the queued messages go out at the latest.
@@ -434,6 +451,8 @@ impl Engine {
             ),
             clear_marks: tombstones::ClearMarks::new(config.tombstone_ttl),
             redeletes: Vec::new(),
+            delays: delay::DelayQueue::default(),
+            unimported_sweep_at: None,
             clears: Vec::new(),
             send_bulk_request: false,
             flush_at: None,
@@ -550,10 +569,16 @@ impl Engine {
             _ => None,
         };
         let bulk_send = self.bulk_send.as_ref().map(|b| b.next_at);
-        [self.flush_at, bulk_req, bulk_send]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.flush_at,
+            bulk_req,
+            bulk_send,
+            self.delays.next_deadline(),
+            self.unimported_sweep_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---------------------------------------------------------------- commands
@@ -653,6 +678,8 @@ impl Engine {
     /// Runs what is due at `now`: the batching timer, bulk request retries, the next
     /// burst of a bulk update we send.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.announce_due(now);
+        self.sweep_unimported(now);
         if self.flush_at.is_some_and(|t| t <= now) {
             self.flush_now = true;
         }
@@ -679,7 +706,13 @@ impl Engine {
         match self.cache.find((state.creatorid, state.id)) {
             Some(slot) => self.cache.get_mut(slot).set_state(&state, clock),
             None => {
-                if self.cache.insert(Entry::new(state, clock)).is_err() {
+                let mut entry = Entry::new(state, clock);
+                if self.config.filter.matches(&state) {
+                    // It may have been announced by the daemon before us: its delete
+                    // still goes (filter.rs).
+                    entry.filtered = Some(filter::Filtered::Muted);
+                }
+                if self.cache.insert(entry).is_err() {
                     self.stats.cache_full += 1;
                 }
             }
@@ -723,12 +756,16 @@ impl Engine {
             // Difference: no-sync states are not cached at all (the kernels keep them in
             // the state table, which the daemon does not duplicate); every later report
             // of them is dropped here again.
-            if never {
+            if never || self.filter_out_new(&state) {
                 return;
             }
             self.tombstones.exhume(key);
+            let wait = self.announce_wait(&state);
             match self.cache.insert(Entry::new(state, clock)) {
-                Ok(slot) => self.enqueue(now, slot, Queue::Ins),
+                Ok(slot) => match wait {
+                    Some(wait) => self.delay_announcement(now, slot, wait),
+                    None => self.enqueue(now, slot, Queue::Ins),
+                },
                 Err(_) => self.stats.cache_full += 1,
             }
             return;
@@ -742,7 +779,16 @@ impl Engine {
             self.cache.dequeue(slot);
             let e = self.cache.get_mut(slot);
             e.nosync = true;
+            e.delayed = false;
             e.set_state(&state, clock);
+            return;
+        }
+        if e.filtered.is_some() || e.delayed {
+            // Muted by the filter, or not due yet (its INS will carry this copy).
+            if e.filtered.is_some() {
+                self.stats.filtered_out += 1;
+            }
+            self.cache.get_mut(slot).set_state(&state, clock);
             return;
         }
         let news = Self::is_news(&e.state(), &state);
@@ -784,7 +830,15 @@ impl Engine {
             return;
         }
         self.tombstones.bury((creatorid, id), now);
-        if e.nosync || e.queue == Some(Queue::Ins) {
+        if e.delayed {
+            // Ended before it was due: the peers never hear of it.
+            self.stats.delayed_then_deleted += 1;
+        }
+        if e.nosync
+            || e.delayed
+            || e.queue == Some(Queue::Ins)
+            || e.filtered == Some(filter::Filtered::Unimported)
+        {
             // Never announced: nothing to tell.
             self.cache.remove(slot);
             return;

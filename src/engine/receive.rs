@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use super::cache::{Entry, Queue};
+use super::filter::Filtered;
 use super::merge::merge;
 use super::{Engine, Received, TableOp, ACTIONS};
 use crate::state::{Peer, State, StateFlags, Timeout};
@@ -212,9 +213,16 @@ impl Engine {
         let clock = self.cache.clock(now);
         let mut entry = Entry::new(state, clock);
         entry.peer_updated = Some(now);
+        let kept_out = self.filter_in(&state);
+        if kept_out {
+            entry.filtered = Some(Filtered::Unimported);
+            self.schedule_unimported_sweep(now);
+        }
         match self.cache.insert(entry) {
             Ok(slot) => {
-                self.table_ops.push_back(TableOp::Import(state));
+                if !kept_out {
+                    self.table_ops.push_back(TableOp::Import(state));
+                }
                 Some(slot)
             }
             Err(_) => {
@@ -310,6 +318,15 @@ impl Engine {
             // We deleted it and our DEL_C is on its way: the peer will drop it too.
             return;
         }
+        if let Some(filtered) = entry.filtered {
+            // Kept out of sync (filter.rs): neither merged nor answered. An unimported
+            // copy is only refreshed, for its expiry.
+            if full && filtered == Filtered::Unimported {
+                entry.set_state(theirs, clock);
+            }
+            self.stats.filtered_in += 1;
+            return;
+        }
         entry.peer_updated = Some(now);
         let mut merged = entry.state_at(clock);
         let m = merge(&mut merged, theirs, full);
@@ -350,8 +367,9 @@ impl Engine {
             self.stats.badstate += 1;
             return;
         }
-        if e.nosync {
-            // FreeBSD ignores it silently (OpenBSD counts badstate).
+        if e.nosync || e.filtered.is_some() || e.delayed {
+            // FreeBSD ignores it silently (OpenBSD counts badstate). A filtered state
+            // is not synced; a delayed one is not announced yet.
             return;
         }
         if e.queue != Some(Queue::Ins) {
@@ -377,7 +395,11 @@ impl Engine {
             return;
         }
         // Removed because a peer said so: no DEL_C goes back.
-        self.cache.remove(slot);
+        let entry = self.cache.remove(slot);
+        if entry.filtered == Some(Filtered::Unimported) {
+            self.stats.filtered_in += 1;
+            return;
+        }
         self.table_ops.push_back(TableOp::Delete { creatorid, id });
     }
 }

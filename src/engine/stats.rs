@@ -91,6 +91,18 @@ pub struct Stats {
     pub cache_full: u64,
     /// Fields the sending dialect could not carry, summed over sent states.
     pub lost_fields: u64,
+    /// Local state changes not announced because the state matches a sync filter
+    /// (each report of a new filtered state, each update of a muted one; see
+    /// `filter.rs`).
+    pub filtered_out: u64,
+    /// Peer records not passed to the table because the state matches a sync filter.
+    pub filtered_in: u64,
+    /// New local states whose announcement waited for `sync_delay`.
+    pub delayed: u64,
+    /// Of those, the ones that ended before they were due: never sent at all.
+    pub delayed_then_deleted: u64,
+    /// Of those, the ones announced when due.
+    pub delayed_announced: u64,
 }
 
 impl Stats {

@@ -8,8 +8,8 @@ use crate::state::{PeerState, TcpState, Timeout};
 use crate::wire::msg::{BusRepr, StateRefRepr, UpdCRepr};
 use crate::wire::{Message, PacketBuilder, PacketReader, Pushed};
 
-const US: u32 = 0x0a0a_0a0a;
-const PEER: u32 = 0x0b0b_0b0b;
+pub(super) const US: u32 = 0x0a0a_0a0a;
+pub(super) const PEER: u32 = 0x0b0b_0b0b;
 
 fn t0() -> Instant {
     // A fixed base for virtual time; only offsets from it matter.
@@ -17,25 +17,25 @@ fn t0() -> Instant {
     *BASE.get_or_init(Instant::now)
 }
 
-fn at(ms: u64) -> Instant {
+pub(super) fn at(ms: u64) -> Instant {
     t0() + Duration::from_millis(ms)
 }
 
-fn engine(dialect: Dialect) -> Engine {
+pub(super) fn engine(dialect: Dialect) -> Engine {
     Engine::new(Config::new(US, dialect))
 }
 
-fn engine_with(dialect: Dialect, f: impl FnOnce(&mut Config)) -> Engine {
+pub(super) fn engine_with(dialect: Dialect, f: impl FnOnce(&mut Config)) -> Engine {
     let mut c = Config::new(US, dialect);
     f(&mut c);
     Engine::new(c)
 }
 
-fn ifname(s: &str) -> IfName {
+pub(super) fn ifname(s: &str) -> IfName {
     IfName::new(s).unwrap()
 }
 
-fn tcp(creatorid: u32, id: u64) -> State {
+pub(super) fn tcp(creatorid: u32, id: u64) -> State {
     let mut s = State {
         id,
         creatorid,
@@ -59,7 +59,7 @@ fn tcp(creatorid: u32, id: u64) -> State {
 }
 
 /// The same state after `n` more packets each way.
-fn advanced(mut s: State, n: u32) -> State {
+pub(super) fn advanced(mut s: State, n: u32) -> State {
     s.src.seqlo = s.src.seqlo.wrapping_add(100 * n);
     s.dst.seqlo = s.dst.seqlo.wrapping_add(100 * n);
     s.packets[0] += u64::from(n);
@@ -67,13 +67,13 @@ fn advanced(mut s: State, n: u32) -> State {
     s
 }
 
-fn transmits(e: &mut Engine) -> Vec<Vec<u8>> {
+pub(super) fn transmits(e: &mut Engine) -> Vec<Vec<u8>> {
     std::iter::from_fn(|| e.poll_transmit())
         .map(|t| t.payload)
         .collect()
 }
 
-fn table_ops(e: &mut Engine) -> Vec<TableOp> {
+pub(super) fn table_ops(e: &mut Engine) -> Vec<TableOp> {
     std::iter::from_fn(|| e.poll_table_op()).collect()
 }
 
@@ -89,7 +89,7 @@ fn messages(payload: &[u8]) -> Vec<Message> {
         .unwrap()
 }
 
-fn all_messages(packets: &[Vec<u8>]) -> Vec<Message> {
+pub(super) fn all_messages(packets: &[Vec<u8>]) -> Vec<Message> {
     packets.iter().flat_map(|p| messages(p)).collect()
 }
 
@@ -101,7 +101,7 @@ fn packet(dialect: Dialect, msgs: &[Message]) -> Vec<u8> {
     b.finish().unwrap()
 }
 
-fn receive(e: &mut Engine, now: Instant, dialect: Dialect, msgs: &[Message]) {
+pub(super) fn receive(e: &mut Engine, now: Instant, dialect: Dialect, msgs: &[Message]) {
     let p = packet(dialect, msgs);
     e.handle_packet(now, good(&p));
 }
@@ -116,15 +116,15 @@ fn good(payload: &[u8]) -> Received<'_> {
     }
 }
 
-fn upd(dialect: Dialect, s: &State) -> Message {
+pub(super) fn upd(dialect: Dialect, s: &State) -> Message {
     Message::Upd(s.to_record(dialect.record_format()).0)
 }
 
-fn ins(dialect: Dialect, s: &State) -> Message {
+pub(super) fn ins(dialect: Dialect, s: &State) -> Message {
     Message::Ins(s.to_record(dialect.record_format()).0)
 }
 
-fn upd_c(s: &State) -> Message {
+pub(super) fn upd_c(s: &State) -> Message {
     Message::UpdC(UpdCRepr {
         id: s.id,
         src: s.src.to_repr(),
@@ -136,12 +136,12 @@ fn upd_c(s: &State) -> Message {
     })
 }
 
-fn sref(creatorid: u32, id: u64) -> StateRefRepr {
+pub(super) fn sref(creatorid: u32, id: u64) -> StateRefRepr {
     StateRefRepr { id, creatorid }
 }
 
 /// Gives the engine a state a peer sent, and drains what that produced.
-fn import(e: &mut Engine, now: Instant, s: &State) {
+pub(super) fn import(e: &mut Engine, now: Instant, s: &State) {
     receive(
         e,
         now,

@@ -81,6 +81,8 @@ impl EngineProcess {
         ec.mtu = link_cfg.mtu;
         ec.ip_header_len = link_cfg.ip_header_len;
         ec.syncpeer = link_cfg.syncpeer;
+        ec.filter = config.engine_filter();
+        ec.sync_delay = config.engine_sync_delay();
         // Unless told otherwise, the pace of the dialect's kernel (OpenBSD's input is
         // built for one packet per 20 ms); a pfsyncd cluster takes --bulk-pps.
         if let Some(pps) = options.bulk_pps {
@@ -314,6 +316,8 @@ impl EngineProcess {
             self.drain();
         }
         self.engine.reconfigure(now, link_settings(&config));
+        self.engine.set_filter(now, config.engine_filter());
+        self.engine.set_sync_delay(config.engine_sync_delay());
         self.engine.set_allowed_sources(config.allowed_sources());
         self.engine.set_ifmap(config.ifmap.clone());
         self.config = config;

@@ -109,6 +109,8 @@ fn status_json(d: &EngineParts<'_>, r: &ParentReport) -> Value {
         "defer": false,
         "version": c.dialect.name(),
         "mtu": c.mtu,
+        "sync_filter": c.filter_words(),
+        "syncdelay": c.sync_delay_secs,
         "anysource": c.anysource,
         "ifmap": c.ifmap.mappings().iter().map(|m| json!({
             "peer_name": m.peer_name.to_string(),
@@ -256,6 +258,15 @@ fn stats_json(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> Value {
             "badsrc": st.badsrc,
             "ifname_mapped": st.ifname_mapped,
         },
+        "sync_filter": {
+            "filtered_out": st.filtered_out,
+            "filtered_in": st.filtered_in,
+        },
+        "sync_delay": {
+            "delayed": st.delayed,
+            "delayed_announced": st.delayed_announced,
+            "delayed_then_deleted": st.delayed_then_deleted,
+        },
         "table": {
             "imported": t.imported, "updated": t.updated, "removed": t.removed,
             "remove_missing": t.remove_missing, "cleared": t.cleared, "exists": t.exists,
@@ -328,6 +339,28 @@ fn stats_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
         &mut s,
         st.bulk_starts_resent,
         "bulk update starts sent again for a late request",
+    );
+    let _ = writeln!(s, "sync filter and delay:");
+    line(
+        &mut s,
+        st.filtered_out,
+        "local state changes not sent (sync filter)",
+    );
+    line(
+        &mut s,
+        st.filtered_in,
+        "peer state records not imported (sync filter)",
+    );
+    line(&mut s, st.delayed, "new states delayed (syncdelay)");
+    line(
+        &mut s,
+        st.delayed_announced,
+        "delayed states announced when due",
+    );
+    line(
+        &mut s,
+        st.delayed_then_deleted,
+        "delayed states ended before they were due (never sent)",
     );
     let t = &r.table;
     let _ = writeln!(s, "table:");
