@@ -235,7 +235,32 @@ fn engine(e: &mut Exposition, s: &Snapshot<'_>) {
     for (queue, n) in QUEUES.iter().zip(s.queued) {
         f.sample(&[("queue", queue)], n);
     }
-    let counters: [(&str, &str, u64); 8] = [
+    let counters: [(&str, &str, u64); 13] = [
+        (
+            "pfsyncd_filtered_out_total",
+            "Local state changes not announced because a sync filter (nosync-if, -proto, -net, -port) matches.",
+            st.filtered_out,
+        ),
+        (
+            "pfsyncd_filtered_in_total",
+            "Peer states not imported because a sync filter matches them.",
+            st.filtered_in,
+        ),
+        (
+            "pfsyncd_delayed_total",
+            "New local states held back by syncdelay.",
+            st.delayed,
+        ),
+        (
+            "pfsyncd_delayed_announced_total",
+            "States held back by syncdelay and announced once old enough.",
+            st.delayed_announced,
+        ),
+        (
+            "pfsyncd_delayed_then_deleted_total",
+            "States held back by syncdelay that ended before they were announced: never sent.",
+            st.delayed_then_deleted,
+        ),
         (
             "pfsyncd_badsrc_total",
             "Packets discarded for a source other than the configured syncpeers (not a kernel counter).",
@@ -699,6 +724,11 @@ mod tests {
             badauth,
             badsrc,
             ifname_mapped,
+            filtered_out,
+            filtered_in,
+            delayed,
+            delayed_then_deleted,
+            delayed_announced,
             stale,
             badval,
             badstate,
@@ -740,6 +770,11 @@ mod tests {
             (badauth, "pfsyncd_pfsync_badauth_total"),
             (badsrc, "pfsyncd_badsrc_total"),
             (ifname_mapped, "pfsyncd_ifname_mapped_total"),
+            (filtered_out, "pfsyncd_filtered_out_total"),
+            (filtered_in, "pfsyncd_filtered_in_total"),
+            (delayed, "pfsyncd_delayed_total"),
+            (delayed_announced, "pfsyncd_delayed_announced_total"),
+            (delayed_then_deleted, "pfsyncd_delayed_then_deleted_total"),
             (stale, "pfsyncd_pfsync_stale_total"),
             (badval, "pfsyncd_pfsync_badval_total"),
             (badstate, "pfsyncd_pfsync_badstate_total"),
