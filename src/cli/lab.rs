@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::Value;
 
-use pfsyncd::lab::{wait_until, Cluster};
+use pfsyncd::lab::{compare, wait_until, Cluster};
 
 /// Namespaces of the lab are called `pfsd-lab-PID-…`.
 const PREFIX: &str = "pfsd-lab-";
@@ -155,11 +155,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     // other: a state about to expire may be gone on one and not yet on another. So
     // node 1's states with 10 s or more to live must be on every node, the same, and
     // no node may hold a state with 15 s or more to live that node 1 lacks.
+    let project = agreement(args);
     let converged = wait_until(Duration::from_secs(15), || {
         let keyed = |i: usize, secs: u64| {
             cluster.synced_states_lasting(i, secs).map(|v| {
                 v.into_iter()
-                    .map(|(c, id, s)| ((c, id), s))
+                    .map(|(c, id, s)| ((c, id), project(&s)))
                     .collect::<std::collections::BTreeMap<_, _>>()
             })
         };
@@ -176,8 +177,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     });
     match converged {
         Some(t) => println!(
-            "converged: {} states identical on {n} nodes ({:.2} s after churn stopped; states expiring within 10 s not compared)",
+            "converged: {} states {} on {n} nodes ({:.2} s after churn stopped; states expiring within 10 s not compared)",
             cluster.synced_states_lasting(0, 10).map(|s| s.len()).unwrap_or(0),
+            if args.mixed {
+                "agreeing in what every dialect carries"
+            } else {
+                "identical"
+            },
             t.as_secs_f64()
         ),
         None => {
@@ -189,7 +195,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 );
             }
             for i in 1..n {
-                if let Some(diff) = differences(&cluster, i) {
+                if let Some(diff) = differences(&cluster, i, project) {
                     println!("node {} against node 1: {diff}", i + 1);
                 }
             }
@@ -207,7 +213,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 /// How node `i`'s states differ from node 1's: how many it lacks, has in excess or holds
 /// otherwise, with one example of each (its key, protocol, timeout class and time left
 /// on both nodes), so a divergence can be told from a state about to expire.
-fn differences(cluster: &Cluster, i: usize) -> Option<String> {
+fn differences(cluster: &Cluster, i: usize, project: fn(&Value) -> Value) -> Option<String> {
     let all =
         |n: usize| -> Option<std::collections::BTreeMap<(String, String), serde_json::Value>> {
             let v = cluster.ctl_json(n, "states").ok()?;
@@ -252,7 +258,7 @@ fn differences(cluster: &Cluster, i: usize) -> Option<String> {
         .filter_map(|(k, s)| {
             other
                 .get(k)
-                .filter(|o| o["sync"] != s["sync"])
+                .filter(|o| project(&o["sync"]) != project(&s["sync"]))
                 .map(|o| (s, o))
         })
         .collect();
@@ -275,6 +281,16 @@ fn differences(cluster: &Cluster, i: usize) -> Option<String> {
         out += &format!("; differs e.g. {}", show(s, Some(o)));
     }
     Some(out)
+}
+
+/// What the nodes' copies of a state must agree on: all of it in a cluster of one
+/// dialect, what every dialect carries in a mixed one.
+fn agreement(args: &Args) -> fn(&Value) -> Value {
+    if args.mixed {
+        compare::carried_by_every_dialect
+    } else {
+        compare::whole
+    }
 }
 
 /// SIGINT/SIGTERM/SIGHUP set `stop` (the daemons, in our process group, get Ctrl-C's
