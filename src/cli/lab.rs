@@ -202,6 +202,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             println!("not converged: pfsync never retransmits; lost updates heal on the state's next change (or `pfsyncd ctl bulk`)");
         }
     }
+    print_counters(&cluster, n);
     println!(
         "logs were in {}; removing namespaces",
         cluster.dir().display()
@@ -281,6 +282,26 @@ fn differences(cluster: &Cluster, i: usize, project: fn(&Value) -> Value) -> Opt
         out += &format!("; differs e.g. {}", show(s, Some(o)));
     }
     Some(out)
+}
+
+/// The counters a reader of the table above asks about at the end, per node: `stale`
+/// (a peer's copy older than ours came in, and ours went back at once) and `badstate`
+/// (mostly the DEL_C of a state this node had already expired by its own clock: every
+/// node sends one when a state expires, as the kernels do).
+fn print_counters(cluster: &Cluster, n: usize) {
+    let counters: Vec<String> = (0..n)
+        .map(|i| {
+            let stats = cluster.ctl_json(i, "stats").unwrap_or(Value::Null);
+            let get = |name: &str| stats["pfsync"][name].as_u64().unwrap_or(0);
+            format!(
+                "node {}: stale {}, badstate {}",
+                i + 1,
+                get("stale"),
+                get("badstate")
+            )
+        })
+        .collect();
+    println!("counters: {}", counters.join("; "));
 }
 
 /// What the nodes' copies of a state must agree on: all of it in a cluster of one
