@@ -9,7 +9,9 @@ mod model;
 use std::path::PathBuf;
 
 use model::{FreeBsdCarp, OpenBsdCarpGroup};
-use pfsyncd::daemon::carp::{CarpError, Demotion, DemotionCounter, DemotionRecord, Leftover};
+use pfsyncd::daemon::parent::carp::{
+    CarpError, Demotion, DemotionCounter, DemotionRecord, Leftover,
+};
 
 /// A fresh directory for the record (the pidfile's, /var/run in production), removed
 /// when dropped.

@@ -171,7 +171,7 @@ fn link_steps(report: &mut Report, config: &SyncConfig) {
             return;
         }
     }
-    report.push(match crate::daemon::run::probe_link(config) {
+    report.push(match crate::daemon::link::probe_link(config) {
         Ok(Some(what)) => Step::ok("receiver", what),
         Ok(None) => Step::skip("receiver", "sync is down"),
         Err(e) => Step::fail(

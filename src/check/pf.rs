@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::system::{pf_info, sysctl_int, tool};
 use super::{import, Report, Step};
-use crate::daemon::kernel_start::refuse_kernel_syncdev;
+use crate::daemon::parent::kernel_start::refuse_kernel_syncdev;
 use crate::table::pf::{PfDevice, PfTable};
 use crate::table::StateTable;
 

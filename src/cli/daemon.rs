@@ -52,6 +52,11 @@ pub struct DaemonArgs {
     /// pfsyncd imports 100 000 states/s without loss).
     #[arg(long, value_name = "PPS")]
     pub bulk_pps: Option<u32>,
+    /// Memory table: refuse (and count as unknown_interface) a peer's state bound to an
+    /// interface this system does not have, as the pf table always does. Off by default,
+    /// so that a replica holds states of interfaces it lacks.
+    #[arg(long)]
+    pub check_interfaces: bool,
     /// The unprivileged user the engine process (the part that parses what peers send)
     /// runs as.
     #[arg(long, value_name = "USER", default_value = DEFAULT_USER)]
@@ -158,6 +163,7 @@ pub(super) fn options_of(
         table,
         table_interval: std::time::Duration::from_millis(interval),
         bulk_pps: args.bulk_pps,
+        check_interfaces: args.check_interfaces,
         user: args.user.clone(),
         chroot: absolute(&args.chroot)?,
     }))

@@ -8,6 +8,9 @@
 //! version 1301|1400|1500|openbsd   the dialect we send
 //! mtu N                        largest packet on the sync link
 //! up | down                    sync on or off
+//! ifmap PEERIF LOCALIF [peer ADDR] | -ifmap   a peer's interface name is our LOCALIF
+//! anysource | -anysource       with syncpeers: take packets from any source, or (the
+//!                              default) from the syncpeers only
 //! ```
 //!
 //! Words are applied in order on top of the current configuration, as ifconfig applies
@@ -15,6 +18,7 @@
 
 use std::net::IpAddr;
 
+use crate::engine::{AllowedSources, IfMap, IfMapping};
 use crate::wire::{Dialect, IfName};
 
 /// The smallest MTU that still carries one full state record of the largest format with
@@ -36,6 +40,10 @@ pub struct SyncConfig {
     pub mtu: u32,
     /// Sync is on.
     pub up: bool,
+    /// The peers' interface names and ours (`ifmap`).
+    pub ifmap: IfMap,
+    /// Packets from any source are taken even with unicast sync peers (`anysource`).
+    pub anysource: bool,
 }
 
 impl Default for SyncConfig {
@@ -48,6 +56,8 @@ impl Default for SyncConfig {
             dialect: Dialect::FreeBsd1301,
             mtu: 1500,
             up: false,
+            ifmap: IfMap::default(),
+            anysource: false,
         }
     }
 }
@@ -130,6 +140,26 @@ pub const WORDS: &[Word] = &[
         example: "down",
         meaning: "stop synchronising (the default)",
     },
+    Word {
+        usage: "ifmap PEERIF LOCALIF [peer ADDR]",
+        example: "ifmap em0 igb0 peer 10.0.0.2",
+        meaning: "a peer's state on its PEERIF is taken in on our LOCALIF (with peer: from ADDR only)",
+    },
+    Word {
+        usage: "-ifmap",
+        example: "-ifmap",
+        meaning: "drop every interface mapping",
+    },
+    Word {
+        usage: "anysource",
+        example: "anysource",
+        meaning: "with syncpeers, also take packets from other sources, as the kernels do",
+    },
+    Word {
+        usage: "-anysource",
+        example: "-anysource",
+        meaning: "with syncpeers, take packets from them only (the default)",
+    },
 ];
 
 /// The names of the words, for the unknown-word error: "syncdev, ..., up or down".
@@ -186,12 +216,20 @@ pub enum ConfigError {
     /// `defer` cannot be done in userland.
     #[error("defer is not supported: the kernel holds the first packet of a new state until the peer acknowledges it, and a userland daemon cannot hold kernel packets; run -defer")]
     DeferUnsupported,
+    /// An `ifmap` that cannot be applied.
+    #[error("ifmap '{value}': {why}")]
+    BadIfMap {
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
 }
 
 impl SyncConfig {
     /// Applies `ifconfig pfsync0`-style words in order.
     pub fn apply<S: AsRef<str>>(&mut self, words: &[S]) -> Result<(), ConfigError> {
-        let mut words = words.iter().map(AsRef::as_ref);
+        let mut words = words.iter().map(AsRef::as_ref).peekable();
         while let Some(word) = words.next() {
             let mut value =
                 |name: &'static str| words.next().ok_or(ConfigError::MissingValue(name));
@@ -229,6 +267,13 @@ impl SyncConfig {
                 "-defer" => {}
                 "up" => self.up = true,
                 "down" => self.up = false,
+                "ifmap" => {
+                    let mapping = parse_ifmap(&mut words)?;
+                    self.ifmap.insert(mapping);
+                }
+                "-ifmap" => self.ifmap.clear(),
+                "anysource" => self.anysource = true,
+                "-anysource" => self.anysource = false,
                 other => return Err(ConfigError::UnknownWord(other.to_string())),
             }
         }
@@ -256,8 +301,74 @@ impl SyncConfig {
         words.extend(["mtu".to_string(), self.mtu.to_string()]);
         words.push("-defer".to_string());
         words.push(if self.up { "up" } else { "down" }.to_string());
+        for m in self.ifmap.mappings() {
+            words.extend(["ifmap".to_string(), m.peer_name.to_string()]);
+            words.push(m.local_name.to_string());
+            if let Some(peer) = m.peer {
+                words.extend(["peer".to_string(), peer.to_string()]);
+            }
+        }
+        if self.anysource {
+            words.push("anysource".to_string());
+        }
         words
     }
+
+    /// The senders whose packets the engine takes: with unicast sync peers and no
+    /// `anysource`, those peers only; otherwise anyone, as the kernels.
+    pub fn allowed_sources(&self) -> AllowedSources {
+        if self.syncpeers.is_empty() || self.anysource {
+            AllowedSources::Any
+        } else {
+            AllowedSources::Only(self.syncpeers.clone())
+        }
+    }
+}
+
+/// `ifmap PEERIF LOCALIF [peer ADDR]`, after the word `ifmap`.
+fn parse_ifmap<'a>(
+    words: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>,
+) -> Result<IfMapping, ConfigError> {
+    let peer_name = words.next().ok_or(ConfigError::MissingValue("ifmap"))?;
+    let local_name = words.next().ok_or(ConfigError::MissingValue("ifmap"))?;
+    let value = format!("{peer_name} {local_name}");
+    let bad = |why| ConfigError::BadIfMap {
+        value: value.clone(),
+        why,
+    };
+    let name = |text: &str| {
+        let name = IfName::new(text)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| bad("not an interface name (1 to 15 bytes, no NUL)"))?;
+        if IfMap::is_floating(&name) {
+            return Err(bad(
+                "'all' is pf's name for floating states, the same on every system: never mapped",
+            ));
+        }
+        Ok(name)
+    };
+    let mut mapping = IfMapping {
+        peer_name: name(peer_name)?,
+        local_name: name(local_name)?,
+        peer: None,
+    };
+    if words.next_if_eq(&"peer").is_some() {
+        let addr = words
+            .next()
+            .ok_or(ConfigError::MissingValue("ifmap ... peer"))?;
+        let addr: IpAddr = addr.parse().map_err(|_| ConfigError::BadIfMap {
+            value: format!("{value} peer {addr}"),
+            why: "not an IPv4 or IPv6 address",
+        })?;
+        if addr.is_unspecified() || addr.is_multicast() {
+            return Err(ConfigError::BadIfMap {
+                value: format!("{value} peer {addr}"),
+                why: "a peer is one sender's unicast address",
+            });
+        }
+        mapping.peer = Some(addr);
+    }
+    Ok(mapping)
 }
 
 fn parse_number(word: &'static str, value: &str, min: u32, max: u32) -> Result<u32, ConfigError> {
@@ -350,6 +461,23 @@ mod test {
             (&["version", "1200"], "expected 1301, 1400, 1500 or openbsd"),
             (&["defer"], "userland daemon cannot hold kernel packets"),
             (&["carpdev", "em0"], "unknown word 'carpdev'"),
+            (&["ifmap", "em0"], "'ifmap' needs a value"),
+            (&["ifmap", "em0", "all"], "never mapped"),
+            (&["ifmap", "all", "em0"], "never mapped"),
+            (
+                &["ifmap", "em0", "a-very-long-interface-name"],
+                "not an interface name",
+            ),
+            (
+                &["ifmap", "em0", "igb0", "peer"],
+                "'ifmap ... peer' needs a value",
+            ),
+            (
+                &["ifmap", "em0", "igb0", "peer", "x"],
+                "not an IPv4 or IPv6 address",
+            ),
+            (&["ifmap", "em0", "igb0", "peer", "224.0.0.240"], "unicast"),
+            (&["anysource", "yes"], "unknown word 'yes'"),
         ];
         for (words, want) in cases {
             let err = SyncConfig::from_words(words).unwrap_err().to_string();
@@ -427,5 +555,42 @@ mod test {
                 .to_string();
             assert!(err.contains(word.trim_start_matches('-')), "{err}");
         }
+    }
+
+    #[test]
+    fn interface_mappings_global_and_per_peer() {
+        let c = SyncConfig::from_words(&[
+            "syncpeer", "10.0.0.2", "ifmap", "em0", "igb0", "ifmap", "em1", "igb1", "peer",
+            "10.0.0.2", "up",
+        ])
+        .unwrap();
+        let m = c.ifmap.mappings();
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            (m[0].peer_name, m[0].local_name),
+            (IfName::new("em0").unwrap(), IfName::new("igb0").unwrap())
+        );
+        assert_eq!(m[0].peer, None);
+        assert_eq!(m[1].peer, Some("10.0.0.2".parse().unwrap()));
+        assert!(c.up, "the word after a mapping is read as a word");
+        let again = SyncConfig::from_words(&c.to_words()).unwrap();
+        assert_eq!(again, c);
+        let mut c = c;
+        c.apply(&["-ifmap"]).unwrap();
+        assert!(c.ifmap.is_empty());
+    }
+
+    #[test]
+    fn unicast_peers_only_unless_anysource() {
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let multicast = SyncConfig::from_words(&["syncdev", "em1"]).unwrap();
+        assert_eq!(multicast.allowed_sources(), AllowedSources::Any);
+        let mut c = SyncConfig::from_words(&["syncpeer", "10.0.0.2"]).unwrap();
+        assert_eq!(c.allowed_sources(), AllowedSources::Only(vec![peer]));
+        c.apply(&["anysource"]).unwrap();
+        assert_eq!(c.allowed_sources(), AllowedSources::Any);
+        assert_eq!(SyncConfig::from_words(&c.to_words()).unwrap(), c);
+        c.apply(&["-anysource"]).unwrap();
+        assert_eq!(c.allowed_sources(), AllowedSources::Only(vec![peer]));
     }
 }

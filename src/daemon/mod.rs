@@ -1,27 +1,36 @@
 //! The daemon: configuration in the words of `ifconfig pfsync0`, privilege separation
-//! into a privileged parent (the state table, the sync transport, carp) and an
-//! unprivileged engine process (the engine and the control socket), their event loops,
-//! and the control socket's requests.
+//! into two processes, their event loops, and the control socket's requests.
+//!
+//! The tree shows the privilege boundary (as OpenBSD's privsep daemons do):
+//!
+//! - [`start`] runs first, as root, above both processes: it opens what needs root,
+//!   then forks.
+//! - [`parent`]: what runs in the process that keeps root (the table, the sync link,
+//!   carp, the pidfile, the control socket's server side).
+//! - [`engine`]: what runs in the confined process (the engine, and everything that
+//!   reads what peers send).
+//! - Below both, used by either: [`privsep`] (the channel between them, its messages,
+//!   the crossing of changes and operations, the sandbox), [`config`], [`options`],
+//!   [`link`], [`requests`] (which control request goes to which process), [`report`],
+//!   [`log`], and [`control`] (the control socket's client side).
+//!
+//! `parent/` and `engine/` use only their own files and the shared ones, the shared
+//! ones use neither, and no file imports a file that imports it back
+//! (`tests/layout.rs`).
 
-pub mod carp;
-pub mod churn;
 pub mod config;
 pub mod control;
-pub mod detach;
-mod engine_process;
-mod engine_requests;
-pub mod kernel_start;
+pub mod engine;
+pub mod link;
 pub mod log;
-mod parent;
-pub mod peers;
-pub mod pidfile;
+pub mod options;
+pub mod parent;
 pub mod privsep;
 pub mod report;
-mod requests;
-pub mod run;
-mod table;
-mod table_requests;
+pub mod requests;
+pub mod start;
 
 pub use config::{ConfigError, SyncConfig};
+pub use options::{load_config, Options, TableChoice};
 pub use requests::HELP;
-pub use run::{load_config, run, Options, TableChoice};
+pub use start::run;

@@ -2,13 +2,12 @@
 //! out. An answer that starts with `error:` makes `pfsyncd ctl` exit with status 1.
 //!
 //! The parent holds the control socket (root only, mode 0600) and answers what is about
-//! the table itself ([`super::table_requests`]); what needs the engine (`status`,
+//! the table itself (`parent/requests.rs`); what needs the engine (`status`,
 //! `stats`, `bulk`) goes to the engine process with the parent's report, and its
-//! answer comes back ([`super::engine_requests`]).
+//! answer comes back (`engine/requests.rs`). Which request goes where is decided
+//! here, below both, so that neither side needs the other's list.
 
 use serde_json::Value;
-
-use super::table_requests::TABLE_REQUESTS;
 
 /// What `pfsyncd ctl help` prints.
 pub const HELP: &str = "\
@@ -28,9 +27,14 @@ churn RATE [STATES]      (memory table) RATE changes/s around STATES states; chu
 /// The requests the engine process answers.
 pub const ENGINE_REQUESTS: &[&str] = &["status", "stats", "bulk"];
 
+/// The requests the parent answers from the table.
+pub const TABLE_REQUESTS: &[&str] = &[
+    "states", "get", "insert", "update", "touch", "delete", "clear", "churn",
+];
+
 /// Who answers a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Route {
+pub(in crate::daemon) enum Route {
     /// The answer, at once (help, errors).
     Answer(String),
     /// The parent, from the table.
@@ -40,7 +44,7 @@ pub(super) enum Route {
 }
 
 /// Decides who answers `line`.
-pub(super) fn route(line: &str) -> Route {
+pub(in crate::daemon) fn route(line: &str) -> Route {
     match line.split_whitespace().next().unwrap_or("") {
         "help" => Route::Answer(HELP.to_string()),
         "" => Route::Answer("error: empty request; try help\n".to_string()),
@@ -51,7 +55,7 @@ pub(super) fn route(line: &str) -> Route {
 }
 
 /// A JSON answer: one line.
-pub(super) fn json_line(v: Value) -> String {
+pub(in crate::daemon) fn json_line(v: Value) -> String {
     v.to_string() + "\n"
 }
 

@@ -69,7 +69,9 @@ mod bulk;
 mod cache;
 mod hash;
 mod index;
+mod mapping;
 mod merge;
+mod peers;
 mod receive;
 mod send;
 mod stats;
@@ -79,7 +81,9 @@ mod tombstones;
 
 pub use cache::{Key, Queue};
 pub use hash::{KeyedHasher, KeyedState};
+pub use mapping::{IfMap, IfMapping};
 pub use merge::{merge, seq_gt, Merge};
+pub use peers::AllowedSources;
 pub use stats::{Stats, ACTIONS};
 
 use std::collections::{HashSet, VecDeque};
@@ -256,7 +260,8 @@ pub struct Received<'a> {
     pub ttl: u8,
     /// It came over IPv6.
     pub ipv6: bool,
-    /// The sender's address. Not checked: the kernels accept any source.
+    /// The sender's address: checked against [`AllowedSources`] (the kernels accept
+    /// any), and the key of per-peer interface mappings.
     pub source: Option<IpAddr>,
 }
 
@@ -400,6 +405,12 @@ pub struct Engine {
     /// also one whose START we missed.
     last_full_record: Option<Instant>,
     bulk_send: Option<bulk::BulkSend>,
+    /// The senders whose packets are taken (`peers.rs`).
+    allowed_sources: AllowedSources,
+    /// The sender of the last packet refused for its source, for the log.
+    last_refused_source: Option<IpAddr>,
+    /// The peers' interface names and ours (`mapping.rs`).
+    ifmap: IfMap,
     demoted: bool,
     syncok: bool,
     transmits: VecDeque<Transmit>,
@@ -434,6 +445,9 @@ impl Engine {
             bulk_requested_at: None,
             last_full_record: None,
             bulk_send: None,
+            allowed_sources: AllowedSources::Any,
+            last_refused_source: None,
+            ifmap: IfMap::default(),
             demoted: false,
             syncok: false,
             transmits: VecDeque::new(),
@@ -592,6 +606,27 @@ impl Engine {
         self.config.ip_header_len = link.ip_header_len;
         self.config.maxupd = link.maxupd;
         self.config.syncpeer = link.syncpeer;
+    }
+
+    /// Takes the senders to accept packets from from now on (`syncpeer`s and
+    /// `anysource`).
+    pub fn set_allowed_sources(&mut self, allowed: AllowedSources) {
+        self.allowed_sources = allowed;
+    }
+
+    /// Whether packets from `source` are taken (see [`AllowedSources`]).
+    pub fn accepts_source(&self, source: Option<IpAddr>) -> bool {
+        self.allowed_sources.allows(source)
+    }
+
+    /// The sender of the last packet refused for its source (`badsrc`), if known.
+    pub fn last_refused_source(&self) -> Option<IpAddr> {
+        self.last_refused_source
+    }
+
+    /// Takes the interface-name mappings for the states peers send from now on.
+    pub fn set_ifmap(&mut self, ifmap: IfMap) {
+        self.ifmap = ifmap;
     }
 
     /// Takes the local ruleset checksum for the header of the packets sent from now on.

@@ -33,6 +33,11 @@ impl Engine {
             self.stats.badttl += 1;
             return;
         }
+        if !self.allowed_sources.allows(packet.source) {
+            self.stats.badsrc += 1;
+            self.last_refused_source = packet.source;
+            return;
+        }
         let reader = match PacketReader::new(packet.payload) {
             Ok(r) => r,
             Err(e) => {
@@ -51,7 +56,7 @@ impl Engine {
                         self.stats.iacts[usize::from(n).min(ACTIONS - 1)] += 1;
                     }
                     match record.message() {
-                        Ok(Message::Clr(c)) => clears.push(c),
+                        Ok(Message::Clr(c)) => clears.push(self.mapped_clear(c)),
                         Ok(m) => {
                             self.in_clrs(now, &mut clears);
                             self.handle_message(now, m)
@@ -87,13 +92,22 @@ impl Engine {
             self.bulk_progress(now);
         }
         match message {
-            Message::Clr(c) => self.in_clrs(now, &mut vec![c]),
+            Message::Clr(c) => {
+                let c = self.mapped_clear(c);
+                self.in_clrs(now, &mut vec![c])
+            }
             Message::Ins(r) => match State::from_record(&r) {
-                Ok(s) => self.in_ins(now, s),
+                Ok(s) => {
+                    let s = self.mapped_state(s);
+                    self.in_ins(now, s)
+                }
                 Err(e) => self.stats.count(e.counter()),
             },
             Message::Upd(r) => match State::from_record(&r) {
-                Ok(s) => self.in_upd(now, s),
+                Ok(s) => {
+                    let s = self.mapped_state(s);
+                    self.in_upd(now, s)
+                }
                 Err(e) => self.stats.count(e.counter()),
             },
             Message::UpdC(u) => self.in_upd_c(now, &u),

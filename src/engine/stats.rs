@@ -27,6 +27,11 @@ pub struct Stats {
     pub badlen: u64,
     /// Never incremented: pfsync has no authentication.
     pub badauth: u64,
+    /// From a sender other than the configured unicast sync peers (not a kernel
+    /// counter: the kernels accept any source).
+    pub badsrc: u64,
+    /// Peer states and clears whose interface name a mapping turned into ours.
+    pub ifname_mapped: u64,
     /// An update older than our copy in at least one direction.
     pub stale: u64,
     /// A record with values the receiver rejects.

@@ -47,7 +47,7 @@ use crate::engine::LocalChange;
 use crate::state::{compact, State};
 use crate::wire::IfName;
 
-use super::{key_of, syncable, Key, StateTable, TableError, Timeouts};
+use super::{key_of, syncable, EdgeCounters, Key, StateTable, TableError, Timeouts};
 
 /// Settings of a [`MemoryTable`].
 #[derive(Debug, Clone)]
@@ -62,6 +62,39 @@ pub struct MemoryConfig {
     pub timeouts: Timeouts,
     /// Most states the table holds (pf's `set limit states`); `None` for no limit.
     pub limit: Option<usize>,
+    /// Whether a peer's state must be bound to an interface this system has, as pf
+    /// imports it. Off by default: a replica or a lab node holds states of interfaces
+    /// it does not have.
+    pub interfaces: InterfaceCheck,
+}
+
+/// Which interface names a peer's state may be bound to in the memory table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum InterfaceCheck {
+    /// Any name (the default).
+    #[default]
+    Off,
+    /// The names of this system's interfaces (`if_nametoindex`, asked at each import).
+    System,
+    /// These names only.
+    Only(Vec<IfName>),
+}
+
+impl InterfaceCheck {
+    /// Whether a state bound to `name` may be imported. pf's "all" (floating states)
+    /// always may; so may a state with no name, which no interface check can refuse in pf
+    /// either.
+    fn admits(&self, name: &IfName) -> bool {
+        if name.is_empty() || crate::engine::IfMap::is_floating(name) {
+            return true;
+        }
+        match self {
+            InterfaceCheck::Off => true,
+            InterfaceCheck::System => std::str::from_utf8(name.as_bytes())
+                .is_ok_and(|n| nix::net::if_::if_nametoindex(n).is_ok()),
+            InterfaceCheck::Only(names) => names.iter().any(|n| n.as_bytes() == name.as_bytes()),
+        }
+    }
 }
 
 impl MemoryConfig {
@@ -72,6 +105,7 @@ impl MemoryConfig {
             first_id: 1,
             timeouts: Timeouts::DEFAULT,
             limit: None,
+            interfaces: InterfaceCheck::Off,
         }
     }
 }
@@ -125,6 +159,8 @@ pub struct MemoryTable {
     journal: Vec<Note>,
     next_id: u64,
     expired: u64,
+    /// Imports refused for their interface (`unknown_interface`, as the pf table).
+    edge: EdgeCounters,
 }
 
 impl MemoryTable {
@@ -138,6 +174,7 @@ impl MemoryTable {
             deadlines: BTreeSet::new(),
             journal: Vec::new(),
             expired: 0,
+            edge: EdgeCounters::default(),
         }
     }
 
@@ -224,6 +261,18 @@ impl MemoryTable {
         let slot = self.slots.remove(&key)?;
         self.deadlines.remove(&(slot.deadline, key));
         Some(slot)
+    }
+
+    /// Refuses a peer's state bound to an interface the check does not admit, before
+    /// anything changes, as the pf table refuses one this system lacks.
+    fn refuse_unknown_interface(&mut self, state: &State) -> Result<(), TableError> {
+        if !self.config.interfaces.admits(&state.ifname) {
+            self.edge.unknown_interface += 1;
+            return Err(TableError::Invalid(
+                "a state bound to an interface this system does not have",
+            ));
+        }
+        Ok(())
     }
 
     fn check_room(&self) -> Result<(), TableError> {
@@ -357,6 +406,7 @@ impl StateTable for MemoryTable {
         if state.creatorid == 0 {
             return Err(TableError::Invalid("creatorid 0"));
         }
+        self.refuse_unknown_interface(state)?;
         let key = key_of(state);
         if self.slots.contains_key(&key) {
             return Err(TableError::AlreadyExists {
@@ -371,6 +421,7 @@ impl StateTable for MemoryTable {
     }
 
     fn update(&mut self, now: Instant, state: &State) -> Result<(), TableError> {
+        self.refuse_unknown_interface(state)?;
         let now = self.secs(now);
         let (creatorid, id) = key_of(state);
         self.refresh(now, (creatorid, id), *state)
@@ -469,5 +520,75 @@ impl StateTable for MemoryTable {
 
     fn checksum(&self) -> [u8; 16] {
         [0; 16]
+    }
+
+    fn edge_counters(&self) -> EdgeCounters {
+        self.edge
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    const US: u32 = 1;
+    const PEER: u32 = 2;
+
+    fn name(s: &str) -> IfName {
+        IfName::new(s).unwrap()
+    }
+
+    fn peer_state(id: u64, ifname: &str) -> State {
+        State {
+            id,
+            creatorid: PEER,
+            ifname: name(ifname),
+            ..State::default()
+        }
+    }
+
+    fn table(interfaces: InterfaceCheck) -> MemoryTable {
+        MemoryTable::new(MemoryConfig {
+            interfaces,
+            ..MemoryConfig::new(US)
+        })
+    }
+
+    #[test]
+    fn with_the_check_on_a_state_on_a_missing_interface_is_refused_and_counted() {
+        let now = Instant::now();
+        let mut t = table(InterfaceCheck::Only(vec![name("igb0")]));
+        assert!(t.import(now, &peer_state(1, "igb0")).is_ok());
+        assert!(matches!(
+            t.import(now, &peer_state(2, "em0")),
+            Err(TableError::Invalid(_))
+        ));
+        assert!(
+            t.import(now, &peer_state(3, "all")).is_ok(),
+            "floating state refused"
+        );
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.edge_counters().unknown_interface, 1);
+        // An update cannot move a state onto a missing interface either.
+        assert!(t.update(now, &peer_state(1, "em0")).is_err());
+        assert_eq!(t.get(now, PEER, 1).unwrap().unwrap().ifname, name("igb0"));
+        assert_eq!(t.edge_counters().unknown_interface, 2);
+    }
+
+    #[test]
+    fn the_system_check_asks_the_system() {
+        let now = Instant::now();
+        let mut t = table(InterfaceCheck::System);
+        assert!(t.import(now, &peer_state(1, "lo")).is_ok());
+        assert!(t.import(now, &peer_state(2, "nosuchif0")).is_err());
+        assert_eq!(t.edge_counters().unknown_interface, 1);
+    }
+
+    #[test]
+    fn off_by_default() {
+        let now = Instant::now();
+        let mut t = MemoryTable::new(MemoryConfig::new(US));
+        assert!(t.import(now, &peer_state(1, "nosuchif0")).is_ok());
+        assert_eq!(t.edge_counters(), EdgeCounters::default());
     }
 }

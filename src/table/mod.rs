@@ -42,7 +42,7 @@ pub mod pf;
 pub mod synth;
 mod timeouts;
 
-pub use memory::{MemoryConfig, MemoryTable};
+pub use memory::{InterfaceCheck, MemoryConfig, MemoryTable};
 pub use timeouts::Timeouts;
 
 use std::time::Instant;
@@ -164,6 +164,10 @@ pub struct EdgeCounters {
     pub partial_listings: u64,
     /// States in a listing that did not decode, and were skipped.
     pub undecodable: u64,
+    /// Updates not made because the local state is in a synproxy handshake
+    /// (`PF_TCPS_PROXY_DST`): killing it to re-add it would make pf send the client a
+    /// RST (`pf_unlink_state`, both kernels).
+    pub synproxy_kept: u64,
     /// Capture buffers the receiver could not walk to their end (bpf), the rest lost.
     pub capture_bad_buffers: u64,
     /// Captured datagrams cut short, skipped.
@@ -182,6 +186,7 @@ impl EdgeCounters {
             "rule_unbound" => "a peer's rule number that cannot be vouched for, imported as the default rule",
             "partial_listings" => "a state listing the kernel cut short, listed again and not compared",
             "undecodable" => "states in the kernel's listing that did not decode, skipped",
+            "synproxy_kept" => "a peer's update of a state in a local synproxy handshake, not made (the kill would send a RST)",
             "capture_bad_buffers" => "capture buffers that did not walk to their end, the rest lost",
             "capture_cut" => "captured datagrams cut short, skipped",
             "capture_malformed" => "captured frames that are not pfsync over IP, skipped",
@@ -190,7 +195,7 @@ impl EdgeCounters {
     }
 
     /// The counters with their names, as `ctl stats` prints them.
-    pub fn named(&self) -> [(&'static str, u64); 9] {
+    pub fn named(&self) -> [(&'static str, u64); 10] {
         [
             ("refused_zero_id", self.refused_zero_id),
             ("expire_clamped", self.expire_clamped),
@@ -198,6 +203,7 @@ impl EdgeCounters {
             ("rule_unbound", self.rule_unbound),
             ("partial_listings", self.partial_listings),
             ("undecodable", self.undecodable),
+            ("synproxy_kept", self.synproxy_kept),
             ("capture_bad_buffers", self.capture_bad_buffers),
             ("capture_cut", self.capture_cut),
             ("capture_malformed", self.capture_malformed),

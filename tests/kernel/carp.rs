@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
 
-use pfsyncd::daemon::carp::DemotionCounter;
+use pfsyncd::daemon::parent::carp::DemotionCounter;
 
 /// FreeBSD's global `V_carp_demotion`, shared between the daemons of a test (one kernel,
 /// successive runs).

@@ -77,7 +77,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::freebsd_netlink as nl;
-use pfsyncd::state::{Direction, Protocol, State, StateKey, Timeout};
+use pfsyncd::state::{Direction, PeerState, Protocol, State, StateKey, TcpState, Timeout};
 use pfsyncd::table::pf::kernel::IoctlStatus;
 use pfsyncd::table::pf::netlink::Transport;
 use pfsyncd::table::pf::{KillRequest, OsFamily, PfKernel};
@@ -193,6 +193,8 @@ pub struct PfModel {
     next_local_id: u64,
     /// Calls made, by name.
     pub calls: Vec<&'static str>,
+    /// RSTs pf sent because a synproxy state was unlinked.
+    pub resets_sent: u32,
 }
 
 fn errno(n: i32) -> io::Error {
@@ -229,6 +231,7 @@ impl PfModel {
             handed_to_netlink: None,
             next_local_id: 0x6000_0000_0000_0001,
             calls: Vec::new(),
+            resets_sent: 0,
         }
     }
 
@@ -301,6 +304,15 @@ impl PfModel {
             },
         );
         s
+    }
+
+    /// Traffic moves a local state's peers on (e.g. a synproxy handshake completes), as
+    /// pf_test_state_tcp does in place.
+    pub fn replace(&mut self, s: State) {
+        if let Some(k) = self.states.get_mut(&(s.creatorid, s.id)) {
+            k.state.src = s.src;
+            k.state.dst = s.dst;
+        }
     }
 
     /// Traffic on a state: its counters move and its expiry restarts.
@@ -624,7 +636,16 @@ impl PfKernel for PfModel {
                 request.creatorid_raw
             };
             let key = (u32::from_be(creatorid_raw), u64::from_be(request.id_raw));
-            return Ok(u32::from(self.states.remove(&key).is_some()));
+            let Some(gone) = self.states.remove(&key) else {
+                return Ok(0);
+            };
+            // pf_unlink_state (FreeBSD) / pf_remove_state (OpenBSD): a state in the
+            // synproxy handshake's second half answers its removal with a RST|ACK to
+            // the client (pf_send_tcp with src.seqhi, src.seqlo + 1).
+            if gone.state.src.state == PeerState::Tcp(TcpState::ProxyDst) {
+                self.resets_sent += 1;
+            }
+            return Ok(1);
         }
         // id 0: the filters, all zero, match every state (rdomain 0 on OpenBSD: the
         // model has no other).

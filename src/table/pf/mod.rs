@@ -58,7 +58,7 @@ use std::time::Instant;
 use super::diff::{diff, Change, ChangeKind, Echoes, Entry, Expect, Snapshot};
 use super::{syncable, EdgeCounters, StateTable, TableError, Timeouts};
 use crate::engine::LocalChange;
-use crate::state::{Protocol, State};
+use crate::state::{PeerState, Protocol, State, TcpState};
 use crate::wire::msg::{state_1301, state_1500, state_openbsd, StateRecord};
 use crate::wire::{Field, IfName, RecordFormat};
 
@@ -391,6 +391,35 @@ impl<D: PfDevice> PfTable<D> {
         Ok(())
     }
 
+    /// Refuses to update (kill and re-add) a state whose local copy is in a synproxy
+    /// handshake: both kernels answer the unlink of a state in `PF_TCPS_PROXY_DST` with a
+    /// RST to the client (FreeBSD and OpenBSD `pf_unlink_state`/`pf_remove_state`). The
+    /// update waits: once the handshake is through, the state's next update goes in.
+    fn refuse_synproxy_kill(&mut self, state: &State) -> Result<(), TableError> {
+        let Some(entry) = self.previous.get((state.creatorid, state.id)) else {
+            return Ok(());
+        };
+        let len = self.record_len();
+        let at = entry.index as usize * len;
+        let local = self
+            .listing
+            .get(at..at + len)
+            .and_then(|r| StateRecord::parse(self.dev.list_format(), r).ok())
+            .and_then(|r| State::from_record(&r).ok());
+        let in_handshake = local.is_some_and(|l| {
+            l.creatorid == state.creatorid
+                && l.id == state.id
+                && l.src.state == PeerState::Tcp(TcpState::ProxyDst)
+        });
+        if in_handshake {
+            self.counters.synproxy_kept += 1;
+            return Err(TableError::Invalid(
+                "the local state is in a synproxy handshake: killing it to update it would reset the client",
+            ));
+        }
+        Ok(())
+    }
+
     /// The state as it may be given to this kernel's DIOCADDSTATE.
     fn importable(&mut self, state: &State) -> State {
         let mut s = *state;
@@ -452,6 +481,7 @@ impl<D: PfDevice> StateTable for PfTable<D> {
 
     fn update(&mut self, _now: Instant, state: &State) -> Result<(), TableError> {
         self.refuse_zero(state.creatorid, state.id)?;
+        self.refuse_synproxy_kill(state)?;
         // Before the kill: a state killed and then refused would be lost.
         self.refuse_unknown_interface(state)?;
         let key = (state.creatorid, state.id);

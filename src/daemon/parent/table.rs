@@ -6,7 +6,7 @@ use crate::table::{MemoryTable, StateTable};
 
 /// pf's table as the daemon needs it beyond [`StateTable`]: what the device says of the
 /// running kernel, for the creator id and the start-up log.
-pub(super) trait PfKernelTable: StateTable {
+pub(in crate::daemon) trait PfKernelTable: StateTable {
     /// pf's hostid (`None` where the kernel does not tell).
     fn hostid(&mut self) -> std::io::Result<Option<u32>>;
     /// How states are listed, killed and imported on this kernel.
@@ -24,7 +24,7 @@ impl<D: PfDevice> PfKernelTable for PfTable<D> {
 }
 
 /// The daemon's table.
-pub(super) enum Table {
+pub(in crate::daemon) enum Table {
     /// The memory table.
     Memory(Box<MemoryTable>),
     /// pf, through /dev/pf (made only where there is one).
@@ -37,7 +37,7 @@ pub(super) enum Table {
 
 impl Table {
     /// The table, as the engine's operations need it.
-    pub(super) fn state_table(&mut self) -> &mut dyn StateTable {
+    pub(in crate::daemon) fn state_table(&mut self) -> &mut dyn StateTable {
         match self {
             Table::Memory(m) => m.as_mut(),
             Table::Pf(p) => p.as_mut(),
@@ -45,7 +45,7 @@ impl Table {
     }
 
     /// The table, to read its counters.
-    pub(super) fn state_table_ref(&self) -> &dyn StateTable {
+    pub(in crate::daemon) fn state_table_ref(&self) -> &dyn StateTable {
         match self {
             Table::Memory(m) => m.as_ref(),
             Table::Pf(p) => p.as_ref(),
@@ -53,7 +53,7 @@ impl Table {
     }
 
     /// pf's table, if that is the table.
-    pub(super) fn pf(&mut self) -> Option<&mut dyn PfKernelTable> {
+    pub(in crate::daemon) fn pf(&mut self) -> Option<&mut dyn PfKernelTable> {
         match self {
             Table::Memory(_) => None,
             Table::Pf(p) => Some(p.as_mut()),
@@ -61,7 +61,7 @@ impl Table {
     }
 
     /// The memory table, if that is the table.
-    pub(super) fn memory(&mut self) -> Option<&mut MemoryTable> {
+    pub(in crate::daemon) fn memory(&mut self) -> Option<&mut MemoryTable> {
         match self {
             Table::Memory(m) => Some(m),
             Table::Pf(_) => None,
@@ -69,7 +69,7 @@ impl Table {
     }
 
     /// States held (pf: at the last listing).
-    pub(super) fn len(&self) -> usize {
+    pub(in crate::daemon) fn len(&self) -> usize {
         match self {
             Table::Memory(m) => m.len(),
             Table::Pf(p) => p.len(),
@@ -77,7 +77,7 @@ impl Table {
     }
 
     /// States the table expired itself (pf expires its own, unseen).
-    pub(super) fn expired_count(&self) -> u64 {
+    pub(in crate::daemon) fn expired_count(&self) -> u64 {
         match self {
             Table::Memory(m) => m.expired_count(),
             Table::Pf(_) => 0,
@@ -85,7 +85,7 @@ impl Table {
     }
 
     /// The table's name in logs and status.
-    pub(super) fn name(&self) -> &'static str {
+    pub(in crate::daemon) fn name(&self) -> &'static str {
         match self {
             Table::Memory(_) => "memory",
             Table::Pf(_) => "pf",
@@ -95,7 +95,7 @@ impl Table {
 
 /// Opens pf's table: on the BSDs, /dev/pf read-write.
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
-pub(super) fn open_pf() -> anyhow::Result<Table> {
+pub(in crate::daemon) fn open_pf() -> anyhow::Result<Table> {
     // What the device chose and pf's hostid are logged by the caller, after detaching.
     let dev = crate::table::pf::KernelPf::open(crate::sys::PfDev::open()?);
     Ok(Table::Pf(Box::new(crate::table::pf::PfTable::new(dev))))
@@ -103,7 +103,7 @@ pub(super) fn open_pf() -> anyhow::Result<Table> {
 
 /// Elsewhere there is no pf.
 #[cfg(not(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd"))))]
-pub(super) fn open_pf() -> anyhow::Result<Table> {
+pub(in crate::daemon) fn open_pf() -> anyhow::Result<Table> {
     anyhow::bail!(
         "--table pf: there is no pf on this system (FreeBSD and OpenBSD only); use --table memory"
     )

@@ -1,24 +1,30 @@
 //! The control requests about the table, answered by the parent, which holds it:
 //! `states`, `get`, and on the memory table the synthetic traffic (`insert`, `update`,
-//! `touch`, `delete`, `clear`, `churn`).
+//! `touch`, `delete`, `clear`, `churn`); which requests those are is
+//! [`crate::daemon::requests::TABLE_REQUESTS`].
 
 use std::time::Instant;
 
 use serde_json::Value;
 
-use super::churn::fresh_state;
-use super::parent::Parent;
-use super::report::{state_json, state_line};
-use super::requests::json_line;
+use super::churn::{fresh_state, Churn};
+use super::table::Table;
+use crate::daemon::report::{state_json, state_line};
+use crate::daemon::requests::json_line;
+use crate::table::synth::Synth;
 use crate::wire::IfName;
 
-/// The requests answered here.
-pub const TABLE_REQUESTS: &[&str] = &[
-    "states", "get", "insert", "update", "touch", "delete", "clear", "churn",
-];
+/// The parts of the parent a request about the table uses, borrowed for one answer.
+pub(super) struct TableParts<'p> {
+    pub(super) table: &'p mut Table,
+    pub(super) churn: &'p mut Churn,
+    pub(super) synth: &'p mut Synth,
+    /// Ours, for the answer to `insert`.
+    pub(super) creatorid: u32,
+}
 
 /// Answers one request about the table.
-pub(super) fn handle(p: &mut Parent, now: Instant, line: &str) -> String {
+pub(super) fn answer(p: &mut TableParts<'_>, now: Instant, line: &str) -> String {
     let words: Vec<&str> = line.split_whitespace().collect();
     let json = words.contains(&"--json");
     let args: Vec<&str> = words
@@ -75,16 +81,19 @@ pub(super) fn handle(p: &mut Parent, now: Instant, line: &str) -> String {
 }
 
 /// The memory table, or the error for a request that needs it.
-fn memory<'p>(p: &'p mut Parent, what: &str) -> Result<&'p mut crate::table::MemoryTable, String> {
+fn memory<'a>(
+    p: &'a mut TableParts<'_>,
+    what: &str,
+) -> Result<&'a mut crate::table::MemoryTable, String> {
     p.table.memory().ok_or_else(|| {
         format!("error: {what} makes synthetic states, on the memory table only (this daemon syncs pf)\n")
     })
 }
 
-fn insert(p: &mut Parent, now: Instant, n: usize) -> String {
+fn insert(p: &mut TableParts<'_>, now: Instant, n: usize) -> String {
     let mut ids = None;
     for i in 0..n {
-        let s = fresh_state(&mut p.synth);
+        let s = fresh_state(p.synth);
         let Some(m) = p.table.memory() else {
             return "error: not the memory table\n".to_string();
         };
@@ -100,7 +109,7 @@ fn insert(p: &mut Parent, now: Instant, n: usize) -> String {
     match ids {
         Some((first, last)) => format!(
             "inserted {n}: creatorid {:08x} ids {first:016x} to {last:016x}\n",
-            p.options.creatorid
+            p.creatorid
         ),
         None => "inserted 0\n".to_string(),
     }
@@ -108,7 +117,7 @@ fn insert(p: &mut Parent, now: Instant, n: usize) -> String {
 
 /// Traffic on one named state, for measuring how long a change takes to reach a peer:
 /// the answer goes out once the change is on its way to the engine process.
-fn touch(p: &mut Parent, now: Instant, args: &[&str]) -> Result<String, String> {
+fn touch(p: &mut TableParts<'_>, now: Instant, args: &[&str]) -> Result<String, String> {
     let (creatorid, id) = key_arg(args)?;
     let synth = &mut p.synth;
     let Some(m) = p.table.memory() else {
@@ -136,7 +145,7 @@ fn key_arg(args: &[&str]) -> Result<(u32, u64), String> {
     Ok((creatorid, hex(1, "a state id")?))
 }
 
-fn get(p: &mut Parent, now: Instant, args: &[&str], json: bool) -> Result<String, String> {
+fn get(p: &mut TableParts<'_>, now: Instant, args: &[&str], json: bool) -> Result<String, String> {
     let (creatorid, id) = key_arg(args)?;
     match p.table.state_table().get(now, creatorid, id) {
         Ok(Some(s)) if json => Ok(json_line(state_json(&s))),
@@ -147,7 +156,7 @@ fn get(p: &mut Parent, now: Instant, args: &[&str], json: bool) -> Result<String
 }
 
 /// `n` distinct random states of the table (fewer if it holds fewer).
-fn pick(p: &mut Parent, now: Instant, n: usize) -> Vec<(u32, u64)> {
+fn pick(p: &mut TableParts<'_>, now: Instant, n: usize) -> Vec<(u32, u64)> {
     let mut keys = Vec::with_capacity(p.table.len());
     let _ = p
         .table
@@ -163,7 +172,7 @@ fn pick(p: &mut Parent, now: Instant, n: usize) -> Vec<(u32, u64)> {
     keys
 }
 
-fn update(p: &mut Parent, now: Instant, n: usize) -> String {
+fn update(p: &mut TableParts<'_>, now: Instant, n: usize) -> String {
     let keys = pick(p, now, n);
     let mut done = 0;
     let synth = &mut p.synth;
@@ -177,7 +186,7 @@ fn update(p: &mut Parent, now: Instant, n: usize) -> String {
     format!("updated {done}\n")
 }
 
-fn delete(p: &mut Parent, now: Instant, n: usize) -> String {
+fn delete(p: &mut TableParts<'_>, now: Instant, n: usize) -> String {
     let keys = pick(p, now, n);
     let done = match p.table.memory() {
         Some(m) => keys
@@ -189,7 +198,7 @@ fn delete(p: &mut Parent, now: Instant, n: usize) -> String {
     format!("deleted {done}\n")
 }
 
-fn states(p: &mut Parent, now: Instant, json: bool) -> String {
+fn states(p: &mut TableParts<'_>, now: Instant, json: bool) -> String {
     let mut states = match p.table.state_table().states(now) {
         Ok(s) => s,
         Err(e) => return format!("error: {e}\n"),

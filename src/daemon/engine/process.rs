@@ -1,5 +1,5 @@
 //! The engine process: the sync engine, fed by the parent over the channel;
-//! unprivileged and chrooted (see [`super::privsep`]). One thread, `poll(2)` over the
+//! unprivileged and chrooted (see [`crate::daemon::privsep`]). One thread, `poll(2)` over the
 //! channel, with the engine's next deadline as the timeout; the clock is read here,
 //! never in the engine.
 //!
@@ -14,12 +14,15 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
-use super::engine_requests;
 use super::peers::Peers;
-use super::privsep::message::MAX_TEXT;
-use super::privsep::{Channel, ChannelError, Sandbox, ToEngine, ToParent, HIGH_WATER, TURN_BUDGET};
-use super::run::{link_settings, Options};
-use super::SyncConfig;
+use super::requests::{self as engine_requests, EngineParts};
+use crate::daemon::config::SyncConfig;
+use crate::daemon::link::link_settings;
+use crate::daemon::options::Options;
+use crate::daemon::privsep::message::MAX_TEXT;
+use crate::daemon::privsep::{
+    Channel, ChannelError, Sandbox, ToEngine, ToParent, HIGH_WATER, TURN_BUDGET,
+};
 use crate::engine::{Config, Engine, Event};
 use crate::{log_error, log_info, log_warn};
 
@@ -32,22 +35,24 @@ const EAGER_FLUSH: usize = 16 << 10;
 const LAST_WORDS: Duration = Duration::from_secs(2);
 
 /// The engine process's state between turns of its loop.
-pub(super) struct EngineProcess {
-    pub(super) options: Options,
-    pub(super) config: SyncConfig,
-    pub(super) engine: Engine,
-    pub(super) peers: Peers,
-    pub(super) sandbox: Sandbox,
-    pub(super) link_open: bool,
+pub(in crate::daemon) struct EngineProcess {
+    options: Options,
+    config: SyncConfig,
+    engine: Engine,
+    peers: Peers,
+    sandbox: Sandbox,
+    link_open: bool,
     channel: Channel,
     /// Control requests from the parent, and their answers.
     requests: Channel,
     syncok: bool,
-    /// Local changes taken (see [`super::privsep::crossing`]).
+    /// Local changes taken (see [`crate::daemon::privsep::crossing`]).
     local_seen: u64,
     /// The last count told to the parent.
     local_taken_said: u64,
     last_housekeeping: Instant,
+    /// `badsrc` as last logged.
+    badsrc_logged: u64,
 }
 
 /// How the loop ends.
@@ -60,7 +65,7 @@ enum Stop {
 
 impl EngineProcess {
     /// The engine, configured as the daemon starts.
-    pub(super) fn new(
+    pub(in crate::daemon) fn new(
         options: Options,
         config: SyncConfig,
         channel: Channel,
@@ -82,6 +87,8 @@ impl EngineProcess {
             ec.set_bulk_pps(pps);
         }
         let mut engine = Engine::new(ec);
+        engine.set_allowed_sources(config.allowed_sources());
+        engine.set_ifmap(config.ifmap.clone());
         let now = Instant::now();
         if link_open {
             // As a pfsync interface coming up: ask the peers for everything they have.
@@ -101,17 +108,18 @@ impl EngineProcess {
             local_seen: 0,
             local_taken_said: 0,
             last_housekeeping: now,
+            badsrc_logged: 0,
         }
     }
 
     /// Sends the queued log lines and closes the channel (a failed start).
-    pub(super) fn say_goodbye(mut channel: Channel) {
+    pub(in crate::daemon) fn say_goodbye(mut channel: Channel) {
         forward_log(&mut channel);
         let _ = channel.flush_all(LAST_WORDS);
     }
 
     /// Runs until the parent says stop or goes away; the exit status.
-    pub(super) fn run(mut self) -> i32 {
+    pub(in crate::daemon) fn run(mut self) -> i32 {
         // Confined and about to serve: a detached start may report success now.
         ToParent::Ready.encode(self.channel.queue());
         let stop = loop {
@@ -202,7 +210,10 @@ impl EngineProcess {
             match ToEngine::decode(kind, body)? {
                 ToEngine::Packet(rx) => {
                     if let (Some(src), true, 255) = (rx.source, rx.on_syncdev, rx.ttl) {
-                        if self.peers.heard(now, src, rx.payload) {
+                        // A sender refused for its address is no peer of ours.
+                        if self.engine.accepts_source(Some(src))
+                            && self.peers.heard(now, src, rx.payload)
+                        {
                             log_info!(
                                 "peer {src} heard (pfsync version {})",
                                 rx.payload.first().copied().unwrap_or(0)
@@ -261,7 +272,15 @@ impl EngineProcess {
                 return Err(misplaced("non-request"));
             };
             let line = line.to_string();
-            let text = engine_requests::answer(self, now, &line, &report);
+            let mut parts = EngineParts {
+                engine: &mut self.engine,
+                options: &self.options,
+                config: &self.config,
+                peers: &self.peers,
+                sandbox: &self.sandbox,
+                link_open: self.link_open,
+            };
+            let text = engine_requests::answer(&mut parts, now, &line, &report);
             // What the request changed (a bulk request) leaves before the answer.
             self.drain();
             let mut cut = text.len().min(MAX_TEXT);
@@ -295,6 +314,8 @@ impl EngineProcess {
             self.drain();
         }
         self.engine.reconfigure(now, link_settings(&config));
+        self.engine.set_allowed_sources(config.allowed_sources());
+        self.engine.set_ifmap(config.ifmap.clone());
         self.config = config;
         self.link_open = link_open;
         ToParent::Reconfigured.encode(self.channel.queue());
@@ -324,6 +345,19 @@ impl EngineProcess {
             log_info!("peer {peer} silent for {} s", PEER_QUIET.as_secs());
         }
         self.last_housekeeping = now;
+        let badsrc = self.engine.stats().badsrc;
+        if badsrc > self.badsrc_logged {
+            let from = self
+                .engine
+                .last_refused_source()
+                .map_or_else(|| "an unknown source".to_string(), |a| a.to_string());
+            log_warn!(
+                "badsrc +{} ({badsrc} in all): packets from {from} refused, not a syncpeer \
+                 (anysource takes any sender)",
+                badsrc - self.badsrc_logged
+            );
+            self.badsrc_logged = badsrc;
+        }
     }
 
     /// Sends the engine's table operations, carp requests and packets to the parent,
@@ -369,7 +403,7 @@ impl EngineProcess {
 
 /// A frame of a kind that does not belong on the channel it came on.
 fn misplaced(what: &'static str) -> ChannelError {
-    ChannelError::Message(super::privsep::MessageError::BadValue {
+    ChannelError::Message(crate::daemon::privsep::MessageError::BadValue {
         what,
         field: "channel it came on",
     })
@@ -377,7 +411,7 @@ fn misplaced(what: &'static str) -> ChannelError {
 
 /// The log lines of this process, to the parent.
 fn forward_log(channel: &mut Channel) {
-    super::log::take_queued(|level, text| {
+    crate::daemon::log::take_queued(|level, text| {
         let mut cut = text.len().min(MAX_TEXT);
         while !text.is_char_boundary(cut) {
             cut -= 1;

@@ -1,5 +1,5 @@
 //! The privileged parent: the table, the sync link, carp, the pidfile, the signals and
-//! the control socket (see [`super::privsep`]). One thread, `poll(2)` over the signal
+//! the control socket (see [`crate::daemon::privsep`]). One thread, `poll(2)` over the signal
 //! stream, the channel to the engine process, the sync receiver and the control
 //! socket; the clock is read here.
 //!
@@ -21,18 +21,19 @@ use nix::unistd::Pid;
 
 use super::carp::Demotion;
 use super::churn::Churn;
-use super::control::{accept, respond, SocketFile};
+use super::control_socket::{accept, respond, SocketFile};
 use super::detach::StartReport;
 use super::pidfile::Pidfile;
-use super::privsep::crossing::Crossings;
-use super::privsep::{
+use super::requests::{self as table_requests, TableParts};
+use super::table::Table;
+use crate::daemon::config::SyncConfig;
+use crate::daemon::link::{open_link, Link};
+use crate::daemon::options::{load_config, Options};
+use crate::daemon::privsep::crossing::Crossings;
+use crate::daemon::privsep::{
     Channel, ChannelError, ParentReport, ToEngine, ToParent, HIGH_WATER, TURN_BUDGET,
 };
-use super::requests::{route, Route};
-use super::run::{load_config, open_link, Link, Options};
-use super::table::Table;
-use super::table_requests;
-use super::SyncConfig;
+use crate::daemon::requests::{route, Route};
 use crate::engine::{LocalChange, TableOp};
 use crate::net::RECV_BUFFER_LEN;
 use crate::table::synth::Synth;
@@ -50,13 +51,13 @@ const MAX_KEPT_CHANGES: usize = 16 << 10;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The parent's state between turns of its loop.
-pub(super) struct Parent {
-    pub(super) options: Options,
+pub(in crate::daemon) struct Parent {
+    options: Options,
     config: SyncConfig,
-    pub(super) table: Table,
-    pub(super) table_stats: TableStats,
-    pub(super) synth: Synth,
-    pub(super) churn: Churn,
+    table: Table,
+    table_stats: TableStats,
+    synth: Synth,
+    churn: Churn,
     link: Option<Link>,
     /// The link a SIGHUP opened, taken into use once the engine has flushed under the
     /// old one.
@@ -64,7 +65,7 @@ pub(super) struct Parent {
     carp: Demotion,
     carp_broken: bool,
     channel: Channel,
-    /// Control requests for the engine, and its answers (see engine_process).
+    /// Control requests for the engine, and its answers (see [`crate::daemon::engine`]).
     requests: Channel,
     engine_pid: Pid,
     signals: UnixStream,
@@ -93,7 +94,7 @@ pub(super) struct Parent {
 
 impl Parent {
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
+    pub(in crate::daemon) fn new(
         options: Options,
         config: SyncConfig,
         table: Table,
@@ -156,7 +157,7 @@ impl Parent {
     }
 
     /// Runs until the engine process has stopped; an error if it stopped unasked.
-    pub(super) fn run(mut self) -> anyhow::Result<()> {
+    pub(in crate::daemon) fn run(mut self) -> anyhow::Result<()> {
         log_info!(
             "started: creatorid {:08x}, {} table, control socket {}, engine process {}, {}",
             self.options.creatorid,
@@ -313,7 +314,9 @@ impl Parent {
                         self.link = link;
                     }
                 }
-                ToParent::Log { level, text } => super::log::write(level, format_args!("{text}")),
+                ToParent::Log { level, text } => {
+                    crate::daemon::log::write(level, format_args!("{text}"))
+                }
                 ToParent::Taken(n) => self.crossings.taken(n),
                 ToParent::Ready => self.start.running(),
                 ToParent::Done => self.engine_done = true,
@@ -419,7 +422,7 @@ impl Parent {
     }
 
     /// Carries out an operation the engine decided after taking `seen` local changes,
-    /// unless it crossed a newer one (see [`super::privsep::crossing`]).
+    /// unless it crossed a newer one (see [`crate::daemon::privsep::crossing`]).
     fn apply(&mut self, now: Instant, op: &TableOp, seen: u64) {
         self.crossings.taken(seen);
         let crossed = match op {
@@ -473,7 +476,13 @@ impl Parent {
             match route(&line) {
                 Route::Answer(text) => respond(client, &text),
                 Route::Table => {
-                    let text = table_requests::handle(self, now, &line);
+                    let mut parts = TableParts {
+                        table: &mut self.table,
+                        churn: &mut self.churn,
+                        synth: &mut self.synth,
+                        creatorid: self.options.creatorid,
+                    };
+                    let text = table_requests::answer(&mut parts, now, &line);
                     self.step(now, true);
                     respond(client, &text);
                 }
@@ -539,7 +548,7 @@ impl Parent {
     /// (a queue above the high-water mark) a due poll waits: the changes gather in the
     /// table (pf's next snapshot, the memory table's journal) at less cost than in the
     /// queue.
-    pub(super) fn step(&mut self, now: Instant, force: bool) {
+    fn step(&mut self, now: Instant, force: bool) {
         let churned = match self.table.memory() {
             Some(m) => self.churn.run(now, m, &mut self.synth) > 0,
             None => false,
@@ -665,7 +674,7 @@ impl Parent {
 }
 
 fn misplaced(what: &'static str) -> ChannelError {
-    ChannelError::Message(super::privsep::MessageError::BadValue {
+    ChannelError::Message(crate::daemon::privsep::MessageError::BadValue {
         what,
         field: "channel it came on",
     })

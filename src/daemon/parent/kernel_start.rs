@@ -36,7 +36,7 @@ pub fn refuse_kernel_syncdev(field: &[u8]) -> Result<(), KernelSyncdev> {
 /// on the link (FreeBSD without pfsync.ko, whose imports then fail with their own remedy;
 /// OpenBSD without `ifconfig pfsync0 create`).
 #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
-pub(super) fn check_kernel_pfsync() -> anyhow::Result<()> {
+pub(in crate::daemon) fn check_kernel_pfsync() -> anyhow::Result<()> {
     match crate::sys::pfsync_if::pfsync_syncdev_field("pfsync0") {
         Ok(field) => Ok(refuse_kernel_syncdev(&field)?),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENXIO) | Some(libc::ENODEV)) => Ok(()),
@@ -69,7 +69,7 @@ impl CreatorIdSource {
 /// The creator id to run with: `--creatorid` if given; with pf, pf's hostid, since
 /// the peers store our states under the id pf stamped on them (a CLR or a re-delete
 /// of our own states names that id); otherwise the random `fallback`.
-pub(super) fn choose_creatorid(
+pub(in crate::daemon) fn choose_creatorid(
     given: Option<u32>,
     fallback: u32,
     table: &mut Table,

@@ -7,14 +7,27 @@ use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
-use super::engine_process::EngineProcess;
-use super::privsep::ParentReport;
-use super::requests::json_line;
-use crate::engine::BulkRequest;
+use super::peers::Peers;
+use crate::daemon::config::SyncConfig;
+use crate::daemon::options::Options;
+use crate::daemon::privsep::{ParentReport, Sandbox};
+use crate::daemon::requests::json_line;
+use crate::engine::{BulkRequest, Engine};
 
-/// Answers `line`, a request [`super::requests::route`] sent to the engine.
+/// The parts of the engine process a request reads (and `bulk` drives), borrowed for
+/// one answer.
+pub(super) struct EngineParts<'e> {
+    pub(super) engine: &'e mut Engine,
+    pub(super) options: &'e Options,
+    pub(super) config: &'e SyncConfig,
+    pub(super) peers: &'e Peers,
+    pub(super) sandbox: &'e Sandbox,
+    pub(super) link_open: bool,
+}
+
+/// Answers `line`, a request [`crate::daemon::requests::route`] sent to the engine.
 pub(super) fn answer(
-    d: &mut EngineProcess,
+    d: &mut EngineParts<'_>,
     now: Instant,
     line: &str,
     report: &ParentReport,
@@ -35,7 +48,7 @@ pub(super) fn answer(
     }
 }
 
-fn bulk_status(d: &EngineProcess) -> &'static str {
+fn bulk_status(d: &EngineParts<'_>) -> &'static str {
     match d.engine.bulk_request_state() {
         BulkRequest::Idle => "none",
         BulkRequest::Waiting { .. } => "requested",
@@ -44,7 +57,7 @@ fn bulk_status(d: &EngineProcess) -> &'static str {
     }
 }
 
-fn status_json(d: &EngineProcess, r: &ParentReport) -> Value {
+fn status_json(d: &EngineParts<'_>, r: &ParentReport) -> Value {
     let c = &d.config;
     json!({
         "flags": if c.up { "UP" } else { "DOWN" },
@@ -54,6 +67,12 @@ fn status_json(d: &EngineProcess, r: &ParentReport) -> Value {
         "defer": false,
         "version": c.dialect.name(),
         "mtu": c.mtu,
+        "anysource": c.anysource,
+        "ifmap": c.ifmap.mappings().iter().map(|m| json!({
+            "peer_name": m.peer_name.to_string(),
+            "local_name": m.local_name.to_string(),
+            "peer": m.peer.map(|p| p.to_string()),
+        })).collect::<Vec<_>>(),
         "syncok": d.engine.syncok(),
         "bulk": bulk_status(d),
         "bulk_sending": d.engine.bulk_sending(),
@@ -73,7 +92,7 @@ fn status_json(d: &EngineProcess, r: &ParentReport) -> Value {
     })
 }
 
-fn status_text(d: &EngineProcess, r: &ParentReport) -> String {
+fn status_text(d: &EngineParts<'_>, r: &ParentReport) -> String {
     let c = &d.config;
     let mut s = String::new();
     let _ = writeln!(s, "pfsync0: flags={}", if c.up { "UP" } else { "DOWN" });
@@ -93,6 +112,26 @@ fn status_text(d: &EngineProcess, r: &ParentReport) -> String {
         c.maxupd,
         c.dialect.name()
     );
+    if !c.syncpeers.is_empty() {
+        let _ = writeln!(
+            s,
+            "\tsources: {}",
+            if c.anysource {
+                "any (anysource)"
+            } else {
+                "syncpeers only"
+            }
+        );
+    }
+    for m in c.ifmap.mappings() {
+        let _ = write!(s, "\tifmap: peer's {} is our {}", m.peer_name, m.local_name);
+        match m.peer {
+            Some(p) => {
+                let _ = writeln!(s, " (from {p})");
+            }
+            None => s.push('\n'),
+        }
+    }
     let _ = writeln!(
         s,
         "\tsyncok: {} bulk: {}{}",
@@ -130,7 +169,7 @@ fn status_text(d: &EngineProcess, r: &ParentReport) -> String {
     s
 }
 
-fn stats_json(d: &EngineProcess, r: &ParentReport, now: Instant) -> Value {
+fn stats_json(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> Value {
     let st = d.engine.stats();
     let mut pfsync = Map::new();
     for (name, v) in st.pfsyncstats() {
@@ -172,6 +211,8 @@ fn stats_json(d: &EngineProcess, r: &ParentReport, now: Instant) -> Value {
             "cache_full": st.cache_full,
             "lost_fields": st.lost_fields,
             "rule_unbound": st.rule_unbound,
+            "badsrc": st.badsrc,
+            "ifname_mapped": st.ifname_mapped,
         },
         "table": {
             "imported": t.imported, "updated": t.updated, "removed": t.removed,
@@ -189,7 +230,7 @@ fn stats_json(d: &EngineProcess, r: &ParentReport, now: Instant) -> Value {
     })
 }
 
-fn stats_text(d: &EngineProcess, r: &ParentReport, now: Instant) -> String {
+fn stats_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
     let st = d.engine.stats();
     let mut s = String::from("pfsync:\n");
     let line = |s: &mut String, n: u64, what: &str| {
@@ -199,6 +240,11 @@ fn stats_text(d: &EngineProcess, r: &ParentReport, now: Instant) -> String {
     line(&mut s, st.ipackets6, "packets received (IPv6)");
     line(&mut s, st.badif, "packets discarded for bad interface");
     line(&mut s, st.badttl, "packets discarded for bad ttl");
+    line(
+        &mut s,
+        st.badsrc,
+        "packets discarded for a source other than the syncpeers (badsrc)",
+    );
     line(&mut s, st.hdrops, "packets shorter than header");
     line(&mut s, st.badver, "packets discarded for bad version");
     line(&mut s, st.badauth, "packets discarded for bad HMAC");
@@ -211,6 +257,11 @@ fn stats_text(d: &EngineProcess, r: &ParentReport, now: Instant) -> String {
         &mut s,
         st.rule_unbound,
         "states taken without the rule numbers of another ruleset",
+    );
+    line(
+        &mut s,
+        st.ifname_mapped,
+        "peer states and clears taken under a mapped interface name",
     );
     line(&mut s, st.opackets, "packets sent (IPv4)");
     line(&mut s, st.opackets6, "packets sent (IPv6)");
