@@ -70,7 +70,7 @@ command -v shellcheck >/dev/null 2>&1 || apt_install shellcheck
 command -v mandoc >/dev/null 2>&1 || apt_install mandoc
 sh -n rc.d/freebsd/pfsyncd
 sh -n rc.d/openbsd/pfsyncd
-shellcheck -s sh rc.d/freebsd/pfsyncd scripts/bsd-verify.sh scripts/check-older-freebsd-headers.sh
+shellcheck -s sh rc.d/freebsd/pfsyncd scripts/bsd-verify.sh scripts/check-older-freebsd-headers.sh scripts/lab.sh
 shellcheck -s ksh rc.d/openbsd/pfsyncd
 # Warnings and errors fail; style notes remain about the BSD manuals cross-referenced
 # (pf(4), pfsync(4), ...), which a Linux machine does not have.

@@ -6,7 +6,7 @@ use std::io;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod check;
 mod ctl;
@@ -14,6 +14,7 @@ mod daemon;
 mod decode;
 #[cfg(target_os = "linux")]
 mod lab;
+mod words;
 
 /// `EX_USAGE` of sysexits(3): the command was used incorrectly.
 const EX_USAGE: u8 = 64;
@@ -21,10 +22,9 @@ const EX_USAGE: u8 = 64;
 /// A userland pfsync daemon for FreeBSD and OpenBSD firewalls.
 ///
 /// Without a subcommand, runs the daemon; the sync configuration follows the options in
-/// the words of `ifconfig pfsync0`: [syncdev IF] [syncpeer ADDR]... [maxupd N]
-/// [defer|-defer] [version 1301|1400|1500|openbsd] [mtu N] [up|down].
+/// the words of `ifconfig pfsync0`, which `--help` lists (see [`words::help`]).
 #[derive(Debug, Parser)]
-#[command(name = "pfsyncd", version, about, long_about = None)]
+#[command(name = "pfsyncd", bin_name = "pfsyncd", version, about, long_about = None)]
 #[command(
     override_usage = "pfsyncd [OPTIONS] [WORDS]...\n       pfsyncd check [OPTIONS] [--import-test] [--json] [WORDS]...\n       pfsyncd <decode|ctl|lab> ..."
 )]
@@ -34,32 +34,6 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 }
-
-/// The words `SyncConfig` takes; the first of them ends the options.
-const WORDS: &[&str] = &[
-    "syncdev",
-    "-syncdev",
-    "syncpeer",
-    "-syncpeer",
-    "maxupd",
-    "defer",
-    "-defer",
-    "version",
-    "mtu",
-    "up",
-    "down",
-    "ifmap",
-    "-ifmap",
-    "anysource",
-    "-anysource",
-    // Sync filters and delay (daemon/config.rs).
-    "nosync-if",
-    "nosync-proto",
-    "nosync-net",
-    "nosync-port",
-    "-nosync",
-    "syncdelay",
-];
 
 /// Options of the daemon that take a value.
 const VALUED: &[&str] = &[
@@ -87,7 +61,7 @@ fn split_words(args: Vec<String>) -> (Vec<String>, Vec<String>) {
         if a == "decode" || a == "ctl" || a == "lab" || a == "help" {
             break;
         }
-        if WORDS.contains(&a) {
+        if words::is_word(a) {
             let words = args[i..].to_vec();
             return (args[..i].to_vec(), words);
         }
@@ -119,7 +93,7 @@ enum Command {
 /// status: 0, 1 for a failure, 64 for a usage error.
 pub fn main() -> ExitCode {
     let (args, words) = split_words(std::env::args().collect());
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match parse(args) {
         Ok(cli) => cli,
         Err(e) => return usage(e),
     };
@@ -140,6 +114,20 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line, with the sync words listed at the end of the daemon's and
+/// `check`'s help (built at run time from the table, which clap's attributes cannot
+/// take).
+fn parse(args: Vec<String>) -> Result<Cli, clap::Error> {
+    let command = Cli::command()
+        .after_help(words::help())
+        .mut_subcommand("check", |check| {
+            check
+                .override_usage("pfsyncd check [OPTIONS] [--import-test] [--json] [WORDS]...")
+                .after_help(words::help())
+        });
+    Cli::from_arg_matches(&command.try_get_matches_from(args)?)
 }
 
 /// Help and version requests succeed; every other parse failure is a usage error.

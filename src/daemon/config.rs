@@ -74,14 +74,157 @@ impl Default for SyncConfig {
     }
 }
 
+/// One word of the sync configuration, as `--help` and the man page show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Word {
+    /// The word with its value, as the help shows it: `syncdev IF`.
+    pub usage: &'static str,
+    /// A use of it that `SyncConfig::apply` takes: `syncdev em1`.
+    pub example: &'static str,
+    /// What it does, in one line.
+    pub meaning: &'static str,
+}
+
+impl Word {
+    /// The word itself: `syncdev`.
+    pub fn name(&self) -> &'static str {
+        self.usage.split(' ').next().unwrap_or(self.usage)
+    }
+}
+
+/// Every word `SyncConfig::apply` takes, in the order `--help` lists them. The help,
+/// the unknown-word error and the man page's list are checked against this table, so a
+/// new word is added here with its match arm in `apply` (a test finds an arm missing
+/// from the table).
+pub const WORDS: &[Word] = &[
+    Word {
+        usage: "syncdev IF",
+        example: "syncdev em1",
+        meaning: "the sync interface; pfsync packets are accepted only from it",
+    },
+    Word {
+        usage: "-syncdev",
+        example: "-syncdev",
+        meaning: "no sync interface",
+    },
+    Word {
+        usage: "syncpeer ADDR",
+        example: "syncpeer 10.0.0.2",
+        meaning: "send to this unicast IPv4/IPv6 peer (may be repeated; none: multicast 224.0.0.240, ff12::f0)",
+    },
+    Word {
+        usage: "-syncpeer",
+        example: "-syncpeer",
+        meaning: "forget every syncpeer: back to multicast",
+    },
+    Word {
+        usage: "maxupd N",
+        example: "maxupd 128",
+        meaning: "a TCP state updated N times is sent at once (0-255, default 128)",
+    },
+    Word {
+        usage: "defer",
+        example: "defer",
+        meaning: "refused: deferral needs the kernel to hold packets, which a userland daemon cannot",
+    },
+    Word {
+        usage: "-defer",
+        example: "-defer",
+        meaning: "no deferral (the default and the only choice)",
+    },
+    Word {
+        usage: "version V",
+        example: "version openbsd",
+        meaning: "the dialect sent: 1301 (default), 1400, 1500 or openbsd; every one is received",
+    },
+    Word {
+        usage: "mtu N",
+        example: "mtu 1500",
+        meaning: "largest packet on the sync link (408-65535, default 1500)",
+    },
+    Word {
+        usage: "up",
+        example: "up",
+        meaning: "synchronise",
+    },
+    Word {
+        usage: "down",
+        example: "down",
+        meaning: "stop synchronising (the default)",
+    },
+    Word {
+        usage: "ifmap PEERIF LOCALIF [peer ADDR]",
+        example: "ifmap em0 igb0 peer 10.0.0.2",
+        meaning: "a peer's state on its PEERIF is taken in on our LOCALIF (with peer: from ADDR only)",
+    },
+    Word {
+        usage: "-ifmap",
+        example: "-ifmap",
+        meaning: "drop every interface mapping",
+    },
+    Word {
+        usage: "anysource",
+        example: "anysource",
+        meaning: "with syncpeers, also take packets from other sources, as the kernels do",
+    },
+    Word {
+        usage: "-anysource",
+        example: "-anysource",
+        meaning: "with syncpeers, take packets from them only (the default)",
+    },
+    Word {
+        usage: "nosync-if IF",
+        example: "nosync-if em2",
+        meaning: "keep states on IF out of sync, both ways (may be repeated)",
+    },
+    Word {
+        usage: "nosync-proto P",
+        example: "nosync-proto udp",
+        meaning: "keep states of protocol P (tcp, udp, icmp, icmp6, sctp or 0-255) out of sync",
+    },
+    Word {
+        usage: "nosync-net ADDR[/LEN]",
+        example: "nosync-net 192.0.2.0/24",
+        meaning: "keep states with an address in this prefix out of sync",
+    },
+    Word {
+        usage: "nosync-port N",
+        example: "nosync-port 53",
+        meaning: "keep states with this port (either side) out of sync",
+    },
+    Word {
+        usage: "-nosync",
+        example: "-nosync",
+        meaning: "drop every sync filter",
+    },
+    Word {
+        usage: "syncdelay N",
+        example: "syncdelay 10",
+        meaning: "announce a new state only once it has lived N seconds (0-3600, default 0: at once)",
+    },
+];
+
+/// The names of the words, for the unknown-word error: "syncdev, ..., up or down".
+fn expected_words() -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for word in WORDS {
+        let name = word.name().trim_start_matches('-');
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.concat(),
+    }
+}
+
 /// A word or value `SyncConfig::apply` refuses; its `Display` is the one line the
 /// daemon prints before exiting with status 64.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// A word ifconfig's pfsync part does not know.
-    #[error(
-        "unknown word '{0}' (expected syncdev, syncpeer, maxupd, defer, version, mtu, up, down, ifmap, anysource, nosync-if, nosync-proto, nosync-net, nosync-port, -nosync or syncdelay)"
-    )]
+    #[error("unknown word '{0}' (expected {expected})", expected = expected_words())]
     UnknownWord(String),
     /// A word that needs a value came last.
     #[error("'{0}' needs a value")]
@@ -527,6 +670,77 @@ mod test {
             let err = SyncConfig::from_words(words).unwrap_err().to_string();
             assert!(err.contains(want), "{words:?}: {err}");
             assert!(!err.contains('\n'));
+        }
+    }
+
+    /// Words the table lists that `apply` refuses on purpose, with a clear reason.
+    const REFUSED: &[&str] = &["defer"];
+
+    #[test]
+    fn every_word_of_the_table_is_taken_by_apply() {
+        for word in WORDS {
+            let example: Vec<&str> = word.example.split(' ').collect();
+            assert_eq!(example[0], word.name(), "{word:?}: example of another word");
+            let result = SyncConfig::from_words(&example);
+            if REFUSED.contains(&word.name()) {
+                let err = result.unwrap_err();
+                assert!(
+                    !matches!(err, ConfigError::UnknownWord(_)),
+                    "{word:?}: {err}"
+                );
+            } else {
+                assert!(result.is_ok(), "{word:?}: {}", result.unwrap_err());
+            }
+            assert!(
+                !word.meaning.contains('\n'),
+                "{word:?}: meaning on one line"
+            );
+        }
+        let mtu = WORDS.iter().find(|w| w.name() == "mtu").unwrap();
+        assert!(mtu.meaning.contains(&format!("{MIN_MTU}-65535")), "{mtu:?}");
+    }
+
+    /// The words the arms of `apply`'s outer match name, read from this file: the arms
+    /// at the indentation of its catch-all `other =>` arm.
+    fn words_apply_matches() -> Vec<String> {
+        let source = include_str!("config.rs");
+        let body = &source[source.find("pub fn apply").expect("apply in config.rs")..];
+        let catch_all = body
+            .lines()
+            .find(|l| {
+                l.trim_start()
+                    .starts_with("other => return Err(ConfigError::UnknownWord")
+            })
+            .expect("the catch-all arm of apply");
+        let indent = catch_all.len() - catch_all.trim_start().len();
+        let mut words = Vec::new();
+        for line in body.lines().take_while(|l| *l != catch_all) {
+            let arm = &line[line.len() - line.trim_start().len()..];
+            if line.len() - arm.len() != indent || !arm.starts_with('"') {
+                continue;
+            }
+            let pattern = arm.split("=>").next().unwrap_or("");
+            for alternative in pattern.split('|') {
+                words.push(alternative.trim().trim_matches('"').to_string());
+            }
+        }
+        words
+    }
+
+    #[test]
+    fn every_word_apply_takes_is_in_the_table() {
+        let matched = words_apply_matches();
+        assert!(matched.len() >= WORDS.len(), "{matched:?}");
+        for word in &matched {
+            assert!(
+                WORDS.iter().any(|w| w.name() == word),
+                "'{word}' is taken by SyncConfig::apply but missing from WORDS"
+            );
+            // And it is one the unknown-word error names.
+            let err = SyncConfig::from_words(&["no-such-word"])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(word.trim_start_matches('-')), "{err}");
         }
     }
 

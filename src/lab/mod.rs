@@ -3,6 +3,7 @@
 //! the cluster tests and benchmarks. Needs root and iproute2.
 
 pub mod cluster;
+pub mod compare;
 pub mod netns;
 
 pub use cluster::{lab_user, wait_until, Cluster, Host, EMPTY_DIR};
