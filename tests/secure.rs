@@ -493,3 +493,84 @@ fn a_bad_peer_configuration_is_refused() {
     v6.inner_addr = IpAddr::V6(Ipv6Addr::LOCALHOST);
     assert!(net.nodes[0].link.set_peer(v6).is_err());
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
+
+/// Runs `program args`, feeding `stdin`; returns its stdout, asserting success.
+fn run_with_stdin(program: &str, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn genkey_piped_to_pubkey_gives_the_library_public_key() {
+    let private = run_with_stdin(BIN, &["genkey"], "");
+    assert_eq!(
+        private.len(),
+        45,
+        "44 characters and a newline: {private:?}"
+    );
+    let public = run_with_stdin(BIN, &["pubkey"], &private);
+    let key = PrivateKey::parse(&private).unwrap();
+    assert_eq!(public.trim(), key.public_key().to_string());
+    assert_ne!(run_with_stdin(BIN, &["genkey"], ""), private);
+
+    let refused = std::process::Command::new(BIN)
+        .arg("pubkey")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a private key"));
+}
+
+/// wireguard-tools' `wg` reads our keys and we read its: installed here with
+/// `apt-get install wireguard-tools`; without `wg` on the PATH this comparison is skipped
+/// and says so.
+#[test]
+fn keys_are_interchangeable_with_wireguard_tools() {
+    if std::process::Command::new("wg")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: wg (wireguard-tools) is not installed");
+        return;
+    }
+    for _ in 0..3 {
+        let theirs = run_with_stdin("wg", &["genkey"], "");
+        assert_eq!(
+            run_with_stdin(BIN, &["pubkey"], &theirs),
+            run_with_stdin("wg", &["pubkey"], &theirs)
+        );
+        let ours = run_with_stdin(BIN, &["genkey"], "");
+        let their_public = run_with_stdin("wg", &["pubkey"], &ours);
+        assert_eq!(run_with_stdin(BIN, &["pubkey"], &ours), their_public);
+        assert_eq!(
+            PrivateKey::parse(&ours).unwrap().public_key(),
+            pfsyncd::secure::PublicKey::parse(&their_public).unwrap()
+        );
+        let psk = run_with_stdin("wg", &["genpsk"], "");
+        assert!(PresharedKey::parse(&psk).is_ok());
+    }
+}
