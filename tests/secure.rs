@@ -574,3 +574,90 @@ fn keys_are_interchangeable_with_wireguard_tools() {
         assert!(PresharedKey::parse(&psk).is_ok());
     }
 }
+
+/// boringtun's timers on virtual time. boringtun reads the clock itself (no time can be
+/// passed in); its `mock-instant` feature swaps that clock for mock_instant's, which is
+/// per thread and moved only by the test. Run with
+/// `cargo test --features secure-mock-clock --test secure`; without the feature these
+/// tests are not built (120 s of real time each).
+#[cfg(feature = "secure-mock-clock")]
+mod virtual_time {
+    use super::*;
+    use mock_instant::MockClock;
+    use std::time::Duration;
+
+    /// WireGuard's Rekey-After-Time (whitepaper section 6.1; boringtun's
+    /// `noise/timers.rs` REKEY_AFTER_TIME, crate-private there).
+    const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
+    /// Rekey-Timeout: an unanswered initiation is sent again after it.
+    const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Moves the clock by `by` in 250 ms steps, ticking every node's timers at each step
+    /// as the daemon will (boringtun's device ticks every 250 ms): one big jump would
+    /// skip the keepalive a responder sends 10 s after data, and a missing keepalive
+    /// starts a handshake of its own (Keepalive-Timeout + Rekey-Timeout).
+    fn tick(net: &mut Net, by: Duration) {
+        let step = Duration::from_millis(250);
+        let mut moved = Duration::ZERO;
+        while moved < by {
+            MockClock::advance(step);
+            moved += step;
+            for node in &mut net.nodes {
+                node.link.update_timers();
+            }
+            net.run();
+        }
+    }
+
+    #[test]
+    fn the_initiator_rekeys_after_rekey_after_time_and_data_keeps_flowing() {
+        let (mut net, _) = Net::new(2);
+        net.pair(0, 1);
+        net.nodes[0].link.send(b"t0").unwrap();
+        net.run();
+        assert_eq!(net.stats(0, 1).handshakes_sent, 1);
+
+        // Data sent after the session began; the session is not yet old.
+        tick(&mut net, Duration::from_secs(1));
+        net.nodes[0].link.send(b"t1").unwrap();
+        net.run();
+        tick(&mut net, REKEY_AFTER_TIME - Duration::from_secs(2));
+        assert_eq!(net.stats(0, 1).handshakes_sent, 1, "rekeyed too early");
+
+        tick(&mut net, Duration::from_secs(2));
+        assert_eq!(net.stats(0, 1).handshakes_sent, 2, "no rekey after 120 s");
+        assert_eq!(net.stats(0, 1).handshake, HandshakeState::Established);
+        assert_eq!(
+            net.stats(1, 0).handshakes_sent,
+            0,
+            "the responder does not rekey"
+        );
+
+        net.nodes[0].link.send(b"after").unwrap();
+        net.nodes[1].link.send(b"back").unwrap();
+        net.run();
+        assert_eq!(
+            net.payloads(1),
+            vec![b"t0".to_vec(), b"t1".to_vec(), b"after".to_vec()]
+        );
+        assert_eq!(net.payloads(0), vec![b"back".to_vec()]);
+        assert!(net.nodes.iter().all(|n| n.refused.is_empty()));
+    }
+
+    #[test]
+    fn an_unanswered_initiation_is_retried_after_rekey_timeout() {
+        let (mut net, _) = Net::new(2);
+        // Node 2 does not know node 1: every initiation is refused there, and counted.
+        let right = net.config(1);
+        net.nodes[0].link.set_peer(right).unwrap();
+        net.nodes[0].link.send(b"lost").unwrap();
+        net.run();
+        tick(&mut net, REKEY_TIMEOUT + Duration::from_secs(1));
+        assert_eq!(net.stats(0, 1).handshakes_sent, 2);
+        assert_eq!(net.stats(0, 1).handshake, HandshakeState::Initiating);
+        assert_eq!(
+            net.nodes[1].link.unattributed_refusals()[Refusal::UnknownPeer],
+            2
+        );
+    }
+}
