@@ -303,7 +303,7 @@ fn random_and_forged_datagrams_are_refused_without_panic() {
             .collect()
     };
     let mut forged = 0u64;
-    for len in (0..200).chain([1400, 65_000]) {
+    for len in (0..200).chain([1400, 65_000, 70_000]) {
         let mut bytes = random(len);
         for message_type in 1..=4u8 {
             if len >= 4 {

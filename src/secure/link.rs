@@ -25,7 +25,10 @@ const HANDSHAKE_RATE_LIMIT: u64 = 200;
 const INDEX_LIMIT: u32 = 1 << 24;
 /// A WireGuard cookie reply's length.
 const COOKIE_REPLY_LEN: usize = 64;
-/// Room for the largest UDP payload plus WireGuard's overhead; boringtun writes into it.
+/// The largest UDP payload without jumbograms (IPv6: 65535 - 8; IPv4's is 20 less).
+const MAX_DATAGRAM: usize = 65_527;
+/// Room for the largest inner packet plus WireGuard's overhead; boringtun writes into it
+/// (and panics in `encapsulate` if it is too small).
 const SCRATCH_LEN: usize = 65_536 + 148;
 
 /// Why a peer cannot be configured.
@@ -230,6 +233,11 @@ impl SecureLink {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<Option<InnerPacket>, Refusal> {
+        // No UDP payload is longer; boringtun would refuse it too, but only once it is
+        // routed to a peer.
+        if datagram.len() > MAX_DATAGRAM {
+            return Err(self.refuse_unattributed(Refusal::Malformed));
+        }
         let receiver = match Tunn::parse_incoming_packet(datagram) {
             Err(_) => return Err(self.refuse_unattributed(Refusal::Malformed)),
             Ok(Packet::HandshakeInit(init)) => {
