@@ -471,12 +471,24 @@ fn rekeying_one_peer_leaves_the_other_working() {
     assert!(after.last_handshake.is_some());
     assert_eq!(net.stats(0, 2).handshakes_sent, 2, "node 3 handshook again");
 
+    // Node 2 moves (new endpoint, same key): node 1 keeps its session and follows it.
+    net.nodes[1].endpoint = endpoint(22);
+    let moved = net.config(1);
+    assert_eq!(
+        net.nodes[0].link.set_peer(moved).unwrap(),
+        PeerChange::Moved
+    );
+    net.nodes[0].link.send(b"moved").unwrap();
+    net.run();
+    assert_eq!(net.payloads(1).last().unwrap(), b"moved");
+    assert_eq!(net.stats(0, 1).handshakes_sent, before.handshakes_sent);
+
     // Removing node 3 leaves node 2.
     assert!(net.nodes[0].link.remove_peer(inner_v4(3)));
     net.nodes[0].link.send(b"third").unwrap();
     net.run();
-    assert_eq!(net.payloads(1).len(), 3);
-    assert_eq!(net.payloads(2).len(), 2);
+    assert_eq!(net.payloads(1).len(), 4);
+    assert_eq!(net.payloads(2).len(), 3);
 }
 
 #[test]

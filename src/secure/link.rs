@@ -60,8 +60,10 @@ pub enum LinkError {
 pub enum PeerChange {
     /// A new peer.
     Added,
-    /// The peer's key, pre-shared key or endpoint changed: new tunnel, counters kept.
+    /// The peer's key or pre-shared key changed: new tunnel, counters kept.
     Rekeyed,
+    /// Only the endpoint changed: the session is kept.
+    Moved,
     /// The same configuration: its session is kept.
     Unchanged,
 }
@@ -144,8 +146,16 @@ impl SecureLink {
             .iter()
             .position(|p| p.config().inner_addr == config.inner_addr);
         if let Some(at) = existing {
-            if self.peers[at].config() == &config {
+            let current = self.peers[at].config();
+            if current == &config {
                 return Ok(PeerChange::Unchanged);
+            }
+            // Same keys: the session stays valid wherever the peer now is.
+            if current.public_key == config.public_key
+                && current.preshared_key == config.preshared_key
+            {
+                self.peers[at].set_endpoint(config.endpoint);
+                return Ok(PeerChange::Moved);
             }
         }
         let index = self.free_index();

@@ -150,6 +150,11 @@ impl SecurePeer {
         &self.config
     }
 
+    /// Sends to a new endpoint from now on (the keys and session stay).
+    pub fn set_endpoint(&mut self, endpoint: SocketAddr) {
+        self.config.endpoint = endpoint;
+    }
+
     /// The index its messages carry (receiver index >> 8).
     pub fn index(&self) -> u32 {
         self.index
