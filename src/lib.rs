@@ -15,6 +15,7 @@ pub mod engine;
 pub mod lab;
 pub mod metrics;
 pub mod net;
+pub mod secure;
 pub mod state;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -12,6 +12,7 @@ mod check;
 mod ctl;
 mod daemon;
 mod decode;
+mod keys;
 #[cfg(target_os = "linux")]
 mod lab;
 mod words;
@@ -26,7 +27,7 @@ const EX_USAGE: u8 = 64;
 #[derive(Debug, Parser)]
 #[command(name = "pfsyncd", bin_name = "pfsyncd", version, about, long_about = None)]
 #[command(
-    override_usage = "pfsyncd [OPTIONS] [WORDS]...\n       pfsyncd check [OPTIONS] [--import-test] [--json] [WORDS]...\n       pfsyncd <decode|ctl|lab> ..."
+    override_usage = "pfsyncd [OPTIONS] [WORDS]...\n       pfsyncd check [OPTIONS] [--import-test] [--json] [WORDS]...\n       pfsyncd <decode|ctl|lab|genkey|pubkey> ..."
 )]
 struct Cli {
     #[command(flatten)]
@@ -58,7 +59,7 @@ fn split_words(args: Vec<String>) -> (Vec<String>, Vec<String>) {
     let mut i = 1;
     while i < args.len() {
         let a = args[i].as_str();
-        if a == "decode" || a == "ctl" || a == "lab" || a == "help" {
+        if matches!(a, "decode" | "ctl" | "lab" | "genkey" | "pubkey" | "help") {
             break;
         }
         if words::is_word(a) {
@@ -87,6 +88,10 @@ enum Command {
     /// shown live (root, Linux); everything is removed at the end, on Ctrl-C too.
     #[cfg(target_os = "linux")]
     Lab(lab::Args),
+    /// Print a new private key for the secure link (WireGuard's format, like `wg genkey`).
+    Genkey(keys::GenkeyArgs),
+    /// Read a private key on stdin, print its public key (like `wg pubkey`).
+    Pubkey(keys::PubkeyArgs),
 }
 
 /// Parses the command line, runs the subcommand, and turns the outcome into the exit
@@ -103,6 +108,8 @@ pub fn main() -> ExitCode {
         Some(Command::Ctl(args)) => ctl::run(args),
         #[cfg(target_os = "linux")]
         Some(Command::Lab(args)) => lab::run(args),
+        Some(Command::Genkey(args)) => keys::genkey(args),
+        Some(Command::Pubkey(args)) => keys::pubkey(args),
         None => daemon::run_daemon(&cli.daemon, &words),
     };
     match result {
