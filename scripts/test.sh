@@ -27,6 +27,8 @@ command -v python3 >/dev/null 2>&1 || apt_install python3
 command -v ip >/dev/null 2>&1 || apt_install iproute2
 # The cluster tests make 10 % loss with an nftables rule.
 command -v nft >/dev/null 2>&1 || apt_install nftables
+# The secure link's keys are checked against wireguard-tools' own (tests/secure.rs).
+command -v wg >/dev/null 2>&1 || apt_install wireguard-tools
 python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
 
 # A Rust toolchain: the machine's rustup one, else Debian's current one (rustc-web).
