@@ -53,9 +53,33 @@ for os in $systems; do
 exec python3 -m ziglang cc -target x86_64-$os -L"$stubs" -Wl,--as-needed "\$@"
 WRAP
     chmod +x "$linker"
+    # The C compiler and archiver for what crates build in C for the target (ring's
+    # primitives under boringtun): zig's too, so no host header or glibc symbol gets in.
+    ccomp="$WORK/zigcc-$os"
+    # cc-rs names the target in Rust's spelling (--target=x86_64-unknown-freebsd),
+    # which zig does not take: it is dropped for zig's own -target.
+    cat >"$ccomp" <<WRAP
+#!/bin/sh
+for arg do
+    shift
+    case "\$arg" in
+    --target=*) ;;
+    *) set -- "\$@" "\$arg" ;;
+    esac
+done
+exec python3 -m ziglang cc -target x86_64-$os "\$@"
+WRAP
+    archiver="$WORK/zigar-$os"
+    cat >"$archiver" <<WRAP
+#!/bin/sh
+exec python3 -m ziglang ar "\$@"
+WRAP
+    chmod +x "$ccomp" "$archiver"
     var="CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_LINKER"
+    cc_var="CC_$(echo "$triple" | tr '-' '_')"
+    ar_var="AR_$(echo "$triple" | tr '-' '_')"
     echo "== $triple"
-    env "$var=$linker" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/release-build \
+    env "$var=$linker" "$cc_var=$ccomp" "$ar_var=$archiver" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/release-build \
         /usr/bin/cargo build --quiet --release -Zbuild-std=std,panic_abort \
         --target "$triple" --bin pfsyncd
     bin="target/release-build/$triple/release/pfsyncd"
