@@ -17,6 +17,7 @@
 //! ifmap PEERIF LOCALIF [peer ADDR] | -ifmap   a peer's interface name is our LOCALIF
 //! anysource | -anysource       with syncpeers: take packets from any source, or (the
 //!                              default) from the syncpeers only
+//! securekey, secureport, secureaddr, securepeer   the secure link ([`super::secure_config`])
 //! ```
 //!
 //! Words are applied in order on top of the current configuration, as ifconfig applies
@@ -24,6 +25,7 @@
 
 use std::net::IpAddr;
 
+use super::secure_config::{self, SecureConfig};
 use crate::engine::{AllowedSources, FilterRule, IfMap, IfMapping};
 use crate::wire::{Dialect, IfName};
 
@@ -54,6 +56,8 @@ pub struct SyncConfig {
     pub ifmap: IfMap,
     /// Packets from any source are taken even with unicast sync peers (`anysource`).
     pub anysource: bool,
+    /// The secure link (`securekey`, `secureport`, `secureaddr`, `securepeer`).
+    pub secure: SecureConfig,
 }
 
 impl Default for SyncConfig {
@@ -70,6 +74,7 @@ impl Default for SyncConfig {
             sync_delay_secs: 0,
             ifmap: IfMap::default(),
             anysource: false,
+            secure: SecureConfig::default(),
         }
     }
 }
@@ -202,6 +207,41 @@ pub const WORDS: &[Word] = &[
         example: "syncdelay 10",
         meaning: "announce a new state only once it has lived N seconds (0-3600, default 0: at once)",
     },
+    Word {
+        usage: "securekey FILE",
+        example: "securekey /etc/pfsyncd.key",
+        meaning: "this node's WireGuard private key file (mode 600) for the secure link",
+    },
+    Word {
+        usage: "-securekey",
+        example: "-securekey",
+        meaning: "no secure link (the default)",
+    },
+    Word {
+        usage: "secureport N",
+        example: "secureport 5240",
+        meaning: "the secure link's UDP port, ours and the peers' by default (1-65535, default 5240)",
+    },
+    Word {
+        usage: "secureaddr ADDR",
+        example: "secureaddr 10.0.0.1",
+        meaning: "the source address of the pfsync packets we send over the secure link (default: the syncdev's)",
+    },
+    Word {
+        usage: "-secureaddr",
+        example: "-secureaddr",
+        meaning: "the syncdev's address as our secure link address",
+    },
+    Word {
+        usage: "securepeer ADDR[:PORT] pubkey KEY [psk FILE] [inner ADDR]",
+        example: "securepeer 192.0.2.7:5240 pubkey HIo9x/T6qmUJ9cYMqWfPamNTEMNzbXw5G5ndlzmO3B0= psk /etc/pfsyncd.psk",
+        meaning: "a pfsyncd peer reached over UDP and authenticated by its public key (may be repeated; IPv6 as [ADDR]:PORT)",
+    },
+    Word {
+        usage: "-securepeer",
+        example: "-securepeer",
+        meaning: "forget every securepeer",
+    },
 ];
 
 /// The names of the words, for the unknown-word error: "syncdev, ..., up or down".
@@ -267,6 +307,16 @@ pub enum ConfigError {
         value: String,
         /// Why it is refused.
         why: &'static str,
+    },
+    /// A secure link word's value that cannot be taken.
+    #[error("{word} '{value}': {why}")]
+    BadSecure {
+        /// The word.
+        word: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        why: String,
     },
     /// An `ifmap` that cannot be applied.
     #[error("ifmap '{value}': {why}")]
@@ -351,6 +401,25 @@ impl SyncConfig {
                 "-ifmap" => self.ifmap.clear(),
                 "anysource" => self.anysource = true,
                 "-anysource" => self.anysource = false,
+                "securekey" => {
+                    let v = value("securekey")?;
+                    self.secure.key_file = Some(secure_config::parse_path("securekey", v)?);
+                }
+                "-securekey" => self.secure.key_file = None,
+                "secureport" => {
+                    let v = value("secureport")?;
+                    self.secure.port = secure_config::parse_port(v)?;
+                }
+                "secureaddr" => {
+                    let v = value("secureaddr")?;
+                    self.secure.inner_addr = Some(secure_config::parse_inner_addr("secureaddr", v)?);
+                }
+                "-secureaddr" => self.secure.inner_addr = None,
+                "securepeer" => {
+                    let peer = secure_config::parse_secure_peer(&mut words)?;
+                    self.secure.add_peer(peer);
+                }
+                "-securepeer" => self.secure.peers.clear(),
                 other => return Err(ConfigError::UnknownWord(other.to_string())),
             }
         }
@@ -392,6 +461,7 @@ impl SyncConfig {
         if self.anysource {
             words.push("anysource".to_string());
         }
+        words.extend(self.secure.to_words());
         words
     }
 
