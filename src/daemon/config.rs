@@ -412,7 +412,8 @@ impl SyncConfig {
                 }
                 "secureaddr" => {
                     let v = value("secureaddr")?;
-                    self.secure.inner_addr = Some(secure_config::parse_inner_addr("secureaddr", v)?);
+                    self.secure.inner_addr =
+                        Some(secure_config::parse_inner_addr("secureaddr", v)?);
                 }
                 "-secureaddr" => self.secure.inner_addr = None,
                 "securepeer" => {

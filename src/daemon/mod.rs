@@ -27,8 +27,8 @@ pub mod options;
 pub mod parent;
 pub mod privsep;
 pub mod report;
-pub mod secure_config;
 pub mod requests;
+pub mod secure_config;
 pub mod start;
 
 pub use config::{ConfigError, SyncConfig};

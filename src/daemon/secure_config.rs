@@ -148,10 +148,7 @@ pub(super) fn parse_path(word: &'static str, value: &str) -> Result<PathBuf, Con
 
 /// A unicast address a peer can have.
 fn unicast(word: &'static str, value: &str, addr: IpAddr) -> Result<IpAddr, ConfigError> {
-    if addr.is_unspecified()
-        || addr.is_multicast()
-        || addr == IpAddr::from([255, 255, 255, 255])
-    {
+    if addr.is_unspecified() || addr.is_multicast() || addr == IpAddr::from([255, 255, 255, 255]) {
         return Err(bad(word, value, "expected one host's unicast address"));
     }
     Ok(addr)
@@ -208,8 +205,13 @@ pub(super) fn parse_secure_peer<'a>(
     let key_text = words
         .next()
         .ok_or(ConfigError::MissingValue("securepeer ... pubkey"))?;
-    let public_key = PublicKey::parse(key_text)
-        .map_err(|e| bad("securepeer", &format!("{target} pubkey {key_text}"), e.to_string()))?;
+    let public_key = PublicKey::parse(key_text).map_err(|e| {
+        bad(
+            "securepeer",
+            &format!("{target} pubkey {key_text}"),
+            e.to_string(),
+        )
+    })?;
     let mut entry = SecurePeerEntry {
         addr,
         port,
@@ -271,13 +273,22 @@ mod test {
         assert_eq!(s.port, 6000);
         assert_eq!(s.inner_addr, Some("10.0.0.1".parse().unwrap()));
         assert_eq!(s.peers.len(), 2);
-        assert_eq!(s.peers[0].endpoint(s.port), "192.0.2.7:6000".parse().unwrap());
-        assert_eq!(s.peers[0].inner_addr(), "192.0.2.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            s.peers[0].endpoint(s.port),
+            "192.0.2.7:6000".parse().unwrap()
+        );
+        assert_eq!(
+            s.peers[0].inner_addr(),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(
             s.peers[1].endpoint(s.port),
             "[2001:db8::7]:5300".parse().unwrap()
         );
-        assert_eq!(s.peers[1].inner_addr(), "fd00::7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            s.peers[1].inner_addr(),
+            "fd00::7".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(s.peers[1].public_key.to_string(), KEY);
         assert!(s.is_secure_peer_addr("fd00::7".parse().unwrap()));
         assert!(!s.is_secure_peer_addr("10.0.0.9".parse().unwrap()));
@@ -287,10 +298,12 @@ mod test {
     #[test]
     fn a_peer_given_again_is_replaced_and_minus_drops_all() {
         let mut c = SyncConfig::from_words(&["securepeer", "192.0.2.7", "pubkey", KEY]).unwrap();
-        c.apply(&["securepeer", "192.0.2.7:7000", "pubkey", KEY]).unwrap();
+        c.apply(&["securepeer", "192.0.2.7:7000", "pubkey", KEY])
+            .unwrap();
         assert_eq!(c.secure.peers.len(), 1);
         assert_eq!(c.secure.peers[0].port, Some(7000));
-        c.apply(&["-securepeer", "-securekey", "-secureaddr"]).unwrap();
+        c.apply(&["-securepeer", "-securekey", "-secureaddr"])
+            .unwrap();
         assert_eq!(c.secure, SecureConfig::default());
     }
 
@@ -310,7 +323,10 @@ mod test {
             (&["securepeer", "192.0.2.7:0", "pubkey", KEY], "port"),
             (&["securepeer", "0.0.0.0", "pubkey", KEY], "unicast"),
             (&["securepeer", "ff02::1", "pubkey", KEY], "unicast"),
-            (&["securepeer", "host.example", "pubkey", KEY], "[IPv6]:PORT"),
+            (
+                &["securepeer", "host.example", "pubkey", KEY],
+                "[IPv6]:PORT",
+            ),
             (
                 &["securepeer", "192.0.2.7", "pubkey", KEY, "psk", "rel"],
                 "absolute path",
