@@ -3,10 +3,11 @@
 //! for group or others) before it is read, so a key others could read is never used.
 
 use std::fs::File;
-use std::io::Read;
-use std::net::IpAddr;
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 
+use socket2::{Domain, Protocol, Socket, Type};
 use zeroize::Zeroizing;
 
 use crate::daemon::secure_config::SecureConfig;
@@ -101,6 +102,62 @@ fn read_preshared_key(path: &Path) -> Result<PresharedKey, KeyError> {
     let mut text = Zeroizing::new(String::new());
     (&mut file).take(PSK_FILE_MAX).read_to_string(&mut text)?;
     PresharedKey::parse(&text)
+}
+
+/// The secure link's UDP sockets, one per address family its peers use, each bound to
+/// `secureport` on the family's any-address (an IPv6 socket takes IPv6 only: OpenBSD
+/// has no dual-stack sockets, so both systems get the same two). Non-blocking: the
+/// parent's loop polls them and forwards each datagram unparsed.
+#[derive(Debug)]
+pub struct SecureSockets {
+    v4: Option<UdpSocket>,
+    v6: Option<UdpSocket>,
+}
+
+impl SecureSockets {
+    /// Opens the sockets the configured peers need (none without peers).
+    pub fn open(secure: &SecureConfig) -> io::Result<SecureSockets> {
+        let wants = |v6: bool| secure.peers.iter().any(|p| p.addr.is_ipv6() == v6);
+        let open = |v6: bool| -> io::Result<Option<UdpSocket>> {
+            if !wants(v6) {
+                return Ok(None);
+            }
+            let (domain, any) = if v6 {
+                (Domain::IPV6, IpAddr::from(Ipv6Addr::UNSPECIFIED))
+            } else {
+                (Domain::IPV4, IpAddr::from(Ipv4Addr::UNSPECIFIED))
+            };
+            let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+            if v6 {
+                socket.set_only_v6(true)?;
+            }
+            socket.set_nonblocking(true)?;
+            socket.bind(&SocketAddr::new(any, secure.port).into())?;
+            Ok(Some(socket.into()))
+        };
+        Ok(SecureSockets {
+            v4: open(false)?,
+            v6: open(true)?,
+        })
+    }
+
+    /// The open sockets, for the poll.
+    pub fn sockets(&self) -> impl Iterator<Item = &UdpSocket> {
+        self.v4.iter().chain(self.v6.iter())
+    }
+
+    /// Sends one datagram the engine process asked for; a destination of a family no
+    /// socket is open for is refused (the engine only names configured peers).
+    pub fn send_to(&self, to: SocketAddr, datagram: &[u8]) -> io::Result<usize> {
+        let socket = if to.is_ipv6() { &self.v6 } else { &self.v4 };
+        match socket {
+            Some(socket) => socket.send_to(datagram, to),
+            None => Err(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("no secure link socket for {to}"),
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -228,5 +285,46 @@ mod test {
         ]);
         let err = load_secure_keys(&c.secure).unwrap_err();
         assert!(matches!(err, SecureKeyError::NoPrivateKey), "{err}");
+    }
+
+    #[test]
+    fn sockets_for_the_families_of_the_peers_send_and_receive() {
+        let key = PrivateKey::generate().unwrap().public_key().to_string();
+        // Port 0 is refused as a word; the test binds its own free port through the
+        // struct, which the words cannot.
+        let mut c = config(&[
+            "securepeer".into(),
+            "127.0.0.1".into(),
+            "pubkey".into(),
+            key.clone(),
+        ]);
+        c.secure.port = free_port();
+        let sockets = SecureSockets::open(&c.secure).unwrap();
+        assert_eq!(sockets.sockets().count(), 1, "IPv4 peers only: one socket");
+        let here = SocketAddr::from(([127, 0, 0, 1], c.secure.port));
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(
+            sockets
+                .send_to(peer.local_addr().unwrap(), &[1, 2, 3])
+                .unwrap(),
+            3
+        );
+        let mut buf = [0u8; 8];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&[1u8, 2, 3][..], here));
+        peer.send_to(&[4, 5], here).unwrap();
+        let socket = sockets.sockets().next().unwrap();
+        socket.set_nonblocking(false).unwrap();
+        let (n, _) = socket.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[4, 5]);
+        assert!(sockets.send_to("[::1]:9".parse().unwrap(), &[1]).is_err());
+    }
+
+    fn free_port() -> u16 {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 }
