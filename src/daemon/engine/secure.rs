@@ -6,10 +6,14 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
 
 use crate::engine::Received;
 use crate::secure::{
-    InnerPacket, LinkError, PeerChange, PeerConfig, PrivateKey, Refusal, SecureLink,
+    HandshakeState, InnerPacket, LinkError, PeerChange, PeerConfig, PrivateKey, Refusal,
+    RefusalCounts, SecureLink,
 };
 
 /// What one datagram gave.
@@ -133,9 +137,98 @@ impl SecureSide {
         self.downgrades
     }
 
+    /// `ctl stats --json`'s `secure` object: per peer its handshake, last handshake
+    /// (seconds ago), bytes and packets each way and refusals by reason; then the
+    /// refusals no peer could be blamed for, and the downgrades.
+    pub fn stats_json(&self, now: Instant) -> Value {
+        let peers: Vec<Value> = self
+            .link
+            .peer_stats(now)
+            .iter()
+            .map(|p| {
+                json!({
+                    "inner": p.inner_addr.to_string(),
+                    "endpoint": p.endpoint.to_string(),
+                    "public_key": p.public_key.to_string(),
+                    "handshake": handshake_name(p.handshake),
+                    "last_handshake_secs": p.last_handshake.map(|t| now.saturating_duration_since(t).as_secs()),
+                    "handshakes_sent": p.handshakes_sent,
+                    "bytes_in": p.bytes_in,
+                    "bytes_out": p.bytes_out,
+                    "packets_in": p.packets_in,
+                    "packets_out": p.packets_out,
+                    "refused": refusals_json(&p.refused),
+                })
+            })
+            .collect();
+        json!({
+            "peers": peers,
+            "refused_unattributed": refusals_json(self.link.unattributed_refusals()),
+            "downgrade": self.downgrades,
+        })
+    }
+
+    /// `ctl stats`'s secure link lines, one per peer and one for the rest.
+    pub fn stats_text(&self, now: Instant) -> String {
+        let mut out = String::new();
+        for p in self.link.peer_stats(now) {
+            let last = p.last_handshake.map_or_else(
+                || "never".to_string(),
+                |t| format!("{}s ago", now.saturating_duration_since(t).as_secs()),
+            );
+            out.push_str(&format!(
+                "secure peer {} ({}): handshake {} (last {last}), in {} bytes {} packets, out {} bytes {} packets, refused {}\n",
+                p.inner_addr,
+                p.endpoint,
+                handshake_name(p.handshake),
+                p.bytes_in,
+                p.packets_in,
+                p.bytes_out,
+                p.packets_out,
+                refusals_text(&p.refused),
+            ));
+        }
+        out.push_str(&format!(
+            "secure link: refused from no peer {}, downgrade {}\n",
+            refusals_text(self.link.unattributed_refusals()),
+            self.downgrades
+        ));
+        out
+    }
+
     /// The link, for sending, timers and statistics.
     pub fn link(&mut self) -> &mut SecureLink {
         &mut self.link
+    }
+}
+
+fn handshake_name(state: HandshakeState) -> &'static str {
+    match state {
+        HandshakeState::None => "none",
+        HandshakeState::Initiating => "initiating",
+        HandshakeState::Established => "established",
+    }
+}
+
+fn refusals_json(counts: &RefusalCounts) -> Value {
+    let map: Map<String, Value> = counts
+        .iter()
+        .map(|(reason, n)| (reason.name().to_string(), Value::from(n)))
+        .collect();
+    Value::Object(map)
+}
+
+/// The non-zero reasons, `replay 3, not-authentic 1`, or `0`.
+fn refusals_text(counts: &RefusalCounts) -> String {
+    let named: Vec<String> = counts
+        .iter()
+        .filter(|&(_, n)| n > 0)
+        .map(|(reason, n)| format!("{} {n}", reason.name()))
+        .collect();
+    if named.is_empty() {
+        "0".to_string()
+    } else {
+        named.join(", ")
     }
 }
 
@@ -266,5 +359,61 @@ mod test {
         assert_eq!(out[0].1, Ok(PeerChange::Unchanged));
         let left: Vec<IpAddr> = a.link().peers().map(|p| p.config().inner_addr).collect();
         assert_eq!(left, vec![IpAddr::from([10, 0, 0, 3])]);
+    }
+
+    #[test]
+    fn stats_show_each_peer_handshake_bytes_and_refusals() {
+        let (ka, kb) = (
+            PrivateKey::generate().unwrap(),
+            PrivateKey::generate().unwrap(),
+        );
+        let mut a = SecureSide::new(ka.clone(), IpAddr::from([10, 0, 0, 1]));
+        let mut b = SecureSide::new(kb.clone(), IpAddr::from([10, 0, 0, 2]));
+        a.set_peers(vec![peer_config(&kb, 2)]);
+        b.set_peers(vec![peer_config(&ka, 1)]);
+        a.link().send(&[5, 0, 0, 12]).unwrap();
+        let mut captured = Vec::new();
+        loop {
+            let mut moved = false;
+            while let Some(d) = a.link().poll_datagram() {
+                captured.push(d.bytes.clone());
+                b.receive("192.0.2.1:5240".parse().unwrap(), &d.bytes);
+                moved = true;
+            }
+            while let Some(d) = b.link().poll_datagram() {
+                a.receive("192.0.2.2:5240".parse().unwrap(), &d.bytes);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        // Every captured datagram again: each a replay (or a handshake not newer).
+        for d in &captured {
+            b.receive("192.0.2.1:5240".parse().unwrap(), d);
+        }
+        b.receive("192.0.2.9:5240".parse().unwrap(), &[9; 40]);
+        b.refuse_plain(Some(IpAddr::from([10, 0, 0, 1])));
+        let now = Instant::now();
+        let json = b.stats_json(now);
+        let peer = &json["peers"][0];
+        assert_eq!(peer["inner"], "10.0.0.1");
+        assert_eq!(peer["handshake"], "established");
+        assert!(peer["bytes_in"].as_u64().unwrap() > 0, "{json}");
+        assert!(peer["bytes_out"].as_u64().unwrap() > 0, "{json}");
+        assert_eq!(peer["packets_in"], 1);
+        assert!(peer["refused"]["replay"].as_u64().unwrap() >= 1, "{json}");
+        assert_eq!(json["refused_unattributed"]["malformed"], 1);
+        assert_eq!(json["downgrade"], 1);
+        let text = b.stats_text(now);
+        assert!(
+            text.contains("secure peer 10.0.0.1 (192.0.2.1:5240): handshake established"),
+            "{text}"
+        );
+        assert!(text.contains("replay"), "{text}");
+        assert!(
+            text.contains("refused from no peer malformed 1, downgrade 1"),
+            "{text}"
+        );
     }
 }
