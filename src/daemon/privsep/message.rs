@@ -134,7 +134,8 @@ pub enum ToEngine<'a> {
 }
 
 /// The 32 bytes of a private key in a message; `Debug` never shows them. They borrow
-/// the frame, whose buffer the receiver wipes once the key is taken.
+/// the frame: the channel's buffers that held it are to be wiped by whoever sends and
+/// takes the key (not done yet: no process sends it so far).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SecureKeyBytes<'a>(pub &'a [u8; 32]);
 
