@@ -308,16 +308,9 @@ pub enum ConfigError {
         /// Why it is refused.
         why: &'static str,
     },
-    /// A secure link word's value that cannot be taken.
-    #[error("{word} '{value}': {why}")]
-    BadSecure {
-        /// The word.
-        word: &'static str,
-        /// The value given.
-        value: String,
-        /// Why it is refused.
-        why: String,
-    },
+    /// A secure link word or value that cannot be taken.
+    #[error(transparent)]
+    BadSecure(#[from] secure_config::SecureWordError),
     /// An `ifmap` that cannot be applied.
     #[error("ifmap '{value}': {why}")]
     BadIfMap {
@@ -924,5 +917,114 @@ mod test {
         assert_eq!(SyncConfig::from_words(&c.to_words()).unwrap(), c);
         c.apply(&["-anysource"]).unwrap();
         assert_eq!(c.allowed_sources(), AllowedSources::Only(vec![peer]));
+    }
+}
+
+#[cfg(test)]
+mod secure_words_test {
+    use super::secure_config::SecureConfig;
+    use super::*;
+    use std::path::PathBuf;
+
+    const KEY: &str = "HIo9x/T6qmUJ9cYMqWfPamNTEMNzbXw5G5ndlzmO3B0=";
+
+    #[test]
+    fn secure_words_ipv4_and_ipv6_round_trip() {
+        let c = SyncConfig::from_words(&[
+            "securekey",
+            "/etc/pfsyncd.key",
+            "secureport",
+            "6000",
+            "secureaddr",
+            "10.0.0.1",
+            "securepeer",
+            "192.0.2.7",
+            "pubkey",
+            KEY,
+            "securepeer",
+            "[2001:db8::7]:5300",
+            "pubkey",
+            KEY,
+            "psk",
+            "/etc/pfsyncd.psk",
+            "inner",
+            "fd00::7",
+            "up",
+        ])
+        .unwrap();
+        assert!(c.up, "the word after a securepeer is read as a word");
+        let s = &c.secure;
+        assert_eq!(s.key_file, Some(PathBuf::from("/etc/pfsyncd.key")));
+        assert_eq!(s.port, 6000);
+        assert_eq!(s.inner_addr, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(s.peers.len(), 2);
+        assert_eq!(
+            s.peers[0].endpoint(s.port),
+            "192.0.2.7:6000".parse().unwrap()
+        );
+        assert_eq!(
+            s.peers[0].inner_addr(),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            s.peers[1].endpoint(s.port),
+            "[2001:db8::7]:5300".parse().unwrap()
+        );
+        assert_eq!(
+            s.peers[1].inner_addr(),
+            "fd00::7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(s.peers[1].public_key.to_string(), KEY);
+        assert!(s.is_secure_peer_addr("fd00::7".parse().unwrap()));
+        assert!(!s.is_secure_peer_addr("10.0.0.9".parse().unwrap()));
+        assert_eq!(SyncConfig::from_words(&c.to_words()).unwrap(), c);
+    }
+
+    #[test]
+    fn a_peer_given_again_is_replaced_and_minus_drops_all() {
+        let mut c = SyncConfig::from_words(&["securepeer", "192.0.2.7", "pubkey", KEY]).unwrap();
+        c.apply(&["securepeer", "192.0.2.7:7000", "pubkey", KEY])
+            .unwrap();
+        assert_eq!(c.secure.peers.len(), 1);
+        assert_eq!(c.secure.peers[0].port, Some(7000));
+        c.apply(&["-securepeer", "-securekey", "-secureaddr"])
+            .unwrap();
+        assert_eq!(c.secure, SecureConfig::default());
+    }
+
+    #[test]
+    fn secure_refusals_are_one_clear_line() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["securekey"], "'securekey' needs a value"),
+            (&["securekey", "pfsyncd.key"], "absolute path"),
+            (&["secureport", "0"], "from 1 to 65535"),
+            (&["secureport", "65536"], "from 1 to 65535"),
+            (&["secureaddr", "224.0.0.240"], "unicast"),
+            (&["secureaddr", "x"], "not an IPv4 or IPv6 address"),
+            (&["securepeer"], "'securepeer' needs a value"),
+            (&["securepeer", "192.0.2.7"], "expected 'pubkey KEY'"),
+            (&["securepeer", "192.0.2.7", "pubkey"], "needs a value"),
+            (&["securepeer", "192.0.2.7", "pubkey", "abc"], "44 base64"),
+            (&["securepeer", "192.0.2.7:0", "pubkey", KEY], "port"),
+            (&["securepeer", "0.0.0.0", "pubkey", KEY], "unicast"),
+            (&["securepeer", "ff02::1", "pubkey", KEY], "unicast"),
+            (
+                &["securepeer", "host.example", "pubkey", KEY],
+                "[IPv6]:PORT",
+            ),
+            (
+                &["securepeer", "192.0.2.7", "pubkey", KEY, "psk", "rel"],
+                "absolute path",
+            ),
+            (
+                &["securepeer", "192.0.2.7", "pubkey", KEY, "inner"],
+                "needs a value",
+            ),
+        ];
+        for (words, want) in cases {
+            let err = SyncConfig::from_words(words).unwrap_err().to_string();
+            assert!(err.contains(want), "{words:?}: {err}");
+            assert!(!err.contains('\n'));
+        }
     }
 }

@@ -13,8 +13,25 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use super::config::ConfigError;
 use crate::secure::PublicKey;
+
+/// A secure link word refused; [`super::config::ConfigError`] carries it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecureWordError {
+    /// A value is missing at the end of the words.
+    #[error("'{0}' needs a value")]
+    MissingValue(&'static str),
+    /// A value that cannot be taken.
+    #[error("{word} '{value}': {why}")]
+    Bad {
+        /// The word.
+        word: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        why: String,
+    },
+}
 
 /// The secure link's default UDP port. Chosen beside WireGuard's 51820 range rather than
 /// on it, so a host running both needs no change; any port may be configured.
@@ -124,8 +141,8 @@ impl SecureConfig {
     }
 }
 
-fn bad(word: &'static str, value: &str, why: impl Into<String>) -> ConfigError {
-    ConfigError::BadSecure {
+fn bad(word: &'static str, value: &str, why: impl Into<String>) -> SecureWordError {
+    SecureWordError::Bad {
         word,
         value: value.to_string(),
         why: why.into(),
@@ -134,7 +151,7 @@ fn bad(word: &'static str, value: &str, why: impl Into<String>) -> ConfigError {
 
 /// A file path in a word: the words reach the engine as whitespace-separated text, so
 /// a path with whitespace could not travel; it is refused rather than cut.
-pub(super) fn parse_path(word: &'static str, value: &str) -> Result<PathBuf, ConfigError> {
+pub(super) fn parse_path(word: &'static str, value: &str) -> Result<PathBuf, SecureWordError> {
     if value.is_empty() || value.chars().any(char::is_whitespace) {
         return Err(bad(word, value, "expected a file path without whitespace"));
     }
@@ -147,7 +164,7 @@ pub(super) fn parse_path(word: &'static str, value: &str) -> Result<PathBuf, Con
 }
 
 /// A unicast address a peer can have.
-fn unicast(word: &'static str, value: &str, addr: IpAddr) -> Result<IpAddr, ConfigError> {
+fn unicast(word: &'static str, value: &str, addr: IpAddr) -> Result<IpAddr, SecureWordError> {
     if addr.is_unspecified() || addr.is_multicast() || addr == IpAddr::from([255, 255, 255, 255]) {
         return Err(bad(word, value, "expected one host's unicast address"));
     }
@@ -155,7 +172,7 @@ fn unicast(word: &'static str, value: &str, addr: IpAddr) -> Result<IpAddr, Conf
 }
 
 /// `secureaddr ADDR`.
-pub(super) fn parse_inner_addr(word: &'static str, value: &str) -> Result<IpAddr, ConfigError> {
+pub(super) fn parse_inner_addr(word: &'static str, value: &str) -> Result<IpAddr, SecureWordError> {
     let addr: IpAddr = value
         .parse()
         .map_err(|_| bad(word, value, "not an IPv4 or IPv6 address"))?;
@@ -163,7 +180,7 @@ pub(super) fn parse_inner_addr(word: &'static str, value: &str) -> Result<IpAddr
 }
 
 /// `secureport N`.
-pub(super) fn parse_port(value: &str) -> Result<u16, ConfigError> {
+pub(super) fn parse_port(value: &str) -> Result<u16, SecureWordError> {
     value
         .parse::<u16>()
         .ok()
@@ -174,10 +191,10 @@ pub(super) fn parse_port(value: &str) -> Result<u16, ConfigError> {
 /// `securepeer ADDR[:PORT] pubkey KEY [psk FILE] [inner ADDR]`, after the word.
 pub(super) fn parse_secure_peer<'a>(
     words: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>,
-) -> Result<SecurePeerEntry, ConfigError> {
+) -> Result<SecurePeerEntry, SecureWordError> {
     let target = words
         .next()
-        .ok_or(ConfigError::MissingValue("securepeer"))?;
+        .ok_or(SecureWordError::MissingValue("securepeer"))?;
     let (addr, port) = match target.parse::<SocketAddr>() {
         Ok(socket) if socket.port() == 0 => {
             return Err(bad("securepeer", target, "port must be 1 to 65535"))
@@ -204,7 +221,7 @@ pub(super) fn parse_secure_peer<'a>(
     }
     let key_text = words
         .next()
-        .ok_or(ConfigError::MissingValue("securepeer ... pubkey"))?;
+        .ok_or(SecureWordError::MissingValue("securepeer ... pubkey"))?;
     let public_key = PublicKey::parse(key_text).map_err(|e| {
         bad(
             "securepeer",
@@ -223,123 +240,15 @@ pub(super) fn parse_secure_peer<'a>(
         if words.next_if_eq(&"psk").is_some() {
             let path = words
                 .next()
-                .ok_or(ConfigError::MissingValue("securepeer ... psk"))?;
+                .ok_or(SecureWordError::MissingValue("securepeer ... psk"))?;
             entry.psk_file = Some(parse_path("securepeer ... psk", path)?);
         } else if words.next_if_eq(&"inner").is_some() {
             let inner = words
                 .next()
-                .ok_or(ConfigError::MissingValue("securepeer ... inner"))?;
+                .ok_or(SecureWordError::MissingValue("securepeer ... inner"))?;
             entry.inner = Some(parse_inner_addr("securepeer ... inner", inner)?);
         } else {
             return Ok(entry);
-        }
-    }
-}
-
-#[cfg(test)]
-mod test {
-    use super::super::config::SyncConfig;
-    use super::*;
-
-    const KEY: &str = "HIo9x/T6qmUJ9cYMqWfPamNTEMNzbXw5G5ndlzmO3B0=";
-
-    #[test]
-    fn secure_words_ipv4_and_ipv6_round_trip() {
-        let c = SyncConfig::from_words(&[
-            "securekey",
-            "/etc/pfsyncd.key",
-            "secureport",
-            "6000",
-            "secureaddr",
-            "10.0.0.1",
-            "securepeer",
-            "192.0.2.7",
-            "pubkey",
-            KEY,
-            "securepeer",
-            "[2001:db8::7]:5300",
-            "pubkey",
-            KEY,
-            "psk",
-            "/etc/pfsyncd.psk",
-            "inner",
-            "fd00::7",
-            "up",
-        ])
-        .unwrap();
-        assert!(c.up, "the word after a securepeer is read as a word");
-        let s = &c.secure;
-        assert_eq!(s.key_file, Some(PathBuf::from("/etc/pfsyncd.key")));
-        assert_eq!(s.port, 6000);
-        assert_eq!(s.inner_addr, Some("10.0.0.1".parse().unwrap()));
-        assert_eq!(s.peers.len(), 2);
-        assert_eq!(
-            s.peers[0].endpoint(s.port),
-            "192.0.2.7:6000".parse().unwrap()
-        );
-        assert_eq!(
-            s.peers[0].inner_addr(),
-            "192.0.2.7".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(
-            s.peers[1].endpoint(s.port),
-            "[2001:db8::7]:5300".parse().unwrap()
-        );
-        assert_eq!(
-            s.peers[1].inner_addr(),
-            "fd00::7".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(s.peers[1].public_key.to_string(), KEY);
-        assert!(s.is_secure_peer_addr("fd00::7".parse().unwrap()));
-        assert!(!s.is_secure_peer_addr("10.0.0.9".parse().unwrap()));
-        assert_eq!(SyncConfig::from_words(&c.to_words()).unwrap(), c);
-    }
-
-    #[test]
-    fn a_peer_given_again_is_replaced_and_minus_drops_all() {
-        let mut c = SyncConfig::from_words(&["securepeer", "192.0.2.7", "pubkey", KEY]).unwrap();
-        c.apply(&["securepeer", "192.0.2.7:7000", "pubkey", KEY])
-            .unwrap();
-        assert_eq!(c.secure.peers.len(), 1);
-        assert_eq!(c.secure.peers[0].port, Some(7000));
-        c.apply(&["-securepeer", "-securekey", "-secureaddr"])
-            .unwrap();
-        assert_eq!(c.secure, SecureConfig::default());
-    }
-
-    #[test]
-    fn secure_refusals_are_one_clear_line() {
-        let cases: &[(&[&str], &str)] = &[
-            (&["securekey"], "'securekey' needs a value"),
-            (&["securekey", "pfsyncd.key"], "absolute path"),
-            (&["secureport", "0"], "from 1 to 65535"),
-            (&["secureport", "65536"], "from 1 to 65535"),
-            (&["secureaddr", "224.0.0.240"], "unicast"),
-            (&["secureaddr", "x"], "not an IPv4 or IPv6 address"),
-            (&["securepeer"], "'securepeer' needs a value"),
-            (&["securepeer", "192.0.2.7"], "expected 'pubkey KEY'"),
-            (&["securepeer", "192.0.2.7", "pubkey"], "needs a value"),
-            (&["securepeer", "192.0.2.7", "pubkey", "abc"], "44 base64"),
-            (&["securepeer", "192.0.2.7:0", "pubkey", KEY], "port"),
-            (&["securepeer", "0.0.0.0", "pubkey", KEY], "unicast"),
-            (&["securepeer", "ff02::1", "pubkey", KEY], "unicast"),
-            (
-                &["securepeer", "host.example", "pubkey", KEY],
-                "[IPv6]:PORT",
-            ),
-            (
-                &["securepeer", "192.0.2.7", "pubkey", KEY, "psk", "rel"],
-                "absolute path",
-            ),
-            (
-                &["securepeer", "192.0.2.7", "pubkey", KEY, "inner"],
-                "needs a value",
-            ),
-        ];
-        for (words, want) in cases {
-            let err = SyncConfig::from_words(words).unwrap_err().to_string();
-            assert!(err.contains(want), "{words:?}: {err}");
-            assert!(!err.contains('\n'));
         }
     }
 }
