@@ -56,6 +56,13 @@ fn bulk_done_only_once_every_state_is_in_the_table() {
     }
     let sent = c.ctl_json(0, "status").unwrap()["states"].as_u64().unwrap();
     assert_eq!(sent, want / 10_000 * 10_000);
+    if cfg!(debug_assertions) {
+        // The debug parent's test hook (parent/process.rs): 4 ms after every 100 table
+        // operations, so the imports trail the END here, as they did at 1 000 000 states
+        // in issue 14 and as a release parent with the memory table on this machine
+        // does not (measured: 1 000 000 at 100 000 packets/s imported in step).
+        std::env::set_var("PFSYNCD_TEST_SLOW_APPLY", "4000");
+    }
     c.start(1, &[]).unwrap();
 
     let start = Instant::now();
@@ -65,16 +72,11 @@ fn bulk_done_only_once_every_state_is_in_the_table() {
         let states = s["states"].as_u64().unwrap();
         match s["bulk"].as_str().unwrap() {
             "done" => {
-                let cached = s["cached"].as_u64().unwrap();
                 assert!(
-                    states >= cached,
-                    "status said done with {states} states in the table while the engine \
-                     held {cached} (of the {sent} sent): {s}"
-                );
-                assert!(
-                    cached >= sent,
-                    "the bulk update itself arrived short: {cached} of {sent} (issue 14 \
-                     point 4, not the import): {s}"
+                    states >= sent,
+                    "status said done with {states} of the {sent} states in the table \
+                     (the engine held {}): {s}",
+                    s["cached"]
                 );
                 break s;
             }
@@ -99,8 +101,11 @@ fn bulk_done_only_once_every_state_is_in_the_table() {
         "{sent} states bulk-synced and imported in {:?}; status said importing {importing_seen} times",
         start.elapsed()
     );
-    // The log says syncok only after the imports: it travels the same ordered channel
-    // as the table operations, behind them.
-    let log = c.log_tail(1, 200);
-    assert!(log.contains("syncok 1"), "{log}");
+    // The log says syncok (and the carp demotion is lowered) only after the imports:
+    // both travel the data channel, behind the table operations; the status answer
+    // comes on its own channel and may be ahead of them.
+    let logged = pfsyncd::lab::wait_until(Duration::from_secs(20), || {
+        c.log_tail(1, 200).contains("syncok 1")
+    });
+    assert!(logged.is_some(), "{}", c.log_tail(1, 20));
 }
