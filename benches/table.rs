@@ -7,7 +7,7 @@
 //! Also the cost of one `ctl delete 10` request on the memory table (issue 14 point 7):
 //! by a listing of the table, as before, and by the table's sample.
 //!
-//! Run with `cargo bench --bench table`. Under `cargo test --benches` (no `--bench`
+//! Run with `cargo bench --bench table` (`-- delete` for the request's figures only). Under `cargo test --benches` (no `--bench`
 //! argument) it runs one small pass, so the code is exercised.
 
 use std::hint::black_box;
@@ -172,12 +172,21 @@ fn pf_poll(n: usize, format: RecordFormat, rounds: usize) -> (Duration, usize) {
 
 fn main() {
     let full = full_run();
+    // `cargo bench --bench table -- delete`: only the control request's figures.
+    let only_delete = std::env::args().any(|a| a == "delete");
     let sizes: &[(usize, f64)] = if full {
         &[(100_000, 20.0), (1_000_000, 200.0)]
     } else {
         &[(2_000, f64::INFINITY)]
     };
     let rounds = if full { 5 } else { 1 };
+    if !only_delete {
+        diff_and_poll(sizes, rounds);
+    }
+    delete_figures(full);
+}
+
+fn diff_and_poll(sizes: &[(usize, f64)], rounds: usize) {
     println!("snapshot + diff, best of {rounds}, one core");
     for &(n, target_ms) in sizes {
         let f = measure(n, rounds);
@@ -210,6 +219,9 @@ fn main() {
             );
         }
     }
+}
+
+fn delete_figures(full: bool) {
     let sizes: &[usize] = if full {
         &[100_000, 1_000_000]
     } else {
