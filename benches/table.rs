@@ -4,7 +4,10 @@
 //! of our own operations to recognise. Targets (issue 5), on one core: 100 000 states in
 //! 20 ms, 1 000 000 in 200 ms.
 //!
-//! Run with `cargo bench --bench table`. Under `cargo test --benches` (no `--bench`
+//! Also the cost of one `ctl delete 10` request on the memory table (issue 14 point 7):
+//! by a listing of the table, as before, and by the table's sample.
+//!
+//! Run with `cargo bench --bench table` (`-- delete` for the request's figures only). Under `cargo test --benches` (no `--bench`
 //! argument) it runs one small pass, so the code is exercised.
 
 use std::hint::black_box;
@@ -15,7 +18,7 @@ use pfsyncd::state::State;
 use pfsyncd::table::diff::{diff, Change, Differ, Echoes, Snapshot};
 use pfsyncd::table::pf::{Listing, PfDevice, PfTable};
 use pfsyncd::table::synth::Synth;
-use pfsyncd::table::StateTable;
+use pfsyncd::table::{MemoryConfig, MemoryTable, StateTable};
 use pfsyncd::wire::RecordFormat;
 
 fn full_run() -> bool {
@@ -169,12 +172,21 @@ fn pf_poll(n: usize, format: RecordFormat, rounds: usize) -> (Duration, usize) {
 
 fn main() {
     let full = full_run();
+    // `cargo bench --bench table -- delete`: only the control request's figures.
+    let only_delete = std::env::args().any(|a| a == "delete");
     let sizes: &[(usize, f64)] = if full {
         &[(100_000, 20.0), (1_000_000, 200.0)]
     } else {
         &[(2_000, f64::INFINITY)]
     };
     let rounds = if full { 5 } else { 1 };
+    if !only_delete {
+        diff_and_poll(sizes, rounds);
+    }
+    delete_figures(full);
+}
+
+fn diff_and_poll(sizes: &[(usize, f64)], rounds: usize) {
     println!("snapshot + diff, best of {rounds}, one core");
     for &(n, target_ms) in sizes {
         let f = measure(n, rounds);
@@ -207,4 +219,65 @@ fn main() {
             );
         }
     }
+}
+
+fn delete_figures(full: bool) {
+    let sizes: &[usize] = if full {
+        &[100_000, 1_000_000]
+    } else {
+        &[2_000]
+    };
+    println!("ctl delete 10 on the memory table, CPU per request (one thread)");
+    for &n in sizes {
+        let (listing, sampled) = delete_requests(n, if full { 5 } else { 1 });
+        println!(
+            "{n:>9} states: listing the table {:9.3} ms, sampling {:7.4} ms ({:.0}x)",
+            listing.as_secs_f64() * 1e3,
+            sampled.as_secs_f64() * 1e3,
+            listing.as_secs_f64() / sampled.as_secs_f64().max(1e-9),
+        );
+    }
+}
+
+/// A memory table of `n` states of a peer, as a bulk update leaves it.
+fn memory_table(n: usize) -> MemoryTable {
+    let now = Instant::now();
+    let mut t = MemoryTable::new(MemoryConfig::new(1));
+    for s in Synth::new(0xde1e7e, 2).states(n) {
+        t.import(now, &s).unwrap();
+    }
+    t
+}
+
+/// The time per `delete 10` request: as the parent answered it before issue 14 (list
+/// every state, shuffle the first ten out; kept here only for the comparison), and by
+/// the table's sample. Best of `rounds` requests each.
+fn delete_requests(n: usize, rounds: usize) -> (Duration, Duration) {
+    let mut table = memory_table(n);
+    let mut synth = Synth::new(0x5eed, 1);
+    let now = Instant::now();
+    let (mut listing, mut sampled) = (Duration::MAX, Duration::MAX);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let mut keys = Vec::with_capacity(table.len());
+        table
+            .for_each_state(now, &mut |s| keys.push((s.creatorid, s.id)))
+            .unwrap();
+        for i in 0..10.min(keys.len()) {
+            let j = i + synth.below((keys.len() - i) as u64) as usize;
+            keys.swap(i, j);
+        }
+        keys.truncate(10);
+        let gone = keys.iter().filter(|k| table.delete_local(k.0, k.1)).count();
+        listing = listing.min(t.elapsed());
+        black_box(gone);
+    }
+    for _ in 0..rounds * 100 {
+        let t = Instant::now();
+        let keys = table.sample(10, |b| synth.below(b));
+        let gone = keys.iter().filter(|k| table.delete_local(k.0, k.1)).count();
+        sampled = sampled.min(t.elapsed());
+        black_box(gone);
+    }
+    (listing, sampled)
 }

@@ -137,6 +137,15 @@ fn the_first_listing_is_inserts_without_no_sync_states() {
         assert_eq!(changes.len(), 20, "{format:?}");
         assert!(changes.iter().all(|c| matches!(c, LocalChange::Insert(_))));
         assert!(t.get(Instant::now(), 0x11, 999_999).unwrap().is_none());
+        // Every listed state is found by its name, and only by its own.
+        for s in &states {
+            let got = t.get(Instant::now(), s.creatorid, s.id).unwrap();
+            assert_eq!(
+                got.map(|g| (g.creatorid, g.id, g.wire)),
+                Some((s.creatorid, s.id, s.wire))
+            );
+        }
+        assert!(t.get(Instant::now(), 0x12, states[0].id).unwrap().is_none());
         assert!(poll(&mut t).is_empty(), "nothing changed");
     }
 }

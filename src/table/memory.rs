@@ -116,6 +116,8 @@ impl MemoryConfig {
 #[derive(Debug, Clone)]
 struct Slot {
     bytes: Box<[u8]>,
+    /// Where the key is in [`MemoryTable::keys`].
+    at: usize,
     created: i64,
     active: i64,
     deadline: i64,
@@ -156,6 +158,11 @@ pub struct MemoryTable {
     origin: Option<Instant>,
     slots: HashMap<Key, Slot>,
     deadlines: BTreeSet<(i64, Key)>,
+    /// Every key, densely, so that a control request can pick random states at the cost
+    /// of what it picks, not of the table (issue 14: `ctl delete N` listed the table).
+    keys: Vec<Key>,
+    /// Slots looked at by listings, clears and samples: what a request costs.
+    visited: u64,
     journal: Vec<Note>,
     next_id: u64,
     expired: u64,
@@ -172,6 +179,8 @@ impl MemoryTable {
             origin: None,
             slots: HashMap::new(),
             deadlines: BTreeSet::new(),
+            keys: Vec::new(),
+            visited: 0,
             journal: Vec::new(),
             expired: 0,
             edge: EdgeCounters::default(),
@@ -188,10 +197,40 @@ impl MemoryTable {
         self.expired
     }
 
+    /// Slots looked at so far by listings, clears and samples (not by the lookups of one
+    /// named state): the measure that a control request costs what it answers, not what
+    /// the table holds.
+    pub fn slots_visited(&self) -> u64 {
+        self.visited
+    }
+
+    /// Up to `n` distinct states picked uniformly at random (fewer if the table holds
+    /// fewer, or if some picked are no-sync states, which are left out), at the cost of
+    /// `n` slots: Floyd's sampling over the dense key list. `below(b)` is a random
+    /// number in `0..b`.
+    pub fn sample(&mut self, n: usize, mut below: impl FnMut(u64) -> u64) -> Vec<Key> {
+        let len = self.keys.len();
+        let n = n.min(len);
+        let mut picked: HashSet<usize> = HashSet::with_capacity(n);
+        for j in len - n..len {
+            let t = below(j as u64 + 1) as usize;
+            if !picked.insert(t.min(j)) {
+                picked.insert(j);
+            }
+        }
+        self.visited += picked.len() as u64;
+        picked
+            .into_iter()
+            .map(|at| self.keys[at])
+            .filter(|key| self.slots.get(key).is_some_and(|s| syncable(&s.state())))
+            .collect()
+    }
+
     /// Changes the timeout values; every state's deadline follows.
     pub fn set_timeouts(&mut self, timeouts: Timeouts) {
         self.config.timeouts = timeouts;
         self.deadlines.clear();
+        self.visited += self.slots.len() as u64;
         for (key, slot) in &mut self.slots {
             slot.deadline = slot.active + i64::from(timeouts.get(slot.state().timeout));
             self.deadlines.insert((slot.deadline, *key));
@@ -232,11 +271,23 @@ impl MemoryTable {
             (now, now + value)
         };
         let key = key_of(&state);
+        // Callers place a new key only; one placed again keeps its place in the list.
+        let at = match self.slots.get(&key) {
+            Some(old) => {
+                self.deadlines.remove(&(old.deadline, key));
+                old.at
+            }
+            None => {
+                self.keys.push(key);
+                self.keys.len() - 1
+            }
+        };
         self.deadlines.insert((deadline, key));
         self.slots.insert(
             key,
             Slot {
                 bytes: encode(&state),
+                at,
                 created,
                 active,
                 deadline,
@@ -260,7 +311,18 @@ impl MemoryTable {
     fn take(&mut self, key: Key) -> Option<Slot> {
         let slot = self.slots.remove(&key)?;
         self.deadlines.remove(&(slot.deadline, key));
+        self.forget_key(slot.at);
         Some(slot)
+    }
+
+    /// Drops a removed slot's key from the dense list; the last key takes its place.
+    fn forget_key(&mut self, at: usize) {
+        self.keys.swap_remove(at);
+        if let Some(moved) = self.keys.get(at) {
+            if let Some(slot) = self.slots.get_mut(moved) {
+                slot.at = at;
+            }
+        }
     }
 
     /// Refuses a peer's state bound to an interface the check does not admit, before
@@ -357,6 +419,7 @@ impl MemoryTable {
             }
             self.deadlines.pop_first();
             if let Some(slot) = self.slots.remove(&key) {
+                self.forget_key(slot.at);
                 if syncable(&slot.state()) {
                     self.journal.push(Note::Delete(key));
                 }
@@ -388,6 +451,7 @@ impl MemoryTable {
     }
 
     fn remove_where(&mut self, doomed: impl Fn(&State) -> bool) -> usize {
+        self.visited += self.slots.len() as u64;
         let keys: Vec<Key> = self
             .slots
             .iter()
@@ -478,6 +542,7 @@ impl StateTable for MemoryTable {
                     // The engine hears of the clear only now and drops every state it
                     // holds on the interface, those the table got since included: they
                     // are announced again.
+                    self.visited += self.slots.len() as u64;
                     let mut since: Vec<(Key, State)> = self
                         .slots
                         .iter()
@@ -506,6 +571,7 @@ impl StateTable for MemoryTable {
         f: &mut dyn FnMut(&State),
     ) -> Result<(), TableError> {
         let now = self.secs(now);
+        self.visited += self.slots.len() as u64;
         for slot in self.slots.values() {
             if syncable(&slot.state()) {
                 f(&Self::hand_out(slot, now));
@@ -582,6 +648,45 @@ mod test {
         assert!(t.import(now, &peer_state(1, "lo")).is_ok());
         assert!(t.import(now, &peer_state(2, "nosuchif0")).is_err());
         assert_eq!(t.edge_counters().unknown_interface, 1);
+    }
+
+    /// The dense key list follows every way a state goes (delete, remove, expiry,
+    /// clear), so a sample only ever names states the table holds, each once.
+    #[test]
+    fn samples_name_held_states_once_whatever_removed_the_others() {
+        let t0 = Instant::now();
+        let mut t = MemoryTable::new(MemoryConfig::new(US));
+        for id in 1..=1000 {
+            let mut s = peer_state(id, "igb0");
+            // A third expire in 10 s, the rest last.
+            s.expire_secs = if id % 3 == 0 { 10 } else { 0 };
+            t.import(t0, &s).unwrap();
+        }
+        for id in (1..=1000).step_by(7) {
+            t.remove(PEER, id).unwrap();
+        }
+        for id in (2..=1000).step_by(11) {
+            t.delete_local(PEER, id);
+        }
+        t.expire(t0 + Duration::from_secs(11));
+        let mut rng = 12345u64;
+        let mut below = move |b: u64| {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng >> 33) % b
+        };
+        let before = t.slots_visited();
+        let picked = t.sample(50, &mut below);
+        assert_eq!(t.slots_visited() - before, 50);
+        assert_eq!(picked.len(), 50);
+        let distinct: HashSet<Key> = picked.iter().copied().collect();
+        assert_eq!(distinct.len(), 50);
+        assert!(picked.iter().all(|&(c, id)| t.get_any(t0, c, id).is_some()));
+        let all = t.sample(usize::MAX, &mut below);
+        assert_eq!(all.len(), t.len());
+        t.clear_local(&IfName::EMPTY);
+        assert!(t.sample(5, &mut below).is_empty());
     }
 
     #[test]

@@ -50,6 +50,11 @@ pub(in crate::daemon) struct EngineProcess {
     local_seen: u64,
     /// The last count told to the parent.
     local_taken_said: u64,
+    /// Table operations sent to the parent so far.
+    table_ops_sent: u64,
+    /// `table_ops_sent` when the last bulk update ended: it is in the table once the
+    /// parent has applied that many.
+    bulk_end_op: u64,
     last_housekeeping: Instant,
     /// `badsrc` as last logged.
     badsrc_logged: u64,
@@ -109,6 +114,8 @@ impl EngineProcess {
             syncok: false,
             local_seen: 0,
             local_taken_said: 0,
+            table_ops_sent: 0,
+            bulk_end_op: 0,
             last_housekeeping: now,
             badsrc_logged: 0,
         }
@@ -273,7 +280,12 @@ impl EngineProcess {
     fn take_requests(&mut self, now: Instant) -> Result<(), ChannelError> {
         let filled = self.requests.fill();
         while let Some((kind, body)) = self.requests.next_frame()? {
-            let ToEngine::Request { line, report } = ToEngine::decode(kind, body)? else {
+            let ToEngine::Request {
+                line,
+                report,
+                applied,
+            } = ToEngine::decode(kind, body)?
+            else {
                 return Err(misplaced("non-request"));
             };
             let line = line.to_string();
@@ -284,6 +296,7 @@ impl EngineProcess {
                 peers: &self.peers,
                 sandbox: &self.sandbox,
                 link_open: self.link_open,
+                bulk_ops_in_flight: self.bulk_end_op.saturating_sub(applied),
             };
             let text = engine_requests::answer(&mut parts, now, &line, &report);
             // What the request changed (a bulk request) leaves before the answer.
@@ -377,8 +390,16 @@ impl EngineProcess {
                 seen: self.local_seen,
             }
             .encode(channel.queue());
+            self.table_ops_sent += 1;
         }
         while let Some(ev) = engine.poll_event() {
+            if let Event::BulkDone { .. } = ev {
+                // Every operation the bulk update made was polled above, before its END
+                // event: once the parent has applied this many, the states are in the
+                // table. The carp demotion and the syncok log line need no count: they
+                // follow on this channel, which the parent reads in order.
+                self.bulk_end_op = self.table_ops_sent;
+            }
             match ev {
                 Event::CarpDemote(on) => ToParent::Demote(on).encode(channel.queue()),
                 Event::BulkDone { complete: true } => log_info!(

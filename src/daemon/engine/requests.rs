@@ -24,6 +24,9 @@ pub(super) struct EngineParts<'e> {
     pub(super) peers: &'e Peers,
     pub(super) sandbox: &'e Sandbox,
     pub(super) link_open: bool,
+    /// Table operations of the last bulk update the parent had not yet applied when it
+    /// passed the request on.
+    pub(super) bulk_ops_in_flight: u64,
 }
 
 /// Answers `line`, a request [`crate::daemon::requests::route`] sent to the engine.
@@ -50,17 +53,35 @@ pub(super) fn answer(
     }
 }
 
+/// The END of the last bulk update has come, but the parent has not yet put every state
+/// it brought into the table (issue 14: "done" with 110 000 of 1 000 000 still to import).
+fn importing(d: &EngineParts<'_>) -> bool {
+    matches!(d.engine.bulk_request_state(), BulkRequest::Done) && d.bulk_ops_in_flight > 0
+}
+
+/// For the metrics, which have no word for importing: still receiving, as far as the
+/// table is concerned.
 fn bulk_state(d: &EngineParts<'_>) -> BulkState {
     match d.engine.bulk_request_state() {
         BulkRequest::Idle => BulkState::None,
         BulkRequest::Waiting { .. } => BulkState::Requested,
         BulkRequest::Receiving { .. } => BulkState::Receiving,
+        BulkRequest::Done if importing(d) => BulkState::Receiving,
         BulkRequest::Done => BulkState::Done,
     }
 }
 
 fn bulk_status(d: &EngineParts<'_>) -> &'static str {
-    bulk_state(d).word()
+    if importing(d) {
+        "importing"
+    } else {
+        bulk_state(d).word()
+    }
+}
+
+/// syncok as the table sees it: not before the bulk update's states are in it.
+fn syncok(d: &EngineParts<'_>) -> bool {
+    d.engine.syncok() && !importing(d)
 }
 
 /// The metrics in the Prometheus text format: what `stats` shows, and the status gauges.
@@ -87,7 +108,7 @@ fn metrics_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
         unix_now,
         up: d.config.up,
         link_open: d.link_open,
-        syncok: d.engine.syncok(),
+        syncok: syncok(d),
         demoted: d.engine.demoted(),
         bulk: bulk_state(d),
         bulk_sending: d.engine.bulk_sending(),
@@ -117,8 +138,9 @@ fn status_json(d: &EngineParts<'_>, r: &ParentReport) -> Value {
             "local_name": m.local_name.to_string(),
             "peer": m.peer.map(|p| p.to_string()),
         })).collect::<Vec<_>>(),
-        "syncok": d.engine.syncok(),
+        "syncok": syncok(d),
         "bulk": bulk_status(d),
+        "importing": if importing(d) { d.bulk_ops_in_flight } else { 0 },
         "bulk_sending": d.engine.bulk_sending(),
         "demoted": d.engine.demoted(),
         "creatorid": format!("{:08x}", d.options.creatorid),
@@ -178,9 +200,14 @@ fn status_text(d: &EngineParts<'_>, r: &ParentReport) -> String {
     }
     let _ = writeln!(
         s,
-        "\tsyncok: {} bulk: {}{}",
-        u8::from(d.engine.syncok()),
+        "\tsyncok: {} bulk: {}{}{}",
+        u8::from(syncok(d)),
         bulk_status(d),
+        if importing(d) {
+            format!(" ({} table operations in flight)", d.bulk_ops_in_flight)
+        } else {
+            String::new()
+        },
         if d.engine.bulk_sending() {
             " (sending one)"
         } else {

@@ -78,6 +78,8 @@ pub(in crate::daemon) struct Parent {
     metrics: MetricsExport,
     changes: Vec<LocalChange>,
     crossings: Crossings,
+    /// The engine's table operations taken so far (see `ToEngine::Request::applied`).
+    table_ops_applied: u64,
     checksum: [u8; 16],
     send_failures: u32,
     next_table_poll: Instant,
@@ -148,6 +150,7 @@ impl Parent {
             waiting: VecDeque::new(),
             changes: Vec::new(),
             crossings: Crossings::new(crate::engine::KeyedState::new(hash_key)),
+            table_ops_applied: 0,
             checksum: [0; 16],
             send_failures: 0,
             next_table_poll: now,
@@ -446,6 +449,11 @@ impl Parent {
     /// Carries out an operation the engine decided after taking `seen` local changes,
     /// unless it crossed a newer one (see [`crate::daemon::privsep::crossing`]).
     fn apply(&mut self, now: Instant, op: &TableOp, seen: u64) {
+        // Counted taken, skipped or not: the engine waits for this to pass a bulk
+        // update's END before it says done.
+        self.table_ops_applied += 1;
+        #[cfg(debug_assertions)]
+        slow_apply_for_tests(self.table_ops_applied);
         self.crossings.taken(seen);
         let crossed = match op {
             TableOp::Import(s) | TableOp::Update(s) => self.crossings.crosses(key_of(s), seen),
@@ -513,6 +521,7 @@ impl Parent {
                     ToEngine::Request {
                         line: &line,
                         report,
+                        applied: self.table_ops_applied,
                     }
                     .encode(self.requests.queue());
                     self.waiting.push_back(Waiter::Control(client));
@@ -529,6 +538,7 @@ impl Parent {
             ToEngine::Request {
                 line: "metrics",
                 report,
+                applied: self.table_ops_applied,
             }
             .encode(self.requests.queue());
             self.waiting.push_back(waiter);
@@ -715,4 +725,22 @@ fn misplaced(what: &'static str) -> ChannelError {
         what,
         field: "channel it came on",
     })
+}
+
+/// A debug build's test hook: with `PFSYNCD_TEST_SLOW_APPLY=MICROS` the parent pauses
+/// that long after every 100 table operations, so that a test sees the imports trail the
+/// engine's END (on this machine a release parent keeps up with the memory table, as it
+/// may not with pf's ioctls). Not compiled into a release build.
+#[cfg(debug_assertions)]
+fn slow_apply_for_tests(applied: u64) {
+    static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    let pause = PAUSE.get_or_init(|| {
+        std::env::var("PFSYNCD_TEST_SLOW_APPLY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_micros)
+    });
+    if let (Some(p), 0) = (pause, applied % 100) {
+        std::thread::sleep(*p);
+    }
 }

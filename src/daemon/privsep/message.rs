@@ -115,6 +115,10 @@ pub enum ToEngine<'a> {
         line: &'a str,
         /// The table and the link.
         report: ParentReport,
+        /// The [`ToParent::Table`] operations carried out when the report was taken (those
+        /// skipped as crossed included), in the order sent: the engine's bulk update is
+        /// in the table once this passes the operations sent before its END.
+        applied: u64,
     },
     /// Stop: send what is queued, say [`ToParent::Done`], exit.
     Shutdown {
@@ -416,7 +420,11 @@ impl ToEngine<'_> {
                 o.extend_from_slice(&[u8::from(*link_changed), u8::from(*link_open)]);
                 put_bytes(o, words.as_bytes());
             }),
-            ToEngine::Request { line, report: r } => frame(out, REQUEST, |o| {
+            ToEngine::Request {
+                line,
+                report: r,
+                applied,
+            } => frame(out, REQUEST, |o| {
                 o.push(u8::from(r.memory_table));
                 let t = &r.table;
                 for v in [
@@ -450,6 +458,7 @@ impl ToEngine<'_> {
                 for v in [h.served, h.refused, h.dropped] {
                     o.extend_from_slice(&v.to_le_bytes());
                 }
+                o.extend_from_slice(&applied.to_le_bytes());
                 put_bytes(o, line.as_bytes());
             }),
             ToEngine::Shutdown { signal } => frame(out, SHUTDOWN, |o| {
@@ -550,6 +559,7 @@ impl ToEngine<'_> {
                 };
                 ToEngine::Request {
                     report,
+                    applied: b.u64()?,
                     line: b.text("request")?,
                 }
             }
@@ -773,6 +783,7 @@ mod tests {
                         dropped: 32,
                     },
                 },
+                applied: 33,
             },
             ToEngine::Shutdown { signal: 15 },
             ToEngine::SecureDatagram {

@@ -330,6 +330,19 @@ impl<D: PfDevice> PfTable<D> {
         s
     }
 
+    /// A synced state of the last listing, found through the snapshot's index (no-sync
+    /// states are not in it), as the kernel listed it.
+    fn listed_state(&self, key: (u32, u64)) -> Option<State> {
+        let entry = self.previous.get(key)?;
+        let len = self.record_len();
+        let at = entry.index as usize * len;
+        let r = self.listing.get(at..at + len)?;
+        let s = StateRecord::parse(self.dev.list_format(), r)
+            .ok()
+            .and_then(|r| State::from_record(&r).ok())?;
+        ((s.creatorid, s.id) == key).then_some(s)
+    }
+
     /// The state of one record, if it decodes.
     fn decode(&mut self, index: u32) -> Option<State> {
         let len = self.record_len();
@@ -396,21 +409,9 @@ impl<D: PfDevice> PfTable<D> {
     /// RST to the client (FreeBSD and OpenBSD `pf_unlink_state`/`pf_remove_state`). The
     /// update waits: once the handshake is through, the state's next update goes in.
     fn refuse_synproxy_kill(&mut self, state: &State) -> Result<(), TableError> {
-        let Some(entry) = self.previous.get((state.creatorid, state.id)) else {
-            return Ok(());
-        };
-        let len = self.record_len();
-        let at = entry.index as usize * len;
-        let local = self
-            .listing
-            .get(at..at + len)
-            .and_then(|r| StateRecord::parse(self.dev.list_format(), r).ok())
-            .and_then(|r| State::from_record(&r).ok());
-        let in_handshake = local.is_some_and(|l| {
-            l.creatorid == state.creatorid
-                && l.id == state.id
-                && l.src.state == PeerState::Tcp(TcpState::ProxyDst)
-        });
+        let in_handshake = self
+            .listed_state((state.creatorid, state.id))
+            .is_some_and(|l| l.src.state == PeerState::Tcp(TcpState::ProxyDst));
         if in_handshake {
             self.counters.synproxy_kept += 1;
             return Err(TableError::Invalid(
@@ -598,10 +599,11 @@ impl<D: PfDevice> StateTable for PfTable<D> {
     }
 
     fn get(&mut self, _now: Instant, creatorid: u32, id: u64) -> Result<Option<State>, TableError> {
+        // One record through the last snapshot's index, not the whole listing: the
+        // parent asks after every crossed delete or clear.
         Ok(self
-            .listed()
-            .into_iter()
-            .find(|s| s.creatorid == creatorid && s.id == id))
+            .listed_state((creatorid, id))
+            .map(|s| self.as_listed(s)))
     }
 
     fn for_each_state(
