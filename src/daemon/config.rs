@@ -17,6 +17,7 @@
 //! ifmap PEERIF LOCALIF [peer ADDR] | -ifmap   a peer's interface name is our LOCALIF
 //! anysource | -anysource       with syncpeers: take packets from any source, or (the
 //!                              default) from the syncpeers only
+//! securekey, secureport, secureaddr, securepeer   the secure link ([`super::secure_config`])
 //! ```
 //!
 //! Words are applied in order on top of the current configuration, as ifconfig applies
@@ -24,6 +25,7 @@
 
 use std::net::IpAddr;
 
+use super::secure_config::{self, SecureConfig};
 use crate::engine::{AllowedSources, FilterRule, IfMap, IfMapping};
 use crate::wire::{Dialect, IfName};
 
@@ -54,6 +56,8 @@ pub struct SyncConfig {
     pub ifmap: IfMap,
     /// Packets from any source are taken even with unicast sync peers (`anysource`).
     pub anysource: bool,
+    /// The secure link (`securekey`, `secureport`, `secureaddr`, `securepeer`).
+    pub secure: SecureConfig,
 }
 
 impl Default for SyncConfig {
@@ -70,6 +74,7 @@ impl Default for SyncConfig {
             sync_delay_secs: 0,
             ifmap: IfMap::default(),
             anysource: false,
+            secure: SecureConfig::default(),
         }
     }
 }
@@ -202,6 +207,41 @@ pub const WORDS: &[Word] = &[
         example: "syncdelay 10",
         meaning: "announce a new state only once it has lived N seconds (0-3600, default 0: at once)",
     },
+    Word {
+        usage: "securekey FILE",
+        example: "securekey /etc/pfsyncd.key",
+        meaning: "this node's WireGuard private key file (mode 600) for the secure link",
+    },
+    Word {
+        usage: "-securekey",
+        example: "-securekey",
+        meaning: "no secure link (the default)",
+    },
+    Word {
+        usage: "secureport N",
+        example: "secureport 5240",
+        meaning: "the secure link's UDP port, ours and the peers' by default (1-65535, default 5240)",
+    },
+    Word {
+        usage: "secureaddr ADDR",
+        example: "secureaddr 10.0.0.1",
+        meaning: "the source address of the pfsync packets we send over the secure link (default: the syncdev's)",
+    },
+    Word {
+        usage: "-secureaddr",
+        example: "-secureaddr",
+        meaning: "the syncdev's address as our secure link address",
+    },
+    Word {
+        usage: "securepeer ADDR[:PORT] pubkey KEY [psk FILE] [inner ADDR]",
+        example: "securepeer 192.0.2.7:5240 pubkey HIo9x/T6qmUJ9cYMqWfPamNTEMNzbXw5G5ndlzmO3B0= psk /etc/pfsyncd.psk",
+        meaning: "a pfsyncd peer reached over UDP and authenticated by its public key (may be repeated; IPv6 as [ADDR]:PORT)",
+    },
+    Word {
+        usage: "-securepeer",
+        example: "-securepeer",
+        meaning: "forget every securepeer",
+    },
 ];
 
 /// The names of the words, for the unknown-word error: "syncdev, ..., up or down".
@@ -268,6 +308,9 @@ pub enum ConfigError {
         /// Why it is refused.
         why: &'static str,
     },
+    /// A secure link word or value that cannot be taken.
+    #[error(transparent)]
+    BadSecure(#[from] secure_config::SecureWordError),
     /// An `ifmap` that cannot be applied.
     #[error("ifmap '{value}': {why}")]
     BadIfMap {
@@ -351,6 +394,26 @@ impl SyncConfig {
                 "-ifmap" => self.ifmap.clear(),
                 "anysource" => self.anysource = true,
                 "-anysource" => self.anysource = false,
+                "securekey" => {
+                    let v = value("securekey")?;
+                    self.secure.key_file = Some(secure_config::parse_path("securekey", v)?);
+                }
+                "-securekey" => self.secure.key_file = None,
+                "secureport" => {
+                    let v = value("secureport")?;
+                    self.secure.port = secure_config::parse_port(v)?;
+                }
+                "secureaddr" => {
+                    let v = value("secureaddr")?;
+                    self.secure.inner_addr =
+                        Some(secure_config::parse_inner_addr("secureaddr", v)?);
+                }
+                "-secureaddr" => self.secure.inner_addr = None,
+                "securepeer" => {
+                    let peer = secure_config::parse_secure_peer(&mut words)?;
+                    self.secure.add_peer(peer);
+                }
+                "-securepeer" => self.secure.peers.clear(),
                 other => return Err(ConfigError::UnknownWord(other.to_string())),
             }
         }
@@ -392,6 +455,7 @@ impl SyncConfig {
         if self.anysource {
             words.push("anysource".to_string());
         }
+        words.extend(self.secure.to_words());
         words
     }
 
@@ -853,5 +917,114 @@ mod test {
         assert_eq!(SyncConfig::from_words(&c.to_words()).unwrap(), c);
         c.apply(&["-anysource"]).unwrap();
         assert_eq!(c.allowed_sources(), AllowedSources::Only(vec![peer]));
+    }
+}
+
+#[cfg(test)]
+mod secure_words_test {
+    use super::secure_config::SecureConfig;
+    use super::*;
+    use std::path::PathBuf;
+
+    const KEY: &str = "HIo9x/T6qmUJ9cYMqWfPamNTEMNzbXw5G5ndlzmO3B0=";
+
+    #[test]
+    fn secure_words_ipv4_and_ipv6_round_trip() {
+        let c = SyncConfig::from_words(&[
+            "securekey",
+            "/etc/pfsyncd.key",
+            "secureport",
+            "6000",
+            "secureaddr",
+            "10.0.0.1",
+            "securepeer",
+            "192.0.2.7",
+            "pubkey",
+            KEY,
+            "securepeer",
+            "[2001:db8::7]:5300",
+            "pubkey",
+            KEY,
+            "psk",
+            "/etc/pfsyncd.psk",
+            "inner",
+            "fd00::7",
+            "up",
+        ])
+        .unwrap();
+        assert!(c.up, "the word after a securepeer is read as a word");
+        let s = &c.secure;
+        assert_eq!(s.key_file, Some(PathBuf::from("/etc/pfsyncd.key")));
+        assert_eq!(s.port, 6000);
+        assert_eq!(s.inner_addr, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(s.peers.len(), 2);
+        assert_eq!(
+            s.peers[0].endpoint(s.port),
+            "192.0.2.7:6000".parse().unwrap()
+        );
+        assert_eq!(
+            s.peers[0].inner_addr(),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            s.peers[1].endpoint(s.port),
+            "[2001:db8::7]:5300".parse().unwrap()
+        );
+        assert_eq!(
+            s.peers[1].inner_addr(),
+            "fd00::7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(s.peers[1].public_key.to_string(), KEY);
+        assert!(s.is_secure_peer_addr("fd00::7".parse().unwrap()));
+        assert!(!s.is_secure_peer_addr("10.0.0.9".parse().unwrap()));
+        assert_eq!(SyncConfig::from_words(&c.to_words()).unwrap(), c);
+    }
+
+    #[test]
+    fn a_peer_given_again_is_replaced_and_minus_drops_all() {
+        let mut c = SyncConfig::from_words(&["securepeer", "192.0.2.7", "pubkey", KEY]).unwrap();
+        c.apply(&["securepeer", "192.0.2.7:7000", "pubkey", KEY])
+            .unwrap();
+        assert_eq!(c.secure.peers.len(), 1);
+        assert_eq!(c.secure.peers[0].port, Some(7000));
+        c.apply(&["-securepeer", "-securekey", "-secureaddr"])
+            .unwrap();
+        assert_eq!(c.secure, SecureConfig::default());
+    }
+
+    #[test]
+    fn secure_refusals_are_one_clear_line() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["securekey"], "'securekey' needs a value"),
+            (&["securekey", "pfsyncd.key"], "absolute path"),
+            (&["secureport", "0"], "from 1 to 65535"),
+            (&["secureport", "65536"], "from 1 to 65535"),
+            (&["secureaddr", "224.0.0.240"], "unicast"),
+            (&["secureaddr", "x"], "not an IPv4 or IPv6 address"),
+            (&["securepeer"], "'securepeer' needs a value"),
+            (&["securepeer", "192.0.2.7"], "expected 'pubkey KEY'"),
+            (&["securepeer", "192.0.2.7", "pubkey"], "needs a value"),
+            (&["securepeer", "192.0.2.7", "pubkey", "abc"], "44 base64"),
+            (&["securepeer", "192.0.2.7:0", "pubkey", KEY], "port"),
+            (&["securepeer", "0.0.0.0", "pubkey", KEY], "unicast"),
+            (&["securepeer", "ff02::1", "pubkey", KEY], "unicast"),
+            (
+                &["securepeer", "host.example", "pubkey", KEY],
+                "[IPv6]:PORT",
+            ),
+            (
+                &["securepeer", "192.0.2.7", "pubkey", KEY, "psk", "rel"],
+                "absolute path",
+            ),
+            (
+                &["securepeer", "192.0.2.7", "pubkey", KEY, "inner"],
+                "needs a value",
+            ),
+        ];
+        for (words, want) in cases {
+            let err = SyncConfig::from_words(words).unwrap_err().to_string();
+            assert!(err.contains(want), "{words:?}: {err}");
+            assert!(!err.contains('\n'));
+        }
     }
 }

@@ -11,7 +11,7 @@
 //!   reads what peers send).
 //! - Below both, used by either: [`privsep`] (the channel between them, its messages,
 //!   the crossing of changes and operations, the sandbox), [`config`], [`options`],
-//!   [`link`], [`requests`] (which control request goes to which process), [`report`],
+//!   [`link`], [`secure_config`], [`requests`] (which control request goes to which process), [`report`],
 //!   [`log`], and [`control`] (the control socket's client side).
 //!
 //! `parent/` and `engine/` use only their own files and the shared ones, the shared
@@ -28,6 +28,7 @@ pub mod parent;
 pub mod privsep;
 pub mod report;
 pub mod requests;
+pub mod secure_config;
 pub mod start;
 
 pub use config::{ConfigError, SyncConfig};

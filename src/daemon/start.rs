@@ -70,6 +70,14 @@ pub fn random_bytes() -> io::Result<[u8; 32]> {
 /// (the engine process, which exits here and never returns).
 pub fn run(mut options: Options) -> anyhow::Result<()> {
     let config = load_config(&options)?;
+    // The secure link's key files are checked first, so a key others can read is the
+    // one line the admin sees. Until the daemon carries the link, starting with it
+    // configured is refused rather than silently running without it.
+    if super::parent::secure::load_secure_keys(&config.secure)?.is_some() {
+        anyhow::bail!(
+            "the secure link (securekey, securepeer) is not carried by this daemon yet: its keys check out, but start without the secure* words"
+        );
+    }
     #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
     if options.table == TableChoice::Pf {
         kernel_start::check_kernel_pfsync()?;

@@ -10,3 +10,4 @@
 mod peers;
 pub(super) mod process;
 mod requests;
+pub mod secure;

@@ -258,6 +258,9 @@ impl EngineProcess {
                 }
                 // Requests come on their own channel (take_requests).
                 ToEngine::Request { .. } => return Err(misplaced("request")),
+                // The parent holds no secure link yet (the start refuses the words).
+                ToEngine::SecureDatagram { .. } => return Err(misplaced("secure datagram")),
+                ToEngine::SecureKey(_) => return Err(misplaced("secure key")),
                 ToEngine::Shutdown { signal } => {
                     self.shutdown(now, signal);
                     return Ok(Some(Stop::Asked));

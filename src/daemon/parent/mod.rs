@@ -16,4 +16,5 @@ mod metrics_export;
 pub mod pidfile;
 pub(super) mod process;
 mod requests;
+pub mod secure;
 pub(super) mod table;

@@ -342,6 +342,8 @@ impl Parent {
                 ToParent::Taken(n) => self.crossings.taken(n),
                 ToParent::Ready => self.start.running(),
                 ToParent::Done => self.engine_done = true,
+                // No secure link socket is opened yet (the start refuses the words).
+                ToParent::SecureSend { .. } => return Err(misplaced("secure send")),
             }
         }
         filled?;

@@ -10,7 +10,7 @@
 //! panic. The engine process trusts the parent no less than its own memory, but checks
 //! the same way, by the same code.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::daemon::log::Level;
 use crate::engine::{LocalChange, Received, TableOp};
@@ -125,6 +125,28 @@ pub enum ToEngine<'a> {
         /// The signal's number.
         signal: i32,
     },
+    /// A UDP datagram the secure link's socket received, unparsed: the engine process
+    /// authenticates and decrypts it, the parent never looks inside.
+    SecureDatagram {
+        /// Its source.
+        from: SocketAddr,
+        /// Its bytes.
+        datagram: &'a [u8],
+    },
+    /// This node's secure link private key, read and checked by the parent.
+    SecureKey(SecureKeyBytes<'a>),
+}
+
+/// The 32 bytes of a private key in a message; `Debug` never shows them. They borrow
+/// the frame: the channel's buffers that held it are to be wiped by whoever sends and
+/// takes the key (not done yet: no process sends it so far).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SecureKeyBytes<'a>(pub &'a [u8; 32]);
+
+impl std::fmt::Debug for SecureKeyBytes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecureKeyBytes(..)")
+    }
 }
 
 /// From the engine process to the parent.
@@ -161,6 +183,13 @@ pub enum ToParent<'a> {
     Ready,
     /// Shut down as asked; nothing more follows.
     Done,
+    /// Send this datagram from the secure link's socket.
+    SecureSend {
+        /// Where to.
+        to: SocketAddr,
+        /// The datagram, already encrypted by the engine process.
+        datagram: &'a [u8],
+    },
 }
 
 // Kind bytes. The two directions share no number, so a frame sent the wrong way is an
@@ -172,6 +201,8 @@ const SEND_FAILED: u8 = 4;
 const RECONFIGURE: u8 = 5;
 const REQUEST: u8 = 6;
 const SHUTDOWN: u8 = 8;
+const SECURE_DATAGRAM: u8 = 9;
+const SECURE_KEY: u8 = 10;
 
 const TRANSMIT: u8 = 64;
 const TABLE: u8 = 65;
@@ -182,6 +213,7 @@ const LOG: u8 = 70;
 const DONE: u8 = 71;
 const TAKEN: u8 = 72;
 const READY: u8 = 73;
+const SECURE_SEND: u8 = 74;
 
 // Sub-kinds of state changes and table operations.
 const INSERT: u8 = 0;
@@ -224,6 +256,11 @@ fn put_addr(out: &mut Vec<u8>, a: Option<IpAddr>) {
             out.extend_from_slice(&a.octets());
         }
     }
+}
+
+fn put_socket_addr(out: &mut Vec<u8>, a: SocketAddr) {
+    put_addr(out, Some(a.ip()));
+    out.extend_from_slice(&a.port().to_le_bytes());
 }
 
 /// A body being read; every read checks the length left.
@@ -316,6 +353,12 @@ impl<'a> Body<'a> {
             }
             _ => Err(self.bad("address family")),
         }
+    }
+
+    fn socket_addr(&mut self) -> Result<SocketAddr, MessageError> {
+        let ip = self.addr()?.ok_or_else(|| self.bad("socket address"))?;
+        let b = self.take(2)?;
+        Ok(SocketAddr::new(ip, u16::from_le_bytes([b[0], b[1]])))
     }
 
     fn bad(&self, field: &'static str) -> MessageError {
@@ -421,6 +464,11 @@ impl ToEngine<'_> {
             ToEngine::Shutdown { signal } => frame(out, SHUTDOWN, |o| {
                 o.extend_from_slice(&signal.to_le_bytes());
             }),
+            ToEngine::SecureDatagram { from, datagram } => frame(out, SECURE_DATAGRAM, |o| {
+                put_socket_addr(o, *from);
+                put_bytes(o, datagram);
+            }),
+            ToEngine::SecureKey(key) => frame(out, SECURE_KEY, |o| o.extend_from_slice(key.0)),
         }
     }
 
@@ -434,6 +482,8 @@ impl ToEngine<'_> {
             RECONFIGURE => "reconfigure",
             REQUEST => "request",
             SHUTDOWN => "shutdown",
+            SECURE_DATAGRAM => "secure datagram",
+            SECURE_KEY => "secure key",
             other => return Err(MessageError::UnknownKind(other)),
         };
         let mut b = Body { bytes: body, what };
@@ -516,6 +566,13 @@ impl ToEngine<'_> {
             SHUTDOWN => ToEngine::Shutdown {
                 signal: b.u32()? as i32,
             },
+            SECURE_DATAGRAM => ToEngine::SecureDatagram {
+                from: b.socket_addr()?,
+                datagram: b.bytes()?,
+            },
+            SECURE_KEY => ToEngine::SecureKey(SecureKeyBytes(
+                b.take(32)?.try_into().expect("take gives 32 bytes"),
+            )),
             _ => unreachable!("kinds are matched above"),
         };
         b.end(msg)
@@ -560,6 +617,10 @@ impl ToParent<'_> {
             ToParent::Taken(n) => frame(out, TAKEN, |o| o.extend_from_slice(&n.to_le_bytes())),
             ToParent::Ready => frame(out, READY, |_| {}),
             ToParent::Done => frame(out, DONE, |_| {}),
+            ToParent::SecureSend { to, datagram } => frame(out, SECURE_SEND, |o| {
+                put_socket_addr(o, *to);
+                put_bytes(o, datagram);
+            }),
         }
     }
 
@@ -575,6 +636,7 @@ impl ToParent<'_> {
             DONE => "done",
             TAKEN => "taken",
             READY => "ready",
+            SECURE_SEND => "secure send",
             other => return Err(MessageError::UnknownKind(other)),
         };
         let mut b = Body { bytes: body, what };
@@ -616,6 +678,10 @@ impl ToParent<'_> {
             DONE => ToParent::Done,
             TAKEN => ToParent::Taken(b.u64()?),
             READY => ToParent::Ready,
+            SECURE_SEND => ToParent::SecureSend {
+                to: b.socket_addr()?,
+                datagram: b.bytes()?,
+            },
             _ => unreachable!("kinds are matched above"),
         };
         b.end(msg)
@@ -720,6 +786,15 @@ mod tests {
                 applied: 33,
             },
             ToEngine::Shutdown { signal: 15 },
+            ToEngine::SecureDatagram {
+                from: "192.0.2.7:5240".parse().unwrap(),
+                datagram: &[4, 0, 0, 0, 1, 2, 3],
+            },
+            ToEngine::SecureDatagram {
+                from: "[2001:db8::7]:65535".parse().unwrap(),
+                datagram: &[],
+            },
+            ToEngine::SecureKey(SecureKeyBytes(&[0x5a; 32])),
         ];
         for s in states {
             m.push(ToEngine::Local(LocalChange::Insert(*s)));
@@ -756,6 +831,14 @@ mod tests {
             ToParent::Taken(12345),
             ToParent::Ready,
             ToParent::Done,
+            ToParent::SecureSend {
+                to: "[2001:db8::7]:5240".parse().unwrap(),
+                datagram: &[1, 0, 0, 0, 9],
+            },
+            ToParent::SecureSend {
+                to: "192.0.2.7:1".parse().unwrap(),
+                datagram: &[],
+            },
         ];
         for s in states {
             m.push(ToParent::Table {
@@ -862,6 +945,21 @@ mod tests {
         );
         // An address family that is neither 4 nor 6.
         assert!(ToEngine::decode(PACKET, &[5, 1, 2, 3, 4, 255, 1, 0, 0, 0, 0, 0]).is_err());
+        // A secure datagram or send without a source or destination address.
+        assert_eq!(
+            ToEngine::decode(SECURE_DATAGRAM, &[0, 0x14, 0x78, 0, 0, 0, 0]),
+            Err(MessageError::BadValue {
+                what: "secure datagram",
+                field: "socket address"
+            })
+        );
+        assert!(ToParent::decode(SECURE_SEND, &[0, 0x14, 0x78, 0, 0, 0, 0]).is_err());
+        // A key that is not 32 bytes.
+        assert!(ToEngine::decode(SECURE_KEY, &[1; 31]).is_err());
+        assert!(ToEngine::decode(SECURE_KEY, &[1; 33]).is_err());
+        // And it never shows in a log line.
+        let debug = format!("{:?}", ToEngine::SecureKey(SecureKeyBytes(&[0x5a; 32])));
+        assert!(!debug.contains("90"), "{debug}");
     }
 
     #[test]
