@@ -210,7 +210,7 @@ pub const WORDS: &[Word] = &[
     Word {
         usage: "securekey FILE",
         example: "securekey /etc/pfsyncd.key",
-        meaning: "this node's WireGuard private key file (mode 600) for the secure link",
+        meaning: "this node's WireGuard private key file (mode 600) for the secure link (in development: checked, then refused at start)",
     },
     Word {
         usage: "-securekey",
@@ -235,7 +235,7 @@ pub const WORDS: &[Word] = &[
     Word {
         usage: "securepeer ADDR[:PORT] pubkey KEY [psk FILE] [inner ADDR]",
         example: "securepeer 192.0.2.7:5240 pubkey HIo9x/T6qmUJ9cYMqWfPamNTEMNzbXw5G5ndlzmO3B0= psk /etc/pfsyncd.psk",
-        meaning: "a pfsyncd peer reached over UDP and authenticated by its public key (may be repeated; IPv6 as [ADDR]:PORT)",
+        meaning: "a pfsyncd peer reached over UDP and authenticated by its public key (repeatable; IPv6 as [ADDR]:PORT; in development: refused at start)",
     },
     Word {
         usage: "-securepeer",
