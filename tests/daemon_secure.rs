@@ -71,49 +71,72 @@ fn states(c: &Cluster, i: usize) -> usize {
     c.synced_states(i).map_or(0, |s| s.len())
 }
 
+/// Starts hosts 1 and 2, each with its own key and the other as its secure peer whose
+/// public key it believes is `believed[i]`; the plain link goes to `plain_peer(i)`, and
+/// with `psk` both share a pre-shared key.
+fn start_pair(
+    c: &mut Cluster,
+    keys: &[(String, String); 2],
+    believed: &[String; 2],
+    plain_peer: impl Fn(&Cluster, usize) -> String,
+    psk: bool,
+) {
+    let psk_path = psk.then(|| key_file(c.dir(), "psk", &keypair().0));
+    for i in 0..2 {
+        let key = key_file(c.dir(), &format!("key{i}"), &keys[i].0);
+        let peer = c.addr(1 - i, false).to_string();
+        let plain = plain_peer(c, i);
+        let mut words = vec![
+            "syncdev",
+            "eth0",
+            "syncpeer",
+            &plain,
+            "securekey",
+            &key,
+            "securepeer",
+            &peer,
+            "pubkey",
+            &believed[i],
+        ];
+        if let Some(path) = &psk_path {
+            words.extend(["psk", path.as_str()]);
+        }
+        words.push("up");
+        c.start(i, &words).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// The plain link sends to an address on the LAN that nobody holds.
+fn nowhere(_: &Cluster, _: usize) -> String {
+    "192.0.2.250".to_string()
+}
+
+/// States inserted on both hosts reach the other within 20 s.
+fn assert_states_cross(c: &Cluster) {
+    c.ctl(0, "insert 40").unwrap();
+    c.ctl(1, "insert 30").unwrap();
+    let synced = wait_until(Duration::from_secs(20), || {
+        states(c, 0) == 70 && states(c, 1) == 70
+    });
+    assert!(
+        synced.is_some(),
+        "states did not cross: host 1 {} host 2 {}; stats 1 {}\nlog 1 {}\nlog 2 {}",
+        states(c, 0),
+        states(c, 1),
+        c.ctl(0, "stats").unwrap_or_default(),
+        c.log_tail(0, 20),
+        c.log_tail(1, 20)
+    );
+}
+
 #[test]
 fn states_cross_on_the_secure_link_alone() {
     let _serial = serial();
     let mut c = cluster("sec", 2);
     let keys = [keypair(), keypair()];
-    // The plain link sends to an address on the LAN that nobody holds.
-    let nowhere = "192.0.2.250";
-    for i in 0..2 {
-        let other = 1 - i;
-        let key = key_file(c.dir(), &format!("key{i}"), &keys[i].0);
-        let peer = c.addr(other, false).to_string();
-        c.start(
-            i,
-            &[
-                "syncdev",
-                "eth0",
-                "syncpeer",
-                nowhere,
-                "securekey",
-                &key,
-                "securepeer",
-                &peer,
-                "pubkey",
-                &keys[other].1,
-                "up",
-            ],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
-    c.ctl(0, "insert 40").unwrap();
-    c.ctl(1, "insert 30").unwrap();
-    let synced = wait_until(Duration::from_secs(20), || {
-        states(&c, 0) == 70 && states(&c, 1) == 70
-    });
-    assert!(
-        synced.is_some(),
-        "states did not cross: host 1 {} host 2 {}; stats 1 {}\nlog 1 {}\nlog 2 {}",
-        states(&c, 0),
-        states(&c, 1),
-        c.ctl(0, "stats").unwrap_or_default(),
-        c.log_tail(0, 20),
-        c.log_tail(1, 20)
-    );
+    let believed = [keys[1].1.clone(), keys[0].1.clone()];
+    start_pair(&mut c, &keys, &believed, nowhere, false);
+    assert_states_cross(&c);
     for i in 0..2 {
         let peer = secure_peer_json(&c, i);
         assert_eq!(peer["handshake"], "established", "host {}: {peer}", i + 1);
@@ -142,27 +165,7 @@ fn a_wrong_public_key_carries_nothing() {
     let keys = [keypair(), keypair()];
     let stranger = keypair();
     let believed = [keys[1].1.clone(), stranger.1.clone()];
-    for i in 0..2 {
-        let key = key_file(c.dir(), &format!("key{i}"), &keys[i].0);
-        let peer = c.addr(1 - i, false).to_string();
-        c.start(
-            i,
-            &[
-                "syncdev",
-                "eth0",
-                "syncpeer",
-                "192.0.2.250",
-                "securekey",
-                &key,
-                "securepeer",
-                &peer,
-                "pubkey",
-                &believed[i],
-                "up",
-            ],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
+    start_pair(&mut c, &keys, &believed, nowhere, false);
     c.ctl(0, "insert 40").unwrap();
     c.ctl(1, "insert 30").unwrap();
     std::thread::sleep(Duration::from_secs(4));
@@ -178,4 +181,43 @@ fn a_wrong_public_key_carries_nothing() {
     );
     let log = c.log_tail(0, 50);
     assert!(log.contains("a wrong public key"), "{log}");
+}
+
+/// A shared pre-shared key, read by the parent at start and handed to the engine
+/// process with the private key: the session comes up and the states cross.
+#[test]
+fn states_cross_with_a_preshared_key() {
+    let _serial = serial();
+    let mut c = cluster("secp", 2);
+    let keys = [keypair(), keypair()];
+    let believed = [keys[1].1.clone(), keys[0].1.clone()];
+    start_pair(&mut c, &keys, &believed, nowhere, true);
+    assert_states_cross(&c);
+}
+
+/// The plain link between the same two hosts: each one's plain packets come from an
+/// address that is a secure peer's, so the other refuses them as downgrades, and the
+/// states still cross on the secure link.
+#[test]
+fn plain_packets_from_a_secure_peer_are_downgrades() {
+    let _serial = serial();
+    let mut c = cluster("secd", 2);
+    let keys = [keypair(), keypair()];
+    let believed = [keys[1].1.clone(), keys[0].1.clone()];
+    start_pair(
+        &mut c,
+        &keys,
+        &believed,
+        |c, i| c.addr(1 - i, false).to_string(),
+        false,
+    );
+    assert_states_cross(&c);
+    for i in 0..2 {
+        let secure = c.ctl_json(i, "stats").unwrap()["secure"].clone();
+        assert!(
+            secure["downgrade"].as_u64() > Some(0),
+            "host {}: {secure}",
+            i + 1
+        );
+    }
 }
