@@ -221,3 +221,86 @@ fn plain_packets_from_a_secure_peer_are_downgrades() {
         );
     }
 }
+
+/// The secure link across a router: each host reaches the other's UDP endpoint only
+/// through a router namespace (the outer packets' TTL is decremented on the way; the
+/// inner pfsync packet keeps its 255, which the receiver checks), while the plain link
+/// on the shared LAN goes nowhere. The peers' inner addresses are their LAN addresses.
+#[test]
+fn states_cross_a_router_on_the_secure_link() {
+    let _serial = serial();
+    let mut c = cluster("secr", 2);
+    let router = pfsyncd::lab::Netns::new("pfsd-secr-", "rt").unwrap();
+    let wan = |i: usize| format!("10.1.{}.2", i + 1);
+    for i in 0..2 {
+        let n = i + 1;
+        let port = format!("r{n}");
+        router
+            .ip(&[
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "wan0",
+                "netns",
+                c.host(i).ns.name(),
+            ])
+            .unwrap();
+        router
+            .ip(&["addr", "add", &format!("10.1.{n}.1/24"), "dev", &port])
+            .unwrap();
+        router.ip(&["link", "set", &port, "up"]).unwrap();
+        let ns = &c.host(i).ns;
+        ns.ip(&["addr", "add", &format!("{}/24", wan(i)), "dev", "wan0"])
+            .unwrap();
+        ns.ip(&["link", "set", "wan0", "up"]).unwrap();
+        ns.ip(&[
+            "route",
+            "add",
+            &format!("10.1.{}.0/24", 2 - i),
+            "via",
+            &format!("10.1.{n}.1"),
+        ])
+        .unwrap();
+    }
+    let forwarding = router
+        .command("sysctl".as_ref())
+        .args(["-qw", "net.ipv4.ip_forward=1"])
+        .status()
+        .unwrap();
+    assert!(forwarding.success());
+    let keys = [keypair(), keypair()];
+    for i in 0..2 {
+        let key = key_file(c.dir(), &format!("key{i}"), &keys[i].0);
+        let endpoint = wan(1 - i);
+        let inner = c.addr(1 - i, false).to_string();
+        c.start(
+            i,
+            &[
+                "syncdev",
+                "eth0",
+                "syncpeer",
+                "192.0.2.250",
+                "securekey",
+                &key,
+                "securepeer",
+                &endpoint,
+                "pubkey",
+                &keys[1 - i].1,
+                "inner",
+                &inner,
+                "up",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_states_cross(&c);
+    for i in 0..2 {
+        let peer = secure_peer_json(&c, i);
+        assert_eq!(peer["handshake"], "established", "host {}: {peer}", i + 1);
+        assert_eq!(peer["endpoint"], format!("{}:5240", wan(1 - i)));
+    }
+}
