@@ -210,7 +210,7 @@ pub const WORDS: &[Word] = &[
     Word {
         usage: "securekey FILE",
         example: "securekey /etc/pfsyncd.key",
-        meaning: "this node's WireGuard private key file (mode 600) for the secure link (in development: checked, then refused at start)",
+        meaning: "this node's WireGuard private key file (mode 600) for the secure link",
     },
     Word {
         usage: "-securekey",
@@ -235,7 +235,7 @@ pub const WORDS: &[Word] = &[
     Word {
         usage: "securepeer ADDR[:PORT] pubkey KEY [psk FILE] [inner ADDR]",
         example: "securepeer 192.0.2.7:5240 pubkey HIo9x/T6qmUJ9cYMqWfPamNTEMNzbXw5G5ndlzmO3B0= psk /etc/pfsyncd.psk",
-        meaning: "a pfsyncd peer reached over UDP and authenticated by its public key (repeatable; IPv6 as [ADDR]:PORT; in development: refused at start)",
+        meaning: "a pfsyncd peer reached over UDP and authenticated by its public key (repeatable; IPv6 as [ADDR]:PORT)",
     },
     Word {
         usage: "-securepeer",
@@ -465,7 +465,10 @@ impl SyncConfig {
         if self.syncpeers.is_empty() || self.anysource {
             AllowedSources::Any
         } else {
-            AllowedSources::Only(self.syncpeers.clone())
+            // What the secure link authenticated comes from a configured peer's inner
+            // address: a syncpeer list for the plain link does not refuse it.
+            let secure = self.secure.peers.iter().map(|p| p.inner_addr());
+            AllowedSources::Only(self.syncpeers.iter().copied().chain(secure).collect())
         }
     }
 }

@@ -12,6 +12,7 @@ use anyhow::Context;
 use nix::sys::signal::{SigSet, Signal};
 
 use super::engine::process::EngineProcess;
+use super::engine::secure::SecureSide;
 use super::link::open_link;
 use super::options::{load_config, Options, TableChoice};
 use super::parent::control_socket::ControlSocket;
@@ -19,6 +20,7 @@ use super::parent::detach::{self, StartReport};
 use super::parent::kernel_start;
 use super::parent::pidfile::Pidfile;
 use super::parent::process::Parent;
+use super::parent::secure::SecureSockets;
 use super::parent::table::{open_pf, Table};
 use super::privsep::{self, Sandbox};
 use crate::metrics::textfile::check_writable;
@@ -71,13 +73,8 @@ pub fn random_bytes() -> io::Result<[u8; 32]> {
 pub fn run(mut options: Options) -> anyhow::Result<()> {
     let config = load_config(&options)?;
     // The secure link's key files are checked first, so a key others can read is the
-    // one line the admin sees. Until the daemon carries the link, starting with it
-    // configured is refused rather than silently running without it.
-    if super::parent::secure::load_secure_keys(&config.secure)?.is_some() {
-        anyhow::bail!(
-            "the secure link (securekey, securepeer) is not carried by this daemon yet: its keys check out, but start without the secure* words"
-        );
-    }
+    // one line the admin sees.
+    let secure_keys = super::parent::secure::load_secure_keys(&config.secure)?;
     #[cfg(all(pfsyncd_bindings, any(target_os = "freebsd", target_os = "openbsd")))]
     if options.table == TableChoice::Pf {
         kernel_start::check_kernel_pfsync()?;
@@ -87,6 +84,19 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
     let sandbox = Sandbox::lookup(&options.user, &options.chroot)?;
     let mut pidfile = options.pidfile.as_deref().map(Pidfile::lock).transpose()?;
     let link = open_link(&config)?;
+    let secure = match secure_keys {
+        None => None,
+        Some(keys) => {
+            let inner_addr = super::parent::secure::our_inner_addr(&config)?;
+            let sockets = SecureSockets::open(&config.secure)
+                .with_context(|| format!("secureport {}", config.secure.port))?;
+            Some((keys, inner_addr, sockets))
+        }
+    };
+    let (secure_keys, secure_sockets) = match secure {
+        None => (None, None),
+        Some((keys, inner_addr, sockets)) => (Some((keys, inner_addr)), Some(sockets)),
+    };
     let metrics_server = open_metrics(&options)?;
     let control = ControlSocket::bind(&options.control)
         .with_context(|| format!("control socket {}", options.control.display()))?;
@@ -129,6 +139,7 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
             drop((
                 table,
                 link,
+                secure_sockets,
                 parent_end,
                 parent_requests,
                 listener,
@@ -169,6 +180,9 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
                         sandbox,
                         random,
                         link_open,
+                        secure_keys.map(|(keys, inner_addr)| {
+                            SecureSide::start(keys.private_key, inner_addr, keys.peers)
+                        }),
                     );
                     engine.run()
                 }
@@ -181,7 +195,8 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Forked::Parent { child } => {
-            drop((engine_end, engine_requests));
+            // The keys are the engine process's alone from here.
+            drop((engine_end, engine_requests, secure_keys));
             #[cfg(target_os = "openbsd")]
             privsep::sandbox::unveil_parent(
                 options.config_file.as_deref(),
@@ -201,6 +216,7 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
                 config,
                 table,
                 link,
+                secure_sockets,
                 parent_end,
                 parent_requests,
                 child,

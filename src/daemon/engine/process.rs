@@ -16,6 +16,7 @@ use nix::sys::signal::Signal;
 
 use super::peers::Peers;
 use super::requests::{self as engine_requests, EngineParts};
+use super::secure::{SecureReceive, SecureSide};
 use crate::daemon::config::SyncConfig;
 use crate::daemon::link::link_settings;
 use crate::daemon::options::Options;
@@ -40,6 +41,8 @@ pub(in crate::daemon) struct EngineProcess {
     config: SyncConfig,
     engine: Engine,
     peers: Peers,
+    /// The secure link, when configured: every packet sent goes through it too.
+    secure: Option<SecureSide>,
     sandbox: Sandbox,
     link_open: bool,
     channel: Channel,
@@ -70,6 +73,7 @@ enum Stop {
 
 impl EngineProcess {
     /// The engine, configured as the daemon starts.
+    #[allow(clippy::too_many_arguments)]
     pub(in crate::daemon) fn new(
         options: Options,
         config: SyncConfig,
@@ -78,6 +82,7 @@ impl EngineProcess {
         sandbox: Sandbox,
         random: [u8; 32],
         link_open: bool,
+        secure: Option<SecureSide>,
     ) -> EngineProcess {
         let mut ec = Config::random(config.dialect, random);
         ec.creatorid = options.creatorid;
@@ -107,6 +112,7 @@ impl EngineProcess {
             config,
             engine,
             peers: Peers::default(),
+            secure,
             sandbox,
             link_open,
             channel,
@@ -136,6 +142,9 @@ impl EngineProcess {
             let wait = self
                 .engine
                 .poll_timeout()
+                .into_iter()
+                .chain(self.secure.as_ref().map(SecureSide::tick_deadline))
+                .min()
                 .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
                 .min(Duration::from_secs(1));
             // Frames left from the last turn's budget are taken without waiting.
@@ -188,6 +197,9 @@ impl EngineProcess {
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
             }
+            if let Some(secure) = &mut self.secure {
+                secure.tick(now);
+            }
             self.drain();
             if now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
                 self.housekeeping(now);
@@ -218,6 +230,12 @@ impl EngineProcess {
         while let Some((kind, body)) = self.channel.next_frame_in(&mut budget)? {
             match ToEngine::decode(kind, body)? {
                 ToEngine::Packet(rx) => {
+                    // A secure peer's packets come only through the secure link.
+                    if let Some(secure) = &mut self.secure {
+                        if secure.refuse_plain(rx.source) {
+                            continue;
+                        }
+                    }
                     if let (Some(src), true, 255) = (rx.source, rx.on_syncdev, rx.ttl) {
                         // A sender refused for its address is no peer of ours.
                         if self.engine.accepts_source(Some(src))
@@ -258,9 +276,37 @@ impl EngineProcess {
                 }
                 // Requests come on their own channel (take_requests).
                 ToEngine::Request { .. } => return Err(misplaced("request")),
-                // The parent holds no secure link yet (the start refuses the words).
-                ToEngine::SecureDatagram { .. } => return Err(misplaced("secure datagram")),
-                ToEngine::SecureKey(_) => return Err(misplaced("secure key")),
+                ToEngine::SecureDatagram { from, datagram } => {
+                    let Some(secure) = &mut self.secure else {
+                        return Err(misplaced("secure datagram"));
+                    };
+                    match secure.receive(from, datagram) {
+                        SecureReceive::Packet(packet) => {
+                            let rx = SecureSide::received(&packet);
+                            if let Some(src) = rx.source {
+                                if self.peers.heard(now, src, rx.payload) {
+                                    log_info!("secure peer {src} heard");
+                                }
+                            }
+                            self.engine.handle_packet(now, rx);
+                        }
+                        SecureReceive::Nothing => {}
+                        SecureReceive::Refused { log, .. } => {
+                            if let Some(line) = log {
+                                log_warn!("{line}");
+                            }
+                        }
+                    }
+                    // Handshake answers and the packets of this one before the next.
+                    self.drain();
+                }
+                ToEngine::SecureKey(key) => {
+                    let Some(secure) = &mut self.secure else {
+                        return Err(misplaced("secure key"));
+                    };
+                    secure.set_private_key(crate::secure::PrivateKey::from_bytes(*key.0));
+                    log_info!("secure link: new private key; every peer handshakes again");
+                }
                 ToEngine::Shutdown { signal } => {
                     self.shutdown(now, signal);
                     return Ok(Some(Stop::Asked));
@@ -294,6 +340,7 @@ impl EngineProcess {
                 options: &self.options,
                 config: &self.config,
                 peers: &self.peers,
+                secure: self.secure.as_ref(),
                 sandbox: &self.sandbox,
                 link_open: self.link_open,
                 bulk_ops_in_flight: self.bulk_end_op.saturating_sub(applied),
@@ -336,6 +383,15 @@ impl EngineProcess {
         self.engine.set_sync_delay(config.engine_sync_delay());
         self.engine.set_allowed_sources(config.allowed_sources());
         self.engine.set_ifmap(config.ifmap.clone());
+        if let Some(secure) = &mut self.secure {
+            let peers = secure.peers_from_config(&config.secure);
+            for (addr, outcome) in secure.set_peers(peers) {
+                match outcome {
+                    Ok(change) => log_info!("secure peer {addr}: {change:?}"),
+                    Err(e) => log_error!("secure peer {addr}: {e}"),
+                }
+            }
+        }
         self.config = config;
         self.link_open = link_open;
         ToParent::Reconfigured.encode(self.channel.queue());
@@ -383,7 +439,7 @@ impl EngineProcess {
     /// Sends the engine's table operations, carp requests and packets to the parent,
     /// and logs its events.
     fn drain(&mut self) {
-        let (engine, channel) = (&mut self.engine, &mut self.channel);
+        let (engine, channel, secure) = (&mut self.engine, &mut self.channel, &mut self.secure);
         while let Some(op) = engine.poll_table_op() {
             ToParent::Table {
                 op,
@@ -425,6 +481,12 @@ impl EngineProcess {
             if self.link_open {
                 ToParent::Transmit(&t.payload).encode(channel.queue());
             }
+            if let Some(secure) = secure.as_mut() {
+                secure.send(&t.payload);
+            }
+        }
+        if let Some(secure) = secure.as_mut() {
+            secure.queue_datagrams(channel.queue());
         }
     }
 }

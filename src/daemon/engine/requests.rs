@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use super::peers::Peers;
+use super::secure::SecureSide;
 use crate::daemon::config::SyncConfig;
 use crate::daemon::options::Options;
 use crate::daemon::privsep::{ParentReport, Sandbox};
@@ -22,6 +23,8 @@ pub(super) struct EngineParts<'e> {
     pub(super) options: &'e Options,
     pub(super) config: &'e SyncConfig,
     pub(super) peers: &'e Peers,
+    /// The secure link, when configured.
+    pub(super) secure: Option<&'e SecureSide>,
     pub(super) sandbox: &'e Sandbox,
     pub(super) link_open: bool,
     /// Table operations of the last bulk update the parent had not yet applied when it
@@ -312,6 +315,7 @@ fn stats_json(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> Value {
         "churn": r.churn_made,
         "peers": peers,
         "untracked_peer_packets": d.peers.untracked,
+        "secure": d.secure.map(|side| side.stats_json(now)),
     })
 }
 
@@ -426,6 +430,9 @@ fn stats_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
             p.bytes,
             p.version
         );
+    }
+    if let Some(side) = d.secure {
+        s.push_str(&side.stats_text(now));
     }
     s
 }

@@ -6,10 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+use crate::daemon::privsep::ToParent;
+use crate::daemon::secure_config::SecureConfig;
 use crate::engine::Received;
 use crate::secure::{
     HandshakeState, InnerPacket, LinkError, PeerChange, PeerConfig, PrivateKey, Refusal,
@@ -33,9 +35,15 @@ pub enum SecureReceive {
     },
 }
 
+/// How often the tunnels' timers run (the handshake retry and keepalive timers are
+/// kept to this granularity, as WireGuard's are).
+pub const TIMER_TICK: Duration = Duration::from_millis(250);
+
 /// The engine process's secure link.
 pub struct SecureSide {
     link: SecureLink,
+    /// When the tunnels' timers run next.
+    next_tick: Instant,
     /// Sources already reported as failing to authenticate.
     reported: BTreeSet<IpAddr>,
     /// Plain-link packets refused because their source is a secure peer's.
@@ -47,9 +55,27 @@ impl SecureSide {
     pub fn new(private_key: PrivateKey, inner_addr: IpAddr) -> SecureSide {
         SecureSide {
             link: SecureLink::new(private_key, inner_addr),
+            next_tick: Instant::now(),
             reported: BTreeSet::new(),
             downgrades: 0,
         }
+    }
+
+    /// The link the daemon starts with, its peers' outcomes logged (a peer refused,
+    /// say for our own key, is left out and said so; the others run).
+    pub fn start(
+        private_key: PrivateKey,
+        inner_addr: IpAddr,
+        peers: Vec<PeerConfig>,
+    ) -> SecureSide {
+        let mut side = SecureSide::new(private_key, inner_addr);
+        for (addr, outcome) in side.set_peers(peers) {
+            match outcome {
+                Ok(_) => crate::log_info!("secure peer {addr} configured"),
+                Err(e) => crate::log_error!("secure peer {addr}: {e}"),
+            }
+        }
+        side
     }
 
     /// Makes the peers exactly `peers`: new ones added, changed ones re-keyed or moved,
@@ -76,6 +102,72 @@ impl SecureSide {
             outcome.push((addr, self.link.set_peer(peer)));
         }
         outcome
+    }
+
+    /// When [`SecureSide::tick`] is due, for the loop's poll timeout.
+    pub fn tick_deadline(&self) -> Instant {
+        self.next_tick
+    }
+
+    /// Runs the tunnels' timers when due.
+    pub fn tick(&mut self, now: Instant) {
+        if now >= self.next_tick {
+            self.link.update_timers();
+            self.next_tick = now + TIMER_TICK;
+        }
+    }
+
+    /// Wraps one pfsync packet the engine sends for every secure peer (a peer without
+    /// a session holds it and starts a handshake).
+    pub fn send(&mut self, payload: &[u8]) {
+        if let Err(e) = self.link.send(payload) {
+            crate::log_warn!(
+                "secure link: packet of {} bytes not sent: {e}",
+                payload.len()
+            );
+        }
+    }
+
+    /// Queues every datagram the link has to send for the parent, which owns the
+    /// sockets.
+    pub fn queue_datagrams(&mut self, out: &mut Vec<u8>) {
+        while let Some(d) = self.link.poll_datagram() {
+            ToParent::SecureSend {
+                to: d.to,
+                datagram: &d.bytes,
+            }
+            .encode(out);
+        }
+    }
+
+    /// The peers a reloaded configuration names. The pre-shared keys are the parent's to
+    /// read (this process cannot open the files): a peer keeps the one it had; a peer
+    /// new since the start gets none, and its line says so.
+    pub fn peers_from_config(&self, secure: &SecureConfig) -> Vec<PeerConfig> {
+        secure
+            .peers
+            .iter()
+            .map(|entry| {
+                let inner_addr = entry.inner_addr();
+                let known = self
+                    .link
+                    .peers()
+                    .map(|p| p.config())
+                    .find(|c| c.inner_addr == inner_addr);
+                let preshared_key = known.and_then(|c| c.preshared_key.clone());
+                if entry.psk_file.is_some() && preshared_key.is_none() {
+                    crate::log_warn!(
+                        "secure peer {inner_addr}: its psk is read at the next start, not on SIGHUP; without it the handshake fails"
+                    );
+                }
+                PeerConfig {
+                    public_key: entry.public_key,
+                    preshared_key,
+                    endpoint: entry.endpoint(secure.port),
+                    inner_addr,
+                }
+            })
+            .collect()
     }
 
     /// Takes a new private key; every session re-handshakes.

@@ -26,6 +26,7 @@ use super::detach::StartReport;
 use super::metrics_export::{MetricsExport, Waiter};
 use super::pidfile::Pidfile;
 use super::requests::{self as table_requests, TableParts};
+use super::secure::SecureSockets;
 use super::table::Table;
 use crate::daemon::config::SyncConfig;
 use crate::daemon::link::{open_link, Link};
@@ -61,6 +62,9 @@ pub(in crate::daemon) struct Parent {
     synth: Synth,
     churn: Churn,
     link: Option<Link>,
+    /// The secure link's sockets, when configured; what they read goes to the engine
+    /// process unparsed.
+    secure: Option<SecureSockets>,
     /// The link a SIGHUP opened, taken into use once the engine has flushed under the
     /// old one.
     pending_link: Option<Option<Link>>,
@@ -105,6 +109,7 @@ impl Parent {
         config: SyncConfig,
         table: Table,
         link: Option<Link>,
+        secure: Option<SecureSockets>,
         channel: Channel,
         requests: Channel,
         engine_pid: Pid,
@@ -139,6 +144,7 @@ impl Parent {
             table_stats: TableStats::default(),
             churn: Churn::default(),
             link,
+            secure,
             pending_link: None,
             carp,
             carp_broken: false,
@@ -226,6 +232,13 @@ impl Parent {
                 if let (Some(link), true) = (&self.link, read_link) {
                     fds.push(PollFd::new(link.input.as_fd(), PollFlags::POLLIN));
                 }
+                if let (Some(secure), true) = (&self.secure, read_link) {
+                    fds.extend(
+                        secure
+                            .sockets()
+                            .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN)),
+                    );
+                }
                 if self.stopping.is_none() {
                     fds.extend(self.metrics.poll_fds());
                 }
@@ -244,6 +257,9 @@ impl Parent {
             }
             if read_link {
                 self.receive(&mut buf);
+                if let Some(secure) = &self.secure {
+                    secure.receive(&mut buf, RECEIVE_BATCH, self.channel.queue());
+                }
                 // The engine can start on these while this turn goes on (two cores).
                 if let Err(e) = self.channel.flush() {
                     break self.engine_gone(e);
@@ -342,8 +358,15 @@ impl Parent {
                 ToParent::Taken(n) => self.crossings.taken(n),
                 ToParent::Ready => self.start.running(),
                 ToParent::Done => self.engine_done = true,
-                // No secure link socket is opened yet (the start refuses the words).
-                ToParent::SecureSend { .. } => return Err(misplaced("secure send")),
+                ToParent::SecureSend { to, datagram } => {
+                    let Some(secure) = &self.secure else {
+                        return Err(misplaced("secure send"));
+                    };
+                    if let Err(e) = secure.send_to(to, datagram) {
+                        log_debug!("secure link: send to {to}: {e}");
+                        self.send_failures += 1;
+                    }
+                }
             }
         }
         filled?;
@@ -665,6 +688,19 @@ impl Parent {
         if config == self.config {
             log_info!("SIGHUP: configuration unchanged");
             return;
+        }
+        if (
+            &config.secure.key_file,
+            config.secure.port,
+            &config.secure.inner_addr,
+        ) != (
+            &self.config.secure.key_file,
+            self.config.secure.port,
+            &self.config.secure.inner_addr,
+        ) {
+            log_warn!(
+                "SIGHUP: securekey, secureport and secureaddr are taken at the next start; the peers change now"
+            );
         }
         let link_changed = (config.up, config.syncdev, &config.syncpeers)
             != (self.config.up, self.config.syncdev, &self.config.syncpeers);

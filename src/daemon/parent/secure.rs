@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use socket2::{Domain, Protocol, Socket, Type};
 use zeroize::Zeroizing;
 
+use crate::daemon::config::SyncConfig;
+use crate::daemon::privsep::ToEngine;
 use crate::daemon::secure_config::SecureConfig;
+use crate::net::Interface;
 use crate::secure::{
     check_private_key_file, read_private_key, KeyError, PeerConfig, PresharedKey, PrivateKey,
 };
@@ -42,6 +45,9 @@ pub enum SecureKeyError {
         /// Why (not a `source`: the line says it once).
         why: KeyError,
     },
+    /// No `secureaddr`, and the sync interface has no address to take instead.
+    #[error("the secure link needs this node's inner address: give secureaddr, or a syncdev with an IPv4 address (IPv6 peers need secureaddr)")]
+    NoInnerAddr,
 }
 
 /// The secure link's keys and peers, ready for `SecureLink`.
@@ -89,6 +95,20 @@ pub fn load_secure_keys(secure: &SecureConfig) -> Result<Option<SecureKeys>, Sec
         });
     }
     Ok(Some(SecureKeys { private_key, peers }))
+}
+
+/// This node's inner address, the source of the pfsync packets it wraps: `secureaddr`,
+/// else the sync interface's IPv4 address (what the plain link would send from).
+pub fn our_inner_addr(config: &SyncConfig) -> Result<IpAddr, SecureKeyError> {
+    if let Some(addr) = config.secure.inner_addr {
+        return Ok(addr);
+    }
+    config
+        .syncdev
+        .and_then(|dev| Interface::lookup(&dev.to_string()).ok())
+        .and_then(|iface| iface.ipv4())
+        .map(IpAddr::from)
+        .ok_or(SecureKeyError::NoInnerAddr)
 }
 
 fn open_checked(path: &Path) -> Result<File, KeyError> {
@@ -146,6 +166,33 @@ impl SecureSockets {
         self.v4.iter().chain(self.v6.iter())
     }
 
+    /// Reads what waits on the sockets, at most `batch` datagrams each, and queues each
+    /// unparsed for the engine process, which alone holds the keys; the count read.
+    pub fn receive(&self, buf: &mut [u8], batch: usize, out: &mut Vec<u8>) -> usize {
+        let mut read = 0;
+        for socket in self.sockets() {
+            for _ in 0..batch {
+                match socket.recv_from(buf) {
+                    Ok((n, from)) => {
+                        ToEngine::SecureDatagram {
+                            from,
+                            datagram: &buf[..n],
+                        }
+                        .encode(out);
+                        read += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        // An ICMP error of an earlier send shows here; the next read goes on.
+                        crate::log_debug!("secure link socket: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        read
+    }
+
     /// Sends one datagram the engine process asked for; a destination of a family no
     /// socket is open for is refused (the engine only names configured peers).
     pub fn send_to(&self, to: SocketAddr, datagram: &[u8]) -> io::Result<usize> {
@@ -163,7 +210,6 @@ impl SecureSockets {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::daemon::config::SyncConfig;
     use std::fs::{self, OpenOptions};
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
