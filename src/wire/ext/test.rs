@@ -1,0 +1,56 @@
+//! Frame-level tests: header refusals, and any bytes parse or are refused, never panic.
+
+use super::*;
+
+static ACK: [u8; 32] = [
+    0xc5, 0x06, 0x00, 0x20, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, //
+    0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1,
+];
+
+#[test]
+fn header_refusals_name_the_cause() {
+    assert_eq!(FrameRepr::parse(&ACK[..15]), Err(Error::Short { have: 15 }));
+    let mut pfsync = ACK;
+    pfsync[0] = 6;
+    assert_eq!(FrameRepr::parse(&pfsync), Err(Error::BadVersion(6)));
+    let mut kind = ACK;
+    kind[1] = 0;
+    assert_eq!(FrameRepr::parse(&kind), Err(Error::BadKind(0)));
+    let mut long = ACK.to_vec();
+    long.push(0);
+    assert_eq!(
+        FrameRepr::parse(&long),
+        Err(Error::BadLength { said: 32, have: 33 })
+    );
+}
+
+#[test]
+fn kind_codes_round_trip() {
+    for kind in Kind::ALL {
+        assert_eq!(Kind::from_code(kind.code()), Some(kind));
+    }
+    assert_eq!(Kind::from_code(11), None);
+}
+
+#[test]
+fn every_frame_longer_than_a_pfsync_header_but_empty_lists() {
+    // Kernels count badver only past the 20-byte header check (hdrops before it).
+    assert!(SIZE + hello::SIZE >= 20);
+    assert!(SIZE + ack::SIZE >= 20);
+    assert!(DATA_OVERHEAD + 1 >= 20);
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_bytes_parse_or_are_refused(mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), kind in 0u8..12) {
+        if bytes.len() >= 4 {
+            bytes[0] = VERSION;
+            bytes[1] = kind;
+            let len = bytes.len() as u16;
+            bytes[2..4].copy_from_slice(&len.to_be_bytes());
+        }
+        if let Ok(frame) = FrameRepr::parse(&bytes) {
+            proptest::prop_assert_eq!(frame.to_vec(), bytes.clone());
+        }
+    }
+}
