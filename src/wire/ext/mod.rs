@@ -79,6 +79,10 @@ wire_struct! {
 /// sequence number. The engine builds packets this much under the link MTU.
 pub const DATA_OVERHEAD: usize = SIZE + data::SIZE;
 
+// Kernels count badver only past their 20-byte header check (hdrops before it): keep
+// the frames a kernel peer sees most (HELLO, ACK, DATA) past it.
+const _: () = assert!(SIZE + hello::SIZE >= 20 && SIZE + ack::SIZE >= 20 && DATA_OVERHEAD >= 20);
+
 /// The largest frame: its length is a 16-bit field.
 pub const MAX_FRAME: usize = u16::MAX as usize;
 
