@@ -604,11 +604,13 @@ fn digest_converges(loss: f64, seed: u64) {
             break;
         }
     }
-    assert_eq!(
-        net.nodes[1].index.ids(creator),
-        want,
-        "not converged after {:?}",
-        net.now - start
+    let held = net.nodes[1].index.ids(creator);
+    assert!(
+        held == want,
+        "not converged after {:?}: {} ids held the creator lacks, {} lacking",
+        net.now - start,
+        held.difference(&want).count(),
+        want.difference(&held).count()
     );
     let stats = net.nodes[1].sessions.peer(addr(0)).unwrap().stats;
     assert!(stats.digest_rounds > 0 && stats.buckets_differing > 0);

@@ -44,6 +44,7 @@ pub mod hello;
 pub mod ids;
 pub mod nack;
 pub mod need;
+pub mod pretty;
 mod ranges;
 
 use crate::wire::codec::wire_struct;
