@@ -27,6 +27,11 @@ use crate::wire::ext::{DigestRepr, IdsRepr};
 
 /// What the session layer needs of the state table for a digest exchange. Buckets are
 /// [`bucket_of`] of the id; sums are [`BucketSum::add`] of every id in the bucket.
+///
+/// `digest` is asked once per peer and period for our own states and once per digest
+/// received: an implementation on a large table keeps the sums per creator up to date
+/// as states come and go ([`BucketSum::add`] / [`BucketSum::remove`], O(1) each, xor
+/// being its own inverse) rather than summing the table each time.
 pub trait StateIndex {
     /// The sums of the ids of `creator`'s states held here, `buckets` of them (our own
     /// states when `creator` is our creator id).

@@ -415,6 +415,8 @@ impl Sessions {
     /// Does the digest work queued (see [`Event::DigestWork`]) against `index`.
     pub fn digest_work(&mut self, now: Instant, index: &impl StateIndex) {
         let buckets = self.config.digest_buckets;
+        // The runs of one digest usually arrive together: sum each creator once.
+        let mut sums: HashMap<u32, Vec<BucketSum>> = HashMap::new();
         while let Some(work) = self.work.pop_front() {
             match work {
                 Work::SendDigest { peer } => self.send_digest(peer, index),
@@ -422,7 +424,12 @@ impl Sessions {
                     peer,
                     creator,
                     digest,
-                } => self.compare_digest(peer, creator, digest, index),
+                } => {
+                    let ours = sums
+                        .entry(creator)
+                        .or_insert_with(|| index.digest(creator, buckets));
+                    self.compare_digest(peer, digest, ours)
+                }
                 Work::AnswerRequest {
                     peer,
                     round,
@@ -705,7 +712,7 @@ impl Sessions {
                 peer.acked = ack.received;
                 let stream = peer
                     .stream
-                    .get_or_insert_with(|| Stream::new(ack.highest_sent + 1));
+                    .get_or_insert_with(|| Stream::new(ack.highest_sent.saturating_add(1)));
                 let change = stream.on_highest(now, ack.highest_sent, window);
                 self.after_change(now, from, change);
                 self.run_nacks(now, from);
@@ -931,18 +938,11 @@ impl Sessions {
         self.count(peer, |s| s.digests_sent += 1);
     }
 
-    fn compare_digest(
-        &mut self,
-        peer: IpAddr,
-        creator: u32,
-        digest: DigestRepr,
-        index: &impl StateIndex,
-    ) {
+    fn compare_digest(&mut self, peer: IpAddr, digest: DigestRepr, ours: &[BucketSum]) {
         if !self.caught_up(peer, digest.as_of) {
             self.count(peer, |s| s.digest_deferred += 1);
             return;
         }
-        let ours = index.digest(creator, digest.buckets);
         let differing: Vec<u16> = digest
             .sums
             .iter()

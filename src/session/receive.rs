@@ -166,7 +166,7 @@ impl Stream {
             self.highest = self.highest.max(floor);
         }
         let last_missing = if arrived { seq - 1 } else { seq };
-        let first_missing = self.highest + 1;
+        let first_missing = self.highest.saturating_add(1);
         for missing in first_missing..=last_missing {
             self.missing.insert(
                 missing,
@@ -187,9 +187,12 @@ impl Stream {
     /// Moves the cumulative mark over what arrived in order. Returns 0: given-up seqs
     /// are counted where they are given up.
     fn advance(&mut self) -> u64 {
-        while self.above.first() == Some(&(self.cumulative + 1)) {
+        while let Some(next) = self.cumulative.checked_add(1) {
+            if self.above.first() != Some(&next) {
+                break;
+            }
             self.above.pop_first();
-            self.cumulative += 1;
+            self.cumulative = next;
         }
         if self.missing.is_empty() {
             self.nack_due = None;
@@ -244,6 +247,16 @@ mod test {
         let c = s.on_highest(t(5), 11, 100);
         assert_eq!(c.gaps, 1);
         assert_eq!(s.due_nacks(t(5), IVAL, 3).0, vec![11]);
+    }
+
+    #[test]
+    fn the_last_sequence_number_does_not_overflow() {
+        let mut s = Stream::new(u64::MAX - 1);
+        assert_eq!(s.on_data(t(0), u64::MAX, 8).0, Arrival::New);
+        assert_eq!(s.on_data(t(0), u64::MAX - 1, 8).0, Arrival::New);
+        assert_eq!(s.cumulative(), u64::MAX);
+        assert_eq!(s.on_data(t(0), u64::MAX, 8).0, Arrival::Duplicate);
+        assert_eq!(s.on_highest(t(0), u64::MAX, 8), Change::default());
     }
 
     #[test]
