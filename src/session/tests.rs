@@ -660,3 +660,100 @@ fn a_young_copy_is_never_forgotten() {
     net.run_for(Duration::from_secs(2));
     assert!(!net.nodes[1].index.ids(100).contains(&7), "then forgotten");
 }
+
+/// A valid frame of any kind with arbitrary field values.
+fn any_body(kind: u8, a: u64, b: u64, n: u16, list: &[u64]) -> Body<'static> {
+    let small = |x: u64| (x % 300) as u16;
+    match kind % 10 {
+        0 => Body::Hello(ext::HelloRepr {
+            features: a as u32,
+            mtu: n,
+            next_seq: b,
+        }),
+        1 => Body::HelloAck(ext::HelloRepr {
+            features: 0,
+            mtu: n,
+            next_seq: b,
+        }),
+        2 => Body::Data(DataRepr {
+            seq: a.max(1),
+            packet: b"pfsync",
+        }),
+        3 | 4 => {
+            let ranges = list
+                .iter()
+                .take(MAX_RANGES)
+                .map(|s| SeqRange {
+                    start: (*s).clamp(1, u64::MAX - u64::from(u32::MAX)),
+                    count: (b as u32).max(1),
+                })
+                .collect();
+            let ranges = SeqRanges { ranges };
+            if kind % 10 == 3 {
+                Body::Nack(ranges)
+            } else {
+                Body::Gone(ranges)
+            }
+        }
+        5 => Body::Ack(ext::AckRepr {
+            highest_sent: a,
+            received: b,
+        }),
+        6 => Body::Digest(ext::DigestRepr {
+            round: a as u32,
+            buckets: 256,
+            first: small(b).min(192),
+            as_of: a,
+            sums: list
+                .iter()
+                .take(64)
+                .map(|x| BucketSum {
+                    xor: *x,
+                    count: n.into(),
+                })
+                .collect(),
+        }),
+        7 => Body::DigestReq(ext::DigestReqRepr {
+            round: a as u32,
+            buckets: list.iter().map(|x| *x as u16).collect(),
+        }),
+        8 => Body::Ids(ext::IdsRepr {
+            round: a as u32,
+            bucket: small(b),
+            part: 0,
+            parts: n.max(1),
+            as_of: a,
+            ids: list.to_vec(),
+        }),
+        _ => Body::Need(ext::NeedRepr { ids: list.to_vec() }),
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn valid_frames_with_any_values_never_panic_and_stay_bounded(
+        frames in proptest::collection::vec(
+            (0u8..10, proptest::prelude::any::<u64>(), proptest::prelude::any::<u64>(),
+             proptest::prelude::any::<u16>(),
+             proptest::collection::vec(proptest::prelude::any::<u64>(), 0..60)),
+            1..30,
+        )
+    ) {
+        let mut net = Net::new(2, 0.0, 12);
+        net.ids_payloads = true;
+        net.establish();
+        let identity = net.nodes[1].sessions.config().clone();
+        for (kind, a, b, n, list) in frames {
+            let frame = FrameRepr {
+                sender: ext::Sender { creator: identity.creator, boot: identity.boot },
+                body: any_body(kind, a, b, n, &list),
+            }
+            .to_vec();
+            net.nodes[0].sessions.handle_frame(net.now, addr(1), &frame);
+            net.run_for(ms(30));
+            let peer = net.nodes[0].sessions.peer(addr(1)).unwrap();
+            proptest::prop_assert!(peer.missing as u64 <= net.nodes[0].sessions.config().window);
+        }
+    }
+}
