@@ -16,9 +16,10 @@
 //!   `ph->version != PFSYNC_VERSION` counts `pfsyncs_badver` and leaves; v1.74 does the
 //!   same before it reads `ph->action`.
 //!
-//! A frame shorter than the 20-byte pfsync header is counted in `hdrops` instead; every
-//! frame but an empty NACK/GONE/NEED is longer. Either way the kernel reads nothing
-//! past the first bytes, so no action of ours can reach a kernel's state table.
+//! A datagram shorter than the 20-byte pfsync header would be counted in `hdrops`
+//! instead; the smallest frame (an empty NACK, GONE or NEED) is 20 bytes, so every frame
+//! counts `badver`. Either way the kernel reads nothing past the first bytes, so no
+//! action of ours can reach a kernel's state table.
 //!
 //! ```text
 //!  0       1       2               4               8                              16

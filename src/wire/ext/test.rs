@@ -46,3 +46,46 @@ proptest::proptest! {
         }
     }
 }
+
+/// Our reader applies the kernels' first check (`pfsync_input`: header version, before
+/// anything else is read): every frame kind is refused there and counted `badver`, as
+/// FreeBSD (freebsd/freebsd-src@01194da2) and OpenBSD count it.
+#[test]
+fn every_frame_is_a_badver_to_a_pfsync_reader() {
+    let sender = Sender {
+        creator: 1,
+        boot: 2,
+    };
+    let bodies = [
+        Body::Hello(HelloRepr::default()),
+        Body::HelloAck(HelloRepr::default()),
+        Body::Data(DataRepr {
+            seq: 1,
+            packet: &[6, 0, 0, 24],
+        }),
+        Body::Nack(SeqRanges::default()),
+        Body::Gone(SeqRanges::default()),
+        Body::Ack(AckRepr::default()),
+        Body::Digest(DigestRepr {
+            buckets: 256,
+            ..Default::default()
+        }),
+        Body::DigestReq(DigestReqRepr::default()),
+        Body::Ids(IdsRepr {
+            parts: 1,
+            ..Default::default()
+        }),
+        Body::Need(NeedRepr::default()),
+    ];
+    for body in bodies {
+        let kind = body.kind();
+        let bytes = FrameRepr { sender, body }.to_vec();
+        let err = crate::wire::PacketReader::new(&bytes).unwrap_err();
+        let expected = if bytes.len() < 20 {
+            crate::wire::Counter::Hdrops
+        } else {
+            crate::wire::Counter::Badver
+        };
+        assert_eq!(err.counter(), expected, "{}", kind.name());
+    }
+}
