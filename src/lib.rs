@@ -16,6 +16,7 @@ pub mod lab;
 pub mod metrics;
 pub mod net;
 pub mod secure;
+pub mod session;
 pub mod state;
 #[allow(unsafe_code)]
 pub mod sys;

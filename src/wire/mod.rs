@@ -10,6 +10,7 @@
 
 pub(crate) mod codec;
 pub mod dialect;
+pub mod ext;
 pub mod frame;
 pub mod header;
 pub mod msg;

@@ -77,6 +77,10 @@ pub const INDENT: &str = "    ";
 impl Display for PacketText<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         write!(f, "{}", Prefix(self.envelope))?;
+        // pfsyncd's own frames travel where pfsync packets do.
+        if crate::wire::ext::is_ext(self.payload) {
+            return write!(f, "{}", crate::wire::ext::pretty::FrameText(self.payload));
+        }
         let reader = match PacketReader::new(self.payload) {
             Ok(reader) => reader,
             Err(e) => {
@@ -775,6 +779,12 @@ pub fn sender_dialect(reader: &PacketReader<'_>) -> &'static str {
 /// instead of `header` and `messages`.
 pub fn json(envelope: &Envelope, payload: &[u8]) -> Value {
     let mut object = envelope_json(envelope);
+    if crate::wire::ext::is_ext(payload) {
+        if let Value::Object(ext) = crate::wire::ext::pretty::frame_json(payload) {
+            object.extend(ext);
+        }
+        return Value::Object(object);
+    }
     match PacketReader::new(payload) {
         Err(e) => {
             object.insert("len".into(), payload.len().into());

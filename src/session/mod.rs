@@ -1,0 +1,1010 @@
+//! Per-peer sessions between pfsyncd peers: discovery, sequence numbers, loss recovery
+//! and digests, sans-IO.
+//!
+//! No sockets, no clock reads, no randomness (the boot id comes from the caller):
+//! [`Sessions`] is fed frames and plain-packet sightings with the current time and
+//! drained of datagrams to send ([`Sessions::poll_transmit`]), pfsync packets for the
+//! engine ([`Sessions::poll_deliver`]) and events ([`Sessions::poll_event`]); the caller
+//! calls [`Sessions::handle_timeout`] at [`Sessions::poll_timeout`]. Frames are the
+//! `wire::ext` frames, carried where pfsync packets are; a peer is keyed by its address
+//! (the plain-link source, or a secure peer's inner address).
+//!
+//! **Discovery.** A plain pfsync packet from an unknown source ([`Sessions::note_plain`])
+//! makes us send it HELLO, [`Config::probe_tries`] times [`Config::probe_interval`]
+//! apart; a pfsyncd peer answers HELLO_ACK and the session is established. A source that
+//! never answers is a kernel peer (or a daemon without extensions), probed again once
+//! per [`Config::kernel_reprobe`]. A kernel drops every frame at its version check and
+//! counts `badver` (see `wire::ext`): a kernel peer counts `probe_tries` (3) badver when
+//! first seen and 3 more per hour. A secure peer ([`Sessions::add_secure_peer`]) is a
+//! pfsyncd peer by definition: HELLO at once, and again every `probe_interval` until it
+//! answers. Only HELLO and HELLO_ACK establish a session or change a peer's identity
+//! (creator, boot id); a new boot id means the peer restarted and its stream starts
+//! over ([`Event::PeerRestarted`]). Other frames from an address without a session, or
+//! with another identity, are dropped and counted, and the address is sent a HELLO.
+//! A peer silent for [`Config::dead_after`] is down ([`Event::PeerDown`]) and probed.
+//!
+//! **Sequence numbers and loss.** [`Sessions::send_data`] numbers each pfsync packet
+//! once (one stream per sender, from 1) and sends one DATA to each established peer; the
+//! frame is kept in a resend buffer of [`Config::resend_bytes`]. A receiver delivers
+//! every new DATA at once, in any order (the engine merges); duplicates are dropped and
+//! counted. A gap makes it NACK the missing numbers at once, then every
+//! [`Config::nack_interval`] while they stay missing, [`Config::nack_tries`] times; the
+//! sender answers with the same frames from its buffer, or GONE for what it no longer
+//! holds. GONE, exhausted tries, or a jump past [`Config::window`] give the numbers up:
+//! [`Event::ResyncNeeded`] (the daemon requests a bulk from that peer) and the gap is
+//! closed. Tail loss: an ACK (heartbeat) carrying our highest seq goes to every peer
+//! every [`Config::heartbeat_busy`] while DATA went out in the last
+//! [`Config::busy_for`], every [`Config::heartbeat_idle`] otherwise.
+//!
+//! **Bounds.**
+//! - Memory: the resend buffer, `resend_bytes` (8 MiB) for all peers together; per
+//!   peer, at most `window` (4096) sequence numbers tracked (about 100 KiB), the IDS
+//!   parts of one digest round (at most [`MAX_REQ_BUCKETS`] buckets, each at most
+//!   [`Config::max_ids_per_bucket`] ids); at most [`Config::max_peers`] (64) peers;
+//!   digest work queued at most [`MAX_WORK`] items (oldest dropped, counted).
+//! - NACK answers: a token bucket per peer, [`Config::resend_burst`] frames at once and
+//!   [`Config::resend_rate`] a second, however many NACKs of whatever ranges arrive; each
+//!   NACK carries at most [`MAX_RANGES`] ranges and costs at most that many GONE ranges.
+//! - Heartbeats: 48 bytes (with UDP/IP framing about 80) per peer every 100 ms while
+//!   busy (about 0.5 KB/s), every 2 s idle.
+//! - Digests: per peer and period (1 s), N/64 DIGEST frames of 804 bytes (3.2 KB for
+//!   N = 256); when buckets differ, one DIGEST_REQ and per differing bucket its ids
+//!   (8 bytes each, 128 per frame), and NEEDs of at most the ids that differ.
+//! - HELLO: a kernel peer gets `probe_tries` 32-byte frames when first seen and as many
+//!   per hour; a secure peer that does not answer, one per second.
+//!
+//! The outputs queue up until drained; each input produces at most what its own work
+//! amounts to, so draining after each input keeps them small.
+
+mod digest;
+mod peer;
+mod receive;
+mod resend;
+#[cfg(test)]
+mod tests;
+
+pub use digest::{bucket_of, id_hash, sum, BucketSum, StateIndex};
+pub use peer::{Link, PeerInfo, PeerStats};
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use digest::{compare_ids, Work};
+use peer::Peer;
+use receive::{Arrival, Change, Stream};
+use resend::ResendBuffer;
+
+use crate::wire::ext::{
+    self, hello::FEATURE_DIGEST, AckRepr, Body, DataRepr, DigestRepr, DigestReqRepr, FrameRepr,
+    HelloRepr, IdsRepr, NeedRepr, Sender, SeqRange, SeqRanges, MAX_BUCKETS_PER_FRAME,
+    MAX_IDS_PER_FRAME, MAX_RANGES, MAX_REQ_BUCKETS,
+};
+
+/// The most digest work items queued for [`Sessions::digest_work`].
+pub const MAX_WORK: usize = 1024;
+
+/// Tunables. [`Config::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Our creator id and boot id (random per daemon start, from the caller).
+    pub creator: u32,
+    pub boot: u64,
+    /// Our link MTU, told to peers in HELLO.
+    pub mtu: u16,
+    /// Resend buffer size in bytes, all peers together.
+    pub resend_bytes: usize,
+    /// Pause between NACKs for the same missing numbers, and how many NACKs before
+    /// giving them up.
+    pub nack_interval: Duration,
+    pub nack_tries: u32,
+    /// Most sequence numbers tracked above a peer's cumulative mark.
+    pub window: u64,
+    /// Resends per peer: at most `resend_burst` at once, `resend_rate` a second.
+    pub resend_burst: u32,
+    pub resend_rate: u32,
+    /// Heartbeat period while DATA went out in the last `busy_for`, and otherwise.
+    pub heartbeat_busy: Duration,
+    pub heartbeat_idle: Duration,
+    pub busy_for: Duration,
+    /// A peer silent this long is down.
+    pub dead_after: Duration,
+    /// HELLO probes of an unknown source: how many, how far apart; then how long a
+    /// kernel peer is left alone.
+    pub probe_tries: u32,
+    pub probe_interval: Duration,
+    pub kernel_reprobe: Duration,
+    /// Digest period (`None`: no digests), buckets (a power of two, at most 1024), the
+    /// most ids listed per bucket, and the age under which a state is never forgotten.
+    pub digest_period: Option<Duration>,
+    pub digest_buckets: u16,
+    pub max_ids_per_bucket: usize,
+    pub forget_min_age: Duration,
+    /// Most peers (addresses) tracked.
+    pub max_peers: usize,
+}
+
+impl Config {
+    /// The defaults, for creator `creator` and boot id `boot`.
+    pub fn new(creator: u32, boot: u64) -> Config {
+        Config {
+            creator,
+            boot,
+            mtu: 1500,
+            resend_bytes: 8 << 20,
+            nack_interval: Duration::from_millis(20),
+            nack_tries: 10,
+            window: 4096,
+            resend_burst: 1024,
+            resend_rate: 20_000,
+            heartbeat_busy: Duration::from_millis(100),
+            heartbeat_idle: Duration::from_secs(2),
+            busy_for: Duration::from_secs(3),
+            dead_after: Duration::from_secs(10),
+            probe_tries: 3,
+            probe_interval: Duration::from_secs(1),
+            kernel_reprobe: Duration::from_secs(3600),
+            digest_period: Some(Duration::from_secs(1)),
+            digest_buckets: 256,
+            max_ids_per_bucket: 64 * MAX_IDS_PER_FRAME,
+            forget_min_age: Duration::from_secs(1),
+            max_peers: 64,
+        }
+    }
+}
+
+/// Something the daemon acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A pfsyncd peer answered: the extensions are used towards it from now on.
+    PeerUp { peer: IpAddr, creator: u32 },
+    /// An established peer fell silent; it is probed again.
+    PeerDown { peer: IpAddr },
+    /// A peer restarted (new boot id): its stream started over.
+    PeerRestarted { peer: IpAddr, creator: u32 },
+    /// A source never answered HELLO: a kernel peer.
+    KernelPeer { peer: IpAddr },
+    /// DATA from `peer` was lost for good: request a bulk update from it.
+    ResyncNeeded { peer: IpAddr },
+    /// Digest work is queued: call [`Sessions::digest_work`].
+    DigestWork,
+    /// `creator` (at `peer`) no longer has these states: delete our copies.
+    ForgetStates {
+        peer: IpAddr,
+        creator: u32,
+        ids: Vec<u64>,
+    },
+    /// `peer` lacks these states of ours: send full updates of them.
+    AnnounceStates { peer: IpAddr, ids: Vec<u64> },
+}
+
+/// Counters not tied to a known peer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams that are not valid extension frames.
+    pub garbage: u64,
+    /// Valid frames other than HELLO from an address without a session.
+    pub unknown_peer: u64,
+    /// Frames whose sender identity differs from the session's (stale or spoofed).
+    pub stale_identity: u64,
+    /// Addresses not tracked because [`Config::max_peers`] were.
+    pub peers_refused: u64,
+    /// Plain pfsync packets from a session peer (the daemon drops them).
+    pub plain_from_session_peer: u64,
+    /// Payloads too long for a DATA frame.
+    pub data_too_long: u64,
+    /// Digest work items dropped past [`MAX_WORK`].
+    pub digest_work_dropped: u64,
+    /// DATA numbered and sent (to at least one peer).
+    pub data_numbered: u64,
+}
+
+/// Why [`Sessions::send_data`] refused a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("pfsync packet of {len} bytes does not fit a DATA frame (at most {max})")]
+    TooLong { len: usize, max: usize },
+}
+
+/// Every session of this node.
+#[derive(Debug)]
+pub struct Sessions {
+    config: Config,
+    peers: HashMap<IpAddr, Peer>,
+    /// The seq of our next DATA.
+    next_seq: u64,
+    /// When we last sent DATA.
+    last_data_at: Option<Instant>,
+    resend: ResendBuffer,
+    /// Our digest round counter.
+    round: u32,
+    work: VecDeque<Work>,
+    transmit: VecDeque<(IpAddr, Vec<u8>)>,
+    deliver: VecDeque<(IpAddr, Vec<u8>)>,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+impl Sessions {
+    pub fn new(config: Config) -> Sessions {
+        let resend = ResendBuffer::new(config.resend_bytes);
+        Sessions {
+            config,
+            peers: HashMap::new(),
+            next_seq: 1,
+            last_data_at: None,
+            resend,
+            round: 0,
+            work: VecDeque::new(),
+            transmit: VecDeque::new(),
+            deliver: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Whether the extensions are used towards `addr`: plain pfsync packets from it are
+    /// then dropped by the daemon (counted by [`Sessions::note_plain`]).
+    pub fn is_session_peer(&self, addr: IpAddr) -> bool {
+        self.peers.get(&addr).is_some_and(Peer::established)
+    }
+
+    /// What we know of the peer at `addr`.
+    pub fn peer(&self, addr: IpAddr) -> Option<PeerInfo> {
+        self.peers.get(&addr).map(|p| PeerInfo {
+            link: p.link,
+            secure: p.secure,
+            remote: p.remote,
+            mtu: p.mtu,
+            missing: p.stream.as_ref().map_or(0, Stream::missing),
+            received: p.stream.as_ref().map_or(0, Stream::cumulative),
+            acked: p.acked,
+            stats: p.stats,
+        })
+    }
+
+    /// Every tracked address.
+    pub fn peers(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.peers.keys().copied()
+    }
+
+    /// Bytes held in the resend buffer.
+    pub fn resend_bytes(&self) -> usize {
+        self.resend.bytes()
+    }
+
+    /// The highest seq we sent (0 before the first).
+    pub fn highest_sent(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<(IpAddr, Vec<u8>)> {
+        self.transmit.pop_front()
+    }
+
+    pub fn poll_deliver(&mut self) -> Option<(IpAddr, Vec<u8>)> {
+        self.deliver.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// A secure-link peer: a pfsyncd peer by definition, sent HELLO at once and until it
+    /// answers.
+    pub fn add_secure_peer(&mut self, now: Instant, addr: IpAddr) {
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            peer.secure = true;
+            if !peer.established() {
+                peer.link = Link::Probing {
+                    tries: 0,
+                    next_at: now,
+                };
+            }
+        } else if !self.track(addr, true, now) {
+            return;
+        }
+        self.run_probe(now, addr);
+    }
+
+    /// A plain pfsync packet came from `from`. An unknown source is probed; a session
+    /// peer's plain packet is counted (the daemon drops it).
+    pub fn note_plain(&mut self, now: Instant, from: IpAddr) {
+        match self.peers.get(&from) {
+            Some(peer) if peer.established() => self.stats.plain_from_session_peer += 1,
+            Some(_) => {}
+            None => {
+                if self.track(from, false, now) {
+                    self.run_probe(now, from);
+                }
+            }
+        }
+    }
+
+    /// Numbers one pfsync packet and sends it as DATA to every established peer.
+    /// Returns how many peers it went to (0: none established, nothing numbered).
+    pub fn send_data(&mut self, now: Instant, payload: &[u8]) -> Result<usize, SendError> {
+        let max = ext::MAX_FRAME - ext::DATA_OVERHEAD;
+        if payload.is_empty() || payload.len() > max {
+            self.stats.data_too_long += 1;
+            return Err(SendError::TooLong {
+                len: payload.len(),
+                max,
+            });
+        }
+        let targets: Vec<IpAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.established())
+            .map(|(a, _)| *a)
+            .collect();
+        if targets.is_empty() {
+            return Ok(0);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.stats.data_numbered += 1;
+        self.last_data_at = Some(now);
+        let frame = self.frame(Body::Data(DataRepr {
+            seq,
+            packet: payload,
+        }));
+        for addr in &targets {
+            let busy_at = now + self.config.heartbeat_busy;
+            let peer = self.peers.get_mut(addr).expect("listed above");
+            peer.stats.data_out += 1;
+            peer.stats.frames_out += 1;
+            // An idle heartbeat may be seconds away: a lost last DATA must be found soon.
+            if peer.heartbeat_at.is_none_or(|at| at > busy_at) {
+                peer.heartbeat_at = Some(busy_at);
+            }
+            self.transmit.push_back((*addr, frame.clone()));
+        }
+        self.resend.push(seq, frame);
+        Ok(targets.len())
+    }
+
+    /// One datagram on the pfsync path from `from` whose first byte is
+    /// [`ext::VERSION`]. Bad bytes are counted, never a panic.
+    pub fn handle_frame(&mut self, now: Instant, from: IpAddr, bytes: &[u8]) {
+        let frame = match FrameRepr::parse(bytes) {
+            Ok(frame) => frame,
+            Err(_) => {
+                self.stats.garbage += 1;
+                return;
+            }
+        };
+        match frame.body {
+            Body::Hello(hello) => self.on_hello(now, from, frame.sender, hello, true),
+            Body::HelloAck(hello) => self.on_hello(now, from, frame.sender, hello, false),
+            body => {
+                let known = self.peers.get(&from).map(|p| (p.established(), p.remote));
+                match known {
+                    Some((true, Some(remote))) if remote == frame.sender => {}
+                    Some((true, _)) => {
+                        self.stats.stale_identity += 1;
+                        self.hello_to(from, now);
+                        return;
+                    }
+                    _ => {
+                        self.stats.unknown_peer += 1;
+                        // It speaks the extensions: ask who it is (rate-limited by the
+                        // probe schedule).
+                        if !self.peers.contains_key(&from) && self.track(from, false, now) {
+                            self.run_probe(now, from);
+                        }
+                        return;
+                    }
+                }
+                let peer = self.peers.get_mut(&from).expect("checked above");
+                peer.last_heard = Some(now);
+                peer.stats.frames_in += 1;
+                self.on_body(now, from, frame.sender.creator, body);
+            }
+        }
+    }
+
+    /// Does the digest work queued (see [`Event::DigestWork`]) against `index`.
+    pub fn digest_work(&mut self, now: Instant, index: &impl StateIndex) {
+        let buckets = self.config.digest_buckets;
+        // The runs of one digest usually arrive together: sum each creator once.
+        let mut sums: HashMap<u32, Vec<BucketSum>> = HashMap::new();
+        while let Some(work) = self.work.pop_front() {
+            match work {
+                Work::SendDigest { peer } => self.send_digest(peer, index),
+                Work::CompareDigest {
+                    peer,
+                    creator,
+                    digest,
+                } => {
+                    let ours = sums
+                        .entry(creator)
+                        .or_insert_with(|| index.digest(creator, buckets));
+                    self.compare_digest(peer, digest, ours)
+                }
+                Work::AnswerRequest {
+                    peer,
+                    round,
+                    buckets: wanted,
+                } => {
+                    let as_of = self.highest_sent();
+                    for bucket in wanted.into_iter().filter(|b| *b < buckets) {
+                        let mut ids = index.ids_in_bucket(self.config.creator, buckets, bucket);
+                        ids.truncate(self.config.max_ids_per_bucket);
+                        let parts = ids.len().div_ceil(MAX_IDS_PER_FRAME).max(1);
+                        for part in 0..parts {
+                            let chunk = ids
+                                .iter()
+                                .skip(part * MAX_IDS_PER_FRAME)
+                                .take(MAX_IDS_PER_FRAME)
+                                .copied()
+                                .collect();
+                            let body = Body::Ids(IdsRepr {
+                                round,
+                                bucket,
+                                part: part as u16,
+                                parts: parts as u16,
+                                as_of,
+                                ids: chunk,
+                            });
+                            self.send_to(peer, body);
+                        }
+                    }
+                }
+                Work::CompareIds {
+                    peer,
+                    creator,
+                    bucket,
+                    as_of,
+                    ids,
+                } => {
+                    if !self.caught_up(peer, as_of) {
+                        self.count(peer, |s| s.digest_deferred += 1);
+                        continue;
+                    }
+                    let young_after = now.checked_sub(self.config.forget_min_age);
+                    let (forget, need) =
+                        compare_ids(index, creator, buckets, bucket, &ids, young_after);
+                    self.count(peer, |s| {
+                        s.ids_forgotten += forget.len() as u64;
+                        s.ids_needed += need.len() as u64;
+                    });
+                    if !forget.is_empty() {
+                        self.events.push_back(Event::ForgetStates {
+                            peer,
+                            creator,
+                            ids: forget,
+                        });
+                    }
+                    for chunk in need.chunks(MAX_IDS_PER_FRAME) {
+                        self.send_to(
+                            peer,
+                            Body::Need(NeedRepr {
+                                ids: chunk.to_vec(),
+                            }),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The earliest time [`Sessions::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut earliest: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                earliest = Some(earliest.map_or(t, |e| e.min(t)));
+            }
+        };
+        for peer in self.peers.values() {
+            match peer.link {
+                Link::Probing { next_at, .. } => consider(Some(next_at)),
+                Link::Kernel { next_probe_at } => consider(Some(next_probe_at)),
+                Link::Established => {
+                    consider(peer.heartbeat_at);
+                    consider(peer.digest_at);
+                    consider(peer.last_heard.map(|t| t + self.config.dead_after));
+                    consider(peer.stream.as_ref().and_then(Stream::nack_due));
+                }
+            }
+        }
+        earliest
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
+        for addr in addrs {
+            let Some(peer) = self.peers.get_mut(&addr) else {
+                continue;
+            };
+            match peer.link {
+                Link::Probing { next_at, .. } if next_at <= now => self.run_probe(now, addr),
+                Link::Kernel { next_probe_at } if next_probe_at <= now => {
+                    peer.link = Link::Probing {
+                        tries: 0,
+                        next_at: now,
+                    };
+                    self.run_probe(now, addr);
+                }
+                Link::Established => {
+                    if peer
+                        .last_heard
+                        .is_some_and(|t| t + self.config.dead_after <= now)
+                    {
+                        self.peer_down(now, addr);
+                        continue;
+                    }
+                    self.run_nacks(now, addr);
+                    self.run_heartbeat(now, addr);
+                    self.run_digest_timer(now, addr);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Discovery
+
+    /// Starts tracking `addr`, unless `max_peers` are tracked already.
+    fn track(&mut self, addr: IpAddr, secure: bool, now: Instant) -> bool {
+        if self.peers.len() >= self.config.max_peers {
+            self.stats.peers_refused += 1;
+            return false;
+        }
+        let link = Link::Probing {
+            tries: 0,
+            next_at: now,
+        };
+        self.peers.insert(addr, Peer::new(link, secure));
+        true
+    }
+
+    /// Sends the next HELLO of a probing peer, or gives up on it (kernel peer).
+    fn run_probe(&mut self, now: Instant, addr: IpAddr) {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let Link::Probing { tries, next_at } = peer.link else {
+            return;
+        };
+        if next_at > now {
+            return;
+        }
+        if tries >= self.config.probe_tries && !peer.secure {
+            peer.link = Link::Kernel {
+                next_probe_at: now + self.config.kernel_reprobe,
+            };
+            self.events.push_back(Event::KernelPeer { peer: addr });
+            return;
+        }
+        peer.link = Link::Probing {
+            tries: tries + 1,
+            next_at: now + self.config.probe_interval,
+        };
+        self.hello_to(addr, now);
+    }
+
+    fn hello(&self) -> HelloRepr {
+        HelloRepr {
+            features: if self.config.digest_period.is_some() {
+                FEATURE_DIGEST
+            } else {
+                0
+            },
+            mtu: self.config.mtu,
+            next_seq: self.next_seq,
+        }
+    }
+
+    fn hello_to(&mut self, addr: IpAddr, _now: Instant) {
+        let body = Body::Hello(self.hello());
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            peer.stats.hellos_sent += 1;
+        }
+        self.send_to(addr, body);
+    }
+
+    fn on_hello(
+        &mut self,
+        now: Instant,
+        from: IpAddr,
+        sender: Sender,
+        hello: HelloRepr,
+        answer: bool,
+    ) {
+        if !self.peers.contains_key(&from) && !self.track(from, false, now) {
+            return;
+        }
+        let peer = self.peers.get_mut(&from).expect("tracked above");
+        peer.last_heard = Some(now);
+        peer.stats.frames_in += 1;
+        peer.mtu = hello.mtu;
+        peer.features = hello.features;
+        let was_established = peer.established();
+        let restarted = peer.remote.is_some_and(|r| r != sender);
+        let mut change = Change::default();
+        if restarted || peer.stream.is_none() {
+            peer.stream = Some(Stream::new(hello.next_seq));
+            peer.assembly = Default::default();
+            peer.acked = 0;
+        } else if let Some(stream) = peer.stream.as_mut() {
+            // Same boot: what it sent before its next seq and we never saw is missing.
+            change = stream.on_highest(now, hello.next_seq.saturating_sub(1), self.config.window);
+        }
+        self.after_change(now, from, change);
+        let peer = self.peers.get_mut(&from).expect("tracked above");
+        peer.remote = Some(sender);
+        peer.link = Link::Established;
+        if peer.heartbeat_at.is_none() {
+            peer.heartbeat_at = Some(now + self.config.heartbeat_idle);
+        }
+        if peer.digest_at.is_none() {
+            peer.digest_at = self.config.digest_period.map(|p| now + p);
+        }
+        if restarted {
+            peer.stats.restarts += 1;
+            self.events.push_back(Event::PeerRestarted {
+                peer: from,
+                creator: sender.creator,
+            });
+        } else if !was_established {
+            self.events.push_back(Event::PeerUp {
+                peer: from,
+                creator: sender.creator,
+            });
+        }
+        if answer {
+            let body = Body::HelloAck(self.hello());
+            self.send_to(from, body);
+        }
+        self.run_nacks(now, from);
+    }
+
+    fn peer_down(&mut self, now: Instant, addr: IpAddr) {
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            peer.link = Link::Probing {
+                tries: 0,
+                next_at: now,
+            };
+            peer.heartbeat_at = None;
+            peer.digest_at = None;
+            self.events.push_back(Event::PeerDown { peer: addr });
+            self.run_probe(now, addr);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Frames of an established peer
+
+    fn on_body(&mut self, now: Instant, from: IpAddr, creator: u32, body: Body<'_>) {
+        match body {
+            Body::Hello(_) | Body::HelloAck(_) => unreachable!("handled by on_hello"),
+            Body::Data(data) => {
+                let window = self.config.window;
+                let peer = self.peers.get_mut(&from).expect("established");
+                let stream = peer.stream.get_or_insert_with(|| Stream::new(data.seq));
+                let (arrival, change) = stream.on_data(now, data.seq, window);
+                match arrival {
+                    Arrival::New => {
+                        peer.stats.data_in += 1;
+                        self.deliver.push_back((from, data.packet.to_vec()));
+                    }
+                    Arrival::Duplicate => peer.stats.duplicates += 1,
+                }
+                self.after_change(now, from, change);
+                self.run_nacks(now, from);
+            }
+            Body::Ack(ack) => {
+                let window = self.config.window;
+                let peer = self.peers.get_mut(&from).expect("established");
+                peer.stats.heartbeats_received += 1;
+                peer.acked = ack.received;
+                let stream = peer
+                    .stream
+                    .get_or_insert_with(|| Stream::new(ack.highest_sent.saturating_add(1)));
+                let change = stream.on_highest(now, ack.highest_sent, window);
+                self.after_change(now, from, change);
+                self.run_nacks(now, from);
+            }
+            Body::Nack(ranges) => self.answer_nack(now, from, ranges),
+            Body::Gone(ranges) => {
+                let peer = self.peers.get_mut(&from).expect("established");
+                peer.stats.gone_received += 1;
+                let mut given_up = 0;
+                if let Some(stream) = peer.stream.as_mut() {
+                    for r in &ranges.ranges {
+                        given_up += stream.on_gone(r.start, r.end());
+                    }
+                }
+                self.after_change(now, from, Change { gaps: 0, given_up });
+            }
+            Body::Digest(digest) => {
+                if digest.buckets != self.config.digest_buckets {
+                    // Another bucket count: sums cannot be compared.
+                    self.count(from, |s| s.digest_deferred += 1);
+                    return;
+                }
+                if digest.first == 0 {
+                    self.count(from, |s| s.digest_rounds += 1);
+                }
+                self.queue_work(Work::CompareDigest {
+                    peer: from,
+                    creator,
+                    digest,
+                });
+            }
+            Body::DigestReq(req) => {
+                let mut buckets = req.buckets;
+                buckets.sort_unstable();
+                buckets.dedup();
+                self.queue_work(Work::AnswerRequest {
+                    peer: from,
+                    round: req.round,
+                    buckets,
+                });
+            }
+            Body::Ids(ids) => {
+                let peer = self.peers.get_mut(&from).expect("established");
+                let (bucket, as_of) = (ids.bucket, ids.as_of);
+                if let (true, Some(list)) = peer.assembly.add(ids, MAX_REQ_BUCKETS) {
+                    self.queue_work(Work::CompareIds {
+                        peer: from,
+                        creator,
+                        bucket,
+                        as_of,
+                        ids: list,
+                    });
+                }
+            }
+            Body::Need(need) => {
+                self.count(from, |s| s.ids_announced += need.ids.len() as u64);
+                if !need.ids.is_empty() {
+                    self.events.push_back(Event::AnnounceStates {
+                        peer: from,
+                        ids: need.ids,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Counts gaps and given-up numbers; a give-up raises [`Event::ResyncNeeded`].
+    fn after_change(&mut self, _now: Instant, from: IpAddr, change: Change) {
+        let Some(peer) = self.peers.get_mut(&from) else {
+            return;
+        };
+        peer.stats.gaps += change.gaps;
+        if change.given_up > 0 {
+            peer.stats.seqs_given_up += change.given_up;
+            peer.stats.resyncs += 1;
+            self.events.push_back(Event::ResyncNeeded { peer: from });
+        }
+    }
+
+    /// Answers a NACK from our resend buffer, within the peer's budget; what the buffer
+    /// no longer holds goes back in a GONE.
+    fn answer_nack(&mut self, now: Instant, from: IpAddr, ranges: SeqRanges) {
+        let highest = self.highest_sent();
+        let oldest = self.resend.oldest(self.next_seq);
+        let (burst, rate) = (self.config.resend_burst, self.config.resend_rate);
+        let mut gone = Vec::new();
+        let mut resend = Vec::new();
+        let peer = self.peers.get_mut(&from).expect("established");
+        peer.stats.nacks_received += 1;
+        'ranges: for range in &ranges.ranges {
+            let end = range.end().min(highest + 1);
+            if range.end() > highest + 1 {
+                peer.stats.nack_bogus += range.end() - end.max(range.start);
+            }
+            if range.start >= end {
+                continue;
+            }
+            let gone_end = end.min(oldest);
+            if range.start < gone_end {
+                gone.push(SeqRange {
+                    start: range.start,
+                    count: (gone_end - range.start) as u32,
+                });
+            }
+            for seq in range.start.max(oldest)..end {
+                if !peer.budget.take(now, burst, rate) {
+                    peer.stats.resend_throttled += 1;
+                    break 'ranges;
+                }
+                resend.push(seq);
+            }
+        }
+        for seq in resend {
+            if let Some(frame) = self.resend.get(seq) {
+                let frame = frame.to_vec();
+                let peer = self.peers.get_mut(&from).expect("established");
+                peer.stats.resent += 1;
+                peer.stats.frames_out += 1;
+                self.transmit.push_back((from, frame));
+            }
+        }
+        if !gone.is_empty() {
+            debug_assert!(gone.len() <= MAX_RANGES);
+            self.count(from, |s| s.gone_sent += 1);
+            self.send_to(from, Body::Gone(SeqRanges { ranges: gone }));
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Timers of an established peer
+
+    fn run_nacks(&mut self, now: Instant, addr: IpAddr) {
+        let (interval, tries) = (self.config.nack_interval, self.config.nack_tries);
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let Some(stream) = peer.stream.as_mut() else {
+            return;
+        };
+        let (ask, given_up) = stream.due_nacks(now, interval, tries);
+        peer.stats.nack_seqs_asked += ask.len() as u64;
+        self.after_change(now, addr, Change { gaps: 0, given_up });
+        for list in SeqRanges::from_sorted(ask) {
+            self.count(addr, |s| s.nacks_sent += 1);
+            self.send_to(addr, Body::Nack(list));
+        }
+    }
+
+    fn run_heartbeat(&mut self, now: Instant, addr: IpAddr) {
+        let busy = self
+            .last_data_at
+            .is_some_and(|t| now < t + self.config.busy_for);
+        let period = if busy {
+            self.config.heartbeat_busy
+        } else {
+            self.config.heartbeat_idle
+        };
+        let highest_sent = self.highest_sent();
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if peer.heartbeat_at.is_some_and(|t| t > now) {
+            return;
+        }
+        peer.heartbeat_at = Some(now + period);
+        peer.stats.heartbeats_sent += 1;
+        let received = peer.stream.as_ref().map_or(0, Stream::cumulative);
+        self.send_to(
+            addr,
+            Body::Ack(AckRepr {
+                highest_sent,
+                received,
+            }),
+        );
+    }
+
+    fn run_digest_timer(&mut self, now: Instant, addr: IpAddr) {
+        let Some(period) = self.config.digest_period else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if peer.digest_at.is_none_or(|t| t > now) {
+            return;
+        }
+        peer.digest_at = Some(now + period);
+        self.queue_work(Work::SendDigest { peer: addr });
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Digest work
+
+    fn queue_work(&mut self, work: Work) {
+        if self.work.len() >= MAX_WORK {
+            self.work.pop_front();
+            self.stats.digest_work_dropped += 1;
+        }
+        if self.work.is_empty() {
+            self.events.push_back(Event::DigestWork);
+        }
+        self.work.push_back(work);
+    }
+
+    fn send_digest(&mut self, peer: IpAddr, index: &impl StateIndex) {
+        if !self.is_session_peer(peer) {
+            return;
+        }
+        let buckets = self.config.digest_buckets;
+        let sums = index.digest(self.config.creator, buckets);
+        self.round = self.round.wrapping_add(1);
+        let (round, as_of) = (self.round, self.highest_sent());
+        for (i, run) in sums.chunks(MAX_BUCKETS_PER_FRAME).enumerate() {
+            let body = Body::Digest(DigestRepr {
+                round,
+                buckets,
+                first: (i * MAX_BUCKETS_PER_FRAME) as u16,
+                as_of,
+                sums: run.to_vec(),
+            });
+            self.send_to(peer, body);
+        }
+        self.count(peer, |s| s.digests_sent += 1);
+    }
+
+    fn compare_digest(&mut self, peer: IpAddr, digest: DigestRepr, ours: &[BucketSum]) {
+        if !self.caught_up(peer, digest.as_of) {
+            self.count(peer, |s| s.digest_deferred += 1);
+            return;
+        }
+        let differing: Vec<u16> = digest
+            .sums
+            .iter()
+            .enumerate()
+            .filter(|(i, theirs)| {
+                let bucket = usize::from(digest.first) + i;
+                ours.get(bucket) != Some(theirs)
+            })
+            .map(|(i, _)| digest.first + i as u16)
+            .collect();
+        if differing.is_empty() {
+            return;
+        }
+        self.count(peer, |s| s.buckets_differing += differing.len() as u64);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            // Lists answering another round's request are of no use any more.
+            if p.assembly.round() != digest.round {
+                p.assembly.start(digest.round);
+            }
+        }
+        self.send_to(
+            peer,
+            Body::DigestReq(DigestReqRepr {
+                round: digest.round,
+                buckets: differing,
+            }),
+        );
+    }
+
+    /// Whether we received every DATA of `peer` up to `as_of` (so a difference is not
+    /// just in flight).
+    fn caught_up(&self, peer: IpAddr, as_of: u64) -> bool {
+        self.peers
+            .get(&peer)
+            .and_then(|p| p.stream.as_ref())
+            .is_some_and(|s| s.cumulative() >= as_of)
+    }
+
+    // -----------------------------------------------------------------------------------
+
+    fn frame(&self, body: Body<'_>) -> Vec<u8> {
+        FrameRepr {
+            sender: Sender {
+                creator: self.config.creator,
+                boot: self.config.boot,
+            },
+            body,
+        }
+        .to_vec()
+    }
+
+    fn send_to(&mut self, addr: IpAddr, body: Body<'_>) {
+        let frame = self.frame(body);
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            peer.stats.frames_out += 1;
+        }
+        self.transmit.push_back((addr, frame));
+    }
+
+    fn count(&mut self, addr: IpAddr, f: impl FnOnce(&mut PeerStats)) {
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            f(&mut peer.stats);
+        }
+    }
+}
