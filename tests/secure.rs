@@ -469,7 +469,12 @@ fn rekeying_one_peer_leaves_the_other_working() {
         "node 2's session was kept"
     );
     assert!(after.last_handshake.is_some());
-    assert_eq!(net.stats(0, 2).handshakes_sent, 2, "node 3 handshook again");
+    // A re-key starts a handshake at once on both sides (node 3 on its new key, node 1
+    // on learning it), so two may cross; at least one more than before.
+    assert!(
+        net.stats(0, 2).handshakes_sent >= 2,
+        "node 3 handshook again"
+    );
 
     // Node 2 moves (new endpoint, same key): node 1 keeps its session and follows it.
     net.nodes[1].endpoint = endpoint(22);

@@ -304,8 +304,26 @@ impl EngineProcess {
                     let Some(secure) = &mut self.secure else {
                         return Err(misplaced("secure key"));
                     };
-                    secure.set_private_key(crate::secure::PrivateKey::from_bytes(*key.0));
-                    log_info!("secure link: new private key; every peer handshakes again");
+                    let key = crate::secure::PrivateKey::from_bytes(*key.0);
+                    let public = key.public_key();
+                    if secure.set_private_key(key) {
+                        log_info!(
+                            "secure link: new private key (public key {public}); every peer handshakes again"
+                        );
+                    }
+                }
+                ToEngine::SecurePresharedKey { peer, key } => {
+                    let Some(secure) = &mut self.secure else {
+                        return Err(misplaced("secure pre-shared key"));
+                    };
+                    let key = crate::secure::PresharedKey::from_bytes(*key.0);
+                    match secure.set_preshared_key(peer, key) {
+                        None => {}
+                        Some(Ok(_)) => {
+                            log_info!("secure peer {peer}: new pre-shared key; it handshakes again")
+                        }
+                        Some(Err(e)) => log_error!("secure peer {peer}: {e}"),
+                    }
                 }
                 ToEngine::Shutdown { signal } => {
                     self.shutdown(now, signal);
