@@ -247,6 +247,18 @@ impl EngineProcess {
                             );
                         }
                     }
+                    // One cluster across both links: the secure peers hear the plain
+                    // peers through us (the kernels never relay, so a plain peer's packet
+                    // reaches them no other way). Wrapped now, sent with what this packet
+                    // causes.
+                    if let Some(secure) = &mut self.secure {
+                        if rx.on_syncdev
+                            && rx.ttl == crate::secure::PFSYNC_TTL
+                            && self.engine.accepts_source(rx.source)
+                        {
+                            secure.send(rx.payload);
+                        }
+                    }
                     self.engine.handle_packet(now, rx);
                     // Table operations and answers of this packet before the next one.
                     self.drain();
@@ -289,6 +301,11 @@ impl EngineProcess {
                                 }
                             }
                             self.engine.handle_packet(now, rx);
+                            // And the plain peers hear the secure ones through us,
+                            // unchanged, as if they were on the LAN.
+                            if self.link_open {
+                                ToParent::Transmit(packet.payload()).encode(self.channel.queue());
+                            }
                         }
                         SecureReceive::Nothing => {}
                         SecureReceive::Refused { log, .. } => {
