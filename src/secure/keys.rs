@@ -95,6 +95,11 @@ impl PrivateKey {
         Zeroizing::new(STANDARD.encode(&bytes[..]))
     }
 
+    /// The raw bytes, for the channel to the engine process; wiped when dropped.
+    pub fn to_bytes(&self) -> Zeroizing<[u8; KEY_LEN]> {
+        Zeroizing::new(self.0.to_bytes())
+    }
+
     /// The public key that goes with it.
     pub fn public_key(&self) -> PublicKey {
         PublicKey(X25519Public::from(&self.0))

@@ -164,6 +164,7 @@ impl SecureLink {
             Some(at) => {
                 let old = std::mem::replace(&mut self.peers[at], fresh);
                 self.peers[at].inherit_counters(old);
+                self.peers[at].initiate(&mut self.scratch, &mut self.outbox);
                 Ok(PeerChange::Rekeyed)
             }
             None => {
@@ -189,6 +190,7 @@ impl SecureLink {
         ));
         for peer in &mut self.peers {
             peer.set_local_key(&private_key, self.limiter.clone());
+            peer.initiate(&mut self.scratch, &mut self.outbox);
         }
         self.private_key = private_key;
     }

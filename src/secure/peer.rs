@@ -242,9 +242,12 @@ impl SecurePeer {
         self.bytes_in += datagram.len() as u64;
         if let Some(reply) = reply {
             self.emit(&reply, out);
-            // A completed handshake releases the packets queued behind it.
-            self.flush_queue(scratch, out);
         }
+        // A session that just came up releases the packets queued behind its handshake:
+        // after our handshake's response, or, when the peer initiated, after its first
+        // data (the responder's session is current only then). Before the engine's next
+        // packet, so they keep their order.
+        self.flush_queue(scratch, out);
         let Some(packet) = delivered else {
             return Ok(None);
         };
@@ -272,6 +275,16 @@ impl SecurePeer {
             };
             self.emit(&bytes, out);
         }
+    }
+
+    /// Starts a handshake now (a new one even if one is under way), rather than at the
+    /// next packet or the 5 s retry: after a re-key the link is down until one completes.
+    pub fn initiate(&mut self, scratch: &mut [u8], out: &mut VecDeque<Datagram>) {
+        let bytes = match self.tunnel.format_handshake_initiation(scratch, true) {
+            TunnResult::WriteToNetwork(bytes) => bytes.to_vec(),
+            _ => return,
+        };
+        self.emit(&bytes, out);
     }
 
     /// Runs the tunnel's timers: handshake retries, rekeying, keepalives, expiry.

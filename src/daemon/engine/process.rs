@@ -247,6 +247,18 @@ impl EngineProcess {
                             );
                         }
                     }
+                    // One cluster across both links: the secure peers hear the plain
+                    // peers through us (the kernels never relay, so a plain peer's packet
+                    // reaches them no other way). Wrapped now, sent with what this packet
+                    // causes.
+                    if let Some(secure) = &mut self.secure {
+                        if rx.on_syncdev
+                            && rx.ttl == crate::secure::PFSYNC_TTL
+                            && self.engine.accepts_source(rx.source)
+                        {
+                            secure.send(rx.payload);
+                        }
+                    }
                     self.engine.handle_packet(now, rx);
                     // Table operations and answers of this packet before the next one.
                     self.drain();
@@ -289,6 +301,11 @@ impl EngineProcess {
                                 }
                             }
                             self.engine.handle_packet(now, rx);
+                            // And the plain peers hear the secure ones through us,
+                            // unchanged, as if they were on the LAN.
+                            if self.link_open {
+                                ToParent::Transmit(packet.payload()).encode(self.channel.queue());
+                            }
                         }
                         SecureReceive::Nothing => {}
                         SecureReceive::Refused { log, .. } => {
@@ -304,8 +321,26 @@ impl EngineProcess {
                     let Some(secure) = &mut self.secure else {
                         return Err(misplaced("secure key"));
                     };
-                    secure.set_private_key(crate::secure::PrivateKey::from_bytes(*key.0));
-                    log_info!("secure link: new private key; every peer handshakes again");
+                    let key = crate::secure::PrivateKey::from_bytes(*key.0);
+                    let public = key.public_key();
+                    if secure.set_private_key(key) {
+                        log_info!(
+                            "secure link: new private key (public key {public}); every peer handshakes again"
+                        );
+                    }
+                }
+                ToEngine::SecurePresharedKey { peer, key } => {
+                    let Some(secure) = &mut self.secure else {
+                        return Err(misplaced("secure pre-shared key"));
+                    };
+                    let key = crate::secure::PresharedKey::from_bytes(*key.0);
+                    match secure.set_preshared_key(peer, key) {
+                        None => {}
+                        Some(Ok(_)) => {
+                            log_info!("secure peer {peer}: new pre-shared key; it handshakes again")
+                        }
+                        Some(Err(e)) => log_error!("secure peer {peer}: {e}"),
+                    }
                 }
                 ToEngine::Shutdown { signal } => {
                     self.shutdown(now, signal);

@@ -4,7 +4,7 @@
 //! from the peer's inner address on the sync interface would; a plain-link packet from
 //! an address a secure peer holds is a downgrade and refused.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,8 @@ use crate::daemon::privsep::ToParent;
 use crate::daemon::secure_config::SecureConfig;
 use crate::engine::Received;
 use crate::secure::{
-    HandshakeState, InnerPacket, LinkError, PeerChange, PeerConfig, PrivateKey, Refusal,
-    RefusalCounts, SecureLink,
+    HandshakeState, InnerPacket, LinkError, PeerChange, PeerConfig, PresharedKey, PrivateKey,
+    Refusal, RefusalCounts, SecureLink,
 };
 
 /// What one datagram gave.
@@ -48,6 +48,9 @@ pub struct SecureSide {
     reported: BTreeSet<IpAddr>,
     /// Plain-link packets refused because their source is a secure peer's.
     downgrades: u64,
+    /// The pre-shared keys the parent last read, by peer inner address (at start, and
+    /// on each SIGHUP whose read succeeded): what a peer with a `psk` file uses.
+    preshared_keys: BTreeMap<IpAddr, PresharedKey>,
 }
 
 impl SecureSide {
@@ -58,6 +61,7 @@ impl SecureSide {
             next_tick: Instant::now(),
             reported: BTreeSet::new(),
             downgrades: 0,
+            preshared_keys: BTreeMap::new(),
         }
     }
 
@@ -69,6 +73,10 @@ impl SecureSide {
         peers: Vec<PeerConfig>,
     ) -> SecureSide {
         let mut side = SecureSide::new(private_key, inner_addr);
+        side.preshared_keys = peers
+            .iter()
+            .filter_map(|p| Some((p.inner_addr, p.preshared_key.clone()?)))
+            .collect();
         for (addr, outcome) in side.set_peers(peers) {
             match outcome {
                 Ok(_) => crate::log_info!("secure peer {addr} configured"),
@@ -140,24 +148,22 @@ impl SecureSide {
         }
     }
 
-    /// The peers a reloaded configuration names. The pre-shared keys are the parent's to
-    /// read (this process cannot open the files): a peer keeps the one it had; a peer
-    /// new since the start gets none, and its line says so.
+    /// The peers a reloaded configuration names, each with the pre-shared key the
+    /// parent last read for it (this process cannot open the files). A peer whose `psk`
+    /// file never read gets none, and its line says so.
     pub fn peers_from_config(&self, secure: &SecureConfig) -> Vec<PeerConfig> {
         secure
             .peers
             .iter()
             .map(|entry| {
                 let inner_addr = entry.inner_addr();
-                let known = self
-                    .link
-                    .peers()
-                    .map(|p| p.config())
-                    .find(|c| c.inner_addr == inner_addr);
-                let preshared_key = known.and_then(|c| c.preshared_key.clone());
+                let preshared_key = entry
+                    .psk_file
+                    .as_ref()
+                    .and_then(|_| self.preshared_keys.get(&inner_addr).cloned());
                 if entry.psk_file.is_some() && preshared_key.is_none() {
                     crate::log_warn!(
-                        "secure peer {inner_addr}: its psk is read at the next start, not on SIGHUP; without it the handshake fails"
+                        "secure peer {inner_addr}: no pre-shared key could be read; without it the handshake fails"
                     );
                 }
                 PeerConfig {
@@ -170,10 +176,39 @@ impl SecureSide {
             .collect()
     }
 
-    /// Takes a new private key; every session re-handshakes.
-    pub fn set_private_key(&mut self, private_key: PrivateKey) {
+    /// Takes this node's private key as the parent read it again; a key that differs
+    /// from the running one re-keys every session (true), the same key changes nothing.
+    pub fn set_private_key(&mut self, private_key: PrivateKey) -> bool {
+        if private_key.public_key() == self.link.public_key() {
+            return false;
+        }
         self.link.set_private_key(private_key);
         self.reported.clear();
+        true
+    }
+
+    /// Takes a peer's pre-shared key as the parent read it again. A configured peer
+    /// whose key differs is re-keyed now, alone; a peer not configured yet takes it
+    /// when the `Reconfigure` that follows adds it. `None` when nothing changed.
+    pub fn set_preshared_key(
+        &mut self,
+        peer: IpAddr,
+        key: PresharedKey,
+    ) -> Option<Result<PeerChange, LinkError>> {
+        self.preshared_keys.insert(peer, key.clone());
+        let current = self
+            .link
+            .peers()
+            .map(|p| p.config())
+            .find(|c| c.inner_addr == peer)?;
+        if current.preshared_key.as_ref() == Some(&key) {
+            return None;
+        }
+        let config = PeerConfig {
+            preshared_key: Some(key),
+            ..current.clone()
+        };
+        Some(self.link.set_peer(config))
     }
 
     /// Authenticates and decrypts one datagram the parent forwarded.

@@ -18,6 +18,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use zeroize::Zeroizing;
 
 use super::carp::Demotion;
 use super::churn::Churn;
@@ -26,12 +27,13 @@ use super::detach::StartReport;
 use super::metrics_export::{MetricsExport, Waiter};
 use super::pidfile::Pidfile;
 use super::requests::{self as table_requests, TableParts};
-use super::secure::SecureSockets;
+use super::secure::{reload_secure_keys, SecureSockets};
 use super::table::Table;
 use crate::daemon::config::SyncConfig;
 use crate::daemon::link::{open_link, Link};
 use crate::daemon::options::{load_config, Options};
 use crate::daemon::privsep::crossing::Crossings;
+use crate::daemon::privsep::message::SecureKeyBytes;
 use crate::daemon::privsep::{
     Channel, ChannelError, ParentReport, ToEngine, ToParent, HIGH_WATER, TURN_BUDGET,
 };
@@ -685,21 +687,19 @@ impl Parent {
                 return;
             }
         };
+        // The key files may change under unchanged words (a rotated key): they are read
+        // again on every SIGHUP, and the engine process takes what differs.
+        self.send_secure_keys(&config);
         if config == self.config {
             log_info!("SIGHUP: configuration unchanged");
             return;
         }
-        if (
-            &config.secure.key_file,
-            config.secure.port,
-            &config.secure.inner_addr,
-        ) != (
-            &self.config.secure.key_file,
-            self.config.secure.port,
-            &self.config.secure.inner_addr,
-        ) {
+        if (config.secure.port, &config.secure.inner_addr)
+            != (self.config.secure.port, &self.config.secure.inner_addr)
+            || config.secure.key_file.is_some() != self.config.secure.key_file.is_some()
+        {
             log_warn!(
-                "SIGHUP: securekey, secureport and secureaddr are taken at the next start; the peers change now"
+                "SIGHUP: secureport and secureaddr, and turning the secure link on or off, are taken at the next start; keys and peers change now"
             );
         }
         let link_changed = (config.up, config.syncdev, &config.syncpeers)
@@ -726,6 +726,33 @@ impl Parent {
         }
         .encode(self.channel.queue());
         log_info!("SIGHUP: now {words}");
+    }
+
+    /// Reads the secure link's key files the new configuration names and hands them to
+    /// the engine process, ahead of the `Reconfigure`. A file that fails keeps the
+    /// running key of its kind, in one line.
+    fn send_secure_keys(&mut self, config: &SyncConfig) {
+        // Without sockets the engine process has no secure link to re-key.
+        if self.secure.is_none() || config.secure.key_file.is_none() {
+            return;
+        }
+        let reloaded = reload_secure_keys(&config.secure);
+        match reloaded.private_key {
+            Ok(key) => {
+                ToEngine::SecureKey(SecureKeyBytes(&key.to_bytes())).encode(self.channel.queue());
+            }
+            Err(e) => log_error!("SIGHUP: {e}; the running private key stays"),
+        }
+        for (peer, key) in reloaded.preshared_keys {
+            match key {
+                Ok(key) => ToEngine::SecurePresharedKey {
+                    peer,
+                    key: SecureKeyBytes(&Zeroizing::new(key.bytes())),
+                }
+                .encode(self.channel.queue()),
+                Err(e) => log_error!("SIGHUP: {e}; the peer's running pre-shared key stays"),
+            }
+        }
     }
 
     fn demote(&mut self, on: bool) {

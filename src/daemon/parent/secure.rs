@@ -97,6 +97,50 @@ pub fn load_secure_keys(secure: &SecureConfig) -> Result<Option<SecureKeys>, Sec
     Ok(Some(SecureKeys { private_key, peers }))
 }
 
+/// The key files read again on SIGHUP. Each file stands alone: one that fails to read
+/// leaves the running key of its kind in place (the error says which), the others are
+/// taken.
+#[derive(Debug)]
+pub struct ReloadedKeys {
+    /// This node's private key, or why the running one stays.
+    pub private_key: Result<PrivateKey, SecureKeyError>,
+    /// Per peer with a `psk` file, by inner address: its pre-shared key, or why its
+    /// running one stays.
+    pub preshared_keys: Vec<(IpAddr, Result<PresharedKey, SecureKeyError>)>,
+}
+
+/// Reads the key files a reloaded configuration names, as [`load_secure_keys`] does at
+/// start (a file others can read is refused the same way).
+pub fn reload_secure_keys(secure: &SecureConfig) -> ReloadedKeys {
+    let private_key = match &secure.key_file {
+        None => Err(SecureKeyError::NoPrivateKey),
+        Some(path) => open_checked(path)
+            .and_then(|mut file| read_private_key(&mut file))
+            .map_err(|why| SecureKeyError::PrivateKey {
+                path: path.clone(),
+                why,
+            }),
+    };
+    let preshared_keys = secure
+        .peers
+        .iter()
+        .filter_map(|entry| {
+            let path = entry.psk_file.as_ref()?;
+            let peer = entry.inner_addr();
+            let key = read_preshared_key(path).map_err(|why| SecureKeyError::PresharedKey {
+                peer,
+                path: path.clone(),
+                why,
+            });
+            Some((peer, key))
+        })
+        .collect();
+    ReloadedKeys {
+        private_key,
+        preshared_keys,
+    }
+}
+
 /// This node's inner address, the source of the pfsync packets it wraps: `secureaddr`,
 /// else the sync interface's IPv4 address (what the plain link would send from).
 pub fn our_inner_addr(config: &SyncConfig) -> Result<IpAddr, SecureKeyError> {
@@ -318,6 +362,71 @@ mod test {
         ]);
         let err = load_secure_keys(&c.secure).unwrap_err().to_string();
         assert!(err.contains("psk") && err.contains("mode 0640"), "{err}");
+    }
+
+    #[test]
+    fn a_reload_reads_each_key_file_on_its_own() {
+        let dir = Scratch::new("reload");
+        let ours = PrivateKey::generate().unwrap();
+        let theirs = PrivateKey::generate().unwrap().public_key();
+        let psk = PrivateKey::generate().unwrap().to_base64();
+        let key_path = write_key(dir.path(), "key", 0o600, ours.to_base64().as_str());
+        let good_psk = write_key(dir.path(), "psk", 0o600, psk.as_str());
+        let open_psk = write_key(dir.path(), "psk-open", 0o604, psk.as_str());
+        let c = config(&[
+            "securekey".into(),
+            key_path.display().to_string(),
+            "securepeer".into(),
+            "192.0.2.7".into(),
+            "pubkey".into(),
+            theirs.to_string(),
+            "psk".into(),
+            good_psk.display().to_string(),
+            "securepeer".into(),
+            "192.0.2.8".into(),
+            "pubkey".into(),
+            ours.public_key().to_string(),
+            "psk".into(),
+            open_psk.display().to_string(),
+            "securepeer".into(),
+            "192.0.2.9".into(),
+            "pubkey".into(),
+            PrivateKey::generate().unwrap().public_key().to_string(),
+        ]);
+        let reloaded = reload_secure_keys(&c.secure);
+        assert_eq!(
+            reloaded.private_key.unwrap().public_key(),
+            ours.public_key()
+        );
+        assert_eq!(
+            reloaded.preshared_keys.len(),
+            2,
+            "only peers with a psk file"
+        );
+        let (peer, key) = &reloaded.preshared_keys[0];
+        assert_eq!(*peer, IpAddr::from([192, 0, 2, 7]));
+        assert_eq!(
+            key.as_ref().unwrap(),
+            &PresharedKey::parse(psk.as_str()).unwrap()
+        );
+        let (peer, key) = &reloaded.preshared_keys[1];
+        assert_eq!(*peer, IpAddr::from([192, 0, 2, 8]));
+        let err = key.as_ref().unwrap_err().to_string();
+        assert!(err.contains("mode 0604"), "{err}");
+
+        fs::set_permissions(
+            &key_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o640),
+        )
+        .unwrap();
+        let err = reload_secure_keys(&c.secure)
+            .private_key
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("securekey") && err.contains("mode 0640"),
+            "{err}"
+        );
     }
 
     #[test]

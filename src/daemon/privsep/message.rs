@@ -133,13 +133,22 @@ pub enum ToEngine<'a> {
         /// Its bytes.
         datagram: &'a [u8],
     },
-    /// This node's secure link private key, read and checked by the parent.
+    /// This node's secure link private key, read and checked by the parent (at start
+    /// through the fork; on SIGHUP in this message, before the `Reconfigure`).
     SecureKey(SecureKeyBytes<'a>),
+    /// A secure peer's pre-shared key, read and checked by the parent on SIGHUP, before
+    /// the `Reconfigure` that names the peer.
+    SecurePresharedKey {
+        /// The peer's inner address.
+        peer: IpAddr,
+        /// The key.
+        key: SecureKeyBytes<'a>,
+    },
 }
 
-/// The 32 bytes of a private key in a message; `Debug` never shows them. They borrow
-/// the frame: the channel's buffers that held it are to be wiped by whoever sends and
-/// takes the key (not done yet: no process sends it so far).
+/// The 32 bytes of a private or pre-shared key in a message; `Debug` never shows them.
+/// They borrow the frame. GAP: the channel's buffers that carried them are not wiped
+/// (they are reused and overwritten by later frames, not zeroed).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SecureKeyBytes<'a>(pub &'a [u8; 32]);
 
@@ -203,6 +212,7 @@ const REQUEST: u8 = 6;
 const SHUTDOWN: u8 = 8;
 const SECURE_DATAGRAM: u8 = 9;
 const SECURE_KEY: u8 = 10;
+const SECURE_PSK: u8 = 11;
 
 const TRANSMIT: u8 = 64;
 const TABLE: u8 = 65;
@@ -469,6 +479,10 @@ impl ToEngine<'_> {
                 put_bytes(o, datagram);
             }),
             ToEngine::SecureKey(key) => frame(out, SECURE_KEY, |o| o.extend_from_slice(key.0)),
+            ToEngine::SecurePresharedKey { peer, key } => frame(out, SECURE_PSK, |o| {
+                put_addr(o, Some(*peer));
+                o.extend_from_slice(key.0);
+            }),
         }
     }
 
@@ -484,6 +498,7 @@ impl ToEngine<'_> {
             SHUTDOWN => "shutdown",
             SECURE_DATAGRAM => "secure datagram",
             SECURE_KEY => "secure key",
+            SECURE_PSK => "secure pre-shared key",
             other => return Err(MessageError::UnknownKind(other)),
         };
         let mut b = Body { bytes: body, what };
@@ -573,6 +588,10 @@ impl ToEngine<'_> {
             SECURE_KEY => ToEngine::SecureKey(SecureKeyBytes(
                 b.take(32)?.try_into().expect("take gives 32 bytes"),
             )),
+            SECURE_PSK => ToEngine::SecurePresharedKey {
+                peer: b.addr()?.ok_or_else(|| b.bad("peer"))?,
+                key: SecureKeyBytes(b.take(32)?.try_into().expect("take gives 32 bytes")),
+            },
             _ => unreachable!("kinds are matched above"),
         };
         b.end(msg)
@@ -795,6 +814,10 @@ mod tests {
                 datagram: &[],
             },
             ToEngine::SecureKey(SecureKeyBytes(&[0x5a; 32])),
+            ToEngine::SecurePresharedKey {
+                peer: "2001:db8::7".parse().unwrap(),
+                key: SecureKeyBytes(&[0xa5; 32]),
+            },
         ];
         for s in states {
             m.push(ToEngine::Local(LocalChange::Insert(*s)));
@@ -957,6 +980,9 @@ mod tests {
         // A key that is not 32 bytes.
         assert!(ToEngine::decode(SECURE_KEY, &[1; 31]).is_err());
         assert!(ToEngine::decode(SECURE_KEY, &[1; 33]).is_err());
+        // A pre-shared key without its peer, or short.
+        assert!(ToEngine::decode(SECURE_PSK, &[0; 33]).is_err());
+        assert!(ToEngine::decode(SECURE_PSK, &[4, 10, 0, 0, 1, 7]).is_err());
         // And it never shows in a log line.
         let debug = format!("{:?}", ToEngine::SecureKey(SecureKeyBytes(&[0x5a; 32])));
         assert!(!debug.contains("90"), "{debug}");
