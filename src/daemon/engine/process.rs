@@ -18,6 +18,7 @@ use super::peers::Peers;
 use super::requests::{self as engine_requests, EngineParts};
 use super::secure::{SecureReceive, SecureSide};
 use crate::daemon::config::SyncConfig;
+use crate::daemon::immediate::immediate_wanted;
 use crate::daemon::link::link_settings;
 use crate::daemon::options::Options;
 use crate::daemon::privsep::message::MAX_TEXT;
@@ -93,10 +94,14 @@ impl EngineProcess {
         ec.syncpeer = link_cfg.syncpeer;
         ec.filter = config.engine_filter();
         ec.sync_delay = config.engine_sync_delay();
+        ec.immediate = immediate_wanted(config.immediate, config.all_peers_pfsyncd());
         // Unless told otherwise, the pace of the dialect's kernel (OpenBSD's input is
         // built for one packet per 20 ms); a pfsyncd cluster takes --bulk-pps.
         if let Some(pps) = options.bulk_pps {
             ec.set_bulk_pps(pps);
+        }
+        if ec.immediate {
+            log_info!("immediate: changes leave at the end of each turn, not after the 1 s batch");
         }
         let mut engine = Engine::new(ec);
         engine.set_allowed_sources(config.allowed_sources());
@@ -383,6 +388,10 @@ impl EngineProcess {
         self.engine.set_sync_delay(config.engine_sync_delay());
         self.engine.set_allowed_sources(config.allowed_sources());
         self.engine.set_ifmap(config.ifmap.clone());
+        self.set_immediate(
+            now,
+            immediate_wanted(config.immediate, config.all_peers_pfsyncd()),
+        );
         if let Some(secure) = &mut self.secure {
             let peers = secure.peers_from_config(&config.secure);
             for (addr, outcome) in secure.set_peers(peers) {
@@ -402,6 +411,23 @@ impl EngineProcess {
             log_info!("bulk update requested from the peers");
         }
         self.drain();
+    }
+
+    /// Tells the engine whether changes leave at the end of the turn (see
+    /// [`crate::daemon::immediate`]); called whenever what decides it changes.
+    fn set_immediate(&mut self, now: Instant, on: bool) {
+        if self.engine.config().immediate != on {
+            self.engine.set_immediate(now, on);
+            log_info!(
+                "immediate {}: changes leave {}",
+                if on { "on" } else { "off" },
+                if on {
+                    "at the end of each turn"
+                } else {
+                    "after the 1 s batch"
+                }
+            );
+        }
     }
 
     fn shutdown(&mut self, now: Instant, signal: i32) {

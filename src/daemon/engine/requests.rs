@@ -135,6 +135,8 @@ fn status_json(d: &EngineParts<'_>, r: &ParentReport) -> Value {
         "mtu": c.mtu,
         "sync_filter": c.filter_words(),
         "syncdelay": c.sync_delay_secs,
+        "immediate": c.immediate.name(),
+        "immediate_on": d.engine.config().immediate,
         "anysource": c.anysource,
         "ifmap": c.ifmap.mappings().iter().map(|m| json!({
             "peer_name": m.peer_name.to_string(),
