@@ -19,6 +19,7 @@ use super::requests::{self as engine_requests, EngineParts};
 use super::secure::{SecureReceive, SecureSide};
 use crate::daemon::config::SyncConfig;
 use crate::daemon::immediate::immediate_wanted;
+use crate::daemon::latency::{self, EngineLatency};
 use crate::daemon::link::link_settings;
 use crate::daemon::options::Options;
 use crate::daemon::privsep::message::MAX_TEXT;
@@ -62,6 +63,13 @@ pub(in crate::daemon) struct EngineProcess {
     last_housekeeping: Instant,
     /// `badsrc` as last logged.
     badsrc_logged: u64,
+    /// What this process's hops of the sync path cost (`ctl stats`, "latency").
+    latency: EngineLatency,
+    /// When this turn read the parent's first stamped batch (see
+    /// [`crate::daemon::latency`]).
+    batch_read_at: Option<u64>,
+    /// This turn's first packet or table operation for the parent has its stamp.
+    output_stamped: bool,
 }
 
 /// How the loop ends.
@@ -129,6 +137,9 @@ impl EngineProcess {
             bulk_end_op: 0,
             last_housekeeping: now,
             badsrc_logged: 0,
+            latency: EngineLatency::default(),
+            batch_read_at: None,
+            output_stamped: false,
         }
     }
 
@@ -184,6 +195,7 @@ impl EngineProcess {
                 }
             }
             let now = Instant::now();
+            self.output_stamped = false;
             if let Err(e) = self.take_requests(now) {
                 log_error!("{e}");
                 break Stop::Failed;
@@ -218,6 +230,11 @@ impl EngineProcess {
             if let Err(e) = self.channel.flush() {
                 log_error!("{e}");
                 break Stop::Failed;
+            }
+            if let Some(read_at) = self.batch_read_at.take() {
+                if self.output_stamped {
+                    self.latency.engine_turn.record(latency::since(read_at));
+                }
             }
         };
         forward_log(&mut self.channel);
@@ -264,6 +281,10 @@ impl EngineProcess {
                 ToEngine::Local(c) => {
                     self.local_seen += 1;
                     self.engine.handle_local(now, c);
+                }
+                ToEngine::Stamp(ns) => {
+                    self.latency.to_engine.record(latency::since(ns));
+                    self.batch_read_at.get_or_insert_with(latency::stamp);
                 }
                 ToEngine::Checksum(sum) => self.engine.set_checksum(sum),
                 ToEngine::SendFailed(n) => {
@@ -349,6 +370,7 @@ impl EngineProcess {
                 sandbox: &self.sandbox,
                 link_open: self.link_open,
                 bulk_ops_in_flight: self.bulk_end_op.saturating_sub(applied),
+                latency: &self.latency,
             };
             let text = engine_requests::answer(&mut parts, now, &line, &report);
             // What the request changed (a bulk request) leaves before the answer.
@@ -466,7 +488,14 @@ impl EngineProcess {
     /// and logs its events.
     fn drain(&mut self) {
         let (engine, channel, secure) = (&mut self.engine, &mut self.channel, &mut self.secure);
+        let stamped = &mut self.output_stamped;
+        let mut stamp_once = |channel: &mut Channel| {
+            if !std::mem::replace(stamped, true) {
+                ToParent::Stamp(latency::stamp()).encode(channel.queue());
+            }
+        };
         while let Some(op) = engine.poll_table_op() {
+            stamp_once(channel);
             ToParent::Table {
                 op,
                 seen: self.local_seen,
@@ -505,6 +534,7 @@ impl EngineProcess {
             // Down, the engine still builds packets (its queues drain); nobody sends
             // them.
             if self.link_open {
+                stamp_once(channel);
                 ToParent::Transmit(&t.payload).encode(channel.queue());
             }
             if let Some(secure) = secure.as_mut() {

@@ -30,6 +30,8 @@ pub(super) struct EngineParts<'e> {
     /// Table operations of the last bulk update the parent had not yet applied when it
     /// passed the request on.
     pub(super) bulk_ops_in_flight: u64,
+    /// What the engine process's hops of the sync path cost.
+    pub(super) latency: &'e crate::daemon::latency::EngineLatency,
 }
 
 /// Answers `line`, a request [`crate::daemon::requests::route`] sent to the engine.
@@ -318,6 +320,7 @@ fn stats_json(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> Value {
         "peers": peers,
         "untracked_peer_packets": d.peers.untracked,
         "secure": d.secure.map(|side| side.stats_json(now)),
+        "latency": crate::daemon::latency::json(&r.latency, d.latency),
     })
 }
 

@@ -29,6 +29,7 @@ use super::requests::{self as table_requests, TableParts};
 use super::secure::SecureSockets;
 use super::table::Table;
 use crate::daemon::config::SyncConfig;
+use crate::daemon::latency::{self, ParentLatency};
 use crate::daemon::link::{open_link, Link};
 use crate::daemon::options::{load_config, Options};
 use crate::daemon::privsep::crossing::Crossings;
@@ -84,6 +85,8 @@ pub(in crate::daemon) struct Parent {
     crossings: Crossings,
     /// The engine's table operations taken so far (see `ToEngine::Request::applied`).
     table_ops_applied: u64,
+    /// What this process's hops of the sync path cost (`ctl stats`, "latency").
+    latency: ParentLatency,
     checksum: [u8; 16],
     send_failures: u32,
     next_table_poll: Instant,
@@ -157,6 +160,7 @@ impl Parent {
             changes: Vec::new(),
             crossings: Crossings::new(crate::engine::KeyedState::new(hash_key)),
             table_ops_applied: 0,
+            latency: ParentLatency::default(),
             checksum: [0; 16],
             send_failures: 0,
             next_table_poll: now,
@@ -338,12 +342,19 @@ impl Parent {
             match msg {
                 ToParent::Transmit(payload) => {
                     if let Some(link) = &self.link {
+                        let started = Instant::now();
                         if !link.sender.send(payload).is_ok() {
                             self.send_failures += 1;
                         }
+                        self.latency.send.record(started.elapsed());
                     }
                 }
-                ToParent::Table { op, seen } => self.apply(now, &op, seen),
+                ToParent::Table { op, seen } => {
+                    let started = Instant::now();
+                    self.apply(now, &op, seen);
+                    self.latency.apply.record(started.elapsed());
+                }
+                ToParent::Stamp(ns) => self.latency.to_parent.record(latency::since(ns)),
                 ToParent::Demote(on) => self.demote(on),
                 // Answers come on their own channel (take_answers).
                 ToParent::Answer(_) => return Err(misplaced("answer")),
@@ -451,9 +462,12 @@ impl Parent {
     /// Reads datagrams off the link and forwards them.
     fn receive(&mut self, buf: &mut [u8]) {
         let Some(link) = &mut self.link else { return };
-        for _ in 0..RECEIVE_BATCH {
+        for n in 0..RECEIVE_BATCH {
             match link.input.recv(buf) {
                 Ok(Some(rx)) => {
+                    if n == 0 {
+                        ToEngine::Stamp(latency::stamp()).encode(self.channel.queue());
+                    }
                     ToEngine::Packet(rx).encode(self.channel.queue());
                 }
                 Ok(None) => return,
@@ -610,6 +624,7 @@ impl Parent {
             churn_made: self.churn.made,
             edge: self.edge_counters(),
             metrics_http: self.metrics.http_counters(),
+            latency: self.latency,
         }
     }
 
@@ -626,6 +641,7 @@ impl Parent {
         let due = (churned || now >= self.next_table_poll) && self.channel.queued() < HIGH_WATER;
         if force || due {
             self.next_table_poll = now + self.options.table_interval;
+            let started = Instant::now();
             self.changes.clear();
             if let Err(e) = self
                 .table
@@ -636,8 +652,15 @@ impl Parent {
             }
             self.log_edge_rises();
             let mut changes = std::mem::take(&mut self.changes);
+            if !changes.is_empty() {
+                ToEngine::Stamp(latency::stamp()).encode(self.channel.queue());
+            }
+            let found = !changes.is_empty();
             for c in changes.drain(..) {
                 self.send_local(c);
+            }
+            if found {
+                self.latency.table_poll.record(started.elapsed());
             }
             // A poll of a million changes (a bulk of local inserts) gives its 400 MB back.
             if changes.capacity() > MAX_KEPT_CHANGES {

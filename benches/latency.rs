@@ -1,0 +1,235 @@
+//! How long a change takes to reach the peer's table (issue 14 point 5), between two
+//! daemons in network namespaces on this machine (root, Linux), the same setup as
+//! `benches/cluster.rs`:
+//!
+//! 1. one new state on an idle cluster (target p99 <= 1 ms);
+//! 2. one new state while the sender churns 10 000 changes/s (target p99 <= 0.5 ms);
+//! 3. the same at 100 000 changes/s (target p99 <= 2 ms, max <= 50 ms);
+//!
+//! each with `immediate on` (both daemons are pfsyncd), and the idle case once more
+//! with `immediate off` (the kernels' 1 s batch) for comparison.
+//!
+//! A probe is `ctl insert 1` on the sender, then `ctl get` on the peer, polled as fast
+//! as its control socket answers, until the state is there. The clock starts before
+//! the insert request is written, so a figure includes one control round trip for the
+//! insert and up to one for the poll that finds it: the bench measures that round
+//! trip on its own (`ctl get` of a state that exists, idle) and prints it, to be
+//! subtracted. After each run the daemons' own per-hop figures (`ctl stats`,
+//! "latency") are printed: what each hop of the privilege-separated path costs.
+//!
+//! `cargo bench --bench latency` (`-- quick` for shorter runs; `-- idle`, `-- 10k` or
+//! `-- 100k` for one case).
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::time::{Duration, Instant};
+
+    use pfsyncd::lab::{wait_until, Cluster};
+
+    const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
+    /// States both tables hold while the churn runs around them.
+    const TABLE: usize = 100_000;
+
+    fn cluster(tag: &str) -> Cluster {
+        Cluster::new(BIN.as_ref(), &format!("pfsd-lat{tag}-"), 2)
+            .unwrap_or_else(|e| panic!("latency bench: {e} (run as root, with iproute2)"))
+    }
+
+    fn percentile(sorted: &[f64], p: f64) -> f64 {
+        if sorted.is_empty() {
+            return f64::NAN;
+        }
+        sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    }
+
+    /// Milliseconds, sorted.
+    fn summary(mut ms: Vec<f64>) -> String {
+        ms.sort_by(f64::total_cmp);
+        format!(
+            "p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms over {} probes",
+            percentile(&ms, 0.5),
+            percentile(&ms, 0.99),
+            ms.last().copied().unwrap_or(f64::NAN),
+            ms.len()
+        )
+    }
+
+    /// One probe: a new state on host 0, until host 1's table holds it. `None` if it
+    /// did not arrive within `timeout` (the churn may delete a state it adopted).
+    fn probe(c: &Cluster, timeout: Duration) -> Option<f64> {
+        let start = Instant::now();
+        let answer = c.ctl(0, "insert 1").ok()?;
+        let w: Vec<&str> = answer.split_whitespace().collect();
+        let get = format!("get {} {}", w.get(3)?, w.get(5)?);
+        while start.elapsed() < timeout {
+            if c.ctl(1, &get).is_ok() {
+                return Some(start.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        None
+    }
+
+    /// The control round trip alone: `ctl get` of a state host 1 holds.
+    fn round_trip(c: &Cluster) -> String {
+        let answer = c.ctl(0, "insert 1").unwrap();
+        let w: Vec<&str> = answer.split_whitespace().collect();
+        let get = format!("get {} {}", w[3], w[5]);
+        wait_until(Duration::from_secs(5), || c.ctl(1, &get).is_ok()).expect("probe state");
+        let ms = (0..500)
+            .map(|_| {
+                let t = Instant::now();
+                c.ctl(1, &get).unwrap();
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        summary(ms)
+    }
+
+    /// The per-hop figures of a daemon (`ctl stats`, "latency"), one line each.
+    fn hops(c: &Cluster, i: usize) -> String {
+        let stats = c.ctl_json(i, "stats").unwrap();
+        let Some(hops) = stats["latency"].as_object() else {
+            return "  (no latency figures)".to_string();
+        };
+        hops.iter()
+            .map(|(name, h)| {
+                format!(
+                    "  {name}: n {}, p50 {} us, p99 {} us, max {} us",
+                    h["count"], h["p50_us"], h["p99_us"], h["max_us"]
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn start(c: &mut Cluster, immediate: &str) {
+        let words = ["immediate", immediate, "syncdev", "eth0", "up"];
+        c.start(0, &words).unwrap();
+        c.start(1, &words).unwrap();
+        // Both bulk requests settle (each answers the other's) before the probes.
+        let settled = wait_until(Duration::from_secs(30), || {
+            (0..2).all(|i| c.ctl_json(i, "status").unwrap()["bulk"] == "done")
+        });
+        assert!(settled.is_some(), "the bulk updates did not end");
+    }
+
+    fn idle(immediate: &str, probes: usize) {
+        let mut c = cluster(&format!("i{immediate}"));
+        start(&mut c, immediate);
+        let rtt = round_trip(&c);
+        let mut ms = Vec::new();
+        let mut lost = 0;
+        for _ in 0..probes {
+            match probe(&c, Duration::from_secs(3)) {
+                Some(m) => ms.push(m),
+                None => lost += 1,
+            }
+            // Idle between probes: each finds the cluster quiet.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        println!(
+            "idle, immediate {immediate}: one new state reaches the peer's table: {}{} \
+             (target p99 1 ms); control round trip alone: {rtt}",
+            summary(ms),
+            lost_note(lost)
+        );
+        println!(
+            " sender hops:\n{}\n receiver hops:\n{}",
+            hops(&c, 0),
+            hops(&c, 1)
+        );
+    }
+
+    fn churning(rate: u32, secs: u64, p99_target: f64) {
+        let mut c = cluster(&format!("c{}k", rate / 1000));
+        start(&mut c, "on");
+        c.ctl(0, &format!("insert {TABLE}")).unwrap();
+        // The peer holds them all before the churn starts.
+        let synced = wait_until(Duration::from_secs(60), || {
+            c.ctl_json(1, "status").unwrap()["states"].as_u64() >= Some(TABLE as u64)
+        });
+        assert!(synced.is_some(), "the peer did not take the table");
+        let rtt = round_trip(&c);
+        c.ctl(0, &format!("churn {rate} {TABLE}")).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let made_before = made(&c);
+        let t0 = Instant::now();
+        let mut ms = Vec::new();
+        let mut lost = 0;
+        while t0.elapsed() < Duration::from_secs(secs) {
+            match probe(&c, Duration::from_secs(3)) {
+                Some(m) => ms.push(m),
+                None => lost += 1,
+            }
+        }
+        let rate_made = (made(&c) - made_before) as f64 / t0.elapsed().as_secs_f64();
+        println!(
+            "churn {rate}/s asked, {rate_made:.0}/s made, immediate on: one new state \
+             reaches the peer's table: {}{} (target p99 {p99_target} ms{}); control round \
+             trip alone (idle): {rtt}",
+            summary(ms),
+            lost_note(lost),
+            if rate >= 100_000 { ", max 50 ms" } else { "" }
+        );
+        println!(
+            " sender hops:\n{}\n receiver hops:\n{}",
+            hops(&c, 0),
+            hops(&c, 1)
+        );
+        c.ctl(0, "churn 0").unwrap();
+    }
+
+    fn made(c: &Cluster) -> u64 {
+        c.ctl_json(0, "stats").unwrap()["churn"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    }
+
+    fn lost_note(lost: usize) -> String {
+        if lost == 0 {
+            String::new()
+        } else {
+            format!(", {lost} not seen within 3 s (deleted by the churn, or lost)")
+        }
+    }
+
+    pub fn main() {
+        let quick = std::env::args().any(|a| a == "quick");
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("the latency bench needs root (network namespaces, raw sockets)");
+            std::process::exit(1);
+        }
+        let named = |p: &str| std::env::args().any(|a| a == p);
+        let all = !named("idle") && !named("10k") && !named("100k");
+        let (probes, secs) = if quick { (200, 5) } else { (2000, 20) };
+        println!(
+            "latency benchmark ({})",
+            if quick { "quick" } else { "full" }
+        );
+        if all || named("idle") {
+            idle("on", probes);
+            idle("off", 5);
+        }
+        if all || named("10k") {
+            churning(10_000, secs, 0.5);
+        }
+        if all || named("100k") {
+            churning(100_000, secs, 2.0);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn main() {
+    linux::main();
+}
+
+/// Network namespaces are Linux's: elsewhere there is nothing to run.
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("the latency bench runs on Linux only");
+    std::process::exit(1);
+}
