@@ -14,8 +14,10 @@
 //! the insert request is written, so a figure includes one control round trip for the
 //! insert and up to one for the poll that finds it: the bench measures that round
 //! trip on its own (`ctl get` of a state that exists, idle) and prints it, to be
-//! subtracted. After each run the daemons' own per-hop figures (`ctl stats`,
-//! "latency") are printed: what each hop of the privilege-separated path costs.
+//! subtracted. Between polls the bench pauses 20 µs, so that its polling does not take
+//! the CPU the daemons need on a two-core machine. The daemons' own per-hop figures
+//! (`ctl stats`, "latency"), taken over the probes' time only, are printed after each
+//! case: what each hop of the privilege-separated path costs.
 //!
 //! `cargo bench --bench latency` (`-- quick` for shorter runs; `-- idle`, `-- 10k` or
 //! `-- 100k` for one case).
@@ -29,6 +31,12 @@ mod linux {
     const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
     /// States both tables hold while the churn runs around them.
     const TABLE: usize = 100_000;
+    /// Between two polls of the peer's table.
+    const POLL_PAUSE: Duration = Duration::from_micros(20);
+    /// The hops of the sync path, in path order (`pfsyncd::daemon::latency`).
+    const HOPS: [&str; 6] = pfsyncd::daemon::latency::HOPS;
+    /// Buckets per doubling of the histograms' time.
+    const PER_OCTAVE: f64 = 4.0;
 
     fn cluster(tag: &str) -> Cluster {
         Cluster::new(BIN.as_ref(), &format!("pfsd-lat{tag}-"), 2)
@@ -65,6 +73,10 @@ mod linux {
             if c.ctl(1, &get).is_ok() {
                 return Some(start.elapsed().as_secs_f64() * 1000.0);
             }
+            // A breath between polls: on two cores a poll loop without one takes the
+            // CPU the daemons need (the figure's resolution is a poll's round trip
+            // plus this).
+            std::thread::sleep(POLL_PAUSE);
         }
         None
     }
@@ -85,21 +97,75 @@ mod linux {
         summary(ms)
     }
 
-    /// The per-hop figures of a daemon (`ctl stats`, "latency"), one line each.
-    fn hops(c: &Cluster, i: usize) -> String {
+    /// The per-hop histograms of a daemon (`ctl stats`, "latency"): per hop, the
+    /// counts per bucket and the max.
+    fn hop_counts(c: &Cluster, i: usize) -> Vec<(Vec<u64>, u64)> {
         let stats = c.ctl_json(i, "stats").unwrap();
-        let Some(hops) = stats["latency"].as_object() else {
-            return "  (no latency figures)".to_string();
+        HOPS.iter()
+            .map(|hop| {
+                let h = &stats["latency"][hop];
+                let counts = h["counts"]
+                    .as_array()
+                    .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(0)).collect())
+                    .unwrap_or_default();
+                (counts, h["max_us"].as_u64().unwrap_or(0))
+            })
+            .collect()
+    }
+
+    /// What each hop cost between two readings of [`hop_counts`], one line each: the
+    /// quantiles are bucket bounds (within 19 %), the max the highest bucket's bound
+    /// (the daemon's own max when the last, open bucket was reached).
+    fn hops(before: &[(Vec<u64>, u64)], after: &[(Vec<u64>, u64)]) -> String {
+        let bound = |i: usize, n: usize, max: u64| {
+            if i + 1 == n {
+                max as f64
+            } else {
+                2f64.powf(i as f64 / PER_OCTAVE)
+            }
         };
-        hops.iter()
-            .map(|(name, h)| {
+        HOPS.iter()
+            .zip(before.iter().zip(after))
+            .map(|(hop, ((b, _), (a, max)))| {
+                let d: Vec<u64> = a
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| n.saturating_sub(b.get(i).copied().unwrap_or(0)))
+                    .collect();
+                let count: u64 = d.iter().sum();
+                let quantile = |p: f64| {
+                    let rank = ((count as f64 * p).ceil() as u64).max(1);
+                    let mut seen = 0;
+                    for (i, &n) in d.iter().enumerate() {
+                        seen += n;
+                        if seen >= rank {
+                            return bound(i, d.len(), *max);
+                        }
+                    }
+                    f64::NAN
+                };
+                let top = d.iter().rposition(|&n| n > 0);
                 format!(
-                    "  {name}: n {}, p50 {} us, p99 {} us, max {} us",
-                    h["count"], h["p50_us"], h["p99_us"], h["max_us"]
+                    "  {hop:<11} n {count:>7}, p50 <= {:.0} us, p99 <= {:.0} us, max <= {:.0} us",
+                    quantile(0.5),
+                    quantile(0.99),
+                    top.map_or(0.0, |i| bound(i, d.len(), *max))
                 )
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    fn both_hops(c: &Cluster) -> [Vec<(Vec<u64>, u64)>; 2] {
+        [hop_counts(c, 0), hop_counts(c, 1)]
+    }
+
+    fn print_hops(before: &[Vec<(Vec<u64>, u64)>; 2], after: &[Vec<(Vec<u64>, u64)>; 2]) {
+        println!(
+            " sender hops:\n{}\n receiver hops:\n{}",
+            hops(&before[0], &after[0]),
+            hops(&before[1], &after[1])
+        );
     }
 
     fn start(c: &mut Cluster, immediate: &str) {
@@ -117,6 +183,7 @@ mod linux {
         let mut c = cluster(&format!("i{immediate}"));
         start(&mut c, immediate);
         let rtt = round_trip(&c);
+        let before = both_hops(&c);
         let mut ms = Vec::new();
         let mut lost = 0;
         for _ in 0..probes {
@@ -133,11 +200,7 @@ mod linux {
             summary(ms),
             lost_note(lost)
         );
-        println!(
-            " sender hops:\n{}\n receiver hops:\n{}",
-            hops(&c, 0),
-            hops(&c, 1)
-        );
+        print_hops(&before, &both_hops(&c));
     }
 
     fn churning(rate: u32, secs: u64, p99_target: f64) {
@@ -153,6 +216,7 @@ mod linux {
         c.ctl(0, &format!("churn {rate} {TABLE}")).unwrap();
         std::thread::sleep(Duration::from_millis(500));
         let made_before = made(&c);
+        let before = both_hops(&c);
         let t0 = Instant::now();
         let mut ms = Vec::new();
         let mut lost = 0;
@@ -163,6 +227,7 @@ mod linux {
             }
         }
         let rate_made = (made(&c) - made_before) as f64 / t0.elapsed().as_secs_f64();
+        let after = both_hops(&c);
         println!(
             "churn {rate}/s asked, {rate_made:.0}/s made, immediate on: one new state \
              reaches the peer's table: {}{} (target p99 {p99_target} ms{}); control round \
@@ -171,11 +236,7 @@ mod linux {
             lost_note(lost),
             if rate >= 100_000 { ", max 50 ms" } else { "" }
         );
-        println!(
-            " sender hops:\n{}\n receiver hops:\n{}",
-            hops(&c, 0),
-            hops(&c, 1)
-        );
+        print_hops(&before, &after);
         c.ctl(0, "churn 0").unwrap();
     }
 

@@ -110,13 +110,16 @@ impl Histogram {
         self.max_us as f64
     }
 
-    /// `{count, p50_us, p99_us, max_us}`.
+    /// `{count, p50_us, p99_us, max_us, counts}`: `counts` per bucket, bucket `i`
+    /// holding what took up to 2^(i/4) µs (the last: longer), so that a reader can
+    /// subtract two readings and have the figures of the time between.
     pub fn json(&self) -> Value {
         json!({
             "count": self.count(),
             "p50_us": (self.quantile_us(0.5) * 10.0).round() / 10.0,
             "p99_us": (self.quantile_us(0.99) * 10.0).round() / 10.0,
             "max_us": self.max_us,
+            "counts": self.counts.to_vec(),
         })
     }
 
@@ -184,7 +187,17 @@ pub struct EngineLatency {
     pub engine_turn: Histogram,
 }
 
-/// Every hop, in path order, for `ctl stats`.
+/// The hops' names in path order (`ctl stats` lists them by name).
+pub const HOPS: [&str; 6] = [
+    "table_poll",
+    "to_engine",
+    "engine_turn",
+    "to_parent",
+    "send",
+    "apply",
+];
+
+/// Every hop, for `ctl stats`.
 pub fn json(parent: &ParentLatency, engine: &EngineLatency) -> Value {
     let p = parent.named();
     let mut m = Map::new();
