@@ -9,13 +9,14 @@
 //! each with `immediate on` (both daemons are pfsyncd), and the idle case once more
 //! with `immediate off` (the kernels' 1 s batch) for comparison.
 //!
-//! A probe is `ctl insert 1` on the sender, then `ctl get` on the peer, polled as fast
-//! as its control socket answers, until the state is there. The clock starts before
-//! the insert request is written, so a figure includes one control round trip for the
-//! insert and up to one for the poll that finds it: the bench measures that round
-//! trip on its own (`ctl get` of a state that exists, idle) and prints it, to be
-//! subtracted. Between polls the bench pauses 20 µs, so that its polling does not take
-//! the CPU the daemons need on a two-core machine. The daemons' own per-hop figures
+//! A probe is `ctl insert 1` on the sender, then `ctl get --json` on the peer every
+//! 0.5 ms until the state is there; the peer's answer says how long ago its parent
+//! wrote the state into the table (`applied_us_ago`), so the arrival is known whatever
+//! the polling's delay, and the polling stays light enough not to take the CPU the
+//! daemons need on a two-core machine. The clock starts before the insert request is
+//! written, so a figure includes the insert's control round trip and the way back of
+//! the answer that found it: the bench measures a control round trip on its own (`ctl
+//! get` of a state that exists) and prints it. The daemons' own per-hop figures
 //! (`ctl stats`, "latency"), taken over the probes' time only, are printed after each
 //! case: what each hop of the privilege-separated path costs.
 //!
@@ -32,7 +33,7 @@ mod linux {
     /// States both tables hold while the churn runs around them.
     const TABLE: usize = 100_000;
     /// Between two polls of the peer's table.
-    const POLL_PAUSE: Duration = Duration::from_micros(20);
+    const POLL_PAUSE: Duration = Duration::from_micros(500);
     /// The hops of the sync path, in path order (`pfsyncd::daemon::latency`).
     const HOPS: [&str; 6] = pfsyncd::daemon::latency::HOPS;
     /// Buckets per doubling of the histograms' time.
@@ -68,14 +69,19 @@ mod linux {
         let start = Instant::now();
         let answer = c.ctl(0, "insert 1").ok()?;
         let w: Vec<&str> = answer.split_whitespace().collect();
-        let get = format!("get {} {}", w.get(3)?, w.get(5)?);
+        let get = format!("get {} {} --json", w.get(3)?, w.get(5)?);
         while start.elapsed() < timeout {
-            if c.ctl(1, &get).is_ok() {
-                return Some(start.elapsed().as_secs_f64() * 1000.0);
+            if let Ok(text) = c.ctl(1, &get) {
+                let found = start.elapsed();
+                // The peer says how long before its answer the state was written in:
+                // the arrival, whatever the polling's delay (the answer's own way back
+                // is left in, a few tens of µs).
+                let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+                let ago = Duration::from_micros(v["applied_us_ago"].as_u64()?);
+                return Some(found.saturating_sub(ago).as_secs_f64() * 1000.0);
             }
-            // A breath between polls: on two cores a poll loop without one takes the
-            // CPU the daemons need (the figure's resolution is a poll's round trip
-            // plus this).
+            // Polled gently: on two cores a tight poll loop takes the CPU the daemons
+            // need, and the peer's stamp makes the pause cost no precision.
             std::thread::sleep(POLL_PAUSE);
         }
         None

@@ -19,6 +19,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::applied::RecentlyApplied;
 use super::carp::Demotion;
 use super::churn::Churn;
 use super::control_socket::{accept, respond, SocketFile};
@@ -87,6 +88,8 @@ pub(in crate::daemon) struct Parent {
     table_ops_applied: u64,
     /// What this process's hops of the sync path cost (`ctl stats`, "latency").
     latency: ParentLatency,
+    /// When the engine's operations last wrote recently synced states.
+    applied: RecentlyApplied,
     checksum: [u8; 16],
     send_failures: u32,
     next_table_poll: Instant,
@@ -161,6 +164,7 @@ impl Parent {
             crossings: Crossings::new(crate::engine::KeyedState::new(hash_key)),
             table_ops_applied: 0,
             latency: ParentLatency::default(),
+            applied: RecentlyApplied::new(crate::engine::KeyedState::new(hash_key)),
             checksum: [0; 16],
             send_failures: 0,
             next_table_poll: now,
@@ -503,6 +507,9 @@ impl Parent {
         }
         let result = self.table.state_table().apply(now, op);
         self.table_stats.record(op, &result);
+        if let (Ok(_), TableOp::Import(s) | TableOp::Update(s)) = (&result, op) {
+            self.applied.wrote(key_of(s), Instant::now());
+        }
         if let (Err(e), TableOp::Import(_)) = (&result, op) {
             log_debug!("import: {e}");
         }
@@ -548,6 +555,7 @@ impl Parent {
                         churn: &mut self.churn,
                         synth: &mut self.synth,
                         creatorid: self.options.creatorid,
+                        applied: &self.applied,
                     };
                     let text = table_requests::answer(&mut parts, now, &line);
                     self.step(now, true);
