@@ -185,6 +185,16 @@ fn status_text(d: &EngineParts<'_>, r: &ParentReport) -> String {
         c.maxupd,
         c.dialect.name()
     );
+    let _ = writeln!(
+        s,
+        "\timmediate: {} ({})",
+        if d.engine.config().immediate {
+            "on, changes leave at the end of each turn"
+        } else {
+            "off, changes wait up to 1 s"
+        },
+        c.immediate.name()
+    );
     if !c.syncpeers.is_empty() {
         let _ = writeln!(
             s,
