@@ -14,6 +14,8 @@
 //! nosync-port N                ... of TCP, UDP or SCTP with port N (either side)
 //! -nosync                      drop every nosync-* filter
 //! syncdelay N                  announce new local states once N seconds old (0: at once)
+//! immediate on|off|auto        send changes at the end of the turn, not after the 1 s
+//!                              batch (auto: when every peer is a pfsyncd)
 //! ifmap PEERIF LOCALIF [peer ADDR] | -ifmap   a peer's interface name is our LOCALIF
 //! anysource | -anysource       with syncpeers: take packets from any source, or (the
 //!                              default) from the syncpeers only
@@ -25,6 +27,7 @@
 
 use std::net::IpAddr;
 
+use super::immediate::Immediate;
 use super::secure_config::{self, SecureConfig};
 use crate::engine::{AllowedSources, FilterRule, IfMap, IfMapping};
 use crate::wire::{Dialect, IfName};
@@ -56,6 +59,9 @@ pub struct SyncConfig {
     pub ifmap: IfMap,
     /// Packets from any source are taken even with unicast sync peers (`anysource`).
     pub anysource: bool,
+    /// Changes leave at the end of the turn rather than after the 1 s batch
+    /// (`immediate`; see [`super::immediate`]).
+    pub immediate: Immediate,
     /// The secure link (`securekey`, `secureport`, `secureaddr`, `securepeer`).
     pub secure: SecureConfig,
 }
@@ -74,6 +80,7 @@ impl Default for SyncConfig {
             sync_delay_secs: 0,
             ifmap: IfMap::default(),
             anysource: false,
+            immediate: Immediate::Auto,
             secure: SecureConfig::default(),
         }
     }
@@ -208,6 +215,11 @@ pub const WORDS: &[Word] = &[
         meaning: "announce a new state only once it has lived N seconds (0-3600, default 0: at once)",
     },
     Word {
+        usage: "immediate on|off|auto",
+        example: "immediate on",
+        meaning: "send changes at the end of the turn, packed, not after the 1 s batch (auto, the default: when every peer is a pfsyncd)",
+    },
+    Word {
         usage: "securekey FILE",
         example: "securekey /etc/pfsyncd.key",
         meaning: "this node's WireGuard private key file (mode 600) for the secure link",
@@ -311,6 +323,9 @@ pub enum ConfigError {
     /// A secure link word or value that cannot be taken.
     #[error(transparent)]
     BadSecure(#[from] secure_config::SecureWordError),
+    /// An `immediate` value other than on, off or auto.
+    #[error("immediate '{0}': expected on, off or auto")]
+    BadImmediate(String),
     /// An `ifmap` that cannot be applied.
     #[error("ifmap '{value}': {why}")]
     BadIfMap {
@@ -387,6 +402,11 @@ impl SyncConfig {
                     let v = value("syncdelay")?;
                     self.sync_delay_secs = parse_number("syncdelay", v, 0, MAX_SYNC_DELAY_SECS)?;
                 }
+                "immediate" => {
+                    let v = value("immediate")?;
+                    self.immediate = Immediate::from_name(v)
+                        .ok_or_else(|| ConfigError::BadImmediate(v.to_string()))?;
+                }
                 "ifmap" => {
                     let mapping = parse_ifmap(&mut words)?;
                     self.ifmap.insert(mapping);
@@ -444,6 +464,7 @@ impl SyncConfig {
             words.extend(filter_words(rule));
         }
         words.extend(["syncdelay".to_string(), self.sync_delay_secs.to_string()]);
+        words.extend(["immediate".to_string(), self.immediate.name().to_string()]);
         words.push(if self.up { "up" } else { "down" }.to_string());
         for m in self.ifmap.mappings() {
             words.extend(["ifmap".to_string(), m.peer_name.to_string()]);
@@ -538,6 +559,14 @@ impl SyncConfig {
     /// The engine's filter of these words.
     pub fn engine_filter(&self) -> crate::engine::SyncFilter {
         crate::engine::SyncFilter::new(self.sync_filter.clone())
+    }
+
+    /// Whether every peer this configuration reaches is a pfsyncd (for `immediate
+    /// auto`): a secure peer is one by definition, and anyone on a plain link may be a
+    /// kernel. So: secure peers, and no plain link (no `syncdev`). (A later round adds
+    /// plain-link peers that answered the pfsyncd hello.)
+    pub fn all_peers_pfsyncd(&self) -> bool {
+        !self.secure.peers.is_empty() && self.syncdev.is_none()
     }
 
     /// The engine's delay of these words.
@@ -1029,5 +1058,29 @@ mod secure_words_test {
             assert!(err.contains(want), "{words:?}: {err}");
             assert!(!err.contains('\n'));
         }
+    }
+
+    #[test]
+    fn only_secure_peers_without_a_plain_link_are_all_pfsyncd() {
+        let secure =
+            "securekey /k securepeer 192.0.2.7 pubkey HIo9x/T6qmUJ9cYMqWfPamNTEMNzbXw5G5ndlzmO3B0=";
+        let words = |extra: &str| {
+            let text = format!("{secure} {extra}");
+            SyncConfig::from_words(&text.split_whitespace().collect::<Vec<_>>()).unwrap()
+        };
+        assert!(words("").all_peers_pfsyncd());
+        assert!(!words("syncdev eth0").all_peers_pfsyncd());
+        assert!(!SyncConfig::from_words(&["syncdev", "eth0"])
+            .unwrap()
+            .all_peers_pfsyncd());
+        assert!(!SyncConfig::default().all_peers_pfsyncd());
+        assert_eq!(SyncConfig::default().immediate, Immediate::Auto);
+        let on = SyncConfig::from_words(&["immediate", "on"]).unwrap();
+        assert_eq!(on.immediate, Immediate::On);
+        assert_eq!(SyncConfig::from_words(&on.to_words()).unwrap(), on);
+        assert!(matches!(
+            SyncConfig::from_words(&["immediate", "yes"]),
+            Err(ConfigError::BadImmediate(_))
+        ));
     }
 }

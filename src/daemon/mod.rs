@@ -11,7 +11,7 @@
 //!   reads what peers send).
 //! - Below both, used by either: [`privsep`] (the channel between them, its messages,
 //!   the crossing of changes and operations, the sandbox), [`config`], [`options`],
-//!   [`link`], [`secure_config`], [`requests`] (which control request goes to which process), [`report`],
+//!   [`link`], [`immediate`], [`latency`], [`secure_config`], [`requests`] (which control request goes to which process), [`report`],
 //!   [`log`], and [`control`] (the control socket's client side).
 //!
 //! `parent/` and `engine/` use only their own files and the shared ones, the shared
@@ -21,6 +21,8 @@
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod immediate;
+pub mod latency;
 pub mod link;
 pub mod log;
 pub mod options;

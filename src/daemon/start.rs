@@ -130,6 +130,8 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
     let (parent_requests, engine_requests) = privsep::channel::pair().context("socketpair")?;
     let (listener, socket_file) = control.into_parts();
     let link_open = link.is_some();
+    // Both processes stamp the sync path's hops against one base (daemon::latency).
+    super::latency::start_clock();
     match crate::sys::process::fork().context("starting the engine process")? {
         Forked::Child => {
             // Nothing privileged goes along: the table (and /dev/pf), the link's

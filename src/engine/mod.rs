@@ -32,6 +32,10 @@
 //!
 //! Deliberate differences from the kernels are marked "Difference:" where they are made.
 //! In short:
+//! - with [`Config::immediate`] (for clusters of pfsyncd peers only) every queued change
+//!   is due at once: it leaves at the caller's next [`Engine::handle_timeout`], the end
+//!   of its turn, packed with whatever else the turn queued, instead of after the 1 s
+//!   batch;
 //! - a full update or insert for a state deleted less than `tombstone_ttl` (5 s) ago is
 //!   refused, as a copy overtaken by the DEL_C (`tombstones.rs`; a zero TTL restores the
 //!   kernels' behaviour, which lets such copies linger until pf expires them); when the
@@ -149,6 +153,10 @@ pub struct Config {
     pub maxupd: u8,
     /// Longest a queued change waits before it is sent.
     pub flush_delay: Duration,
+    /// Queued changes are due at once instead of after `flush_delay`: the caller's
+    /// [`Engine::handle_timeout`] at the end of its turn sends them, packed together.
+    /// Off by default (the kernels' 1 s batch); for peers that are all pfsyncd.
+    pub immediate: bool,
     /// A local update to a state a peer updated less than this ago is sent at once.
     pub split_window: Duration,
     /// How long our bulk request waits for a BUS START before it is sent again.
@@ -211,6 +219,7 @@ impl Config {
             ip_header_len: crate::wire::frame::IPV4_HEADER_LEN,
             maxupd: 128,
             flush_delay: Duration::from_secs(1),
+            immediate: false,
             split_window: Duration::from_secs(2),
             bulk_retry,
             bulk_max_tries: 12,
@@ -631,6 +640,15 @@ impl Engine {
         self.config.ip_header_len = link.ip_header_len;
         self.config.maxupd = link.maxupd;
         self.config.syncpeer = link.syncpeer;
+    }
+
+    /// Sends queued changes at the end of the caller's turn (`on`) or after the
+    /// kernels' batching delay. Turned on, what is already queued is due at `now`.
+    pub fn set_immediate(&mut self, now: Instant, on: bool) {
+        self.config.immediate = on;
+        if on {
+            self.flush_at = self.flush_at.map(|t| t.min(now));
+        }
     }
 
     /// Takes the senders to accept packets from from now on (`syncpeer`s and

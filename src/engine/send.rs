@@ -5,7 +5,7 @@
 //! ten times before the flush is sent once. The queued bytes are accounted as the kernel
 //! does, so that a message that would overflow the MTU sends the packet first.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::cache::Queue;
 use super::{Engine, Transmit, ACTIONS};
@@ -98,9 +98,15 @@ impl Engine {
         if !self.nothing_pending() && self.pending_len() + extra > self.budget() {
             self.send_pending(now);
         }
-        if self.flush_at.is_none() {
-            self.flush_at = Some(now + self.config.flush_delay);
-        }
+        // A later change never moves the timer later; with `immediate` it is due now, and
+        // the caller's end-of-turn timeout sends everything the turn queued together.
+        let delay = if self.config.immediate {
+            Duration::ZERO
+        } else {
+            self.config.flush_delay
+        };
+        let due = now + delay;
+        self.flush_at = Some(self.flush_at.map_or(due, |t| t.min(due)));
     }
 
     /// Bytes a state adds to the packet in `queue` (its record, and a subheader if it
@@ -299,5 +305,89 @@ impl Engine {
                 payload,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod immediate_tests {
+    use super::super::tests::{all_messages, at, engine_with, tcp, transmits, US};
+    use super::super::*;
+    use crate::wire::Message;
+
+    fn immediate(dialect: Dialect) -> Engine {
+        engine_with(dialect, |c| c.immediate = true)
+    }
+
+    #[test]
+    fn with_immediate_one_change_is_due_at_once_and_leaves_in_one_packet() {
+        let mut e = immediate(Dialect::FreeBsd1400);
+        e.handle_local(at(0), LocalChange::Insert(tcp(US, 1)));
+        // Not per change: the end of the caller's turn sends it.
+        assert!(transmits(&mut e).is_empty());
+        assert_eq!(e.poll_timeout(), Some(at(0)));
+        e.handle_timeout(at(0));
+        let sent = transmits(&mut e);
+        assert_eq!(sent.len(), 1);
+        assert!(matches!(all_messages(&sent)[..], [Message::Ins(_)]));
+        assert_eq!(e.poll_timeout(), None);
+    }
+
+    #[test]
+    fn with_immediate_a_turns_changes_are_packed_into_full_packets() {
+        // 1400 records: five per packet at MTU 1500 (see the batching test in tests.rs).
+        let mut e = immediate(Dialect::FreeBsd1400);
+        for id in 1..=50 {
+            e.handle_local(at(0), LocalChange::Insert(tcp(US, id)));
+        }
+        e.handle_timeout(at(0));
+        let sent = transmits(&mut e);
+        assert_eq!(sent.len(), 10, "50 records, 5 a packet");
+        assert_eq!(all_messages(&sent).len(), 50);
+    }
+
+    #[test]
+    fn with_immediate_updates_and_deletes_are_due_at_once_too() {
+        let mut e = immediate(Dialect::FreeBsd1400);
+        let s = tcp(US, 1);
+        e.handle_local(at(0), LocalChange::Insert(s));
+        e.handle_timeout(at(0));
+        transmits(&mut e);
+        e.handle_local(
+            at(5),
+            LocalChange::Update(super::super::tests::advanced(s, 1)),
+        );
+        assert_eq!(e.poll_timeout(), Some(at(5)));
+        e.handle_timeout(at(5));
+        assert!(matches!(
+            all_messages(&transmits(&mut e))[..],
+            [Message::UpdC(_)]
+        ));
+        e.handle_local(
+            at(9),
+            LocalChange::Delete {
+                creatorid: US,
+                id: 1,
+            },
+        );
+        assert_eq!(e.poll_timeout(), Some(at(9)));
+        e.handle_timeout(at(9));
+        assert!(matches!(
+            all_messages(&transmits(&mut e))[..],
+            [Message::DelC(_)]
+        ));
+    }
+
+    #[test]
+    fn turning_immediate_on_makes_what_is_queued_due_and_off_brings_the_batch_back() {
+        let mut e = engine_with(Dialect::FreeBsd1400, |_| {});
+        e.handle_local(at(0), LocalChange::Insert(tcp(US, 1)));
+        assert_eq!(e.poll_timeout(), Some(at(1000)));
+        e.set_immediate(at(10), true);
+        assert_eq!(e.poll_timeout(), Some(at(10)));
+        e.handle_timeout(at(10));
+        assert_eq!(transmits(&mut e).len(), 1);
+        e.set_immediate(at(20), false);
+        e.handle_local(at(20), LocalChange::Insert(tcp(US, 2)));
+        assert_eq!(e.poll_timeout(), Some(at(1020)));
     }
 }

@@ -848,6 +848,8 @@ mod tests {
             churn_made,
             edge,
             metrics_http,
+            // Histograms of the sync path's hops: `ctl stats` only, no series yet.
+            latency: _,
         } = &mut report;
         let TableStats {
             imported,

@@ -18,6 +18,8 @@ use super::peers::Peers;
 use super::requests::{self as engine_requests, EngineParts};
 use super::secure::{SecureReceive, SecureSide};
 use crate::daemon::config::SyncConfig;
+use crate::daemon::immediate::immediate_wanted;
+use crate::daemon::latency::{self, EngineLatency};
 use crate::daemon::link::link_settings;
 use crate::daemon::options::Options;
 use crate::daemon::privsep::message::MAX_TEXT;
@@ -61,6 +63,13 @@ pub(in crate::daemon) struct EngineProcess {
     last_housekeeping: Instant,
     /// `badsrc` as last logged.
     badsrc_logged: u64,
+    /// What this process's hops of the sync path cost (`ctl stats`, "latency").
+    latency: EngineLatency,
+    /// When this turn read the parent's first stamped batch (see
+    /// [`crate::daemon::latency`]).
+    batch_read_at: Option<u64>,
+    /// This turn's first packet or table operation for the parent has its stamp.
+    output_stamped: bool,
 }
 
 /// How the loop ends.
@@ -93,10 +102,14 @@ impl EngineProcess {
         ec.syncpeer = link_cfg.syncpeer;
         ec.filter = config.engine_filter();
         ec.sync_delay = config.engine_sync_delay();
+        ec.immediate = immediate_wanted(config.immediate, config.all_peers_pfsyncd());
         // Unless told otherwise, the pace of the dialect's kernel (OpenBSD's input is
         // built for one packet per 20 ms); a pfsyncd cluster takes --bulk-pps.
         if let Some(pps) = options.bulk_pps {
             ec.set_bulk_pps(pps);
+        }
+        if ec.immediate {
+            log_info!("immediate: changes leave at the end of each turn, not after the 1 s batch");
         }
         let mut engine = Engine::new(ec);
         engine.set_allowed_sources(config.allowed_sources());
@@ -124,6 +137,9 @@ impl EngineProcess {
             bulk_end_op: 0,
             last_housekeeping: now,
             badsrc_logged: 0,
+            latency: EngineLatency::default(),
+            batch_read_at: None,
+            output_stamped: false,
         }
     }
 
@@ -179,6 +195,7 @@ impl EngineProcess {
                 }
             }
             let now = Instant::now();
+            self.output_stamped = false;
             if let Err(e) = self.take_requests(now) {
                 log_error!("{e}");
                 break Stop::Failed;
@@ -213,6 +230,11 @@ impl EngineProcess {
             if let Err(e) = self.channel.flush() {
                 log_error!("{e}");
                 break Stop::Failed;
+            }
+            if let Some(read_at) = self.batch_read_at.take() {
+                if self.output_stamped {
+                    self.latency.engine_turn.record(latency::since(read_at));
+                }
             }
         };
         forward_log(&mut self.channel);
@@ -271,6 +293,10 @@ impl EngineProcess {
                 ToEngine::Local(c) => {
                     self.local_seen += 1;
                     self.engine.handle_local(now, c);
+                }
+                ToEngine::Stamp(ns) => {
+                    self.latency.to_engine.record(latency::since(ns));
+                    self.batch_read_at.get_or_insert_with(latency::stamp);
                 }
                 ToEngine::Checksum(sum) => self.engine.set_checksum(sum),
                 ToEngine::SendFailed(n) => {
@@ -379,6 +405,7 @@ impl EngineProcess {
                 sandbox: &self.sandbox,
                 link_open: self.link_open,
                 bulk_ops_in_flight: self.bulk_end_op.saturating_sub(applied),
+                latency: &self.latency,
             };
             let text = engine_requests::answer(&mut parts, now, &line, &report);
             // What the request changed (a bulk request) leaves before the answer.
@@ -418,6 +445,10 @@ impl EngineProcess {
         self.engine.set_sync_delay(config.engine_sync_delay());
         self.engine.set_allowed_sources(config.allowed_sources());
         self.engine.set_ifmap(config.ifmap.clone());
+        self.set_immediate(
+            now,
+            immediate_wanted(config.immediate, config.all_peers_pfsyncd()),
+        );
         if let Some(secure) = &mut self.secure {
             let peers = secure.peers_from_config(&config.secure);
             for (addr, outcome) in secure.set_peers(peers) {
@@ -437,6 +468,23 @@ impl EngineProcess {
             log_info!("bulk update requested from the peers");
         }
         self.drain();
+    }
+
+    /// Tells the engine whether changes leave at the end of the turn (see
+    /// [`crate::daemon::immediate`]); called whenever what decides it changes.
+    fn set_immediate(&mut self, now: Instant, on: bool) {
+        if self.engine.config().immediate != on {
+            self.engine.set_immediate(now, on);
+            log_info!(
+                "immediate {}: changes leave {}",
+                if on { "on" } else { "off" },
+                if on {
+                    "at the end of each turn"
+                } else {
+                    "after the 1 s batch"
+                }
+            );
+        }
     }
 
     fn shutdown(&mut self, now: Instant, signal: i32) {
@@ -475,7 +523,14 @@ impl EngineProcess {
     /// and logs its events.
     fn drain(&mut self) {
         let (engine, channel, secure) = (&mut self.engine, &mut self.channel, &mut self.secure);
+        let stamped = &mut self.output_stamped;
+        let mut stamp_once = |channel: &mut Channel| {
+            if !std::mem::replace(stamped, true) {
+                ToParent::Stamp(latency::stamp()).encode(channel.queue());
+            }
+        };
         while let Some(op) = engine.poll_table_op() {
+            stamp_once(channel);
             ToParent::Table {
                 op,
                 seen: self.local_seen,
@@ -514,6 +569,7 @@ impl EngineProcess {
             // Down, the engine still builds packets (its queues drain); nobody sends
             // them.
             if self.link_open {
+                stamp_once(channel);
                 ToParent::Transmit(&t.payload).encode(channel.queue());
             }
             if let Some(secure) = secure.as_mut() {

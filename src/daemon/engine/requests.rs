@@ -30,6 +30,8 @@ pub(super) struct EngineParts<'e> {
     /// Table operations of the last bulk update the parent had not yet applied when it
     /// passed the request on.
     pub(super) bulk_ops_in_flight: u64,
+    /// What the engine process's hops of the sync path cost.
+    pub(super) latency: &'e crate::daemon::latency::EngineLatency,
 }
 
 /// Answers `line`, a request [`crate::daemon::requests::route`] sent to the engine.
@@ -135,6 +137,8 @@ fn status_json(d: &EngineParts<'_>, r: &ParentReport) -> Value {
         "mtu": c.mtu,
         "sync_filter": c.filter_words(),
         "syncdelay": c.sync_delay_secs,
+        "immediate": c.immediate.name(),
+        "immediate_on": d.engine.config().immediate,
         "anysource": c.anysource,
         "ifmap": c.ifmap.mappings().iter().map(|m| json!({
             "peer_name": m.peer_name.to_string(),
@@ -180,6 +184,16 @@ fn status_text(d: &EngineParts<'_>, r: &ParentReport) -> String {
         " maxupd: {} defer: off version: {}",
         c.maxupd,
         c.dialect.name()
+    );
+    let _ = writeln!(
+        s,
+        "\timmediate: {} ({})",
+        if d.engine.config().immediate {
+            "on, changes leave at the end of each turn"
+        } else {
+            "off, changes wait up to 1 s"
+        },
+        c.immediate.name()
     );
     if !c.syncpeers.is_empty() {
         let _ = writeln!(
@@ -316,6 +330,7 @@ fn stats_json(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> Value {
         "peers": peers,
         "untracked_peer_packets": d.peers.untracked,
         "secure": d.secure.map(|side| side.stats_json(now)),
+        "latency": crate::daemon::latency::json(&r.latency, d.latency),
     })
 }
 

@@ -7,6 +7,7 @@
 //! byte. Files here use each other and the shared pieces of [`super`], never
 //! [`super::engine`].
 
+mod applied;
 pub mod carp;
 pub mod churn;
 pub mod control_socket;

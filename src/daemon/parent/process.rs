@@ -20,6 +20,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use zeroize::Zeroizing;
 
+use super::applied::RecentlyApplied;
 use super::carp::Demotion;
 use super::churn::Churn;
 use super::control_socket::{accept, respond, SocketFile};
@@ -30,6 +31,7 @@ use super::requests::{self as table_requests, TableParts};
 use super::secure::{reload_secure_keys, SecureSockets};
 use super::table::Table;
 use crate::daemon::config::SyncConfig;
+use crate::daemon::latency::{self, ParentLatency};
 use crate::daemon::link::{open_link, Link};
 use crate::daemon::options::{load_config, Options};
 use crate::daemon::privsep::crossing::Crossings;
@@ -86,6 +88,12 @@ pub(in crate::daemon) struct Parent {
     crossings: Crossings,
     /// The engine's table operations taken so far (see `ToEngine::Request::applied`).
     table_ops_applied: u64,
+    /// What this process's hops of the sync path cost (`ctl stats`, "latency").
+    latency: ParentLatency,
+    /// When the engine's operations last wrote recently synced states.
+    applied: RecentlyApplied,
+    /// The engine's frames were left over at this turn's budget: take no new input.
+    engine_behind: bool,
     checksum: [u8; 16],
     send_failures: u32,
     next_table_poll: Instant,
@@ -159,6 +167,9 @@ impl Parent {
             changes: Vec::new(),
             crossings: Crossings::new(crate::engine::KeyedState::new(hash_key)),
             table_ops_applied: 0,
+            latency: ParentLatency::default(),
+            applied: RecentlyApplied::new(crate::engine::KeyedState::new(hash_key)),
+            engine_behind: false,
             checksum: [0; 16],
             send_failures: 0,
             next_table_poll: now,
@@ -257,7 +268,14 @@ impl Parent {
             if let Err(e) = self.take_messages(now) {
                 break self.engine_gone(e);
             }
-            if read_link {
+            // Frames of the engine's left for the next turn (its budget ran out): the
+            // engine produces faster than this process carries out. Taking more work in
+            // (datagrams, the table's changes) would only lengthen that queue, up to its
+            // high-water mark and the socket's buffer, some 50 000 operations or half a
+            // second at 100 000 changes/s (issue 14: the 733 ms); the input waits in the
+            // kernel's socket buffer and the table instead, for the turns that drain it.
+            self.engine_behind = self.channel.has_frame();
+            if read_link && !self.engine_behind {
                 self.receive(&mut buf);
                 if let Some(secure) = &self.secure {
                     secure.receive(&mut buf, RECEIVE_BATCH, self.channel.queue());
@@ -340,12 +358,19 @@ impl Parent {
             match msg {
                 ToParent::Transmit(payload) => {
                     if let Some(link) = &self.link {
+                        let started = Instant::now();
                         if !link.sender.send(payload).is_ok() {
                             self.send_failures += 1;
                         }
+                        self.latency.send.record(started.elapsed());
                     }
                 }
-                ToParent::Table { op, seen } => self.apply(now, &op, seen),
+                ToParent::Table { op, seen } => {
+                    let started = Instant::now();
+                    self.apply(now, &op, seen);
+                    self.latency.apply.record(started.elapsed());
+                }
+                ToParent::Stamp(ns) => self.latency.to_parent.record(latency::since(ns)),
                 ToParent::Demote(on) => self.demote(on),
                 // Answers come on their own channel (take_answers).
                 ToParent::Answer(_) => return Err(misplaced("answer")),
@@ -453,9 +478,12 @@ impl Parent {
     /// Reads datagrams off the link and forwards them.
     fn receive(&mut self, buf: &mut [u8]) {
         let Some(link) = &mut self.link else { return };
-        for _ in 0..RECEIVE_BATCH {
+        for n in 0..RECEIVE_BATCH {
             match link.input.recv(buf) {
                 Ok(Some(rx)) => {
+                    if n == 0 {
+                        ToEngine::Stamp(latency::stamp()).encode(self.channel.queue());
+                    }
                     ToEngine::Packet(rx).encode(self.channel.queue());
                 }
                 Ok(None) => return,
@@ -491,6 +519,9 @@ impl Parent {
         }
         let result = self.table.state_table().apply(now, op);
         self.table_stats.record(op, &result);
+        if let (Ok(_), TableOp::Import(s) | TableOp::Update(s)) = (&result, op) {
+            self.applied.wrote(key_of(s), Instant::now());
+        }
         if let (Err(e), TableOp::Import(_)) = (&result, op) {
             log_debug!("import: {e}");
         }
@@ -536,6 +567,7 @@ impl Parent {
                         churn: &mut self.churn,
                         synth: &mut self.synth,
                         creatorid: self.options.creatorid,
+                        applied: &self.applied,
                     };
                     let text = table_requests::answer(&mut parts, now, &line);
                     self.step(now, true);
@@ -612,6 +644,7 @@ impl Parent {
             churn_made: self.churn.made,
             edge: self.edge_counters(),
             metrics_http: self.metrics.http_counters(),
+            latency: self.latency,
         }
     }
 
@@ -625,9 +658,12 @@ impl Parent {
             Some(m) => self.churn.run(now, m, &mut self.synth) > 0,
             None => false,
         };
-        let due = (churned || now >= self.next_table_poll) && self.channel.queued() < HIGH_WATER;
+        let due = (churned || now >= self.next_table_poll)
+            && self.channel.queued() < HIGH_WATER
+            && !self.engine_behind;
         if force || due {
             self.next_table_poll = now + self.options.table_interval;
+            let started = Instant::now();
             self.changes.clear();
             if let Err(e) = self
                 .table
@@ -638,8 +674,15 @@ impl Parent {
             }
             self.log_edge_rises();
             let mut changes = std::mem::take(&mut self.changes);
+            if !changes.is_empty() {
+                ToEngine::Stamp(latency::stamp()).encode(self.channel.queue());
+            }
+            let found = !changes.is_empty();
             for c in changes.drain(..) {
                 self.send_local(c);
+            }
+            if found {
+                self.latency.table_poll.record(started.elapsed());
             }
             // A poll of a million changes (a bulk of local inserts) gives its 400 MB back.
             if changes.capacity() > MAX_KEPT_CHANGES {

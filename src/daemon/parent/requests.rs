@@ -21,6 +21,8 @@ pub(super) struct TableParts<'p> {
     pub(super) synth: &'p mut Synth,
     /// Ours, for the answer to `insert`.
     pub(super) creatorid: u32,
+    /// When the engine last wrote recently synced states, for `get --json`.
+    pub(super) applied: &'p super::applied::RecentlyApplied,
 }
 
 /// Answers one request about the table.
@@ -148,7 +150,14 @@ fn key_arg(args: &[&str]) -> Result<(u32, u64), String> {
 fn get(p: &mut TableParts<'_>, now: Instant, args: &[&str], json: bool) -> Result<String, String> {
     let (creatorid, id) = key_arg(args)?;
     match p.table.state_table().get(now, creatorid, id) {
-        Ok(Some(s)) if json => Ok(json_line(state_json(&s))),
+        Ok(Some(s)) if json => {
+            let mut v = state_json(&s);
+            if let Some(at) = p.applied.when((creatorid, id)) {
+                // How long ago a peer's copy was written in (absent: not recently).
+                v["applied_us_ago"] = (now.saturating_duration_since(at).as_micros() as u64).into();
+            }
+            Ok(json_line(v))
+        }
         Ok(Some(s)) => Ok(state_line(&s) + "\n"),
         Ok(None) => Err(format!("error: no state {creatorid:08x}/{id:016x}\n")),
         Err(e) => Err(format!("error: {e}\n")),
@@ -217,11 +226,14 @@ mod tests {
     const STATES: usize = 100_000;
 
     fn parts_answer(table: &mut Table, churn: &mut Churn, synth: &mut Synth, line: &str) -> String {
+        let applied =
+            super::super::applied::RecentlyApplied::new(crate::engine::KeyedState::new([1, 2]));
         let mut p = TableParts {
             table,
             churn,
             synth,
             creatorid: 7,
+            applied: &applied,
         };
         answer(&mut p, Instant::now(), line)
     }

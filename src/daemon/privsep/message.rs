@@ -12,6 +12,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::daemon::latency::{Histogram, ParentLatency};
 use crate::daemon::log::Level;
 use crate::engine::{LocalChange, Received, TableOp};
 use crate::metrics::http::ServerCounters;
@@ -81,6 +82,8 @@ pub struct ParentReport {
     pub edge: EdgeCounters,
     /// What the `/metrics` endpoint served and refused.
     pub metrics_http: ServerCounters,
+    /// What the parent's hops of the sync path cost.
+    pub latency: ParentLatency,
 }
 
 /// From the parent to the engine process.
@@ -144,6 +147,8 @@ pub enum ToEngine<'a> {
         /// The key.
         key: SecureKeyBytes<'a>,
     },
+    /// When the parent queued the frame after this one (see [`crate::daemon::latency`]).
+    Stamp(u64),
 }
 
 /// The 32 bytes of a private or pre-shared key in a message; `Debug` never shows them.
@@ -199,6 +204,8 @@ pub enum ToParent<'a> {
         /// The datagram, already encrypted by the engine process.
         datagram: &'a [u8],
     },
+    /// When the engine queued the frame after this one (see [`crate::daemon::latency`]).
+    Stamp(u64),
 }
 
 // Kind bytes. The two directions share no number, so a frame sent the wrong way is an
@@ -213,6 +220,7 @@ const SHUTDOWN: u8 = 8;
 const SECURE_DATAGRAM: u8 = 9;
 const SECURE_KEY: u8 = 10;
 const SECURE_PSK: u8 = 11;
+const STAMP_TO_ENGINE: u8 = 12;
 
 const TRANSMIT: u8 = 64;
 const TABLE: u8 = 65;
@@ -224,6 +232,7 @@ const DONE: u8 = 71;
 const TAKEN: u8 = 72;
 const READY: u8 = 73;
 const SECURE_SEND: u8 = 74;
+const STAMP_TO_PARENT: u8 = 75;
 
 // Sub-kinds of state changes and table operations.
 const INSERT: u8 = 0;
@@ -468,6 +477,11 @@ impl ToEngine<'_> {
                 for v in [h.served, h.refused, h.dropped] {
                     o.extend_from_slice(&v.to_le_bytes());
                 }
+                for h in r.latency.named() {
+                    for v in h.1.words() {
+                        o.extend_from_slice(&v.to_le_bytes());
+                    }
+                }
                 o.extend_from_slice(&applied.to_le_bytes());
                 put_bytes(o, line.as_bytes());
             }),
@@ -482,6 +496,9 @@ impl ToEngine<'_> {
             ToEngine::SecurePresharedKey { peer, key } => frame(out, SECURE_PSK, |o| {
                 put_addr(o, Some(*peer));
                 o.extend_from_slice(key.0);
+            }),
+            ToEngine::Stamp(ns) => frame(out, STAMP_TO_ENGINE, |o| {
+                o.extend_from_slice(&ns.to_le_bytes());
             }),
         }
     }
@@ -499,6 +516,7 @@ impl ToEngine<'_> {
             SECURE_DATAGRAM => "secure datagram",
             SECURE_KEY => "secure key",
             SECURE_PSK => "secure pre-shared key",
+            STAMP_TO_ENGINE => "stamp",
             other => return Err(MessageError::UnknownKind(other)),
         };
         let mut b = Body { bytes: body, what };
@@ -571,7 +589,13 @@ impl ToEngine<'_> {
                         refused: b.u64()?,
                         dropped: b.u64()?,
                     },
+                    latency: ParentLatency::default(),
                 };
+                let mut latency = ParentLatency::default();
+                for h in latency.named_mut() {
+                    *h = Histogram::from_words(|| b.u64().ok()).ok_or_else(|| b.bad("latency"))?;
+                }
+                let report = ParentReport { latency, ..report };
                 ToEngine::Request {
                     report,
                     applied: b.u64()?,
@@ -592,6 +616,7 @@ impl ToEngine<'_> {
                 peer: b.addr()?.ok_or_else(|| b.bad("peer"))?,
                 key: SecureKeyBytes(b.take(32)?.try_into().expect("take gives 32 bytes")),
             },
+            STAMP_TO_ENGINE => ToEngine::Stamp(b.u64()?),
             _ => unreachable!("kinds are matched above"),
         };
         b.end(msg)
@@ -640,6 +665,9 @@ impl ToParent<'_> {
                 put_socket_addr(o, *to);
                 put_bytes(o, datagram);
             }),
+            ToParent::Stamp(ns) => frame(out, STAMP_TO_PARENT, |o| {
+                o.extend_from_slice(&ns.to_le_bytes());
+            }),
         }
     }
 
@@ -656,6 +684,7 @@ impl ToParent<'_> {
             TAKEN => "taken",
             READY => "ready",
             SECURE_SEND => "secure send",
+            STAMP_TO_PARENT => "stamp",
             other => return Err(MessageError::UnknownKind(other)),
         };
         let mut b = Body { bytes: body, what };
@@ -701,6 +730,7 @@ impl ToParent<'_> {
                 to: b.socket_addr()?,
                 datagram: b.bytes()?,
             },
+            STAMP_TO_PARENT => ToParent::Stamp(b.u64()?),
             _ => unreachable!("kinds are matched above"),
         };
         b.end(msg)
@@ -801,9 +831,16 @@ mod tests {
                         refused: 31,
                         dropped: 32,
                     },
+                    latency: {
+                        let mut l = ParentLatency::default();
+                        l.send.record(std::time::Duration::from_micros(40));
+                        l.apply.record(std::time::Duration::from_millis(700));
+                        l
+                    },
                 },
                 applied: 33,
             },
+            ToEngine::Stamp(u64::MAX),
             ToEngine::Shutdown { signal: 15 },
             ToEngine::SecureDatagram {
                 from: "192.0.2.7:5240".parse().unwrap(),
@@ -828,6 +865,7 @@ mod tests {
 
     fn parent_messages(states: &[State]) -> Vec<ToParent<'static>> {
         let mut m = vec![
+            ToParent::Stamp(7),
             ToParent::Transmit(&[5, 0, 0, 12]),
             ToParent::Table {
                 op: TableOp::Delete {
