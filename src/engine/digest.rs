@@ -62,14 +62,11 @@ impl Digests {
     /// Counts the state `key` at `slot`; returns its position in its bucket's list.
     pub(super) fn add(&mut self, key: Key, slot: u32) -> u32 {
         let buckets = usize::from(self.buckets);
-        let creator = self
-            .creators
-            .entry(key.0)
-            .or_insert_with(|| CreatorSums {
-                sums: vec![BucketSum::default(); buckets].into_boxed_slice(),
-                slots: (0..buckets).map(|_| Vec::new()).collect(),
-                count: 0,
-            });
+        let creator = self.creators.entry(key.0).or_insert_with(|| CreatorSums {
+            sums: vec![BucketSum::default(); buckets].into_boxed_slice(),
+            slots: (0..buckets).map(|_| Vec::new()).collect(),
+            count: 0,
+        });
         let bucket = usize::from(bucket_of(key.1, self.buckets));
         creator.sums[bucket].add(key.1);
         let list = &mut creator.slots[bucket];
@@ -158,8 +155,10 @@ impl Engine {
                 // Never in the table.
                 continue;
             }
-            self.table_ops
-                .push_back(TableOp::Delete { creatorid: creator, id });
+            self.table_ops.push_back(TableOp::Delete {
+                creatorid: creator,
+                id,
+            });
         }
     }
 

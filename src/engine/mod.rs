@@ -72,6 +72,8 @@ mod bulk;
 mod cache;
 mod delay;
 mod digest;
+#[cfg(test)]
+mod digest_tests;
 mod filter;
 mod hash;
 mod index;
