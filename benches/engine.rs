@@ -215,6 +215,44 @@ fn throughput(dialect: Dialect, table: usize, changes: u64, digest_buckets: Opti
     }
 }
 
+/// Nanoseconds per insert and per delete (the delete and its DEL_C sent) of `n` states,
+/// the best of three passes, with and without digest sums: what keeping the sums costs
+/// each change, apart from the rest of a change's work.
+fn digest_upkeep(n: u64, digest_buckets: Option<u16>) -> (f64, f64) {
+    let mut rng = Rng(0x0d16_e570_0000_0001);
+    let states: Vec<State> = (1..=n).map(|id| new_state(&mut rng, id)).collect();
+    let (mut insert, mut delete) = (f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        let mut engine = Engine::new(Config::random(Dialect::FreeBsd1400, [5; 32]));
+        if let Some(buckets) = digest_buckets {
+            engine.enable_digests(buckets);
+        }
+        let now = Instant::now();
+        let started = Instant::now();
+        for s in &states {
+            engine.handle_local(now, LocalChange::Insert(*s));
+            while engine.poll_transmit().is_some() {}
+        }
+        insert = insert.min(started.elapsed().as_nanos() as f64 / n as f64);
+        let started = Instant::now();
+        for s in &states {
+            engine.handle_local(
+                now,
+                LocalChange::Delete {
+                    creatorid: s.creatorid,
+                    id: s.id,
+                },
+            );
+            while engine.poll_transmit().is_some() {}
+        }
+        engine.flush(now);
+        while engine.poll_transmit().is_some() {}
+        delete = delete.min(started.elapsed().as_nanos() as f64 / n as f64);
+        std::hint::black_box(&engine);
+    }
+    (insert, delete)
+}
+
 /// Engine bytes per cached state beyond the state record, for `n` states (digest sums
 /// of `digest_buckets` buckets kept if given).
 fn memory_per_state(n: u64, digest_buckets: Option<u16>) -> (f64, f64) {
@@ -289,6 +327,17 @@ fn main() {
             r.packets as f64 / r.elapsed.as_secs_f64(),
             r.bytes as f64 / r.elapsed.as_secs_f64() / 1e6,
             r.changes as f64 / r.packets.max(1) as f64,
+        );
+    }
+    for digests in [None, Some(DIGEST_BUCKETS)] {
+        let (insert, delete) = digest_upkeep(mem_n, digests);
+        println!(
+            "  upkeep: {mem_n} inserts then deletes{}: {insert:.0} ns per insert, \
+             {delete:.0} ns per delete (best of 3)",
+            match digests {
+                Some(b) => format!(", digest sums of {b} buckets kept"),
+                None => String::new(),
+            }
         );
     }
     for digests in [None, Some(DIGEST_BUCKETS)] {
