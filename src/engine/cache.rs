@@ -73,13 +73,15 @@ pub struct Entry {
     pub queue: Option<Queue>,
     /// Local updates since the state was last sent (TCP only), for `maxupd`.
     pub updates: u8,
-    /// Never sent (the table reported it no-sync after we had it).
+    /// Never sent (the table reported it no-sync after we had it). Set through
+    /// [`Cache::mark`], which keeps the digest sums.
     pub nosync: bool,
-    /// Deleted locally; kept until its DEL_C is sent.
+    /// Deleted locally; kept until its DEL_C is sent. Set through [`Cache::mark`].
     pub deleted: bool,
     /// Kept out of sync by the sync filter (see `filter.rs`).
     pub filtered: Option<super::filter::Filtered>,
     /// A new local state whose INS waits for it to be old enough (see `delay.rs`).
+    /// Set through [`Cache::mark`].
     pub delayed: bool,
     /// When the stored age and expiry were true, on the cache's clock
     /// ([`Cache::clock`]): a record written later ages them by the time since.
