@@ -131,15 +131,19 @@ struct Run {
     elapsed: Duration,
 }
 
-/// Feeds `changes` local changes to an engine holding `table` states.
+/// Feeds `changes` local changes to an engine holding `table` states, keeping digest
+/// sums of `digest_buckets` buckets if given (`Engine::enable_digests`).
 ///
 /// The changes are made in batches before they are timed, as the table backend hands
 /// them over ready-made; the clock runs only while the engine works (changes in,
 /// timers, packets out).
-fn throughput(dialect: Dialect, table: usize, changes: u64) -> Run {
+fn throughput(dialect: Dialect, table: usize, changes: u64, digest_buckets: Option<u16>) -> Run {
     const BATCH: u64 = 50_000;
     let mut rng = Rng(0x1234_5678_9abc_def1);
     let mut engine = Engine::new(Config::random(dialect, [7; 32]));
+    if let Some(buckets) = digest_buckets {
+        engine.enable_digests(buckets);
+    }
     let base = Instant::now();
     let mut live: Vec<State> = Vec::with_capacity(table * 2);
     let mut next_id = 1;
@@ -211,13 +215,55 @@ fn throughput(dialect: Dialect, table: usize, changes: u64) -> Run {
     }
 }
 
-/// Engine bytes per cached state beyond the state record, for `n` states.
-fn memory_per_state(n: u64) -> (f64, f64) {
+/// Nanoseconds per insert and per delete (the delete and its DEL_C sent) of `n` states,
+/// the best of three passes, with and without digest sums: what keeping the sums costs
+/// each change, apart from the rest of a change's work.
+fn digest_upkeep(n: u64, digest_buckets: Option<u16>) -> (f64, f64) {
+    let mut rng = Rng(0x0d16_e570_0000_0001);
+    let states: Vec<State> = (1..=n).map(|id| new_state(&mut rng, id)).collect();
+    let (mut insert, mut delete) = (f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        let mut engine = Engine::new(Config::random(Dialect::FreeBsd1400, [5; 32]));
+        if let Some(buckets) = digest_buckets {
+            engine.enable_digests(buckets);
+        }
+        let now = Instant::now();
+        let started = Instant::now();
+        for s in &states {
+            engine.handle_local(now, LocalChange::Insert(*s));
+            while engine.poll_transmit().is_some() {}
+        }
+        insert = insert.min(started.elapsed().as_nanos() as f64 / n as f64);
+        let started = Instant::now();
+        for s in &states {
+            engine.handle_local(
+                now,
+                LocalChange::Delete {
+                    creatorid: s.creatorid,
+                    id: s.id,
+                },
+            );
+            while engine.poll_transmit().is_some() {}
+        }
+        engine.flush(now);
+        while engine.poll_transmit().is_some() {}
+        delete = delete.min(started.elapsed().as_nanos() as f64 / n as f64);
+        std::hint::black_box(&engine);
+    }
+    (insert, delete)
+}
+
+/// Engine bytes per cached state beyond the state record, for `n` states (digest sums
+/// of `digest_buckets` buckets kept if given).
+fn memory_per_state(n: u64, digest_buckets: Option<u16>) -> (f64, f64) {
     let mut rng = Rng(0x0bad_cafe_f00d_0001);
     let now = Instant::now();
     let states: Vec<State> = (1..=n).map(|id| new_state(&mut rng, id)).collect();
     let before = allocated();
     let mut engine = Engine::new(Config::random(Dialect::FreeBsd1400, [9; 32]));
+    if let Some(buckets) = digest_buckets {
+        engine.enable_digests(buckets);
+    }
     for s in &states {
         engine.handle_local(now, LocalChange::Insert(*s));
         // Sent as they fill packets: nothing stays queued but the last packet's worth.
@@ -253,19 +299,27 @@ fn main() {
         "engine benchmark ({})",
         if full { "full" } else { "quick pass" }
     );
+    // The session layer's default digest bucket count (session::Config::new).
+    const DIGEST_BUCKETS: u16 = 256;
     let runs = [
-        (Dialect::FreeBsd1400, table),
-        (Dialect::OpenBsd, table),
-        (Dialect::FreeBsd1500, table),
-        (Dialect::FreeBsd1400, table / 10),
-        (Dialect::FreeBsd1400, table * 10),
+        (Dialect::FreeBsd1400, table, None),
+        (Dialect::FreeBsd1400, table, Some(DIGEST_BUCKETS)),
+        (Dialect::OpenBsd, table, None),
+        (Dialect::FreeBsd1500, table, None),
+        (Dialect::FreeBsd1400, table / 10, None),
+        (Dialect::FreeBsd1400, table * 10, None),
+        (Dialect::FreeBsd1400, table * 10, Some(DIGEST_BUCKETS)),
     ];
-    for (dialect, table) in runs {
-        let r = throughput(dialect, table, changes);
+    for (dialect, table, digests) in runs {
+        let r = throughput(dialect, table, changes, digests);
+        let digests = match digests {
+            Some(b) => format!(", digest sums of {b} buckets kept"),
+            None => String::new(),
+        };
         let rate = r.changes as f64 / r.elapsed.as_secs_f64();
         println!(
-            "  {dialect:>7}: {} changes on a {table}-state table in {:.3} s: {:.2} M changes/s, \
-             {} packets ({:.0}/s, {:.1} MB/s), {:.1} changes per packet",
+            "  {dialect:>7}: {} changes on a {table}-state table{digests} in {:.3} s: \
+             {:.2} M changes/s, {} packets ({:.0}/s, {:.1} MB/s), {:.1} changes per packet",
             r.changes,
             r.elapsed.as_secs_f64(),
             rate / 1e6,
@@ -275,13 +329,30 @@ fn main() {
             r.changes as f64 / r.packets.max(1) as f64,
         );
     }
-    let (per_state, packed) = memory_per_state(mem_n);
-    println!(
-        "  memory: {mem_n} cached states: {per_state:.1} B allocated per state in all; \
+    for digests in [None, Some(DIGEST_BUCKETS)] {
+        let (insert, delete) = digest_upkeep(mem_n, digests);
+        println!(
+            "  upkeep: {mem_n} inserts then deletes{}: {insert:.0} ns per insert, \
+             {delete:.0} ns per delete (best of 3)",
+            match digests {
+                Some(b) => format!(", digest sums of {b} buckets kept"),
+                None => String::new(),
+            }
+        );
+    }
+    for digests in [None, Some(DIGEST_BUCKETS)] {
+        let (per_state, packed) = memory_per_state(mem_n, digests);
+        let kept = match digests {
+            Some(b) => format!(" with digest sums of {b} buckets"),
+            None => String::new(),
+        };
+        println!(
+            "  memory: {mem_n} cached states{kept}: {per_state:.1} B allocated per state in all; \
          the state packed in {packed:.1} B on average (a State is {} B), so the engine's \
          overhead is {:.1} B per state (target <= 200; the allocator's own header per \
          allocation, 8-16 B, is not counted)",
-        std::mem::size_of::<State>(),
-        per_state - packed
-    );
+            std::mem::size_of::<State>(),
+            per_state - packed
+        );
+    }
 }

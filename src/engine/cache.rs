@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use super::digest::{Digests, UNCOUNTED};
 use super::hash::KeyedState;
 use super::index::Index;
 use crate::state::{compact, State};
@@ -72,17 +73,22 @@ pub struct Entry {
     pub queue: Option<Queue>,
     /// Local updates since the state was last sent (TCP only), for `maxupd`.
     pub updates: u8,
-    /// Never sent (the table reported it no-sync after we had it).
+    /// Never sent (the table reported it no-sync after we had it). Set through
+    /// [`Cache::mark`], which keeps the digest sums.
     pub nosync: bool,
-    /// Deleted locally; kept until its DEL_C is sent.
+    /// Deleted locally; kept until its DEL_C is sent. Set through [`Cache::mark`].
     pub deleted: bool,
     /// Kept out of sync by the sync filter (see `filter.rs`).
     pub filtered: Option<super::filter::Filtered>,
     /// A new local state whose INS waits for it to be old enough (see `delay.rs`).
+    /// Set through [`Cache::mark`].
     pub delayed: bool,
     /// When the stored age and expiry were true, on the cache's clock
     /// ([`Cache::clock`]): a record written later ages them by the time since.
     stamp: u32,
+    /// Where the state is in its digest bucket's list (`digest.rs`), `UNCOUNTED` if
+    /// it is not counted (no digests kept, deleted, or delayed).
+    digest_pos: u32,
 }
 
 impl Entry {
@@ -102,7 +108,13 @@ impl Entry {
             deleted: false,
             filtered: None,
             delayed: false,
+            digest_pos: UNCOUNTED,
         }
+    }
+
+    /// Whether the state counts in its creator's digest (see `digest.rs`).
+    fn counts(&self) -> bool {
+        !self.deleted && !self.delayed && !self.nosync
     }
 }
 
@@ -192,6 +204,8 @@ pub struct Cache {
     append_only: bool,
     /// What entries' stamps count from: the first instant the clock was read at.
     epoch: Option<Instant>,
+    /// Digest sums per creator, once enabled (`digest.rs`).
+    digests: Option<Digests>,
 }
 
 impl Cache {
@@ -209,6 +223,7 @@ impl Cache {
             limit: limit.min(NIL as usize - 1),
             append_only: false,
             epoch: None,
+            digests: None,
         }
     }
 
@@ -308,12 +323,75 @@ impl Cache {
         };
         self.index.insert(key, slot);
         *self.creators.entry(key.0).or_insert(0) += 1;
+        self.get_mut(slot).digest_pos = UNCOUNTED;
+        self.recount(slot);
         Ok(slot)
+    }
+
+    /// Changes an entry's marks (`deleted`, `delayed`, ...) through `change`, keeping
+    /// the digest sums true. Every change of a mark that decides whether a state
+    /// counts (see [`Entry::counts`]) must come through here.
+    pub fn mark(&mut self, slot: u32, change: impl FnOnce(&mut Entry)) {
+        change(self.get_mut(slot));
+        self.recount(slot);
+    }
+
+    /// Counts or uncounts the entry in `slot` in the digest sums, as its marks say.
+    fn recount(&mut self, slot: u32) {
+        let Some(digests) = self.digests.as_mut() else {
+            return;
+        };
+        let (c, i) = Self::place(slot);
+        let e = self.chunks[c][i].as_mut().expect("a live cache slot");
+        let counted = e.digest_pos != UNCOUNTED;
+        if e.counts() == counted {
+            return;
+        }
+        if counted {
+            self.uncount(slot);
+        } else {
+            e.digest_pos = digests.add(e.key, slot);
+        }
+    }
+
+    /// Takes the entry in `slot` out of the digest sums, if it is in them.
+    fn uncount(&mut self, slot: u32) {
+        let Some(digests) = self.digests.as_mut() else {
+            return;
+        };
+        let (c, i) = Self::place(slot);
+        let e = self.chunks[c][i].as_mut().expect("a live cache slot");
+        if e.digest_pos == UNCOUNTED {
+            return;
+        }
+        let (key, pos) = (e.key, e.digest_pos);
+        e.digest_pos = UNCOUNTED;
+        if let Some(moved) = digests.remove(key, pos) {
+            self.get_mut(moved).digest_pos = pos;
+        }
+    }
+
+    /// Keeps digest sums of `buckets` buckets from now on, starting from every entry
+    /// held now. Called again with another count, starts over.
+    pub fn enable_digests(&mut self, buckets: u16) {
+        let hasher = *self.creators.hasher();
+        self.digests = Some(Digests::new(buckets, hasher));
+        let slots: Vec<u32> = self.slots().collect();
+        for slot in slots {
+            self.get_mut(slot).digest_pos = UNCOUNTED;
+            self.recount(slot);
+        }
+    }
+
+    /// The digest sums, if kept.
+    pub(super) fn digests(&self) -> Option<&Digests> {
+        self.digests.as_ref()
     }
 
     /// Removes a state (out of its queue first) and returns it.
     pub fn remove(&mut self, slot: u32) -> Entry {
         self.dequeue(slot);
+        self.uncount(slot);
         let key = self.get(slot).key;
         let chunks = &self.chunks;
         let removed = self.index.remove(key, |slot| key_in(chunks, slot));

@@ -74,9 +74,8 @@ impl Engine {
 
     /// A new local state, just cached at `slot`, waits `wait` before its INS is queued.
     pub(super) fn delay_announcement(&mut self, now: Instant, slot: u32, wait: Duration) {
-        let e = self.cache.get_mut(slot);
-        e.delayed = true;
-        let key = e.key();
+        self.cache.mark(slot, |e| e.delayed = true);
+        let key = self.cache.get(slot).key();
         self.delays.push(now + wait, key);
         self.stats.delayed += 1;
         // The deadlines of states that ended early stay queued until due: with a long
@@ -96,11 +95,11 @@ impl Engine {
             let Some(slot) = self.cache.find(key) else {
                 continue;
             };
-            let e = self.cache.get_mut(slot);
+            let e = self.cache.get(slot);
             if !e.delayed || e.deleted {
                 continue;
             }
-            e.delayed = false;
+            self.cache.mark(slot, |e| e.delayed = false);
             self.stats.delayed_announced += 1;
             self.enqueue(now, slot, Queue::Ins);
         }

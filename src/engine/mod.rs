@@ -75,6 +75,9 @@
 mod bulk;
 mod cache;
 mod delay;
+mod digest;
+#[cfg(test)]
+mod digest_tests;
 mod filter;
 mod hash;
 mod index;
@@ -89,6 +92,7 @@ mod tests;
 mod tombstones;
 
 pub use cache::{Key, Queue};
+pub use digest::FORGET_MIN_AGE;
 pub use filter::{FilterRule, SyncFilter};
 pub use hash::{KeyedHasher, KeyedState};
 pub use mapping::{IfMap, IfMapping};
@@ -795,10 +799,11 @@ impl Engine {
         if e.nosync || never {
             // Turned no-sync (FreeBSD marks a state so before it goes): never sent again.
             self.cache.dequeue(slot);
-            let e = self.cache.get_mut(slot);
-            e.nosync = true;
-            e.delayed = false;
-            e.set_state(&state, clock);
+            self.cache.mark(slot, |e| {
+                e.nosync = true;
+                e.delayed = false;
+                e.set_state(&state, clock);
+            });
             return;
         }
         if e.filtered.is_some() || e.delayed {
@@ -861,7 +866,7 @@ impl Engine {
             self.cache.remove(slot);
             return;
         }
-        self.cache.get_mut(slot).deleted = true;
+        self.cache.mark(slot, |e| e.deleted = true);
         self.enqueue(now, slot, Queue::DelC);
     }
 

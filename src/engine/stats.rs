@@ -103,6 +103,10 @@ pub struct Stats {
     pub delayed_then_deleted: u64,
     /// Of those, the ones announced when due.
     pub delayed_announced: u64,
+    /// Peer states dropped because their creator's digest list no longer had them.
+    pub digest_forgotten: u64,
+    /// Our states sent again as full updates because a peer's digest lacked them.
+    pub digest_announced: u64,
 }
 
 impl Stats {

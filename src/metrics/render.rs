@@ -235,7 +235,7 @@ fn engine(e: &mut Exposition, s: &Snapshot<'_>) {
     for (queue, n) in QUEUES.iter().zip(s.queued) {
         f.sample(&[("queue", queue)], n);
     }
-    let counters: [(&str, &str, u64); 13] = [
+    let counters: [(&str, &str, u64); 15] = [
         (
             "pfsyncd_filtered_out_total",
             "Local state changes not announced because a sync filter (nosync-if, -proto, -net, -port) matches.",
@@ -260,6 +260,16 @@ fn engine(e: &mut Exposition, s: &Snapshot<'_>) {
             "pfsyncd_delayed_then_deleted_total",
             "States held back by syncdelay that ended before they were announced: never sent.",
             st.delayed_then_deleted,
+        ),
+        (
+            "pfsyncd_digest_forgotten_total",
+            "Peer states dropped because their creator's digest list no longer had them.",
+            st.digest_forgotten,
+        ),
+        (
+            "pfsyncd_digest_announced_total",
+            "Own states sent again as full updates because a peer's digest lacked them.",
+            st.digest_announced,
         ),
         (
             "pfsyncd_badsrc_total",
@@ -729,6 +739,8 @@ mod tests {
             delayed,
             delayed_then_deleted,
             delayed_announced,
+            digest_forgotten,
+            digest_announced,
             stale,
             badval,
             badstate,
@@ -775,6 +787,8 @@ mod tests {
             (delayed, "pfsyncd_delayed_total"),
             (delayed_announced, "pfsyncd_delayed_announced_total"),
             (delayed_then_deleted, "pfsyncd_delayed_then_deleted_total"),
+            (digest_forgotten, "pfsyncd_digest_forgotten_total"),
+            (digest_announced, "pfsyncd_digest_announced_total"),
             (stale, "pfsyncd_pfsync_stale_total"),
             (badval, "pfsyncd_pfsync_badval_total"),
             (badstate, "pfsyncd_pfsync_badstate_total"),

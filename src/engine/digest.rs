@@ -1,0 +1,230 @@
+//! The engine's side of anti-entropy digests (`session/digest.rs`): per creator, the
+//! bucket sums of the ids of the states we hold, and the states of each bucket, kept up
+//! to date as the cache changes, so that a digest costs a copy of the sums and a
+//! bucket's list costs its length, not a walk over the table.
+//!
+//! A state counts as held unless it is deleted (its DEL_C still queued: the peers are
+//! about to drop it, and so is the creator's digest), delayed (a new local state not
+//! announced yet: no peer has it, and we could not announce it on request) or no-sync
+//! (never sent again; FreeBSD marks a state so just before it goes). Filtered states
+//! count: the peers hold the copies they had before the filter came (muted ones), and
+//! a peer's state we keep out of our table is still its creator's.
+//!
+//! Cost per counted state: 4 bytes in its bucket's slot list, plus the position in
+//! that list kept in the cache entry (`Entry::digest_pos`). Per creator holding states:
+//! one sum and one list header per bucket. Adding or removing a state is an xor into
+//! its bucket's sum and a push or a swap-remove on its bucket's list: O(1).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::cache::Key;
+use super::hash::KeyedState;
+use super::{Engine, Queue, TableOp};
+use crate::session::{bucket_of, sum, BucketSum, StateIndex};
+
+/// A state received from a peer less than this ago is never forgotten on a creator's
+/// list: its announcement may have overtaken the list (the session layer applies the
+/// same rule, `forget_min_age`).
+pub const FORGET_MIN_AGE: Duration = Duration::from_secs(1);
+
+/// No position: the entry is not counted.
+pub(super) const UNCOUNTED: u32 = u32::MAX;
+
+/// One creator's sums and bucket lists.
+#[derive(Debug)]
+struct CreatorSums {
+    sums: Box<[BucketSum]>,
+    /// The cache slots of the counted states, per bucket.
+    slots: Box<[Vec<u32>]>,
+    count: u32,
+}
+
+/// Sums and bucket lists of every creator we hold counted states of.
+#[derive(Debug)]
+pub(super) struct Digests {
+    buckets: u16,
+    creators: HashMap<u32, CreatorSums, KeyedState>,
+}
+
+impl Digests {
+    pub(super) fn new(buckets: u16, hasher: KeyedState) -> Digests {
+        Digests {
+            buckets: buckets.max(1),
+            creators: HashMap::with_hasher(hasher),
+        }
+    }
+
+    pub(super) fn buckets(&self) -> u16 {
+        self.buckets
+    }
+
+    /// Counts the state `key` at `slot`; returns its position in its bucket's list.
+    pub(super) fn add(&mut self, key: Key, slot: u32) -> u32 {
+        let buckets = usize::from(self.buckets);
+        let creator = self.creators.entry(key.0).or_insert_with(|| CreatorSums {
+            sums: vec![BucketSum::default(); buckets].into_boxed_slice(),
+            slots: (0..buckets).map(|_| Vec::new()).collect(),
+            count: 0,
+        });
+        let bucket = usize::from(bucket_of(key.1, self.buckets));
+        creator.sums[bucket].add(key.1);
+        let list = &mut creator.slots[bucket];
+        list.push(slot);
+        creator.count += 1;
+        (list.len() - 1) as u32
+    }
+
+    /// Stops counting the state `key` at `pos` of its bucket's list. Returns the slot
+    /// that moved into `pos`, whose entry must take `pos` as its position.
+    pub(super) fn remove(&mut self, key: Key, pos: u32) -> Option<u32> {
+        let creator = self.creators.get_mut(&key.0)?;
+        let bucket = usize::from(bucket_of(key.1, self.buckets));
+        creator.sums[bucket].remove(key.1);
+        let list = &mut creator.slots[bucket];
+        let pos = pos as usize;
+        list.swap_remove(pos);
+        let moved = list.get(pos).copied();
+        if list.capacity() > 16 && list.len() * 4 < list.capacity() {
+            list.shrink_to(list.len() * 2);
+        }
+        creator.count -= 1;
+        if creator.count == 0 {
+            self.creators.remove(&key.0);
+        }
+        moved
+    }
+
+    /// The sums of a creator's counted states (zeros if we hold none).
+    pub(super) fn sums(&self, creator: u32) -> Vec<BucketSum> {
+        match self.creators.get(&creator) {
+            Some(c) => c.sums.to_vec(),
+            None => vec![BucketSum::default(); usize::from(self.buckets)],
+        }
+    }
+
+    /// The slots of a creator's counted states in `bucket`.
+    pub(super) fn slots(&self, creator: u32, bucket: u16) -> &[u32] {
+        self.creators
+            .get(&creator)
+            .and_then(|c| c.slots.get(usize::from(bucket)))
+            .map_or(&[], |list| &list[..])
+    }
+
+    /// Creators we hold counted states of.
+    #[cfg(test)]
+    pub(super) fn creator_count(&self) -> usize {
+        self.creators.len()
+    }
+}
+
+impl Engine {
+    /// Keeps digest sums of `buckets` buckets (the session layer's
+    /// `Config::digest_buckets`) from now on: one walk over the cache now, O(1) per
+    /// change afterwards. Until it is called nothing is kept (kernel-only clusters pay
+    /// nothing) and [`StateIndex`] answers by walking the cache.
+    pub fn enable_digests(&mut self, buckets: u16) {
+        self.cache.enable_digests(buckets);
+    }
+
+    /// A creator's list (IDS) no longer has these ids: drops our copies, each from the
+    /// table too (`TableOp::Delete`). Never states of our own creator id (only the table
+    /// ends those), states received less than [`FORGET_MIN_AGE`] ago (their
+    /// announcement may have overtaken the list), or states we deleted whose DEL_C is
+    /// still queued.
+    pub fn forget_states(&mut self, now: Instant, creator: u32, ids: &[u64]) {
+        if creator == self.config.creatorid {
+            return;
+        }
+        for &id in ids {
+            let Some(slot) = self.cache.find((creator, id)) else {
+                continue;
+            };
+            let e = self.cache.get(slot);
+            let young = e
+                .peer_updated
+                .is_some_and(|at| now.saturating_duration_since(at) < FORGET_MIN_AGE);
+            if young || e.deleted {
+                continue;
+            }
+            // Like a DEL from the creator: a late copy of it is refused for a while.
+            self.tombstones.bury((creator, id), now);
+            let entry = self.cache.remove(slot);
+            self.stats.digest_forgotten += 1;
+            if entry.filtered == Some(super::filter::Filtered::Unimported) {
+                // Never in the table.
+                continue;
+            }
+            self.table_ops.push_back(TableOp::Delete {
+                creatorid: creator,
+                id,
+            });
+        }
+    }
+
+    /// A peer lacks these states of ours: sends each we hold as a full update (UPD),
+    /// at once. States we do not announce (deleted, no-sync, filtered, not due yet) are
+    /// skipped, as their update requests are.
+    pub fn announce_states(&mut self, now: Instant, ids: &[u64]) {
+        let creator = self.config.creatorid;
+        let mut announced = 0;
+        for &id in ids {
+            let Some(slot) = self.cache.find((creator, id)) else {
+                continue;
+            };
+            let e = self.cache.get(slot);
+            if e.deleted || e.nosync || e.filtered.is_some() || e.delayed {
+                continue;
+            }
+            if e.queue != Some(Queue::Ins) {
+                // A queued INS carries the full state already.
+                self.enqueue(now, slot, Queue::Upd);
+            }
+            announced += 1;
+        }
+        if announced > 0 {
+            self.stats.digest_announced += announced;
+            self.flush_now = true;
+        }
+        self.end_input(now);
+    }
+
+    /// Ids of a creator's counted states, by walking the cache (no sums kept, or kept
+    /// with another bucket count).
+    fn counted_ids(&self, creator: u32) -> impl Iterator<Item = u64> + '_ {
+        let any = self.cache.creator_count(creator) > 0;
+        self.cache
+            .entries()
+            .take_while(move |_| any)
+            .filter(move |e| e.key().0 == creator && !e.deleted && !e.delayed && !e.nosync)
+            .map(|e| e.key().1)
+    }
+}
+
+impl StateIndex for Engine {
+    fn digest(&self, creator: u32, buckets: u16) -> Vec<BucketSum> {
+        match self.cache.digests() {
+            Some(d) if d.buckets() == buckets => d.sums(creator),
+            _ => sum(self.counted_ids(creator), buckets),
+        }
+    }
+
+    fn ids_in_bucket(&self, creator: u32, buckets: u16, bucket: u16) -> Vec<u64> {
+        match self.cache.digests() {
+            Some(d) if d.buckets() == buckets => d
+                .slots(creator, bucket)
+                .iter()
+                .map(|&slot| self.cache.get(slot).key().1)
+                .collect(),
+            _ => self
+                .counted_ids(creator)
+                .filter(|id| bucket_of(*id, buckets) == bucket)
+                .collect(),
+        }
+    }
+
+    fn received_at(&self, creator: u32, id: u64) -> Option<Instant> {
+        let slot = self.cache.find((creator, id))?;
+        self.cache.get(slot).peer_updated
+    }
+}
