@@ -41,8 +41,12 @@ proptest::proptest! {
             let len = bytes.len() as u16;
             bytes[2..4].copy_from_slice(&len.to_be_bytes());
         }
+        // Pads are written as zeros and not read (as the kernels treat theirs), so a
+        // frame comes back equal in what it says, not byte for byte.
         if let Ok(frame) = FrameRepr::parse(&bytes) {
-            proptest::prop_assert_eq!(frame.to_vec(), bytes.clone());
+            let again = frame.to_vec();
+            proptest::prop_assert_eq!(again.len(), bytes.len());
+            proptest::prop_assert_eq!(FrameRepr::parse(&again), Ok(frame));
         }
     }
 }
