@@ -6,7 +6,8 @@
 //!    bulk update is done, the states it imported, states/s. Both senders send their
 //!    bulk at the same pace, `--bulk-pps` (100 000 packets/s, as benches/cluster.rs's
 //!    first case), so the figure shows whether the secure link keeps the pace the plain
-//!    link keeps;
+//!    link keeps. Two rounds, plain and secure in turn; the faster of each counts, and
+//!    every round is printed, with the CPU each process used;
 //! 2. churn of 100 000 changes/s for a fixed time over each link, `maxupd 1` (every TCP
 //!    update sent at once): the rate made, CPU of both daemons, and the propagation of a
 //!    TCP update (p50/p99/max), probed as benches/cluster.rs does (`ctl touch` on the
@@ -19,10 +20,15 @@
 //! secure case has its plain link pointed at an address off every network here (sends
 //! fail at once with no route), as tests/daemon_secure.rs does, so only the secure link
 //! (UDP port 5240, the default) carries states. Each case gets its own cluster, so
-//! nothing of one run is left in the other; the plain case runs first.
+//! nothing of one run is left in the other; the plain case runs first. The receiver
+//! answers the sender's own bulk request at the sender's start and is stopped while
+//! the sender is filled, so the sender does not ask again (for a minute) meanwhile.
 //!
-//! `cargo bench --bench secure` (`-- quick` for 100 000 states and 5 s; `-- bulk` or
-//! `-- churn` for one part).
+//! 0. first, the secure link's own cost in this process (no daemons): a full packet
+//!    wrapped and opened, µs each.
+//!
+//! `cargo bench --bench secure` (`-- quick` for 100 000 states and 5 s; `-- link`,
+//! `-- bulk` or `-- churn` for one part).
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -167,6 +173,10 @@ mod linux {
     struct BulkResult {
         done: bool,
         secs: f64,
+        /// Seconds from the receiver's start to its first state.
+        first: f64,
+        /// CPU seconds meanwhile: sender parent, engine; receiver parent, engine.
+        cpu: [f64; 2 * 2],
         imported: u64,
     }
 
@@ -179,11 +189,13 @@ mod linux {
     /// Fills host 0 with `states` once its own bulk request has ended (as on a firewall
     /// that has been up a while) and its engine has sent them all.
     fn fill_sender(p: &mut Pair, states: usize) {
+        // The receiver answers the sender's bulk request at its start (with nothing), so
+        // the sender does not ask again for a minute; then it goes until it is timed.
+        p.start(1);
         p.start(0);
-        // The sender asks for a bulk update every 5 s for a minute, alone; a receiver that
-        // heard one while it imports would answer with a full pass of its own.
-        let alone = wait_until(Duration::from_secs(90), || p.status(0)["bulk"] == "done");
-        assert!(alone.is_some(), "the sender's bulk request did not end");
+        let answered = wait_until(Duration::from_secs(90), || p.status(0)["bulk"] == "done");
+        assert!(answered.is_some(), "the sender's bulk request did not end");
+        p.cluster.stop(1);
         let mut left = states;
         while left > 0 {
             let n = left.min(100_000);
@@ -204,56 +216,92 @@ mod linux {
         );
     }
 
-    /// Starts host 1 and times its bulk update from host 0.
+    /// Starts host 1 and times its bulk update from host 0: until the first state, and
+    /// until the bulk update is done.
     fn receive_bulk(p: &mut Pair) -> BulkResult {
+        let sender = p.pids(0);
+        let sender_cpu = sender.map(cpu_secs_of);
         let t0 = Instant::now();
         p.start(1);
-        let done = wait_until(Duration::from_secs(120), || p.status(1)["bulk"] == "done");
+        let mut first = None;
+        let mut done = false;
+        while t0.elapsed() < Duration::from_secs(120) {
+            let s = p.status(1);
+            if first.is_none() && s["states"].as_u64() > Some(0) {
+                first = Some(t0.elapsed().as_secs_f64());
+            }
+            if s["bulk"] == "done" {
+                done = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let secs = t0.elapsed().as_secs_f64();
+        let now = sender.map(cpu_secs_of);
+        let cpu = [
+            now[0] - sender_cpu[0],
+            now[1] - sender_cpu[1],
+            cpu_secs_of(p.pids(1)[0]),
+            cpu_secs_of(p.pids(1)[1]),
+        ];
         let imported = p.cluster.ctl_json(1, "stats").unwrap()["table"]["imported"]
             .as_u64()
             .unwrap_or(0);
         BulkResult {
-            done: done.is_some(),
+            done,
             secs,
+            first: first.unwrap_or(f64::NAN),
             imported,
+            cpu,
         }
     }
 
-    /// Both senders are filled side by side (their minute alone runs once), then each
-    /// receiver is timed alone: plain first, then secure.
-    fn bulk(states: usize) -> [BulkResult; 2] {
+    /// Each link in turn, plain first, `rounds` times: its sender filled, then its
+    /// receiver timed. The fastest round of each link counts: the machine is shared,
+    /// and a round another process slowed says nothing about the link.
+    fn bulk(states: usize, rounds: usize) -> [BulkResult; 2] {
+        let mut best: [Option<BulkResult>; 2] = [None, None];
+        for _ in 0..rounds {
+            for (at, r) in bulk_round(states).into_iter().enumerate() {
+                if best[at].as_ref().is_none_or(|b| r.secs < b.secs) {
+                    best[at] = Some(r);
+                }
+            }
+        }
+        best.map(|r| r.expect("at least one round"))
+    }
+
+    fn bulk_round(states: usize) -> [BulkResult; 2] {
         let pps = BULK_PPS.to_string();
         let extra = ["--bulk-pps", pps.as_str()];
-        let mut pairs = [
-            pair(Link::Plain, "bp", &extra),
-            pair(Link::Secure, "bs", &extra),
-        ];
-        std::thread::scope(|s| {
-            for p in pairs.iter_mut() {
-                s.spawn(move || fill_sender(p, states));
-            }
-        });
         [Link::Plain, Link::Secure].map(|link| {
-            let p = &mut pairs[link as usize];
-            let r = receive_bulk(p);
+            let tag = match link {
+                Link::Plain => "bp",
+                Link::Secure => "bs",
+            };
+            let mut p = pair(link, tag, &extra);
+            fill_sender(&mut p, states);
+            let r = receive_bulk(&mut p);
             println!(
                 "bulk  {:6} {states} states at {BULK_PPS} packets/s: {} in {:.2} s from the \
-                 receiver's start, imported {} ({:.0} states/s){}",
+                 receiver's start (first state after {:.3} s), imported {} ({:.0} states/s); \
+                 CPU s sender {:.2} + {:.2}, receiver {:.2} + {:.2} (parent + engine){}",
                 link.name(),
                 if r.done { "done" } else { "NOT done" },
                 r.secs,
+                r.first,
                 r.imported,
                 r.states_per_sec(),
+                r.cpu[0],
+                r.cpu[1],
+                r.cpu[2],
+                r.cpu[3],
                 if link == Link::Secure {
                     format!(", handshake {}", p.handshake(1))
                 } else {
                     String::new()
                 }
             );
-            // Its memory and CPU go before the next case runs.
-            p.cluster.stop(0);
-            p.cluster.stop(1);
             r
         })
     }
@@ -442,6 +490,67 @@ mod linux {
         [Link::Plain, Link::Secure].map(|link| churn_one(link, rate, secs, size))
     }
 
+    /// The secure link alone, in this process, no sockets: full pfsync packets (1480
+    /// bytes, as at MTU 1500) wrapped by one side and opened by the other, to tell the
+    /// cost of the cryptography from the daemons' (`-- link`).
+    fn link_in_process(packets: usize) {
+        use pfsyncd::secure::{PeerConfig, PrivateKey, SecureLink};
+        use std::net::{IpAddr, SocketAddr};
+        let keys = [
+            PrivateKey::generate().unwrap(),
+            PrivateKey::generate().unwrap(),
+        ];
+        let inner = [IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2])];
+        let endpoint = |i: usize| SocketAddr::new(inner[i], 5240);
+        let mut sides = [0, 1].map(|i| {
+            let mut link = SecureLink::new(keys[i].clone(), inner[i]);
+            link.set_peer(PeerConfig {
+                public_key: keys[1 - i].public_key(),
+                preshared_key: None,
+                endpoint: endpoint(1 - i),
+                inner_addr: inner[1 - i],
+            })
+            .unwrap();
+            link
+        });
+        // The handshake: one packet, every datagram moved until none is left.
+        sides[0].send(&[0; 4]).unwrap();
+        loop {
+            let mut moved = false;
+            for from in 0..2 {
+                while let Some(d) = sides[from].poll_datagram() {
+                    let _ = sides[1 - from].receive(endpoint(from), &d.bytes);
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        let payload = vec![0x5a; 1480];
+        let (mut wrap, mut open) = (Duration::ZERO, Duration::ZERO);
+        let mut bytes = 0;
+        for _ in 0..packets {
+            let t = Instant::now();
+            sides[0].send(&payload).unwrap();
+            let d = sides[0].poll_datagram().unwrap();
+            wrap += t.elapsed();
+            bytes = d.bytes.len();
+            let t = Instant::now();
+            let got = sides[1].receive(endpoint(0), &d.bytes).unwrap();
+            open += t.elapsed();
+            assert_eq!(got.map(|p| p.payload().len()), Some(payload.len()));
+        }
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / packets as f64;
+        println!(
+            "link  in process, {packets} packets of 1480 bytes ({bytes}-byte datagrams): wrap \
+             {:.2} us, open {:.2} us a packet ({:.0} packets/s one way on one core)",
+            per(wrap),
+            per(open),
+            packets as f64 / (wrap + open).as_secs_f64()
+        );
+    }
+
     fn ratio(secure: f64, plain: f64) -> String {
         format!("{:.1} %", secure / plain * 100.0)
     }
@@ -460,9 +569,12 @@ mod linux {
         );
         let only = |part: &str| {
             let named = |p: &str| std::env::args().any(|a| a == p);
-            !named("bulk") && !named("churn") || named(part)
+            !named("bulk") && !named("churn") && !named("link") || named(part)
         };
-        let bulk = only("bulk").then(|| bulk(states));
+        if only("link") {
+            link_in_process(if full { 200_000 } else { 50_000 });
+        }
+        let bulk = only("bulk").then(|| bulk(states, 2));
         let churn = only("churn").then(|| churn(100_000, secs, 100_000));
         println!();
         println!(
@@ -472,7 +584,7 @@ mod linux {
         if let Some([plain, secure]) = &bulk {
             println!(
                 "{:<34} {:>14.2} {:>14.2} {:>14}",
-                format!("bulk {states} states, s"),
+                format!("bulk {states} states, s (best of 2)"),
                 plain.secs,
                 secure.secs,
                 ratio(secure.secs, plain.secs)
