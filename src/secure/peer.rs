@@ -211,8 +211,7 @@ impl SecurePeer {
         // Anything but a datagram means the packet waits in the tunnel's queue behind a
         // handshake already under way.
         if let TunnResult::WriteToNetwork(bytes) = self.tunnel.encapsulate(&packet, scratch) {
-            let bytes = bytes.to_vec();
-            self.emit(&bytes, out);
+            self.emit(bytes, out);
         }
         Ok(())
     }

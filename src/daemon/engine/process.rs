@@ -342,6 +342,11 @@ impl EngineProcess {
                     }
                     // Handshake answers and the packets of this one before the next.
                     self.drain();
+                    // As for a plain packet: the parent applies a bulk update's states
+                    // while the engine decrypts the rest of the batch.
+                    if self.channel.queued() >= EAGER_FLUSH {
+                        let _ = self.channel.flush();
+                    }
                 }
                 ToEngine::SecureKey(key) => {
                     let Some(secure) = &mut self.secure else {
