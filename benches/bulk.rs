@@ -16,6 +16,14 @@
 //! Also printed: what the same states would cost as `state::compact_record` batches of
 //! the same MTU (the encoding the flow-controlled bulk between pfsyncd peers is to use).
 //!
+//! 3. **receive stages**, in this process on one core (`-- stages` for these alone): the
+//!    same number of synthetic states as kernel bulk packets (FreeBSD 1400, MTU 1500)
+//!    and as compact batches, through each stage of a receiver in turn: decoding the
+//!    records, the engine's import (`handle_packet` / `handle_compact_batch`, table
+//!    operations drained), and the memory table applying those operations; states per
+//!    second of each, and the growth of this process's RSS while the engine and the
+//!    table fill (what a receiver's two processes hold for them).
+//!
 //! `cargo bench --bench bulk` (1 000 000 states at MTU 1500 and 9000); `-- quick` for
 //! 100 000; `-- 1500` or `-- 9000` for one MTU.
 
@@ -199,14 +207,20 @@ mod linux {
             c.ctl(0, &format!("insert {n}")).unwrap();
             left -= n;
         }
-        let drained = wait_until(Duration::from_secs(180), || {
+        // Slow on a machine shared with other work: a million inserts are announced to
+        // nobody, each through both processes.
+        let drained = wait_until(Duration::from_secs(400), || {
             let s = status(c, 0);
             s["cached"].as_u64() >= Some(states as u64)
                 && s["queued"]
                     .as_array()
                     .is_some_and(|q| q.iter().all(|n| n.as_u64() == Some(0)))
         });
-        assert!(drained.is_some(), "the sender's engine did not catch up");
+        assert!(
+            drained.is_some(),
+            "the sender's engine did not catch up: {}",
+            status(c, 0)
+        );
         let rx_before = rx_bytes(c, 1);
         let t0 = Instant::now();
         c.start(1, &words).unwrap();
@@ -278,6 +292,140 @@ mod linux {
         );
     }
 
+    fn rss_mb() -> f64 {
+        proc_status(std::process::id(), "VmRSS:") as f64 / 1024.0
+    }
+
+    fn rate(states: usize, took: Duration) -> String {
+        format!(
+            "{:>10.0} states/s ({:.3} s)",
+            states as f64 / took.as_secs_f64(),
+            took.as_secs_f64()
+        )
+    }
+
+    /// The receiver's stages on `n` synthetic states, one after the other.
+    fn stages(n: usize) {
+        use pfsyncd::engine::{Config, Engine, Received, TableOp};
+        use pfsyncd::state::State;
+        use pfsyncd::table::{MemoryConfig, MemoryTable, StateTable};
+        use pfsyncd::wire::{Dialect, Message, PacketBuilder, PacketReader, Pushed, RawItem};
+
+        const SENDER: u32 = 7;
+        let states = Synth::new(1, SENDER).states(n);
+        let mut packets = Vec::new();
+        let mut builder = PacketBuilder::new(Dialect::FreeBsd1400, 1500);
+        for s in &states {
+            let message = Message::Upd(s.to_record(RecordFormat::FreeBsd1400).0);
+            if builder.push(&message) == Ok(Pushed::Full) {
+                packets.extend(builder.finish());
+                assert_eq!(builder.push(&message), Ok(Pushed::Added));
+            }
+        }
+        packets.extend(builder.finish());
+        let mut batches = Vec::new();
+        let mut rest = &states[..];
+        while !rest.is_empty() {
+            let mut batch = Vec::new();
+            let k = compact_record::encode_batch(rest, 1500 - IP_UDP - PFSYNC_HEADERS, &mut batch)
+                .expect("limit");
+            batches.push(batch);
+            rest = &rest[k..];
+        }
+        println!(
+            "stages, {n} states, one core: {} kernel packets (FreeBSD 1400, MTU 1500), {} \
+             compact batches",
+            packets.len(),
+            batches.len()
+        );
+
+        let t = Instant::now();
+        let mut decoded = 0;
+        for p in &packets {
+            let reader = PacketReader::new(p).expect("our packet");
+            for item in reader.raw_items() {
+                if let Ok(RawItem::Record(r)) = item {
+                    if let Ok(Message::Upd(u)) = r.message() {
+                        decoded += usize::from(State::from_record(&u).is_ok());
+                    }
+                }
+            }
+        }
+        assert_eq!(decoded, n);
+        println!("  decode, kernel records:     {}", rate(n, t.elapsed()));
+        let t = Instant::now();
+        let decoded: usize = batches
+            .iter()
+            .map(|b| compact_record::decode_batch(b).expect("our batch").len())
+            .sum();
+        assert_eq!(decoded, n);
+        println!("  decode, compact batches:    {}", rate(n, t.elapsed()));
+
+        // Everything stays alive to the end, so that each RSS growth is what that stage
+        // holds (nothing freed before is reused).
+        let now = Instant::now();
+        let mut engines = Vec::new();
+        for compact in [false, true] {
+            let rss_before = rss_mb();
+            let mut engine = Engine::new(Config::new(0x0c0c_0001, Dialect::FreeBsd1400));
+            let mut imports = 0;
+            let mut drain = |engine: &mut Engine| {
+                while let Some(op) = engine.poll_table_op() {
+                    imports += usize::from(matches!(op, TableOp::Import(_)));
+                }
+                while engine.poll_transmit().is_some() {}
+            };
+            let t = Instant::now();
+            if compact {
+                for b in &batches {
+                    engine
+                        .handle_compact_batch(now, None, b)
+                        .expect("our batch");
+                    drain(&mut engine);
+                }
+            } else {
+                for p in &packets {
+                    engine.handle_packet(
+                        now,
+                        Received {
+                            payload: p,
+                            on_syncdev: true,
+                            ttl: 255,
+                            ipv6: false,
+                            source: None,
+                        },
+                    );
+                    drain(&mut engine);
+                }
+            }
+            let took = t.elapsed();
+            assert_eq!(engine.state_count(), n);
+            assert_eq!(imports, n);
+            let name = if compact { "compact" } else { "kernel " };
+            println!(
+                "  engine import, {name}:     {}; RSS +{:.0} MB (the engine's cache)",
+                rate(n, took),
+                rss_mb() - rss_before
+            );
+            engines.push(engine);
+        }
+        // The table operations the engine hands the parent for these imports.
+        let ops: Vec<TableOp> = engines[0].states().map(TableOp::Import).collect();
+        let rss_before = rss_mb();
+        let mut table = MemoryTable::new(MemoryConfig::new(0x0c0c_0001));
+        let t = Instant::now();
+        for op in &ops {
+            table.apply(now, op).expect("import");
+        }
+        let took = t.elapsed();
+        assert_eq!(table.len(), n);
+        println!(
+            "  memory table apply:         {}; RSS +{:.0} MB (the table)",
+            rate(n, took),
+            rss_mb() - rss_before
+        );
+    }
+
     pub fn main() {
         let quick = std::env::args().any(|a| a == "quick");
         if !nix::unistd::geteuid().is_root() {
@@ -287,6 +435,10 @@ mod linux {
         let states = if quick { 100_000 } else { 1_000_000 };
         println!("bulk benchmark ({})", if quick { "quick" } else { "full" });
         let named = |p: &str| std::env::args().any(|a| a == p);
+        stages(states);
+        if named("stages") {
+            return;
+        }
         let both = !named("1500") && !named("9000");
         // The paces benches/cluster.rs found to be lossless at each MTU.
         if both || named("1500") {

@@ -133,6 +133,7 @@ pub fn encode_batch(
     let mut encoder = Encoder {
         prev: State::default(),
         names: Vec::new(),
+        remember_names: true,
     };
     for (written, state) in states.iter().enumerate() {
         let before = out.len();
@@ -158,6 +159,7 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<State>, CompactRecordError> {
         bytes,
         at: 1,
         names: Vec::new(),
+        remember_names: true,
     };
     // A record is at least 12 bytes; cap the guess so a hostile length costs nothing.
     let mut states = Vec::with_capacity((bytes.len() / 12).min(4096));
@@ -170,9 +172,40 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<State>, CompactRecordError> {
     Ok(states)
 }
 
+/// Appends one state as a lone record: compared with [`State::default`], no version byte,
+/// no name dictionary. For a process's own memory ([`super::compact`]), where a bulk's
+/// neighbours are not at hand; not a wire format.
+pub fn encode_record(state: &State, out: &mut Vec<u8>) {
+    let mut encoder = Encoder {
+        prev: State::default(),
+        names: Vec::new(),
+        remember_names: false,
+    };
+    encoder.record(state, out);
+}
+
+/// The state of bytes [`encode_record`] made; every byte must belong to it.
+pub fn decode_record(bytes: &[u8]) -> Result<State, CompactRecordError> {
+    let mut r = Reader {
+        bytes,
+        at: 0,
+        names: Vec::new(),
+        remember_names: false,
+    };
+    let s = r.record(&State::default())?;
+    if r.at != bytes.len() {
+        return Err(r.invalid("trailing bytes"));
+    }
+    Ok(s)
+}
+
 struct Encoder {
     prev: State,
-    names: Vec<Vec<u8>>,
+    /// Whether names go into the dictionary (batches) or are always sent whole (lone
+    /// records, which then allocate nothing).
+    remember_names: bool,
+    /// The names this batch sent, by their used bytes (at most a tag name's 64).
+    names: Vec<(u8, [u8; 64])>,
 }
 
 impl Encoder {
@@ -315,14 +348,20 @@ impl Encoder {
     /// kept), or by its index if this batch sent it before.
     fn name(&mut self, out: &mut Vec<u8>, raw: &[u8]) {
         let used = &raw[..raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)];
-        if let Some(i) = self.names.iter().position(|n| n == used) {
+        if let Some(i) = self
+            .names
+            .iter()
+            .position(|(len, n)| &n[..usize::from(*len)] == used)
+        {
             out.push(0x80 | i as u8);
             return;
         }
         out.push(used.len() as u8);
         out.extend_from_slice(used);
-        if self.names.len() < DICTIONARY_SIZE {
-            self.names.push(used.to_vec());
+        if self.remember_names && self.names.len() < DICTIONARY_SIZE {
+            let mut kept = [0u8; 64];
+            kept[..used.len()].copy_from_slice(used);
+            self.names.push((used.len() as u8, kept));
         }
     }
 }
@@ -483,7 +522,10 @@ fn route_of(n: u8) -> Option<RouteType> {
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
-    names: Vec<Vec<u8>>,
+    /// The names this batch sent, by their used bytes (the longest is a tag name): no
+    /// allocation per name, as decoding is on the receiver's hot path.
+    names: Vec<(u8, [u8; 64])>,
+    remember_names: bool,
 }
 
 impl Reader<'_> {
@@ -560,17 +602,18 @@ impl Reader<'_> {
         let tag = self.u8()?;
         let mut raw = [0u8; N];
         if tag & 0x80 != 0 {
-            let used = self
+            let (len, used) = self
                 .names
                 .get(usize::from(tag & 0x7f))
                 .ok_or_else(|| self.invalid(field))?;
-            raw.get_mut(..used.len())
+            let len = usize::from(*len);
+            raw.get_mut(..len)
                 .ok_or_else(|| self.invalid(field))?
-                .copy_from_slice(used);
+                .copy_from_slice(&used[..len]);
             return Ok(Name(raw));
         }
         let len = usize::from(tag);
-        if len > N {
+        if len > N.min(64) {
             return Err(self.invalid(field));
         }
         let used = self.take(len)?;
@@ -580,8 +623,10 @@ impl Reader<'_> {
         if used.last() == Some(&0) {
             return Err(self.invalid(field));
         }
-        if self.names.len() < DICTIONARY_SIZE {
-            self.names.push(raw[..len].to_vec());
+        if self.remember_names && self.names.len() < DICTIONARY_SIZE {
+            let mut kept = [0u8; 64];
+            kept[..len].copy_from_slice(&raw[..len]);
+            self.names.push((len as u8, kept));
         }
         Ok(Name(raw))
     }
