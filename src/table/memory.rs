@@ -116,10 +116,12 @@ impl MemoryConfig {
 #[derive(Debug, Clone)]
 struct Slot {
     bytes: Box<[u8]>,
-    /// Where the key is in [`MemoryTable::keys`].
-    at: usize,
+    /// Where the key is in [`MemoryTable::keys`] (u32: a slot is 8 bytes narrower, and
+    /// a million of them sit in a hash map at half load after its last doubling).
+    at: u32,
     created: i64,
-    active: i64,
+    /// When the state expires. Its last activity is not kept: it is always the
+    /// deadline less the timeout of its class (see [`MemoryTable::set_timeouts`]).
     deadline: i64,
 }
 
@@ -228,11 +230,14 @@ impl MemoryTable {
 
     /// Changes the timeout values; every state's deadline follows.
     pub fn set_timeouts(&mut self, timeouts: Timeouts) {
-        self.config.timeouts = timeouts;
+        let old = std::mem::replace(&mut self.config.timeouts, timeouts);
         self.deadlines.clear();
         self.visited += self.slots.len() as u64;
         for (key, slot) in &mut self.slots {
-            slot.deadline = slot.active + i64::from(timeouts.get(slot.state().timeout));
+            // Every deadline was set as last activity + the class's timeout then.
+            let class = slot.state().timeout;
+            let active = slot.deadline - i64::from(old.get(class));
+            slot.deadline = active + i64::from(timeouts.get(class));
             self.deadlines.insert((slot.deadline, *key));
         }
     }
@@ -264,11 +269,10 @@ impl MemoryTable {
     fn place(&mut self, now: i64, state: State) {
         let value = self.timeout_of(&state);
         let created = now - i64::from(state.age_secs);
-        let (active, deadline) = if state.expire_secs != 0 {
-            let deadline = now + i64::from(state.expire_secs);
-            (deadline - value, deadline)
+        let deadline = if state.expire_secs != 0 {
+            now + i64::from(state.expire_secs)
         } else {
-            (now, now + value)
+            now + value
         };
         let key = key_of(&state);
         // Callers place a new key only; one placed again keeps its place in the list.
@@ -279,7 +283,8 @@ impl MemoryTable {
             }
             None => {
                 self.keys.push(key);
-                self.keys.len() - 1
+                // Four billion states would need 64 GB of keys alone.
+                (self.keys.len() - 1) as u32
             }
         };
         self.deadlines.insert((deadline, key));
@@ -289,7 +294,6 @@ impl MemoryTable {
                 bytes: encode(&state),
                 at,
                 created,
-                active,
                 deadline,
             },
         );
@@ -302,7 +306,6 @@ impl MemoryTable {
         (state.creatorid, state.id) = key;
         self.deadlines.remove(&(slot.deadline, key));
         slot.bytes = encode(&state);
-        slot.active = now;
         slot.deadline = now + value;
         self.deadlines.insert((slot.deadline, key));
         Some(Self::hand_out(slot, now))
@@ -316,11 +319,12 @@ impl MemoryTable {
     }
 
     /// Drops a removed slot's key from the dense list; the last key takes its place.
-    fn forget_key(&mut self, at: usize) {
+    fn forget_key(&mut self, at: u32) {
+        let at = at as usize;
         self.keys.swap_remove(at);
         if let Some(moved) = self.keys.get(at) {
             if let Some(slot) = self.slots.get_mut(moved) {
-                slot.at = at;
+                slot.at = at as u32;
             }
         }
     }
