@@ -4,6 +4,8 @@
 use std::time::{Duration, Instant};
 
 use super::{BulkRequest, Engine, Event};
+use crate::state::compact_record::{self, BatchLimitError, MAX_RECORD_BYTES};
+use crate::state::State;
 use crate::wire::msg::bus::{STATUS_END, STATUS_START};
 use crate::wire::msg::BusRepr;
 use crate::wire::{Message, Pushed};
@@ -214,7 +216,9 @@ impl Engine {
         self.cache.set_append_only(true);
         self.events.push_back(Event::BulkSendStarted);
         self.send_bus_start(now);
-        self.bulk_send_burst(now);
+        if self.config.bulk_paced {
+            self.bulk_send_burst(now);
+        }
     }
 
     /// BUS START, at once and in its own packet, as FreeBSD sends it (OpenBSD sends an
@@ -310,4 +314,144 @@ impl Engine {
         self.events
             .push_back(Event::BulkSendDone { states: bulk.sent });
     }
+
+    /// The slot of the next state the walk sends, moving past those it skips; `None`
+    /// at the end of the walk (after its one extension to the slab's end then).
+    fn bulk_walk_next(&self, bulk: &mut BulkSend) -> Option<u32> {
+        loop {
+            if bulk.next >= bulk.end && !bulk.extended {
+                bulk.extended = true;
+                bulk.end = self.cache.slot_count();
+            }
+            if bulk.next >= bulk.end {
+                return None;
+            }
+            match self.cache.at(bulk.next) {
+                // Filtered states are not synced; delayed ones are not due yet.
+                Some(e) if !(e.nosync || e.deleted || e.filtered.is_some() || e.delayed) => {
+                    return Some(bulk.next)
+                }
+                _ => bulk.next += 1,
+            }
+        }
+    }
+
+    /// The next `batches` payloads of the running bulk send, as compact record batches
+    /// ([`compact_record`]) of at most `limit` bytes each, for a sender paced by its
+    /// receiver (credits, a window) rather than by the timer: with
+    /// [`Config::bulk_paced`](super::Config::bulk_paced) off, the timer sends no bulk
+    /// packets and the walk moves only here. `None` when no bulk send runs.
+    ///
+    /// The walk is the timer's (slot order, skipped states alike, a request during the
+    /// pass making one more pass). At its end the bulk send is over as after a paced
+    /// one (stats, [`Event::BulkSendDone`]), but no BUS END is sent: the caller tells
+    /// its peer that the bulk ended, after the last batch, on the channel the batches
+    /// went on.
+    pub fn bulk_compact_batches(
+        &mut self,
+        now: Instant,
+        batches: usize,
+        limit: usize,
+    ) -> Result<Option<CompactBulk>, BatchLimitError> {
+        if limit < 1 + MAX_RECORD_BYTES {
+            return Err(BatchLimitError { limit });
+        }
+        let Some(mut bulk) = self.bulk_send.take() else {
+            return Ok(None);
+        };
+        let clock = self.cache.clock(now);
+        // No record is under 12 bytes: a batch never holds more than this.
+        let most_per_batch = limit / 12 + 1;
+        let mut made = CompactBulk::default();
+        let mut slots = Vec::new();
+        let mut states: Vec<State> = Vec::new();
+        while made.batches.len() < batches {
+            slots.clear();
+            states.clear();
+            while states.len() < most_per_batch {
+                let Some(slot) = self.bulk_walk_next(&mut bulk) else {
+                    break;
+                };
+                slots.push(slot);
+                states.push(self.cache.get(slot).state_at(clock));
+                bulk.next += 1;
+            }
+            if states.is_empty() {
+                if bulk.run_again {
+                    bulk = BulkSend {
+                        next: 0,
+                        end: self.cache.slot_count(),
+                        extended: false,
+                        started: now,
+                        run_again: false,
+                        ..bulk
+                    };
+                    continue;
+                }
+                made.finished = true;
+                break;
+            }
+            let mut batch = Vec::with_capacity(limit.min(states.len() * 64 + 1));
+            let n = compact_record::encode_batch(&states, limit, &mut batch)?;
+            // What did not fit goes first in the next batch.
+            if let Some(&first_left) = slots.get(n) {
+                bulk.next = first_left;
+            }
+            bulk.sent += n as u64;
+            made.states += n as u64;
+            made.batches.push(batch);
+        }
+        if made.finished {
+            self.cache.set_append_only(false);
+            self.stats.bulk_sends_completed += 1;
+            self.stats.bulk_states_sent += bulk.sent;
+            self.events
+                .push_back(Event::BulkSendDone { states: bulk.sent });
+        } else {
+            self.bulk_send = Some(bulk);
+        }
+        Ok(Some(made))
+    }
+
+    /// Full updates from a pfsyncd peer as one compact record batch (a bulk's, or any):
+    /// each state is imported or merged as a full update (`Upd`) from `source` would be.
+    /// The caller has checked the source (the session's peer): the link checks of
+    /// [`handle_packet`](Self::handle_packet) (syncdev, TTL, allowed sources) are the
+    /// plain link's. Bytes that are not a batch are refused whole and counted; states before the bad
+    /// record are not taken either, so a batch is all or nothing.
+    pub fn handle_compact_batch(
+        &mut self,
+        now: Instant,
+        source: Option<std::net::IpAddr>,
+        batch: &[u8],
+    ) -> Result<usize, compact_record::CompactRecordError> {
+        let states = match compact_record::decode_batch(batch) {
+            Ok(states) => states,
+            Err(e) => {
+                self.stats.compact_batches_refused += 1;
+                return Err(e);
+            }
+        };
+        self.stats.compact_batches_received += 1;
+        self.packet_source = source;
+        for state in &states {
+            self.bulk_progress(now);
+            let state = self.mapped_state(*state);
+            self.in_upd(now, state);
+        }
+        self.packet_source = None;
+        self.end_input(now);
+        Ok(states.len())
+    }
+}
+
+/// What [`Engine::bulk_compact_batches`] produced.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CompactBulk {
+    /// The batches, in order; each fits the limit asked for.
+    pub batches: Vec<Vec<u8>>,
+    /// States in them.
+    pub states: u64,
+    /// The bulk send ended with these batches (none runs any more).
+    pub finished: bool,
 }

@@ -91,6 +91,7 @@ mod stats;
 mod tests;
 mod tombstones;
 
+pub use bulk::CompactBulk;
 pub use cache::{Key, Queue};
 pub use digest::FORGET_MIN_AGE;
 pub use filter::{FilterRule, SyncFilter};
@@ -181,6 +182,10 @@ pub struct Config {
     /// dialect changes. Otherwise it is the dialect's kernel's
     /// ([`kernel_bulk_interval`]).
     pub bulk_pace_set: bool,
+    /// The timer sends our bulk updates at the pace above (the kernels' way). Off, the
+    /// walk moves only when [`Engine::bulk_compact_batches`] asks for batches: a sender
+    /// paced by its receiver (pfsyncd peers only; a kernel peer needs the paced bulk).
+    pub bulk_paced: bool,
     /// Most states the cache holds; beyond, states are counted and not synced.
     pub max_states: usize,
     /// Most update requests waiting to be sent.
@@ -231,6 +236,7 @@ impl Config {
             bulk_interval: kernel_bulk_interval(dialect),
             bulk_burst: 1,
             bulk_pace_set: false,
+            bulk_paced: true,
             max_states: 10_000_000,
             max_pending_requests: 4096,
             pfcksum: [0; 16],
@@ -581,7 +587,11 @@ impl Engine {
             }
             _ => None,
         };
-        let bulk_send = self.bulk_send.as_ref().map(|b| b.next_at);
+        let bulk_send = self
+            .bulk_send
+            .as_ref()
+            .filter(|_| self.config.bulk_paced)
+            .map(|b| b.next_at);
         [
             self.flush_at,
             bulk_req,
@@ -706,7 +716,7 @@ impl Engine {
             self.flush_now = true;
         }
         self.bulk_request_timeout(now);
-        if self.bulk_send.as_ref().is_some_and(|b| b.next_at <= now) {
+        if self.config.bulk_paced && self.bulk_send.as_ref().is_some_and(|b| b.next_at <= now) {
             self.bulk_send_burst(now);
         }
         self.end_input(now);

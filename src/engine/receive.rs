@@ -270,7 +270,7 @@ impl Engine {
         }
     }
 
-    fn in_upd(&mut self, now: Instant, state: State) {
+    pub(super) fn in_upd(&mut self, now: Instant, state: State) {
         if self.refused_key(state.creatorid, state.id) {
             return;
         }

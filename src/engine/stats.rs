@@ -63,6 +63,10 @@ pub struct Stats {
     pub bulk_starts_resent: u64,
     /// States sent in completed bulk updates.
     pub bulk_states_sent: u64,
+    /// Compact record batches taken from pfsyncd peers.
+    pub compact_batches_received: u64,
+    /// Compact record batches refused whole (bad version, length or value).
+    pub compact_batches_refused: u64,
     /// Tries of our current or last bulk request.
     pub bulk_tries: u64,
     /// Our bulk requests that ended with a BUS END.

@@ -1443,3 +1443,91 @@ fn only_the_bulk_senders_updates_renew_the_wait_for_its_end() {
         [Message::UpdReq(StateRefRepr::BULK_REQUEST)]
     );
 }
+
+/// A bulk send driven by the receiver's credits (`bulk_paced` off): the timer sends no
+/// bulk packet, each call hands out at most the batches asked for, each within its
+/// limit, and a second engine fed those batches holds every state, equal to ours.
+#[test]
+fn a_credit_driven_bulk_moves_only_when_asked_and_delivers_every_state() {
+    let mut sender = engine_with(Dialect::FreeBsd1400, |c| c.bulk_paced = false);
+    let mut synth = crate::table::synth::Synth::new(5, US);
+    let states = synth.states(1000);
+    for s in &states {
+        sender.handle_local(at(0), LocalChange::Insert(*s));
+    }
+    sender.flush(at(0));
+    transmits(&mut sender);
+    receive(
+        &mut sender,
+        at(100),
+        Dialect::FreeBsd1400,
+        &[Message::UpdReq(StateRefRepr::BULK_REQUEST)],
+    );
+    assert_eq!(events(&mut sender), [Event::BulkSendStarted]);
+    // BUS START alone; no states, and no timer for the bulk.
+    let first = transmits(&mut sender);
+    assert_eq!(first.len(), 1, "only BUS START");
+    assert!(matches!(
+        messages(&first[0])[..],
+        [Message::Bus(BusRepr {
+            status: STATUS_START,
+            ..
+        })]
+    ));
+    assert_eq!(sender.poll_timeout().filter(|t| *t <= at(10_000)), None);
+    sender.handle_timeout(at(10_000));
+    assert!(transmits(&mut sender).is_empty());
+    assert_eq!(sender.bulk_send_progress(), Some(0));
+    assert_eq!(
+        sender.bulk_compact_batches(at(10_000), 1, 100),
+        Err(crate::state::compact_record::BatchLimitError { limit: 100 })
+    );
+
+    let mut receiver = engine(Dialect::FreeBsd1400);
+    let (mut batches, mut bytes, mut calls) = (0, 0, 0);
+    loop {
+        let made = sender
+            .bulk_compact_batches(at(10_000), 3, 1400)
+            .unwrap()
+            .expect("a bulk send runs");
+        calls += 1;
+        assert!(made.batches.len() <= 3);
+        for batch in &made.batches {
+            assert!(batch.len() <= 1400);
+            bytes += batch.len();
+            batches += 1;
+            receiver
+                .handle_compact_batch(at(10_000), None, batch)
+                .unwrap();
+        }
+        if made.finished {
+            break;
+        }
+        assert_eq!(made.batches.len(), 3, "a batch short only at the end");
+        assert!(
+            transmits(&mut sender).is_empty(),
+            "nothing on the plain link"
+        );
+    }
+    assert!(calls > 5, "{calls} calls");
+    assert_eq!(events(&mut sender), [Event::BulkSendDone { states: 1000 }]);
+    assert!(!sender.bulk_sending());
+    assert_eq!(sender.bulk_compact_batches(at(10_000), 3, 1400), Ok(None));
+    assert_eq!(receiver.stats().compact_batches_received, batches);
+    for s in &states {
+        // As a full update over the plain link would leave it: 10 s older than when
+        // the sender cached it, and its rule number untrusted (no ruleset checksum).
+        let mut expected = sender.state(US, s.id).expect("the sender's own state");
+        expected.age_secs += 10;
+        expected.expire_secs = expected.expire_secs.saturating_sub(10);
+        expected.rule = None;
+        assert_eq!(receiver.state(US, s.id), Some(expected), "state {}", s.id);
+    }
+    let per_state = bytes as f64 / 1000.0;
+    assert!(per_state < 80.0, "{per_state} B/state");
+    // A batch that is not one is refused whole, and counted.
+    assert!(receiver
+        .handle_compact_batch(at(10_000), None, &[9, 1, 2])
+        .is_err());
+    assert_eq!(receiver.stats().compact_batches_refused, 1);
+}

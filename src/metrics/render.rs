@@ -357,7 +357,7 @@ fn bulk(e: &mut Exposition, s: &Snapshot<'_>) {
         "States sent so far in the bulk update we are sending (0 when none).",
         s.bulk_send_states,
     );
-    let counters: [(&str, &str, u64); 11] = [
+    let counters: [(&str, &str, u64); 13] = [
         (
             "pfsyncd_bulk_requests_sent_total",
             "Bulk update requests we sent (each retry counts).",
@@ -387,6 +387,16 @@ fn bulk(e: &mut Exposition, s: &Snapshot<'_>) {
             "pfsyncd_bulk_starts_resent_total",
             "Bulk update starts sent again for a late request.",
             st.bulk_starts_resent,
+        ),
+        (
+            "pfsyncd_compact_batches_received_total",
+            "Compact record batches taken from pfsyncd peers.",
+            st.compact_batches_received,
+        ),
+        (
+            "pfsyncd_compact_batches_refused_total",
+            "Compact record batches refused whole (bad version, length or value).",
+            st.compact_batches_refused,
         ),
         (
             "pfsyncd_bulk_completed_total",
@@ -756,6 +766,8 @@ mod tests {
             bulk_requests_coalesced,
             bulk_starts_resent,
             bulk_states_sent,
+            compact_batches_received,
+            compact_batches_refused,
             bulk_tries,
             bulk_completed,
             bulk_given_up,
@@ -808,6 +820,14 @@ mod tests {
             ),
             (bulk_starts_resent, "pfsyncd_bulk_starts_resent_total"),
             (bulk_states_sent, "pfsyncd_bulk_states_sent_total"),
+            (
+                compact_batches_received,
+                "pfsyncd_compact_batches_received_total",
+            ),
+            (
+                compact_batches_refused,
+                "pfsyncd_compact_batches_refused_total",
+            ),
             (bulk_tries, "pfsyncd_bulk_request_tries"),
             (bulk_completed, "pfsyncd_bulk_completed_total"),
             (bulk_given_up, "pfsyncd_bulk_given_up_total"),

@@ -43,6 +43,7 @@
 //!   `badval` otherwise.
 
 pub mod compact;
+pub mod compact_record;
 mod freebsd_1301;
 mod freebsd_1400;
 mod freebsd_1500;

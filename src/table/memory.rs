@@ -115,11 +115,11 @@ impl MemoryConfig {
 /// seconds.
 #[derive(Debug, Clone)]
 struct Slot {
+    key: Key,
     bytes: Box<[u8]>,
-    /// Where the key is in [`MemoryTable::keys`].
-    at: usize,
     created: i64,
-    active: i64,
+    /// When the state expires. Its last activity is not kept: it is always the
+    /// deadline less the timeout of its class (see [`MemoryTable::set_timeouts`]).
     deadline: i64,
 }
 
@@ -156,11 +156,15 @@ enum Note {
 pub struct MemoryTable {
     config: MemoryConfig,
     origin: Option<Instant>,
-    slots: HashMap<Key, Slot>,
+    /// Every state, densely, so that a control request can pick random states at the
+    /// cost of what it picks, not of the table (issue 14: `ctl delete N` listed the
+    /// table). A removed slot's place goes to the last one.
+    slots: Vec<Slot>,
+    /// Where each key's slot is. Only a position in the hash map, not the slot: a hash
+    /// map is at half load after it doubles, and doubles with the old one still held,
+    /// so its entries are what a million states' peak memory is most made of.
+    index: HashMap<Key, u32>,
     deadlines: BTreeSet<(i64, Key)>,
-    /// Every key, densely, so that a control request can pick random states at the cost
-    /// of what it picks, not of the table (issue 14: `ctl delete N` listed the table).
-    keys: Vec<Key>,
     /// Slots looked at by listings, clears and samples: what a request costs.
     visited: u64,
     journal: Vec<Note>,
@@ -177,9 +181,9 @@ impl MemoryTable {
             next_id: config.first_id,
             config,
             origin: None,
-            slots: HashMap::new(),
+            slots: Vec::new(),
+            index: HashMap::new(),
             deadlines: BTreeSet::new(),
-            keys: Vec::new(),
             visited: 0,
             journal: Vec::new(),
             expired: 0,
@@ -209,7 +213,7 @@ impl MemoryTable {
     /// `n` slots: Floyd's sampling over the dense key list. `below(b)` is a random
     /// number in `0..b`.
     pub fn sample(&mut self, n: usize, mut below: impl FnMut(u64) -> u64) -> Vec<Key> {
-        let len = self.keys.len();
+        let len = self.slots.len();
         let n = n.min(len);
         let mut picked: HashSet<usize> = HashSet::with_capacity(n);
         for j in len - n..len {
@@ -221,19 +225,23 @@ impl MemoryTable {
         self.visited += picked.len() as u64;
         picked
             .into_iter()
-            .map(|at| self.keys[at])
-            .filter(|key| self.slots.get(key).is_some_and(|s| syncable(&s.state())))
+            .map(|at| &self.slots[at])
+            .filter(|s| syncable(&s.state()))
+            .map(|s| s.key)
             .collect()
     }
 
     /// Changes the timeout values; every state's deadline follows.
     pub fn set_timeouts(&mut self, timeouts: Timeouts) {
-        self.config.timeouts = timeouts;
+        let old = std::mem::replace(&mut self.config.timeouts, timeouts);
         self.deadlines.clear();
         self.visited += self.slots.len() as u64;
-        for (key, slot) in &mut self.slots {
-            slot.deadline = slot.active + i64::from(timeouts.get(slot.state().timeout));
-            self.deadlines.insert((slot.deadline, *key));
+        for slot in &mut self.slots {
+            // Every deadline was set as last activity + the class's timeout then.
+            let class = slot.state().timeout;
+            let active = slot.deadline - i64::from(old.get(class));
+            slot.deadline = active + i64::from(timeouts.get(class));
+            self.deadlines.insert((slot.deadline, slot.key));
         }
     }
 
@@ -264,65 +272,65 @@ impl MemoryTable {
     fn place(&mut self, now: i64, state: State) {
         let value = self.timeout_of(&state);
         let created = now - i64::from(state.age_secs);
-        let (active, deadline) = if state.expire_secs != 0 {
-            let deadline = now + i64::from(state.expire_secs);
-            (deadline - value, deadline)
+        let deadline = if state.expire_secs != 0 {
+            now + i64::from(state.expire_secs)
         } else {
-            (now, now + value)
+            now + value
         };
         let key = key_of(&state);
-        // Callers place a new key only; one placed again keeps its place in the list.
-        let at = match self.slots.get(&key) {
-            Some(old) => {
-                self.deadlines.remove(&(old.deadline, key));
-                old.at
-            }
-            None => {
-                self.keys.push(key);
-                self.keys.len() - 1
-            }
+        let slot = Slot {
+            key,
+            bytes: encode(&state),
+            created,
+            deadline,
         };
         self.deadlines.insert((deadline, key));
-        self.slots.insert(
-            key,
-            Slot {
-                bytes: encode(&state),
-                at,
-                created,
-                active,
-                deadline,
-            },
-        );
+        // Callers place a new key only; one placed again keeps its place in the list.
+        match self.index.get(&key) {
+            Some(&at) => {
+                let old = std::mem::replace(&mut self.slots[at as usize], slot);
+                self.deadlines.remove(&(old.deadline, key));
+            }
+            None => {
+                // Four billion states would need 64 GB of keys alone.
+                self.index.insert(key, self.slots.len() as u32);
+                self.slots.push(slot);
+            }
+        }
     }
 
     /// Replaces a state's content and marks activity now; `None` if there is none.
     fn refresh(&mut self, now: i64, key: Key, mut state: State) -> Option<State> {
         let value = self.timeout_of(&state);
-        let slot = self.slots.get_mut(&key)?;
+        let at = *self.index.get(&key)?;
+        let slot = &mut self.slots[at as usize];
         (state.creatorid, state.id) = key;
         self.deadlines.remove(&(slot.deadline, key));
         slot.bytes = encode(&state);
-        slot.active = now;
         slot.deadline = now + value;
         self.deadlines.insert((slot.deadline, key));
         Some(Self::hand_out(slot, now))
     }
 
     fn take(&mut self, key: Key) -> Option<Slot> {
-        let slot = self.slots.remove(&key)?;
+        let slot = self.unplace(key)?;
         self.deadlines.remove(&(slot.deadline, key));
-        self.forget_key(slot.at);
         Some(slot)
     }
 
-    /// Drops a removed slot's key from the dense list; the last key takes its place.
-    fn forget_key(&mut self, at: usize) {
-        self.keys.swap_remove(at);
-        if let Some(moved) = self.keys.get(at) {
-            if let Some(slot) = self.slots.get_mut(moved) {
-                slot.at = at;
-            }
+    /// Takes a key's slot out of the dense list (the last slot takes its place) and out
+    /// of the index; its deadline is the caller's.
+    fn unplace(&mut self, key: Key) -> Option<Slot> {
+        let at = self.index.remove(&key)? as usize;
+        let slot = self.slots.swap_remove(at);
+        if let Some(moved) = self.slots.get(at) {
+            self.index.insert(moved.key, at as u32);
         }
+        Some(slot)
+    }
+
+    fn slot(&self, key: Key) -> Option<&Slot> {
+        self.index.get(&key).map(|&at| &self.slots[at as usize])
     }
 
     /// Refuses a peer's state bound to an interface the check does not admit, before
@@ -353,14 +361,17 @@ impl MemoryTable {
         self.check_room()?;
         let now = self.secs(now);
         state.creatorid = self.config.creatorid;
-        while self.slots.contains_key(&(state.creatorid, self.next_id)) {
+        while self.index.contains_key(&(state.creatorid, self.next_id)) {
             self.next_id = self.next_id.wrapping_add(1);
         }
         state.id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         self.place(now, state);
         self.journal.push(Note::Insert(key_of(&state)));
-        Ok(Self::hand_out(&self.slots[&key_of(&state)], now))
+        let (creatorid, id) = key_of(&state);
+        self.slot((creatorid, id))
+            .map(|slot| Self::hand_out(slot, now))
+            .ok_or(TableError::NotFound { creatorid, id })
     }
 
     /// Traffic on a state (any creator's): `change` edits it (its name stays), and its
@@ -375,8 +386,7 @@ impl MemoryTable {
         let now = self.secs(now);
         let key = (creatorid, id);
         let mut state = self
-            .slots
-            .get(&key)
+            .slot(key)
             .map(|s| s.state())
             .ok_or(TableError::NotFound { creatorid, id })?;
         change(&mut state);
@@ -418,8 +428,7 @@ impl MemoryTable {
                 break;
             }
             self.deadlines.pop_first();
-            if let Some(slot) = self.slots.remove(&key) {
-                self.forget_key(slot.at);
+            if let Some(slot) = self.unplace(key) {
                 if syncable(&slot.state()) {
                     self.journal.push(Note::Delete(key));
                 }
@@ -445,9 +454,7 @@ impl MemoryTable {
     /// A state of any kind, no-sync ones included, as of `now`.
     pub fn get_any(&mut self, now: Instant, creatorid: u32, id: u64) -> Option<State> {
         let now = self.secs(now);
-        self.slots
-            .get(&(creatorid, id))
-            .map(|s| Self::hand_out(s, now))
+        self.slot((creatorid, id)).map(|s| Self::hand_out(s, now))
     }
 
     fn remove_where(&mut self, doomed: impl Fn(&State) -> bool) -> usize {
@@ -455,8 +462,8 @@ impl MemoryTable {
         let keys: Vec<Key> = self
             .slots
             .iter()
-            .filter(|(_, s)| doomed(&s.state()))
-            .map(|(k, _)| *k)
+            .filter(|s| doomed(&s.state()))
+            .map(|s| s.key)
             .collect();
         for key in &keys {
             self.take(*key);
@@ -472,7 +479,7 @@ impl StateTable for MemoryTable {
         }
         self.refuse_unknown_interface(state)?;
         let key = key_of(state);
-        if self.slots.contains_key(&key) {
+        if self.index.contains_key(&key) {
             return Err(TableError::AlreadyExists {
                 creatorid: key.0,
                 id: key.1,
@@ -512,7 +519,7 @@ impl StateTable for MemoryTable {
         let mut unseen: HashSet<Key> = HashSet::new();
         for note in journal {
             match note {
-                Note::Insert(key) | Note::Update(key) => match self.slots.get(&key) {
+                Note::Insert(key) | Note::Update(key) => match self.slot(key) {
                     Some(slot) => {
                         if syncable(&slot.state()) && reported.insert(key) {
                             let state = Self::hand_out(slot, now);
@@ -546,7 +553,7 @@ impl StateTable for MemoryTable {
                     let mut since: Vec<(Key, State)> = self
                         .slots
                         .iter()
-                        .map(|(k, slot)| (*k, Self::hand_out(slot, now)))
+                        .map(|slot| (slot.key, Self::hand_out(slot, now)))
                         .filter(|(_, s)| ifname.is_empty() || s.ifname == ifname)
                         .filter(|(_, s)| syncable(s))
                         .collect();
@@ -572,7 +579,7 @@ impl StateTable for MemoryTable {
     ) -> Result<(), TableError> {
         let now = self.secs(now);
         self.visited += self.slots.len() as u64;
-        for slot in self.slots.values() {
+        for slot in &self.slots {
             if syncable(&slot.state()) {
                 f(&Self::hand_out(slot, now));
             }
@@ -669,6 +676,19 @@ mod test {
             t.delete_local(PEER, id);
         }
         t.expire(t0 + Duration::from_secs(11));
+        // The index follows the slots moved into removed ones' places.
+        let held: Vec<u64> = (1..=1000)
+            .filter_map(|id| t.get_any(t0, PEER, id))
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(held.len(), t.len());
+        assert!(held.iter().all(|&id| id % 7 != 1 && id % 3 != 0));
+        assert_eq!(
+            held,
+            (1..=1000)
+                .filter(|id| t.get_any(t0, PEER, *id).is_some_and(|s| s.id == *id))
+                .collect::<Vec<_>>()
+        );
         let mut rng = 12345u64;
         let mut below = move |b: u64| {
             rng = rng

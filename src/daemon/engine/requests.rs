@@ -290,6 +290,8 @@ fn stats_json(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> Value {
             "given_up": st.bulk_given_up,
             "last_duration_ms": st.bulk_last_duration_ms,
             "starts_resent": st.bulk_starts_resent,
+            "compact_batches_received": st.compact_batches_received,
+            "compact_batches_refused": st.compact_batches_refused,
         },
         "engine": {
             "stale": st.stale,

@@ -1,0 +1,471 @@
+//! A bulk update against the link's own speed, in one run between the same two network
+//! namespaces (root, Linux; issue #14 point 4):
+//!
+//! 1. **raw blast**: 1 000 000 FreeBSD 1400 state records (277 bytes each, the
+//!    uncompressed bytes a kernel bulk carries) in MTU-sized UDP datagrams, sent as fast
+//!    as the sender's socket takes them; the receiver counts what arrives. Its time is
+//!    first send to last datagram received: what this machine's veth pair and a plain
+//!    socket reader cost, with nothing of pfsyncd in the way;
+//! 2. **daemons' bulk**: a pfsyncd holding the same number of states and a pfsyncd that
+//!    starts late and asks for them, as the daemon works today (paced at
+//!    `--bulk-pps`): seconds from the receiver's start until its bulk is done, bytes on
+//!    the wire per state (the receiver's `eth0` received bytes over the bulk, frames
+//!    counted whole, divided by the states imported), peak RSS of each daemon (parent +
+//!    engine), and the bulk's time as a ratio of the blast's.
+//!
+//! Also printed: what the same states would cost as `state::compact_record` batches of
+//! the same MTU (the encoding the flow-controlled bulk between pfsyncd peers is to use).
+//!
+//! 3. **receive stages**, in this process on one core (`-- stages` for these alone): the
+//!    same number of synthetic states as kernel bulk packets (FreeBSD 1400, MTU 1500)
+//!    and as compact batches, through each stage of a receiver in turn: decoding the
+//!    records, the engine's import (`handle_packet` / `handle_compact_batch`, table
+//!    operations drained), and the memory table applying those operations; states per
+//!    second of each, and the growth of this process's RSS while the engine and the
+//!    table fill (what a receiver's two processes hold for them).
+//!
+//! `cargo bench --bench bulk` (1 000 000 states at MTU 1500 and 9000); `-- quick` for
+//! 100 000; `-- 1500` or `-- 9000` for one MTU.
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use nix::sys::socket::{setsockopt, sockopt};
+    use pfsyncd::lab::{wait_until, Cluster};
+    use pfsyncd::state::compact_record;
+    use pfsyncd::table::synth::Synth;
+    use pfsyncd::wire::RecordFormat;
+    use serde_json::Value;
+
+    const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
+    /// The blast's port (nothing listens on it but the blast's receiver).
+    const BLAST_PORT: u16 = 9999;
+    /// IPv4 + UDP headers.
+    const IP_UDP: usize = 28;
+    /// The pfsync header and one subheader, left free in a blast datagram so that it
+    /// carries as many records as a kernel's bulk packet of that MTU.
+    const PFSYNC_HEADERS: usize = 12 + 4;
+    /// The receive buffer the daemon asks for (src/net/raw.rs), so both readers get the
+    /// same room.
+    const RECEIVE_BUFFER: usize = 32 << 20;
+
+    fn proc_status(pid: u32, field: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn status(c: &Cluster, i: usize) -> Value {
+        c.ctl_json(i, "status").unwrap()
+    }
+
+    /// The two processes of host `i`'s daemon: parent and engine.
+    fn pids(c: &Cluster, i: usize) -> [u32; 2] {
+        let engine = status(c, i)["engine"]["pid"].as_u64().unwrap() as u32;
+        [c.host(i).pid().unwrap(), engine]
+    }
+
+    /// Peak RSS of a daemon in MB: (parent + engine, parent, engine).
+    fn peak_mb(c: &Cluster, i: usize) -> (f64, f64, f64) {
+        let [parent, engine] = pids(c, i);
+        let mb = |p| proc_status(p, "VmHWM:") as f64 / 1024.0;
+        (mb(parent) + mb(engine), mb(parent), mb(engine))
+    }
+
+    /// Bytes host `i`'s `eth0` has received (whole frames).
+    fn rx_bytes(c: &Cluster, i: usize) -> u64 {
+        let out = std::process::Command::new("ip")
+            .args([
+                "-n",
+                c.host(i).ns.name(),
+                "-j",
+                "-s",
+                "link",
+                "show",
+                "eth0",
+            ])
+            .output()
+            .expect("ip");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("ip -j");
+        v[0]["stats64"]["rx"]["bytes"].as_u64().expect("rx bytes")
+    }
+
+    struct Blast {
+        secs: f64,
+        records_received: usize,
+        datagrams_sent: usize,
+    }
+
+    /// Sends `records` FreeBSD 1400 records from host 0 to host 1 in datagrams of `mtu`.
+    fn blast(c: &Cluster, records: usize, mtu: u32) -> Blast {
+        let size = RecordFormat::FreeBsd1400.size();
+        let per_datagram = (mtu as usize - IP_UDP - PFSYNC_HEADERS) / size;
+        // Real record bytes of synthetic states; a pool of datagrams cycled, since what
+        // the bytes say does not change what moving them costs.
+        let mut synth = Synth::new(1, 7);
+        let pool: Vec<Vec<u8>> = (0..256)
+            .map(|_| {
+                let mut datagram = vec![0u8; per_datagram * size];
+                for chunk in datagram.chunks_mut(size) {
+                    synth
+                        .state()
+                        .to_record(RecordFormat::FreeBsd1400)
+                        .0
+                        .emit_bytes(chunk);
+                }
+                datagram
+            })
+            .collect();
+        let datagrams = records.div_ceil(per_datagram);
+        let to = SocketAddr::new(c.addr(1, false), BLAST_PORT);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::scope(|s| {
+            let receiver = s.spawn(|| {
+                c.host(1)
+                    .ns
+                    .run(|| {
+                        let sock = UdpSocket::bind(to).expect("bind the blast receiver");
+                        if setsockopt(&sock, sockopt::RcvBufForce, &RECEIVE_BUFFER).is_err() {
+                            let _ = setsockopt(&sock, sockopt::RcvBuf, &RECEIVE_BUFFER);
+                        }
+                        // Silence this long after the last datagram means the rest is lost.
+                        sock.set_read_timeout(Some(Duration::from_millis(500)))
+                            .unwrap();
+                        ready_tx.send(()).unwrap();
+                        let mut buf = vec![0u8; 65536];
+                        let (mut got, mut last) = (0usize, None);
+                        while got < datagrams {
+                            match sock.recv(&mut buf) {
+                                Ok(_) => {
+                                    got += 1;
+                                    last = Some(Instant::now());
+                                }
+                                Err(_) if last.is_some() => break,
+                                // Nothing yet: the sender has not started.
+                                Err(_) => {}
+                            }
+                        }
+                        (got, last)
+                    })
+                    .expect("the receiver's namespace")
+            });
+            ready_rx.recv().unwrap();
+            let start = c
+                .host(0)
+                .ns
+                .run(|| {
+                    let sock = UdpSocket::bind((c.addr(0, false), 0)).expect("bind the sender");
+                    let start = Instant::now();
+                    for i in 0..datagrams {
+                        let datagram = &pool[i % pool.len()];
+                        // The last datagram carries only the records left.
+                        let left = (records - i * per_datagram).min(per_datagram);
+                        sock.send_to(&datagram[..left * size], to).expect("send");
+                    }
+                    start
+                })
+                .expect("the sender's namespace");
+            let (got, last) = receiver.join().unwrap();
+            Blast {
+                secs: last.map_or(f64::NAN, |l| (l - start).as_secs_f64()),
+                // Every datagram but the last holds `per_datagram` records.
+                records_received: (got * per_datagram).min(records),
+                datagrams_sent: datagrams,
+            }
+        })
+    }
+
+    struct DaemonBulk {
+        /// States the sender held when the receiver started.
+        held: u64,
+        done: bool,
+        secs: f64,
+        imported: u64,
+        bytes_per_state: f64,
+        sender_peak: (f64, f64, f64),
+        receiver_peak: (f64, f64, f64),
+    }
+
+    /// The daemons' bulk of `states` at `mtu`, paced at `pps`, as benches/cluster.rs
+    /// runs it (the sender filled once its own bulk request has ended).
+    fn daemon_bulk(c: &mut Cluster, states: usize, mtu: u32, pps: u32) -> DaemonBulk {
+        let mtu_s = mtu.to_string();
+        let pps_s = pps.to_string();
+        let words = ["--bulk-pps", &pps_s, "mtu", &mtu_s, "syncdev", "eth0", "up"];
+        c.start(0, &words).unwrap();
+        // A receiver that hears the sender's own bulk request (asked again for a minute)
+        // while it imports answers with a full pass of its own: wait for it to end.
+        let alone = wait_until(Duration::from_secs(90), || status(c, 0)["bulk"] == "done");
+        assert!(alone.is_some(), "the sender's bulk request did not end");
+        let mut left = states;
+        while left > 0 {
+            let n = left.min(100_000);
+            c.ctl(0, &format!("insert {n}")).unwrap();
+            left -= n;
+        }
+        // Slow on a machine shared with other work: a million inserts are announced to
+        // nobody, each through both processes.
+        let drained = wait_until(Duration::from_secs(400), || {
+            let s = status(c, 0);
+            // Caught up with its table (which expiry may have thinned meanwhile).
+            s["cached"].as_u64() >= s["states"].as_u64()
+                && s["queued"]
+                    .as_array()
+                    .is_some_and(|q| q.iter().all(|n| n.as_u64() == Some(0)))
+        });
+        assert!(
+            drained.is_some(),
+            "the sender's engine did not catch up: {}",
+            status(c, 0)
+        );
+        // Synthetic states expire (ICMP ones in 10–20 s): a fill slowed down by a busy
+        // machine leaves fewer than asked for, which is not the bulk's loss.
+        let held = status(c, 0)["states"].as_u64().unwrap_or(0);
+        let rx_before = rx_bytes(c, 1);
+        let t0 = Instant::now();
+        c.start(1, &words).unwrap();
+        let done = wait_until(Duration::from_secs(120), || status(c, 1)["bulk"] == "done");
+        let secs = t0.elapsed().as_secs_f64();
+        let rx = rx_bytes(c, 1) - rx_before;
+        let imported = c.ctl_json(1, "stats").unwrap()["table"]["imported"]
+            .as_u64()
+            .unwrap_or(0);
+        let figures = DaemonBulk {
+            held,
+            done: done.is_some(),
+            secs,
+            imported,
+            bytes_per_state: rx as f64 / imported.max(1) as f64,
+            sender_peak: peak_mb(c, 0),
+            receiver_peak: peak_mb(c, 1),
+        };
+        c.stop(1);
+        c.stop(0);
+        figures
+    }
+
+    /// Bytes per state of `states` synthetic states as compact record batches that fit
+    /// a pfsync datagram of `mtu`.
+    fn compact_bytes_per_state(states: usize, mtu: u32) -> f64 {
+        let all = Synth::new(1, 7).states(states.min(200_000));
+        let limit = mtu as usize - IP_UDP - PFSYNC_HEADERS;
+        let (mut rest, mut bytes, mut out) = (&all[..], 0, Vec::new());
+        while !rest.is_empty() {
+            out.clear();
+            let n = compact_record::encode_batch(rest, limit, &mut out).expect("limit");
+            // Each batch whole on the wire: its frame's headers too.
+            bytes += out.len() + IP_UDP + PFSYNC_HEADERS + 14;
+            rest = &rest[n..];
+        }
+        bytes as f64 / all.len() as f64
+    }
+
+    fn run(states: usize, mtu: u32, pps: u32) {
+        let mut c = Cluster::new(BIN.as_ref(), &format!("pfsd-bulk{mtu}-"), 2)
+            .unwrap_or_else(|e| panic!("bulk bench: {e} (run as root, with iproute2)"));
+        if mtu != 1500 {
+            c.set_mtu(mtu).unwrap();
+        }
+        let b = blast(&c, states, mtu);
+        println!(
+            "blast {states} records of 277 B, MTU {mtu}: {:.3} s, {} of {states} records \
+             received ({} datagrams sent)",
+            b.secs, b.records_received, b.datagrams_sent
+        );
+        let d = daemon_bulk(&mut c, states, mtu, pps);
+        let mb = |p: (f64, f64, f64)| format!("{:.0} MB ({:.0} + {:.0})", p.0, p.1, p.2);
+        println!(
+            "bulk  {states} states, MTU {mtu}, {pps} packets/s: {} in {:.3} s, imported \
+             {} of the {} the sender held, {:.1} B/state on the wire, peak RSS (parent + \
+             engine) sender {}, receiver {}; bulk/blast {:.2}",
+            if d.done { "done" } else { "NOT done" },
+            d.secs,
+            d.imported,
+            d.held,
+            d.bytes_per_state,
+            mb(d.sender_peak),
+            mb(d.receiver_peak),
+            d.secs / b.secs,
+        );
+        println!(
+            "      compact records (state::compact_record) of the same synthetic states at \
+             MTU {mtu}: {:.1} B/state on the wire, frames included",
+            compact_bytes_per_state(states, mtu)
+        );
+    }
+
+    fn rss_mb() -> f64 {
+        proc_status(std::process::id(), "VmRSS:") as f64 / 1024.0
+    }
+
+    fn rate(states: usize, took: Duration) -> String {
+        format!(
+            "{:>10.0} states/s ({:.3} s)",
+            states as f64 / took.as_secs_f64(),
+            took.as_secs_f64()
+        )
+    }
+
+    /// The receiver's stages on `n` synthetic states, one after the other.
+    fn stages(n: usize) {
+        use pfsyncd::engine::{Config, Engine, Received, TableOp};
+        use pfsyncd::state::State;
+        use pfsyncd::table::{MemoryConfig, MemoryTable, StateTable};
+        use pfsyncd::wire::{Dialect, Message, PacketBuilder, PacketReader, Pushed, RawItem};
+
+        const SENDER: u32 = 7;
+        let states = Synth::new(1, SENDER).states(n);
+        let mut packets = Vec::new();
+        let mut builder = PacketBuilder::new(Dialect::FreeBsd1400, 1500);
+        for s in &states {
+            let message = Message::Upd(s.to_record(RecordFormat::FreeBsd1400).0);
+            if builder.push(&message) == Ok(Pushed::Full) {
+                packets.extend(builder.finish());
+                assert_eq!(builder.push(&message), Ok(Pushed::Added));
+            }
+        }
+        packets.extend(builder.finish());
+        let mut batches = Vec::new();
+        let mut rest = &states[..];
+        while !rest.is_empty() {
+            let mut batch = Vec::new();
+            let k = compact_record::encode_batch(rest, 1500 - IP_UDP - PFSYNC_HEADERS, &mut batch)
+                .expect("limit");
+            batches.push(batch);
+            rest = &rest[k..];
+        }
+        println!(
+            "stages, {n} states, one core: {} kernel packets (FreeBSD 1400, MTU 1500), {} \
+             compact batches",
+            packets.len(),
+            batches.len()
+        );
+
+        let t = Instant::now();
+        let mut decoded = 0;
+        for p in &packets {
+            let reader = PacketReader::new(p).expect("our packet");
+            for item in reader.raw_items() {
+                if let Ok(RawItem::Record(r)) = item {
+                    if let Ok(Message::Upd(u)) = r.message() {
+                        decoded += usize::from(State::from_record(&u).is_ok());
+                    }
+                }
+            }
+        }
+        assert_eq!(decoded, n);
+        println!("  decode, kernel records:     {}", rate(n, t.elapsed()));
+        let t = Instant::now();
+        let decoded: usize = batches
+            .iter()
+            .map(|b| compact_record::decode_batch(b).expect("our batch").len())
+            .sum();
+        assert_eq!(decoded, n);
+        println!("  decode, compact batches:    {}", rate(n, t.elapsed()));
+
+        // Everything stays alive to the end, so that each RSS growth is what that stage
+        // holds (nothing freed before is reused).
+        let now = Instant::now();
+        let mut engines = Vec::new();
+        for compact in [false, true] {
+            let rss_before = rss_mb();
+            let mut engine = Engine::new(Config::new(0x0c0c_0001, Dialect::FreeBsd1400));
+            let mut imports = 0;
+            let mut drain = |engine: &mut Engine| {
+                while let Some(op) = engine.poll_table_op() {
+                    imports += usize::from(matches!(op, TableOp::Import(_)));
+                }
+                while engine.poll_transmit().is_some() {}
+            };
+            let t = Instant::now();
+            if compact {
+                for b in &batches {
+                    engine
+                        .handle_compact_batch(now, None, b)
+                        .expect("our batch");
+                    drain(&mut engine);
+                }
+            } else {
+                for p in &packets {
+                    engine.handle_packet(
+                        now,
+                        Received {
+                            payload: p,
+                            on_syncdev: true,
+                            ttl: 255,
+                            ipv6: false,
+                            source: None,
+                        },
+                    );
+                    drain(&mut engine);
+                }
+            }
+            let took = t.elapsed();
+            assert_eq!(engine.state_count(), n);
+            assert_eq!(imports, n);
+            let name = if compact { "compact" } else { "kernel " };
+            println!(
+                "  engine import, {name}:     {}; RSS +{:.0} MB (the engine's cache)",
+                rate(n, took),
+                rss_mb() - rss_before
+            );
+            engines.push(engine);
+        }
+        // The table operations the engine hands the parent for these imports.
+        let ops: Vec<TableOp> = engines[0].states().map(TableOp::Import).collect();
+        let rss_before = rss_mb();
+        let mut table = MemoryTable::new(MemoryConfig::new(0x0c0c_0001));
+        let t = Instant::now();
+        for op in &ops {
+            table.apply(now, op).expect("import");
+        }
+        let took = t.elapsed();
+        assert_eq!(table.len(), n);
+        println!(
+            "  memory table apply:         {}; RSS +{:.0} MB (the table)",
+            rate(n, took),
+            rss_mb() - rss_before
+        );
+    }
+
+    pub fn main() {
+        let quick = std::env::args().any(|a| a == "quick");
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("the bulk bench needs root (network namespaces)");
+            std::process::exit(1);
+        }
+        let states = if quick { 100_000 } else { 1_000_000 };
+        println!("bulk benchmark ({})", if quick { "quick" } else { "full" });
+        let named = |p: &str| std::env::args().any(|a| a == p);
+        stages(states);
+        if named("stages") {
+            return;
+        }
+        let both = !named("1500") && !named("9000");
+        // The paces benches/cluster.rs found to be lossless at each MTU.
+        if both || named("1500") {
+            run(states, 1500, 100_000);
+        }
+        if both || named("9000") {
+            run(states, 9000, 8_000);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn main() {
+    linux::main();
+}
+
+/// Network namespaces are Linux's: elsewhere there is nothing to run.
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("the bulk bench runs on Linux only");
+    std::process::exit(1);
+}

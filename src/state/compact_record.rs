@@ -1,0 +1,857 @@
+//! Compact state records on the wire between pfsyncd peers: a batch of [`State`]s, each
+//! record written as what differs from the record before it in the batch.
+//!
+//! A kernel record is 200–300 bytes because every field has its widest room. A bulk
+//! update sends states that are alike: one creator, ids counting up, a few interfaces, a
+//! few rules, no policy route, no queue, no tag. This encoding sends only what differs
+//! from the previous state of the batch (the first is compared with
+//! [`State::default`]), so a typical synthetic state costs 40–90 bytes instead of 254.
+//!
+//! This is a wire format, read from peers we do not trust to be well-formed:
+//! - every batch starts with a version byte ([`VERSION`]); a receiver refuses a version it
+//!   does not know rather than guess;
+//! - every length and value is checked; [`decode_batch`] returns a
+//!   [`CompactRecordError`] on bytes it cannot read, never panics, and allocates at most
+//!   one `State` per input byte;
+//! - a batch is self-contained (no state carried between batches), so a lost datagram
+//!   costs its own states only.
+//!
+//! Layout of one record (integers are LEB128 varints unless said otherwise):
+//! `mask` (which groups follow), `id` (zigzag delta from the previous id), then the
+//! groups the mask names, then the wire key's addresses and ports, age, expiry, the four
+//! counters and the two peers, which are always sent. Names (interfaces, tag) go through
+//! a per-batch dictionary: the second time a name appears it costs one byte.
+//!
+//! Not compressed further: on the bench's synthetic states what is left is mostly random
+//! addresses, ports and sequence numbers, which a general-purpose compressor cannot
+//! shrink (and no such crate is vendored in this build).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::{
+    AddressFamily, Direction, Peer, PeerState, Protocol, Scrub, State, StateFlags, StateKey,
+    Timeout,
+};
+use crate::wire::{Name, RouteType};
+
+/// The version byte that starts every batch of this format.
+pub const VERSION: u8 = 1;
+
+/// No record is longer than this (a state with every field at its widest), so a batch
+/// limit of `1 + MAX_RECORD_BYTES` always fits one state.
+pub const MAX_RECORD_BYTES: usize = 512;
+
+/// At most this many distinct names are remembered per batch (a dictionary index is
+/// 7 bits).
+const DICTIONARY_SIZE: usize = 128;
+
+// Mask bits, the commonest first so that a typical mask is one varint byte.
+const IFNAME: u32 = 1 << 0;
+const SHAPE: u32 = 1 << 1;
+const RULE: u32 = 1 << 2;
+const STACK: u32 = 1 << 3;
+const CREATOR: u32 = 1 << 4;
+const FLAGS: u32 = 1 << 5;
+const ROUTE: u32 = 1 << 6;
+const NAMES: u32 = 1 << 7;
+const QUEUES: u32 = 1 << 8;
+const RULE_REFS: u32 = 1 << 9;
+const TUNING: u32 = 1 << 10;
+const RDOMAIN: u32 = 1 << 11;
+/// An address of the wire key is not of the key's family (never made by a kernel; kept
+/// so that the encoding is lossless for every `State`).
+const MIXED_FAMILIES: u32 = 1 << 12;
+const ALL_BITS: u32 = (1 << 13) - 1;
+
+// Stack key bits: what differs from the wire key.
+const STACK_AF: u8 = 1 << 0;
+const STACK_PROTO: u8 = 1 << 1;
+const STACK_ADDR0: u8 = 1 << 2;
+const STACK_ADDR1: u8 = 1 << 3;
+const STACK_PORT0: u8 = 1 << 4;
+const STACK_PORT1: u8 = 1 << 5;
+const STACK_RDOMAIN: u8 = 1 << 6;
+
+// Peer bits: which of a peer's fields are not zero.
+const PEER_SEQLO: u8 = 1 << 0;
+const PEER_WINDOW: u8 = 1 << 1;
+const PEER_SEQDIFF: u8 = 1 << 2;
+const PEER_MAX_WIN: u8 = 1 << 3;
+const PEER_MSS: u8 = 1 << 4;
+const PEER_WSCALE: u8 = 1 << 5;
+const PEER_SCRUB: u8 = 1 << 6;
+/// `max_win` equals the window `seqhi - seqlo` (as a kernel's fresh state has it): not sent.
+const PEER_MAX_WIN_IS_WINDOW: u8 = 1 << 7;
+
+/// Bytes that are not a batch of this format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompactRecordError {
+    /// No bytes at all (not even the version).
+    #[error("empty compact batch")]
+    Empty,
+    /// A version this build does not read.
+    #[error("compact batch version {0} unknown (this build reads {VERSION})")]
+    Version(u8),
+    /// The bytes end inside a record.
+    #[error("compact batch truncated at byte {offset}")]
+    Truncated {
+        /// Where the missing bytes would start.
+        offset: usize,
+    },
+    /// A value the state model cannot hold, or a length or index out of range.
+    #[error("compact batch: bad {field} at byte {offset}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Where it starts (or ends, for varints).
+        offset: usize,
+    },
+}
+
+/// A batch limit too small to hold one state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("compact batch limit {limit} below {} bytes", 1 + MAX_RECORD_BYTES)]
+pub struct BatchLimitError {
+    /// The limit asked for.
+    pub limit: usize,
+}
+
+/// Appends one batch to `out`: the version byte and as many of `states`, in order, as
+/// fit in `limit` bytes (counting from `out`'s length on entry). Returns how many were
+/// written; the caller sends the rest in the next batch. `limit` must be at least
+/// `1 + MAX_RECORD_BYTES`, so that every batch makes progress.
+pub fn encode_batch(
+    states: &[State],
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<usize, BatchLimitError> {
+    if limit < 1 + MAX_RECORD_BYTES {
+        return Err(BatchLimitError { limit });
+    }
+    let start = out.len();
+    out.push(VERSION);
+    let mut encoder = Encoder {
+        prev: State::default(),
+        names: Vec::new(),
+        remember_names: true,
+    };
+    for (written, state) in states.iter().enumerate() {
+        let before = out.len();
+        let names_before = encoder.names.len();
+        encoder.record(state, out);
+        if out.len() - start > limit {
+            out.truncate(before);
+            encoder.names.truncate(names_before);
+            return Ok(written);
+        }
+        encoder.prev = *state;
+    }
+    Ok(states.len())
+}
+
+/// The states of one batch made by [`encode_batch`].
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<State>, CompactRecordError> {
+    let (&version, _) = bytes.split_first().ok_or(CompactRecordError::Empty)?;
+    if version != VERSION {
+        return Err(CompactRecordError::Version(version));
+    }
+    let mut r = Reader {
+        bytes,
+        at: 1,
+        names: Vec::new(),
+        remember_names: true,
+    };
+    // A record is at least 12 bytes; cap the guess so a hostile length costs nothing.
+    let mut states = Vec::with_capacity((bytes.len() / 12).min(4096));
+    let mut prev = State::default();
+    while r.at < bytes.len() {
+        let s = r.record(&prev)?;
+        states.push(s);
+        prev = s;
+    }
+    Ok(states)
+}
+
+/// Appends one state as a lone record: compared with [`State::default`], no version byte,
+/// no name dictionary. For a process's own memory ([`super::compact`]), where a bulk's
+/// neighbours are not at hand; not a wire format.
+pub fn encode_record(state: &State, out: &mut Vec<u8>) {
+    let mut encoder = Encoder {
+        prev: State::default(),
+        names: Vec::new(),
+        remember_names: false,
+    };
+    encoder.record(state, out);
+}
+
+/// The state of bytes [`encode_record`] made; every byte must belong to it.
+pub fn decode_record(bytes: &[u8]) -> Result<State, CompactRecordError> {
+    let mut r = Reader {
+        bytes,
+        at: 0,
+        names: Vec::new(),
+        remember_names: false,
+    };
+    let s = r.record(&State::default())?;
+    if r.at != bytes.len() {
+        return Err(r.invalid("trailing bytes"));
+    }
+    Ok(s)
+}
+
+struct Encoder {
+    prev: State,
+    /// Whether names go into the dictionary (batches) or are always sent whole (lone
+    /// records, which then allocate nothing).
+    remember_names: bool,
+    /// The names this batch sent, by their used bytes (at most a tag name's 64).
+    names: Vec<(u8, [u8; 64])>,
+}
+
+impl Encoder {
+    fn record(&mut self, s: &State, out: &mut Vec<u8>) {
+        let p = &self.prev;
+        let mut mask = 0;
+        let groups = [
+            (s.ifname != p.ifname, IFNAME),
+            (
+                s.wire.af != p.wire.af
+                    || s.wire.proto != p.wire.proto
+                    || s.direction != p.direction
+                    || s.timeout != p.timeout,
+                SHAPE,
+            ),
+            (s.rule != p.rule, RULE),
+            (s.stack != s.wire, STACK),
+            (s.creatorid != p.creatorid, CREATOR),
+            (
+                s.log != p.log || s.sync_flags != p.sync_flags || s.state_flags != p.state_flags,
+                FLAGS,
+            ),
+            (
+                s.rt != p.rt || s.rt_addr != p.rt_addr || s.rt_ifname != p.rt_ifname,
+                ROUTE,
+            ),
+            (
+                s.orig_ifname != p.orig_ifname || s.tagname != p.tagname,
+                NAMES,
+            ),
+            (
+                (s.qid, s.pqid, s.dnpipe, s.dnrpipe) != (p.qid, p.pqid, p.dnpipe, p.dnrpipe),
+                QUEUES,
+            ),
+            (
+                (s.anchor, s.nat_rule, s.rtableid, s.reply_rtableid)
+                    != (p.anchor, p.nat_rule, p.rtableid, p.reply_rtableid),
+                RULE_REFS,
+            ),
+            (
+                (s.min_ttl, s.set_tos, s.max_mss, s.set_prio)
+                    != (p.min_ttl, p.set_tos, p.max_mss, p.set_prio),
+                TUNING,
+            ),
+            (s.wire.rdomain != p.wire.rdomain, RDOMAIN),
+            (
+                s.wire
+                    .addr
+                    .iter()
+                    .any(|a| AddressFamily::of(a) != s.wire.af),
+                MIXED_FAMILIES,
+            ),
+        ];
+        for (on, bit) in groups {
+            if on {
+                mask |= bit;
+            }
+        }
+        varint(out, u64::from(mask));
+        varint(out, zigzag(s.id.wrapping_sub(p.id) as i64));
+        if mask & IFNAME != 0 {
+            self.name(out, &s.ifname.0);
+        }
+        if mask & SHAPE != 0 {
+            let (proto_code, proto_extra) = proto_code(s.wire.proto);
+            let af = match s.wire.af {
+                AddressFamily::Inet => 0,
+                AddressFamily::Inet6 => 1,
+            };
+            out.push(af | s.direction.number() << 1 | proto_code << 3);
+            if let Some(n) = proto_extra {
+                out.push(n);
+            }
+            out.push(s.timeout.number());
+        }
+        if mask & RULE != 0 {
+            option_u32(out, s.rule);
+        }
+        if mask & STACK != 0 {
+            stack(out, &s.wire, &s.stack);
+        }
+        if mask & CREATOR != 0 {
+            out.extend_from_slice(&s.creatorid.to_le_bytes());
+        }
+        if mask & FLAGS != 0 {
+            out.extend_from_slice(&[s.log, s.sync_flags]);
+            varint(out, u64::from(s.state_flags.bits()));
+        }
+        if mask & ROUTE != 0 {
+            out.push(route_number(s.rt));
+            match s.rt_addr {
+                None => out.push(0),
+                Some(a) => tagged_addr(out, a),
+            }
+            self.name(out, &s.rt_ifname.0);
+        }
+        if mask & NAMES != 0 {
+            self.name(out, &s.orig_ifname.0);
+            self.name(out, &s.tagname.0);
+        }
+        if mask & QUEUES != 0 {
+            for v in [s.qid, s.pqid, s.dnpipe, s.dnrpipe] {
+                varint(out, u64::from(v));
+            }
+        }
+        if mask & RULE_REFS != 0 {
+            for v in [s.anchor, s.nat_rule, s.rtableid, s.reply_rtableid] {
+                option_u32(out, v);
+            }
+        }
+        if mask & TUNING != 0 {
+            out.extend_from_slice(&[s.min_ttl, s.set_tos, s.set_prio[0], s.set_prio[1]]);
+            varint(out, u64::from(s.max_mss));
+        }
+        if mask & RDOMAIN != 0 {
+            varint(out, u64::from(s.wire.rdomain));
+        }
+        for a in s.wire.addr {
+            if mask & MIXED_FAMILIES != 0 {
+                tagged_addr(out, a);
+            } else {
+                bare_addr(out, a);
+            }
+        }
+        for port in s.wire.port {
+            out.extend_from_slice(&port.to_le_bytes());
+        }
+        varint(out, u64::from(s.age_secs));
+        varint(out, u64::from(s.expire_secs));
+        for v in s.packets.iter().chain(&s.bytes) {
+            varint(out, *v);
+        }
+        // Both peer states are at most 12 (PeerLevel::MAX, TcpState::ProxyDst).
+        out.push(s.src.state.number() << 4 | s.dst.state.number());
+        peer(out, &s.src);
+        peer(out, &s.dst);
+    }
+
+    /// A name by its used bytes (up to the last non-NUL, so bytes after a NUL are
+    /// kept), or by its index if this batch sent it before.
+    fn name(&mut self, out: &mut Vec<u8>, raw: &[u8]) {
+        let used = &raw[..raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)];
+        if let Some(i) = self
+            .names
+            .iter()
+            .position(|(len, n)| &n[..usize::from(*len)] == used)
+        {
+            out.push(0x80 | i as u8);
+            return;
+        }
+        out.push(used.len() as u8);
+        out.extend_from_slice(used);
+        if self.remember_names && self.names.len() < DICTIONARY_SIZE {
+            let mut kept = [0u8; 64];
+            kept[..used.len()].copy_from_slice(used);
+            self.names.push((used.len() as u8, kept));
+        }
+    }
+}
+
+/// Protocols in three bits; 7 means "the number follows".
+fn proto_code(p: Protocol) -> (u8, Option<u8>) {
+    match p {
+        Protocol::Tcp => (0, None),
+        Protocol::Udp => (1, None),
+        Protocol::Icmp => (2, None),
+        Protocol::Icmpv6 => (3, None),
+        Protocol::Sctp => (4, None),
+        Protocol::Other(n) => (7, Some(n)),
+    }
+}
+
+fn stack(out: &mut Vec<u8>, wire: &StateKey, stack: &StateKey) {
+    let mut bits = 0;
+    for (on, bit) in [
+        (stack.af != wire.af, STACK_AF),
+        (stack.proto != wire.proto, STACK_PROTO),
+        (stack.addr[0] != wire.addr[0], STACK_ADDR0),
+        (stack.addr[1] != wire.addr[1], STACK_ADDR1),
+        (stack.port[0] != wire.port[0], STACK_PORT0),
+        (stack.port[1] != wire.port[1], STACK_PORT1),
+        (stack.rdomain != wire.rdomain, STACK_RDOMAIN),
+    ] {
+        if on {
+            bits |= bit;
+        }
+    }
+    out.push(bits);
+    if bits & STACK_AF != 0 {
+        out.push(match stack.af {
+            AddressFamily::Inet => 4,
+            AddressFamily::Inet6 => 6,
+        });
+    }
+    if bits & STACK_PROTO != 0 {
+        out.push(stack.proto.number());
+    }
+    for (i, bit) in [STACK_ADDR0, STACK_ADDR1].into_iter().enumerate() {
+        if bits & bit != 0 {
+            tagged_addr(out, stack.addr[i]);
+        }
+    }
+    for (i, bit) in [STACK_PORT0, STACK_PORT1].into_iter().enumerate() {
+        if bits & bit != 0 {
+            out.extend_from_slice(&stack.port[i].to_le_bytes());
+        }
+    }
+    if bits & STACK_RDOMAIN != 0 {
+        varint(out, u64::from(stack.rdomain));
+    }
+}
+
+fn peer(out: &mut Vec<u8>, p: &Peer) {
+    let window = p.seqhi.wrapping_sub(p.seqlo);
+    let max_win_is_window = u32::from(p.max_win) == window && p.max_win != 0;
+    let mut bits = 0;
+    for (on, bit) in [
+        (p.seqlo != 0, PEER_SEQLO),
+        (window != 0, PEER_WINDOW),
+        (p.seqdiff != 0, PEER_SEQDIFF),
+        (p.max_win != 0 && !max_win_is_window, PEER_MAX_WIN),
+        (p.mss != 0, PEER_MSS),
+        (p.wscale != 0, PEER_WSCALE),
+        (p.scrub.is_some(), PEER_SCRUB),
+        (max_win_is_window, PEER_MAX_WIN_IS_WINDOW),
+    ] {
+        if on {
+            bits |= bit;
+        }
+    }
+    out.push(bits);
+    if bits & PEER_SEQLO != 0 {
+        out.extend_from_slice(&p.seqlo.to_le_bytes());
+    }
+    if bits & PEER_WINDOW != 0 {
+        varint(out, u64::from(window));
+    }
+    if bits & PEER_SEQDIFF != 0 {
+        varint(out, u64::from(p.seqdiff));
+    }
+    if bits & PEER_MAX_WIN != 0 {
+        varint(out, u64::from(p.max_win));
+    }
+    if bits & PEER_MSS != 0 {
+        varint(out, u64::from(p.mss));
+    }
+    if bits & PEER_WSCALE != 0 {
+        out.push(p.wscale);
+    }
+    if let Some(sc) = p.scrub {
+        varint(out, u64::from(sc.flags));
+        out.push(sc.ttl);
+        out.extend_from_slice(&sc.ts_mod.to_le_bytes());
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    (v >> 1) as i64 ^ -((v & 1) as i64)
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn option_u32(out: &mut Vec<u8>, v: Option<u32>) {
+    // 0 is None; anything else is the value plus one.
+    varint(out, v.map_or(0, |v| u64::from(v) + 1));
+}
+
+fn bare_addr(out: &mut Vec<u8>, a: IpAddr) {
+    match a {
+        IpAddr::V4(a) => out.extend_from_slice(&a.octets()),
+        IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
+    }
+}
+
+fn tagged_addr(out: &mut Vec<u8>, a: IpAddr) {
+    out.push(match a {
+        IpAddr::V4(_) => 4,
+        IpAddr::V6(_) => 6,
+    });
+    bare_addr(out, a);
+}
+
+fn route_number(rt: RouteType) -> u8 {
+    match rt {
+        RouteType::None => 0,
+        RouteType::FastRoute => 1,
+        RouteType::RouteTo => 2,
+        RouteType::DupTo => 3,
+        RouteType::ReplyTo => 4,
+    }
+}
+
+fn route_of(n: u8) -> Option<RouteType> {
+    Some(match n {
+        0 => RouteType::None,
+        1 => RouteType::FastRoute,
+        2 => RouteType::RouteTo,
+        3 => RouteType::DupTo,
+        4 => RouteType::ReplyTo,
+        _ => return None,
+    })
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    /// The names this batch sent, by their used bytes (the longest is a tag name): no
+    /// allocation per name, as decoding is on the receiver's hot path.
+    names: Vec<(u8, [u8; 64])>,
+    remember_names: bool,
+}
+
+impl Reader<'_> {
+    fn invalid(&self, field: &'static str) -> CompactRecordError {
+        CompactRecordError::Invalid {
+            field,
+            offset: self.at,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8], CompactRecordError> {
+        let truncated = CompactRecordError::Truncated { offset: self.at };
+        let end = self.at.checked_add(n).ok_or(truncated.clone())?;
+        let out = self.bytes.get(self.at..end).ok_or(truncated)?;
+        self.at = end;
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, CompactRecordError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CompactRecordError> {
+        let mut a = [0; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u16_le(&mut self) -> Result<u16, CompactRecordError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    fn u32_le(&mut self) -> Result<u32, CompactRecordError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn varint(&mut self, field: &'static str) -> Result<u64, CompactRecordError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            let part = u64::from(b & 0x7f);
+            // The tenth byte may hold one bit only.
+            if shift == 63 && part > 1 {
+                return Err(self.invalid(field));
+            }
+            v |= part << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(self.invalid(field))
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, CompactRecordError> {
+        let v = self.varint(field)?;
+        u32::try_from(v).map_err(|_| self.invalid(field))
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, CompactRecordError> {
+        let v = self.varint(field)?;
+        u16::try_from(v).map_err(|_| self.invalid(field))
+    }
+
+    fn option_u32(&mut self, field: &'static str) -> Result<Option<u32>, CompactRecordError> {
+        match self.varint(field)? {
+            0 => Ok(None),
+            v => u32::try_from(v - 1)
+                .map(Some)
+                .map_err(|_| self.invalid(field)),
+        }
+    }
+
+    fn name<const N: usize>(&mut self, field: &'static str) -> Result<Name<N>, CompactRecordError> {
+        let tag = self.u8()?;
+        let mut raw = [0u8; N];
+        if tag & 0x80 != 0 {
+            let (len, used) = self
+                .names
+                .get(usize::from(tag & 0x7f))
+                .ok_or_else(|| self.invalid(field))?;
+            let len = usize::from(*len);
+            raw.get_mut(..len)
+                .ok_or_else(|| self.invalid(field))?
+                .copy_from_slice(&used[..len]);
+            return Ok(Name(raw));
+        }
+        let len = usize::from(tag);
+        if len > N.min(64) {
+            return Err(self.invalid(field));
+        }
+        let used = self.take(len)?;
+        raw[..len].copy_from_slice(used);
+        // The encoder never writes trailing NULs: a name ending in one was not made by it,
+        // and would not match the encoder's dictionary.
+        if used.last() == Some(&0) {
+            return Err(self.invalid(field));
+        }
+        if self.remember_names && self.names.len() < DICTIONARY_SIZE {
+            let mut kept = [0u8; 64];
+            kept[..len].copy_from_slice(&raw[..len]);
+            self.names.push((len as u8, kept));
+        }
+        Ok(Name(raw))
+    }
+
+    fn bare_addr(&mut self, af: AddressFamily) -> Result<IpAddr, CompactRecordError> {
+        Ok(match af {
+            AddressFamily::Inet => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
+            AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>()?)),
+        })
+    }
+
+    fn tagged_addr(&mut self, field: &'static str) -> Result<IpAddr, CompactRecordError> {
+        match self.u8()? {
+            4 => self.bare_addr(AddressFamily::Inet),
+            6 => self.bare_addr(AddressFamily::Inet6),
+            _ => Err(self.invalid(field)),
+        }
+    }
+
+    fn record(&mut self, prev: &State) -> Result<State, CompactRecordError> {
+        let mask = self.u32("mask")?;
+        if mask & !ALL_BITS != 0 {
+            return Err(self.invalid("mask"));
+        }
+        let mut s = *prev;
+        s.id = prev.id.wrapping_add(unzigzag(self.varint("id")?) as u64);
+        if mask & IFNAME != 0 {
+            s.ifname = self.name("ifname")?;
+        }
+        if mask & SHAPE != 0 {
+            let shape = self.u8()?;
+            s.wire.af = if shape & 1 == 0 {
+                AddressFamily::Inet
+            } else {
+                AddressFamily::Inet6
+            };
+            s.direction =
+                Direction::from_number(shape >> 1 & 3).ok_or_else(|| self.invalid("direction"))?;
+            s.wire.proto = match shape >> 3 {
+                0 => Protocol::Tcp,
+                1 => Protocol::Udp,
+                2 => Protocol::Icmp,
+                3 => Protocol::Icmpv6,
+                4 => Protocol::Sctp,
+                7 => Protocol::from_number(self.u8()?),
+                _ => return Err(self.invalid("protocol")),
+            };
+            s.timeout = Timeout::from_number(self.u8()?).ok_or_else(|| self.invalid("timeout"))?;
+        }
+        if mask & RULE != 0 {
+            s.rule = self.option_u32("rule")?;
+        }
+        let stack_bits = if mask & STACK != 0 {
+            let bits = self.u8()?;
+            // An empty set would mean "the wire key", which the encoder says by no STACK.
+            if bits == 0 || bits & 0x80 != 0 {
+                return Err(self.invalid("stack"));
+            }
+            bits
+        } else {
+            0
+        };
+        let mut stack_key = StateKey::default();
+        if stack_bits & STACK_AF != 0 {
+            stack_key.af = match self.u8()? {
+                4 => AddressFamily::Inet,
+                6 => AddressFamily::Inet6,
+                _ => return Err(self.invalid("stack family")),
+            };
+        }
+        if stack_bits & STACK_PROTO != 0 {
+            stack_key.proto = Protocol::from_number(self.u8()?);
+        }
+        let mut stack_addr = [None; 2];
+        for (i, bit) in [STACK_ADDR0, STACK_ADDR1].into_iter().enumerate() {
+            if stack_bits & bit != 0 {
+                stack_addr[i] = Some(self.tagged_addr("stack address")?);
+            }
+        }
+        let mut stack_port = [None; 2];
+        for (i, bit) in [STACK_PORT0, STACK_PORT1].into_iter().enumerate() {
+            if stack_bits & bit != 0 {
+                stack_port[i] = Some(self.u16_le()?);
+            }
+        }
+        let stack_rdomain = if stack_bits & STACK_RDOMAIN != 0 {
+            Some(self.u16("stack rdomain")?)
+        } else {
+            None
+        };
+        if mask & CREATOR != 0 {
+            s.creatorid = self.u32_le()?;
+        }
+        if mask & FLAGS != 0 {
+            s.log = self.u8()?;
+            s.sync_flags = self.u8()?;
+            s.state_flags = StateFlags::from_bits(self.u16("state flags")?);
+        }
+        if mask & ROUTE != 0 {
+            s.rt = route_of(self.u8()?).ok_or_else(|| self.invalid("route type"))?;
+            s.rt_addr = match self.u8()? {
+                0 => None,
+                4 => Some(self.bare_addr(AddressFamily::Inet)?),
+                6 => Some(self.bare_addr(AddressFamily::Inet6)?),
+                _ => return Err(self.invalid("route address")),
+            };
+            s.rt_ifname = self.name("route interface")?;
+        }
+        if mask & NAMES != 0 {
+            s.orig_ifname = self.name("original interface")?;
+            s.tagname = self.name("tag")?;
+        }
+        if mask & QUEUES != 0 {
+            s.qid = self.u16("qid")?;
+            s.pqid = self.u16("pqid")?;
+            s.dnpipe = self.u16("dnpipe")?;
+            s.dnrpipe = self.u16("dnrpipe")?;
+        }
+        if mask & RULE_REFS != 0 {
+            s.anchor = self.option_u32("anchor")?;
+            s.nat_rule = self.option_u32("nat rule")?;
+            s.rtableid = self.option_u32("rtableid")?;
+            s.reply_rtableid = self.option_u32("reply rtableid")?;
+        }
+        if mask & TUNING != 0 {
+            s.min_ttl = self.u8()?;
+            s.set_tos = self.u8()?;
+            s.set_prio = [self.u8()?, self.u8()?];
+            s.max_mss = self.u16("max mss")?;
+        }
+        if mask & RDOMAIN != 0 {
+            s.wire.rdomain = self.u16("rdomain")?;
+        }
+        for i in 0..2 {
+            s.wire.addr[i] = if mask & MIXED_FAMILIES != 0 {
+                self.tagged_addr("address")?
+            } else {
+                self.bare_addr(s.wire.af)?
+            };
+        }
+        for i in 0..2 {
+            s.wire.port[i] = self.u16_le()?;
+        }
+        s.stack = s.wire;
+        if stack_bits & STACK_AF != 0 {
+            s.stack.af = stack_key.af;
+        }
+        if stack_bits & STACK_PROTO != 0 {
+            s.stack.proto = stack_key.proto;
+        }
+        for i in 0..2 {
+            if let Some(a) = stack_addr[i] {
+                s.stack.addr[i] = a;
+            }
+            if let Some(p) = stack_port[i] {
+                s.stack.port[i] = p;
+            }
+        }
+        if let Some(r) = stack_rdomain {
+            s.stack.rdomain = r;
+        }
+        s.age_secs = self.u32("age")?;
+        s.expire_secs = self.u32("expire")?;
+        for i in 0..2 {
+            s.packets[i] = self.varint("packets")?;
+        }
+        for i in 0..2 {
+            s.bytes[i] = self.varint("bytes")?;
+        }
+        let states = self.u8()?;
+        let src_state = self.peer_state(s.wire.proto, states >> 4)?;
+        let dst_state = self.peer_state(s.wire.proto, states & 0x0f)?;
+        s.src = self.peer(src_state)?;
+        s.dst = self.peer(dst_state)?;
+        Ok(s)
+    }
+
+    fn peer_state(&self, proto: Protocol, n: u8) -> Result<PeerState, CompactRecordError> {
+        PeerState::from_number(proto, n).ok_or_else(|| self.invalid("peer state"))
+    }
+
+    fn peer(&mut self, state: PeerState) -> Result<Peer, CompactRecordError> {
+        let bits = self.u8()?;
+        if bits & PEER_MAX_WIN != 0 && bits & PEER_MAX_WIN_IS_WINDOW != 0 {
+            return Err(self.invalid("peer max_win"));
+        }
+        let mut p = Peer {
+            state,
+            ..Peer::default()
+        };
+        if bits & PEER_SEQLO != 0 {
+            p.seqlo = self.u32_le()?;
+        }
+        let window = if bits & PEER_WINDOW != 0 {
+            self.u32("peer window")?
+        } else {
+            0
+        };
+        p.seqhi = p.seqlo.wrapping_add(window);
+        if bits & PEER_SEQDIFF != 0 {
+            p.seqdiff = self.u32("peer seqdiff")?;
+        }
+        if bits & PEER_MAX_WIN != 0 {
+            p.max_win = self.u16("peer max_win")?;
+        }
+        if bits & PEER_MAX_WIN_IS_WINDOW != 0 {
+            p.max_win = u16::try_from(window).map_err(|_| self.invalid("peer max_win"))?;
+        }
+        if bits & PEER_MSS != 0 {
+            p.mss = self.u16("peer mss")?;
+        }
+        if bits & PEER_WSCALE != 0 {
+            p.wscale = self.u8()?;
+        }
+        if bits & PEER_SCRUB != 0 {
+            p.scrub = Some(Scrub {
+                flags: self.u16("scrub flags")?,
+                ttl: self.u8()?,
+                ts_mod: self.u32_le()?,
+            });
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+#[path = "compact_record_tests.rs"]
+mod tests;

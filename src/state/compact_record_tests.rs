@@ -1,0 +1,384 @@
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+use super::*;
+use crate::state::{PeerLevel, TcpState};
+use crate::table::synth::Synth;
+use crate::wire::{IfName, TagName};
+
+fn one_batch(states: &[State]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let n = encode_batch(states, usize::MAX, &mut out).unwrap();
+    assert_eq!(n, states.len());
+    out
+}
+
+/// Bytes per state of `states` sent in batches of at most `limit` bytes, after checking
+/// that every batch gives back exactly its states.
+fn bytes_per_state(states: &[State], limit: usize) -> f64 {
+    let mut total = 0;
+    let mut rest = states;
+    while !rest.is_empty() {
+        let mut out = Vec::new();
+        let n = encode_batch(rest, limit, &mut out).unwrap();
+        assert!(
+            n > 0 && out.len() <= limit,
+            "{n} states in {} bytes",
+            out.len()
+        );
+        assert_eq!(decode_batch(&out).unwrap(), rest[..n]);
+        total += out.len();
+        rest = &rest[n..];
+    }
+    total as f64 / states.len() as f64
+}
+
+#[test]
+fn synthetic_bulk_is_under_80_bytes_a_state() {
+    let states = Synth::new(42, 0x0102_0304).states(20_000);
+    // Payload room of a pfsync datagram at MTU 1500 and 9000 (IPv4 and pfsync headers
+    // off), the sizes the bulk sends.
+    for (limit, most) in [(1400, 80.0), (8900, 80.0)] {
+        let per_state = bytes_per_state(&states, limit);
+        eprintln!("compact records, batches of {limit} B: {per_state:.1} B/state");
+        assert!(per_state <= most, "{per_state:.1} B/state at {limit}");
+    }
+}
+
+#[test]
+fn a_batch_stops_at_its_limit_and_the_rest_follows() {
+    let states = Synth::new(1, 7).states(100);
+    let mut out = vec![0xaa; 3];
+    let n = encode_batch(&states, 600, &mut out).unwrap();
+    assert!(n > 1 && n < 100, "{n}");
+    assert!(out.len() - 3 <= 600);
+    assert_eq!(decode_batch(&out[3..]).unwrap(), states[..n]);
+    assert_eq!(
+        encode_batch(&states, MAX_RECORD_BYTES, &mut out),
+        Err(BatchLimitError {
+            limit: MAX_RECORD_BYTES
+        })
+    );
+    assert_eq!(encode_batch(&[], 600, &mut out), Ok(0));
+}
+
+/// A state with every field at its widest: the bound every batch limit relies on.
+fn widest_state() -> State {
+    let v6 = IpAddr::V6(Ipv6Addr::from(u128::MAX));
+    let key = |af| StateKey {
+        af,
+        proto: Protocol::Other(255),
+        addr: [v6, IpAddr::V4(Ipv4Addr::BROADCAST)],
+        port: [u16::MAX; 2],
+        rdomain: u16::MAX,
+    };
+    let peer = Peer {
+        seqlo: u32::MAX,
+        seqhi: u32::MAX - 1,
+        seqdiff: u32::MAX,
+        max_win: u16::MAX,
+        mss: u16::MAX,
+        wscale: u8::MAX,
+        state: PeerState::Level(PeerLevel::new(PeerLevel::MAX).unwrap()),
+        scrub: Some(Scrub {
+            flags: u16::MAX,
+            ttl: u8::MAX,
+            ts_mod: u32::MAX,
+        }),
+    };
+    State {
+        id: 1 << 63,
+        creatorid: u32::MAX,
+        ifname: Name([0xff; 16]),
+        orig_ifname: Name([0xfe; 16]),
+        wire: key(AddressFamily::Inet),
+        stack: key(AddressFamily::Inet6),
+        src: peer,
+        dst: peer,
+        direction: Direction::Out,
+        rt: RouteType::ReplyTo,
+        rt_addr: Some(v6),
+        rt_ifname: Name([0xfd; 16]),
+        rule: Some(u32::MAX - 1),
+        anchor: Some(u32::MAX - 1),
+        nat_rule: Some(u32::MAX - 1),
+        age_secs: u32::MAX,
+        expire_secs: u32::MAX,
+        packets: [u64::MAX; 2],
+        bytes: [u64::MAX; 2],
+        log: u8::MAX,
+        state_flags: StateFlags::from_bits(u16::MAX),
+        timeout: *Timeout::ALL.last().unwrap(),
+        sync_flags: u8::MAX,
+        rtableid: Some(u32::MAX - 1),
+        reply_rtableid: Some(u32::MAX - 1),
+        qid: u16::MAX,
+        pqid: u16::MAX,
+        dnpipe: u16::MAX,
+        dnrpipe: u16::MAX,
+        min_ttl: u8::MAX,
+        set_tos: u8::MAX,
+        max_mss: u16::MAX,
+        set_prio: [u8::MAX; 2],
+        tagname: Name([0xfc; 64]),
+    }
+}
+
+#[test]
+fn the_widest_state_fits_the_record_bound() {
+    let s = widest_state();
+    let out = one_batch(&[s]);
+    assert!(out.len() - 1 <= MAX_RECORD_BYTES, "{} bytes", out.len() - 1);
+    assert_eq!(decode_batch(&out).unwrap(), [s]);
+    // And after a default state (every group differs from the previous record).
+    let out = one_batch(&[State::default(), s, State::default()]);
+    assert_eq!(
+        decode_batch(&out).unwrap(),
+        [State::default(), s, State::default()]
+    );
+}
+
+#[test]
+fn rare_fields_round_trip() {
+    let mut s = Synth::new(7, 9).state();
+    s.stack.addr[0] = "2001:db8::9".parse().unwrap();
+    s.stack.port = [1, 65535];
+    s.rt = RouteType::ReplyTo;
+    s.rt_addr = Some("192.0.2.1".parse().unwrap());
+    s.rt_ifname = IfName::new("em3").unwrap();
+    s.orig_ifname = IfName::new("vtnet0").unwrap();
+    s.tagname = TagName::new("a-tag").unwrap();
+    // Bytes after a NUL are kept too.
+    s.tagname.0[40] = b'x';
+    let mut t = s;
+    t.tagname = TagName::new("em3").unwrap();
+    t.ifname = IfName::new("a-tag").unwrap();
+    t.wire.addr[1] = "::1".parse().unwrap();
+    let batch = [s, t, s, State::default()];
+    assert_eq!(decode_batch(&one_batch(&batch)).unwrap(), batch);
+}
+
+#[test]
+fn foreign_bytes_are_refused_with_an_error() {
+    assert_eq!(decode_batch(&[]), Err(CompactRecordError::Empty));
+    assert_eq!(decode_batch(&[2, 0]), Err(CompactRecordError::Version(2)));
+    assert_eq!(decode_batch(&[VERSION]), Ok(Vec::new()));
+    let good = one_batch(&Synth::new(3, 3).states(5));
+    let mut refused = 0;
+    for cut in 1..good.len() {
+        // A cut on a record boundary is a shorter, valid batch; anywhere else an error.
+        if decode_batch(&good[..cut]).is_err() {
+            refused += 1;
+        }
+    }
+    assert!(refused >= good.len() - 6, "{refused} of {}", good.len());
+    // A mask bit nobody defined; a dictionary index never sent.
+    assert!(matches!(
+        decode_batch(&[VERSION, 0x80, 0x40]),
+        Err(CompactRecordError::Invalid { field: "mask", .. })
+    ));
+    assert!(matches!(
+        decode_batch(&[VERSION, 1, 2, 0x85]),
+        Err(CompactRecordError::Invalid {
+            field: "ifname",
+            ..
+        })
+    ));
+}
+
+fn arb_addr(af: AddressFamily) -> BoxedStrategy<IpAddr> {
+    match af {
+        AddressFamily::Inet => any::<u32>().prop_map(|a| IpAddr::V4(a.into())).boxed(),
+        AddressFamily::Inet6 => any::<u128>().prop_map(|a| IpAddr::V6(a.into())).boxed(),
+    }
+}
+
+fn arb_family() -> impl Strategy<Value = AddressFamily> {
+    prop_oneof![Just(AddressFamily::Inet), Just(AddressFamily::Inet6)]
+}
+
+fn arb_key() -> impl Strategy<Value = StateKey> {
+    (arb_family(), any::<u8>(), any::<[u16; 2]>(), any::<u16>()).prop_flat_map(
+        |(af, proto, port, rdomain)| {
+            // Now and then an address of the other family (the model allows it).
+            let other = match af {
+                AddressFamily::Inet => AddressFamily::Inet6,
+                AddressFamily::Inet6 => AddressFamily::Inet,
+            };
+            (
+                arb_addr(af),
+                prop_oneof![4 => arb_addr(af), 1 => arb_addr(other)],
+            )
+                .prop_map(move |(a, b)| StateKey {
+                    af,
+                    proto: Protocol::from_number(proto),
+                    addr: [a, b],
+                    port,
+                    rdomain,
+                })
+        },
+    )
+}
+
+fn arb_name<const N: usize>() -> impl Strategy<Value = Name<N>> {
+    prop_oneof![
+        Just(Name([0; N])),
+        "[a-z]{1,4}[0-9]".prop_map(|s| {
+            let mut raw = [0; N];
+            raw[..s.len()].copy_from_slice(s.as_bytes());
+            Name(raw)
+        }),
+        vec(any::<u8>(), N).prop_map(|v| Name(v.try_into().unwrap())),
+    ]
+}
+
+fn arb_peer(proto: Protocol) -> impl Strategy<Value = Peer> {
+    (
+        any::<(u32, u32, u32, u16, u16, u8)>(),
+        0..=12u8,
+        proptest::option::of(any::<(u16, u8, u32)>()),
+        any::<bool>(),
+    )
+        .prop_map(
+            move |((seqlo, seqhi, seqdiff, max_win, mss, wscale), n, scrub, max_win_is_window)| {
+                let window = seqhi % 70_000;
+                Peer {
+                    seqlo,
+                    seqhi: seqlo.wrapping_add(window),
+                    seqdiff,
+                    max_win: if max_win_is_window {
+                        window as u16
+                    } else {
+                        max_win
+                    },
+                    mss,
+                    wscale,
+                    state: PeerState::from_number(proto, n).unwrap(),
+                    scrub: scrub.map(|(flags, ttl, ts_mod)| Scrub { flags, ttl, ts_mod }),
+                }
+            },
+        )
+}
+
+fn arb_state() -> impl Strategy<Value = State> {
+    (arb_key(), proptest::option::of(arb_key()))
+        .prop_flat_map(|(wire, stack)| {
+            (
+                Just(wire),
+                Just(stack.unwrap_or(wire)),
+                arb_peer(wire.proto),
+                arb_peer(wire.proto),
+                (any::<u64>(), 0..4u32, arb_name::<16>(), arb_name::<16>()),
+                (
+                    0..3u8,
+                    0..5u8,
+                    proptest::option::of(arb_addr(AddressFamily::Inet6)),
+                    arb_name::<16>(),
+                    arb_name::<64>(),
+                ),
+                any::<([Option<u32>; 4], u32, u32, [u64; 4], u8, u16, u8)>(),
+                (
+                    0..Timeout::ALL.len(),
+                    any::<([u16; 4], u8, u8, u16, [u8; 2])>(),
+                ),
+            )
+        })
+        .prop_map(|(wire, stack, src, dst, ids, route, numbers, tuning)| {
+            let (id, creator, ifname, orig_ifname) = ids;
+            let (direction, rt, rt_addr, rt_ifname, tagname) = route;
+            let (rules, age, expire, counters, log, flags, sync_flags) = numbers;
+            let (timeout, (queues, min_ttl, set_tos, max_mss, set_prio)) = tuning;
+            State {
+                id,
+                creatorid: creator,
+                ifname,
+                orig_ifname,
+                wire,
+                stack,
+                src,
+                dst,
+                direction: Direction::from_number(direction).unwrap(),
+                rt: route_of(rt).unwrap(),
+                rt_addr,
+                rt_ifname,
+                rule: rules[0].map(|r| r.min(u32::MAX - 1)),
+                anchor: rules[1].map(|r| r.min(u32::MAX - 1)),
+                nat_rule: rules[2].map(|r| r.min(u32::MAX - 1)),
+                age_secs: age,
+                expire_secs: expire,
+                packets: [counters[0], counters[1]],
+                bytes: [counters[2], counters[3]],
+                log,
+                state_flags: StateFlags::from_bits(flags),
+                timeout: Timeout::ALL[timeout],
+                sync_flags,
+                rtableid: rules[3],
+                reply_rtableid: rules[3].map(|r| r / 2),
+                qid: queues[0],
+                pqid: queues[1],
+                dnpipe: queues[2],
+                dnrpipe: queues[3],
+                min_ttl,
+                set_tos,
+                max_mss,
+                set_prio,
+                tagname,
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_batch_round_trips(states in vec(arb_state(), 0..12)) {
+        let out = one_batch(&states);
+        prop_assert_eq!(decode_batch(&out).unwrap(), states);
+    }
+
+    #[test]
+    fn batches_cut_to_a_limit_round_trip(states in vec(arb_state(), 1..20), limit in 513..3000usize) {
+        let mut rest = &states[..];
+        while !rest.is_empty() {
+            let mut out = Vec::new();
+            let n = encode_batch(rest, limit, &mut out).unwrap();
+            prop_assert!(n > 0 && out.len() <= limit);
+            prop_assert_eq!(decode_batch(&out).unwrap(), &rest[..n]);
+            rest = &rest[n..];
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..600)) {
+        let mut bytes = bytes;
+        if let Some(b) = bytes.first_mut() {
+            *b = VERSION;
+        }
+        let _ = decode_batch(&bytes);
+    }
+
+    #[test]
+    fn edited_batches_never_panic(
+        states in vec(arb_state(), 1..4),
+        edits in vec((any::<proptest::sample::Index>(), any::<u8>()), 1..8),
+    ) {
+        let mut out = one_batch(&states);
+        for (at, byte) in edits {
+            let i = at.index(out.len() - 1) + 1;
+            out[i] = byte;
+        }
+        let _ = decode_batch(&out);
+    }
+}
+
+#[test]
+fn tcp_states_of_every_stage_round_trip() {
+    for n in 0..=12 {
+        let mut s =
+            Synth::new(n.into(), 1).state_of(crate::table::synth::Kind::Tcp, AddressFamily::Inet);
+        s.src.state = PeerState::Tcp(TcpState::from_number(n).unwrap());
+        assert_eq!(decode_batch(&one_batch(&[s])).unwrap(), [s]);
+    }
+}
