@@ -41,6 +41,10 @@ fn sender_pace() -> Option<String> {
     (pps != "0").then_some(pps)
 }
 
+/// States whose copies here may expire a moment before the sender's (ages are sent in
+/// whole seconds).
+const EXPIRY_MARGIN: u64 = 200;
+
 #[test]
 fn bulk_done_only_once_every_state_is_in_the_table() {
     let _g = serial();
@@ -72,10 +76,15 @@ fn bulk_done_only_once_every_state_is_in_the_table() {
         let states = s["states"].as_u64().unwrap();
         match s["bulk"].as_str().unwrap() {
             "done" => {
+                // The synthetic states include short-lived ones (ICMP errors: 10 s), which
+                // expire on both nodes while a loaded machine runs the test: the sender's
+                // count now is the reference, less a margin for copies that expire a
+                // moment earlier here (the bug left thousands out, at the slow apply).
+                let holds = c.ctl_json(0, "status").unwrap()["states"].as_u64().unwrap();
                 assert!(
-                    states >= sent,
-                    "status said done with {states} of the {sent} states in the table \
-                     (the engine held {}): {s}",
+                    states + EXPIRY_MARGIN >= holds,
+                    "status said done with {states} states in the table while the sender \
+                     holds {holds} of the {sent} it made (the engine held {}): {s}",
                     s["cached"]
                 );
                 break s;
