@@ -79,6 +79,7 @@ mod merge;
 mod peers;
 mod receive;
 mod send;
+mod session;
 mod stats;
 #[cfg(test)]
 mod tests;

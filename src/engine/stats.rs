@@ -103,6 +103,14 @@ pub struct Stats {
     pub delayed_then_deleted: u64,
     /// Of those, the ones announced when due.
     pub delayed_announced: u64,
+    /// Copies of a peer's states dropped because the peer's digest no longer lists
+    /// them (see `session.rs`).
+    pub session_forgotten: u64,
+    /// Our states sent again as full updates because a peer's digest lacked them.
+    pub session_announced: u64,
+    /// Bulk requests sent to the session peers after a loss their resend buffers no
+    /// longer covered.
+    pub session_resync_requests: u64,
 }
 
 impl Stats {

@@ -343,6 +343,14 @@ impl Parent {
                         }
                     }
                 }
+                ToParent::TransmitTo { to, payload } => {
+                    if let Some(link) = &self.link {
+                        if let Err(e) = link.sender.send_to(to, payload) {
+                            log_debug!("extension frame to {to}: {e}");
+                            self.send_failures += 1;
+                        }
+                    }
+                }
                 ToParent::Table { op, seen } => self.apply(now, &op, seen),
                 ToParent::Demote(on) => self.demote(on),
                 // Answers come on their own channel (take_answers).

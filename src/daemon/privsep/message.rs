@@ -183,6 +183,14 @@ pub enum ToParent<'a> {
     Ready,
     /// Shut down as asked; nothing more follows.
     Done,
+    /// Send this payload (a pfsyncd extension frame) unicast to one address on the
+    /// plain link, as pfsync packets are sent (protocol 240, TTL 255, on the syncdev).
+    TransmitTo {
+        /// Where to.
+        to: IpAddr,
+        /// The frame.
+        payload: &'a [u8],
+    },
     /// Send this datagram from the secure link's socket.
     SecureSend {
         /// Where to.
@@ -214,6 +222,7 @@ const DONE: u8 = 71;
 const TAKEN: u8 = 72;
 const READY: u8 = 73;
 const SECURE_SEND: u8 = 74;
+const TRANSMIT_TO: u8 = 75;
 
 // Sub-kinds of state changes and table operations.
 const INSERT: u8 = 0;
@@ -621,6 +630,10 @@ impl ToParent<'_> {
                 put_socket_addr(o, *to);
                 put_bytes(o, datagram);
             }),
+            ToParent::TransmitTo { to, payload } => frame(out, TRANSMIT_TO, |o| {
+                put_addr(o, Some(*to));
+                put_bytes(o, payload);
+            }),
         }
     }
 
@@ -637,6 +650,7 @@ impl ToParent<'_> {
             TAKEN => "taken",
             READY => "ready",
             SECURE_SEND => "secure send",
+            TRANSMIT_TO => "transmit to",
             other => return Err(MessageError::UnknownKind(other)),
         };
         let mut b = Body { bytes: body, what };
@@ -681,6 +695,10 @@ impl ToParent<'_> {
             SECURE_SEND => ToParent::SecureSend {
                 to: b.socket_addr()?,
                 datagram: b.bytes()?,
+            },
+            TRANSMIT_TO => ToParent::TransmitTo {
+                to: b.addr()?.ok_or_else(|| b.bad("destination"))?,
+                payload: b.bytes()?,
             },
             _ => unreachable!("kinds are matched above"),
         };
@@ -838,6 +856,14 @@ mod tests {
             ToParent::SecureSend {
                 to: "192.0.2.7:1".parse().unwrap(),
                 datagram: &[],
+            },
+            ToParent::TransmitTo {
+                to: "198.18.0.2".parse().unwrap(),
+                payload: &[0xc5, 1, 0, 32],
+            },
+            ToParent::TransmitTo {
+                to: "fe80::2".parse().unwrap(),
+                payload: &[],
             },
         ];
         for s in states {

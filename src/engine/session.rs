@@ -1,0 +1,116 @@
+//! What the daemon's pfsyncd sessions (`crate::session`) ask of the engine: the states
+//! a digest covers, deleting the copies a creator no longer lists, announcing again the
+//! states a peer lacks, and a bulk request for the session peers alone.
+//!
+//! None of this is pfsync: a kernel peer never triggers it. The packets it makes are
+//! ordinary pfsync packets (UPD, UPD_REQ 0/0), so a pfsyncd peer's engine takes them as
+//! it takes any other.
+
+use std::time::Instant;
+
+use super::cache::Queue;
+use super::{Engine, TableOp};
+use crate::wire::msg::StateRefRepr;
+use crate::wire::{Action, Message, Pushed};
+
+impl Engine {
+    /// The ids of `creator`'s states a digest covers: cached, not deleted, and synced
+    /// (not no-sync, not kept out by the sync filter, not waiting for `syncdelay`), so
+    /// that a peer never asks for a state we have not announced.
+    pub fn synced_ids(&self, creator: u32) -> impl Iterator<Item = u64> + '_ {
+        self.cache
+            .entries()
+            .filter(move |e| {
+                e.key().0 == creator
+                    && !e.deleted
+                    && !e.nosync
+                    && !e.delayed
+                    && e.filtered.is_none()
+            })
+            .map(|e| e.key().1)
+    }
+
+    /// When a peer last sent this state, if it did.
+    pub fn peer_updated_at(&self, creator: u32, id: u64) -> Option<Instant> {
+        self.cache
+            .find((creator, id))
+            .and_then(|slot| self.cache.get(slot).peer_updated)
+    }
+
+    /// Deletes our copies of `creator`'s states `ids` (its digest no longer lists
+    /// them): from the cache and the table, without telling anyone (the creator deleted
+    /// them; the delete was lost). Our own states are never forgotten this way, nor a
+    /// state we lack. Returns how many were deleted.
+    pub fn forget_states(&mut self, now: Instant, creator: u32, ids: &[u64]) -> usize {
+        if creator == self.config.creatorid {
+            return 0;
+        }
+        let mut forgotten = 0;
+        for &id in ids {
+            let Some(slot) = self.cache.find((creator, id)) else {
+                continue;
+            };
+            if self.cache.get(slot).deleted {
+                continue;
+            }
+            // A late copy of the lost delete's state is refused, as after a DEL_C.
+            self.tombstones.bury((creator, id), now);
+            let entry = self.cache.remove(slot);
+            forgotten += 1;
+            if entry.filtered.is_none() {
+                self.table_ops.push_back(TableOp::Delete { creatorid: creator, id });
+            }
+        }
+        self.stats.session_forgotten += forgotten as u64;
+        forgotten
+    }
+
+    /// Sends full updates (UPD) of our states `ids` at once: a peer's digest lacked
+    /// them. Ids we do not hold (or hold unsynced) are skipped; a state whose INS is
+    /// still queued keeps it. Returns how many were queued.
+    pub fn announce_states(&mut self, now: Instant, ids: &[u64]) -> usize {
+        let creator = self.config.creatorid;
+        let mut announced = 0;
+        for &id in ids {
+            let Some(slot) = self.cache.find((creator, id)) else {
+                continue;
+            };
+            let e = self.cache.get(slot);
+            if e.deleted || e.nosync || e.delayed || e.filtered.is_some() {
+                continue;
+            }
+            if e.queue != Some(Queue::Ins) {
+                self.enqueue(now, slot, Queue::Upd);
+            }
+            announced += 1;
+        }
+        if announced > 0 {
+            self.stats.session_announced += announced as u64;
+            self.flush_now = true;
+            self.end_input(now);
+        }
+        announced
+    }
+
+    /// A packet holding our bulk request (UPD_REQ 0/0) alone, for the session peers:
+    /// a peer's DATA was lost past its resend buffer. Unlike
+    /// [`request_bulk`](Self::request_bulk) it neither demotes carp nor waits for the
+    /// bulk's end (we are in sync but for what was lost), and it is not queued for the
+    /// plain link: kernel peers are not asked for a bulk for a loss between pfsyncd
+    /// peers.
+    pub fn resync_request_packet(&mut self) -> Option<Vec<u8>> {
+        let request = Message::UpdReq(StateRefRepr::BULK_REQUEST);
+        let mut builder = self.new_builder();
+        if builder.push(&request).ok()? != Pushed::Added {
+            return None;
+        }
+        let payload = builder.finish()?;
+        self.count_out(request.action());
+        if self.config.dialect.has_eof_trailer() {
+            self.count_out(Action::Eof);
+        }
+        self.stats.opackets += 1;
+        self.stats.session_resync_requests += 1;
+        Some(payload)
+    }
+}
