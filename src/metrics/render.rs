@@ -235,7 +235,7 @@ fn engine(e: &mut Exposition, s: &Snapshot<'_>) {
     for (queue, n) in QUEUES.iter().zip(s.queued) {
         f.sample(&[("queue", queue)], n);
     }
-    let counters: [(&str, &str, u64); 13] = [
+    let counters: [(&str, &str, u64); 16] = [
         (
             "pfsyncd_filtered_out_total",
             "Local state changes not announced because a sync filter (nosync-if, -proto, -net, -port) matches.",
@@ -300,6 +300,21 @@ fn engine(e: &mut Exposition, s: &Snapshot<'_>) {
             "pfsyncd_rule_unbound_total",
             "Peer states taken without their rule numbers (another ruleset's numbers).",
             st.rule_unbound,
+        ),
+        (
+            "pfsyncd_session_forgotten_total",
+            "Copies of pfsyncd peers' states dropped because their digest no longer lists them.",
+            st.session_forgotten,
+        ),
+        (
+            "pfsyncd_session_announced_total",
+            "Own states sent again because a pfsyncd peer's digest lacked them.",
+            st.session_announced,
+        ),
+        (
+            "pfsyncd_session_resync_requests_total",
+            "Bulk requests to the pfsyncd peers for DATA lost past their resend buffers.",
+            st.session_resync_requests,
         ),
     ];
     for (name, help, v) in counters {
@@ -757,6 +772,9 @@ mod tests {
             rule_unbound,
             cache_full,
             lost_fields,
+            session_forgotten,
+            session_announced,
+            session_resync_requests,
         } = &mut stats;
         let fields: Vec<(&mut u64, &str)> = vec![
             (ipackets, "pfsyncd_pfsync_ipackets_total"),
@@ -806,6 +824,12 @@ mod tests {
             (rule_unbound, "pfsyncd_rule_unbound_total"),
             (cache_full, "pfsyncd_cache_full_total"),
             (lost_fields, "pfsyncd_lost_fields_total"),
+            (session_forgotten, "pfsyncd_session_forgotten_total"),
+            (session_announced, "pfsyncd_session_announced_total"),
+            (
+                session_resync_requests,
+                "pfsyncd_session_resync_requests_total",
+            ),
         ];
         let mut expected = Vec::new();
         for (i, (field, series)) in fields.into_iter().enumerate() {

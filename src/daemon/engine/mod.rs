@@ -11,3 +11,5 @@ mod peers;
 pub(super) mod process;
 mod requests;
 pub mod secure;
+mod sessions;
+mod state_index;

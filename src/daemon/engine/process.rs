@@ -17,6 +17,8 @@ use nix::sys::signal::Signal;
 use super::peers::Peers;
 use super::requests::{self as engine_requests, EngineParts};
 use super::secure::{SecureReceive, SecureSide};
+use super::sessions::{PlainVerdict, SessionSide};
+use super::state_index::EngineIndex;
 use crate::daemon::config::SyncConfig;
 use crate::daemon::link::link_settings;
 use crate::daemon::options::Options;
@@ -24,7 +26,8 @@ use crate::daemon::privsep::message::MAX_TEXT;
 use crate::daemon::privsep::{
     Channel, ChannelError, Sandbox, ToEngine, ToParent, HIGH_WATER, TURN_BUDGET,
 };
-use crate::engine::{Config, Engine, Event};
+use crate::engine::{Config, Engine, Event, Received};
+use crate::session::Event as SessionEvent;
 use crate::{log_error, log_info, log_warn};
 
 /// A peer silent this long is logged as gone quiet (pfsync sends at least every second
@@ -43,6 +46,11 @@ pub(in crate::daemon) struct EngineProcess {
     peers: Peers,
     /// The secure link, when configured: every packet sent goes through it too.
     secure: Option<SecureSide>,
+    /// The pfsyncd sessions (`extensions on`).
+    sessions: Option<SessionSide>,
+    /// The boot id of the sessions' next start: random per daemon start, one more at
+    /// each SIGHUP that turns the extensions on again (the peers see a restart).
+    next_boot: u64,
     sandbox: Sandbox,
     link_open: bool,
     channel: Channel,
@@ -99,6 +107,8 @@ impl EngineProcess {
             ec.set_bulk_pps(pps);
         }
         let mut engine = Engine::new(ec);
+        // Bytes 4..12 of the random draw are left unused by Config::random.
+        let boot = u64::from_le_bytes(random[4..12].try_into().expect("8 bytes"));
         engine.set_allowed_sources(config.allowed_sources());
         engine.set_ifmap(config.ifmap.clone());
         let now = Instant::now();
@@ -107,12 +117,14 @@ impl EngineProcess {
             engine.request_bulk(now);
             log_info!("bulk update requested from the peers");
         }
-        EngineProcess {
+        let mut process = EngineProcess {
             options,
             config,
             engine,
             peers: Peers::default(),
             secure,
+            sessions: None,
+            next_boot: boot,
             sandbox,
             link_open,
             channel,
@@ -124,6 +136,33 @@ impl EngineProcess {
             bulk_end_op: 0,
             last_housekeeping: now,
             badsrc_logged: 0,
+        };
+        process.set_extensions(now);
+        process
+    }
+
+    /// Starts or stops the sessions as the configuration says (`extensions on|off`),
+    /// and tells them the secure peers.
+    fn set_extensions(&mut self, now: Instant) {
+        match (&mut self.sessions, self.config.extensions) {
+            (None, true) => {
+                let boot = self.next_boot;
+                self.next_boot = self.next_boot.wrapping_add(1);
+                self.sessions = Some(SessionSide::new(
+                    self.engine.config().creatorid,
+                    boot,
+                    self.config.mtu,
+                ));
+                log_info!("extensions on: pfsyncd peers are found and synced with loss recovery");
+            }
+            (Some(_), false) => {
+                self.sessions = None;
+                log_info!("extensions off: plain pfsync only");
+            }
+            _ => {}
+        }
+        if let (Some(side), Some(secure)) = (&mut self.sessions, &self.secure) {
+            side.set_secure_peers(now, &secure.inner_addrs());
         }
     }
 
@@ -144,6 +183,11 @@ impl EngineProcess {
                 .poll_timeout()
                 .into_iter()
                 .chain(self.secure.as_ref().map(SecureSide::tick_deadline))
+                .chain(
+                    self.sessions
+                        .as_ref()
+                        .and_then(|s| s.sessions.poll_timeout()),
+                )
                 .min()
                 .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
                 .min(Duration::from_secs(1));
@@ -200,7 +244,12 @@ impl EngineProcess {
             if let Some(secure) = &mut self.secure {
                 secure.tick(now);
             }
-            self.drain();
+            if let Some(side) = &mut self.sessions {
+                if side.sessions.poll_timeout().is_some_and(|t| t <= now) {
+                    side.sessions.handle_timeout(now);
+                }
+            }
+            self.drain(now);
             if now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
                 self.housekeeping(now);
             }
@@ -236,6 +285,18 @@ impl EngineProcess {
                             continue;
                         }
                     }
+                    if let Some(side) = &mut self.sessions {
+                        let accepted = self.engine.accepts_source(rx.source);
+                        match side.classify_plain(now, &rx, accepted) {
+                            PlainVerdict::Frame(src) => {
+                                side.sessions.handle_frame(now, src, rx.payload);
+                                self.drain(now);
+                                continue;
+                            }
+                            PlainVerdict::Drop => continue,
+                            PlainVerdict::Engine => {}
+                        }
+                    }
                     if let (Some(src), true, 255) = (rx.source, rx.on_syncdev, rx.ttl) {
                         // A sender refused for its address is no peer of ours.
                         if self.engine.accepts_source(Some(src))
@@ -249,7 +310,7 @@ impl EngineProcess {
                     }
                     self.engine.handle_packet(now, rx);
                     // Table operations and answers of this packet before the next one.
-                    self.drain();
+                    self.drain(now);
                     // The parent can start on them while the rest of the batch is
                     // parsed (a failure shows again at the turn's flush).
                     if self.channel.queued() >= EAGER_FLUSH {
@@ -283,12 +344,28 @@ impl EngineProcess {
                     match secure.receive(from, datagram) {
                         SecureReceive::Packet(packet) => {
                             let rx = SecureSide::received(&packet);
-                            if let Some(src) = rx.source {
-                                if self.peers.heard(now, src, rx.payload) {
-                                    log_info!("secure peer {src} heard");
+                            // The same dispatch as the plain link's, the secure peer's
+                            // inner address as the source.
+                            let verdict = match &mut self.sessions {
+                                Some(side) => side.classify_plain(now, &rx, true),
+                                None => PlainVerdict::Engine,
+                            };
+                            match verdict {
+                                PlainVerdict::Frame(src) => {
+                                    if let Some(side) = &mut self.sessions {
+                                        side.sessions.handle_frame(now, src, rx.payload);
+                                    }
+                                }
+                                PlainVerdict::Drop => {}
+                                PlainVerdict::Engine => {
+                                    if let Some(src) = rx.source {
+                                        if self.peers.heard(now, src, rx.payload) {
+                                            log_info!("secure peer {src} heard");
+                                        }
+                                    }
+                                    self.engine.handle_packet(now, rx);
                                 }
                             }
-                            self.engine.handle_packet(now, rx);
                         }
                         SecureReceive::Nothing => {}
                         SecureReceive::Refused { log, .. } => {
@@ -298,7 +375,7 @@ impl EngineProcess {
                         }
                     }
                     // Handshake answers and the packets of this one before the next.
-                    self.drain();
+                    self.drain(now);
                 }
                 ToEngine::SecureKey(key) => {
                     let Some(secure) = &mut self.secure else {
@@ -341,13 +418,14 @@ impl EngineProcess {
                 config: &self.config,
                 peers: &self.peers,
                 secure: self.secure.as_ref(),
+                sessions: self.sessions.as_ref(),
                 sandbox: &self.sandbox,
                 link_open: self.link_open,
                 bulk_ops_in_flight: self.bulk_end_op.saturating_sub(applied),
             };
             let text = engine_requests::answer(&mut parts, now, &line, &report);
             // What the request changed (a bulk request) leaves before the answer.
-            self.drain();
+            self.drain(now);
             let mut cut = text.len().min(MAX_TEXT);
             while !text.is_char_boundary(cut) {
                 cut -= 1;
@@ -376,7 +454,7 @@ impl EngineProcess {
             // What is queued leaves on the old link: the parent swaps links only once
             // it has our Reconfigured, which follows these packets.
             self.engine.flush(now);
-            self.drain();
+            self.drain(now);
         }
         self.engine.reconfigure(now, link_settings(&config));
         self.engine.set_filter(now, config.engine_filter());
@@ -394,6 +472,7 @@ impl EngineProcess {
         }
         self.config = config;
         self.link_open = link_open;
+        self.set_extensions(now);
         ToParent::Reconfigured.encode(self.channel.queue());
         // A link that comes up (or moves) is synced from scratch, as an interface that
         // comes up asks for a bulk update.
@@ -401,7 +480,7 @@ impl EngineProcess {
             self.engine.request_bulk(now);
             log_info!("bulk update requested from the peers");
         }
-        self.drain();
+        self.drain(now);
     }
 
     fn shutdown(&mut self, now: Instant, signal: i32) {
@@ -409,7 +488,7 @@ impl EngineProcess {
         log_info!("{name}: engine sends what it holds and stops");
         // The peers should not miss the last second of changes.
         self.engine.flush(now);
-        self.drain();
+        self.drain(now);
         ToParent::Done.encode(self.channel.queue());
     }
 
@@ -437,9 +516,99 @@ impl EngineProcess {
     }
 
     /// Sends the engine's table operations, carp requests and packets to the parent,
-    /// and logs its events.
-    fn drain(&mut self) {
+    /// and logs its events; moves what the sessions produce, which may feed the engine
+    /// again, until neither has anything left.
+    fn drain(&mut self, now: Instant) {
+        loop {
+            self.drain_engine(now);
+            if !self.pump_sessions(now) {
+                break;
+            }
+        }
+        if let Some(secure) = &mut self.secure {
+            secure.queue_datagrams(self.channel.queue());
+        }
+    }
+
+    /// The sessions' events, deliveries and frames. True when the engine was fed
+    /// (states forgotten or announced, a packet delivered): its outputs wait.
+    fn pump_sessions(&mut self, now: Instant) -> bool {
+        let Some(side) = &mut self.sessions else {
+            return false;
+        };
+        let engine = &mut self.engine;
+        let mut fed = false;
+        while let Some(event) = side.sessions.poll_event() {
+            side.log_event(&event);
+            match event {
+                SessionEvent::ResyncNeeded { .. } => {
+                    if side.resync_due(now) {
+                        if let Some(request) = engine.resync_request_packet() {
+                            let _ = side.sessions.send_data(now, &request);
+                        }
+                    }
+                }
+                SessionEvent::DigestWork => {
+                    side.sessions.digest_work(now, &EngineIndex(engine));
+                }
+                SessionEvent::ForgetStates { creator, ids, .. } => {
+                    engine.forget_states(now, creator, &ids);
+                    fed = true;
+                }
+                SessionEvent::AnnounceStates { ids, .. } => {
+                    engine.announce_states(now, &ids);
+                    fed = true;
+                }
+                SessionEvent::PeerUp { .. }
+                | SessionEvent::PeerDown { .. }
+                | SessionEvent::PeerRestarted { .. }
+                | SessionEvent::KernelPeer { .. } => {}
+            }
+        }
+        // One delivery at a time: its table operations and answers leave before the
+        // next, as for packets from the parent.
+        if let Some((from, packet)) = side.sessions.poll_deliver() {
+            let rx = Received {
+                payload: &packet,
+                on_syncdev: true,
+                ttl: 255,
+                ipv6: from.is_ipv6(),
+                source: Some(from),
+            };
+            if self.peers.heard(now, from, &packet) {
+                log_info!(
+                    "peer {from} heard (pfsync version {}, in DATA)",
+                    packet.first().copied().unwrap_or(0)
+                );
+            }
+            engine.handle_packet(now, rx);
+            fed = true;
+        }
+        while let Some((to, frame)) = side.sessions.poll_transmit() {
+            let secure_peer = self
+                .secure
+                .as_mut()
+                .is_some_and(|secure| secure.send_to(to, &frame));
+            if secure_peer {
+                continue;
+            }
+            if self.link_open {
+                ToParent::TransmitTo {
+                    to,
+                    payload: &frame,
+                }
+                .encode(self.channel.queue());
+            } else {
+                side.frames_unsent += 1;
+            }
+        }
+        fed
+    }
+
+    /// The engine's outputs (see [`EngineProcess::drain`]).
+    fn drain_engine(&mut self, now: Instant) {
         let (engine, channel, secure) = (&mut self.engine, &mut self.channel, &mut self.secure);
+        let sessions = &mut self.sessions;
         while let Some(op) = engine.poll_table_op() {
             ToParent::Table {
                 op,
@@ -475,18 +644,42 @@ impl EngineProcess {
             self.syncok = engine.syncok();
             log_info!("syncok {}", u8::from(self.syncok));
         }
+        // With unicast syncpeers that are all session peers, the plain link has no
+        // kernel peer to serve: only their DATA goes.
+        let plain_wanted = match sessions {
+            Some(side) => {
+                self.config.syncpeers.is_empty()
+                    || !self
+                        .config
+                        .syncpeers
+                        .iter()
+                        .all(|p| side.sessions.is_session_peer(*p))
+            }
+            None => true,
+        };
         while let Some(t) = engine.poll_transmit() {
             // Down, the engine still builds packets (its queues drain); nobody sends
             // them.
-            if self.link_open {
+            if self.link_open && plain_wanted {
                 ToParent::Transmit(&t.payload).encode(channel.queue());
             }
-            if let Some(secure) = secure.as_mut() {
-                secure.send(&t.payload);
+            match (secure.as_mut(), sessions.as_ref()) {
+                // A secure peer with a session gets the packet as DATA (below).
+                (Some(secure), Some(side)) => {
+                    for inner in secure.inner_addrs() {
+                        if !side.sessions.is_session_peer(inner) {
+                            secure.send_to(inner, &t.payload);
+                        }
+                    }
+                }
+                (Some(secure), None) => secure.send(&t.payload),
+                (None, _) => {}
             }
-        }
-        if let Some(secure) = secure.as_mut() {
-            secure.queue_datagrams(channel.queue());
+            if let Some(side) = sessions.as_mut() {
+                if let Err(e) = side.sessions.send_data(now, &t.payload) {
+                    log_warn!("pfsyncd peers: {e}");
+                }
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::peers::Peers;
 use super::secure::SecureSide;
+use super::sessions::SessionSide;
 use crate::daemon::config::SyncConfig;
 use crate::daemon::options::Options;
 use crate::daemon::privsep::{ParentReport, Sandbox};
@@ -25,6 +26,8 @@ pub(super) struct EngineParts<'e> {
     pub(super) peers: &'e Peers,
     /// The secure link, when configured.
     pub(super) secure: Option<&'e SecureSide>,
+    /// The pfsyncd sessions, with the extensions on.
+    pub(super) sessions: Option<&'e SessionSide>,
     pub(super) sandbox: &'e Sandbox,
     pub(super) link_open: bool,
     /// Table operations of the last bulk update the parent had not yet applied when it
@@ -316,6 +319,14 @@ fn stats_json(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> Value {
         "peers": peers,
         "untracked_peer_packets": d.peers.untracked,
         "secure": d.secure.map(|side| side.stats_json(now)),
+        "extensions": d.sessions.is_some(),
+        "sessions": d.sessions.map_or_else(|| json!({}), |side| side.peers_json(now)),
+        "session_counters": d.sessions.map(SessionSide::counters_json),
+        "session_engine": {
+            "forgotten": st.session_forgotten,
+            "announced": st.session_announced,
+            "resync_requests": st.session_resync_requests,
+        },
     })
 }
 
@@ -433,6 +444,14 @@ fn stats_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
     }
     if let Some(side) = d.secure {
         s.push_str(&side.stats_text(now));
+    }
+    if let Some(side) = d.sessions {
+        s.push_str(&side.stats_text(now));
+        let _ = writeln!(
+            s,
+            "\t{} peer states forgotten (digest), {} own states announced again (digest), {} bulk requests for lost DATA",
+            st.session_forgotten, st.session_announced, st.session_resync_requests
+        );
     }
     s
 }

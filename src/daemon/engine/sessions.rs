@@ -1,0 +1,343 @@
+//! The engine process's pfsyncd sessions (`extensions on`): the [`Sessions`] of this
+//! node, what decides where a received packet goes, and the `ctl stats` view.
+//!
+//! Untrusted frames are parsed here, in the confined process, never in the parent. The
+//! loop in `process.rs` moves what the sessions produce: frames to the parent (plain
+//! link, unicast) or the secure link, pfsync packets to the engine, events to the
+//! engine's session methods (`crate::engine` `session.rs`).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::engine::Received;
+use crate::session::{Config, Event, Link, PeerInfo, Sessions};
+use crate::wire::ext;
+use crate::{log_info, log_warn};
+
+/// Fewest seconds between two bulk requests made for lost DATA: every session peer
+/// answers one with its whole table, and one answer covers every loss before it.
+const RESYNC_SPACING: Duration = Duration::from_secs(2);
+
+/// Where a packet received on the plain link goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PlainVerdict {
+    /// An extension frame from a sender the engine would take packets from: to the
+    /// sessions.
+    Frame(IpAddr),
+    /// A plain pfsync packet from a session peer (its DATA copy is the one taken), or
+    /// a frame from a sender the engine would refuse: dropped, counted.
+    Drop,
+    /// A pfsync packet for the engine, as without the extensions.
+    Engine,
+}
+
+/// The sessions and the daemon's counters about them.
+pub(super) struct SessionSide {
+    pub(super) sessions: Sessions,
+    /// When the last bulk request for lost DATA went out.
+    last_resync: Option<Instant>,
+    /// ResyncNeeded events not acted on: a request went out less than
+    /// [`RESYNC_SPACING`] before.
+    pub(super) resyncs_spaced: u64,
+    /// Frames refused before parsing: off the syncdev, TTL not 255, no source, or a
+    /// source the engine refuses (`syncpeer` without `anysource`).
+    pub(super) frames_refused: u64,
+    /// Frames for an address neither on a reachable link nor a secure peer.
+    pub(super) frames_unsent: u64,
+    /// Secure peers told to the sessions (so a reload adds only the new ones).
+    secure_known: BTreeSet<IpAddr>,
+}
+
+impl SessionSide {
+    /// Sessions for creator `creator`, boot id `boot` (random per start), link MTU
+    /// `mtu`.
+    pub(super) fn new(creator: u32, boot: u64, mtu: u32) -> SessionSide {
+        let mut config = Config::new(creator, boot);
+        config.mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
+        SessionSide {
+            sessions: Sessions::new(config),
+            last_resync: None,
+            resyncs_spaced: 0,
+            frames_refused: 0,
+            frames_unsent: 0,
+            secure_known: BTreeSet::new(),
+        }
+    }
+
+    /// Where the plain-link packet `rx` goes; `accepted` says whether the engine
+    /// takes packets from its source. A plain pfsync packet from a new source makes
+    /// the sessions probe it (HELLO).
+    pub(super) fn classify_plain(
+        &mut self,
+        now: Instant,
+        rx: &Received<'_>,
+        accepted: bool,
+    ) -> PlainVerdict {
+        // What the engine itself would count and drop (wrong interface, TTL, source)
+        // is never a peer of ours.
+        let valid_sender = match rx.source {
+            Some(src) if rx.on_syncdev && rx.ttl == 255 && accepted => Some(src),
+            _ => None,
+        };
+        if ext::is_ext(rx.payload) {
+            return match valid_sender {
+                Some(src) => PlainVerdict::Frame(src),
+                None => {
+                    self.frames_refused += 1;
+                    PlainVerdict::Drop
+                }
+            };
+        }
+        let Some(src) = valid_sender else {
+            return PlainVerdict::Engine;
+        };
+        let session_peer = self.sessions.is_session_peer(src);
+        // Counted by the sessions when it is a session peer's.
+        self.sessions.note_plain(now, src);
+        if session_peer {
+            PlainVerdict::Drop
+        } else {
+            PlainVerdict::Engine
+        }
+    }
+
+    /// Tells the sessions the secure peers `inner_addrs` (pfsyncd peers by
+    /// definition); the ones already told are left as they are.
+    pub(super) fn set_secure_peers(&mut self, now: Instant, inner_addrs: &[IpAddr]) {
+        for addr in inner_addrs {
+            if self.secure_known.insert(*addr) {
+                self.sessions.add_secure_peer(now, *addr);
+            }
+        }
+        self.secure_known.retain(|a| inner_addrs.contains(a));
+    }
+
+    /// Whether a bulk request for lost DATA may go now (and notes that it does).
+    pub(super) fn resync_due(&mut self, now: Instant) -> bool {
+        if self
+            .last_resync
+            .is_some_and(|t| now.saturating_duration_since(t) < RESYNC_SPACING)
+        {
+            self.resyncs_spaced += 1;
+            return false;
+        }
+        self.last_resync = Some(now);
+        true
+    }
+
+    /// Logs a discovery event once, as it happens; other events are not logged here.
+    pub(super) fn log_event(&self, event: &Event) {
+        match event {
+            Event::PeerUp { peer, creator } => {
+                log_info!("pfsyncd peer {peer} (creator {creator:08x}): session up")
+            }
+            Event::PeerDown { peer } => {
+                log_warn!("pfsyncd peer {peer}: silent, session down; probing it")
+            }
+            Event::PeerRestarted { peer, creator } => {
+                log_info!("pfsyncd peer {peer} (creator {creator:08x}) restarted: its stream starts over")
+            }
+            Event::KernelPeer { peer } => log_info!(
+                "peer {peer} never answered HELLO: a kernel peer (plain pfsync only; probed again in an hour)"
+            ),
+            Event::ResyncNeeded { peer } => log_info!(
+                "pfsyncd peer {peer}: DATA lost past its resend buffer; bulk request to the pfsyncd peers"
+            ),
+            _ => {}
+        }
+    }
+
+    /// `ctl stats --json`'s `sessions` object: one entry per peer, keyed by address.
+    pub(super) fn peers_json(&self, now: Instant) -> Value {
+        let mut peers = serde_json::Map::new();
+        for addr in self.addrs() {
+            if let Some(p) = self.sessions.peer(addr) {
+                peers.insert(addr.to_string(), peer_json(&p, now));
+            }
+        }
+        Value::Object(peers)
+    }
+
+    /// `ctl stats --json`'s `session_counters`: what is not tied to one peer.
+    pub(super) fn counters_json(&self) -> Value {
+        let s = self.sessions.stats();
+        json!({
+            "highest_sent": self.sessions.highest_sent(),
+            "resend_buffer_bytes": self.sessions.resend_bytes(),
+            "data_numbered": s.data_numbered,
+            "plain_from_session_peer": s.plain_from_session_peer,
+            "garbage": s.garbage,
+            "unknown_peer": s.unknown_peer,
+            "stale_identity": s.stale_identity,
+            "peers_refused": s.peers_refused,
+            "data_too_long": s.data_too_long,
+            "digest_work_dropped": s.digest_work_dropped,
+            "resyncs_spaced": self.resyncs_spaced,
+            "frames_refused": self.frames_refused,
+            "frames_unsent": self.frames_unsent,
+        })
+    }
+
+    /// `ctl stats`'s session lines, one per peer and one for the rest.
+    pub(super) fn stats_text(&self, now: Instant) -> String {
+        let mut out = String::from("sessions:\n");
+        for addr in self.addrs() {
+            let Some(p) = self.sessions.peer(addr) else {
+                continue;
+            };
+            let st = &p.stats;
+            let (creator, boot) = p.remote.map_or_else(
+                || ("-".to_string(), "-".to_string()),
+                |r| (format!("{:08x}", r.creator), format!("{:016x}", r.boot)),
+            );
+            let heard = p.last_heard.map_or_else(
+                || "never".to_string(),
+                |t| format!("{:.1} s ago", now.saturating_duration_since(t).as_secs_f64()),
+            );
+            out.push_str(&format!(
+                "\t{addr}: {}{}, creator {creator}, boot {boot}, last heard {heard}; \
+                 gaps {}, nacks sent {} received {}, resent {}, gone sent {} received {}, \
+                 resyncs {}, duplicates {}, digest rounds {}, buckets differing {}, \
+                 ids forgotten {} announced {}\n",
+                link_name(p.link),
+                if p.secure { " (secure)" } else { "" },
+                st.gaps,
+                st.nacks_sent,
+                st.nacks_received,
+                st.resent,
+                st.gone_sent,
+                st.gone_received,
+                st.resyncs,
+                st.duplicates,
+                st.digest_rounds,
+                st.buckets_differing,
+                st.ids_forgotten,
+                st.ids_announced,
+            ));
+        }
+        let s = self.sessions.stats();
+        out.push_str(&format!(
+            "\tDATA numbered {}, plain packets of session peers dropped {}, frames refused {} garbage {} unknown peer {} stale identity {}\n",
+            s.data_numbered,
+            s.plain_from_session_peer,
+            self.frames_refused,
+            s.garbage,
+            s.unknown_peer,
+            s.stale_identity
+        ));
+        out
+    }
+
+    fn addrs(&self) -> Vec<IpAddr> {
+        let mut addrs: Vec<IpAddr> = self.sessions.peers().collect();
+        addrs.sort();
+        addrs
+    }
+}
+
+fn link_name(link: Link) -> &'static str {
+    match link {
+        Link::Probing { .. } => "probing",
+        Link::Kernel { .. } => "kernel",
+        Link::Established => "established",
+    }
+}
+
+fn peer_json(p: &PeerInfo, now: Instant) -> Value {
+    let st = &p.stats;
+    json!({
+        "state": link_name(p.link),
+        "secure": p.secure,
+        "creator": p.remote.map(|r| format!("{:08x}", r.creator)),
+        "boot": p.remote.map(|r| format!("{:016x}", r.boot)),
+        "mtu": p.mtu,
+        "last_heard_ms": p.last_heard.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+        "received": p.received,
+        "missing": p.missing,
+        "acked": p.acked,
+        "frames_in": st.frames_in,
+        "frames_out": st.frames_out,
+        "hellos_sent": st.hellos_sent,
+        "data_in": st.data_in,
+        "data_out": st.data_out,
+        "duplicates": st.duplicates,
+        "gaps": st.gaps,
+        "nacks_sent": st.nacks_sent,
+        "nack_seqs_asked": st.nack_seqs_asked,
+        "nacks_received": st.nacks_received,
+        "resent": st.resent,
+        "resend_throttled": st.resend_throttled,
+        "gone_sent": st.gone_sent,
+        "gone_received": st.gone_received,
+        "seqs_given_up": st.seqs_given_up,
+        "resyncs": st.resyncs,
+        "heartbeats_sent": st.heartbeats_sent,
+        "heartbeats_received": st.heartbeats_received,
+        "restarts": st.restarts,
+        "digest_rounds": st.digest_rounds,
+        "digests_sent": st.digests_sent,
+        "buckets_differing": st.buckets_differing,
+        "digest_deferred": st.digest_deferred,
+        "ids_forgotten": st.ids_forgotten,
+        "ids_needed": st.ids_needed,
+        "ids_announced": st.ids_announced,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rx<'a>(payload: &'a [u8], source: &str, ttl: u8) -> Received<'a> {
+        Received {
+            payload,
+            on_syncdev: true,
+            ttl,
+            ipv6: false,
+            source: Some(source.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn frames_go_to_the_sessions_plain_packets_to_the_engine() {
+        let now = Instant::now();
+        let mut side = SessionSide::new(1, 2, 1500);
+        let frame = [ext::VERSION; 32];
+        let a: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            side.classify_plain(now, &rx(&frame, "10.0.0.2", 255), true),
+            PlainVerdict::Frame(a)
+        );
+        // TTL, or a source the engine refuses: never a session's frame.
+        assert_eq!(
+            side.classify_plain(now, &rx(&frame, "10.0.0.2", 254), true),
+            PlainVerdict::Drop
+        );
+        assert_eq!(
+            side.classify_plain(now, &rx(&frame, "10.0.0.2", 255), false),
+            PlainVerdict::Drop
+        );
+        assert_eq!(side.frames_refused, 2);
+        // A plain packet from a new source goes to the engine and is probed.
+        assert_eq!(
+            side.classify_plain(now, &rx(&[6, 0, 0, 12], "10.0.0.3", 255), true),
+            PlainVerdict::Engine
+        );
+        let probe = side.sessions.poll_transmit().expect("a HELLO");
+        assert_eq!(probe.0, "10.0.0.3".parse::<IpAddr>().unwrap());
+        assert_eq!(probe.1[0], ext::VERSION);
+    }
+
+    #[test]
+    fn resync_requests_are_spaced() {
+        let now = Instant::now();
+        let mut side = SessionSide::new(1, 2, 1500);
+        assert!(side.resync_due(now));
+        assert!(!side.resync_due(now + Duration::from_millis(500)));
+        assert!(side.resync_due(now + RESYNC_SPACING));
+        assert_eq!(side.resyncs_spaced, 1);
+    }
+}
