@@ -278,8 +278,7 @@ const KERNEL_INS: u8 = 13;
 /// index file 8689170490, no EOF subheader). The framing is built with our
 /// `PacketBuilder`, whose header and subheader bytes the oracle tests check against
 /// both kernels' headers; the record layouts are the kernels' structs (tests/layout.rs).
-fn kernel_packet(dialect: Dialect, creatorid: u32, n: usize, seed: u64) -> Vec<u8> {
-    let mut synth = Synth::new(seed, creatorid);
+fn kernel_packet(dialect: Dialect, synth: &mut Synth, n: usize) -> Vec<u8> {
     let mut b = PacketBuilder::new(dialect, 1500);
     for _ in 0..n {
         let s = State {
@@ -395,11 +394,12 @@ fn a_kernel_dialect_peer_gets_only_pfsync_and_at_most_three_hellos() {
     let daemon = c.host(0).creatorid;
     // An OpenBSD (header 6) and a FreeBSD 14 (header 5) kernel behind one address.
     let (obsd, fbsd) = (0x0B5D_0001u32, 0x0FB5_0001u32);
+    let (mut obsd_states, mut fbsd_states) = (Synth::new(1, obsd), Synth::new(2, fbsd));
     let packets = vec![
-        kernel_packet(Dialect::OpenBsd, obsd, 4, 1),
-        kernel_packet(Dialect::FreeBsd1400, fbsd, 4, 2),
-        kernel_packet(Dialect::OpenBsd, obsd, 4, 3),
-        kernel_packet(Dialect::FreeBsd1400, fbsd, 4, 4),
+        kernel_packet(Dialect::OpenBsd, &mut obsd_states, 4),
+        kernel_packet(Dialect::FreeBsd1400, &mut fbsd_states, 4),
+        kernel_packet(Dialect::OpenBsd, &mut obsd_states, 4),
+        kernel_packet(Dialect::FreeBsd1400, &mut fbsd_states, 4),
     ];
     let seen = std::thread::scope(|s| {
         let peer = s.spawn(|| kernel_peer(&c, packets, Duration::from_secs(7), daemon));

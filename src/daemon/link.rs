@@ -6,8 +6,8 @@ use anyhow::{anyhow, bail};
 
 use super::config::SyncConfig;
 use crate::engine::LinkSettings;
-use crate::wire::ext::DATA_OVERHEAD;
 use crate::net::{Family, Interface, Sender, SyncInput, SyncReceiver, Transport};
+use crate::wire::ext::DATA_OVERHEAD;
 
 /// The sync link while the interface is up.
 pub(in crate::daemon) struct Link {

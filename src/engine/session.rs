@@ -58,7 +58,10 @@ impl Engine {
             let entry = self.cache.remove(slot);
             forgotten += 1;
             if entry.filtered.is_none() {
-                self.table_ops.push_back(TableOp::Delete { creatorid: creator, id });
+                self.table_ops.push_back(TableOp::Delete {
+                    creatorid: creator,
+                    id,
+                });
             }
         }
         self.stats.session_forgotten += forgotten as u64;

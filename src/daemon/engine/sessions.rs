@@ -195,7 +195,12 @@ impl SessionSide {
             );
             let heard = p.last_heard.map_or_else(
                 || "never".to_string(),
-                |t| format!("{:.1} s ago", now.saturating_duration_since(t).as_secs_f64()),
+                |t| {
+                    format!(
+                        "{:.1} s ago",
+                        now.saturating_duration_since(t).as_secs_f64()
+                    )
+                },
             );
             out.push_str(&format!(
                 "\t{addr}: {}{}, creator {creator}, boot {boot}, last heard {heard}; \
