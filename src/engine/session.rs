@@ -117,3 +117,83 @@ impl Engine {
         Some(payload)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{
+        all_messages, at, engine, receive, table_ops, tcp, transmits, upd, PEER, US,
+    };
+    use super::*;
+    use crate::engine::LocalChange;
+    use crate::wire::Dialect;
+
+    const D: Dialect = Dialect::OpenBsd;
+
+    #[test]
+    fn forgetting_deletes_a_peers_copies_from_cache_and_table_once() {
+        let mut e = engine(D);
+        receive(
+            &mut e,
+            at(0),
+            D,
+            &[upd(D, &tcp(PEER, 1)), upd(D, &tcp(PEER, 2))],
+        );
+        let _ = table_ops(&mut e);
+        assert_eq!(e.forget_states(at(10), PEER, &[1, 3]), 1, "3 is not held");
+        assert_eq!(
+            table_ops(&mut e),
+            vec![TableOp::Delete {
+                creatorid: PEER,
+                id: 1
+            }]
+        );
+        assert!(e.state(PEER, 1).is_none());
+        assert!(e.state(PEER, 2).is_some());
+        assert_eq!(e.forget_states(at(20), PEER, &[1]), 0);
+        assert_eq!(e.stats().session_forgotten, 1);
+        // A late copy of the forgotten state is refused as after a delete.
+        receive(&mut e, at(30), D, &[upd(D, &tcp(PEER, 1))]);
+        assert!(e.state(PEER, 1).is_none());
+        // Our own states are never forgotten by a peer's list.
+        e.handle_local(at(40), LocalChange::Insert(tcp(US, 9)));
+        assert_eq!(e.forget_states(at(50), US, &[9]), 0);
+        assert!(e.state(US, 9).is_some());
+    }
+
+    #[test]
+    fn announcing_sends_full_updates_of_our_states_at_once() {
+        let mut e = engine(D);
+        e.handle_local(at(0), LocalChange::Insert(tcp(US, 9)));
+        e.flush(at(0));
+        let _ = transmits(&mut e);
+        receive(&mut e, at(5), D, &[upd(D, &tcp(PEER, 1))]);
+        let _ = transmits(&mut e);
+        // A peer's state, or one we lack, is not ours to announce.
+        assert_eq!(e.announce_states(at(10), &[9, 10, 1]), 1);
+        let sent = all_messages(&transmits(&mut e));
+        let updated: Vec<(u32, u64)> = sent
+            .iter()
+            .filter_map(|m| match m {
+                Message::Upd(r) => crate::state::State::from_record(r)
+                    .ok()
+                    .map(|s| (s.creatorid, s.id)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(updated, vec![(US, 9)], "{sent:?}");
+        assert_eq!(e.stats().session_announced, 1);
+    }
+
+    #[test]
+    fn the_resync_request_is_a_bulk_request_alone_without_demotion() {
+        let mut e = engine(D);
+        let packet = e.resync_request_packet().expect("a packet");
+        assert_eq!(
+            all_messages(&[packet]),
+            vec![Message::UpdReq(StateRefRepr::BULK_REQUEST)]
+        );
+        assert!(!e.demoted());
+        assert!(transmits(&mut e).is_empty(), "nothing for the plain link");
+        assert_eq!(e.stats().session_resync_requests, 1);
+    }
+}

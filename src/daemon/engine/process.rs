@@ -26,7 +26,7 @@ use crate::daemon::privsep::message::MAX_TEXT;
 use crate::daemon::privsep::{
     Channel, ChannelError, Sandbox, ToEngine, ToParent, HIGH_WATER, TURN_BUDGET,
 };
-use crate::engine::{Config, Engine, Event, Received};
+use crate::engine::{BulkRequest, Config, Engine, Event, Received};
 use crate::session::Event as SessionEvent;
 use crate::{log_error, log_info, log_warn};
 
@@ -549,7 +549,7 @@ impl EngineProcess {
                     }
                 }
                 SessionEvent::DigestWork => {
-                    side.sessions.digest_work(now, &EngineIndex(engine));
+                    side.sessions.digest_work(now, &EngineIndex::new(engine));
                 }
                 SessionEvent::ForgetStates { creator, ids, .. } => {
                     engine.forget_states(now, creator, &ids);
@@ -559,10 +559,17 @@ impl EngineProcess {
                     engine.announce_states(now, &ids);
                     fed = true;
                 }
-                SessionEvent::PeerUp { .. }
-                | SessionEvent::PeerDown { .. }
-                | SessionEvent::PeerRestarted { .. }
-                | SessionEvent::KernelPeer { .. } => {}
+                SessionEvent::PeerUp { .. } | SessionEvent::PeerRestarted { .. } => {
+                    // Our bulk request went out before the session: a peer that still
+                    // held a session with our address (we restarted) dropped its
+                    // plain copy. Ask again now rather than at the next retry.
+                    if matches!(engine.bulk_request_state(), BulkRequest::Waiting { .. }) {
+                        engine.request_bulk(now);
+                        log_info!("bulk update requested again from the new pfsyncd peer");
+                        fed = true;
+                    }
+                }
+                SessionEvent::PeerDown { .. } | SessionEvent::KernelPeer { .. } => {}
             }
         }
         // One delivery at a time: its table operations and answers leave before the
