@@ -188,6 +188,7 @@ impl EngineProcess {
                         .as_ref()
                         .and_then(|s| s.sessions.poll_timeout()),
                 )
+                .chain(self.sessions.as_ref().and_then(SessionSide::held_deadline))
                 .min()
                 .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
                 .min(Duration::from_secs(1));
@@ -542,7 +543,12 @@ impl EngineProcess {
             side.log_event(&event);
             match event {
                 SessionEvent::ResyncNeeded { .. } => {
-                    if side.resync_due(now) {
+                    if matches!(
+                        engine.bulk_request_state(),
+                        BulkRequest::Waiting { .. } | BulkRequest::Receiving { .. }
+                    ) {
+                        side.resyncs_during_bulk += 1;
+                    } else if side.resync_due(now) {
                         if let Some(request) = engine.resync_request_packet() {
                             let _ = side.sessions.send_data(now, &request);
                         }
@@ -551,30 +557,25 @@ impl EngineProcess {
                 SessionEvent::DigestWork => {
                     side.sessions.digest_work(now, &EngineIndex::new(engine));
                 }
-                SessionEvent::ForgetStates { creator, ids, .. } => {
-                    engine.forget_states(now, creator, &ids);
-                    fed = true;
+                SessionEvent::ForgetStates { peer, creator, ids } => {
+                    if side.may_forget(now, peer, engine.bulk_sending()) {
+                        engine.forget_states(now, creator, &ids);
+                        fed = true;
+                    }
                 }
                 SessionEvent::AnnounceStates { ids, .. } => {
                     engine.announce_states(now, &ids);
                     fed = true;
                 }
-                SessionEvent::PeerUp { .. } | SessionEvent::PeerRestarted { .. } => {
-                    // Our bulk request went out before the session: a peer that still
-                    // held a session with our address (we restarted) dropped its
-                    // plain copy. Ask again now rather than at the next retry.
-                    if matches!(engine.bulk_request_state(), BulkRequest::Waiting { .. }) {
-                        engine.request_bulk(now);
-                        log_info!("bulk update requested again from the new pfsyncd peer");
-                        fed = true;
-                    }
+                SessionEvent::PeerUp { peer, .. } | SessionEvent::PeerRestarted { peer, .. } => {
+                    side.session_started(now, peer)
                 }
                 SessionEvent::PeerDown { .. } | SessionEvent::KernelPeer { .. } => {}
             }
         }
         // One delivery at a time: its table operations and answers leave before the
         // next, as for packets from the parent.
-        if let Some((from, packet)) = side.sessions.poll_deliver() {
+        if let Some((from, packet)) = side.next_delivery(now) {
             let rx = Received {
                 payload: &packet,
                 on_syncdev: true,

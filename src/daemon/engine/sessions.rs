@@ -6,7 +6,7 @@
 //! link, unicast) or the secure link, pfsync packets to the engine, events to the
 //! engine's session methods (`crate::engine` `session.rs`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -14,12 +14,26 @@ use serde_json::{json, Value};
 
 use crate::engine::Received;
 use crate::session::{Config, Event, Link, PeerInfo, Sessions};
-use crate::wire::ext;
+use crate::wire::frame::RawItem;
+use crate::wire::msg::bus::STATUS_END;
+use crate::wire::{ext, Action, Message, PacketReader};
 use crate::{log_info, log_warn};
 
 /// Fewest seconds between two bulk requests made for lost DATA: every session peer
-/// answers one with its whole table, and one answer covers every loss before it.
-const RESYNC_SPACING: Duration = Duration::from_secs(2);
+/// answers one with its whole table, and one answer covers every loss before it (the
+/// digests find what a bulk under loss misses again).
+const RESYNC_SPACING: Duration = Duration::from_secs(5);
+
+/// How long after a pfsyncd peer's session starts (or restarts) its digests do not
+/// make us forget its states. A restarted node holds none of its own states until our
+/// bulk update gives them back (as pfsync does after a reboot: the states live on for
+/// failover); its first digests would otherwise delete the very copies it asked for.
+const FORGET_GRACE: Duration = Duration::from_secs(30);
+
+/// Longest a delivered BUS END waits for the DATA before it (see
+/// [`SessionSide::hold_bulk_end`]): the NACKs of a gap end in 200 ms (10 tries, 20 ms
+/// apart), given up or filled.
+const HOLD_MAX: Duration = Duration::from_secs(2);
 
 /// Where a packet received on the plain link goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +63,18 @@ pub(super) struct SessionSide {
     pub(super) frames_unsent: u64,
     /// Secure peers told to the sessions (so a reload adds only the new ones).
     secure_known: BTreeSet<IpAddr>,
+    /// Delivered packets ending a bulk update, held until the DATA before them came.
+    held: VecDeque<(IpAddr, Vec<u8>, Instant)>,
+    /// Packets held so.
+    pub(super) bulk_ends_held: u64,
+    /// ResyncNeeded events not acted on while our own bulk update was under way (it
+    /// brings everything).
+    pub(super) resyncs_during_bulk: u64,
+    /// When each peer's current session started.
+    session_started: HashMap<IpAddr, Instant>,
+    /// ForgetStates events not acted on: the peer's session was young, or we were
+    /// sending a bulk update.
+    pub(super) forgets_deferred: u64,
 }
 
 impl SessionSide {
@@ -64,6 +90,11 @@ impl SessionSide {
             frames_refused: 0,
             frames_unsent: 0,
             secure_known: BTreeSet::new(),
+            held: VecDeque::new(),
+            bulk_ends_held: 0,
+            resyncs_during_bulk: 0,
+            session_started: HashMap::new(),
+            forgets_deferred: 0,
         }
     }
 
@@ -128,6 +159,62 @@ impl SessionSide {
         true
     }
 
+    /// The next pfsync packet for the engine: a held BUS END whose wait is over first,
+    /// then the sessions' deliveries. DATA is delivered as it comes, in any order; a
+    /// BUS END that overtook lost DATA would make the engine call its bulk update done
+    /// (carp undemoted, `status` saying done) with states still missing, so a packet
+    /// ending a bulk update waits until its sender's stream has no gap left (filled by
+    /// resends, or given up), or [`HOLD_MAX`].
+    pub(super) fn next_delivery(&mut self, now: Instant) -> Option<(IpAddr, Vec<u8>)> {
+        if let Some(at) = self.held.iter().position(|(from, _, since)| {
+            !self.gap_before(*from) || now.saturating_duration_since(*since) >= HOLD_MAX
+        }) {
+            return self.held.remove(at).map(|(from, packet, _)| (from, packet));
+        }
+        while let Some((from, packet)) = self.sessions.poll_deliver() {
+            if self.gap_before(from) && carries_bulk_end(&packet) {
+                self.bulk_ends_held += 1;
+                self.held.push_back((from, packet, now));
+                continue;
+            }
+            return Some((from, packet));
+        }
+        None
+    }
+
+    /// Whether DATA of `from` is missing now.
+    fn gap_before(&self, from: IpAddr) -> bool {
+        self.sessions.peer(from).is_some_and(|p| p.missing > 0)
+    }
+
+    /// When a held packet's wait ends at the latest, for the loop's timeout.
+    pub(super) fn held_deadline(&self) -> Option<Instant> {
+        self.held
+            .iter()
+            .map(|(_, _, since)| *since + HOLD_MAX)
+            .min()
+    }
+
+    /// Notes when a peer's session started (PeerUp, PeerRestarted).
+    pub(super) fn session_started(&mut self, now: Instant, peer: IpAddr) {
+        self.session_started.insert(peer, now);
+    }
+
+    /// Whether `peer`'s digest may make us forget states now: not within
+    /// [`FORGET_GRACE`] of its session's start, nor while we send a bulk update
+    /// (`bulk_sending`), which may be what it waits for. Counted when not.
+    pub(super) fn may_forget(&mut self, now: Instant, peer: IpAddr, bulk_sending: bool) -> bool {
+        let young = self
+            .session_started
+            .get(&peer)
+            .is_some_and(|t| now.saturating_duration_since(*t) < FORGET_GRACE);
+        if young || bulk_sending {
+            self.forgets_deferred += 1;
+            return false;
+        }
+        true
+    }
+
     /// Logs a discovery event once, as it happens; other events are not logged here.
     pub(super) fn log_event(&self, event: &Event) {
         match event {
@@ -176,6 +263,9 @@ impl SessionSide {
             "data_too_long": s.data_too_long,
             "digest_work_dropped": s.digest_work_dropped,
             "resyncs_spaced": self.resyncs_spaced,
+            "resyncs_during_bulk": self.resyncs_during_bulk,
+            "bulk_ends_held": self.bulk_ends_held,
+            "forgets_deferred": self.forgets_deferred,
             "frames_refused": self.frames_refused,
             "frames_unsent": self.frames_unsent,
         })
@@ -241,6 +331,19 @@ impl SessionSide {
         addrs.sort();
         addrs
     }
+}
+
+/// Whether a pfsync packet holds a BUS END.
+fn carries_bulk_end(packet: &[u8]) -> bool {
+    let Ok(reader) = PacketReader::new(packet) else {
+        return false;
+    };
+    reader.raw_items().any(|item| match item {
+        Ok(RawItem::Record(r)) if r.action() == Action::Bus => {
+            matches!(r.message(), Ok(Message::Bus(bus)) if bus.status == STATUS_END)
+        }
+        _ => false,
+    })
 }
 
 fn link_name(link: Link) -> &'static str {
