@@ -166,20 +166,20 @@ impl SessionSide {
     /// ending a bulk update waits until its sender's stream has no gap left (filled by
     /// resends, or given up), or [`HOLD_MAX`].
     pub(super) fn next_delivery(&mut self, now: Instant) -> Option<(IpAddr, Vec<u8>)> {
-        if let Some(at) = self.held.iter().position(|(from, _, since)| {
-            !self.gap_before(*from) || now.saturating_duration_since(*since) >= HOLD_MAX
-        }) {
-            return self.held.remove(at).map(|(from, packet, _)| (from, packet));
-        }
+        // What filled a gap is queued behind the held END: it goes first.
         while let Some((from, packet)) = self.sessions.poll_deliver() {
-            if self.gap_before(from) && carries_bulk_end(&packet) {
+            let behind_held = self.held.iter().any(|(f, _, _)| *f == from);
+            if (self.gap_before(from) || behind_held) && carries_bulk_end(&packet) {
                 self.bulk_ends_held += 1;
                 self.held.push_back((from, packet, now));
                 continue;
             }
             return Some((from, packet));
         }
-        None
+        let at = self.held.iter().position(|(from, _, since)| {
+            !self.gap_before(*from) || now.saturating_duration_since(*since) >= HOLD_MAX
+        })?;
+        self.held.remove(at).map(|(from, packet, _)| (from, packet))
     }
 
     /// Whether DATA of `from` is missing now.
@@ -437,6 +437,127 @@ mod tests {
         let probe = side.sessions.poll_transmit().expect("a HELLO");
         assert_eq!(probe.0, "10.0.0.3".parse::<IpAddr>().unwrap());
         assert_eq!(probe.1[0], ext::VERSION);
+    }
+
+    #[test]
+    fn a_young_session_or_a_bulk_being_sent_keeps_the_states() {
+        let now = Instant::now();
+        let mut side = SessionSide::new(1, 2, 1500);
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        side.session_started(now, peer);
+        assert!(!side.may_forget(now + Duration::from_secs(1), peer, false));
+        assert!(!side.may_forget(now + FORGET_GRACE, peer, true));
+        assert!(side.may_forget(now + FORGET_GRACE, peer, false));
+        assert_eq!(side.forgets_deferred, 2);
+    }
+
+    #[test]
+    fn only_a_bulk_end_is_recognised_as_one() {
+        use crate::wire::msg::bus::STATUS_START;
+        use crate::wire::msg::BusRepr;
+        use crate::wire::{Dialect, PacketBuilder};
+        let packet = |status| {
+            let mut b = PacketBuilder::new(Dialect::OpenBsd, 1500);
+            let _ = b
+                .push(&Message::Bus(BusRepr {
+                    creatorid: 1,
+                    endtime: 0,
+                    status,
+                }))
+                .unwrap();
+            b.finish().unwrap()
+        };
+        assert!(carries_bulk_end(&packet(STATUS_END)));
+        assert!(!carries_bulk_end(&packet(STATUS_START)));
+        assert!(!carries_bulk_end(&[0xc5; 40]));
+    }
+
+    /// Moves every frame between `a` (at `a_addr`) and `side` (at `b_addr`), dropping
+    /// the frames of `a` that `lose` picks.
+    fn exchange(
+        now: Instant,
+        a: &mut Sessions,
+        side: &mut SessionSide,
+        mut lose: impl FnMut(&[u8]) -> bool,
+    ) {
+        let (a_addr, b_addr): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        loop {
+            let mut moved = false;
+            while let Some((to, frame)) = a.poll_transmit() {
+                assert_eq!(to, b_addr);
+                moved = true;
+                if !lose(&frame) {
+                    side.sessions.handle_frame(now, a_addr, &frame);
+                }
+            }
+            while let Some((to, frame)) = side.sessions.poll_transmit() {
+                assert_eq!(to, a_addr);
+                moved = true;
+                a.handle_frame(now, b_addr, &frame);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn a_bulk_end_waits_for_the_data_lost_before_it() {
+        use crate::wire::msg::BusRepr;
+        use crate::wire::{Dialect, PacketBuilder};
+        let t0 = Instant::now();
+        let (a_addr, b_addr): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let mut a = Sessions::new(Config::new(1, 1));
+        let mut side = SessionSide::new(2, 2, 1500);
+        // b hears a plain packet of a and probes it; a answers.
+        side.classify_plain(t0, &rx(&[6, 0, 0, 12], "10.0.0.1", 255), true);
+        while let Some((to, frame)) = side.sessions.poll_transmit() {
+            assert_eq!(to, a_addr);
+            a.handle_frame(t0, b_addr, &frame);
+        }
+        exchange(t0, &mut a, &mut side, |_| false);
+        assert!(side.sessions.is_session_peer(a_addr) && a.is_session_peer(b_addr));
+        while side.next_delivery(t0).is_some() {}
+
+        let bus_end = {
+            let mut b = PacketBuilder::new(Dialect::OpenBsd, 1500);
+            let _ = b
+                .push(&Message::Bus(BusRepr {
+                    creatorid: 1,
+                    endtime: 0,
+                    status: STATUS_END,
+                }))
+                .unwrap();
+            b.finish().unwrap()
+        };
+        let states = vec![6u8, 0, 0, 20, 1, 2, 3, 4];
+        // DATA 1 (states) is lost; DATA 2 (the END) arrives.
+        a.send_data(t0, &states).unwrap();
+        let mut first = true;
+        exchange(t0, &mut a, &mut side, |_| std::mem::take(&mut first));
+        a.send_data(t0, &bus_end).unwrap();
+        // Only the END's frame goes through; the NACK it causes is not answered yet.
+        let end_frame = a.poll_transmit().unwrap().1;
+        side.sessions.handle_frame(t0, a_addr, &end_frame);
+        assert_eq!(side.next_delivery(t0), None, "the END waits");
+        assert_eq!(side.bulk_ends_held, 1);
+        // The NACK reaches a, the resend comes: the states first, then the END.
+        exchange(t0, &mut a, &mut side, |_| false);
+        assert_eq!(side.next_delivery(t0), Some((a_addr, states)));
+        assert_eq!(side.next_delivery(t0), Some((a_addr, bus_end.clone())));
+        assert_eq!(side.next_delivery(t0), None);
+
+        // An END whose gap is never filled goes after HOLD_MAX.
+        a.send_data(t0, &[6, 0, 0, 20, 9, 9, 9, 9]).unwrap();
+        let _lost = a.poll_transmit();
+        a.send_data(t0, &bus_end).unwrap();
+        let end_frame = a.poll_transmit().unwrap().1;
+        side.sessions.handle_frame(t0, a_addr, &end_frame);
+        assert_eq!(side.next_delivery(t0), None);
+        assert_eq!(side.held_deadline(), Some(t0 + HOLD_MAX));
+        assert_eq!(side.next_delivery(t0 + HOLD_MAX), Some((a_addr, bus_end)));
     }
 
     #[test]
