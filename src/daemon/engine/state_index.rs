@@ -15,11 +15,14 @@ use std::time::Instant;
 use crate::engine::Engine;
 use crate::session::{bucket_of, sum, BucketSum, StateIndex};
 
+/// The ids of each bucket, bucket by bucket.
+type BucketLists = Vec<Vec<u64>>;
+
 /// The engine, read for one batch of digest work (`Sessions::digest_work`).
 pub(super) struct EngineIndex<'e> {
     engine: &'e Engine,
     /// Per (creator, bucket count): the ids of each bucket, made at the first ask.
-    buckets: RefCell<HashMap<(u32, u16), Vec<Vec<u64>>>>,
+    buckets: RefCell<HashMap<(u32, u16), BucketLists>>,
 }
 
 impl<'e> EngineIndex<'e> {
