@@ -111,6 +111,7 @@ fn metrics_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
         report: r,
         peers,
         untracked_peer_packets: d.peers.untracked,
+        sessions: d.sessions.map(SessionSide::samples).unwrap_or_default(),
         unix_now,
         up: d.config.up,
         link_open: d.link_open,

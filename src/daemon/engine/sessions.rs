@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::engine::Received;
-use crate::session::{Config, Event, Link, PeerInfo, Sessions};
+use crate::metrics::{SessionSample, SESSION_COUNTERS};
+use crate::session::{Config, Event, Link, PeerInfo, PeerStats, Sessions};
 use crate::wire::frame::RawItem;
 use crate::wire::msg::bus::STATUS_END;
 use crate::wire::{ext, Action, Message, PacketReader};
@@ -326,11 +327,46 @@ impl SessionSide {
         out
     }
 
+    /// The sessions as the metrics show them, in address order.
+    pub(super) fn samples(&self) -> Vec<SessionSample> {
+        self.addrs()
+            .into_iter()
+            .filter_map(|addr| {
+                let p = self.sessions.peer(addr)?;
+                Some(SessionSample {
+                    addr,
+                    established: p.link == Link::Established,
+                    // Every name has its counter (a unit test checks).
+                    counters: SESSION_COUNTERS
+                        .map(|(name, _)| (name, session_counter(&p.stats, name).unwrap_or(0))),
+                })
+            })
+            .collect()
+    }
+
     fn addrs(&self) -> Vec<IpAddr> {
         let mut addrs: Vec<IpAddr> = self.sessions.peers().collect();
         addrs.sort();
         addrs
     }
+}
+
+/// The per-peer counter a metrics series name stands for.
+fn session_counter(st: &PeerStats, name: &str) -> Option<u64> {
+    Some(match name {
+        "gaps" => st.gaps,
+        "nacks_sent" => st.nacks_sent,
+        "nacks_received" => st.nacks_received,
+        "resent" => st.resent,
+        "gone_received" => st.gone_received,
+        "resyncs" => st.resyncs,
+        "duplicates" => st.duplicates,
+        "digest_rounds" => st.digest_rounds,
+        "buckets_differing" => st.buckets_differing,
+        "ids_forgotten" => st.ids_forgotten,
+        "ids_announced" => st.ids_announced,
+        _ => return None,
+    })
 }
 
 /// Whether a pfsync packet holds a BUS END.
@@ -558,6 +594,16 @@ mod tests {
         assert_eq!(side.next_delivery(t0), None);
         assert_eq!(side.held_deadline(), Some(t0 + HOLD_MAX));
         assert_eq!(side.next_delivery(t0 + HOLD_MAX), Some((a_addr, bus_end)));
+    }
+
+    #[test]
+    fn every_session_series_has_its_counter() {
+        for (name, _) in SESSION_COUNTERS {
+            assert!(
+                session_counter(&PeerStats::default(), name).is_some(),
+                "{name}"
+            );
+        }
     }
 
     #[test]
