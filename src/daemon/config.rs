@@ -64,6 +64,9 @@ pub struct SyncConfig {
     pub immediate: Immediate,
     /// The secure link (`securekey`, `secureport`, `secureaddr`, `securepeer`).
     pub secure: SecureConfig,
+    /// pfsyncd peers find each other and use the extensions (`extensions on|off`):
+    /// sequence numbers, loss recovery and digests between them (`crate::session`).
+    pub extensions: bool,
 }
 
 impl Default for SyncConfig {
@@ -82,6 +85,7 @@ impl Default for SyncConfig {
             anysource: false,
             immediate: Immediate::Auto,
             secure: SecureConfig::default(),
+            extensions: true,
         }
     }
 }
@@ -220,6 +224,11 @@ pub const WORDS: &[Word] = &[
         meaning: "send changes at the end of the turn, packed, not after the 1 s batch (auto, the default: when every peer is a pfsyncd)",
     },
     Word {
+        usage: "extensions on|off",
+        example: "extensions off",
+        meaning: "find pfsyncd peers and recover lost messages between them (default on; off: kernel behaviour only)",
+    },
+    Word {
         usage: "securekey FILE",
         example: "securekey /etc/pfsyncd.key",
         meaning: "this node's WireGuard private key file (mode 600) for the secure link",
@@ -307,6 +316,9 @@ pub enum ConfigError {
     /// An unknown `version`.
     #[error("version '{0}': expected 1301, 1400, 1500 or openbsd")]
     BadVersion(String),
+    /// An `extensions` value other than on or off.
+    #[error("extensions '{0}': expected on or off")]
+    BadExtensions(String),
     /// `defer` cannot be done in userland.
     #[error("defer is not supported: the kernel holds the first packet of a new state until the peer acknowledges it, and a userland daemon cannot hold kernel packets; run -defer")]
     DeferUnsupported,
@@ -414,6 +426,14 @@ impl SyncConfig {
                 "-ifmap" => self.ifmap.clear(),
                 "anysource" => self.anysource = true,
                 "-anysource" => self.anysource = false,
+                "extensions" => {
+                    let v = value("extensions")?;
+                    self.extensions = match v {
+                        "on" => true,
+                        "off" => false,
+                        other => return Err(ConfigError::BadExtensions(other.to_string())),
+                    };
+                }
                 "securekey" => {
                     let v = value("securekey")?;
                     self.secure.key_file = Some(secure_config::parse_path("securekey", v)?);
@@ -475,6 +495,9 @@ impl SyncConfig {
         }
         if self.anysource {
             words.push("anysource".to_string());
+        }
+        if !self.extensions {
+            words.extend(["extensions".to_string(), "off".to_string()]);
         }
         words.extend(self.secure.to_words());
         words

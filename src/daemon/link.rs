@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail};
 use super::config::SyncConfig;
 use crate::engine::LinkSettings;
 use crate::net::{Family, Interface, Sender, SyncInput, SyncReceiver, Transport};
+use crate::wire::ext::DATA_OVERHEAD;
 
 /// The sync link while the interface is up.
 pub(in crate::daemon) struct Link {
@@ -111,7 +112,18 @@ fn need_root(e: anyhow::Error) -> anyhow::Error {
 }
 
 /// What the engine needs to know of the link: its dialect, sizes and where it sends.
+/// With the extensions on, packets are built [`DATA_OVERHEAD`] bytes under the MTU so
+/// that the DATA frame carrying one to a pfsyncd peer still fits it (never under the
+/// smallest MTU that carries one full record: there the frame may be fragmented).
 pub(in crate::daemon) fn link_settings(config: &SyncConfig) -> LinkSettings {
+    let mtu = if config.extensions {
+        config
+            .mtu
+            .saturating_sub(DATA_OVERHEAD as u32)
+            .max(super::config::MIN_MTU)
+    } else {
+        config.mtu
+    };
     let syncpeer = config
         .syncpeers
         .first()
@@ -119,7 +131,7 @@ pub(in crate::daemon) fn link_settings(config: &SyncConfig) -> LinkSettings {
         .unwrap_or_else(|| Family::V4.group());
     LinkSettings {
         dialect: config.dialect,
-        mtu: config.mtu as usize,
+        mtu: mtu as usize,
         ip_header_len: if syncpeer.is_ipv6() { 40 } else { 20 },
         maxupd: config.maxupd,
         syncpeer,

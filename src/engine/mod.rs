@@ -86,6 +86,7 @@ mod merge;
 mod peers;
 mod receive;
 mod send;
+mod session;
 mod stats;
 #[cfg(test)]
 mod tests;

@@ -111,6 +111,9 @@ pub struct Stats {
     pub digest_forgotten: u64,
     /// Our states sent again as full updates because a peer's digest lacked them.
     pub digest_announced: u64,
+    /// Bulk requests sent to the session peers after a loss their resend buffers no
+    /// longer covered.
+    pub session_resync_requests: u64,
 }
 
 impl Stats {

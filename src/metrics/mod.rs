@@ -14,5 +14,5 @@ pub mod textfile;
 
 pub use exposition::{validate, Exposition, FormatError, Kind};
 pub use http::MetricsServer;
-pub use render::{render, BulkState, PeerSample, Snapshot};
+pub use render::{render, BulkState, PeerSample, SessionSample, Snapshot, SESSION_COUNTERS};
 pub use textfile::{write_atomically, TextfileError};

@@ -31,6 +31,60 @@ pub struct PeerSample {
     pub version: u8,
 }
 
+/// One pfsyncd session (`extensions on`) at the time of the scrape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSample {
+    /// The peer's address (plain-link source or secure inner address).
+    pub addr: IpAddr,
+    /// The extensions are used towards it.
+    pub established: bool,
+    /// Its counters, by the series name's middle part (`gaps` for
+    /// `pfsyncd_session_gaps_total`), in a fixed order.
+    pub counters: [(&'static str, u64); SESSION_COUNTERS.len()],
+}
+
+/// The per-session counters and their meanings.
+pub const SESSION_COUNTERS: [(&str, &str); 11] = [
+    (
+        "gaps",
+        "Sequence numbers of a pfsyncd peer's stream found missing.",
+    ),
+    (
+        "nacks_sent",
+        "NACKs sent to a pfsyncd peer for its missing DATA.",
+    ),
+    ("nacks_received", "NACKs received from a pfsyncd peer."),
+    (
+        "resent",
+        "DATA resent to a pfsyncd peer in answer to its NACKs.",
+    ),
+    (
+        "gone_received",
+        "GONE frames from a pfsyncd peer: DATA it no longer held.",
+    ),
+    (
+        "resyncs",
+        "DATA of a pfsyncd peer given up for good (a bulk request follows).",
+    ),
+    ("duplicates", "DATA of a pfsyncd peer received twice."),
+    (
+        "digest_rounds",
+        "Digests of a pfsyncd peer compared with our copies.",
+    ),
+    (
+        "buckets_differing",
+        "Digest buckets found differing from a pfsyncd peer's.",
+    ),
+    (
+        "ids_forgotten",
+        "Ids of a pfsyncd peer's states its digest no longer lists.",
+    ),
+    (
+        "ids_announced",
+        "Ids of our states a pfsyncd peer asked for, announced again.",
+    ),
+];
+
 /// Where a bulk update we asked for stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BulkState {
@@ -74,6 +128,8 @@ pub struct Snapshot<'a> {
     pub peers: Vec<PeerSample>,
     /// Packets from sources beyond the peers remembered.
     pub untracked_peer_packets: u64,
+    /// The pfsyncd sessions, in address order (none with the extensions off).
+    pub sessions: Vec<SessionSample>,
     /// The wall clock now, in seconds since the epoch (for last-heard timestamps).
     pub unix_now: f64,
     /// pfsync is up.
@@ -140,6 +196,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
     bulk(&mut e, s);
     table(&mut e, s.report);
     peers(&mut e, s);
+    sessions(&mut e, s);
     e.finish()
 }
 
@@ -235,7 +292,7 @@ fn engine(e: &mut Exposition, s: &Snapshot<'_>) {
     for (queue, n) in QUEUES.iter().zip(s.queued) {
         f.sample(&[("queue", queue)], n);
     }
-    let counters: [(&str, &str, u64); 15] = [
+    let counters: [(&str, &str, u64); 16] = [
         (
             "pfsyncd_filtered_out_total",
             "Local state changes not announced because a sync filter (nosync-if, -proto, -net, -port) matches.",
@@ -310,6 +367,11 @@ fn engine(e: &mut Exposition, s: &Snapshot<'_>) {
             "pfsyncd_rule_unbound_total",
             "Peer states taken without their rule numbers (another ruleset's numbers).",
             st.rule_unbound,
+        ),
+        (
+            "pfsyncd_session_resync_requests_total",
+            "Bulk requests to the pfsyncd peers for DATA lost past their resend buffers.",
+            st.session_resync_requests,
         ),
     ];
     for (name, help, v) in counters {
@@ -574,6 +636,28 @@ fn peers(e: &mut Exposition, s: &Snapshot<'_>) {
     }
 }
 
+fn sessions(e: &mut Exposition, s: &Snapshot<'_>) {
+    let addrs: Vec<String> = s.sessions.iter().map(|p| p.addr.to_string()).collect();
+    let mut f = e.family(
+        "pfsyncd_session_established",
+        Kind::Gauge,
+        "1 while the extensions are used towards a pfsyncd peer.",
+    );
+    for (p, addr) in s.sessions.iter().zip(&addrs) {
+        f.sample(&[("peer", addr)], p.established);
+    }
+    for (i, (name, help)) in SESSION_COUNTERS.iter().enumerate() {
+        let mut f = e.family(
+            &format!("pfsyncd_session_{name}_total"),
+            Kind::Counter,
+            help,
+        );
+        for (p, addr) in s.sessions.iter().zip(&addrs) {
+            f.sample(&[("peer", addr)], p.counters[i].1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,6 +686,11 @@ mod tests {
                 },
             ],
             untracked_peer_packets: 3,
+            sessions: vec![SessionSample {
+                addr: "10.0.0.2".parse().unwrap(),
+                established: true,
+                counters: SESSION_COUNTERS.map(|(name, _)| (name, 4)),
+            }],
             unix_now: 1_700_000_000.0,
             up: true,
             link_open: true,
@@ -781,6 +870,7 @@ mod tests {
             rule_unbound,
             cache_full,
             lost_fields,
+            session_resync_requests,
         } = &mut stats;
         let fields: Vec<(&mut u64, &str)> = vec![
             (ipackets, "pfsyncd_pfsync_ipackets_total"),
@@ -840,6 +930,10 @@ mod tests {
             (rule_unbound, "pfsyncd_rule_unbound_total"),
             (cache_full, "pfsyncd_cache_full_total"),
             (lost_fields, "pfsyncd_lost_fields_total"),
+            (
+                session_resync_requests,
+                "pfsyncd_session_resync_requests_total",
+            ),
         ];
         let mut expected = Vec::new();
         for (i, (field, series)) in fields.into_iter().enumerate() {
@@ -994,9 +1088,31 @@ mod tests {
         let report = ParentReport::default();
         let mut s = snapshot(&stats, &report);
         s.peers.clear();
+        s.sessions.clear();
         let text = render(&s);
         validate(&text).unwrap();
         assert!(text.contains("# TYPE pfsyncd_peer_packets_received_total counter\n"));
+        assert!(text.contains("# TYPE pfsyncd_session_gaps_total counter\n"));
         assert!(!text.contains("peer=\""));
+    }
+
+    #[test]
+    fn each_session_has_its_series() {
+        let stats = Stats::default();
+        let report = ParentReport::default();
+        let samples = validate(&render(&snapshot(&stats, &report))).unwrap();
+        assert_eq!(
+            value(&samples, "pfsyncd_session_established{peer=\"10.0.0.2\"}"),
+            1.0
+        );
+        for (name, _) in SESSION_COUNTERS {
+            assert_eq!(
+                value(
+                    &samples,
+                    &format!("pfsyncd_session_{name}_total{{peer=\"10.0.0.2\"}}")
+                ),
+                4.0
+            );
+        }
     }
 }

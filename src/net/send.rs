@@ -44,6 +44,8 @@ impl SendReport {
 pub struct Sender {
     socket: Socket,
     destinations: Vec<(IpAddr, SockAddr)>,
+    /// The syncdev's index, the scope of link-local unicast destinations.
+    syncdev_index: u32,
 }
 
 impl Sender {
@@ -134,6 +136,7 @@ impl Sender {
         Ok(Sender {
             socket,
             destinations,
+            syncdev_index: syncdev.index,
         })
     }
 
@@ -152,6 +155,17 @@ impl Sender {
             }
         }
         report
+    }
+
+    /// Sends `payload` to `destination` alone, unicast on the syncdev, with the same
+    /// socket (protocol 240, TTL 255): a pfsyncd extension frame for one peer. A
+    /// destination of the other address family fails (the socket has one family).
+    pub fn send_to(&self, destination: IpAddr, payload: &[u8]) -> io::Result<()> {
+        send_one(
+            &self.socket,
+            payload,
+            &sockaddr(destination, self.syncdev_index),
+        )
     }
 
     /// Where packets go.

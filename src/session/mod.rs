@@ -267,6 +267,7 @@ impl Sessions {
             missing: p.stream.as_ref().map_or(0, Stream::missing),
             received: p.stream.as_ref().map_or(0, Stream::cumulative),
             acked: p.acked,
+            last_heard: p.last_heard,
             stats: p.stats,
         })
     }

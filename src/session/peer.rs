@@ -141,5 +141,7 @@ pub struct PeerInfo {
     pub received: u64,
     /// Its cumulative mark of our stream (last ACK).
     pub acked: u64,
+    /// Its last valid frame.
+    pub last_heard: Option<Instant>,
     pub stats: PeerStats,
 }

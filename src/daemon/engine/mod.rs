@@ -11,3 +11,4 @@ mod peers;
 pub(super) mod process;
 mod requests;
 pub mod secure;
+mod sessions;

@@ -17,6 +17,7 @@ use nix::sys::signal::Signal;
 use super::peers::Peers;
 use super::requests::{self as engine_requests, EngineParts};
 use super::secure::{SecureReceive, SecureSide};
+use super::sessions::{PlainVerdict, SessionSide};
 use crate::daemon::config::SyncConfig;
 use crate::daemon::immediate::immediate_wanted;
 use crate::daemon::latency::{self, EngineLatency};
@@ -26,7 +27,8 @@ use crate::daemon::privsep::message::MAX_TEXT;
 use crate::daemon::privsep::{
     Channel, ChannelError, Sandbox, ToEngine, ToParent, HIGH_WATER, TURN_BUDGET,
 };
-use crate::engine::{Config, Engine, Event};
+use crate::engine::{BulkRequest, Config, Engine, Event, Received};
+use crate::session::Event as SessionEvent;
 use crate::{log_error, log_info, log_warn};
 
 /// A peer silent this long is logged as gone quiet (pfsync sends at least every second
@@ -45,6 +47,11 @@ pub(in crate::daemon) struct EngineProcess {
     peers: Peers,
     /// The secure link, when configured: every packet sent goes through it too.
     secure: Option<SecureSide>,
+    /// The pfsyncd sessions (`extensions on`).
+    sessions: Option<SessionSide>,
+    /// The boot id of the sessions' next start: random per daemon start, one more at
+    /// each SIGHUP that turns the extensions on again (the peers see a restart).
+    next_boot: u64,
     sandbox: Sandbox,
     link_open: bool,
     channel: Channel,
@@ -112,6 +119,8 @@ impl EngineProcess {
             log_info!("immediate: changes leave at the end of each turn, not after the 1 s batch");
         }
         let mut engine = Engine::new(ec);
+        // Bytes 4..12 of the random draw are left unused by Config::random.
+        let boot = u64::from_le_bytes(random[4..12].try_into().expect("8 bytes"));
         engine.set_allowed_sources(config.allowed_sources());
         engine.set_ifmap(config.ifmap.clone());
         let now = Instant::now();
@@ -120,12 +129,14 @@ impl EngineProcess {
             engine.request_bulk(now);
             log_info!("bulk update requested from the peers");
         }
-        EngineProcess {
+        let mut process = EngineProcess {
             options,
             config,
             engine,
             peers: Peers::default(),
             secure,
+            sessions: None,
+            next_boot: boot,
             sandbox,
             link_open,
             channel,
@@ -140,6 +151,39 @@ impl EngineProcess {
             latency: EngineLatency::default(),
             batch_read_at: None,
             output_stamped: false,
+        };
+        process.set_extensions(now);
+        process
+    }
+
+    /// Starts or stops the sessions as the configuration says (`extensions on|off`),
+    /// and tells them the secure peers.
+    fn set_extensions(&mut self, now: Instant) {
+        match (&mut self.sessions, self.config.extensions) {
+            (None, true) => {
+                let boot = self.next_boot;
+                self.next_boot = self.next_boot.wrapping_add(1);
+                self.sessions = Some(SessionSide::new(
+                    self.engine.config().creatorid,
+                    boot,
+                    self.config.mtu,
+                ));
+                // The digest sums are kept from now on, O(1) per change.
+                self.engine.enable_digests(
+                    self.sessions
+                        .as_ref()
+                        .map_or(256, |side| side.sessions.config().digest_buckets),
+                );
+                log_info!("extensions on: pfsyncd peers are found and synced with loss recovery");
+            }
+            (Some(_), false) => {
+                self.sessions = None;
+                log_info!("extensions off: plain pfsync only");
+            }
+            _ => {}
+        }
+        if let (Some(side), Some(secure)) = (&mut self.sessions, &self.secure) {
+            side.set_secure_peers(now, &secure.inner_addrs());
         }
     }
 
@@ -160,6 +204,12 @@ impl EngineProcess {
                 .poll_timeout()
                 .into_iter()
                 .chain(self.secure.as_ref().map(SecureSide::tick_deadline))
+                .chain(
+                    self.sessions
+                        .as_ref()
+                        .and_then(|s| s.sessions.poll_timeout()),
+                )
+                .chain(self.sessions.as_ref().and_then(SessionSide::held_deadline))
                 .min()
                 .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
                 .min(Duration::from_secs(1));
@@ -217,7 +267,12 @@ impl EngineProcess {
             if let Some(secure) = &mut self.secure {
                 secure.tick(now);
             }
-            self.drain();
+            if let Some(side) = &mut self.sessions {
+                if side.sessions.poll_timeout().is_some_and(|t| t <= now) {
+                    side.sessions.handle_timeout(now);
+                }
+            }
+            self.drain(now);
             if now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
                 self.housekeeping(now);
             }
@@ -258,6 +313,18 @@ impl EngineProcess {
                             continue;
                         }
                     }
+                    if let Some(side) = &mut self.sessions {
+                        let accepted = self.engine.accepts_source(rx.source);
+                        match side.classify_plain(now, &rx, accepted) {
+                            PlainVerdict::Frame(src) => {
+                                side.sessions.handle_frame(now, src, rx.payload);
+                                self.drain(now);
+                                continue;
+                            }
+                            PlainVerdict::Drop => continue,
+                            PlainVerdict::Engine => {}
+                        }
+                    }
                     if let (Some(src), true, 255) = (rx.source, rx.on_syncdev, rx.ttl) {
                         // A sender refused for its address is no peer of ours.
                         if self.engine.accepts_source(Some(src))
@@ -283,7 +350,7 @@ impl EngineProcess {
                     }
                     self.engine.handle_packet(now, rx);
                     // Table operations and answers of this packet before the next one.
-                    self.drain();
+                    self.drain(now);
                     // The parent can start on them while the rest of the batch is
                     // parsed (a failure shows again at the turn's flush).
                     if self.channel.queued() >= EAGER_FLUSH {
@@ -321,16 +388,33 @@ impl EngineProcess {
                     match secure.receive(from, datagram) {
                         SecureReceive::Packet(packet) => {
                             let rx = SecureSide::received(&packet);
-                            if let Some(src) = rx.source {
-                                if self.peers.heard(now, src, rx.payload) {
-                                    log_info!("secure peer {src} heard");
+                            // The same dispatch as the plain link's, the secure peer's
+                            // inner address as the source.
+                            let verdict = match &mut self.sessions {
+                                Some(side) => side.classify_plain(now, &rx, true),
+                                None => PlainVerdict::Engine,
+                            };
+                            match verdict {
+                                PlainVerdict::Frame(src) => {
+                                    if let Some(side) = &mut self.sessions {
+                                        side.sessions.handle_frame(now, src, rx.payload);
+                                    }
                                 }
-                            }
-                            self.engine.handle_packet(now, rx);
-                            // And the plain peers hear the secure ones through us,
-                            // unchanged, as if they were on the LAN.
-                            if self.link_open {
-                                ToParent::Transmit(packet.payload()).encode(self.channel.queue());
+                                PlainVerdict::Drop => {}
+                                PlainVerdict::Engine => {
+                                    if let Some(src) = rx.source {
+                                        if self.peers.heard(now, src, rx.payload) {
+                                            log_info!("secure peer {src} heard");
+                                        }
+                                    }
+                                    self.engine.handle_packet(now, rx);
+                                    // And the plain peers hear the secure ones through
+                                    // us, unchanged, as if they were on the LAN.
+                                    if self.link_open {
+                                        ToParent::Transmit(packet.payload())
+                                            .encode(self.channel.queue());
+                                    }
+                                }
                             }
                         }
                         SecureReceive::Nothing => {}
@@ -341,7 +425,7 @@ impl EngineProcess {
                         }
                     }
                     // Handshake answers and the packets of this one before the next.
-                    self.drain();
+                    self.drain(now);
                     // As for a plain packet: the parent applies a bulk update's states
                     // while the engine decrypts the rest of the batch.
                     if self.channel.queued() >= EAGER_FLUSH {
@@ -407,6 +491,7 @@ impl EngineProcess {
                 config: &self.config,
                 peers: &self.peers,
                 secure: self.secure.as_ref(),
+                sessions: self.sessions.as_ref(),
                 sandbox: &self.sandbox,
                 link_open: self.link_open,
                 bulk_ops_in_flight: self.bulk_end_op.saturating_sub(applied),
@@ -414,7 +499,7 @@ impl EngineProcess {
             };
             let text = engine_requests::answer(&mut parts, now, &line, &report);
             // What the request changed (a bulk request) leaves before the answer.
-            self.drain();
+            self.drain(now);
             let mut cut = text.len().min(MAX_TEXT);
             while !text.is_char_boundary(cut) {
                 cut -= 1;
@@ -443,7 +528,7 @@ impl EngineProcess {
             // What is queued leaves on the old link: the parent swaps links only once
             // it has our Reconfigured, which follows these packets.
             self.engine.flush(now);
-            self.drain();
+            self.drain(now);
         }
         self.engine.reconfigure(now, link_settings(&config));
         self.engine.set_filter(now, config.engine_filter());
@@ -465,6 +550,7 @@ impl EngineProcess {
         }
         self.config = config;
         self.link_open = link_open;
+        self.set_extensions(now);
         ToParent::Reconfigured.encode(self.channel.queue());
         // A link that comes up (or moves) is synced from scratch, as an interface that
         // comes up asks for a bulk update.
@@ -472,7 +558,7 @@ impl EngineProcess {
             self.engine.request_bulk(now);
             log_info!("bulk update requested from the peers");
         }
-        self.drain();
+        self.drain(now);
     }
 
     /// Tells the engine whether changes leave at the end of the turn (see
@@ -497,7 +583,7 @@ impl EngineProcess {
         log_info!("{name}: engine sends what it holds and stops");
         // The peers should not miss the last second of changes.
         self.engine.flush(now);
-        self.drain();
+        self.drain(now);
         ToParent::Done.encode(self.channel.queue());
     }
 
@@ -525,8 +611,118 @@ impl EngineProcess {
     }
 
     /// Sends the engine's table operations, carp requests and packets to the parent,
-    /// and logs its events.
-    fn drain(&mut self) {
+    /// and logs its events; moves what the sessions produce, which may feed the engine
+    /// again, until neither has anything left.
+    fn drain(&mut self, now: Instant) {
+        loop {
+            self.drain_engine(now);
+            if !self.pump_sessions(now) {
+                break;
+            }
+        }
+        if let Some(secure) = &mut self.secure {
+            secure.queue_datagrams(self.channel.queue());
+        }
+    }
+
+    /// The sessions' events, deliveries and frames. True when the engine was fed
+    /// (states forgotten or announced, a packet delivered): its outputs wait.
+    fn pump_sessions(&mut self, now: Instant) -> bool {
+        let Some(side) = &mut self.sessions else {
+            return false;
+        };
+        let engine = &mut self.engine;
+        let mut fed = false;
+        while let Some(event) = side.sessions.poll_event() {
+            side.log_event(&event);
+            match event {
+                SessionEvent::ResyncNeeded { .. } => {
+                    if matches!(
+                        engine.bulk_request_state(),
+                        BulkRequest::Waiting { .. } | BulkRequest::Receiving { .. }
+                    ) {
+                        side.resyncs_during_bulk += 1;
+                    } else if side.resync_due(now) {
+                        if let Some(request) = engine.resync_request_packet() {
+                            let _ = side.sessions.send_data(now, &request);
+                        }
+                    }
+                }
+                SessionEvent::DigestWork => {
+                    side.sessions.digest_work(now, &*engine);
+                }
+                SessionEvent::ForgetStates { peer, creator, ids } => {
+                    if side.may_forget(now, peer, engine.bulk_sending()) {
+                        engine.forget_states(now, creator, &ids);
+                        fed = true;
+                    }
+                }
+                SessionEvent::AnnounceStates { ids, .. } => {
+                    engine.announce_states(now, &ids);
+                    fed = true;
+                }
+                SessionEvent::PeerUp { peer, .. } | SessionEvent::PeerRestarted { peer, .. } => {
+                    side.session_started(now, peer)
+                }
+                SessionEvent::PeerDown { .. } | SessionEvent::KernelPeer { .. } => {}
+            }
+        }
+        // One delivery at a time: its table operations and answers leave before the
+        // next, as for packets from the parent.
+        if let Some((from, packet)) = side.next_delivery(now) {
+            let rx = Received {
+                payload: &packet,
+                on_syncdev: true,
+                ttl: 255,
+                ipv6: from.is_ipv6(),
+                source: Some(from),
+            };
+            if self.peers.heard(now, from, &packet) {
+                log_info!(
+                    "peer {from} heard (pfsync version {}, in DATA)",
+                    packet.first().copied().unwrap_or(0)
+                );
+            }
+            engine.handle_packet(now, rx);
+            // One cluster across both links (as for plain packets in take_messages):
+            // a secure peer's packets go on to the plain link, a plain peer's to the
+            // secure peers, unchanged.
+            let from_secure = self
+                .secure
+                .as_ref()
+                .is_some_and(|secure| secure.inner_addrs().contains(&from));
+            if from_secure {
+                if self.link_open {
+                    ToParent::Transmit(&packet).encode(self.channel.queue());
+                }
+            } else if let Some(secure) = self.secure.as_mut() {
+                secure.send(&packet);
+            }
+            fed = true;
+        }
+        while let Some((to, frame)) = side.sessions.poll_transmit() {
+            let secure_peer = self
+                .secure
+                .as_mut()
+                .is_some_and(|secure| secure.send_to(to, &frame));
+            if secure_peer {
+                continue;
+            }
+            if self.link_open {
+                ToParent::TransmitTo {
+                    to,
+                    payload: &frame,
+                }
+                .encode(self.channel.queue());
+            } else {
+                side.frames_unsent += 1;
+            }
+        }
+        fed
+    }
+
+    /// The engine's outputs (see [`EngineProcess::drain`]).
+    fn drain_engine(&mut self, now: Instant) {
         let (engine, channel, secure) = (&mut self.engine, &mut self.channel, &mut self.secure);
         let stamped = &mut self.output_stamped;
         let mut stamp_once = |channel: &mut Channel| {
@@ -534,6 +730,7 @@ impl EngineProcess {
                 ToParent::Stamp(latency::stamp()).encode(channel.queue());
             }
         };
+        let sessions = &mut self.sessions;
         while let Some(op) = engine.poll_table_op() {
             stamp_once(channel);
             ToParent::Table {
@@ -570,19 +767,43 @@ impl EngineProcess {
             self.syncok = engine.syncok();
             log_info!("syncok {}", u8::from(self.syncok));
         }
+        // With unicast syncpeers that are all session peers, the plain link has no
+        // kernel peer to serve: only their DATA goes.
+        let plain_wanted = match sessions {
+            Some(side) => {
+                self.config.syncpeers.is_empty()
+                    || !self
+                        .config
+                        .syncpeers
+                        .iter()
+                        .all(|p| side.sessions.is_session_peer(*p))
+            }
+            None => true,
+        };
         while let Some(t) = engine.poll_transmit() {
             // Down, the engine still builds packets (its queues drain); nobody sends
             // them.
-            if self.link_open {
+            if self.link_open && plain_wanted {
                 stamp_once(channel);
                 ToParent::Transmit(&t.payload).encode(channel.queue());
             }
-            if let Some(secure) = secure.as_mut() {
-                secure.send(&t.payload);
+            match (secure.as_mut(), sessions.as_ref()) {
+                // A secure peer with a session gets the packet as DATA (below).
+                (Some(secure), Some(side)) => {
+                    for inner in secure.inner_addrs() {
+                        if !side.sessions.is_session_peer(inner) {
+                            secure.send_to(inner, &t.payload);
+                        }
+                    }
+                }
+                (Some(secure), None) => secure.send(&t.payload),
+                (None, _) => {}
             }
-        }
-        if let Some(secure) = secure.as_mut() {
-            secure.queue_datagrams(channel.queue());
+            if let Some(side) = sessions.as_mut() {
+                if let Err(e) = side.sessions.send_data(now, &t.payload) {
+                    log_warn!("pfsyncd peers: {e}");
+                }
+            }
         }
     }
 }

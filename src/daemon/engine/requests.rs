@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::peers::Peers;
 use super::secure::SecureSide;
+use super::sessions::SessionSide;
 use crate::daemon::config::SyncConfig;
 use crate::daemon::options::Options;
 use crate::daemon::privsep::{ParentReport, Sandbox};
@@ -25,6 +26,8 @@ pub(super) struct EngineParts<'e> {
     pub(super) peers: &'e Peers,
     /// The secure link, when configured.
     pub(super) secure: Option<&'e SecureSide>,
+    /// The pfsyncd sessions, with the extensions on.
+    pub(super) sessions: Option<&'e SessionSide>,
     pub(super) sandbox: &'e Sandbox,
     pub(super) link_open: bool,
     /// Table operations of the last bulk update the parent had not yet applied when it
@@ -110,6 +113,7 @@ fn metrics_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
         report: r,
         peers,
         untracked_peer_packets: d.peers.untracked,
+        sessions: d.sessions.map(SessionSide::samples).unwrap_or_default(),
         unix_now,
         up: d.config.up,
         link_open: d.link_open,
@@ -333,6 +337,14 @@ fn stats_json(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> Value {
         "untracked_peer_packets": d.peers.untracked,
         "secure": d.secure.map(|side| side.stats_json(now)),
         "latency": crate::daemon::latency::json(&r.latency, d.latency),
+        "extensions": d.sessions.is_some(),
+        "sessions": d.sessions.map_or_else(|| json!({}), |side| side.peers_json(now)),
+        "session_counters": d.sessions.map(SessionSide::counters_json),
+        "session_engine": {
+            "forgotten": st.digest_forgotten,
+            "announced": st.digest_announced,
+            "resync_requests": st.session_resync_requests,
+        },
     })
 }
 
@@ -450,6 +462,14 @@ fn stats_text(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> String {
     }
     if let Some(side) = d.secure {
         s.push_str(&side.stats_text(now));
+    }
+    if let Some(side) = d.sessions {
+        s.push_str(&side.stats_text(now));
+        let _ = writeln!(
+            s,
+            "\t{} peer states forgotten (digest), {} own states announced again (digest), {} bulk requests for lost DATA",
+            st.digest_forgotten, st.digest_announced, st.session_resync_requests
+        );
     }
     s
 }

@@ -136,6 +136,26 @@ impl SecureSide {
         }
     }
 
+    /// Wraps one payload for the secure peer with this inner address alone (a pfsyncd
+    /// extension frame for that peer); false if no such peer.
+    pub fn send_to(&mut self, inner_addr: IpAddr, payload: &[u8]) -> bool {
+        match self.link.send_to(inner_addr, payload) {
+            Ok(found) => found,
+            Err(e) => {
+                crate::log_warn!(
+                    "secure link: frame of {} bytes to {inner_addr} not sent: {e}",
+                    payload.len()
+                );
+                true
+            }
+        }
+    }
+
+    /// The inner addresses of the configured peers.
+    pub fn inner_addrs(&self) -> Vec<IpAddr> {
+        self.link.peers().map(|p| p.config().inner_addr).collect()
+    }
+
     /// Queues every datagram the link has to send for the parent, which owns the
     /// sockets.
     pub fn queue_datagrams(&mut self, out: &mut Vec<u8>) {

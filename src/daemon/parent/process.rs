@@ -371,6 +371,14 @@ impl Parent {
                     self.latency.apply.record(started.elapsed());
                 }
                 ToParent::Stamp(ns) => self.latency.to_parent.record(latency::since(ns)),
+                ToParent::TransmitTo { to, payload } => {
+                    if let Some(link) = &self.link {
+                        if let Err(e) = link.sender.send_to(to, payload) {
+                            log_debug!("extension frame to {to}: {e}");
+                            self.send_failures += 1;
+                        }
+                    }
+                }
                 ToParent::Demote(on) => self.demote(on),
                 // Answers come on their own channel (take_answers).
                 ToParent::Answer(_) => return Err(misplaced("answer")),

@@ -197,6 +197,14 @@ pub enum ToParent<'a> {
     Ready,
     /// Shut down as asked; nothing more follows.
     Done,
+    /// Send this payload (a pfsyncd extension frame) unicast to one address on the
+    /// plain link, as pfsync packets are sent (protocol 240, TTL 255, on the syncdev).
+    TransmitTo {
+        /// Where to.
+        to: IpAddr,
+        /// The frame.
+        payload: &'a [u8],
+    },
     /// Send this datagram from the secure link's socket.
     SecureSend {
         /// Where to.
@@ -233,6 +241,7 @@ const TAKEN: u8 = 72;
 const READY: u8 = 73;
 const SECURE_SEND: u8 = 74;
 const STAMP_TO_PARENT: u8 = 75;
+const TRANSMIT_TO: u8 = 76;
 
 // Sub-kinds of state changes and table operations.
 const INSERT: u8 = 0;
@@ -668,6 +677,10 @@ impl ToParent<'_> {
             ToParent::Stamp(ns) => frame(out, STAMP_TO_PARENT, |o| {
                 o.extend_from_slice(&ns.to_le_bytes());
             }),
+            ToParent::TransmitTo { to, payload } => frame(out, TRANSMIT_TO, |o| {
+                put_addr(o, Some(*to));
+                put_bytes(o, payload);
+            }),
         }
     }
 
@@ -685,6 +698,7 @@ impl ToParent<'_> {
             READY => "ready",
             SECURE_SEND => "secure send",
             STAMP_TO_PARENT => "stamp",
+            TRANSMIT_TO => "transmit to",
             other => return Err(MessageError::UnknownKind(other)),
         };
         let mut b = Body { bytes: body, what };
@@ -731,6 +745,10 @@ impl ToParent<'_> {
                 datagram: b.bytes()?,
             },
             STAMP_TO_PARENT => ToParent::Stamp(b.u64()?),
+            TRANSMIT_TO => ToParent::TransmitTo {
+                to: b.addr()?.ok_or_else(|| b.bad("destination"))?,
+                payload: b.bytes()?,
+            },
             _ => unreachable!("kinds are matched above"),
         };
         b.end(msg)
@@ -899,6 +917,14 @@ mod tests {
             ToParent::SecureSend {
                 to: "192.0.2.7:1".parse().unwrap(),
                 datagram: &[],
+            },
+            ToParent::TransmitTo {
+                to: "198.18.0.2".parse().unwrap(),
+                payload: &[0xc5, 1, 0, 32],
+            },
+            ToParent::TransmitTo {
+                to: "fe80::2".parse().unwrap(),
+                payload: &[],
             },
         ];
         for s in states {

@@ -1,0 +1,142 @@
+//! What the daemon's pfsyncd sessions (`crate::session`) ask of the engine: the states
+//! a digest covers, deleting the copies a creator no longer lists, announcing again the
+//! states a peer lacks, and a bulk request for the session peers alone.
+//!
+//! None of this is pfsync: a kernel peer never triggers it. The packets it makes are
+//! ordinary pfsync packets (UPD, UPD_REQ 0/0), so a pfsyncd peer's engine takes them as
+//! it takes any other.
+
+use std::time::Instant;
+
+use super::Engine;
+use crate::wire::msg::StateRefRepr;
+use crate::wire::{Action, Message, Pushed};
+
+impl Engine {
+    /// The ids of `creator`'s states a digest covers: cached, not deleted, and synced
+    /// (not no-sync, not kept out by the sync filter, not waiting for `syncdelay`), so
+    /// that a peer never asks for a state we have not announced.
+    pub fn synced_ids(&self, creator: u32) -> impl Iterator<Item = u64> + '_ {
+        self.cache
+            .entries()
+            .filter(move |e| {
+                e.key().0 == creator
+                    && !e.deleted
+                    && !e.nosync
+                    && !e.delayed
+                    && e.filtered.is_none()
+            })
+            .map(|e| e.key().1)
+    }
+
+    /// When a peer last sent this state, if it did.
+    pub fn peer_updated_at(&self, creator: u32, id: u64) -> Option<Instant> {
+        self.cache
+            .find((creator, id))
+            .and_then(|slot| self.cache.get(slot).peer_updated)
+    }
+
+    /// A packet holding our bulk request (UPD_REQ 0/0) alone, for the session peers:
+    /// a peer's DATA was lost past its resend buffer. Unlike
+    /// [`request_bulk`](Self::request_bulk) it neither demotes carp nor waits for the
+    /// bulk's end (we are in sync but for what was lost), and it is not queued for the
+    /// plain link: kernel peers are not asked for a bulk for a loss between pfsyncd
+    /// peers.
+    pub fn resync_request_packet(&mut self) -> Option<Vec<u8>> {
+        let request = Message::UpdReq(StateRefRepr::BULK_REQUEST);
+        let mut builder = self.new_builder();
+        if builder.push(&request).ok()? != Pushed::Added {
+            return None;
+        }
+        let payload = builder.finish()?;
+        self.count_out(request.action());
+        if self.config.dialect.has_eof_trailer() {
+            self.count_out(Action::Eof);
+        }
+        self.stats.opackets += 1;
+        self.stats.session_resync_requests += 1;
+        Some(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{
+        all_messages, at, engine, receive, table_ops, tcp, transmits, upd, PEER, US,
+    };
+    use super::*;
+    use crate::engine::{LocalChange, TableOp};
+    use crate::wire::Dialect;
+
+    const D: Dialect = Dialect::OpenBsd;
+
+    #[test]
+    fn forgetting_deletes_a_peers_copies_from_cache_and_table_once() {
+        let mut e = engine(D);
+        receive(
+            &mut e,
+            at(0),
+            D,
+            &[upd(D, &tcp(PEER, 1)), upd(D, &tcp(PEER, 2))],
+        );
+        let _ = table_ops(&mut e);
+        // Older than FORGET_MIN_AGE: a copy that may not have overtaken the list.
+        e.forget_states(at(1_500), PEER, &[1, 3]);
+        assert_eq!(e.stats().digest_forgotten, 1, "3 is not held");
+        assert_eq!(
+            table_ops(&mut e),
+            vec![TableOp::Delete {
+                creatorid: PEER,
+                id: 1
+            }]
+        );
+        assert!(e.state(PEER, 1).is_none());
+        assert!(e.state(PEER, 2).is_some());
+        e.forget_states(at(1_600), PEER, &[1]);
+        assert_eq!(e.stats().digest_forgotten, 1);
+        // A late copy of the forgotten state is refused as after a delete.
+        receive(&mut e, at(1_700), D, &[upd(D, &tcp(PEER, 1))]);
+        assert!(e.state(PEER, 1).is_none());
+        // Our own states are never forgotten by a peer's list.
+        e.handle_local(at(1_800), LocalChange::Insert(tcp(US, 9)));
+        e.forget_states(at(3_000), US, &[9]);
+        assert!(e.state(US, 9).is_some());
+    }
+
+    #[test]
+    fn announcing_sends_full_updates_of_our_states_at_once() {
+        let mut e = engine(D);
+        e.handle_local(at(0), LocalChange::Insert(tcp(US, 9)));
+        e.flush(at(0));
+        let _ = transmits(&mut e);
+        receive(&mut e, at(5), D, &[upd(D, &tcp(PEER, 1))]);
+        let _ = transmits(&mut e);
+        // A peer's state, or one we lack, is not ours to announce.
+        e.announce_states(at(10), &[9, 10, 1]);
+        let sent = all_messages(&transmits(&mut e));
+        let updated: Vec<(u32, u64)> = sent
+            .iter()
+            .filter_map(|m| match m {
+                Message::Upd(r) => crate::state::State::from_record(r)
+                    .ok()
+                    .map(|s| (s.creatorid, s.id)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(updated, vec![(US, 9)], "{sent:?}");
+        assert_eq!(e.stats().digest_announced, 1);
+    }
+
+    #[test]
+    fn the_resync_request_is_a_bulk_request_alone_without_demotion() {
+        let mut e = engine(D);
+        let packet = e.resync_request_packet().expect("a packet");
+        assert_eq!(
+            all_messages(&[packet]),
+            vec![Message::UpdReq(StateRefRepr::BULK_REQUEST)]
+        );
+        assert!(!e.demoted());
+        assert!(transmits(&mut e).is_empty(), "nothing for the plain link");
+        assert_eq!(e.stats().session_resync_requests, 1);
+    }
+}
