@@ -113,6 +113,12 @@ fn two_daemons_find_each_other_and_sync_through_data() {
         );
         // The kernels' counter stays clean: no frame reached the pfsync parser.
         assert_eq!(stats(&c, i)["pfsync"]["badver"], 0);
+        let metrics = c.ctl(i, "metrics").unwrap();
+        let established = format!(
+            "pfsyncd_session_established{{peer=\"{}\"}} 1\n",
+            c.addr(1 - i, false)
+        );
+        assert!(metrics.contains(&established), "{metrics}");
     }
 }
 
