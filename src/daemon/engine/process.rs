@@ -633,6 +633,9 @@ impl EngineProcess {
         };
         let engine = &mut self.engine;
         let mut fed = false;
+        if engine.bulk_sending() {
+            side.note_bulk_sending(now);
+        }
         while let Some(event) = side.sessions.poll_event() {
             side.log_event(&event);
             match event {

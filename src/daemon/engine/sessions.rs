@@ -31,6 +31,10 @@ const RESYNC_SPACING: Duration = Duration::from_secs(5);
 /// failover); its first digests would otherwise delete the very copies it asked for.
 const FORGET_GRACE: Duration = Duration::from_secs(30);
 
+/// How long after we were last seen sending a bulk update a peer's digests do not make
+/// us forget states: a digest made before the bulk's last states reached it.
+const AFTER_BULK: Duration = Duration::from_secs(5);
+
 /// Longest a delivered BUS END waits for the DATA before it (see
 /// [`SessionSide::hold_bulk_end`]): the NACKs of a gap end in 200 ms (10 tries, 20 ms
 /// apart), given up or filled.
@@ -73,6 +77,8 @@ pub(super) struct SessionSide {
     pub(super) resyncs_during_bulk: u64,
     /// When each peer's current session started.
     session_started: HashMap<IpAddr, Instant>,
+    /// When we were last seen sending a bulk update.
+    bulk_sent_at: Option<Instant>,
     /// ForgetStates events not acted on: the peer's session was young, or we were
     /// sending a bulk update.
     pub(super) forgets_deferred: u64,
@@ -95,6 +101,7 @@ impl SessionSide {
             bulk_ends_held: 0,
             resyncs_during_bulk: 0,
             session_started: HashMap::new(),
+            bulk_sent_at: None,
             forgets_deferred: 0,
         }
     }
@@ -195,6 +202,11 @@ impl SessionSide {
             .min()
     }
 
+    /// Notes that we are sending a bulk update now (see [`SessionSide::may_forget`]).
+    pub(super) fn note_bulk_sending(&mut self, now: Instant) {
+        self.bulk_sent_at = Some(now);
+    }
+
     /// Notes when a peer's session started (PeerUp, PeerRestarted).
     pub(super) fn session_started(&mut self, now: Instant, peer: IpAddr) {
         self.session_started.insert(peer, now);
@@ -202,13 +214,20 @@ impl SessionSide {
 
     /// Whether `peer`'s digest may make us forget states now: not within
     /// [`FORGET_GRACE`] of its session's start, nor while we send a bulk update
-    /// (`bulk_sending`), which may be what it waits for. Counted when not.
+    /// (`bulk_sending`), which may be what it waits for, nor for [`AFTER_BULK`] after
+    /// one (its digests may predate the bulk's last states). Counted when not.
     pub(super) fn may_forget(&mut self, now: Instant, peer: IpAddr, bulk_sending: bool) -> bool {
+        if bulk_sending {
+            self.bulk_sent_at = Some(now);
+        }
         let young = self
             .session_started
             .get(&peer)
             .is_some_and(|t| now.saturating_duration_since(*t) < FORGET_GRACE);
-        if young || bulk_sending {
+        let after_bulk = self
+            .bulk_sent_at
+            .is_some_and(|t| now.saturating_duration_since(t) < AFTER_BULK);
+        if young || after_bulk {
             self.forgets_deferred += 1;
             return false;
         }
@@ -482,8 +501,9 @@ mod tests {
         side.session_started(now, peer);
         assert!(!side.may_forget(now + Duration::from_secs(1), peer, false));
         assert!(!side.may_forget(now + FORGET_GRACE, peer, true));
-        assert!(side.may_forget(now + FORGET_GRACE, peer, false));
-        assert_eq!(side.forgets_deferred, 2);
+        assert!(!side.may_forget(now + FORGET_GRACE + AFTER_BULK / 2, peer, false));
+        assert!(side.may_forget(now + FORGET_GRACE + AFTER_BULK, peer, false));
+        assert_eq!(side.forgets_deferred, 3);
     }
 
     #[test]
