@@ -124,7 +124,7 @@ impl EngineProcess {
         engine.set_allowed_sources(config.allowed_sources());
         engine.set_ifmap(config.ifmap.clone());
         let now = Instant::now();
-        if link_open {
+        if link_open || (config.up && config.secure_only()) {
             // As a pfsync interface coming up: ask the peers for everything they have.
             engine.request_bulk(now);
             log_info!("bulk update requested from the peers");
@@ -554,7 +554,7 @@ impl EngineProcess {
         ToParent::Reconfigured.encode(self.channel.queue());
         // A link that comes up (or moves) is synced from scratch, as an interface that
         // comes up asks for a bulk update.
-        if link_changed && link_open {
+        if link_changed && (link_open || (self.config.up && self.config.secure_only())) {
             self.engine.request_bulk(now);
             log_info!("bulk update requested from the peers");
         }
