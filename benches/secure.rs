@@ -17,9 +17,9 @@
 //! and the p99 difference (target: within 1 ms).
 //!
 //! The plain case sends unicast to the peer (`syncpeer`), as the secure link does. The
-//! secure case has its plain link pointed at an address off every network here (sends
-//! fail at once with no route), as tests/daemon_secure.rs does, so only the secure link
-//! (UDP port 5240, the default) carries states. Each case gets its own cluster, so
+//! secure case is a secure-only node (`securepeer` and `secureaddr`, no `syncdev`): it
+//! opens no plain link, so only the secure link (UDP port 5240, the default) carries
+//! states, each packet sent once. Each case gets its own cluster, so
 //! nothing of one run is left in the other; the plain case runs first. The receiver
 //! answers the sender's own bulk request at the sender's start and is stopped while
 //! the sender is filled, so the sender does not ask again (for a minute) meanwhile.
@@ -28,8 +28,7 @@
 //!    wrapped and opened, µs each.
 //!
 //! `cargo bench --bench secure` (`-- quick` for 100 000 states and 5 s; `-- link`,
-//! `-- bulk` or `-- churn` for one part; `-- mtu 1400` for both links' packets small
-//! enough that a wrapped one is not fragmented).
+//! `-- bulk` or `-- churn` for one part; `-- mtu N` for both links' packets under N).
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -45,8 +44,6 @@ mod linux {
     const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
     /// The bulk pace of both links, packets per second.
     const BULK_PPS: u32 = 100_000;
-    /// An address no network here holds: the secure case's plain link goes nowhere.
-    const NOWHERE: &str = "192.0.2.250";
 
     #[derive(Clone, Copy, PartialEq, Eq)]
     enum Link {
@@ -99,9 +96,8 @@ mod linux {
         let words = [0, 1].map(|i| {
             let peer = cluster.addr(1 - i, false).to_string();
             let mut w: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-            w.extend(["syncdev".into(), "eth0".into(), "syncpeer".into()]);
             match link {
-                Link::Plain => w.push(peer),
+                Link::Plain => w.extend(["syncdev".into(), "eth0".into(), "syncpeer".into(), peer]),
                 Link::Secure => {
                     let key = cluster.dir().join(format!("key{i}"));
                     let mut f = fs::OpenOptions::new()
@@ -112,8 +108,10 @@ mod linux {
                         .open(&key)
                         .unwrap();
                     writeln!(f, "{}", keys[i].0).unwrap();
+                    // A secure-only node: no syncdev, no plain link at all.
                     w.extend([
-                        NOWHERE.to_string(),
+                        "secureaddr".into(),
+                        cluster.addr(i, false).to_string(),
                         "securekey".into(),
                         key.display().to_string(),
                         "securepeer".into(),

@@ -304,3 +304,65 @@ fn states_cross_a_router_on_the_secure_link() {
         assert_eq!(peer["endpoint"], format!("{}:5240", wan(1 - i)));
     }
 }
+
+/// IP fragments this host's namespace has made (`FragCreates` of its `/proc/net/snmp`,
+/// read from a thread inside the namespace).
+fn fragments_made(c: &Cluster, i: usize) -> u64 {
+    c.host(i)
+        .ns
+        .run(|| {
+            let text = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+            let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
+            let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
+            let at = names
+                .split_whitespace()
+                .position(|n| n == "FragCreates")
+                .unwrap();
+            values.split_whitespace().nth(at).unwrap().parse().unwrap()
+        })
+        .unwrap()
+}
+
+/// A secure-only node: secure peers, `secureaddr` and no `syncdev`. `up` opens no
+/// plain link, the states cross on the secure link in full packets that are not
+/// fragmented at the lab's MTU 1500, and `immediate auto` is on (every peer is a pfsyncd).
+#[test]
+fn a_secure_only_node_syncs_without_a_plain_link_or_fragments() {
+    let _serial = serial();
+    let mut c = cluster("secon", 2);
+    let keys = [keypair(), keypair()];
+    for i in 0..2 {
+        let key = key_file(c.dir(), &format!("key{i}"), &keys[i].0);
+        let own = c.addr(i, false).to_string();
+        let peer = c.addr(1 - i, false).to_string();
+        // FreeBSD 14's records (277 bytes): five fill a packet that, wrapped at the
+        // plain link's size, would be 1524 bytes.
+        let words = [
+            "version",
+            "1400",
+            "secureaddr",
+            &own,
+            "securekey",
+            &key,
+            "securepeer",
+            &peer,
+            "pubkey",
+            &keys[1 - i].1,
+            "up",
+        ];
+        c.start(i, &words).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let fragments_before = fragments_made(&c, 0);
+    assert_states_cross(&c);
+    // Enough new states for many full packets.
+    c.ctl(0, "insert 3000").unwrap();
+    let synced = wait_until(Duration::from_secs(20), || states(&c, 1) == 3070);
+    assert!(synced.is_some(), "host 2 holds {} of 3070", states(&c, 1));
+    for i in 0..2 {
+        let status = c.ctl_json(i, "status").unwrap();
+        assert_eq!(status["link"], false, "host {}: {status}", i + 1);
+        assert_eq!(status["immediate_on"], true, "host {}: {status}", i + 1);
+    }
+    let fragments = fragments_made(&c, 0) - fragments_before;
+    assert_eq!(fragments, 0, "host 1 fragmented {fragments} datagrams");
+}

@@ -146,10 +146,17 @@ fn link_steps(report: &mut Report, config: &SyncConfig) {
         return;
     }
     let Some(dev) = config.syncdev else {
+        if config.secure_only() {
+            report.push(Step::ok(
+                "sync link",
+                "no syncdev: every peer is a secure peer, no plain link is opened",
+            ));
+            return;
+        }
         report.push(Step::fail(
             "syncdev",
             "sync is up but no syncdev is configured",
-            "give `syncdev IF`, the interface facing the peers",
+            "give `syncdev IF`, the interface facing the peers (or secure peers only)",
         ));
         return;
     };

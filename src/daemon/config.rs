@@ -161,7 +161,7 @@ pub const WORDS: &[Word] = &[
     Word {
         usage: "up",
         example: "up",
-        meaning: "synchronise",
+        meaning: "synchronise (without a syncdev: secure peers only, no plain link)",
     },
     Word {
         usage: "down",
@@ -584,12 +584,19 @@ impl SyncConfig {
         crate::engine::SyncFilter::new(self.sync_filter.clone())
     }
 
-    /// Whether every peer this configuration reaches is a pfsyncd (for `immediate
-    /// auto`): a secure peer is one by definition, and anyone on a plain link may be a
-    /// kernel. So: secure peers, and no plain link (no `syncdev`). (A later round adds
-    /// plain-link peers that answered the pfsyncd hello.)
-    pub fn all_peers_pfsyncd(&self) -> bool {
+    /// A node whose peers are all on the secure link: secure peers and no `syncdev`.
+    /// `up` then opens no plain link at all (nothing is sent twice, nothing is taken
+    /// from the LAN); with a `syncdev` the plain link stays, for kernel peers.
+    pub fn secure_only(&self) -> bool {
         !self.secure.peers.is_empty() && self.syncdev.is_none()
+    }
+
+    /// Whether this configuration alone says every peer is a pfsyncd (for `immediate
+    /// auto`): a secure peer is one by definition, and anyone on a plain link may be a
+    /// kernel. So: a secure-only node. (On a plain link the engine process also asks
+    /// the sessions, see `daemon::immediate`.)
+    pub fn all_peers_pfsyncd(&self) -> bool {
+        self.secure_only()
     }
 
     /// The engine's delay of these words.

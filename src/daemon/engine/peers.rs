@@ -64,6 +64,11 @@ impl Peers {
         true
     }
 
+    /// When `source` was last heard, if ever.
+    pub fn last_heard(&self, source: IpAddr) -> Option<Instant> {
+        self.peers.get(&source).map(|p| p.last_heard)
+    }
+
     /// Every peer, in address order.
     pub fn iter(&self) -> impl Iterator<Item = (&IpAddr, &Peer)> {
         self.peers.iter()

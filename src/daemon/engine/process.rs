@@ -19,7 +19,7 @@ use super::requests::{self as engine_requests, EngineParts};
 use super::secure::{SecureReceive, SecureSide};
 use super::sessions::{PlainVerdict, SessionSide};
 use crate::daemon::config::SyncConfig;
-use crate::daemon::immediate::immediate_wanted;
+use crate::daemon::immediate::{immediate_wanted, plain_peers_all_pfsyncd, PlainPeer};
 use crate::daemon::latency::{self, EngineLatency};
 use crate::daemon::link::link_settings;
 use crate::daemon::options::Options;
@@ -77,6 +77,11 @@ pub(in crate::daemon) struct EngineProcess {
     batch_read_at: Option<u64>,
     /// This turn's first packet or table operation for the parent has its stamp.
     output_stamped: bool,
+    /// When the sessions last found a kernel peer (HELLO never answered), for
+    /// `immediate auto`.
+    last_kernel_peer: Option<Instant>,
+    /// What decides `immediate auto` changed: decide again at the end of the turn.
+    immediate_stale: bool,
 }
 
 /// How the loop ends.
@@ -124,7 +129,7 @@ impl EngineProcess {
         engine.set_allowed_sources(config.allowed_sources());
         engine.set_ifmap(config.ifmap.clone());
         let now = Instant::now();
-        if link_open {
+        if link_open || (config.up && config.secure_only()) {
             // As a pfsync interface coming up: ask the peers for everything they have.
             engine.request_bulk(now);
             log_info!("bulk update requested from the peers");
@@ -151,6 +156,8 @@ impl EngineProcess {
             latency: EngineLatency::default(),
             batch_read_at: None,
             output_stamped: false,
+            last_kernel_peer: None,
+            immediate_stale: false,
         };
         process.set_extensions(now);
         process
@@ -275,6 +282,9 @@ impl EngineProcess {
             self.drain(now);
             if now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
                 self.housekeeping(now);
+            }
+            if std::mem::take(&mut self.immediate_stale) {
+                self.decide_immediate(now);
             }
             if self.local_seen != self.local_taken_said {
                 // So the parent forgets what we have seen (privsep::crossing).
@@ -535,10 +545,6 @@ impl EngineProcess {
         self.engine.set_sync_delay(config.engine_sync_delay());
         self.engine.set_allowed_sources(config.allowed_sources());
         self.engine.set_ifmap(config.ifmap.clone());
-        self.set_immediate(
-            now,
-            immediate_wanted(config.immediate, config.all_peers_pfsyncd()),
-        );
         if let Some(secure) = &mut self.secure {
             let peers = secure.peers_from_config(&config.secure);
             for (addr, outcome) in secure.set_peers(peers) {
@@ -551,14 +557,49 @@ impl EngineProcess {
         self.config = config;
         self.link_open = link_open;
         self.set_extensions(now);
+        self.decide_immediate(now);
         ToParent::Reconfigured.encode(self.channel.queue());
         // A link that comes up (or moves) is synced from scratch, as an interface that
         // comes up asks for a bulk update.
-        if link_changed && link_open {
+        if link_changed && (link_open || (self.config.up && self.config.secure_only())) {
             self.engine.request_bulk(now);
             log_info!("bulk update requested from the peers");
         }
         self.drain(now);
+    }
+
+    /// Whether every peer is a pfsyncd: the configuration says so (secure peers only),
+    /// or, on the plain link, the sessions do (see [`plain_peers_all_pfsyncd`]).
+    fn all_peers_pfsyncd(&self, now: Instant) -> bool {
+        if self.config.all_peers_pfsyncd() {
+            return true;
+        }
+        let Some(side) = self.sessions.as_ref().filter(|_| self.link_open) else {
+            return false;
+        };
+        let secure = self
+            .secure
+            .as_ref()
+            .map(SecureSide::inner_addrs)
+            .unwrap_or_default();
+        let addrs: std::collections::BTreeSet<std::net::IpAddr> = side
+            .sessions
+            .peers()
+            .chain(self.peers.iter().map(|(addr, _)| *addr))
+            .chain(self.config.syncpeers.iter().copied())
+            .filter(|addr| !secure.contains(addr))
+            .collect();
+        let plain = addrs.into_iter().map(|addr| PlainPeer {
+            session: side.sessions.is_session_peer(addr),
+            last_heard: self.peers.last_heard(addr),
+        });
+        plain_peers_all_pfsyncd(now, plain, self.last_kernel_peer)
+    }
+
+    /// Decides `immediate` again from the setting and what is known of the peers.
+    fn decide_immediate(&mut self, now: Instant) {
+        let on = immediate_wanted(self.config.immediate, self.all_peers_pfsyncd(now));
+        self.set_immediate(now, on);
     }
 
     /// Tells the engine whether changes leave at the end of the turn (see
@@ -595,6 +636,8 @@ impl EngineProcess {
             log_info!("peer {peer} silent for {} s", PEER_QUIET.as_secs());
         }
         self.last_housekeeping = now;
+        // A peer heard long ago ages out of the decision.
+        self.decide_immediate(now);
         let badsrc = self.engine.stats().badsrc;
         if badsrc > self.badsrc_logged {
             let from = self
@@ -665,9 +708,14 @@ impl EngineProcess {
                     fed = true;
                 }
                 SessionEvent::PeerUp { peer, .. } | SessionEvent::PeerRestarted { peer, .. } => {
-                    side.session_started(now, peer)
+                    side.session_started(now, peer);
+                    self.immediate_stale = true;
                 }
-                SessionEvent::PeerDown { .. } | SessionEvent::KernelPeer { .. } => {}
+                SessionEvent::PeerDown { .. } => self.immediate_stale = true,
+                SessionEvent::KernelPeer { .. } => {
+                    self.last_kernel_peer = Some(now);
+                    self.immediate_stale = true;
+                }
             }
         }
         // One delivery at a time: its table operations and answers leave before the
