@@ -205,9 +205,14 @@ fn auto_is_on_between_session_peers_and_off_with_a_kernel_peer() {
         }
         kernel.join().unwrap();
     });
-    let batched = propagation(&c, 2);
+    // A probe can meet a batch timer another change started: one of three must wait
+    // for the batch (with immediate on, all take a turn: well under 200 ms).
+    let batched = propagation(&c, 3);
     assert!(
-        batched[0] >= Duration::from_millis(500),
+        batched
+            .iter()
+            .max()
+            .is_some_and(|d| *d >= Duration::from_millis(500)),
         "with a kernel peer heard: {batched:?}, expected the 1 s batch"
     );
 }
