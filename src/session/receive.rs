@@ -113,10 +113,15 @@ impl Stream {
 
     /// The seqs to ask for now, each counted as one more try; seqs asked `max_tries`
     /// times already are given up instead. Returns (to ask, given up).
+    ///
+    /// The pause after each try doubles from `interval` up to `max_interval`: a peer
+    /// busy importing a bulk, or a loaded machine, answers late, and a late answer is
+    /// no loss; giving up starts a resync of the whole table, under the same loss.
     pub fn due_nacks(
         &mut self,
         now: Instant,
         interval: Duration,
+        max_interval: Duration,
         max_tries: u32,
     ) -> (Vec<u64>, u64) {
         if self.nack_due.is_none_or(|due| due > now) {
@@ -131,8 +136,11 @@ impl Stream {
             if missing.tries >= max_tries {
                 given_up.push(*seq);
             } else {
+                let pause = interval
+                    .saturating_mul(1u32 << missing.tries.min(16))
+                    .min(max_interval);
                 missing.tries += 1;
-                missing.next_at = now + interval;
+                missing.next_at = now + pause;
                 ask.push(*seq);
             }
         }
@@ -227,12 +235,16 @@ mod test {
         let mut s = Stream::new(1);
         let (_, c) = s.on_data(t(0), 3, 100);
         assert_eq!(c.gaps, 2);
-        assert_eq!(s.due_nacks(t(0), IVAL, 2), (vec![1, 2], 0));
-        assert_eq!(s.due_nacks(t(10), IVAL, 2), (vec![], 0), "not due yet");
-        assert_eq!(s.on_data(t(15), 1, 100).0, Arrival::New);
-        assert_eq!(s.due_nacks(t(20), IVAL, 2), (vec![2], 0));
+        assert_eq!(s.due_nacks(t(0), IVAL, IVAL, 2), (vec![1, 2], 0));
         assert_eq!(
-            s.due_nacks(t(40), IVAL, 2),
+            s.due_nacks(t(10), IVAL, IVAL, 2),
+            (vec![], 0),
+            "not due yet"
+        );
+        assert_eq!(s.on_data(t(15), 1, 100).0, Arrival::New);
+        assert_eq!(s.due_nacks(t(20), IVAL, IVAL, 2), (vec![2], 0));
+        assert_eq!(
+            s.due_nacks(t(40), IVAL, IVAL, 2),
             (vec![], 1),
             "two tries, then given up"
         );
@@ -246,7 +258,7 @@ mod test {
         assert_eq!(s.on_data(t(0), 10, 100).0, Arrival::New);
         let c = s.on_highest(t(5), 11, 100);
         assert_eq!(c.gaps, 1);
-        assert_eq!(s.due_nacks(t(5), IVAL, 3).0, vec![11]);
+        assert_eq!(s.due_nacks(t(5), IVAL, IVAL, 3).0, vec![11]);
     }
 
     #[test]
