@@ -42,7 +42,9 @@
 //!
 //! **Bounds.**
 //! - Memory: the resend buffer, `resend_bytes` (8 MiB) for all peers together; per
-//!   peer, at most `window` (4096) sequence numbers tracked (about 100 KiB), the IDS
+//!   peer, at most `window` (32 768) sequence numbers tracked (at most about 1.4 MiB,
+//!   when all of them are missing; the window must span the NACKs' 3.3 s at the
+//!   stream's rate, or a number still being asked for is given up), the IDS
 //!   parts of one digest round (at most [`MAX_REQ_BUCKETS`] buckets, each at most
 //!   [`Config::max_ids_per_bucket`] ids); at most [`Config::max_peers`] (64) peers;
 //!   digest work queued at most [`MAX_WORK`] items (oldest dropped, counted).
@@ -140,7 +142,7 @@ impl Config {
             nack_interval: Duration::from_millis(20),
             nack_interval_max: Duration::from_millis(250),
             nack_tries: 16,
-            window: 4096,
+            window: 32768,
             resend_burst: 1024,
             resend_rate: 20_000,
             heartbeat_busy: Duration::from_millis(100),
