@@ -32,7 +32,9 @@
 //! [`Config::nack_interval`] (20 ms) to [`Config::nack_interval_max`] (250 ms): about
 //! 3.3 s in all, so a peer that answers late (busy importing, a loaded machine) is not
 //! taken for one that lost the numbers, and 16 tries make a give-up at 30 % loss on
-//! both ways (each try fails with 0.51) about one in 50 000; the
+//! both ways (each try fails with 0.51) about one in 50 000. An ask after which nothing
+//! at all came in from the peer is not counted (our own input stalled: the answer may
+//! be waiting in it). The
 //! sender answers with the same frames from its buffer, or GONE for what it no longer
 //! holds. GONE, exhausted tries, or a jump past [`Config::window`] give the numbers up:
 //! [`Event::ResyncNeeded`] (the daemon requests a bulk from that peer) and the gap is
@@ -862,10 +864,11 @@ impl Sessions {
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
+        let heard = peer.last_heard;
         let Some(stream) = peer.stream.as_mut() else {
             return;
         };
-        let (ask, given_up) = stream.due_nacks(now, interval, max_interval, tries);
+        let (ask, given_up) = stream.due_nacks(now, interval, max_interval, tries, heard);
         peer.stats.nack_seqs_asked += ask.len() as u64;
         self.after_change(now, addr, Change { gaps: 0, given_up });
         for list in SeqRanges::from_sorted(ask) {

@@ -95,6 +95,9 @@ struct Net {
     jitter_us: u64,
     /// Deliveries are id lists of the sender's states (the digest tests).
     ids_payloads: bool,
+    /// Frames for this node wait until this time (its daemon's input is backlogged:
+    /// the parent busy importing), while its timers run.
+    stall: Option<(usize, Instant)>,
 }
 
 fn config(i: usize) -> Config {
@@ -124,6 +127,7 @@ impl Net {
             drop_if: Box::new(|_, _| false),
             jitter_us: 2000,
             ids_payloads: false,
+            stall: None,
         }
     }
 
@@ -239,7 +243,14 @@ impl Net {
             };
             self.now = self.now.max(next);
             while self.heap.peek().is_some_and(|Reverse(a)| a.0 <= self.now) {
-                let Reverse((_, _, to, from, bytes)) = self.heap.pop().unwrap();
+                let Reverse((at, order, to, from, bytes)) = self.heap.pop().unwrap();
+                if let Some((stalled, until)) = self.stall {
+                    if stalled == to && self.now < until {
+                        self.heap
+                            .push(Reverse((until.max(at), order, to, from, bytes)));
+                        continue;
+                    }
+                }
                 self.nodes[to].sessions.handle_frame(self.now, from, &bytes);
             }
             for node in &mut self.nodes {
@@ -463,6 +474,42 @@ fn a_late_resend_is_waited_for_not_given_up() {
     );
     assert_eq!(net.nodes[1].delivered.len(), 5);
     assert_eq!(net.resyncs(1, 0), 0);
+}
+
+/// The receiver's own input stalls for 4 s (its parent process busy importing a
+/// bulk): its NACK timers run, but no answer can reach it. Asks made while nothing at
+/// all was heard from the peer are no evidence of loss and do not count towards giving
+/// up; once the input flows again the resend fills the gap.
+#[test]
+fn asks_unanswered_while_our_input_stalls_are_not_counted() {
+    let mut net = Net::new(2, 0.0, 16);
+    net.jitter_us = 0;
+    net.establish();
+    let mut dropped_seq3 = false;
+    net.drop_if = Box::new(move |from, bytes| {
+        let data3 = matches!(FrameRepr::parse(bytes), Ok(FrameRepr { body: Body::Data(d), .. }) if d.seq == 3);
+        let first = from == 0 && data3 && !dropped_seq3;
+        dropped_seq3 |= first;
+        first
+    });
+    for n in 0..5 {
+        net.nodes[0]
+            .sessions
+            .send_data(net.now, &payload(0, n))
+            .unwrap();
+    }
+    // The DATA take 0.1 ms: the gap is seen and NACKed, the answer not back yet.
+    net.run_for(Duration::from_micros(150));
+    assert_eq!(net.nodes[1].delivered.len(), 4, "seq 3 was lost");
+    net.stall = Some((1, net.now + Duration::from_secs(4)));
+    net.run_for(Duration::from_secs(5));
+    let stats = net.nodes[1].sessions.peer(addr(0)).unwrap().stats;
+    assert_eq!(
+        (stats.seqs_given_up, stats.resyncs),
+        (0, 0),
+        "nothing came in to answer: {stats:?}"
+    );
+    assert_eq!(net.nodes[1].delivered.len(), 5);
 }
 
 #[test]
