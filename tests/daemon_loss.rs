@@ -229,9 +229,10 @@ fn session_figures(c: &Cluster, i: usize, j: usize) -> String {
         return "no session".to_string();
     }
     let field = |name: &str| s[name].as_u64().unwrap_or(0);
+    let oerrors = stats["pfsync"]["oerrors"].as_u64().unwrap_or(0);
     let counters = &stats["session_counters"];
     format!(
-        "{} gaps {} nacks_sent {} nack_seqs_asked {} resent {} resend_throttled {} gone_sent {} gone_received {} \
+        "{} send_errors {oerrors} gaps {} nacks_sent {} nack_seqs_asked {} resent {} resend_throttled {} gone_sent {} gone_received {} \
          seqs_given_up {} resyncs {} (spaced {}, during bulk {}) digest_rounds {} \
          buckets_differing {} digest_deferred {} ids_forgotten {} ids_announced {} ids_needed {} \
          forgets_deferred {}",
