@@ -44,7 +44,7 @@
 //!
 //! **Bounds.**
 //! - Memory: the resend buffer, `resend_bytes` (8 MiB) for all peers together; per
-//!   peer, at most `window` (32 768) sequence numbers tracked (at most about 1.4 MiB,
+//!   peer, at most `window` (32 768) sequence numbers tracked (at most about 2.5 MiB,
 //!   when all of them are missing; the window must span the NACKs' 3.3 s at the
 //!   stream's rate, or a number still being asked for is given up), the IDS
 //!   parts of one digest round (at most [`MAX_REQ_BUCKETS`] buckets, each at most
