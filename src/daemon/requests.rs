@@ -15,6 +15,7 @@ status [--json]          the sync interface, like ifconfig pfsync0
 stats [--json]           counters, like netstat -s -p pfsync, and the peers heard
 metrics                  the same in the Prometheus text format
 states [--json]          the state table, like pfctl -ss -v
+states --sums            per state: creatorid id expiry checksum (comparing tables)
 get CREATORID ID [--json] one state (hex numbers, as states prints them)
 bulk                     ask the peers for a bulk update now
 insert [N]               (memory table) N new states of our own

@@ -15,6 +15,10 @@ struct Missing {
     tries: u32,
     /// When to ask (again).
     next_at: Instant,
+    /// NACKs sent for it, counted or not (the back-off grows with them).
+    asks: u32,
+    /// When it was last asked for.
+    asked_at: Option<Instant>,
 }
 
 /// What became of an arriving DATA.
@@ -112,12 +116,21 @@ impl Stream {
     }
 
     /// The seqs to ask for now, each counted as one more try; seqs asked `max_tries`
-    /// times already are given up instead. Returns (to ask, given up).
+    /// times already are given up instead. Returns (to ask, given up). `heard` is when
+    /// a frame of the peer last came in.
+    ///
+    /// The pause after each try doubles from `interval` up to `max_interval`: a peer
+    /// busy importing a bulk, or a loaded machine, answers late, and a late answer is
+    /// no loss; giving up starts a resync of the whole table, under the same loss. An
+    /// ask after which nothing at all came from the peer is not counted as a try: our
+    /// own input was stalled (the parent busy), not the answer lost.
     pub fn due_nacks(
         &mut self,
         now: Instant,
         interval: Duration,
+        max_interval: Duration,
         max_tries: u32,
+        heard: Option<Instant>,
     ) -> (Vec<u64>, u64) {
         if self.nack_due.is_none_or(|due| due > now) {
             return (Vec::new(), 0);
@@ -128,11 +141,21 @@ impl Stream {
             if missing.next_at > now {
                 continue;
             }
-            if missing.tries >= max_tries {
+            let heard_since = missing
+                .asked_at
+                .is_none_or(|asked| heard.is_some_and(|h| h > asked));
+            if missing.tries >= max_tries && heard_since {
                 given_up.push(*seq);
             } else {
-                missing.tries += 1;
-                missing.next_at = now + interval;
+                let pause = interval
+                    .saturating_mul(1u32 << missing.asks.min(16))
+                    .min(max_interval);
+                if heard_since {
+                    missing.tries += 1;
+                }
+                missing.asks += 1;
+                missing.next_at = now + pause;
+                missing.asked_at = Some(now);
                 ask.push(*seq);
             }
         }
@@ -172,7 +195,9 @@ impl Stream {
                 missing,
                 Missing {
                     tries: 0,
+                    asks: 0,
                     next_at: now,
+                    asked_at: None,
                 },
             );
             change.gaps += 1;
@@ -227,12 +252,19 @@ mod test {
         let mut s = Stream::new(1);
         let (_, c) = s.on_data(t(0), 3, 100);
         assert_eq!(c.gaps, 2);
-        assert_eq!(s.due_nacks(t(0), IVAL, 2), (vec![1, 2], 0));
-        assert_eq!(s.due_nacks(t(10), IVAL, 2), (vec![], 0), "not due yet");
-        assert_eq!(s.on_data(t(15), 1, 100).0, Arrival::New);
-        assert_eq!(s.due_nacks(t(20), IVAL, 2), (vec![2], 0));
         assert_eq!(
-            s.due_nacks(t(40), IVAL, 2),
+            s.due_nacks(t(0), IVAL, IVAL, 2, Some(t(0))),
+            (vec![1, 2], 0)
+        );
+        assert_eq!(
+            s.due_nacks(t(10), IVAL, IVAL, 2, Some(t(10))),
+            (vec![], 0),
+            "not due yet"
+        );
+        assert_eq!(s.on_data(t(15), 1, 100).0, Arrival::New);
+        assert_eq!(s.due_nacks(t(20), IVAL, IVAL, 2, Some(t(20))), (vec![2], 0));
+        assert_eq!(
+            s.due_nacks(t(40), IVAL, IVAL, 2, Some(t(40))),
             (vec![], 1),
             "two tries, then given up"
         );
@@ -246,7 +278,7 @@ mod test {
         assert_eq!(s.on_data(t(0), 10, 100).0, Arrival::New);
         let c = s.on_highest(t(5), 11, 100);
         assert_eq!(c.gaps, 1);
-        assert_eq!(s.due_nacks(t(5), IVAL, 3).0, vec![11]);
+        assert_eq!(s.due_nacks(t(5), IVAL, IVAL, 3, Some(t(5))).0, vec![11]);
     }
 
     #[test]

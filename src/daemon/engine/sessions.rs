@@ -36,8 +36,9 @@ const FORGET_GRACE: Duration = Duration::from_secs(30);
 const AFTER_BULK: Duration = Duration::from_secs(5);
 
 /// Longest a delivered BUS END waits for the DATA before it (see
-/// [`SessionSide::hold_bulk_end`]): the NACKs of a gap end in 200 ms (10 tries, 20 ms
-/// apart), given up or filled.
+/// [`SessionSide::next_delivery`]): most gaps are filled within a few NACK round trips;
+/// one still open then (its NACKs back off for about 3.3 s) no longer holds up the end
+/// of the bulk.
 const HOLD_MAX: Duration = Duration::from_secs(2);
 
 /// Where a packet received on the plain link goes.
