@@ -442,6 +442,14 @@ pub struct Engine {
     /// also one whose START we missed.
     last_full_record: Option<Instant>,
     bulk_send: Option<bulk::BulkSend>,
+    /// The compact bulk update we send to pfsyncd peers, paced by them (see
+    /// [`Engine::bulk_compact_batches`]); runs beside a paced one for kernel peers.
+    compact_send: Option<bulk::BulkSend>,
+    /// The packet being handled came from a pfsyncd session peer (in DATA): a bulk
+    /// request in it asks for the compact bulk.
+    session_input: bool,
+    /// When the last pass of the compact bulk that ended began (its END's endtime).
+    compact_last_started: Option<Instant>,
     /// The senders whose packets are taken (`peers.rs`).
     allowed_sources: AllowedSources,
     /// The sender of the last packet refused for its source, for the log.
@@ -484,6 +492,9 @@ impl Engine {
             bulk_requested_at: None,
             last_full_record: None,
             bulk_send: None,
+            compact_send: None,
+            session_input: false,
+            compact_last_started: None,
             allowed_sources: AllowedSources::Any,
             last_refused_source: None,
             ifmap: IfMap::default(),
@@ -524,7 +535,13 @@ impl Engine {
 
     /// True while we send a bulk update.
     pub fn bulk_sending(&self) -> bool {
-        self.bulk_send.is_some()
+        self.bulk_send.is_some() || self.compact_send.is_some()
+    }
+
+    /// True while we send a compact bulk update to pfsyncd peers (see
+    /// [`Engine::bulk_compact_batches`]).
+    pub fn compact_bulk_sending(&self) -> bool {
+        self.compact_send.is_some()
     }
 
     /// Number of cached states (including deleted ones whose DEL_C is still queued).

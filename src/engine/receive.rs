@@ -21,6 +21,16 @@ impl Engine {
         self.end_input(now);
     }
 
+    /// A pfsync packet from a pfsyncd session peer (carried in DATA): handled as
+    /// [`handle_packet`](Self::handle_packet), except that a bulk request in it starts
+    /// the compact bulk update, paced by the peer, instead of the timer's.
+    pub fn handle_session_packet(&mut self, now: Instant, packet: Received<'_>) {
+        self.session_input = true;
+        self.receive(now, packet);
+        self.session_input = false;
+        self.end_input(now);
+    }
+
     fn receive(&mut self, now: Instant, packet: Received<'_>) {
         self.stats.ipackets += 1;
         if packet.ipv6 {

@@ -122,6 +122,10 @@ pub struct Config {
     pub forget_min_age: Duration,
     /// Most peers (addresses) tracked.
     pub max_peers: usize,
+    /// A receiver ACKs at once every this many DATA (and on a filled gap or a
+    /// duplicate), so a sender whose window opens by our ACKs (the compact bulk) is
+    /// never kept waiting for a heartbeat.
+    pub ack_every: u64,
 }
 
 impl Config {
@@ -149,6 +153,7 @@ impl Config {
             max_ids_per_bucket: 64 * MAX_IDS_PER_FRAME,
             forget_min_age: Duration::from_secs(1),
             max_peers: 64,
+            ack_every: 16,
         }
     }
 }
@@ -371,6 +376,28 @@ impl Sessions {
         }
         self.resend.push(seq, frame);
         Ok(targets.len())
+    }
+
+    /// Sends our last DATA to `addr` again, unasked: a sender whose window is full and
+    /// whose peer's mark stopped rising probes the tail. Lost, the frame fills the gap
+    /// (the peer then NACKs what else it misses); received already, it is a duplicate,
+    /// which the peer answers with an ACK at once: either way the mark comes back
+    /// without waiting for a heartbeat. False when nothing is held to send.
+    pub fn probe_tail(&mut self, addr: IpAddr) -> bool {
+        let last = self.highest_sent();
+        let Some(frame) = self.resend.get(last).map(<[u8]>::to_vec) else {
+            return false;
+        };
+        let Some(peer) = self.peers.get_mut(&addr).filter(|p| p.established()) else {
+            return false;
+        };
+        peer.stats.tail_probes += 1;
+        peer.stats.frames_out += 1;
+        self.transmit.push_back((addr, frame));
+        // Our ACK behind it: a peer holding more of our stream than it told us answers
+        // with its mark (the DATA above, new to it, may not have made it ACK).
+        self.ack_to(addr);
+        true
     }
 
     /// One datagram on the pfsync path from `from` whose first byte is
@@ -639,6 +666,7 @@ impl Sessions {
             peer.stream = Some(Stream::new(hello.next_seq));
             peer.assembly = Default::default();
             peer.acked = 0;
+            peer.ack_told = 0;
         } else if let Some(stream) = peer.stream.as_mut() {
             // Same boot: what it sent before its next seq and we never saw is missing.
             change = stream.on_highest(now, hello.next_seq.saturating_sub(1), self.config.window);
@@ -696,27 +724,45 @@ impl Sessions {
                 let peer = self.peers.get_mut(&from).expect("established");
                 let stream = peer.stream.get_or_insert_with(|| Stream::new(data.seq));
                 let (arrival, change) = stream.on_data(now, data.seq, window);
-                match arrival {
+                let ack_now = match arrival {
                     Arrival::New => {
                         peer.stats.data_in += 1;
                         self.deliver.push_back((from, data.packet.to_vec()));
+                        // A gap this DATA filled moved the mark past it.
+                        let cumulative = stream.cumulative();
+                        cumulative > data.seq || cumulative >= peer.ack_told + self.config.ack_every
                     }
-                    Arrival::Duplicate => peer.stats.duplicates += 1,
-                }
+                    Arrival::Duplicate => {
+                        peer.stats.duplicates += 1;
+                        // A resend we did not ask for: its sender waits for our mark.
+                        true
+                    }
+                };
                 self.after_change(now, from, change);
                 self.run_nacks(now, from);
+                if ack_now {
+                    self.ack_to(from);
+                }
             }
             Body::Ack(ack) => {
                 let window = self.config.window;
                 let peer = self.peers.get_mut(&from).expect("established");
                 peer.stats.heartbeats_received += 1;
-                peer.acked = ack.received;
+                // ACKs may cross each other: the mark only rises (a restart resets it).
+                peer.acked = peer.acked.max(ack.received);
                 let stream = peer
                     .stream
                     .get_or_insert_with(|| Stream::new(ack.highest_sent.saturating_add(1)));
                 let change = stream.on_highest(now, ack.highest_sent, window);
+                // It may be waiting for our mark (a window of its DATA in flight): tell
+                // it when it rose since we last did. Never a reply to a reply: ours
+                // carry no news of its stream.
+                let news = stream.cumulative() > peer.ack_told;
                 self.after_change(now, from, change);
                 self.run_nacks(now, from);
+                if news {
+                    self.ack_to(from);
+                }
             }
             Body::Nack(ranges) => self.answer_nack(now, from, ranges),
             Body::Gone(ranges) => {
@@ -881,6 +927,25 @@ impl Sessions {
         peer.heartbeat_at = Some(now + period);
         peer.stats.heartbeats_sent += 1;
         let received = peer.stream.as_ref().map_or(0, Stream::cumulative);
+        peer.ack_told = received;
+        self.send_to(
+            addr,
+            Body::Ack(AckRepr {
+                highest_sent,
+                received,
+            }),
+        );
+    }
+
+    /// An ACK now, out of the heartbeat schedule: our mark of `addr`'s stream.
+    fn ack_to(&mut self, addr: IpAddr) {
+        let highest_sent = self.highest_sent();
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let received = peer.stream.as_ref().map_or(0, Stream::cumulative);
+        peer.ack_told = received;
+        peer.stats.prompt_acks += 1;
         self.send_to(
             addr,
             Body::Ack(AckRepr {

@@ -1,17 +1,55 @@
-//! DATA: one whole pfsync packet, as the engine built it, under a per-sender sequence
-//! number. The packet is opaque here; the receiver hands it to its engine.
+//! DATA: one whole pfsync packet, as the engine built it, or one compact record batch of
+//! a bulk update, under a per-sender sequence number. The content is opaque here; the
+//! receiver hands it to its engine.
 //!
 //! ```text
 //!  0                               8
 //! +-------------------------------+---------------------------------
 //! | seq (BE64)                    | pfsync packet (header, subheaders, records) ...
 //! +-------------------------------+---------------------------------
+//! | seq (BE64)                    | 0xC6 | compact record batch (`state::compact_record`)
+//! +-------------------------------+---------------------------------
 //! ```
+//!
+//! The content's first byte tells the two apart: a pfsync packet starts with its header
+//! version (4–6 for every kernel), a batch with [`COMPACT_BATCH`]. Both share the
+//! sender's one sequence space, so loss recovery (NACK, resend, GONE) covers both alike.
 
 use super::{Error, Result};
 
 /// Bytes before the pfsync packet.
 pub const SIZE: usize = 8;
+
+/// First byte of a DATA content that is a compact record batch (no pfsync header
+/// version is this; the batch follows it).
+pub const COMPACT_BATCH: u8 = 0xC6;
+
+/// What a DATA frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content<'a> {
+    /// A pfsync packet, for the engine's packet input.
+    Pfsync(&'a [u8]),
+    /// A compact record batch (without the [`COMPACT_BATCH`] byte).
+    CompactBatch(&'a [u8]),
+}
+
+impl<'a> Content<'a> {
+    /// What the DATA content `packet` is.
+    pub fn of(packet: &'a [u8]) -> Content<'a> {
+        match packet.split_first() {
+            Some((&COMPACT_BATCH, batch)) => Content::CompactBatch(batch),
+            _ => Content::Pfsync(packet),
+        }
+    }
+}
+
+/// The DATA content carrying compact record batch `batch`.
+pub fn compact_batch_content(batch: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(1 + batch.len());
+    content.push(COMPACT_BATCH);
+    content.extend_from_slice(batch);
+    content
+}
 
 /// DATA body: a sequence number and the pfsync packet it numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +61,11 @@ pub struct DataRepr<'a> {
 }
 
 impl<'a> DataRepr<'a> {
+    /// What the frame carries.
+    pub fn content(&self) -> Content<'a> {
+        Content::of(self.packet)
+    }
+
     /// Parses a DATA body; an empty packet is refused (the sender never numbers one).
     pub fn parse(body: &'a [u8]) -> Result<DataRepr<'a>> {
         if body.len() <= SIZE {
@@ -89,6 +132,70 @@ mod test {
         let mut buf = [0xa5u8; 28];
         frame.emit(&mut buf);
         assert_eq!(buf, FRAME);
+    }
+
+    /// A compact batch of one state (id 1, creator 2, everything else default) under
+    /// seq 5: the bytes written out by hand, to pin the content flag.
+    static BATCH_FRAME: [u8; 24 + 1] = [
+        0xc5,
+        0x03,
+        0x00,
+        0x19,
+        0,
+        0,
+        0,
+        7,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        1, // header
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        5,             // seq 5
+        COMPACT_BATCH, // content flag; the batch follows (appended below)
+    ];
+
+    #[test]
+    fn a_compact_batch_is_told_from_a_pfsync_packet() {
+        use crate::state::{compact_record, State};
+        let state = State {
+            id: 1,
+            creatorid: 2,
+            ..State::default()
+        };
+        let mut batch = Vec::new();
+        assert_eq!(
+            compact_record::encode_batch(&[state.clone()], 1400, &mut batch),
+            Ok(1)
+        );
+        let mut bytes = BATCH_FRAME.to_vec();
+        bytes.extend_from_slice(&batch);
+        let length = bytes.len() as u16;
+        bytes[2..4].copy_from_slice(&length.to_be_bytes());
+        let frame = FrameRepr::parse(&bytes).unwrap();
+        let Body::Data(data) = frame.body else {
+            panic!("not DATA: {frame:?}")
+        };
+        assert_eq!(data.seq, 5);
+        assert_eq!(data.content(), Content::CompactBatch(&batch));
+        let Content::CompactBatch(got) = data.content() else {
+            unreachable!()
+        };
+        assert_eq!(compact_record::decode_batch(got), Ok(vec![state]));
+        assert_eq!(compact_batch_content(&batch), bytes[24..].to_vec());
+        assert_eq!(frame.to_vec(), bytes);
+        // A pfsync packet (FreeBSD version 5 here) is one.
+        assert_eq!(Content::of(&[5, 0, 0, 4]), Content::Pfsync(&[5, 0, 0, 4]));
+        assert_eq!(Content::of(&[COMPACT_BATCH]), Content::CompactBatch(&[]));
     }
 
     #[test]
