@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{BulkRequest, Engine, Event};
+use super::{BulkRequest, Engine, Event, InputOrigin};
 use crate::state::compact_record::{self, BatchLimitError, MAX_RECORD_BYTES};
 use crate::state::State;
 use crate::wire::msg::bus::{STATUS_END, STATUS_START};
@@ -195,7 +195,7 @@ impl Engine {
     /// only part of for the end of its bulk. A flood of requests costs one flag and one
     /// START per second.
     pub(super) fn start_bulk_send(&mut self, now: Instant) {
-        if self.session_input || !self.config.bulk_paced {
+        if self.input_origin == InputOrigin::Session || !self.config.bulk_paced {
             self.start_compact_send(now);
             return;
         }
@@ -228,6 +228,21 @@ impl Engine {
         if self.config.bulk_paced {
             self.bulk_send_burst(now);
         }
+    }
+
+    /// Answers a bulk request held back by
+    /// [`handle_packet_holding_bulk_request`](Self::handle_packet_holding_bulk_request):
+    /// the compact bulk for a pfsyncd peer, the paced one otherwise.
+    pub fn answer_bulk_request(&mut self, now: Instant, compact: bool) {
+        self.stats.bulk_requests_received += 1;
+        if compact {
+            self.start_compact_send(now);
+        } else {
+            let origin = std::mem::replace(&mut self.input_origin, InputOrigin::Plain);
+            self.start_bulk_send(now);
+            self.input_origin = origin;
+        }
+        self.end_input(now);
     }
 
     /// A pfsyncd peer asked: the compact walk, moved by

@@ -366,6 +366,19 @@ pub enum TableOp {
     },
 }
 
+/// Where a packet came from, as far as a bulk request in it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InputOrigin {
+    /// The plain link: a kernel peer, or a daemon without a session: the paced bulk.
+    Plain,
+    /// DATA of a pfsyncd session peer: the compact bulk.
+    Session,
+    /// The plain link, from a source that may be a pfsyncd peer (being probed, or a
+    /// session peer whose DATA copy asks too): a bulk request is noted, not answered;
+    /// the caller answers it ([`Engine::answer_bulk_request`]) once it knows which.
+    PlainHeld,
+}
+
 /// Something the daemon acts on or logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -445,9 +458,10 @@ pub struct Engine {
     /// The compact bulk update we send to pfsyncd peers, paced by them (see
     /// [`Engine::bulk_compact_batches`]); runs beside a paced one for kernel peers.
     compact_send: Option<bulk::BulkSend>,
-    /// The packet being handled came from a pfsyncd session peer (in DATA): a bulk
-    /// request in it asks for the compact bulk.
-    session_input: bool,
+    /// Where the packet being handled came from, as far as a bulk request in it goes.
+    input_origin: InputOrigin,
+    /// A bulk request arrived from a [`InputOrigin::PlainHeld`] source.
+    held_bulk_request: bool,
     /// When the last pass of the compact bulk that ended began (its END's endtime).
     compact_last_started: Option<Instant>,
     /// The senders whose packets are taken (`peers.rs`).
@@ -493,8 +507,9 @@ impl Engine {
             last_full_record: None,
             bulk_send: None,
             compact_send: None,
-            session_input: false,
+            input_origin: InputOrigin::Plain,
             compact_last_started: None,
+            held_bulk_request: false,
             allowed_sources: AllowedSources::Any,
             last_refused_source: None,
             ifmap: IfMap::default(),

@@ -378,6 +378,17 @@ impl Sessions {
         Ok(targets.len())
     }
 
+    /// Sends an established peer HELLO again: its answer tells whether it restarted
+    /// (a new boot id, [`Event::PeerRestarted`]), e.g. when it asks in plain pfsync
+    /// what a session peer would ask in DATA.
+    pub fn reprobe(&mut self, addr: IpAddr) {
+        if self.is_session_peer(addr) {
+            let body = Body::Hello(self.hello());
+            self.count(addr, |s| s.hellos_sent += 1);
+            self.send_to(addr, body);
+        }
+    }
+
     /// Sends our last DATA to `addr` again, unasked: a sender whose window is full and
     /// whose peer's mark stopped rising probes the tail. Lost, the frame fills the gap
     /// (the peer then NACKs what else it misses); received already, it is a duplicate,
