@@ -44,8 +44,11 @@ pub(super) const PLAIN_REQUEST_HOLD: Duration = Duration::from_millis(200);
 /// know us yet sends none).
 pub(super) const DATA_COPY_GRACE: Duration = Duration::from_millis(20);
 
-/// How long a full window waits for the mark to move before probing the tail.
+/// Shortest wait of a full window for the mark to move before probing the tail.
 pub(super) const PROBE_AFTER: Duration = Duration::from_millis(2);
+
+/// Longest wait before a tail probe, however long the round trips.
+const PROBE_AFTER_MAX: Duration = Duration::from_millis(50);
 
 /// Most batches made per call of [`CompactBulk::pump`]: the caller moves them to the
 /// parent between calls, so one call never queues more than about this many frames.
@@ -65,7 +68,7 @@ const WINDOW_MIN_FRAMES: u64 = 16;
 /// its marks come back: frames in flight wait in its socket and channel before its
 /// sessions see them, and so do the resends its NACKs ask for, which must come within
 /// the NACKs' give-up (10 tries 20 ms apart) or the numbers are lost for good.
-const QUEUE_TIME: Duration = Duration::from_millis(10);
+const QUEUE_TIME: Duration = Duration::from_millis(20);
 
 /// How often the receiver's pace is measured (frames its mark rose by).
 const PACE_PERIOD: Duration = Duration::from_millis(5);
@@ -120,6 +123,10 @@ pub(super) struct CompactBulk {
     pace: f64,
     pace_mark: u64,
     pace_at: Option<Instant>,
+    /// The shortest round trip seen in this bulk (a frame sent, the mark past it), and
+    /// the frame being timed.
+    min_rtt: Option<Duration>,
+    timing: Option<(u64, Instant)>,
     /// The window now, in frames.
     pub window: u64,
     /// Counters of what we sent.
@@ -160,6 +167,8 @@ impl CompactBulk {
             self.started_at = Some(now);
             self.mark_since = Some(now);
             self.pace_at = None;
+            self.min_rtt = None;
+            self.timing = None;
             if let Some(start) = engine.bus_packet(now, STATUS_START) {
                 queued |= sessions.send_data(now, &start).is_ok();
             }
@@ -214,6 +223,10 @@ impl CompactBulk {
                 return queued;
             }
         };
+        if self.timing.is_none() && !made.batches.is_empty() {
+            // The first of these frames is timed: its seq is the next to be numbered.
+            self.timing = Some((sessions.highest_sent() + 1, now));
+        }
         for batch in &made.batches {
             if let Err(e) = sessions.send_data(now, &compact_batch_content(batch)) {
                 log_warn!("compact bulk: {e}");
@@ -296,10 +309,12 @@ impl CompactBulk {
         answered
     }
 
-    /// The window: [`QUEUE_TIME`] of the receivers' measured pace, between
-    /// [`WINDOW_MIN_FRAMES`] and `cap`. While the window limits the pace, the marks come
-    /// back a round trip after the frames, far sooner than [`QUEUE_TIME`], so the
-    /// measured pace and the window grow until the receiver is what limits them.
+    /// The window: the receivers' measured pace times the shortest round trip plus
+    /// [`QUEUE_TIME`], between [`WINDOW_MIN_FRAMES`] and `cap`. While the window limits
+    /// the pace, it holds a round trip and [`QUEUE_TIME`] more of frames at that pace,
+    /// so the measured pace and the window grow until the receiver is what limits them;
+    /// then at most [`QUEUE_TIME`] of its work waits in front of it. (The shortest
+    /// round trip, not the last: the last includes the queue the window made.)
     fn window_at(&mut self, now: Instant, mark: u64, cap: u64) -> u64 {
         match self.pace_at {
             None => {
@@ -319,18 +334,34 @@ impl CompactBulk {
             }
             Some(_) => {}
         }
-        let aimed = (self.pace * QUEUE_TIME.as_secs_f64()) as u64;
+        if let Some((seq, sent)) = self.timing {
+            if mark >= seq {
+                let rtt = now.saturating_duration_since(sent);
+                self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+                self.timing = None;
+            }
+        }
+        let cover = self.min_rtt.unwrap_or(Duration::ZERO) + QUEUE_TIME;
+        let aimed = (self.pace * cover.as_secs_f64()) as u64;
         self.window = aimed.clamp(WINDOW_MIN_FRAMES, cap.max(WINDOW_MIN_FRAMES));
         self.window
     }
 
+    /// How long a full window waits for the mark before a tail probe: twice the
+    /// shortest round trip, at least [`PROBE_AFTER`] (a loaded machine's round trips
+    /// are scheduling delays, which a probe would only add to).
+    fn probe_after(&self) -> Duration {
+        (self.min_rtt.unwrap_or(Duration::ZERO) * 2).clamp(PROBE_AFTER, PROBE_AFTER_MAX)
+    }
+
     fn probe_due(&self, now: Instant) -> bool {
+        let after = self.probe_after();
         let still = self
             .mark_since
-            .is_some_and(|t| now.saturating_duration_since(t) >= PROBE_AFTER);
+            .is_some_and(|t| now.saturating_duration_since(t) >= after);
         let spaced = self
             .last_probe
-            .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_AFTER);
+            .is_none_or(|t| now.saturating_duration_since(t) >= after);
         still && spaced
     }
 
@@ -345,7 +376,8 @@ impl CompactBulk {
             .mark_since
             .filter(|_| engine.compact_bulk_sending())
             .map(|since| {
-                (since + PROBE_AFTER).max(self.last_probe.map_or(since, |t| t + PROBE_AFTER))
+                let after = self.probe_after();
+                (since + after).max(self.last_probe.map_or(since, |t| t + after))
             });
         held.into_iter().chain(probe).min()
     }
@@ -420,6 +452,7 @@ impl CompactBulk {
             "window_full": self.window_full,
             "window": self.window,
             "pace_frames_per_s": self.pace as u64,
+            "min_rtt_us": self.min_rtt.map(|d| d.as_micros() as u64),
             "tail_probes": self.tail_probes,
             "held_requests_compact": self.held_compact,
             "held_requests_paced": self.held_paced,
