@@ -676,6 +676,14 @@ impl EngineProcess {
         if engine.bulk_sending() {
             side.note_bulk_sending(now);
         }
+        // Digests against a table a bulk is still filling find every bucket differing.
+        side.sessions.set_digests_paused(
+            engine.compact_bulk_sending()
+                || matches!(
+                    engine.bulk_request_state(),
+                    BulkRequest::Waiting { .. } | BulkRequest::Receiving { .. }
+                ),
+        );
         while let Some(event) = side.sessions.poll_event() {
             side.log_event(&event);
             match event {
