@@ -174,7 +174,7 @@ mod test {
         };
         let mut batch = Vec::new();
         assert_eq!(
-            compact_record::encode_batch(&[state.clone()], 1400, &mut batch),
+            compact_record::encode_batch(&[state], 1400, &mut batch),
             Ok(1)
         );
         let mut bytes = BATCH_FRAME.to_vec();
