@@ -34,7 +34,13 @@
 //! [`Event::ResyncNeeded`] (the daemon requests a bulk from that peer) and the gap is
 //! closed. Tail loss: an ACK (heartbeat) carrying our highest seq goes to every peer
 //! every [`Config::heartbeat_busy`] while DATA went out in the last
-//! [`Config::busy_for`], every [`Config::heartbeat_idle`] otherwise.
+//! [`Config::busy_for`], every [`Config::heartbeat_idle`] otherwise. A receiver also
+//! ACKs at once every [`Config::ack_every`] DATA, when a DATA filled a gap, on a
+//! duplicate, and on a peer's ACK when its mark rose since it last told it (never a
+//! reply to a reply), so a sender whose window opens by the marks (the daemon's
+//! compact bulk) need not wait for heartbeats; such a sender finds a lost tail by
+//! [`Sessions::probe_tail`]. [`Sessions::set_digests_paused`] stops the digests while
+//! a bulk update runs.
 //!
 //! **Bounds.**
 //! - Memory: the resend buffer, `resend_bytes` (8 MiB) for all peers together; per
@@ -46,7 +52,8 @@
 //!   [`Config::resend_rate`] a second, however many NACKs of whatever ranges arrive; each
 //!   NACK carries at most [`MAX_RANGES`] ranges and costs at most that many GONE ranges.
 //! - Heartbeats: 48 bytes (with UDP/IP framing about 80) per peer every 100 ms while
-//!   busy (about 0.5 KB/s), every 2 s idle.
+//!   busy (about 0.5 KB/s), every 2 s idle; prompt ACKs at most one per
+//!   [`Config::ack_every`] (16) DATA received, plus one per filled gap or duplicate.
 //! - Digests: per peer and period (1 s), N/64 DIGEST frames of 804 bytes (3.2 KB for
 //!   N = 256); when buckets differ, one DIGEST_REQ and per differing bucket its ids
 //!   (8 bytes each, 128 per frame), and NEEDs of at most the ids that differ.
