@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(frame) = FrameRepr::parse(data) {
         assert_eq!(frame.to_vec(), data, "emit(parse(x)) != x");
         if let Body::Data(d) = &frame.body {
-            if let Content::CompactBatch(batch) = d.content() {
+            if let Content::CompactBatch { batch, .. } = d.content() {
                 if let Ok(states) = compact_record::decode_batch(batch) {
                     // What decodes encodes back to a batch that decodes the same.
                     let mut again = Vec::new();

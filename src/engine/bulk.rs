@@ -274,6 +274,13 @@ impl Engine {
         self.events.push_back(Event::BulkSendStarted);
     }
 
+    /// The ruleset checksum under which our compact batches vouch for their rule
+    /// numbers, as our FreeBSD packets' header does; `None` under the OpenBSD dialect,
+    /// which never vouches.
+    pub fn compact_ruleset(&self) -> Option<[u8; 16]> {
+        (self.config.dialect != crate::wire::Dialect::OpenBsd).then_some(self.config.pfcksum)
+    }
+
     /// A pfsync packet holding one BUS message (`status` [`STATUS_START`] or
     /// [`STATUS_END`]) of the compact bulk update, for the caller to send to the pfsyncd
     /// peers after the batches (see [`bulk_compact_batches`](Self::bulk_compact_batches)).
@@ -502,6 +509,20 @@ impl Engine {
         source: Option<std::net::IpAddr>,
         batch: &[u8],
     ) -> Result<usize, compact_record::CompactRecordError> {
+        self.handle_vouched_compact_batch(now, source, None, batch)
+    }
+
+    /// As [`handle_compact_batch`](Self::handle_compact_batch), the rule numbers
+    /// trusted as a FreeBSD packet's are (`pfsync_input`'s PFSYNC_SI_CKSUM) when the
+    /// sender vouched for them under our ruleset checksum (see
+    /// [`compact_ruleset`](Self::compact_ruleset)); never under the OpenBSD dialect.
+    pub fn handle_vouched_compact_batch(
+        &mut self,
+        now: Instant,
+        source: Option<std::net::IpAddr>,
+        ruleset: Option<[u8; 16]>,
+        batch: &[u8],
+    ) -> Result<usize, compact_record::CompactRecordError> {
         let states = match compact_record::decode_batch(batch) {
             Ok(states) => states,
             Err(e) => {
@@ -511,11 +532,15 @@ impl Engine {
         };
         self.stats.compact_batches_received += 1;
         self.packet_source = source;
+        self.rules_trusted = ruleset.is_some_and(|sum| {
+            self.config.dialect != crate::wire::Dialect::OpenBsd && sum == self.config.pfcksum
+        });
         for state in &states {
             self.bulk_progress(now);
             let state = self.mapped_state(*state);
             self.in_upd(now, state);
         }
+        self.rules_trusted = false;
         self.packet_source = None;
         self.end_input(now);
         Ok(states.len())

@@ -227,8 +227,9 @@ impl CompactBulk {
             // The first of these frames is timed: its seq is the next to be numbered.
             self.timing = Some((sessions.highest_sent() + 1, now));
         }
+        let ruleset = engine.compact_ruleset();
         for batch in &made.batches {
-            if let Err(e) = sessions.send_data(now, &compact_batch_content(batch)) {
+            if let Err(e) = sessions.send_data(now, &compact_batch_content(ruleset, batch)) {
                 log_warn!("compact bulk: {e}");
             }
             self.batches_sent += 1;

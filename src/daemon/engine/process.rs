@@ -721,10 +721,11 @@ impl EngineProcess {
         // One delivery at a time: its table operations and answers leave before the
         // next, as for packets from the parent.
         if let Some((from, packet)) = side.next_delivery(now) {
-            if let Content::CompactBatch(batch) = Content::of(&packet) {
+            let content = Content::of(&packet);
+            if let Content::CompactBatch { ruleset, batch } = content {
                 // A compact bulk's batch: for our engine only (no kernel reads it, so it
                 // is not relayed to the other link).
-                let taken = engine.handle_compact_batch(now, Some(from), batch);
+                let taken = engine.handle_vouched_compact_batch(now, Some(from), ruleset, batch);
                 let refused = side
                     .bulk
                     .note_received(now, from, taken.as_ref().ok().copied());
@@ -737,6 +738,10 @@ impl EngineProcess {
                         );
                     }
                 }
+                return true;
+            }
+            if content == Content::BadCompact {
+                side.bulk.note_received(now, from, None);
                 return true;
             }
             let rx = Received {

@@ -7,7 +7,9 @@
 //! +-------------------------------+---------------------------------
 //! | seq (BE64)                    | pfsync packet (header, subheaders, records) ...
 //! +-------------------------------+---------------------------------
-//! | seq (BE64)                    | 0xC6 | compact record batch (`state::compact_record`)
+//! | seq (BE64)                    | 0xC6 | 0, or 1 + ruleset checksum (16) | compact batch
+//! +-------------------------------+---------------------------------
+//!                                   (the batch: `state::compact_record`)
 //! +-------------------------------+---------------------------------
 //! ```
 //!
@@ -29,24 +31,56 @@ pub const COMPACT_BATCH: u8 = 0xC6;
 pub enum Content<'a> {
     /// A pfsync packet, for the engine's packet input.
     Pfsync(&'a [u8]),
-    /// A compact record batch (without the [`COMPACT_BATCH`] byte).
-    CompactBatch(&'a [u8]),
+    /// A compact record batch, and the ruleset checksum under which the sender vouches
+    /// for its states' rule numbers (as a FreeBSD header's checksum does; `None`: not
+    /// vouched, as OpenBSD never does).
+    CompactBatch {
+        ruleset: Option<[u8; RULESET_BYTES]>,
+        batch: &'a [u8],
+    },
+    /// [`COMPACT_BATCH`] followed by a head that is not one (counted, dropped).
+    BadCompact,
 }
 
+/// Bytes of the ruleset checksum in a compact batch's head.
+pub const RULESET_BYTES: usize = 16;
+
 impl<'a> Content<'a> {
-    /// What the DATA content `packet` is.
+    /// What the DATA content `packet` is: after [`COMPACT_BATCH`], a byte saying
+    /// whether a ruleset checksum follows (0 or 1), the checksum if so, then the batch.
     pub fn of(packet: &'a [u8]) -> Content<'a> {
-        match packet.split_first() {
-            Some((&COMPACT_BATCH, batch)) => Content::CompactBatch(batch),
-            _ => Content::Pfsync(packet),
+        let Some((&COMPACT_BATCH, rest)) = packet.split_first() else {
+            return Content::Pfsync(packet);
+        };
+        match rest.split_first() {
+            Some((0, batch)) => Content::CompactBatch {
+                ruleset: None,
+                batch,
+            },
+            Some((1, rest)) if rest.len() >= RULESET_BYTES => {
+                let (sum, batch) = rest.split_at(RULESET_BYTES);
+                Content::CompactBatch {
+                    ruleset: Some(sum.try_into().expect("16 bytes")),
+                    batch,
+                }
+            }
+            _ => Content::BadCompact,
         }
     }
 }
 
-/// The DATA content carrying compact record batch `batch`.
-pub fn compact_batch_content(batch: &[u8]) -> Vec<u8> {
-    let mut content = Vec::with_capacity(1 + batch.len());
+/// The DATA content carrying compact record batch `batch`, its rule numbers vouched
+/// for under `ruleset` if given.
+pub fn compact_batch_content(ruleset: Option<[u8; RULESET_BYTES]>, batch: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(2 + RULESET_BYTES + batch.len());
     content.push(COMPACT_BATCH);
+    match ruleset {
+        Some(sum) => {
+            content.push(1);
+            content.extend_from_slice(&sum);
+        }
+        None => content.push(0),
+    }
     content.extend_from_slice(batch);
     content
 }
@@ -135,12 +169,13 @@ mod test {
     }
 
     /// A compact batch of one state (id 1, creator 2, everything else default) under
-    /// seq 5: the bytes written out by hand, to pin the content flag.
-    static BATCH_FRAME: [u8; 24 + 1] = [
+    /// seq 5, its rule numbers vouched for under checksum 0x11 * 16: the head written
+    /// out by hand, to pin the content flag.
+    static BATCH_FRAME: [u8; 24 + 2 + 16] = [
         0xc5,
         0x03,
         0x00,
-        0x19,
+        0x00,
         0,
         0,
         0,
@@ -152,7 +187,7 @@ mod test {
         0,
         0,
         0,
-        1, // header
+        1, // header (length below)
         0,
         0,
         0,
@@ -161,7 +196,24 @@ mod test {
         0,
         0,
         5,             // seq 5
-        COMPACT_BATCH, // content flag; the batch follows (appended below)
+        COMPACT_BATCH, // content flag
+        1,             // a ruleset checksum follows
+        0x11,
+        0x11,
+        0x11,
+        0x11,
+        0x11,
+        0x11,
+        0x11,
+        0x11, //
+        0x11,
+        0x11,
+        0x11,
+        0x11,
+        0x11,
+        0x11,
+        0x11,
+        0x11, // checksum; the batch follows
     ];
 
     #[test]
@@ -186,16 +238,33 @@ mod test {
             panic!("not DATA: {frame:?}")
         };
         assert_eq!(data.seq, 5);
-        assert_eq!(data.content(), Content::CompactBatch(&batch));
-        let Content::CompactBatch(got) = data.content() else {
-            unreachable!()
+        let Content::CompactBatch {
+            ruleset,
+            batch: got,
+        } = data.content()
+        else {
+            panic!("not a compact batch: {:?}", data.content())
         };
+        assert_eq!(ruleset, Some([0x11; 16]));
         assert_eq!(compact_record::decode_batch(got), Ok(vec![state]));
-        assert_eq!(compact_batch_content(&batch), bytes[24..].to_vec());
+        assert_eq!(
+            compact_batch_content(Some([0x11; 16]), &batch),
+            bytes[24..].to_vec()
+        );
         assert_eq!(frame.to_vec(), bytes);
-        // A pfsync packet (FreeBSD version 5 here) is one.
+        // Not vouched: a zero byte and the batch.
+        assert_eq!(
+            Content::of(&compact_batch_content(None, &batch)),
+            Content::CompactBatch {
+                ruleset: None,
+                batch: &batch
+            }
+        );
+        // A pfsync packet (FreeBSD version 5 here) is one; a bad head is refused.
         assert_eq!(Content::of(&[5, 0, 0, 4]), Content::Pfsync(&[5, 0, 0, 4]));
-        assert_eq!(Content::of(&[COMPACT_BATCH]), Content::CompactBatch(&[]));
+        assert_eq!(Content::of(&[COMPACT_BATCH]), Content::BadCompact);
+        assert_eq!(Content::of(&[COMPACT_BATCH, 2, 0]), Content::BadCompact);
+        assert_eq!(Content::of(&[COMPACT_BATCH, 1, 0]), Content::BadCompact);
     }
 
     #[test]
