@@ -7,14 +7,19 @@
 //!    first send to last datagram received: what this machine's veth pair and a plain
 //!    socket reader cost, with nothing of pfsyncd in the way;
 //! 2. **daemons' bulk**: a pfsyncd holding the same number of states and a pfsyncd that
-//!    starts late and asks for them, as the daemon works today (paced at
-//!    `--bulk-pps`): seconds from the receiver's start until its bulk is done, bytes on
-//!    the wire per state (the receiver's `eth0` received bytes over the bulk, frames
+//!    starts late and asks for them. Both are pfsyncd peers (`extensions on`, the
+//!    default), so the bulk is the compact one (`daemon/engine/bulk.rs`): compact record
+//!    batches in DATA frames, as fast as the receiver's ACKs open the window
+//!    (`--bulk-pps` paces only a kernel peer's bulk). Printed: seconds from the
+//!    receiver's start until its bulk is done (`status`: the states in its table), bytes
+//!    on the wire per state (the receiver's `eth0` received bytes over the bulk, frames
 //!    counted whole, divided by the states imported), peak RSS of each daemon (parent +
-//!    engine), and the bulk's time as a ratio of the blast's.
+//!    engine), CPU seconds of each daemon over the bulk and states per receiver CPU
+//!    second (the machine is shared: the load average is printed too), and the bulk's
+//!    time as a ratio of the blast's.
 //!
-//! Also printed: what the same states would cost as `state::compact_record` batches of
-//! the same MTU (the encoding the flow-controlled bulk between pfsyncd peers is to use).
+//! Also printed: what the same states cost as `state::compact_record` batches of the
+//! same MTU, computed offline (what the wire figure should come near).
 //!
 //! 3. **receive stages**, in this process on one core (`-- stages` for these alone): the
 //!    same number of synthetic states as kernel bulk packets (FreeBSD 1400, MTU 1500)
@@ -69,6 +74,42 @@ mod linux {
     fn pids(c: &Cluster, i: usize) -> [u32; 2] {
         let engine = status(c, i)["engine"]["pid"].as_u64().unwrap() as u32;
         [c.host(i).pid().unwrap(), engine]
+    }
+
+    /// CPU seconds (user + system) a daemon's two processes used so far.
+    fn cpu_secs(c: &Cluster, i: usize) -> f64 {
+        pids(c, i)
+            .iter()
+            .map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                // Fields after the command name (which may hold spaces): utime is the
+                // 14th field of the line, stime the 15th.
+                let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+                let f: Vec<u64> = rest
+                    .split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+                f.iter().sum::<u64>() as f64 / clock_ticks()
+            })
+            .sum()
+    }
+
+    fn clock_ticks() -> f64 {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .map_or(100.0, |t| t as f64)
+    }
+
+    fn load_average() -> String {
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Peak RSS of a daemon in MB: (parent + engine, parent, engine).
@@ -190,6 +231,12 @@ mod linux {
         bytes_per_state: f64,
         sender_peak: (f64, f64, f64),
         receiver_peak: (f64, f64, f64),
+        /// CPU seconds over the bulk: sender, receiver (since its start).
+        sender_cpu: f64,
+        receiver_cpu: f64,
+        /// The compact bulk figures (`ctl stats`) of receiver and sender.
+        compact: Value,
+        sender_compact: Value,
     }
 
     /// The daemons' bulk of `states` at `mtu`, paced at `pps`, as benches/cluster.rs
@@ -228,10 +275,13 @@ mod linux {
         // machine leaves fewer than asked for, which is not the bulk's loss.
         let held = status(c, 0)["states"].as_u64().unwrap_or(0);
         let rx_before = rx_bytes(c, 1);
+        let sender_cpu_before = cpu_secs(c, 0);
         let t0 = Instant::now();
         c.start(1, &words).unwrap();
         let done = wait_until(Duration::from_secs(120), || status(c, 1)["bulk"] == "done");
         let secs = t0.elapsed().as_secs_f64();
+        let sender_cpu = cpu_secs(c, 0) - sender_cpu_before;
+        let receiver_cpu = cpu_secs(c, 1);
         let rx = rx_bytes(c, 1) - rx_before;
         let imported = c.ctl_json(1, "stats").unwrap()["table"]["imported"]
             .as_u64()
@@ -244,6 +294,11 @@ mod linux {
             bytes_per_state: rx as f64 / imported.max(1) as f64,
             sender_peak: peak_mb(c, 0),
             receiver_peak: peak_mb(c, 1),
+            sender_cpu,
+            receiver_cpu,
+            compact: c.ctl_json(1, "stats").unwrap()["session_counters"]["compact_bulk"].clone(),
+            sender_compact: c.ctl_json(0, "stats").unwrap()["session_counters"]["compact_bulk"]
+                .clone(),
         };
         c.stop(1);
         c.stop(0);
@@ -281,7 +336,7 @@ mod linux {
         let d = daemon_bulk(&mut c, states, mtu, pps);
         let mb = |p: (f64, f64, f64)| format!("{:.0} MB ({:.0} + {:.0})", p.0, p.1, p.2);
         println!(
-            "bulk  {states} states, MTU {mtu}, {pps} packets/s: {} in {:.3} s, imported \
+            "bulk  {states} states, MTU {mtu} (compact, windowed; kernel pace {pps}/s unused): {} in {:.3} s, imported \
              {} of the {} the sender held, {:.1} B/state on the wire, peak RSS (parent + \
              engine) sender {}, receiver {}; bulk/blast {:.2}",
             if d.done { "done" } else { "NOT done" },
@@ -292,6 +347,18 @@ mod linux {
             mb(d.sender_peak),
             mb(d.receiver_peak),
             d.secs / b.secs,
+        );
+        println!(
+            "      CPU over the bulk: sender {:.2} s, receiver {:.2} s (since its start); \
+             {:.0} states per receiver CPU second; load average {}",
+            d.sender_cpu,
+            d.receiver_cpu,
+            d.imported as f64 / d.receiver_cpu.max(1e-9),
+            load_average()
+        );
+        println!(
+            "      compact bulk (ctl stats): receiver {}\n      sender {}",
+            d.compact["received"], d.sender_compact
         );
         println!(
             "      compact records (state::compact_record) of the same synthetic states at \

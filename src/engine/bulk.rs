@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{BulkRequest, Engine, Event};
+use super::{BulkRequest, Engine, Event, InputOrigin};
 use crate::state::compact_record::{self, BatchLimitError, MAX_RECORD_BYTES};
 use crate::state::State;
 use crate::wire::msg::bus::{STATUS_END, STATUS_START};
@@ -176,6 +176,11 @@ impl Engine {
         self.bulk_send.as_ref().map(|b| b.sent)
     }
 
+    /// States sent so far in the compact bulk update; `None` when none runs.
+    pub fn compact_send_progress(&self) -> Option<u64> {
+        self.compact_send.as_ref().map(|b| b.sent)
+    }
+
     /// A peer asked for a bulk update.
     ///
     /// Difference: a request arriving while we send one neither restarts it (FreeBSD)
@@ -190,6 +195,10 @@ impl Engine {
     /// only part of for the end of its bulk. A flood of requests costs one flag and one
     /// START per second.
     pub(super) fn start_bulk_send(&mut self, now: Instant) {
+        if self.input_origin == InputOrigin::Session || !self.config.bulk_paced {
+            self.start_compact_send(now);
+            return;
+        }
         if let Some(running) = self.bulk_send.as_mut() {
             if !running.run_again {
                 running.run_again = true;
@@ -219,6 +228,76 @@ impl Engine {
         if self.config.bulk_paced {
             self.bulk_send_burst(now);
         }
+    }
+
+    /// Answers a bulk request held back by
+    /// [`handle_packet_holding_bulk_request`](Self::handle_packet_holding_bulk_request):
+    /// the compact bulk for a pfsyncd peer, the paced one otherwise.
+    pub fn answer_bulk_request(&mut self, now: Instant, compact: bool) {
+        self.stats.bulk_requests_received += 1;
+        if compact {
+            self.start_compact_send(now);
+        } else {
+            let origin = std::mem::replace(&mut self.input_origin, InputOrigin::Plain);
+            self.start_bulk_send(now);
+            self.input_origin = origin;
+        }
+        self.end_input(now);
+    }
+
+    /// A pfsyncd peer asked: the compact walk, moved by
+    /// [`bulk_compact_batches`](Self::bulk_compact_batches) as the peers take it. A
+    /// request during its pass makes one more pass, as for the paced one. No BUS START
+    /// leaves here: the caller sends [`bus_packet`](Self::bus_packet) to the pfsyncd
+    /// peers only, so that no kernel peer waiting for our paced bulk takes this one's
+    /// END for its own.
+    fn start_compact_send(&mut self, now: Instant) {
+        if let Some(running) = self.compact_send.as_mut() {
+            if !running.run_again {
+                running.run_again = true;
+            } else {
+                self.stats.bulk_requests_coalesced += 1;
+            }
+            return;
+        }
+        self.compact_send = Some(BulkSend {
+            next: 0,
+            end: self.cache.slot_count(),
+            extended: false,
+            started: now,
+            next_at: now,
+            sent: 0,
+            run_again: false,
+            start_sent: now,
+        });
+        self.cache.set_append_only(true);
+        self.events.push_back(Event::BulkSendStarted);
+    }
+
+    /// The ruleset checksum under which our compact batches vouch for their rule
+    /// numbers, as our FreeBSD packets' header does; `None` under the OpenBSD dialect,
+    /// which never vouches.
+    pub fn compact_ruleset(&self) -> Option<[u8; 16]> {
+        (self.config.dialect != crate::wire::Dialect::OpenBsd).then_some(self.config.pfcksum)
+    }
+
+    /// A pfsync packet holding one BUS message (`status` [`STATUS_START`] or
+    /// [`STATUS_END`]) of the compact bulk update, for the caller to send to the pfsyncd
+    /// peers after the batches (see [`bulk_compact_batches`](Self::bulk_compact_batches)).
+    /// The END's endtime counts from the start of the last pass.
+    pub fn bus_packet(&mut self, now: Instant, status: u8) -> Option<Vec<u8>> {
+        let started = self
+            .compact_send
+            .as_ref()
+            .map_or(self.compact_last_started.unwrap_or(now), |b| b.started);
+        let mut builder = self.new_builder();
+        let message = self.bus_message(now, status, started);
+        match builder.push(&message) {
+            Ok(Pushed::Added) => self.count_out(message.action()),
+            _ => return None,
+        }
+        self.stats.opackets += 1;
+        builder.finish()
     }
 
     /// BUS START, at once and in its own packet, as FreeBSD sends it (OpenBSD sends an
@@ -305,7 +384,9 @@ impl Engine {
             return;
         }
         // The last records and BUS END share a packet when they fit.
-        self.cache.set_append_only(false);
+        if self.compact_send.is_none() {
+            self.cache.set_append_only(false);
+        }
         let end = self.bus_message(now, STATUS_END, bulk.started);
         self.push(&mut builder, &end);
         self.finish_packet(&mut builder);
@@ -356,7 +437,7 @@ impl Engine {
         if limit < 1 + MAX_RECORD_BYTES {
             return Err(BatchLimitError { limit });
         }
-        let Some(mut bulk) = self.bulk_send.take() else {
+        let Some(mut bulk) = self.compact_send.take() else {
             return Ok(None);
         };
         let clock = self.cache.clock(now);
@@ -402,13 +483,16 @@ impl Engine {
             made.batches.push(batch);
         }
         if made.finished {
-            self.cache.set_append_only(false);
+            if self.bulk_send.is_none() {
+                self.cache.set_append_only(false);
+            }
+            self.compact_last_started = Some(bulk.started);
             self.stats.bulk_sends_completed += 1;
             self.stats.bulk_states_sent += bulk.sent;
             self.events
                 .push_back(Event::BulkSendDone { states: bulk.sent });
         } else {
-            self.bulk_send = Some(bulk);
+            self.compact_send = Some(bulk);
         }
         Ok(Some(made))
     }
@@ -425,6 +509,20 @@ impl Engine {
         source: Option<std::net::IpAddr>,
         batch: &[u8],
     ) -> Result<usize, compact_record::CompactRecordError> {
+        self.handle_vouched_compact_batch(now, source, None, batch)
+    }
+
+    /// As [`handle_compact_batch`](Self::handle_compact_batch), the rule numbers
+    /// trusted as a FreeBSD packet's are (`pfsync_input`'s PFSYNC_SI_CKSUM) when the
+    /// sender vouched for them under our ruleset checksum (see
+    /// [`compact_ruleset`](Self::compact_ruleset)); never under the OpenBSD dialect.
+    pub fn handle_vouched_compact_batch(
+        &mut self,
+        now: Instant,
+        source: Option<std::net::IpAddr>,
+        ruleset: Option<[u8; 16]>,
+        batch: &[u8],
+    ) -> Result<usize, compact_record::CompactRecordError> {
         let states = match compact_record::decode_batch(batch) {
             Ok(states) => states,
             Err(e) => {
@@ -434,11 +532,15 @@ impl Engine {
         };
         self.stats.compact_batches_received += 1;
         self.packet_source = source;
+        self.rules_trusted = ruleset.is_some_and(|sum| {
+            self.config.dialect != crate::wire::Dialect::OpenBsd && sum == self.config.pfcksum
+        });
         for state in &states {
             self.bulk_progress(now);
             let state = self.mapped_state(*state);
             self.in_upd(now, state);
         }
+        self.rules_trusted = false;
         self.packet_source = None;
         self.end_input(now);
         Ok(states.len())

@@ -366,6 +366,19 @@ pub enum TableOp {
     },
 }
 
+/// Where a packet came from, as far as a bulk request in it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InputOrigin {
+    /// The plain link: a kernel peer, or a daemon without a session: the paced bulk.
+    Plain,
+    /// DATA of a pfsyncd session peer: the compact bulk.
+    Session,
+    /// The plain link, from a source that may be a pfsyncd peer (being probed, or a
+    /// session peer whose DATA copy asks too): a bulk request is noted, not answered;
+    /// the caller answers it ([`Engine::answer_bulk_request`]) once it knows which.
+    PlainHeld,
+}
+
 /// Something the daemon acts on or logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -442,6 +455,15 @@ pub struct Engine {
     /// also one whose START we missed.
     last_full_record: Option<Instant>,
     bulk_send: Option<bulk::BulkSend>,
+    /// The compact bulk update we send to pfsyncd peers, paced by them (see
+    /// [`Engine::bulk_compact_batches`]); runs beside a paced one for kernel peers.
+    compact_send: Option<bulk::BulkSend>,
+    /// Where the packet being handled came from, as far as a bulk request in it goes.
+    input_origin: InputOrigin,
+    /// A bulk request arrived from a [`InputOrigin::PlainHeld`] source.
+    held_bulk_request: bool,
+    /// When the last pass of the compact bulk that ended began (its END's endtime).
+    compact_last_started: Option<Instant>,
     /// The senders whose packets are taken (`peers.rs`).
     allowed_sources: AllowedSources,
     /// The sender of the last packet refused for its source, for the log.
@@ -484,6 +506,10 @@ impl Engine {
             bulk_requested_at: None,
             last_full_record: None,
             bulk_send: None,
+            compact_send: None,
+            input_origin: InputOrigin::Plain,
+            compact_last_started: None,
+            held_bulk_request: false,
             allowed_sources: AllowedSources::Any,
             last_refused_source: None,
             ifmap: IfMap::default(),
@@ -524,7 +550,13 @@ impl Engine {
 
     /// True while we send a bulk update.
     pub fn bulk_sending(&self) -> bool {
-        self.bulk_send.is_some()
+        self.bulk_send.is_some() || self.compact_send.is_some()
+    }
+
+    /// True while we send a compact bulk update to pfsyncd peers (see
+    /// [`Engine::bulk_compact_batches`]).
+    pub fn compact_bulk_sending(&self) -> bool {
+        self.compact_send.is_some()
     }
 
     /// Number of cached states (including deleted ones whose DEL_C is still queued).

@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::cache::{Entry, Queue};
 use super::filter::Filtered;
 use super::merge::merge;
-use super::{Engine, Received, TableOp, ACTIONS};
+use super::{Engine, InputOrigin, Received, TableOp, ACTIONS};
 use crate::state::{Peer, State, StateFlags, Timeout};
 use crate::wire::msg::{ClrRepr, StateRefRepr, UpdCRepr};
 use crate::wire::{Dialect, Message, PacketReader, RawItem};
@@ -19,6 +19,35 @@ impl Engine {
     pub fn handle_packet(&mut self, now: Instant, packet: Received<'_>) {
         self.receive(now, packet);
         self.end_input(now);
+    }
+
+    /// A pfsync packet from a pfsyncd session peer (carried in DATA): handled as
+    /// [`handle_packet`](Self::handle_packet), except that a bulk request in it starts
+    /// the compact bulk update, paced by the peer, instead of the timer's.
+    pub fn handle_session_packet(&mut self, now: Instant, packet: Received<'_>) {
+        self.input_origin = InputOrigin::Session;
+        self.receive(now, packet);
+        self.input_origin = InputOrigin::Plain;
+        self.end_input(now);
+    }
+
+    /// A plain pfsync packet from a source that may be a pfsyncd peer: handled as
+    /// [`handle_packet`](Self::handle_packet), except that a bulk request in it is
+    /// not answered but noted; true when one was. The caller answers it with
+    /// [`answer_bulk_request`](Self::answer_bulk_request) once it knows whether the
+    /// source takes the compact bulk (or drops it, when the source's DATA copy of the
+    /// same request was answered: two answers would send two passes).
+    pub fn handle_packet_holding_bulk_request(
+        &mut self,
+        now: Instant,
+        packet: Received<'_>,
+    ) -> bool {
+        self.input_origin = InputOrigin::PlainHeld;
+        self.held_bulk_request = false;
+        self.receive(now, packet);
+        self.input_origin = InputOrigin::Plain;
+        self.end_input(now);
+        std::mem::take(&mut self.held_bulk_request)
     }
 
     fn receive(&mut self, now: Instant, packet: Received<'_>) {
@@ -351,6 +380,11 @@ impl Engine {
 
     fn in_upd_req(&mut self, now: Instant, req: StateRefRepr) {
         if req.is_bulk_request() {
+            if self.input_origin == InputOrigin::PlainHeld {
+                self.stats.bulk_requests_held += 1;
+                self.held_bulk_request = true;
+                return;
+            }
             self.stats.bulk_requests_received += 1;
             self.start_bulk_send(now);
             return;

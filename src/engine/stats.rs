@@ -54,6 +54,9 @@ pub struct Stats {
     pub bulk_requests_sent: u64,
     /// Bulk update requests peers sent us.
     pub bulk_requests_received: u64,
+    /// Bulk requests from plain sources that may be pfsyncd peers, held for the daemon
+    /// to answer (compact or paced) once it knows.
+    pub bulk_requests_held: u64,
     /// Bulk updates we sent to completion.
     pub bulk_sends_completed: u64,
     /// Bulk requests that arrived while a second pass was already due (coalesced).

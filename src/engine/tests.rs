@@ -1464,11 +1464,17 @@ fn a_credit_driven_bulk_moves_only_when_asked_and_delivers_every_state() {
         &[Message::UpdReq(StateRefRepr::BULK_REQUEST)],
     );
     assert_eq!(events(&mut sender), [Event::BulkSendStarted]);
-    // BUS START alone; no states, and no timer for the bulk.
-    let first = transmits(&mut sender);
-    assert_eq!(first.len(), 1, "only BUS START");
+    // Nothing on the plain link, not even BUS START (the caller sends `bus_packet` to
+    // the pfsyncd peers only), and no timer for the bulk.
+    assert!(
+        transmits(&mut sender).is_empty(),
+        "nothing on the plain link"
+    );
+    let start = sender
+        .bus_packet(at(100), STATUS_START)
+        .expect("a BUS START packet");
     assert!(matches!(
-        messages(&first[0])[..],
+        messages(&start)[..],
         [Message::Bus(BusRepr {
             status: STATUS_START,
             ..
@@ -1477,7 +1483,8 @@ fn a_credit_driven_bulk_moves_only_when_asked_and_delivers_every_state() {
     assert_eq!(sender.poll_timeout().filter(|t| *t <= at(10_000)), None);
     sender.handle_timeout(at(10_000));
     assert!(transmits(&mut sender).is_empty());
-    assert_eq!(sender.bulk_send_progress(), Some(0));
+    assert_eq!(sender.bulk_send_progress(), None, "no paced bulk");
+    assert_eq!(sender.compact_send_progress(), Some(0));
     assert_eq!(
         sender.bulk_compact_batches(at(10_000), 1, 100),
         Err(crate::state::compact_record::BatchLimitError { limit: 100 })
@@ -1530,4 +1537,70 @@ fn a_credit_driven_bulk_moves_only_when_asked_and_delivers_every_state() {
         .handle_compact_batch(at(10_000), None, &[9, 1, 2])
         .is_err());
     assert_eq!(receiver.stats().compact_batches_refused, 1);
+}
+
+/// A node asked by a kernel peer (plain link) and by a pfsyncd peer (in DATA) runs
+/// both bulks: the paced one on the timer, with its BUS START on the plain link, and
+/// the compact one only when asked for batches; a plain request from a source that may
+/// be a pfsyncd peer is held for the caller, who answers it either way.
+#[test]
+fn a_kernel_and_a_pfsyncd_request_get_both_bulks_and_a_held_one_waits() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    let mut synth = crate::table::synth::Synth::new(5, US);
+    for s in synth.states(100) {
+        e.handle_local(at(0), LocalChange::Insert(s));
+    }
+    e.flush(at(0));
+    transmits(&mut e);
+    let request = packet(
+        Dialect::FreeBsd1400,
+        &[Message::UpdReq(StateRefRepr::BULK_REQUEST)],
+    );
+    // Held: no bulk starts, nothing is sent.
+    assert!(e.handle_packet_holding_bulk_request(at(100), good(&request)));
+    assert!(!e.bulk_sending());
+    assert!(transmits(&mut e).is_empty());
+    assert_eq!(e.stats().bulk_requests_held, 1);
+    // From a pfsyncd peer in DATA: the compact walk, nothing on the plain link.
+    e.handle_session_packet(at(100), good(&request));
+    assert!(e.compact_bulk_sending() && e.bulk_send_progress().is_none());
+    assert!(transmits(&mut e).is_empty());
+    // The held one turns out to be a kernel peer's: the paced bulk, beside.
+    e.answer_bulk_request(at(100), false);
+    assert!(e.bulk_send_progress().is_some(), "the paced bulk runs");
+    let start = transmits(&mut e);
+    assert!(matches!(
+        messages(&start[0])[..],
+        [Message::Bus(BusRepr {
+            status: STATUS_START,
+            ..
+        })]
+    ));
+    assert_eq!(e.stats().bulk_requests_received, 2);
+    // Each runs to its end on its own.
+    let mut states = 0;
+    loop {
+        let made = e.bulk_compact_batches(at(100), 4, 1400).unwrap().unwrap();
+        states += made.states;
+        if made.finished {
+            break;
+        }
+    }
+    assert_eq!(states, 100);
+    assert!(!e.compact_bulk_sending() && e.bulk_sending());
+    let end = e.bus_packet(at(100), STATUS_END).expect("BUS END");
+    assert!(matches!(
+        messages(&end)[..],
+        [Message::Bus(BusRepr {
+            status: STATUS_END,
+            ..
+        })]
+    ));
+    for ms in 100..20_000 {
+        e.handle_timeout(at(ms));
+        if !e.bulk_sending() {
+            break;
+        }
+    }
+    assert!(!e.bulk_sending(), "the paced bulk ended");
 }

@@ -419,7 +419,7 @@ fn bulk(e: &mut Exposition, s: &Snapshot<'_>) {
         "States sent so far in the bulk update we are sending (0 when none).",
         s.bulk_send_states,
     );
-    let counters: [(&str, &str, u64); 13] = [
+    let counters: [(&str, &str, u64); 14] = [
         (
             "pfsyncd_bulk_requests_sent_total",
             "Bulk update requests we sent (each retry counts).",
@@ -449,6 +449,11 @@ fn bulk(e: &mut Exposition, s: &Snapshot<'_>) {
             "pfsyncd_bulk_starts_resent_total",
             "Bulk update starts sent again for a late request.",
             st.bulk_starts_resent,
+        ),
+        (
+            "pfsyncd_bulk_requests_held_total",
+            "Bulk requests from plain sources that may be pfsyncd peers, held until known.",
+            st.bulk_requests_held,
         ),
         (
             "pfsyncd_compact_batches_received_total",
@@ -851,6 +856,7 @@ mod tests {
             oacts,
             bulk_requests_sent,
             bulk_requests_received,
+            bulk_requests_held,
             bulk_sends_completed,
             bulk_requests_coalesced,
             bulk_starts_resent,
@@ -903,6 +909,7 @@ mod tests {
                 bulk_requests_received,
                 "pfsyncd_bulk_requests_received_total",
             ),
+            (bulk_requests_held, "pfsyncd_bulk_requests_held_total"),
             (bulk_sends_completed, "pfsyncd_bulk_sends_completed_total"),
             (
                 bulk_requests_coalesced,

@@ -40,7 +40,13 @@
 //! [`Event::ResyncNeeded`] (the daemon requests a bulk from that peer) and the gap is
 //! closed. Tail loss: an ACK (heartbeat) carrying our highest seq goes to every peer
 //! every [`Config::heartbeat_busy`] while DATA went out in the last
-//! [`Config::busy_for`], every [`Config::heartbeat_idle`] otherwise.
+//! [`Config::busy_for`], every [`Config::heartbeat_idle`] otherwise. A receiver also
+//! ACKs at once every [`Config::ack_every`] DATA, when a DATA filled a gap, on a
+//! duplicate, and on a peer's ACK when its mark rose since it last told it (never a
+//! reply to a reply), so a sender whose window opens by the marks (the daemon's
+//! compact bulk) need not wait for heartbeats; such a sender finds a lost tail by
+//! [`Sessions::probe_tail`]. [`Sessions::set_digests_paused`] stops the digests while
+//! a bulk update runs.
 //!
 //! **Bounds.**
 //! - Memory: the resend buffer, `resend_bytes` (8 MiB) for all peers together; per
@@ -54,7 +60,8 @@
 //!   [`Config::resend_rate`] a second, however many NACKs of whatever ranges arrive; each
 //!   NACK carries at most [`MAX_RANGES`] ranges and costs at most that many GONE ranges.
 //! - Heartbeats: 48 bytes (with UDP/IP framing about 80) per peer every 100 ms while
-//!   busy (about 0.5 KB/s), every 2 s idle.
+//!   busy (about 0.5 KB/s), every 2 s idle; prompt ACKs at most one per
+//!   [`Config::ack_every`] (16) DATA received, plus one per filled gap or duplicate.
 //! - Digests: per peer and period (1 s), N/64 DIGEST frames of 804 bytes (3.2 KB for
 //!   N = 256); when buckets differ, one DIGEST_REQ and per differing bucket its ids
 //!   (8 bytes each, 128 per frame), and NEEDs of at most the ids that differ.
@@ -131,6 +138,10 @@ pub struct Config {
     pub forget_min_age: Duration,
     /// Most peers (addresses) tracked.
     pub max_peers: usize,
+    /// A receiver ACKs at once every this many DATA (and on a filled gap or a
+    /// duplicate), so a sender whose window opens by our ACKs (the compact bulk) is
+    /// never kept waiting for a heartbeat.
+    pub ack_every: u64,
 }
 
 impl Config {
@@ -159,6 +170,7 @@ impl Config {
             max_ids_per_bucket: 64 * MAX_IDS_PER_FRAME,
             forget_min_age: Duration::from_secs(1),
             max_peers: 64,
+            ack_every: 16,
         }
     }
 }
@@ -233,9 +245,20 @@ pub struct Sessions {
     deliver: VecDeque<(IpAddr, Vec<u8>)>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// No digests sent or compared (see [`Sessions::set_digests_paused`]).
+    digests_paused: bool,
 }
 
 impl Sessions {
+    /// Pauses the digests, both ways, while a bulk update runs between us and our
+    /// peers: against a table half sent, every bucket differs, and the IDS lists, NEEDs
+    /// and announcements that follow would resend in full records what the bulk is
+    /// sending compactly (at 1 000 000 states, hundreds of MB a second). Digests
+    /// received meanwhile are counted as deferred.
+    pub fn set_digests_paused(&mut self, paused: bool) {
+        self.digests_paused = paused;
+    }
+
     pub fn new(config: Config) -> Sessions {
         let resend = ResendBuffer::new(config.resend_bytes);
         Sessions {
@@ -250,6 +273,7 @@ impl Sessions {
             deliver: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            digests_paused: false,
         }
     }
 
@@ -383,6 +407,39 @@ impl Sessions {
         Ok(targets.len())
     }
 
+    /// Sends an established peer HELLO again: its answer tells whether it restarted
+    /// (a new boot id, [`Event::PeerRestarted`]), e.g. when it asks in plain pfsync
+    /// what a session peer would ask in DATA.
+    pub fn reprobe(&mut self, addr: IpAddr) {
+        if self.is_session_peer(addr) {
+            let body = Body::Hello(self.hello());
+            self.count(addr, |s| s.hellos_sent += 1);
+            self.send_to(addr, body);
+        }
+    }
+
+    /// Sends our last DATA to `addr` again, unasked: a sender whose window is full and
+    /// whose peer's mark stopped rising probes the tail. Lost, the frame fills the gap
+    /// (the peer then NACKs what else it misses); received already, it is a duplicate,
+    /// which the peer answers with an ACK at once: either way the mark comes back
+    /// without waiting for a heartbeat. False when nothing is held to send.
+    pub fn probe_tail(&mut self, addr: IpAddr) -> bool {
+        let last = self.highest_sent();
+        let Some(frame) = self.resend.get(last).map(<[u8]>::to_vec) else {
+            return false;
+        };
+        let Some(peer) = self.peers.get_mut(&addr).filter(|p| p.established()) else {
+            return false;
+        };
+        peer.stats.tail_probes += 1;
+        peer.stats.frames_out += 1;
+        self.transmit.push_back((addr, frame));
+        // Our ACK behind it: a peer holding more of our stream than it told us answers
+        // with its mark (the DATA above, new to it, may not have made it ACK).
+        self.ack_to(addr);
+        true
+    }
+
     /// One datagram on the pfsync path from `from` whose first byte is
     /// [`ext::VERSION`]. Bad bytes are counted, never a panic.
     pub fn handle_frame(&mut self, now: Instant, from: IpAddr, bytes: &[u8]) {
@@ -477,7 +534,7 @@ impl Sessions {
                     as_of,
                     ids,
                 } => {
-                    if !self.caught_up(peer, as_of) {
+                    if self.digests_paused || !self.caught_up(peer, as_of) {
                         self.count(peer, |s| s.digest_deferred += 1);
                         continue;
                     }
@@ -649,6 +706,7 @@ impl Sessions {
             peer.stream = Some(Stream::new(hello.next_seq));
             peer.assembly = Default::default();
             peer.acked = 0;
+            peer.ack_told = 0;
         } else if let Some(stream) = peer.stream.as_mut() {
             // Same boot: what it sent before its next seq and we never saw is missing.
             change = stream.on_highest(now, hello.next_seq.saturating_sub(1), self.config.window);
@@ -706,27 +764,45 @@ impl Sessions {
                 let peer = self.peers.get_mut(&from).expect("established");
                 let stream = peer.stream.get_or_insert_with(|| Stream::new(data.seq));
                 let (arrival, change) = stream.on_data(now, data.seq, window);
-                match arrival {
+                let ack_now = match arrival {
                     Arrival::New => {
                         peer.stats.data_in += 1;
                         self.deliver.push_back((from, data.packet.to_vec()));
+                        // A gap this DATA filled moved the mark past it.
+                        let cumulative = stream.cumulative();
+                        cumulative > data.seq || cumulative >= peer.ack_told + self.config.ack_every
                     }
-                    Arrival::Duplicate => peer.stats.duplicates += 1,
-                }
+                    Arrival::Duplicate => {
+                        peer.stats.duplicates += 1;
+                        // A resend we did not ask for: its sender waits for our mark.
+                        true
+                    }
+                };
                 self.after_change(now, from, change);
                 self.run_nacks(now, from);
+                if ack_now {
+                    self.ack_to(from);
+                }
             }
             Body::Ack(ack) => {
                 let window = self.config.window;
                 let peer = self.peers.get_mut(&from).expect("established");
                 peer.stats.heartbeats_received += 1;
-                peer.acked = ack.received;
+                // ACKs may cross each other: the mark only rises (a restart resets it).
+                peer.acked = peer.acked.max(ack.received);
                 let stream = peer
                     .stream
                     .get_or_insert_with(|| Stream::new(ack.highest_sent.saturating_add(1)));
                 let change = stream.on_highest(now, ack.highest_sent, window);
+                // It may be waiting for our mark (a window of its DATA in flight): tell
+                // it when it rose since we last did. Never a reply to a reply: ours
+                // carry no news of its stream.
+                let news = stream.cumulative() > peer.ack_told;
                 self.after_change(now, from, change);
                 self.run_nacks(now, from);
+                if news {
+                    self.ack_to(from);
+                }
             }
             Body::Nack(ranges) => self.answer_nack(now, from, ranges),
             Body::Gone(ranges) => {
@@ -896,6 +972,25 @@ impl Sessions {
         peer.heartbeat_at = Some(now + period);
         peer.stats.heartbeats_sent += 1;
         let received = peer.stream.as_ref().map_or(0, Stream::cumulative);
+        peer.ack_told = received;
+        self.send_to(
+            addr,
+            Body::Ack(AckRepr {
+                highest_sent,
+                received,
+            }),
+        );
+    }
+
+    /// An ACK now, out of the heartbeat schedule: our mark of `addr`'s stream.
+    fn ack_to(&mut self, addr: IpAddr) {
+        let highest_sent = self.highest_sent();
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let received = peer.stream.as_ref().map_or(0, Stream::cumulative);
+        peer.ack_told = received;
+        peer.stats.prompt_acks += 1;
         self.send_to(
             addr,
             Body::Ack(AckRepr {
@@ -934,7 +1029,7 @@ impl Sessions {
     }
 
     fn send_digest(&mut self, peer: IpAddr, index: &impl StateIndex) {
-        if !self.is_session_peer(peer) {
+        if !self.is_session_peer(peer) || self.digests_paused {
             return;
         }
         let buckets = self.config.digest_buckets;
@@ -955,7 +1050,7 @@ impl Sessions {
     }
 
     fn compare_digest(&mut self, peer: IpAddr, digest: DigestRepr, ours: &[BucketSum]) {
-        if !self.caught_up(peer, digest.as_of) {
+        if self.digests_paused || !self.caught_up(peer, digest.as_of) {
             self.count(peer, |s| s.digest_deferred += 1);
             return;
         }

@@ -72,6 +72,12 @@ pub struct PeerStats {
     pub ids_announced: u64,
     /// Digests of ours sent to it.
     pub digests_sent: u64,
+    /// ACKs sent at once (every [`Config::ack_every`](super::Config::ack_every) DATA, on
+    /// a filled gap or a duplicate), beside the heartbeats.
+    pub prompt_acks: u64,
+    /// Our last DATA sent again unasked, for a sender whose window is full (see
+    /// [`Sessions::probe_tail`](super::Sessions::probe_tail)).
+    pub tail_probes: u64,
 }
 
 /// One peer.
@@ -95,6 +101,8 @@ pub(crate) struct Peer {
     pub stream: Option<Stream>,
     /// Its cumulative mark of our stream, from its last ACK.
     pub acked: u64,
+    /// Our cumulative mark of its stream as our last ACK to it said.
+    pub ack_told: u64,
     /// Resends we allow it.
     pub budget: ResendBudget,
     /// The round of its digest we asked about, and the IDS parts of that round.
@@ -115,6 +123,7 @@ impl Peer {
             digest_at: None,
             stream: None,
             acked: 0,
+            ack_told: 0,
             budget: ResendBudget::new(),
             assembly: Assembly::default(),
             stats: PeerStats::default(),

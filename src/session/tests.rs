@@ -889,3 +889,71 @@ proptest::proptest! {
         }
     }
 }
+
+/// A sender whose window opens by the receiver's marks: the receiver ACKs every
+/// `ack_every` DATA without waiting for a heartbeat, and a lost tail comes back at once
+/// by a tail probe (answered by the DATA it fills, or by an ACK to the duplicate).
+#[test]
+fn marks_come_back_promptly_and_a_tail_probe_recovers_the_tail() {
+    let mut net = Net::new(2, 0.0, 14);
+    net.jitter_us = 0;
+    net.establish();
+    let start = net.nodes[0].sessions.peer(addr(1)).unwrap().acked;
+    for n in 0..32 {
+        net.nodes[0]
+            .sessions
+            .send_data(net.now, &payload(0, n))
+            .unwrap();
+    }
+    // Far less than a heartbeat period: only prompt ACKs can carry the mark back.
+    net.run_for(ms(5));
+    let acked = net.nodes[0].sessions.peer(addr(1)).unwrap().acked;
+    assert_eq!(acked, start + 32, "the mark came back without a heartbeat");
+    assert!(
+        net.nodes[1]
+            .sessions
+            .peer(addr(0))
+            .unwrap()
+            .stats
+            .prompt_acks
+            >= 2
+    );
+
+    // The last three DATA are lost; the tail probe brings the last, the NACK the rest.
+    let highest = net.nodes[0].sessions.highest_sent();
+    net.drop_if = Box::new(move |from, bytes| {
+        from == 0
+            && matches!(FrameRepr::parse(bytes), Ok(FrameRepr { body: Body::Data(d), .. }) if d.seq > highest + 2 && d.seq <= highest + 3)
+    });
+    for n in 32..35 {
+        net.nodes[0]
+            .sessions
+            .send_data(net.now, &payload(0, n))
+            .unwrap();
+    }
+    net.run_for(ms(2));
+    net.drop_if = Box::new(|_, _| false);
+    assert!(net.nodes[0].sessions.probe_tail(addr(1)));
+    net.run_for(ms(5));
+    assert_eq!(net.nodes[1].delivered.len(), 35);
+    let acked = net.nodes[0].sessions.peer(addr(1)).unwrap().acked;
+    assert_eq!(acked, highest + 3, "the probe brought the mark to the end");
+    // Nothing lost: a probe is a duplicate, answered by an ACK all the same.
+    let told = net.nodes[1]
+        .sessions
+        .peer(addr(0))
+        .unwrap()
+        .stats
+        .prompt_acks;
+    assert!(net.nodes[0].sessions.probe_tail(addr(1)));
+    net.run_for(ms(2));
+    assert_eq!(
+        net.nodes[1]
+            .sessions
+            .peer(addr(0))
+            .unwrap()
+            .stats
+            .prompt_acks,
+        told + 1
+    );
+}

@@ -7,6 +7,7 @@
 //! that need the engine. Files here use each other and the shared pieces of
 //! [`super`], never [`super::parent`].
 
+mod bulk;
 mod peers;
 pub(super) mod process;
 mod requests;

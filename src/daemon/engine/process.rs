@@ -28,7 +28,8 @@ use crate::daemon::privsep::{
     Channel, ChannelError, Sandbox, ToEngine, ToParent, HIGH_WATER, TURN_BUDGET,
 };
 use crate::engine::{BulkRequest, Config, Engine, Event, Received};
-use crate::session::Event as SessionEvent;
+use crate::session::{Event as SessionEvent, Link};
+use crate::wire::ext::Content;
 use crate::{log_error, log_info, log_warn};
 
 /// A peer silent this long is logged as gone quiet (pfsync sends at least every second
@@ -36,6 +37,9 @@ use crate::{log_error, log_info, log_warn};
 const PEER_QUIET: Duration = Duration::from_secs(60);
 /// Queued bytes that are written at once, in the middle of a batch of datagrams.
 const EAGER_FLUSH: usize = 16 << 10;
+/// Bytes queued to the parent above which the compact bulk waits: its frames leave
+/// in turns, behind whatever else the turn sends.
+const COMPACT_BULK_HIGH_WATER: usize = 1 << 20;
 /// How long the last messages may take to leave when the engine process stops.
 const LAST_WORDS: Duration = Duration::from_secs(2);
 
@@ -217,6 +221,11 @@ impl EngineProcess {
                         .and_then(|s| s.sessions.poll_timeout()),
                 )
                 .chain(self.sessions.as_ref().and_then(SessionSide::held_deadline))
+                .chain(
+                    self.sessions
+                        .as_ref()
+                        .and_then(|s| s.bulk.deadline(&self.engine)),
+                )
                 .min()
                 .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
                 .min(Duration::from_secs(1));
@@ -358,7 +367,24 @@ impl EngineProcess {
                             secure.send(rx.payload);
                         }
                     }
-                    self.engine.handle_packet(now, rx);
+                    // A bulk request from a source that may be a pfsyncd peer waits
+                    // until the sessions tell (see `bulk.rs`).
+                    let maybe_pfsyncd = match (&self.sessions, rx.source) {
+                        (Some(side), Some(src)) => side
+                            .sessions
+                            .peer(src)
+                            .filter(|p| !matches!(p.link, Link::Kernel { .. }))
+                            .map(|_| src),
+                        _ => None,
+                    };
+                    match (maybe_pfsyncd, &mut self.sessions) {
+                        (Some(src), Some(side)) => {
+                            if self.engine.handle_packet_holding_bulk_request(now, rx) {
+                                side.bulk.hold_request(now, src, &mut side.sessions);
+                            }
+                        }
+                        _ => self.engine.handle_packet(now, rx),
+                    }
                     // Table operations and answers of this packet before the next one.
                     self.drain(now);
                     // The parent can start on them while the rest of the batch is
@@ -659,13 +685,27 @@ impl EngineProcess {
     fn drain(&mut self, now: Instant) {
         loop {
             self.drain_engine(now);
-            if !self.pump_sessions(now) {
+            let fed = self.pump_sessions(now);
+            if !fed && !self.pump_compact_bulk(now) {
                 break;
             }
         }
         if let Some(secure) = &mut self.secure {
             secure.queue_datagrams(self.channel.queue());
         }
+    }
+
+    /// The next frames of a compact bulk update we send, while the channel to the
+    /// parent has room (see `bulk.rs`); true when frames were queued.
+    fn pump_compact_bulk(&mut self, now: Instant) -> bool {
+        let Some(side) = &mut self.sessions else {
+            return false;
+        };
+        let answered = side.bulk.answer_held(now, &mut self.engine, &side.sessions);
+        if self.channel.queued() >= COMPACT_BULK_HIGH_WATER {
+            return answered;
+        }
+        side.bulk.pump(now, &mut self.engine, &mut side.sessions) || answered
     }
 
     /// The sessions' events, deliveries and frames. True when the engine was fed
@@ -679,6 +719,14 @@ impl EngineProcess {
         if engine.bulk_sending() {
             side.note_bulk_sending(now);
         }
+        // Digests against a table a bulk is still filling find every bucket differing.
+        side.sessions.set_digests_paused(
+            engine.compact_bulk_sending()
+                || matches!(
+                    engine.bulk_request_state(),
+                    BulkRequest::Waiting { .. } | BulkRequest::Receiving { .. }
+                ),
+        );
         while let Some(event) = side.sessions.poll_event() {
             side.log_event(&event);
             match event {
@@ -721,6 +769,29 @@ impl EngineProcess {
         // One delivery at a time: its table operations and answers leave before the
         // next, as for packets from the parent.
         if let Some((from, packet)) = side.next_delivery(now) {
+            let content = Content::of(&packet);
+            if let Content::CompactBatch { ruleset, batch } = content {
+                // A compact bulk's batch: for our engine only (no kernel reads it, so it
+                // is not relayed to the other link).
+                let taken = engine.handle_vouched_compact_batch(now, Some(from), ruleset, batch);
+                let refused = side
+                    .bulk
+                    .note_received(now, from, taken.as_ref().ok().copied());
+                if let Err(e) = taken {
+                    // Logged at 1, 2, 4, ... refusals: a peer sending garbage is counted,
+                    // not a flood of lines.
+                    if refused.is_power_of_two() {
+                        log_warn!(
+                            "pfsyncd peer {from}: compact batch refused ({refused} so far): {e}"
+                        );
+                    }
+                }
+                return true;
+            }
+            if content == Content::BadCompact {
+                side.bulk.note_received(now, from, None);
+                return true;
+            }
             let rx = Received {
                 payload: &packet,
                 on_syncdev: true,
@@ -734,7 +805,11 @@ impl EngineProcess {
                     packet.first().copied().unwrap_or(0)
                 );
             }
-            engine.handle_packet(now, rx);
+            let asked = engine.stats().bulk_requests_received;
+            engine.handle_session_packet(now, rx);
+            if engine.stats().bulk_requests_received != asked {
+                side.bulk.note_asked_in_data(now, from);
+            }
             // One cluster across both links (as for plain packets in take_messages):
             // a secure peer's packets go on to the plain link, a plain peer's to the
             // secure peers, unchanged.

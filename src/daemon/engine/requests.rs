@@ -288,6 +288,7 @@ fn stats_json(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> Value {
         "bulk": {
             "requests_sent": st.bulk_requests_sent,
             "requests_received": st.bulk_requests_received,
+            "requests_held": st.bulk_requests_held,
             "sends_completed": st.bulk_sends_completed,
             "states_sent": st.bulk_states_sent,
             "completed": st.bulk_completed,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::bulk::CompactBulk;
 use crate::engine::Received;
 use crate::metrics::{SessionSample, SESSION_COUNTERS};
 use crate::session::{Config, Event, Link, PeerInfo, PeerStats, Sessions};
@@ -83,6 +84,8 @@ pub(super) struct SessionSide {
     /// ForgetStates events not acted on: the peer's session was young, or we were
     /// sending a bulk update.
     pub(super) forgets_deferred: u64,
+    /// The compact bulk update to and from the session peers.
+    pub(super) bulk: CompactBulk,
 }
 
 impl SessionSide {
@@ -104,6 +107,7 @@ impl SessionSide {
             session_started: HashMap::new(),
             bulk_sent_at: None,
             forgets_deferred: 0,
+            bulk: CompactBulk::default(),
         }
     }
 
@@ -288,6 +292,7 @@ impl SessionSide {
             "forgets_deferred": self.forgets_deferred,
             "frames_refused": self.frames_refused,
             "frames_unsent": self.frames_unsent,
+            "compact_bulk": self.bulk.json(),
         })
     }
 
@@ -343,6 +348,7 @@ impl SessionSide {
             s.unknown_peer,
             s.stale_identity
         ));
+        out.push_str(&self.bulk.stats_text());
         out
     }
 

@@ -51,7 +51,7 @@ mod ranges;
 use crate::wire::codec::wire_struct;
 
 pub use ack::AckRepr;
-pub use data::DataRepr;
+pub use data::{Content, DataRepr};
 pub use digest::{BucketSum, DigestRepr, MAX_BUCKETS_PER_FRAME};
 pub use digest_req::{DigestReqRepr, MAX_REQ_BUCKETS};
 pub use hello::HelloRepr;

@@ -1,0 +1,472 @@
+//! The compact bulk update between pfsyncd peers (issue #14 point 4): a session peer's
+//! bulk request is answered with compact record batches in DATA frames, sent as fast as
+//! the peers' ACKs open a window, framed by BUS START and END in DATA as well. Kernel
+//! peers keep the paced bulk (`engine::bulk`), which runs beside this one when both ask.
+//!
+//! **Window.** At most [`CompactBulk::window_at`] DATA are in flight past the lowest mark an
+//! established session peer told us (its cumulative ACK): about [`WINDOW_BYTES`], and
+//! never more than half the resend buffer (in frames of the batch size) nor half the
+//! receivers' tracking window, so a NACK for anything in flight is always answered
+//! from the buffer (never GONE, never a resync), and a receiver never sees a jump past
+//! its window. No packets-per-second guess: the receiver ACKs as its engine takes the
+//! frames, so a slow receiver ACKs slowly and the window stays shut.
+//!
+//! **Loss.** A receiver flooded past its socket loses DATA; it NACKs the gaps it sees
+//! and the resend fills them. A lost tail (nothing after it to show a gap) is found by
+//! a tail probe: when the window is full and the mark has not moved for [`PROBE_AFTER`],
+//! our last DATA goes again with an ACK (see `Sessions::probe_tail`). The END goes
+//! after the last batch in the same stream; the receiver holds an END until its stream
+//! has no gap (`SessionSide::next_delivery`), so the bulk never ends short.
+//!
+//! **Progress** of both sides is kept here for `ctl stats`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::engine::Engine;
+use crate::session::{Link, Sessions};
+use crate::state::compact_record::MAX_RECORD_BYTES;
+use crate::wire::ext::{self, data::compact_batch_content};
+use crate::wire::msg::bus::{STATUS_END, STATUS_START};
+use crate::{log_info, log_warn};
+
+/// How long a plain bulk request from a source that may be a pfsyncd peer waits for
+/// the sessions to tell (HELLO answered within a round trip, or not at all): then it
+/// gets the paced bulk, as a kernel peer. Once per source first seen (and per hour for
+/// a kernel peer, as it is probed again).
+pub(super) const PLAIN_REQUEST_HOLD: Duration = Duration::from_millis(200);
+
+/// How long a plain bulk request of a session peer waits for its DATA copy (sent in
+/// the same turn) before it is answered itself (a peer that restarted and does not
+/// know us yet sends none).
+pub(super) const DATA_COPY_GRACE: Duration = Duration::from_millis(20);
+
+/// Shortest wait of a full window for the mark to move before probing the tail.
+pub(super) const PROBE_AFTER: Duration = Duration::from_millis(2);
+
+/// Longest wait before a tail probe, however long the round trips.
+const PROBE_AFTER_MAX: Duration = Duration::from_millis(50);
+
+/// Most batches made per call of [`CompactBulk::pump`]: the caller moves them to the
+/// parent between calls, so one call never queues more than about this many frames.
+const BATCHES_PER_PUMP: usize = 64;
+
+/// Bytes in flight the window aims at. What a window buys is cover for the time an ACK
+/// takes to come back (a fraction of a millisecond on a LAN, plus the receiver's
+/// [`ack_every`](crate::session::Config::ack_every) frames and our pump's batches);
+/// beyond that it only queues frames in front of the receiver, which delays its NACKs'
+/// answers past their give-up (10 tries, 20 ms apart) under loss.
+const WINDOW_BYTES: usize = 512 << 10;
+
+/// Fewest frames in the window whatever their size or the receiver's pace.
+const WINDOW_MIN_FRAMES: u64 = 16;
+
+/// How much of the receiver's work the window may queue in front of it, at the pace
+/// its marks come back: frames in flight wait in its socket and channel before its
+/// sessions see them, and so do the resends its NACKs ask for, which must come within
+/// the NACKs' give-up (10 tries 20 ms apart) or the numbers are lost for good.
+const QUEUE_TIME: Duration = Duration::from_millis(20);
+
+/// How often the receiver's pace is measured (frames its mark rose by).
+const PACE_PERIOD: Duration = Duration::from_millis(5);
+
+/// The most frames in flight for frames of `frame_bytes`, for sessions configured as
+/// `sessions`: [`WINDOW_BYTES`], and never more than half the resend buffer (a NACK
+/// for anything in flight is answered from it, never GONE) nor half the receivers'
+/// tracking window (no jump past it).
+pub(super) fn window_cap(sessions: &Sessions, frame_bytes: usize) -> u64 {
+    let config = sessions.config();
+    let frame_bytes = frame_bytes.max(1);
+    let by_buffer = (config.resend_bytes / 2 / frame_bytes) as u64;
+    ((WINDOW_BYTES / frame_bytes) as u64)
+        .min(config.window / 2)
+        .min(by_buffer)
+        .max(WINDOW_MIN_FRAMES)
+}
+
+/// Bytes of a compact batch that fit one DATA frame in a datagram of the link MTU:
+/// the engine's packet size (already [`ext::DATA_OVERHEAD`] under the MTU) less the IP
+/// header and the content flag. Never under one record's worst case (a link that
+/// small fragments the frame, as it does the engine's own packets).
+pub(super) fn batch_limit(engine: &Engine) -> usize {
+    let config = engine.config();
+    config
+        .mtu
+        .saturating_sub(config.ip_header_len + 1)
+        .max(1 + MAX_RECORD_BYTES)
+}
+
+/// A compact bulk update received from one peer.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Received {
+    pub batches: u64,
+    pub states: u64,
+    pub refused: u64,
+    pub first_at: Option<Instant>,
+    pub last_at: Option<Instant>,
+}
+
+/// Both sides of the compact bulk.
+#[derive(Debug, Default)]
+pub(super) struct CompactBulk {
+    /// The START of the running bulk went out, at this time.
+    started_at: Option<Instant>,
+    /// The lowest mark of the peers as last seen, and since when.
+    mark: u64,
+    mark_since: Option<Instant>,
+    last_probe: Option<Instant>,
+    /// The receivers' pace in frames a second (their marks' rise, smoothed), and the
+    /// mark and time of the last measure.
+    pace: f64,
+    pace_mark: u64,
+    pace_at: Option<Instant>,
+    /// The shortest round trip seen in this bulk (a frame sent, the mark past it), and
+    /// the frame being timed.
+    min_rtt: Option<Duration>,
+    timing: Option<(u64, Instant)>,
+    /// The window now, in frames.
+    pub window: u64,
+    /// Counters of what we sent.
+    pub bulks_sent: u64,
+    pub batches_sent: u64,
+    pub states_sent: u64,
+    pub tail_probes: u64,
+    /// Pumps that found the window full.
+    pub window_full: u64,
+    pub last_send_ms: Option<u64>,
+    /// Per peer, what its compact bulk brought us.
+    pub received: BTreeMap<IpAddr, Received>,
+    /// Plain bulk requests not answered yet: source, when.
+    held: Vec<(IpAddr, Instant)>,
+    /// When each session peer last asked for a bulk in DATA.
+    asked_in_data: BTreeMap<IpAddr, Instant>,
+    /// Held plain requests answered: compact, paced, and dropped for their DATA copy.
+    pub held_compact: u64,
+    pub held_paced: u64,
+    pub held_dropped: u64,
+}
+
+impl CompactBulk {
+    /// Sends what the window allows of the engine's compact bulk, if one runs (START
+    /// first, END after the last batch). True when frames were queued: the caller moves
+    /// them out and calls again while its channel has room.
+    pub(super) fn pump(
+        &mut self,
+        now: Instant,
+        engine: &mut Engine,
+        sessions: &mut Sessions,
+    ) -> bool {
+        if !engine.compact_bulk_sending() {
+            return false;
+        }
+        let mut queued = false;
+        if self.started_at.is_none() {
+            self.started_at = Some(now);
+            self.mark_since = Some(now);
+            self.pace_at = None;
+            self.min_rtt = None;
+            self.timing = None;
+            if let Some(start) = engine.bus_packet(now, STATUS_START) {
+                queued |= sessions.send_data(now, &start).is_ok();
+            }
+            log_info!("a pfsyncd peer asked for a bulk update: sending compact batches");
+        }
+        let peers: Vec<IpAddr> = sessions
+            .peers()
+            .filter(|a| {
+                sessions
+                    .peer(*a)
+                    .is_some_and(|p| p.link == Link::Established)
+            })
+            .collect();
+        let highest = sessions.highest_sent();
+        let mark = peers
+            .iter()
+            .filter_map(|a| sessions.peer(*a).map(|p| p.acked))
+            .min()
+            .unwrap_or(highest);
+        if mark != self.mark {
+            self.mark = mark;
+            self.mark_since = Some(now);
+        }
+        let limit = batch_limit(engine);
+        let window = self.window_at(
+            now,
+            mark,
+            window_cap(sessions, limit + ext::DATA_OVERHEAD + 1),
+        );
+        let in_flight = highest.saturating_sub(mark);
+        if in_flight >= window {
+            self.window_full += 1;
+            if self.probe_due(now) {
+                self.last_probe = Some(now);
+                for peer in &peers {
+                    if sessions.probe_tail(*peer) {
+                        self.tail_probes += 1;
+                        queued = true;
+                    }
+                }
+            }
+            return queued;
+        }
+        let wanted = usize::try_from(window - in_flight)
+            .unwrap_or(usize::MAX)
+            .min(BATCHES_PER_PUMP);
+        let made = match engine.bulk_compact_batches(now, wanted, limit) {
+            Ok(Some(made)) => made,
+            Ok(None) => return queued,
+            Err(e) => {
+                log_warn!("compact bulk: {e}");
+                return queued;
+            }
+        };
+        if self.timing.is_none() && !made.batches.is_empty() {
+            // The first of these frames is timed: its seq is the next to be numbered.
+            self.timing = Some((sessions.highest_sent() + 1, now));
+        }
+        let ruleset = engine.compact_ruleset();
+        for batch in &made.batches {
+            if let Err(e) = sessions.send_data(now, &compact_batch_content(ruleset, batch)) {
+                log_warn!("compact bulk: {e}");
+            }
+            self.batches_sent += 1;
+            queued = true;
+        }
+        self.states_sent += made.states;
+        if made.finished {
+            if let Some(end) = engine.bus_packet(now, STATUS_END) {
+                let _ = sessions.send_data(now, &end);
+            }
+            let started = self.started_at.take().unwrap_or(now);
+            let ms = now.saturating_duration_since(started).as_millis() as u64;
+            self.bulks_sent += 1;
+            self.last_send_ms = Some(ms);
+            log_info!("compact bulk update sent in {ms} ms");
+            queued = true;
+        }
+        queued
+    }
+
+    /// A plain packet of `from` held a bulk request back (see
+    /// `Engine::handle_packet_holding_bulk_request`); the sessions are probing it, or
+    /// it is a session peer, asked again who it is (a restart shows).
+    pub(super) fn hold_request(&mut self, now: Instant, from: IpAddr, sessions: &mut Sessions) {
+        if !self.held.iter().any(|(a, _)| *a == from) {
+            self.held.push((from, now));
+        }
+        if sessions.is_session_peer(from) {
+            sessions.reprobe(from);
+        }
+    }
+
+    /// A session peer's DATA asked for a bulk (answered by the engine, compact).
+    pub(super) fn note_asked_in_data(&mut self, now: Instant, from: IpAddr) {
+        self.asked_in_data.insert(from, now);
+    }
+
+    /// Answers the held plain requests whose source is now known: compact for a
+    /// session peer (unless its DATA copy was answered), paced for a source that did
+    /// not answer HELLO within [`PLAIN_REQUEST_HOLD`].
+    pub(super) fn answer_held(
+        &mut self,
+        now: Instant,
+        engine: &mut Engine,
+        sessions: &Sessions,
+    ) -> bool {
+        let mut answered = false;
+        let mut i = 0;
+        while i < self.held.len() {
+            let (from, since) = self.held[i];
+            let copy_answered = self
+                .asked_in_data
+                .get(&from)
+                .is_some_and(|t| *t + DATA_COPY_GRACE >= since);
+            let session = sessions.is_session_peer(from);
+            let waited = now.saturating_duration_since(since);
+            let verdict = if copy_answered {
+                self.held_dropped += 1;
+                true
+            } else if session && waited >= DATA_COPY_GRACE {
+                self.held_compact += 1;
+                engine.answer_bulk_request(now, true);
+                true
+            } else if !session && waited >= PLAIN_REQUEST_HOLD {
+                self.held_paced += 1;
+                engine.answer_bulk_request(now, false);
+                true
+            } else {
+                false
+            };
+            if verdict {
+                self.held.swap_remove(i);
+                answered = true;
+            } else {
+                i += 1;
+            }
+        }
+        answered
+    }
+
+    /// The window: the receivers' measured pace times the shortest round trip plus
+    /// [`QUEUE_TIME`], between [`WINDOW_MIN_FRAMES`] and `cap`. While the window limits
+    /// the pace, it holds a round trip and [`QUEUE_TIME`] more of frames at that pace,
+    /// so the measured pace and the window grow until the receiver is what limits them;
+    /// then at most [`QUEUE_TIME`] of its work waits in front of it. (The shortest
+    /// round trip, not the last: the last includes the queue the window made.)
+    fn window_at(&mut self, now: Instant, mark: u64, cap: u64) -> u64 {
+        match self.pace_at {
+            None => {
+                self.pace_at = Some(now);
+                self.pace_mark = mark;
+            }
+            Some(at) if now.saturating_duration_since(at) >= PACE_PERIOD => {
+                let secs = now.saturating_duration_since(at).as_secs_f64();
+                let sample = mark.saturating_sub(self.pace_mark) as f64 / secs;
+                self.pace = if self.pace == 0.0 {
+                    sample
+                } else {
+                    0.75 * self.pace + 0.25 * sample
+                };
+                self.pace_at = Some(now);
+                self.pace_mark = mark;
+            }
+            Some(_) => {}
+        }
+        if let Some((seq, sent)) = self.timing {
+            if mark >= seq {
+                let rtt = now.saturating_duration_since(sent);
+                self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+                self.timing = None;
+            }
+        }
+        let cover = self.min_rtt.unwrap_or(Duration::ZERO) + QUEUE_TIME;
+        let aimed = (self.pace * cover.as_secs_f64()) as u64;
+        self.window = aimed.clamp(WINDOW_MIN_FRAMES, cap.max(WINDOW_MIN_FRAMES));
+        self.window
+    }
+
+    /// How long a full window waits for the mark before a tail probe: twice the
+    /// shortest round trip, at least [`PROBE_AFTER`] (a loaded machine's round trips
+    /// are scheduling delays, which a probe would only add to).
+    fn probe_after(&self) -> Duration {
+        (self.min_rtt.unwrap_or(Duration::ZERO) * 2).clamp(PROBE_AFTER, PROBE_AFTER_MAX)
+    }
+
+    fn probe_due(&self, now: Instant) -> bool {
+        let after = self.probe_after();
+        let still = self
+            .mark_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= after);
+        let spaced = self
+            .last_probe
+            .is_none_or(|t| now.saturating_duration_since(t) >= after);
+        still && spaced
+    }
+
+    /// When the loop must come back for a tail probe, while a bulk runs.
+    pub(super) fn deadline(&self, engine: &Engine) -> Option<Instant> {
+        let held = self
+            .held
+            .iter()
+            .map(|(_, since)| *since + DATA_COPY_GRACE)
+            .min();
+        let probe = self
+            .mark_since
+            .filter(|_| engine.compact_bulk_sending())
+            .map(|since| {
+                let after = self.probe_after();
+                (since + after).max(self.last_probe.map_or(since, |t| t + after))
+            });
+        held.into_iter().chain(probe).min()
+    }
+
+    /// A compact batch of `from` reached the engine (`states` taken, or refused); the
+    /// batches of `from` refused so far.
+    pub(super) fn note_received(
+        &mut self,
+        now: Instant,
+        from: IpAddr,
+        states: Option<usize>,
+    ) -> u64 {
+        let r = self.received.entry(from).or_default();
+        match states {
+            Some(n) => {
+                r.batches += 1;
+                r.states += n as u64;
+            }
+            None => r.refused += 1,
+        }
+        r.first_at.get_or_insert(now);
+        r.last_at = Some(now);
+        r.refused
+    }
+
+    /// `ctl stats`'s line about the compact bulk.
+    pub(super) fn stats_text(&self) -> String {
+        let mut out = format!(
+            "\tcompact bulk sent: {} ({} batches, {} states, last in {} ms), window full {}, tail probes {}\n",
+            self.bulks_sent,
+            self.batches_sent,
+            self.states_sent,
+            self.last_send_ms.map_or_else(|| "-".to_string(), |ms| ms.to_string()),
+            self.window_full,
+            self.tail_probes,
+        );
+        for (peer, r) in &self.received {
+            out.push_str(&format!(
+                "\tcompact bulk from {peer}: {} batches, {} states in {:.3} s, {} refused\n",
+                r.batches,
+                r.states,
+                seconds(r),
+                r.refused
+            ));
+        }
+        out
+    }
+
+    /// `ctl stats --json`'s `compact_bulk` object.
+    pub(super) fn json(&self) -> Value {
+        let received: serde_json::Map<String, Value> = self
+            .received
+            .iter()
+            .map(|(peer, r)| {
+                (
+                    peer.to_string(),
+                    json!({
+                        "batches": r.batches,
+                        "states": r.states,
+                        "refused": r.refused,
+                        "seconds": seconds(r),
+                    }),
+                )
+            })
+            .collect();
+        json!({
+            "sending": self.started_at.is_some(),
+            "bulks_sent": self.bulks_sent,
+            "batches_sent": self.batches_sent,
+            "states_sent": self.states_sent,
+            "last_send_ms": self.last_send_ms,
+            "window_full": self.window_full,
+            "window": self.window,
+            "pace_frames_per_s": self.pace as u64,
+            "min_rtt_us": self.min_rtt.map(|d| d.as_micros() as u64),
+            "tail_probes": self.tail_probes,
+            "held_requests_compact": self.held_compact,
+            "held_requests_paced": self.held_paced,
+            "held_requests_dropped": self.held_dropped,
+            "received": received,
+        })
+    }
+}
+
+/// Seconds from a peer's first compact batch to its last.
+fn seconds(r: &Received) -> f64 {
+    match (r.first_at, r.last_at) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    }
+}
