@@ -41,9 +41,11 @@ fn sender_pace() -> Option<String> {
     (pps != "0").then_some(pps)
 }
 
-/// States whose copies here may expire a moment before the sender's (ages are sent in
-/// whole seconds).
-const EXPIRY_MARGIN: u64 = 200;
+/// States whose copies here may expire before the sender's: ages travel in whole
+/// seconds and a bulk's records are written some time before they are imported, and
+/// about 150 of the synthetic states expire each second (331 were seen once, with the
+/// engine holding all of the sender's).
+const EXPIRY_MARGIN: u64 = 1_000;
 
 #[test]
 fn bulk_done_only_once_every_state_is_in_the_table() {
