@@ -503,8 +503,8 @@ mod linux {
 
     pub fn main() {
         // `cargo test --all-targets` (CI) runs this without `--bench`: the quick pass.
-        let quick = std::env::args().any(|a| a == "quick")
-            || !std::env::args().any(|a| a == "--bench");
+        let quick =
+            std::env::args().any(|a| a == "quick") || !std::env::args().any(|a| a == "--bench");
         if !nix::unistd::geteuid().is_root() {
             eprintln!("the bulk bench needs root (network namespaces)");
             std::process::exit(1);
