@@ -6,61 +6,14 @@
 
 #![cfg(target_os = "linux")]
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pfsyncd::lab::{wait_until, Cluster};
 use serde_json::Value;
 
 mod cluster;
+use cluster::keys::{key_file, keypair};
 use cluster::{cluster, serial};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
-
-/// A fresh private key (`pfsyncd genkey`) and its public key (`pfsyncd pubkey`).
-fn keypair() -> (String, String) {
-    let private = Command::new(BIN).arg("genkey").output().unwrap();
-    assert!(private.status.success());
-    let mut child = Command::new(BIN)
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&private.stdout)
-        .unwrap();
-    let public = child.wait_with_output().unwrap();
-    assert!(public.status.success());
-    (
-        String::from_utf8(private.stdout)
-            .unwrap()
-            .trim()
-            .to_string(),
-        String::from_utf8(public.stdout).unwrap().trim().to_string(),
-    )
-}
-
-/// Writes a key file only its owner reads, as the daemon demands.
-fn key_file(dir: &Path, name: &str, key: &str) -> String {
-    let path = dir.join(name);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .unwrap();
-    writeln!(f, "{key}").unwrap();
-    path.display().to_string()
-}
 
 fn secure_peer_json(c: &Cluster, i: usize) -> Value {
     let stats = c.ctl_json(i, "stats").unwrap();
@@ -81,9 +34,9 @@ fn start_pair(
     plain_peer: impl Fn(&Cluster, usize) -> String,
     psk: bool,
 ) {
-    let psk_path = psk.then(|| key_file(c.dir(), "psk", &keypair().0));
+    let psk_path = psk.then(|| key_file(&c.dir().join("psk"), &keypair().0));
     for i in 0..2 {
-        let key = key_file(c.dir(), &format!("key{i}"), &keys[i].0);
+        let key = key_file(&c.dir().join(format!("key{i}")), &keys[i].0);
         let peer = c.addr(1 - i, false).to_string();
         let plain = plain_peer(c, i);
         let mut words = vec![
@@ -274,7 +227,7 @@ fn states_cross_a_router_on_the_secure_link() {
     assert!(forwarding.success());
     let keys = [keypair(), keypair()];
     for i in 0..2 {
-        let key = key_file(c.dir(), &format!("key{i}"), &keys[i].0);
+        let key = key_file(&c.dir().join(format!("key{i}")), &keys[i].0);
         let endpoint = wan(1 - i);
         let inner = c.addr(1 - i, false).to_string();
         c.start(
@@ -332,7 +285,7 @@ fn a_secure_only_node_syncs_without_a_plain_link_or_fragments() {
     let mut c = cluster("secon", 2);
     let keys = [keypair(), keypair()];
     for i in 0..2 {
-        let key = key_file(c.dir(), &format!("key{i}"), &keys[i].0);
+        let key = key_file(&c.dir().join(format!("key{i}")), &keys[i].0);
         let own = c.addr(i, false).to_string();
         let peer = c.addr(1 - i, false).to_string();
         // FreeBSD 14's records (277 bytes): five fill a packet that, wrapped at the

@@ -13,11 +13,8 @@
 #![cfg(target_os = "linux")]
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::fs::OpenOptionsExt;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,9 +28,9 @@ use serde_json::Value;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 mod cluster;
+use cluster::keys::{key_file, keypair};
 use cluster::{cluster, serial};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
 const SECURE_PORT: u16 = 5240;
 /// The creator id of the states the hostile host forges.
 const FORGED_CREATOR: u32 = 0x6666_0001;
@@ -42,40 +39,6 @@ const IPPROTO_UDP: u8 = 17;
 const IPPROTO_PFSYNC: u8 = 240;
 /// Linux's ETH_P_IP, for a packet socket that hands over IPv4 packets.
 const ETH_P_IP: u16 = 0x0800;
-
-fn keypair() -> (String, String) {
-    let private = Command::new(BIN).arg("genkey").output().unwrap();
-    assert!(private.status.success());
-    let mut child = Command::new(BIN)
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&private.stdout)
-        .unwrap();
-    let public = child.wait_with_output().unwrap();
-    assert!(public.status.success());
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap().trim().to_string();
-    (text(private.stdout), text(public.stdout))
-}
-
-fn key_file(c: &Cluster, name: &str, key: &str) -> String {
-    let path = c.dir().join(name);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .unwrap();
-    writeln!(f, "{key}").unwrap();
-    path.display().to_string()
-}
 
 fn v4(addr: IpAddr) -> Ipv4Addr {
     match addr {
@@ -256,7 +219,7 @@ fn a_hostile_host_changes_no_state_and_every_datagram_is_counted() {
 
     let keys_of = [keypair(), keypair()];
     for i in [victim, peer] {
-        let key = key_file(&c, &format!("key{i}"), &keys_of[i].0);
+        let key = key_file(&c.dir().join(format!("key{i}")), &keys_of[i].0);
         let other = c.addr(1 - i, false).to_string();
         // The plain link names the other peer as its syncpeer: without the downgrade
         // rule, a plain packet spoofed with its address would be taken.

@@ -11,10 +11,8 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -22,44 +20,8 @@ use pfsyncd::lab::{wait_until, Cluster};
 use serde_json::Value;
 
 mod cluster;
+use cluster::keys::{key_file, keypair};
 use cluster::{cluster, serial};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
-
-/// A fresh private key (`pfsyncd genkey`) and its public key (`pfsyncd pubkey`).
-fn keypair() -> (String, String) {
-    let private = Command::new(BIN).arg("genkey").output().unwrap();
-    assert!(private.status.success());
-    let mut child = Command::new(BIN)
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&private.stdout)
-        .unwrap();
-    let public = child.wait_with_output().unwrap();
-    assert!(public.status.success());
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap().trim().to_string();
-    (text(private.stdout), text(public.stdout))
-}
-
-/// Writes a key file only its owner reads, as the daemon demands (rewritten in place
-/// when it exists, as an admin rotating a key would).
-fn key_file(path: &Path, key: &str) {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    writeln!(f, "{key}").unwrap();
-}
 
 /// Two hosts, each with its key file and a configuration file naming the other as its
 /// secure peer; the plain link goes nowhere.

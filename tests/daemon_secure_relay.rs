@@ -9,52 +9,13 @@
 #![cfg(target_os = "linux")]
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pfsyncd::lab::{wait_until, Cluster, Netns};
 
 mod cluster;
+use cluster::keys::{key_file, keypair};
 use cluster::{cluster, serial};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
-
-fn keypair() -> (String, String) {
-    let private = Command::new(BIN).arg("genkey").output().unwrap();
-    assert!(private.status.success());
-    let mut child = Command::new(BIN)
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&private.stdout)
-        .unwrap();
-    let public = child.wait_with_output().unwrap();
-    assert!(public.status.success());
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap().trim().to_string();
-    (text(private.stdout), text(public.stdout))
-}
-
-fn key_file(c: &Cluster, name: &str, key: &str) -> String {
-    let path = c.dir().join(name);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .unwrap();
-    writeln!(f, "{key}").unwrap();
-    path.display().to_string()
-}
 
 /// Host `i`'s states that live `secs` or more: hosts expire states by their own
 /// clocks, so one about to go may be gone on one host and not yet on another.
@@ -131,8 +92,8 @@ fn a_plain_peer_and_a_secure_peer_converge_through_the_middle_node() {
         .unwrap();
     let wan = |i: usize| format!("10.1.{}.2", i + 1);
     let (key_a, key_b) = (keypair(), keypair());
-    let file_a = key_file(&c, "key-a", &key_a.0);
-    let file_b = key_file(&c, "key-b", &key_b.0);
+    let file_a = key_file(&c.dir().join("key-a"), &key_a.0);
+    let file_b = key_file(&c.dir().join("key-b"), &key_b.0);
     let (lan_a, lan_b, lan_plain) = (
         c.addr(a, false).to_string(),
         c.addr(b, false).to_string(),

@@ -10,8 +10,6 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,9 +22,8 @@ use pfsyncd::wire::{ext, Dialect, Message, PacketBuilder, PacketReader};
 use serde_json::Value;
 
 mod cluster;
+use cluster::keys::{key_file, keypair};
 use cluster::{cluster, serial};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
 
 fn stats(c: &Cluster, i: usize) -> Value {
     c.ctl_json(i, "stats")
@@ -172,53 +169,13 @@ fn extensions_off_is_kernel_behaviour_and_sighup_turns_them_on() {
 
 // ------------------------------------------------------------------ secure link
 
-/// A fresh private key (`pfsyncd genkey`) and its public key (`pfsyncd pubkey`).
-fn keypair() -> (String, String) {
-    let private = Command::new(BIN).arg("genkey").output().unwrap();
-    assert!(private.status.success());
-    let mut child = Command::new(BIN)
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&private.stdout)
-        .unwrap();
-    let public = child.wait_with_output().unwrap();
-    assert!(public.status.success());
-    (
-        String::from_utf8(private.stdout)
-            .unwrap()
-            .trim()
-            .to_string(),
-        String::from_utf8(public.stdout).unwrap().trim().to_string(),
-    )
-}
-
-fn key_file(dir: &Path, name: &str, key: &str) -> String {
-    let path = dir.join(name);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .unwrap();
-    writeln!(f, "{key}").unwrap();
-    path.display().to_string()
-}
-
 #[test]
 fn a_session_across_the_secure_link() {
     let _g = serial();
     let mut c = cluster("sessec", 2);
     let keys = [keypair(), keypair()];
     for i in 0..2 {
-        let key = key_file(c.dir(), &format!("key{i}"), &keys[i].0);
+        let key = key_file(&c.dir().join(format!("key{i}")), &keys[i].0);
         let peer = c.addr(1 - i, false).to_string();
         // The plain link goes nowhere: only the secure link carries anything.
         c.start(

@@ -6,6 +6,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use pfsyncd::lab::Cluster;
 
+/// Key files for the secure link (only its tests use them).
+#[allow(dead_code)]
+pub mod keys;
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Held for a test's life: the tests of a binary run one after the other.
