@@ -1,41 +1,16 @@
-//! What the daemon's pfsyncd sessions (`crate::session`) ask of the engine: the states
-//! a digest covers, deleting the copies a creator no longer lists, announcing again the
-//! states a peer lacks, and a bulk request for the session peers alone.
+//! What the daemon's pfsyncd sessions (`crate::session`) ask of the engine besides the
+//! digests (`digest.rs`): a bulk request for the session peers alone.
 //!
-//! None of this is pfsync: a kernel peer never triggers it. The packets it makes are
-//! ordinary pfsync packets (UPD, UPD_REQ 0/0), so a pfsyncd peer's engine takes them as
-//! it takes any other.
-
-use std::time::Instant;
+//! None of this is pfsync: a kernel peer never triggers it. The packet it makes is an
+//! ordinary pfsync packet (UPD_REQ 0/0), so a pfsyncd peer's engine takes it as it takes
+//! any other. The tests here also cover `forget_states` and `announce_states` as the
+//! sessions use them.
 
 use super::Engine;
 use crate::wire::msg::StateRefRepr;
 use crate::wire::{Action, Message, Pushed};
 
 impl Engine {
-    /// The ids of `creator`'s states a digest covers: cached, not deleted, and synced
-    /// (not no-sync, not kept out by the sync filter, not waiting for `syncdelay`), so
-    /// that a peer never asks for a state we have not announced.
-    pub fn synced_ids(&self, creator: u32) -> impl Iterator<Item = u64> + '_ {
-        self.cache
-            .entries()
-            .filter(move |e| {
-                e.key().0 == creator
-                    && !e.deleted
-                    && !e.nosync
-                    && !e.delayed
-                    && e.filtered.is_none()
-            })
-            .map(|e| e.key().1)
-    }
-
-    /// When a peer last sent this state, if it did.
-    pub fn peer_updated_at(&self, creator: u32, id: u64) -> Option<Instant> {
-        self.cache
-            .find((creator, id))
-            .and_then(|slot| self.cache.get(slot).peer_updated)
-    }
-
     /// A packet holding our bulk request (UPD_REQ 0/0) alone, for the session peers:
     /// a peer's DATA was lost past its resend buffer. Unlike
     /// [`request_bulk`](Self::request_bulk) it neither demotes carp nor waits for the
