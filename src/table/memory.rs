@@ -40,13 +40,16 @@
 //! the table got on the interface since (the engine's imports included: the kernels
 //! ignore an INS of a state they hold).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
-use crate::engine::LocalChange;
+use crate::engine::{KeyedState, LocalChange};
 use crate::state::{compact, State};
 use crate::wire::IfName;
 
+use super::deadlines::Deadlines;
+use super::slot_index::SlotIndex;
 use super::{key_of, syncable, EdgeCounters, Key, StateTable, TableError, Timeouts};
 
 /// Settings of a [`MemoryTable`].
@@ -115,31 +118,86 @@ impl MemoryConfig {
 /// seconds.
 #[derive(Debug, Clone)]
 struct Slot {
-    key: Key,
-    bytes: Box<[u8]>,
+    id: u64,
+    creatorid: u32,
+    /// Its place in the bucket of its deadline ([`Deadlines`]).
+    place: u32,
     created: i64,
     /// When the state expires. Its last activity is not kept: it is always the
     /// deadline less the timeout of its class (see [`MemoryTable::set_timeouts`]).
     deadline: i64,
+    bytes: Bytes,
 }
 
 impl Slot {
+    fn key(&self) -> Key {
+        (self.creatorid, self.id)
+    }
+
     fn state(&self) -> State {
         // Only this table encodes slots, from whole states: a failure is a bug in the
         // codec, which its tests rule out.
-        compact::decode(&self.bytes).expect("a state the memory table encoded")
+        compact::decode(self.bytes.as_slice()).expect("a state the memory table encoded")
     }
 }
 
-fn encode(state: &State) -> Box<[u8]> {
+/// Encodings up to this long are held in the slot itself (a synthetic IPv4 state's is
+/// 40–70 bytes); longer ones (IPv6 addresses, names, routes) on the heap. The slot list
+/// is then one allocation, not one a state: a million 59-byte boxes cost 80 MB of
+/// malloc chunks and a malloc and a free each.
+const INLINE: usize = 78;
+
+/// A state's compact encoding, in the slot when it fits.
+#[derive(Clone)]
+enum Bytes {
+    Inline { len: u8, data: [u8; INLINE] },
+    Spilled(Box<[u8]>),
+}
+
+impl Bytes {
+    fn new(bytes: &[u8]) -> Bytes {
+        if bytes.len() <= INLINE {
+            let mut data = [0; INLINE];
+            data[..bytes.len()].copy_from_slice(bytes);
+            Bytes::Inline {
+                len: bytes.len() as u8,
+                data,
+            }
+        } else {
+            Bytes::Spilled(Box::from(bytes))
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Inline { len, data } => &data[..usize::from(*len)],
+            Bytes::Spilled(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.as_slice().len())
+    }
+}
+
+fn encode(state: &State) -> Bytes {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     SCRATCH.with_borrow_mut(|scratch| {
         scratch.clear();
         compact::encode(state, scratch);
-        Box::from(&scratch[..])
+        Bytes::new(scratch)
     })
+}
+
+/// A secret key for the table's index, from the system's random source (std's
+/// `RandomState` is seeded from it): peers choose the ids it hashes.
+fn random_hash_key() -> [u64; 2] {
+    let random = std::collections::hash_map::RandomState::new();
+    [random.hash_one(0x5eed_u64), random.hash_one(0xf00d_u64)]
 }
 
 /// A change noted for the next poll.
@@ -160,11 +218,10 @@ pub struct MemoryTable {
     /// cost of what it picks, not of the table (issue 14: `ctl delete N` listed the
     /// table). A removed slot's place goes to the last one.
     slots: Vec<Slot>,
-    /// Where each key's slot is. Only a position in the hash map, not the slot: a hash
-    /// map is at half load after it doubles, and doubles with the old one still held,
-    /// so its entries are what a million states' peak memory is most made of.
-    index: HashMap<Key, u32>,
-    deadlines: BTreeSet<(i64, Key)>,
+    /// Where each key's slot is. Only a position in the index, not the slot: an index
+    /// is at half load after it doubles, and doubles with the old one still held.
+    index: SlotIndex,
+    deadlines: Deadlines,
     /// Slots looked at by listings, clears and samples: what a request costs.
     visited: u64,
     journal: Vec<Note>,
@@ -182,8 +239,8 @@ impl MemoryTable {
             config,
             origin: None,
             slots: Vec::new(),
-            index: HashMap::new(),
-            deadlines: BTreeSet::new(),
+            index: SlotIndex::new(KeyedState::new(random_hash_key())),
+            deadlines: Deadlines::default(),
             visited: 0,
             journal: Vec::new(),
             expired: 0,
@@ -227,7 +284,7 @@ impl MemoryTable {
             .into_iter()
             .map(|at| &self.slots[at])
             .filter(|s| syncable(&s.state()))
-            .map(|s| s.key)
+            .map(Slot::key)
             .collect()
     }
 
@@ -236,12 +293,12 @@ impl MemoryTable {
         let old = std::mem::replace(&mut self.config.timeouts, timeouts);
         self.deadlines.clear();
         self.visited += self.slots.len() as u64;
-        for slot in &mut self.slots {
+        for (at, slot) in self.slots.iter_mut().enumerate() {
             // Every deadline was set as last activity + the class's timeout then.
             let class = slot.state().timeout;
             let active = slot.deadline - i64::from(old.get(class));
             slot.deadline = active + i64::from(timeouts.get(class));
-            self.deadlines.insert((slot.deadline, slot.key));
+            slot.place = self.deadlines.insert(slot.deadline, at as u32);
         }
     }
 
@@ -278,23 +335,28 @@ impl MemoryTable {
             now + value
         };
         let key = key_of(&state);
-        let slot = Slot {
-            key,
-            bytes: encode(&state),
-            created,
-            deadline,
-        };
-        self.deadlines.insert((deadline, key));
+        let bytes = encode(&state);
         // Callers place a new key only; one placed again keeps its place in the list.
-        match self.index.get(&key) {
-            Some(&at) => {
-                let old = std::mem::replace(&mut self.slots[at as usize], slot);
-                self.deadlines.remove(&(old.deadline, key));
+        match self.find(key) {
+            Some(at) => {
+                self.refile(at, deadline);
+                let slot = &mut self.slots[at as usize];
+                slot.bytes = bytes;
+                slot.created = created;
             }
             None => {
-                // Four billion states would need 64 GB of keys alone.
-                self.index.insert(key, self.slots.len() as u32);
-                self.slots.push(slot);
+                // Four billion states would need 400 GB of slots.
+                let at = self.slots.len() as u32;
+                let place = self.deadlines.insert(deadline, at);
+                self.slots.push(Slot {
+                    id: key.1,
+                    creatorid: key.0,
+                    place,
+                    created,
+                    deadline,
+                    bytes,
+                });
+                self.index.insert(key, at);
             }
         }
     }
@@ -302,35 +364,59 @@ impl MemoryTable {
     /// Replaces a state's content and marks activity now; `None` if there is none.
     fn refresh(&mut self, now: i64, key: Key, mut state: State) -> Option<State> {
         let value = self.timeout_of(&state);
-        let at = *self.index.get(&key)?;
-        let slot = &mut self.slots[at as usize];
+        let at = self.find(key)?;
         (state.creatorid, state.id) = key;
-        self.deadlines.remove(&(slot.deadline, key));
+        self.refile(at, now + value);
+        let slot = &mut self.slots[at as usize];
         slot.bytes = encode(&state);
-        slot.deadline = now + value;
-        self.deadlines.insert((slot.deadline, key));
         Some(Self::hand_out(slot, now))
     }
 
-    fn take(&mut self, key: Key) -> Option<Slot> {
-        let slot = self.unplace(key)?;
-        self.deadlines.remove(&(slot.deadline, key));
-        Some(slot)
+    /// Where `key`'s slot is in the list.
+    fn find(&self, key: Key) -> Option<u32> {
+        let slots = &self.slots;
+        self.index.get(key, |at| slots[at as usize].key())
     }
 
-    /// Takes a key's slot out of the dense list (the last slot takes its place) and out
-    /// of the index; its deadline is the caller's.
-    fn unplace(&mut self, key: Key) -> Option<Slot> {
-        let at = self.index.remove(&key)? as usize;
-        let slot = self.slots.swap_remove(at);
-        if let Some(moved) = self.slots.get(at) {
-            self.index.insert(moved.key, at as u32);
+    /// Files the slot at `at` under a new deadline.
+    fn refile(&mut self, at: u32, deadline: i64) {
+        if self.slots[at as usize].deadline == deadline {
+            return;
+        }
+        self.unfile(at);
+        let place = self.deadlines.insert(deadline, at);
+        let slot = &mut self.slots[at as usize];
+        slot.deadline = deadline;
+        slot.place = place;
+    }
+
+    /// Takes the slot at `at` out of its deadline's bucket.
+    fn unfile(&mut self, at: u32) {
+        let slot = &self.slots[at as usize];
+        let place = slot.place;
+        if let Some(moved) = self.deadlines.remove(slot.deadline, place) {
+            self.slots[moved as usize].place = place;
+        }
+    }
+
+    /// Takes a key's slot out of the index, its deadline's bucket and the dense list
+    /// (the last slot takes its place).
+    fn take(&mut self, key: Key) -> Option<Slot> {
+        let slots = &self.slots;
+        let at = self.index.remove(key, |at| slots[at as usize].key())?;
+        self.unfile(at);
+        let last = self.slots.len() as u32 - 1;
+        let slot = self.slots.swap_remove(at as usize);
+        if at != last {
+            let moved = &self.slots[at as usize];
+            self.index.moved(moved.key(), last, at);
+            self.deadlines.moved(moved.deadline, moved.place, at);
         }
         Some(slot)
     }
 
     fn slot(&self, key: Key) -> Option<&Slot> {
-        self.index.get(&key).map(|&at| &self.slots[at as usize])
+        self.find(key).map(|at| &self.slots[at as usize])
     }
 
     /// Refuses a peer's state bound to an interface the check does not admit, before
@@ -361,7 +447,7 @@ impl MemoryTable {
         self.check_room()?;
         let now = self.secs(now);
         state.creatorid = self.config.creatorid;
-        while self.index.contains_key(&(state.creatorid, self.next_id)) {
+        while self.find((state.creatorid, self.next_id)).is_some() {
             self.next_id = self.next_id.wrapping_add(1);
         }
         state.id = self.next_id;
@@ -423,12 +509,12 @@ impl MemoryTable {
     pub fn expire(&mut self, now: Instant) -> usize {
         let now = self.secs(now);
         let mut n = 0;
-        while let Some(&(deadline, key)) = self.deadlines.first() {
+        while let Some((deadline, at)) = self.deadlines.first_slot() {
             if deadline > now {
                 break;
             }
-            self.deadlines.pop_first();
-            if let Some(slot) = self.unplace(key) {
+            let key = self.slots[at as usize].key();
+            if let Some(slot) = self.take(key) {
                 if syncable(&slot.state()) {
                     self.journal.push(Note::Delete(key));
                 }
@@ -441,10 +527,10 @@ impl MemoryTable {
 
     /// When the next state is due, if any (for the daemon's timer).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let (deadline, _) = self.deadlines.first()?;
+        let deadline = self.deadlines.first()?;
         let origin = self.origin?;
         let d = Duration::from_secs(deadline.unsigned_abs());
-        if *deadline >= 0 {
+        if deadline >= 0 {
             origin.checked_add(d)
         } else {
             Some(origin.checked_sub(d).unwrap_or(origin))
@@ -463,7 +549,7 @@ impl MemoryTable {
             .slots
             .iter()
             .filter(|s| doomed(&s.state()))
-            .map(|s| s.key)
+            .map(Slot::key)
             .collect();
         for key in &keys {
             self.take(*key);
@@ -479,7 +565,7 @@ impl StateTable for MemoryTable {
         }
         self.refuse_unknown_interface(state)?;
         let key = key_of(state);
-        if self.index.contains_key(&key) {
+        if self.find(key).is_some() {
             return Err(TableError::AlreadyExists {
                 creatorid: key.0,
                 id: key.1,
@@ -553,7 +639,7 @@ impl StateTable for MemoryTable {
                     let mut since: Vec<(Key, State)> = self
                         .slots
                         .iter()
-                        .map(|slot| (slot.key, Self::hand_out(slot, now)))
+                        .map(|slot| (slot.key(), Self::hand_out(slot, now)))
                         .filter(|(_, s)| ifname.is_empty() || s.ifname == ifname)
                         .filter(|(_, s)| syncable(s))
                         .collect();

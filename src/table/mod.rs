@@ -36,9 +36,11 @@
 //! - **Errors are outcomes to count.** Every [`TableError`] names its [`Outcome`], and
 //!   [`TableStats`] counts them; a failed operation never stops the daemon.
 
+mod deadlines;
 pub mod diff;
 pub mod memory;
 pub mod pf;
+mod slot_index;
 pub mod synth;
 mod timeouts;
 
