@@ -404,6 +404,8 @@ impl Parent {
                 }
             }
         }
+        // One clock read for the turn's writes, after them (see applied.rs).
+        self.applied.stamp(Instant::now());
         filled?;
         if self.channel.is_closed() {
             return Err(ChannelError::Closed);
@@ -528,7 +530,7 @@ impl Parent {
         let result = self.table.state_table().apply(now, op);
         self.table_stats.record(op, &result);
         if let (Ok(_), TableOp::Import(s) | TableOp::Update(s)) = (&result, op) {
-            self.applied.wrote(key_of(s), Instant::now());
+            self.applied.wrote(key_of(s));
         }
         if let (Err(e), TableOp::Import(_)) = (&result, op) {
             log_debug!("import: {e}");
