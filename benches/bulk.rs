@@ -494,13 +494,22 @@ mod linux {
             engines.push(engine);
         }
         // The table operations the engine hands the parent for these imports.
-        let ops: Vec<TableOp> = engines[0].states().map(TableOp::Import).collect();
+        // The parent gets each with its state's compact bytes as the channel carries
+        // them (`ToParent::encoded_state`), which the memory table keeps as they are.
+        let ops: Vec<(TableOp, Vec<u8>)> = engines[0]
+            .states()
+            .map(|s| {
+                let mut bytes = Vec::new();
+                pfsyncd::state::compact::encode(&s, &mut bytes);
+                (TableOp::Import(s), bytes)
+            })
+            .collect();
         let rss_before = rss_mb();
         let mut table = MemoryTable::new(MemoryConfig::new(0x0c0c_0001));
         let t = Instant::now();
         let cpu = thread_cpu_secs();
-        for op in &ops {
-            table.apply(now, op).expect("import");
+        for (op, bytes) in &ops {
+            table.apply_encoded(now, op, Some(bytes)).expect("import");
         }
         let took = t.elapsed();
         let cpu = thread_cpu_secs() - cpu;

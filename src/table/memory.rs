@@ -44,7 +44,7 @@ use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
-use crate::engine::{KeyedState, LocalChange};
+use crate::engine::{KeyedState, LocalChange, TableOp};
 use crate::state::{compact, State};
 use crate::wire::IfName;
 
@@ -182,7 +182,13 @@ impl std::fmt::Debug for Bytes {
     }
 }
 
-fn encode(state: &State) -> Bytes {
+/// The slot bytes of `state`: `encoded` if given (bytes that decode to it, see
+/// [`StateTable::apply_encoded`]), else its encoding.
+fn encode(state: &State, encoded: Option<&[u8]>) -> Bytes {
+    if let Some(bytes) = encoded {
+        debug_assert_eq!(compact::decode(bytes).as_ref(), Some(state));
+        return Bytes::new(bytes);
+    }
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -325,8 +331,9 @@ impl MemoryTable {
         }
     }
 
-    /// Adds a state with the times its `age_secs`/`expire_secs` give.
-    fn place(&mut self, now: i64, state: State) {
+    /// Adds a state with the times its `age_secs`/`expire_secs` give; `encoded`, if
+    /// given, is its encoding.
+    fn place(&mut self, now: i64, state: &State, encoded: Option<&[u8]>) {
         let value = self.timeout_of(&state);
         let created = now - i64::from(state.age_secs);
         let deadline = if state.expire_secs != 0 {
@@ -334,8 +341,8 @@ impl MemoryTable {
         } else {
             now + value
         };
-        let key = key_of(&state);
-        let bytes = encode(&state);
+        let key = key_of(state);
+        let bytes = encode(state, encoded);
         // Callers place a new key only; one placed again keeps its place in the list.
         match self.find(key) {
             Some(at) => {
@@ -362,13 +369,26 @@ impl MemoryTable {
     }
 
     /// Replaces a state's content and marks activity now; `None` if there is none.
-    fn refresh(&mut self, now: i64, key: Key, mut state: State) -> Option<State> {
-        let value = self.timeout_of(&state);
+    /// `encoded`, if given, is the encoding of `state`, whose key must be `key`.
+    fn refresh(
+        &mut self,
+        now: i64,
+        key: Key,
+        state: &State,
+        encoded: Option<&[u8]>,
+    ) -> Option<State> {
+        let value = self.timeout_of(state);
         let at = self.find(key)?;
-        (state.creatorid, state.id) = key;
         self.refile(at, now + value);
+        let bytes = if key_of(state) == key {
+            encode(state, encoded)
+        } else {
+            let mut renamed = *state;
+            (renamed.creatorid, renamed.id) = key;
+            encode(&renamed, None)
+        };
         let slot = &mut self.slots[at as usize];
-        slot.bytes = encode(&state);
+        slot.bytes = bytes;
         Some(Self::hand_out(slot, now))
     }
 
@@ -452,7 +472,7 @@ impl MemoryTable {
         }
         state.id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        self.place(now, state);
+        self.place(now, &state, None);
         self.journal.push(Note::Insert(key_of(&state)));
         let (creatorid, id) = key_of(&state);
         self.slot((creatorid, id))
@@ -477,7 +497,7 @@ impl MemoryTable {
             .ok_or(TableError::NotFound { creatorid, id })?;
         change(&mut state);
         let out = self
-            .refresh(now, key, state)
+            .refresh(now, key, &state, None)
             .ok_or(TableError::NotFound { creatorid, id })?;
         self.journal.push(Note::Update(key));
         Ok(out)
@@ -558,8 +578,13 @@ impl MemoryTable {
     }
 }
 
-impl StateTable for MemoryTable {
-    fn import(&mut self, now: Instant, state: &State) -> Result<(), TableError> {
+impl MemoryTable {
+    fn import_encoded(
+        &mut self,
+        now: Instant,
+        state: &State,
+        encoded: Option<&[u8]>,
+    ) -> Result<(), TableError> {
         if state.creatorid == 0 {
             return Err(TableError::Invalid("creatorid 0"));
         }
@@ -573,17 +598,45 @@ impl StateTable for MemoryTable {
         }
         self.check_room()?;
         let now = self.secs(now);
-        self.place(now, *state);
+        self.place(now, state, encoded);
         Ok(())
     }
 
-    fn update(&mut self, now: Instant, state: &State) -> Result<(), TableError> {
+    fn update_encoded(
+        &mut self,
+        now: Instant,
+        state: &State,
+        encoded: Option<&[u8]>,
+    ) -> Result<(), TableError> {
         self.refuse_unknown_interface(state)?;
         let now = self.secs(now);
         let (creatorid, id) = key_of(state);
-        self.refresh(now, (creatorid, id), *state)
+        self.refresh(now, (creatorid, id), state, encoded)
             .map(|_| ())
             .ok_or(TableError::NotFound { creatorid, id })
+    }
+}
+
+impl StateTable for MemoryTable {
+    fn import(&mut self, now: Instant, state: &State) -> Result<(), TableError> {
+        self.import_encoded(now, state, None)
+    }
+
+    fn update(&mut self, now: Instant, state: &State) -> Result<(), TableError> {
+        self.update_encoded(now, state, None)
+    }
+
+    fn apply_encoded(
+        &mut self,
+        now: Instant,
+        op: &TableOp,
+        encoded: Option<&[u8]>,
+    ) -> Result<usize, TableError> {
+        match op {
+            TableOp::Import(s) => self.import_encoded(now, s, encoded).map(|()| 1),
+            TableOp::Update(s) => self.update_encoded(now, s, encoded).map(|()| 1),
+            _ => self.apply(now, op),
+        }
     }
 
     fn remove(&mut self, creatorid: u32, id: u64) -> Result<bool, TableError> {
@@ -793,6 +846,153 @@ mod test {
         assert_eq!(all.len(), t.len());
         t.clear_local(&IfName::EMPTY);
         assert!(t.sample(5, &mut below).is_empty());
+    }
+
+    /// Deadlines through imports, updates, removals, expiries and a change of the
+    /// timeouts, against a model that keeps each state's deadline: what is held after
+    /// each second's expiry is exactly what the model says is not yet due.
+    #[test]
+    fn expiry_is_exact_to_the_second_whatever_moved_the_deadlines() {
+        use crate::state::Timeout;
+        let t0 = Instant::now();
+        let at = |sec: u64| t0 + Duration::from_secs(sec);
+        let mut t = MemoryTable::new(MemoryConfig::new(US));
+        let mut model: std::collections::BTreeMap<u64, i64> = Default::default();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |below: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % below
+        };
+        let mut sec = 0u64;
+        let mut id = 0u64;
+        let mut value = 30;
+        for _ in 0..400 {
+            t.expire(at(sec));
+            let now = sec as i64;
+            for _ in 0..next(40) {
+                id += 1;
+                let mut s = peer_state(id, "igb0");
+                s.timeout = Timeout::UdpSingle;
+                s.expire_secs = next(50) as u32;
+                t.import(at(sec), &s).unwrap();
+                let life = if s.expire_secs == 0 {
+                    value
+                } else {
+                    i64::from(s.expire_secs)
+                };
+                model.insert(id, now + life);
+            }
+            let held: Vec<u64> = model.keys().copied().collect();
+            for _ in 0..next(10) {
+                if held.is_empty() {
+                    break;
+                }
+                let pick = held[next(held.len() as u64) as usize];
+                if !model.contains_key(&pick) {
+                    continue;
+                }
+                if next(3) == 0 {
+                    t.remove(PEER, pick).unwrap();
+                    model.remove(&pick);
+                } else {
+                    let mut s = peer_state(pick, "igb1");
+                    s.timeout = Timeout::UdpSingle;
+                    t.update(at(sec), &s).unwrap();
+                    model.insert(pick, now + value);
+                }
+            }
+            if sec == 200 {
+                // Every deadline moves by the change of the class's value.
+                t.set_timeouts(Timeouts::DEFAULT.with(Timeout::UdpSingle, 45));
+                value = 45;
+                for d in model.values_mut() {
+                    *d += 15;
+                }
+            }
+            sec += next(3);
+            let due: Vec<u64> = model
+                .iter()
+                .filter(|(_, &d)| d <= sec as i64)
+                .map(|(&k, _)| k)
+                .collect();
+            let expired = t.expire(at(sec));
+            assert_eq!(expired, due.len(), "second {sec}");
+            for k in due {
+                model.remove(&k);
+            }
+            assert_eq!(t.len(), model.len(), "second {sec}");
+            for (&k, &d) in &model {
+                let s = t.get_any(at(sec), PEER, k).expect("held");
+                assert_eq!(i64::from(s.expire_secs), d - sec as i64, "state {k}");
+            }
+            let first = model.values().min().map(|&d| at(d as u64));
+            assert_eq!(t.next_deadline(), first);
+        }
+        assert!(id > 5000, "{id} states");
+    }
+
+    /// A slot is the state's bytes inline: the list is reused as states come and go,
+    /// an encoding too long to fit lives on the heap and reads back whole, and bytes
+    /// given off the channel are kept as the state.
+    #[test]
+    fn slots_hold_their_bytes_and_are_reused() {
+        use crate::table::synth::Synth;
+        use crate::wire::TagName;
+        assert!(
+            std::mem::size_of::<Slot>() <= 112,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
+        let now = Instant::now();
+        let mut t = MemoryTable::new(MemoryConfig::new(US));
+        let mut synth = Synth::new(5, PEER);
+        let states = synth.states(3000);
+        for s in &states {
+            t.import(now, s).unwrap();
+        }
+        let room = t.slots.capacity();
+        for round in 0..3 {
+            for s in &states {
+                assert!(t.remove(s.creatorid, s.id).unwrap(), "round {round}");
+            }
+            assert!(t.is_empty());
+            for s in &states {
+                t.import(now, s).unwrap();
+            }
+            assert_eq!(t.slots.capacity(), room, "round {round}");
+        }
+        let mut long = synth.state();
+        long.wire.addr = [
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        ];
+        long.stack.addr = [
+            "2001:db8::3".parse().unwrap(),
+            "2001:db8::4".parse().unwrap(),
+        ];
+        long.tagname = TagName::new("a-rather-long-tag-name-for-a-state").unwrap();
+        let mut bytes = Vec::new();
+        compact::encode(&long, &mut bytes);
+        assert!(bytes.len() > INLINE, "{} bytes", bytes.len());
+        t.apply_encoded(now, &TableOp::Import(long), Some(&bytes))
+            .unwrap();
+        let got = t.get_any(now, long.creatorid, long.id).unwrap();
+        assert_eq!(got.tagname, long.tagname);
+        assert_eq!(got.stack, long.stack);
+        // Given bytes are stored as they are.
+        let mut s = states[7];
+        s.packets = [77, 88];
+        bytes.clear();
+        compact::encode(&s, &mut bytes);
+        t.apply_encoded(now, &TableOp::Update(s), Some(&bytes))
+            .unwrap();
+        assert_eq!(t.slot(key_of(&s)).unwrap().bytes.as_slice(), &bytes[..]);
+        assert_eq!(t.get_any(now, s.creatorid, s.id).unwrap().packets, [77, 88]);
+        for s in &states {
+            assert!(t.get_any(now, s.creatorid, s.id).is_some());
+        }
     }
 
     #[test]

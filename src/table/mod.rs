@@ -142,6 +142,21 @@ pub trait StateTable {
             TableOp::Clear { creatorid, ifname } => self.clear(Some(*creatorid), ifname),
         }
     }
+
+    /// [`StateTable::apply`], given also the compact encoding ([`crate::state::compact`])
+    /// of an import's or update's state as it came off the engine's channel: bytes that
+    /// decode to that state. A table that keeps states in that encoding (the memory
+    /// table) stores them as they are instead of encoding the state again; the others
+    /// ignore them.
+    fn apply_encoded(
+        &mut self,
+        now: Instant,
+        op: &TableOp,
+        encoded: Option<&[u8]>,
+    ) -> Result<usize, TableError> {
+        let _ = encoded;
+        self.apply(now, op)
+    }
 }
 
 /// Bad input and incomplete answers met at the kernel edge, one counter each: what was
