@@ -88,7 +88,10 @@ impl InterfaceCheck {
     /// always may; so may a state with no name, which no interface check can refuse in pf
     /// either.
     fn admits(&self, name: &IfName) -> bool {
-        if name.is_empty() || crate::engine::IfMap::is_floating(name) {
+        if matches!(self, InterfaceCheck::Off)
+            || name.is_empty()
+            || crate::engine::IfMap::is_floating(name)
+        {
             return true;
         }
         match self {
@@ -220,6 +223,8 @@ enum Note {
 pub struct MemoryTable {
     config: MemoryConfig,
     origin: Option<Instant>,
+    /// The last `now` turned into table seconds, and those.
+    last_secs: Option<(Instant, i64)>,
     /// Every state, densely, so that a control request can pick random states at the
     /// cost of what it picks, not of the table (issue 14: `ctl delete N` listed the
     /// table). A removed slot's place goes to the last one.
@@ -244,6 +249,7 @@ impl MemoryTable {
             next_id: config.first_id,
             config,
             origin: None,
+            last_secs: None,
             slots: Vec::new(),
             index: SlotIndex::new(KeyedState::new(random_hash_key())),
             deadlines: Deadlines::default(),
@@ -310,11 +316,19 @@ impl MemoryTable {
 
     /// Table seconds of `now`.
     fn secs(&mut self, now: Instant) -> i64 {
+        // A daemon's turn applies hundreds of operations at one `now`.
+        if let Some((last, secs)) = self.last_secs {
+            if last == now {
+                return secs;
+            }
+        }
         let origin = *self.origin.get_or_insert(now);
-        match now.checked_duration_since(origin) {
+        let secs = match now.checked_duration_since(origin) {
             Some(d) => d.as_secs() as i64,
             None => -(origin.duration_since(now).as_secs_f64().ceil() as i64),
-        }
+        };
+        self.last_secs = Some((now, secs));
+        secs
     }
 
     fn timeout_of(&self, state: &State) -> i64 {
@@ -331,8 +345,8 @@ impl MemoryTable {
         }
     }
 
-    /// Adds a state with the times its `age_secs`/`expire_secs` give; `encoded`, if
-    /// given, is its encoding.
+    /// Adds a state of a new key with the times its `age_secs`/`expire_secs` give;
+    /// `encoded`, if given, is its encoding.
     fn place(&mut self, now: i64, state: &State, encoded: Option<&[u8]>) {
         let value = self.timeout_of(&state);
         let created = now - i64::from(state.age_secs);
@@ -342,30 +356,20 @@ impl MemoryTable {
             now + value
         };
         let key = key_of(state);
-        let bytes = encode(state, encoded);
-        // Callers place a new key only; one placed again keeps its place in the list.
-        match self.find(key) {
-            Some(at) => {
-                self.refile(at, deadline);
-                let slot = &mut self.slots[at as usize];
-                slot.bytes = bytes;
-                slot.created = created;
-            }
-            None => {
-                // Four billion states would need 400 GB of slots.
-                let at = self.slots.len() as u32;
-                let place = self.deadlines.insert(deadline, at);
-                self.slots.push(Slot {
-                    id: key.1,
-                    creatorid: key.0,
-                    place,
-                    created,
-                    deadline,
-                    bytes,
-                });
-                self.index.insert(key, at);
-            }
-        }
+        // Callers have made sure the key is new (an import refuses one it holds).
+        debug_assert!(self.find(key).is_none());
+        // Four billion states would need 400 GB of slots.
+        let at = self.slots.len() as u32;
+        let place = self.deadlines.insert(deadline, at);
+        self.slots.push(Slot {
+            id: key.1,
+            creatorid: key.0,
+            place,
+            created,
+            deadline,
+            bytes: encode(state, encoded),
+        });
+        self.index.insert(key, at);
     }
 
     /// Replaces a state's content and marks activity now; `None` if there is none.
