@@ -40,13 +40,16 @@
 //! the table got on the interface since (the engine's imports included: the kernels
 //! ignore an INS of a state they hold).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
-use crate::engine::LocalChange;
+use crate::engine::{KeyedState, LocalChange, TableOp};
 use crate::state::{compact, State};
 use crate::wire::IfName;
 
+use super::deadlines::Deadlines;
+use super::slot_index::SlotIndex;
 use super::{key_of, syncable, EdgeCounters, Key, StateTable, TableError, Timeouts};
 
 /// Settings of a [`MemoryTable`].
@@ -85,7 +88,10 @@ impl InterfaceCheck {
     /// always may; so may a state with no name, which no interface check can refuse in pf
     /// either.
     fn admits(&self, name: &IfName) -> bool {
-        if name.is_empty() || crate::engine::IfMap::is_floating(name) {
+        if matches!(self, InterfaceCheck::Off)
+            || name.is_empty()
+            || crate::engine::IfMap::is_floating(name)
+        {
             return true;
         }
         match self {
@@ -115,31 +121,93 @@ impl MemoryConfig {
 /// seconds.
 #[derive(Debug, Clone)]
 struct Slot {
-    key: Key,
-    bytes: Box<[u8]>,
+    id: u64,
+    creatorid: u32,
+    /// Its place in the bucket of its deadline ([`Deadlines`]).
+    place: u32,
     created: i64,
     /// When the state expires. Its last activity is not kept: it is always the
     /// deadline less the timeout of its class (see [`MemoryTable::set_timeouts`]).
     deadline: i64,
+    bytes: Bytes,
 }
 
 impl Slot {
+    fn key(&self) -> Key {
+        (self.creatorid, self.id)
+    }
+
     fn state(&self) -> State {
         // Only this table encodes slots, from whole states: a failure is a bug in the
         // codec, which its tests rule out.
-        compact::decode(&self.bytes).expect("a state the memory table encoded")
+        compact::decode(self.bytes.as_slice()).expect("a state the memory table encoded")
     }
 }
 
-fn encode(state: &State) -> Box<[u8]> {
+/// Encodings up to this long are held in the slot itself (a synthetic IPv4 state's is
+/// 40–70 bytes); longer ones (IPv6 addresses, names, routes) on the heap. The slot list
+/// is then one allocation, not one a state: a million 59-byte boxes cost 80 MB of
+/// malloc chunks and a malloc and a free each.
+const INLINE: usize = 78;
+
+/// A state's compact encoding, in the slot when it fits.
+#[derive(Clone)]
+enum Bytes {
+    Inline { len: u8, data: [u8; INLINE] },
+    Spilled(Box<[u8]>),
+}
+
+impl Bytes {
+    fn new(bytes: &[u8]) -> Bytes {
+        if bytes.len() <= INLINE {
+            let mut data = [0; INLINE];
+            data[..bytes.len()].copy_from_slice(bytes);
+            Bytes::Inline {
+                len: bytes.len() as u8,
+                data,
+            }
+        } else {
+            Bytes::Spilled(Box::from(bytes))
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Inline { len, data } => &data[..usize::from(*len)],
+            Bytes::Spilled(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.as_slice().len())
+    }
+}
+
+/// The slot bytes of `state`: `encoded` if given (bytes that decode to it, see
+/// [`StateTable::apply_encoded`]), else its encoding.
+fn encode(state: &State, encoded: Option<&[u8]>) -> Bytes {
+    if let Some(bytes) = encoded {
+        // Not checked against `state` even in a debug build: decoding every import
+        // again slows a debug daemon's bulk enough for the lab's states to expire.
+        return Bytes::new(bytes);
+    }
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     SCRATCH.with_borrow_mut(|scratch| {
         scratch.clear();
         compact::encode(state, scratch);
-        Box::from(&scratch[..])
+        Bytes::new(scratch)
     })
+}
+
+/// A secret key for the table's index, from the system's random source (std's
+/// `RandomState` is seeded from it): peers choose the ids it hashes.
+fn random_hash_key() -> [u64; 2] {
+    let random = std::collections::hash_map::RandomState::new();
+    [random.hash_one(0x5eed_u64), random.hash_one(0xf00d_u64)]
 }
 
 /// A change noted for the next poll.
@@ -156,15 +224,16 @@ enum Note {
 pub struct MemoryTable {
     config: MemoryConfig,
     origin: Option<Instant>,
+    /// The last `now` turned into table seconds, and those.
+    last_secs: Option<(Instant, i64)>,
     /// Every state, densely, so that a control request can pick random states at the
     /// cost of what it picks, not of the table (issue 14: `ctl delete N` listed the
     /// table). A removed slot's place goes to the last one.
     slots: Vec<Slot>,
-    /// Where each key's slot is. Only a position in the hash map, not the slot: a hash
-    /// map is at half load after it doubles, and doubles with the old one still held,
-    /// so its entries are what a million states' peak memory is most made of.
-    index: HashMap<Key, u32>,
-    deadlines: BTreeSet<(i64, Key)>,
+    /// Where each key's slot is. Only a position in the index, not the slot: an index
+    /// is at half load after it doubles, and doubles with the old one still held.
+    index: SlotIndex,
+    deadlines: Deadlines,
     /// Slots looked at by listings, clears and samples: what a request costs.
     visited: u64,
     journal: Vec<Note>,
@@ -181,9 +250,10 @@ impl MemoryTable {
             next_id: config.first_id,
             config,
             origin: None,
+            last_secs: None,
             slots: Vec::new(),
-            index: HashMap::new(),
-            deadlines: BTreeSet::new(),
+            index: SlotIndex::new(KeyedState::new(random_hash_key())),
+            deadlines: Deadlines::default(),
             visited: 0,
             journal: Vec::new(),
             expired: 0,
@@ -227,7 +297,7 @@ impl MemoryTable {
             .into_iter()
             .map(|at| &self.slots[at])
             .filter(|s| syncable(&s.state()))
-            .map(|s| s.key)
+            .map(Slot::key)
             .collect()
     }
 
@@ -236,22 +306,30 @@ impl MemoryTable {
         let old = std::mem::replace(&mut self.config.timeouts, timeouts);
         self.deadlines.clear();
         self.visited += self.slots.len() as u64;
-        for slot in &mut self.slots {
+        for (at, slot) in self.slots.iter_mut().enumerate() {
             // Every deadline was set as last activity + the class's timeout then.
             let class = slot.state().timeout;
             let active = slot.deadline - i64::from(old.get(class));
             slot.deadline = active + i64::from(timeouts.get(class));
-            self.deadlines.insert((slot.deadline, slot.key));
+            slot.place = self.deadlines.insert(slot.deadline, at as u32);
         }
     }
 
     /// Table seconds of `now`.
     fn secs(&mut self, now: Instant) -> i64 {
+        // A daemon's turn applies hundreds of operations at one `now`.
+        if let Some((last, secs)) = self.last_secs {
+            if last == now {
+                return secs;
+            }
+        }
         let origin = *self.origin.get_or_insert(now);
-        match now.checked_duration_since(origin) {
+        let secs = match now.checked_duration_since(origin) {
             Some(d) => d.as_secs() as i64,
             None => -(origin.duration_since(now).as_secs_f64().ceil() as i64),
-        }
+        };
+        self.last_secs = Some((now, secs));
+        secs
     }
 
     fn timeout_of(&self, state: &State) -> i64 {
@@ -268,69 +346,102 @@ impl MemoryTable {
         }
     }
 
-    /// Adds a state with the times its `age_secs`/`expire_secs` give.
-    fn place(&mut self, now: i64, state: State) {
-        let value = self.timeout_of(&state);
+    /// Adds a state of a new key with the times its `age_secs`/`expire_secs` give;
+    /// `encoded`, if given, is its encoding.
+    fn place(&mut self, now: i64, state: &State, encoded: Option<&[u8]>) {
+        let value = self.timeout_of(state);
         let created = now - i64::from(state.age_secs);
         let deadline = if state.expire_secs != 0 {
             now + i64::from(state.expire_secs)
         } else {
             now + value
         };
-        let key = key_of(&state);
-        let slot = Slot {
-            key,
-            bytes: encode(&state),
+        let key = key_of(state);
+        // Callers have made sure the key is new (an import refuses one it holds).
+        debug_assert!(self.find(key).is_none());
+        // Four billion states would need 400 GB of slots.
+        let at = self.slots.len() as u32;
+        let place = self.deadlines.insert(deadline, at);
+        self.slots.push(Slot {
+            id: key.1,
+            creatorid: key.0,
+            place,
             created,
             deadline,
-        };
-        self.deadlines.insert((deadline, key));
-        // Callers place a new key only; one placed again keeps its place in the list.
-        match self.index.get(&key) {
-            Some(&at) => {
-                let old = std::mem::replace(&mut self.slots[at as usize], slot);
-                self.deadlines.remove(&(old.deadline, key));
-            }
-            None => {
-                // Four billion states would need 64 GB of keys alone.
-                self.index.insert(key, self.slots.len() as u32);
-                self.slots.push(slot);
-            }
-        }
+            bytes: encode(state, encoded),
+        });
+        self.index.insert(key, at);
     }
 
     /// Replaces a state's content and marks activity now; `None` if there is none.
-    fn refresh(&mut self, now: i64, key: Key, mut state: State) -> Option<State> {
-        let value = self.timeout_of(&state);
-        let at = *self.index.get(&key)?;
+    /// `encoded`, if given, is the encoding of `state`, whose key must be `key`.
+    fn refresh(
+        &mut self,
+        now: i64,
+        key: Key,
+        state: &State,
+        encoded: Option<&[u8]>,
+    ) -> Option<State> {
+        let value = self.timeout_of(state);
+        let at = self.find(key)?;
+        self.refile(at, now + value);
+        let bytes = if key_of(state) == key {
+            encode(state, encoded)
+        } else {
+            let mut renamed = *state;
+            (renamed.creatorid, renamed.id) = key;
+            encode(&renamed, None)
+        };
         let slot = &mut self.slots[at as usize];
-        (state.creatorid, state.id) = key;
-        self.deadlines.remove(&(slot.deadline, key));
-        slot.bytes = encode(&state);
-        slot.deadline = now + value;
-        self.deadlines.insert((slot.deadline, key));
+        slot.bytes = bytes;
         Some(Self::hand_out(slot, now))
     }
 
-    fn take(&mut self, key: Key) -> Option<Slot> {
-        let slot = self.unplace(key)?;
-        self.deadlines.remove(&(slot.deadline, key));
-        Some(slot)
+    /// Where `key`'s slot is in the list.
+    fn find(&self, key: Key) -> Option<u32> {
+        let slots = &self.slots;
+        self.index.get(key, |at| slots[at as usize].key())
     }
 
-    /// Takes a key's slot out of the dense list (the last slot takes its place) and out
-    /// of the index; its deadline is the caller's.
-    fn unplace(&mut self, key: Key) -> Option<Slot> {
-        let at = self.index.remove(&key)? as usize;
-        let slot = self.slots.swap_remove(at);
-        if let Some(moved) = self.slots.get(at) {
-            self.index.insert(moved.key, at as u32);
+    /// Files the slot at `at` under a new deadline.
+    fn refile(&mut self, at: u32, deadline: i64) {
+        if self.slots[at as usize].deadline == deadline {
+            return;
+        }
+        self.unfile(at);
+        let place = self.deadlines.insert(deadline, at);
+        let slot = &mut self.slots[at as usize];
+        slot.deadline = deadline;
+        slot.place = place;
+    }
+
+    /// Takes the slot at `at` out of its deadline's bucket.
+    fn unfile(&mut self, at: u32) {
+        let slot = &self.slots[at as usize];
+        let place = slot.place;
+        if let Some(moved) = self.deadlines.remove(slot.deadline, place) {
+            self.slots[moved as usize].place = place;
+        }
+    }
+
+    /// Takes a key's slot out of the index, its deadline's bucket and the dense list
+    /// (the last slot takes its place).
+    fn take(&mut self, key: Key) -> Option<Slot> {
+        let slots = &self.slots;
+        let at = self.index.remove(key, |at| slots[at as usize].key())?;
+        self.unfile(at);
+        let last = self.slots.len() as u32 - 1;
+        let slot = self.slots.swap_remove(at as usize);
+        if at != last {
+            let moved = &self.slots[at as usize];
+            self.index.moved(moved.key(), last, at);
+            self.deadlines.moved(moved.deadline, moved.place, at);
         }
         Some(slot)
     }
 
     fn slot(&self, key: Key) -> Option<&Slot> {
-        self.index.get(&key).map(|&at| &self.slots[at as usize])
+        self.find(key).map(|at| &self.slots[at as usize])
     }
 
     /// Refuses a peer's state bound to an interface the check does not admit, before
@@ -361,12 +472,12 @@ impl MemoryTable {
         self.check_room()?;
         let now = self.secs(now);
         state.creatorid = self.config.creatorid;
-        while self.index.contains_key(&(state.creatorid, self.next_id)) {
+        while self.find((state.creatorid, self.next_id)).is_some() {
             self.next_id = self.next_id.wrapping_add(1);
         }
         state.id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        self.place(now, state);
+        self.place(now, &state, None);
         self.journal.push(Note::Insert(key_of(&state)));
         let (creatorid, id) = key_of(&state);
         self.slot((creatorid, id))
@@ -391,7 +502,7 @@ impl MemoryTable {
             .ok_or(TableError::NotFound { creatorid, id })?;
         change(&mut state);
         let out = self
-            .refresh(now, key, state)
+            .refresh(now, key, &state, None)
             .ok_or(TableError::NotFound { creatorid, id })?;
         self.journal.push(Note::Update(key));
         Ok(out)
@@ -423,28 +534,29 @@ impl MemoryTable {
     pub fn expire(&mut self, now: Instant) -> usize {
         let now = self.secs(now);
         let mut n = 0;
-        while let Some(&(deadline, key)) = self.deadlines.first() {
+        while let Some((deadline, at)) = self.deadlines.first_slot() {
             if deadline > now {
                 break;
             }
-            self.deadlines.pop_first();
-            if let Some(slot) = self.unplace(key) {
+            let key = self.slots[at as usize].key();
+            if let Some(slot) = self.take(key) {
                 if syncable(&slot.state()) {
                     self.journal.push(Note::Delete(key));
                 }
                 n += 1;
             }
         }
+        self.deadlines.passed(now);
         self.expired += n as u64;
         n
     }
 
     /// When the next state is due, if any (for the daemon's timer).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let (deadline, _) = self.deadlines.first()?;
+        let deadline = self.deadlines.first()?;
         let origin = self.origin?;
         let d = Duration::from_secs(deadline.unsigned_abs());
-        if *deadline >= 0 {
+        if deadline >= 0 {
             origin.checked_add(d)
         } else {
             Some(origin.checked_sub(d).unwrap_or(origin))
@@ -463,7 +575,7 @@ impl MemoryTable {
             .slots
             .iter()
             .filter(|s| doomed(&s.state()))
-            .map(|s| s.key)
+            .map(Slot::key)
             .collect();
         for key in &keys {
             self.take(*key);
@@ -472,14 +584,19 @@ impl MemoryTable {
     }
 }
 
-impl StateTable for MemoryTable {
-    fn import(&mut self, now: Instant, state: &State) -> Result<(), TableError> {
+impl MemoryTable {
+    fn import_encoded(
+        &mut self,
+        now: Instant,
+        state: &State,
+        encoded: Option<&[u8]>,
+    ) -> Result<(), TableError> {
         if state.creatorid == 0 {
             return Err(TableError::Invalid("creatorid 0"));
         }
         self.refuse_unknown_interface(state)?;
         let key = key_of(state);
-        if self.index.contains_key(&key) {
+        if self.find(key).is_some() {
             return Err(TableError::AlreadyExists {
                 creatorid: key.0,
                 id: key.1,
@@ -487,17 +604,45 @@ impl StateTable for MemoryTable {
         }
         self.check_room()?;
         let now = self.secs(now);
-        self.place(now, *state);
+        self.place(now, state, encoded);
         Ok(())
     }
 
-    fn update(&mut self, now: Instant, state: &State) -> Result<(), TableError> {
+    fn update_encoded(
+        &mut self,
+        now: Instant,
+        state: &State,
+        encoded: Option<&[u8]>,
+    ) -> Result<(), TableError> {
         self.refuse_unknown_interface(state)?;
         let now = self.secs(now);
         let (creatorid, id) = key_of(state);
-        self.refresh(now, (creatorid, id), *state)
+        self.refresh(now, (creatorid, id), state, encoded)
             .map(|_| ())
             .ok_or(TableError::NotFound { creatorid, id })
+    }
+}
+
+impl StateTable for MemoryTable {
+    fn import(&mut self, now: Instant, state: &State) -> Result<(), TableError> {
+        self.import_encoded(now, state, None)
+    }
+
+    fn update(&mut self, now: Instant, state: &State) -> Result<(), TableError> {
+        self.update_encoded(now, state, None)
+    }
+
+    fn apply_encoded(
+        &mut self,
+        now: Instant,
+        op: &TableOp,
+        encoded: Option<&[u8]>,
+    ) -> Result<usize, TableError> {
+        match op {
+            TableOp::Import(s) => self.import_encoded(now, s, encoded).map(|()| 1),
+            TableOp::Update(s) => self.update_encoded(now, s, encoded).map(|()| 1),
+            _ => self.apply(now, op),
+        }
     }
 
     fn remove(&mut self, creatorid: u32, id: u64) -> Result<bool, TableError> {
@@ -553,7 +698,7 @@ impl StateTable for MemoryTable {
                     let mut since: Vec<(Key, State)> = self
                         .slots
                         .iter()
-                        .map(|slot| (slot.key, Self::hand_out(slot, now)))
+                        .map(|slot| (slot.key(), Self::hand_out(slot, now)))
                         .filter(|(_, s)| ifname.is_empty() || s.ifname == ifname)
                         .filter(|(_, s)| syncable(s))
                         .collect();
@@ -707,6 +852,153 @@ mod test {
         assert_eq!(all.len(), t.len());
         t.clear_local(&IfName::EMPTY);
         assert!(t.sample(5, &mut below).is_empty());
+    }
+
+    /// Deadlines through imports, updates, removals, expiries and a change of the
+    /// timeouts, against a model that keeps each state's deadline: what is held after
+    /// each second's expiry is exactly what the model says is not yet due.
+    #[test]
+    fn expiry_is_exact_to_the_second_whatever_moved_the_deadlines() {
+        use crate::state::Timeout;
+        let t0 = Instant::now();
+        let at = |sec: u64| t0 + Duration::from_secs(sec);
+        let mut t = MemoryTable::new(MemoryConfig::new(US));
+        let mut model: std::collections::BTreeMap<u64, i64> = Default::default();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |below: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % below
+        };
+        let mut sec = 0u64;
+        let mut id = 0u64;
+        let mut value = 30;
+        for _ in 0..400 {
+            t.expire(at(sec));
+            let now = sec as i64;
+            for _ in 0..next(40) {
+                id += 1;
+                let mut s = peer_state(id, "igb0");
+                s.timeout = Timeout::UdpSingle;
+                s.expire_secs = next(50) as u32;
+                t.import(at(sec), &s).unwrap();
+                let life = if s.expire_secs == 0 {
+                    value
+                } else {
+                    i64::from(s.expire_secs)
+                };
+                model.insert(id, now + life);
+            }
+            let held: Vec<u64> = model.keys().copied().collect();
+            for _ in 0..next(10) {
+                if held.is_empty() {
+                    break;
+                }
+                let pick = held[next(held.len() as u64) as usize];
+                if !model.contains_key(&pick) {
+                    continue;
+                }
+                if next(3) == 0 {
+                    t.remove(PEER, pick).unwrap();
+                    model.remove(&pick);
+                } else {
+                    let mut s = peer_state(pick, "igb1");
+                    s.timeout = Timeout::UdpSingle;
+                    t.update(at(sec), &s).unwrap();
+                    model.insert(pick, now + value);
+                }
+            }
+            if sec == 200 {
+                // Every deadline moves by the change of the class's value.
+                t.set_timeouts(Timeouts::DEFAULT.with(Timeout::UdpSingle, 45));
+                value = 45;
+                for d in model.values_mut() {
+                    *d += 15;
+                }
+            }
+            sec += next(3);
+            let due: Vec<u64> = model
+                .iter()
+                .filter(|(_, &d)| d <= sec as i64)
+                .map(|(&k, _)| k)
+                .collect();
+            let expired = t.expire(at(sec));
+            assert_eq!(expired, due.len(), "second {sec}");
+            for k in due {
+                model.remove(&k);
+            }
+            assert_eq!(t.len(), model.len(), "second {sec}");
+            for (&k, &d) in &model {
+                let s = t.get_any(at(sec), PEER, k).expect("held");
+                assert_eq!(i64::from(s.expire_secs), d - sec as i64, "state {k}");
+            }
+            let first = model.values().min().map(|&d| at(d as u64));
+            assert_eq!(t.next_deadline(), first);
+        }
+        assert!(id > 5000, "{id} states");
+    }
+
+    /// A slot is the state's bytes inline: the list is reused as states come and go,
+    /// an encoding too long to fit lives on the heap and reads back whole, and bytes
+    /// given off the channel are kept as the state.
+    #[test]
+    fn slots_hold_their_bytes_and_are_reused() {
+        use crate::table::synth::Synth;
+        use crate::wire::TagName;
+        assert!(
+            std::mem::size_of::<Slot>() <= 112,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
+        let now = Instant::now();
+        let mut t = MemoryTable::new(MemoryConfig::new(US));
+        let mut synth = Synth::new(5, PEER);
+        let states = synth.states(3000);
+        for s in &states {
+            t.import(now, s).unwrap();
+        }
+        let room = t.slots.capacity();
+        for round in 0..3 {
+            for s in &states {
+                assert!(t.remove(s.creatorid, s.id).unwrap(), "round {round}");
+            }
+            assert!(t.is_empty());
+            for s in &states {
+                t.import(now, s).unwrap();
+            }
+            assert_eq!(t.slots.capacity(), room, "round {round}");
+        }
+        let mut long = synth.state();
+        long.wire.addr = [
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        ];
+        long.stack.addr = [
+            "2001:db8::3".parse().unwrap(),
+            "2001:db8::4".parse().unwrap(),
+        ];
+        long.tagname = TagName::new("a-rather-long-tag-name-for-a-state").unwrap();
+        let mut bytes = Vec::new();
+        compact::encode(&long, &mut bytes);
+        assert!(bytes.len() > INLINE, "{} bytes", bytes.len());
+        t.apply_encoded(now, &TableOp::Import(long), Some(&bytes))
+            .unwrap();
+        let got = t.get_any(now, long.creatorid, long.id).unwrap();
+        assert_eq!(got.tagname, long.tagname);
+        assert_eq!(got.stack, long.stack);
+        // Given bytes are stored as they are.
+        let mut s = states[7];
+        s.packets = [77, 88];
+        bytes.clear();
+        compact::encode(&s, &mut bytes);
+        t.apply_encoded(now, &TableOp::Update(s), Some(&bytes))
+            .unwrap();
+        assert_eq!(t.slot(key_of(&s)).unwrap().bytes.as_slice(), &bytes[..]);
+        assert_eq!(t.get_any(now, s.creatorid, s.id).unwrap().packets, [77, 88]);
+        for s in &states {
+            assert!(t.get_any(now, s.creatorid, s.id).is_some());
+        }
     }
 
     #[test]

@@ -36,9 +36,11 @@
 //! - **Errors are outcomes to count.** Every [`TableError`] names its [`Outcome`], and
 //!   [`TableStats`] counts them; a failed operation never stops the daemon.
 
+mod deadlines;
 pub mod diff;
 pub mod memory;
 pub mod pf;
+mod slot_index;
 pub mod synth;
 mod timeouts;
 
@@ -139,6 +141,21 @@ pub trait StateTable {
             TableOp::Delete { creatorid, id } => self.remove(*creatorid, *id).map(usize::from),
             TableOp::Clear { creatorid, ifname } => self.clear(Some(*creatorid), ifname),
         }
+    }
+
+    /// [`StateTable::apply`], given also the compact encoding ([`crate::state::compact`])
+    /// of an import's or update's state as it came off the engine's channel: bytes that
+    /// decode to that state. A table that keeps states in that encoding (the memory
+    /// table) stores them as they are instead of encoding the state again; the others
+    /// ignore them.
+    fn apply_encoded(
+        &mut self,
+        now: Instant,
+        op: &TableOp,
+        encoded: Option<&[u8]>,
+    ) -> Result<usize, TableError> {
+        let _ = encoded;
+        self.apply(now, op)
     }
 }
 

@@ -351,8 +351,16 @@ impl Parent {
     fn take_messages(&mut self, now: Instant) -> Result<(), ChannelError> {
         let filled = self.channel.fill();
         let mut budget = TURN_BUDGET;
+        let mut held = [0u8; crate::state::compact_record::MAX_RECORD_BYTES];
         while let Some((kind, body)) = self.channel.next_frame_in(&mut budget)? {
             let msg = ToParent::decode(kind, body)?;
+            // An import's state bytes, kept for the table (a copy: acting may queue).
+            let encoded = ToParent::encoded_state(kind, body)
+                .filter(|b| b.len() <= held.len())
+                .map(|b| {
+                    held[..b.len()].copy_from_slice(b);
+                    &held[..b.len()]
+                });
             // (The frame borrows the channel's buffer: take what the message needs
             // before acting, which may queue answers on the channel.)
             match msg {
@@ -367,7 +375,7 @@ impl Parent {
                 }
                 ToParent::Table { op, seen } => {
                     let started = Instant::now();
-                    self.apply(now, &op, seen);
+                    self.apply(now, &op, seen, encoded);
                     self.latency.apply.record(started.elapsed());
                 }
                 ToParent::Stamp(ns) => self.latency.to_parent.record(latency::since(ns)),
@@ -404,6 +412,8 @@ impl Parent {
                 }
             }
         }
+        // One clock read for the turn's writes, after them (see applied.rs).
+        self.applied.stamp(Instant::now());
         filled?;
         if self.channel.is_closed() {
             return Err(ChannelError::Closed);
@@ -509,7 +519,9 @@ impl Parent {
 
     /// Carries out an operation the engine decided after taking `seen` local changes,
     /// unless it crossed a newer one (see [`crate::daemon::privsep::crossing`]).
-    fn apply(&mut self, now: Instant, op: &TableOp, seen: u64) {
+    /// `encoded` is the op's state as the frame carried it (see
+    /// [`crate::table::StateTable::apply_encoded`]).
+    fn apply(&mut self, now: Instant, op: &TableOp, seen: u64, encoded: Option<&[u8]>) {
         // Counted taken, skipped or not: the engine waits for this to pass a bulk
         // update's END before it says done.
         self.table_ops_applied += 1;
@@ -525,10 +537,10 @@ impl Parent {
             self.crossings.superseded += 1;
             return;
         }
-        let result = self.table.state_table().apply(now, op);
+        let result = self.table.state_table().apply_encoded(now, op, encoded);
         self.table_stats.record(op, &result);
         if let (Ok(_), TableOp::Import(s) | TableOp::Update(s)) = (&result, op) {
-            self.applied.wrote(key_of(s), Instant::now());
+            self.applied.wrote(key_of(s));
         }
         if let (Err(e), TableOp::Import(_)) = (&result, op) {
             log_debug!("import: {e}");

@@ -684,6 +684,25 @@ impl ToParent<'_> {
         }
     }
 
+    /// The compact encoding of the state a table operation's frame carries (an import's
+    /// or an update's), as it is in the frame: what [`ToParent::decode`] decodes the
+    /// op's state from, so a table that keeps that encoding need not make it again.
+    /// `None` for any other frame.
+    pub fn encoded_state(kind: u8, body: &[u8]) -> Option<&[u8]> {
+        if kind != TABLE {
+            return None;
+        }
+        let mut b = Body {
+            bytes: body,
+            what: "table operation",
+        };
+        b.u64().ok()?;
+        match b.u8().ok()? {
+            INSERT | UPDATE => b.bytes().ok(),
+            _ => None,
+        }
+    }
+
     /// The message of one frame's kind and body.
     pub fn decode(kind: u8, body: &[u8]) -> Result<ToParent<'_>, MessageError> {
         let what = match kind {
@@ -953,7 +972,17 @@ mod tests {
             let mut out = Vec::new();
             m.encode(&mut out);
             let (kind, body) = split(&out);
-            assert_eq!(ToParent::decode(kind, body).unwrap(), m);
+            let decoded = ToParent::decode(kind, body).unwrap();
+            // An import's or update's state bytes, as the frame has them, are its state.
+            let encoded = ToParent::encoded_state(kind, body);
+            match &decoded {
+                ToParent::Table {
+                    op: TableOp::Import(s) | TableOp::Update(s),
+                    ..
+                } => assert_eq!(encoded.and_then(compact::decode).as_ref(), Some(s)),
+                _ => assert_eq!(encoded, None, "{m:?}"),
+            }
+            assert_eq!(decoded, m);
         }
     }
 
