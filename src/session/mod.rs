@@ -37,8 +37,9 @@
 //! be waiting in it). The
 //! sender answers with the same frames from its buffer, or GONE for what it no longer
 //! holds. GONE, exhausted tries, or a jump past [`Config::window`] give the numbers up:
-//! [`Event::ResyncNeeded`] (the daemon requests a bulk from that peer) and the gap is
-//! closed. Tail loss: an ACK (heartbeat) carrying our highest seq goes to every peer
+//! [`Event::ResyncNeeded`] and the gap is closed; the daemon asks that peer alone for
+//! a bulk update ([`Sessions::ask_resync`], a RESYNC frame, [`Event::ResyncAsked`] at
+//! the peer), not every peer: each would answer with its whole table. Tail loss: an ACK (heartbeat) carrying our highest seq goes to every peer
 //! every [`Config::heartbeat_busy`] while DATA went out in the last
 //! [`Config::busy_for`], every [`Config::heartbeat_idle`] otherwise. A receiver also
 //! ACKs at once every [`Config::ack_every`] DATA, when a DATA filled a gap, on a
@@ -186,8 +187,11 @@ pub enum Event {
     PeerRestarted { peer: IpAddr, creator: u32 },
     /// A source never answered HELLO: a kernel peer.
     KernelPeer { peer: IpAddr },
-    /// DATA from `peer` was lost for good: request a bulk update from it.
+    /// DATA from `peer` was lost for good: request a bulk update from it alone
+    /// ([`Sessions::ask_resync`]).
     ResyncNeeded { peer: IpAddr },
+    /// `peer` lost DATA of ours for good and asks us alone for a bulk update (RESYNC).
+    ResyncAsked { peer: IpAddr },
     /// Digest work is queued: call [`Sessions::digest_work`].
     DigestWork,
     /// `creator` (at `peer`) no longer has these states: delete our copies.
@@ -405,6 +409,18 @@ impl Sessions {
         }
         self.resend.push(seq, frame);
         Ok(targets.len())
+    }
+
+    /// Asks the established peer `addr` alone for a bulk update (RESYNC), after
+    /// [`Event::ResyncNeeded`]; false when it is not established. Unsequenced: the
+    /// caller spaces its asks, and the digests find what a lost RESYNC leaves.
+    pub fn ask_resync(&mut self, addr: IpAddr) -> bool {
+        if !self.is_session_peer(addr) {
+            return false;
+        }
+        self.count(addr, |s| s.resyncs_asked += 1);
+        self.send_to(addr, Body::Resync);
+        true
     }
 
     /// Sends an established peer HELLO again: its answer tells whether it restarted
@@ -853,6 +869,10 @@ impl Sessions {
                         ids: list,
                     });
                 }
+            }
+            Body::Resync => {
+                self.count(from, |s| s.resyncs_received += 1);
+                self.events.push_back(Event::ResyncAsked { peer: from });
             }
             Body::Need(need) => {
                 self.count(from, |s| s.ids_announced += need.ids.len() as u64);

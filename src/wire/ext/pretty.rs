@@ -54,6 +54,7 @@ impl Display for FrameText<'_> {
                 i.ids.len()
             ),
             Body::Need(n) => write!(f, " ids {:?}", n.ids),
+            Body::Resync => Ok(()),
         }
     }
 }
@@ -98,6 +99,7 @@ pub fn frame_json(bytes: &[u8]) -> Value {
         Body::Ids(i) => json!({"round": i.round, "bucket": i.bucket, "part": i.part,
             "parts": i.parts, "as_of": i.as_of, "ids": i.ids}),
         Body::Need(n) => json!({"ids": n.ids}),
+        Body::Resync => json!({}),
     };
     json!({
         "ext": true,
