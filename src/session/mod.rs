@@ -79,7 +79,7 @@ mod resend;
 #[cfg(test)]
 mod tests;
 
-pub use digest::{bucket_of, id_hash, sum, BucketSum, StateIndex};
+pub use digest::{bucket_of, entry_hash, id_hash, sum, BucketSum, Listed, StateIndex};
 pub use peer::{Link, PeerInfo, PeerStats};
 
 use std::collections::{HashMap, VecDeque};
@@ -94,7 +94,7 @@ use resend::ResendBuffer;
 use crate::wire::ext::{
     self, hello::FEATURE_DIGEST, AckRepr, Body, DataRepr, DigestRepr, DigestReqRepr, FrameRepr,
     HelloRepr, IdsRepr, NeedRepr, Sender, SeqRange, SeqRanges, MAX_BUCKETS_PER_FRAME,
-    MAX_IDS_PER_FRAME, MAX_RANGES, MAX_REQ_BUCKETS,
+    MAX_IDS_PER_FRAME, MAX_NEED_IDS_PER_FRAME, MAX_RANGES, MAX_REQ_BUCKETS,
 };
 
 /// The most digest work items queued for [`Sessions::digest_work`].
@@ -568,7 +568,7 @@ impl Sessions {
                             ids: forget,
                         });
                     }
-                    for chunk in need.chunks(MAX_IDS_PER_FRAME) {
+                    for chunk in need.chunks(MAX_NEED_IDS_PER_FRAME) {
                         self.send_to(
                             peer,
                             Body::Need(NeedRepr {

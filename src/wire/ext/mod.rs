@@ -56,8 +56,8 @@ pub use data::{Content, DataRepr};
 pub use digest::{BucketSum, DigestRepr, MAX_BUCKETS_PER_FRAME};
 pub use digest_req::{DigestReqRepr, MAX_REQ_BUCKETS};
 pub use hello::HelloRepr;
-pub use ids::{IdsRepr, MAX_IDS_PER_FRAME};
-pub use need::NeedRepr;
+pub use ids::{IdsRepr, Listed, MAX_IDS_PER_FRAME};
+pub use need::{NeedRepr, MAX_IDS_PER_FRAME as MAX_NEED_IDS_PER_FRAME};
 pub use ranges::{SeqRange, SeqRanges, MAX_RANGES};
 
 /// Header version of every extension frame; no kernel speaks it (5 FreeBSD, 6 OpenBSD).
