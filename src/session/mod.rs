@@ -63,9 +63,19 @@
 //! - Heartbeats: 48 bytes (with UDP/IP framing about 80) per peer every 100 ms while
 //!   busy (about 0.5 KB/s), every 2 s idle; prompt ACKs at most one per
 //!   [`Config::ack_every`] (16) DATA received, plus one per filled gap or duplicate.
-//! - Digests: per peer and period (1 s), N/64 DIGEST frames of 804 bytes (3.2 KB for
-//!   N = 256); when buckets differ, one DIGEST_REQ and per differing bucket its ids
-//!   (8 bytes each, 128 per frame), and NEEDs of at most the ids that differ.
+//! - Digests: per peer and period (1 s), N/64 DIGEST frames of 804 bytes (3.2 KB/s
+//!   per peer for N = 256, whatever the table's size). When buckets differ, one
+//!   DIGEST_REQ and per differing bucket its states' ids and versions (12 bytes each,
+//!   96 per 1192-byte IDS frame, at most [`Config::max_ids_per_bucket`] = 6144 a
+//!   bucket, 74 KB), and NEEDs (8 bytes an id, 128 a frame) of at most the ids that
+//!   differ, each answered by one full update. At 1 000 000 states and N = 256 a
+//!   bucket holds about 3 900 states: one update lost for good costs one round of
+//!   about 47 KB of IDS (41 frames), a NEED and the update; the worst round (every
+//!   bucket differing, e.g. a peer that lost everything) is capped at
+//!   [`MAX_REQ_BUCKETS`] buckets of at most 74 KB, and the digests pause while a bulk
+//!   update runs ([`Sessions::set_digests_paused`]).
+//! - RESYNC: one 20-byte frame to the peer whose DATA was lost for good, at most one
+//!   per peer per 5 s (the daemon spaces them); it answers with its compact bulk.
 //! - HELLO: a kernel peer gets `probe_tries` 32-byte frames when first seen and as many
 //!   per hour; a secure peer that does not answer, one per second.
 //!
