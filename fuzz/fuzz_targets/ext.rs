@@ -1,15 +1,25 @@
 //! Feeds arbitrary bytes to the pfsyncd extension frame parser: every frame it accepts
 //! emits back to exactly the bytes it came from (every length is checked on the way in);
-//! a DATA frame's compact record batch decodes or is refused, never panics.
+//! an IDS frame is its head and exactly 12 bytes (id, version) per listed state, a
+//! RESYNC frame exactly 20 bytes; a DATA frame's compact record batch decodes or is
+//! refused, never panics.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pfsyncd::state::compact_record;
-use pfsyncd::wire::ext::{Body, Content, FrameRepr};
+use pfsyncd::wire::ext::{ids, Body, Content, FrameRepr, MAX_IDS_PER_FRAME};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(frame) = FrameRepr::parse(data) {
         assert_eq!(frame.to_vec(), data, "emit(parse(x)) != x");
+        match &frame.body {
+            Body::Ids(list) => {
+                assert!(list.ids.len() <= MAX_IDS_PER_FRAME);
+                assert_eq!(data.len(), 16 + ids::SIZE + ids::RECORD * list.ids.len());
+            }
+            Body::Resync => assert_eq!(data.len(), 20),
+            _ => {}
+        }
         if let Body::Data(d) = &frame.body {
             if let Content::CompactBatch { batch, .. } = d.content() {
                 if let Ok(states) = compact_record::decode_batch(batch) {

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::digest::{Digests, UNCOUNTED};
+use super::digest::{state_version, Digests, UNCOUNTED};
 use super::hash::KeyedState;
 use super::index::Index;
 use crate::state::{compact, State};
@@ -89,6 +89,10 @@ pub struct Entry {
     /// Where the state is in its digest bucket's list (`digest.rs`), `UNCOUNTED` if
     /// it is not counted (no digests kept, deleted, or delayed).
     digest_pos: u32,
+    /// The state's version for the digests (`digest.rs`, `state_version`), as counted
+    /// in its bucket's sum: replaced only through [`Cache::set_state`] or
+    /// [`Cache::mark`], which move the sum with it.
+    version: u32,
 }
 
 impl Entry {
@@ -109,6 +113,7 @@ impl Entry {
             filtered: None,
             delayed: false,
             digest_pos: UNCOUNTED,
+            version: state_version(&state),
         }
     }
 
@@ -122,6 +127,11 @@ impl Entry {
     /// The state's (creatorid, id).
     pub fn key(&self) -> Key {
         self.key
+    }
+
+    /// The state's version for the digests.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// The state as last seen (locally, or from a peer).
@@ -145,9 +155,11 @@ impl Entry {
     /// Replaces the state (of the same key), its age and expiry true at `stamp`. An
     /// update mostly moves sequence numbers and counters, so the new encoding usually
     /// has the old one's length and is written in place, without an allocation.
-    pub fn set_state(&mut self, state: &State, stamp: u32) {
+    /// Through [`Cache::set_state`] or [`Cache::mark`] only (the digest sums).
+    fn set_state(&mut self, state: &State, stamp: u32) {
         debug_assert_eq!(self.key, (state.creatorid, state.id));
         self.stamp = stamp;
+        self.version = state_version(state);
         SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
             compact::encode(state, scratch);
@@ -323,8 +335,10 @@ impl Cache {
         };
         self.index.insert(key, slot);
         *self.creators.entry(key.0).or_insert(0) += 1;
-        self.get_mut(slot).digest_pos = UNCOUNTED;
-        self.recount(slot);
+        let e = self.get_mut(slot);
+        e.digest_pos = UNCOUNTED;
+        let version = e.version;
+        self.recount(slot, version);
         Ok(slot)
     }
 
@@ -332,30 +346,40 @@ impl Cache {
     /// the digest sums true. Every change of a mark that decides whether a state
     /// counts (see [`Entry::counts`]) must come through here.
     pub fn mark(&mut self, slot: u32, change: impl FnOnce(&mut Entry)) {
-        change(self.get_mut(slot));
-        self.recount(slot);
+        let e = self.get_mut(slot);
+        let counted_version = e.version;
+        change(e);
+        self.recount(slot, counted_version);
     }
 
-    /// Counts or uncounts the entry in `slot` in the digest sums, as its marks say.
-    fn recount(&mut self, slot: u32) {
+    /// Replaces the state in `slot` (see [`Entry::set_state`]); its digest sum follows
+    /// its version, O(1).
+    pub fn set_state(&mut self, slot: u32, state: &State, stamp: u32) {
+        self.mark(slot, |e| e.set_state(state, stamp));
+    }
+
+    /// Counts, uncounts or recounts the entry in `slot` in the digest sums, as its
+    /// marks and version say; `counted_version` is the version it was counted at.
+    fn recount(&mut self, slot: u32, counted_version: u32) {
         let Some(digests) = self.digests.as_mut() else {
             return;
         };
         let (c, i) = Self::place(slot);
         let e = self.chunks[c][i].as_mut().expect("a live cache slot");
         let counted = e.digest_pos != UNCOUNTED;
-        if e.counts() == counted {
-            return;
-        }
-        if counted {
-            self.uncount(slot);
-        } else {
-            e.digest_pos = digests.add(e.key, slot);
+        match (counted, e.counts()) {
+            (true, true) if counted_version != e.version => {
+                digests.change(e.key, counted_version, e.version);
+            }
+            (true, false) => self.uncount(slot, counted_version),
+            (false, true) => e.digest_pos = digests.add(e.key, e.version, slot),
+            _ => {}
         }
     }
 
-    /// Takes the entry in `slot` out of the digest sums, if it is in them.
-    fn uncount(&mut self, slot: u32) {
+    /// Takes the entry in `slot`, counted at `counted_version`, out of the digest sums,
+    /// if it is in them.
+    fn uncount(&mut self, slot: u32, counted_version: u32) {
         let Some(digests) = self.digests.as_mut() else {
             return;
         };
@@ -366,7 +390,7 @@ impl Cache {
         }
         let (key, pos) = (e.key, e.digest_pos);
         e.digest_pos = UNCOUNTED;
-        if let Some(moved) = digests.remove(key, pos) {
+        if let Some(moved) = digests.remove(key, counted_version, pos) {
             self.get_mut(moved).digest_pos = pos;
         }
     }
@@ -378,8 +402,10 @@ impl Cache {
         self.digests = Some(Digests::new(buckets, hasher));
         let slots: Vec<u32> = self.slots().collect();
         for slot in slots {
-            self.get_mut(slot).digest_pos = UNCOUNTED;
-            self.recount(slot);
+            let e = self.get_mut(slot);
+            e.digest_pos = UNCOUNTED;
+            let version = e.version;
+            self.recount(slot, version);
         }
     }
 
@@ -391,7 +417,8 @@ impl Cache {
     /// Removes a state (out of its queue first) and returns it.
     pub fn remove(&mut self, slot: u32) -> Entry {
         self.dequeue(slot);
-        self.uncount(slot);
+        let version = self.get(slot).version;
+        self.uncount(slot, version);
         let key = self.get(slot).key;
         let chunks = &self.chunks;
         let removed = self.index.remove(key, |slot| key_in(chunks, slot));

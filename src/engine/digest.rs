@@ -1,7 +1,8 @@
 //! The engine's side of anti-entropy digests (`session/digest.rs`): per creator, the
-//! bucket sums of the ids of the states we hold, and the states of each bucket, kept up
-//! to date as the cache changes, so that a digest costs a copy of the sums and a
-//! bucket's list costs its length, not a walk over the table.
+//! bucket sums of the states we hold (each state's id and version, [`state_version`]),
+//! and the states of each bucket, kept up to date as the cache changes, so that a
+//! digest costs a copy of the sums and a bucket's list costs its length, not a walk
+//! over the table.
 //!
 //! A state counts as held unless it is deleted (its DEL_C still queued: the peers are
 //! about to drop it, and so is the creator's digest), delayed (a new local state not
@@ -11,9 +12,21 @@
 //! a peer's state we keep out of our table is still its creator's.
 //!
 //! Cost per counted state: 4 bytes in its bucket's slot list, plus the position in
-//! that list kept in the cache entry (`Entry::digest_pos`). Per creator holding states:
-//! one sum and one list header per bucket. Adding or removing a state is an xor into
-//! its bucket's sum and a push or a swap-remove on its bucket's list: O(1).
+//! that list (`Entry::digest_pos`) and the version counted (`Entry::version`, 4 bytes)
+//! kept in the cache entry. Per creator holding states: one sum and one list header per
+//! bucket. Adding or removing a state is an xor into its bucket's sum and a push or a
+//! swap-remove on its bucket's list; an update that changes the version is two xors
+//! (the old contribution out, the new in): O(1) each.
+//!
+//! **The version** ([`state_version`]) is a hash of what two copies of a state agree on
+//! once pfsync has synced them: what an UPD_C carries and the merge (`merge.rs`) takes
+//! over, both peers' `seqlo`, `seqhi`, `max_win`, `wscale` and TCP state or level, and
+//! the timeout class. Not the age or expiry (they tick), nor packets and bytes (UPD_C
+//! does not carry them), nor the state flags (UPD_C carries none, OpenBSD's field is
+//! sent 0, and the merge keeps ours: a difference there could never be repaired and
+//! would be asked for at every round), nor what never changes after the INS (keys,
+//! rules, `seqdiff`, `mss`, scrub). Unkeyed and fixed, so every node computes the same
+//! for the same copy.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -21,7 +34,29 @@ use std::time::{Duration, Instant};
 use super::cache::Key;
 use super::hash::KeyedState;
 use super::{Engine, Queue, TableOp};
-use crate::session::{bucket_of, sum, BucketSum, StateIndex};
+use crate::session::{bucket_of, id_hash, sum, BucketSum, Listed, StateIndex};
+use crate::state::{Peer, PeerState, State};
+
+/// The version of a state for the digests: a hash of what its copies agree on once
+/// synced (see the module documentation).
+pub fn state_version(state: &State) -> u32 {
+    fn seqs(p: &Peer) -> u64 {
+        u64::from(p.seqlo) | u64::from(p.seqhi) << 32
+    }
+    fn window(p: &Peer) -> u64 {
+        let level = match p.state {
+            PeerState::Tcp(s) => s.number(),
+            PeerState::Level(l) => l.get(),
+        };
+        u64::from(p.max_win) | u64::from(p.wscale) << 16 | u64::from(level) << 24
+    }
+    let rest = window(&state.src) | window(&state.dst) << 32;
+    let mut h = id_hash(u64::from(state.timeout as u8));
+    for word in [seqs(&state.src), seqs(&state.dst), rest] {
+        h = id_hash(h ^ word);
+    }
+    (h ^ (h >> 32)) as u32
+}
 
 /// A state received from a peer less than this ago is never forgotten on a creator's
 /// list: its announcement may have overtaken the list (the session layer applies the
@@ -59,8 +94,9 @@ impl Digests {
         self.buckets
     }
 
-    /// Counts the state `key` at `slot`; returns its position in its bucket's list.
-    pub(super) fn add(&mut self, key: Key, slot: u32) -> u32 {
+    /// Counts the state `key` at `slot`, at `version`; returns its position in its
+    /// bucket's list.
+    pub(super) fn add(&mut self, key: Key, version: u32, slot: u32) -> u32 {
         let buckets = usize::from(self.buckets);
         let creator = self.creators.entry(key.0).or_insert_with(|| CreatorSums {
             sums: vec![BucketSum::default(); buckets].into_boxed_slice(),
@@ -68,19 +104,28 @@ impl Digests {
             count: 0,
         });
         let bucket = usize::from(bucket_of(key.1, self.buckets));
-        creator.sums[bucket].add(key.1);
+        creator.sums[bucket].add(key.1, version);
         let list = &mut creator.slots[bucket];
         list.push(slot);
         creator.count += 1;
         (list.len() - 1) as u32
     }
 
-    /// Stops counting the state `key` at `pos` of its bucket's list. Returns the slot
-    /// that moved into `pos`, whose entry must take `pos` as its position.
-    pub(super) fn remove(&mut self, key: Key, pos: u32) -> Option<u32> {
+    /// A counted state went from version `old` to `new`.
+    pub(super) fn change(&mut self, key: Key, old: u32, new: u32) {
+        if let Some(creator) = self.creators.get_mut(&key.0) {
+            let bucket = usize::from(bucket_of(key.1, self.buckets));
+            creator.sums[bucket].change(key.1, old, new);
+        }
+    }
+
+    /// Stops counting the state `key`, counted at `version`, at `pos` of its bucket's
+    /// list. Returns the slot that moved into `pos`, whose entry must take `pos` as its
+    /// position.
+    pub(super) fn remove(&mut self, key: Key, version: u32, pos: u32) -> Option<u32> {
         let creator = self.creators.get_mut(&key.0)?;
         let bucket = usize::from(bucket_of(key.1, self.buckets));
-        creator.sums[bucket].remove(key.1);
+        creator.sums[bucket].remove(key.1, version);
         let list = &mut creator.slots[bucket];
         let pos = pos as usize;
         list.swap_remove(pos);
@@ -189,15 +234,18 @@ impl Engine {
         self.end_input(now);
     }
 
-    /// Ids of a creator's counted states, by walking the cache (no sums kept, or kept
-    /// with another bucket count).
-    fn counted_ids(&self, creator: u32) -> impl Iterator<Item = u64> + '_ {
+    /// Ids and versions of a creator's counted states, by walking the cache (no sums
+    /// kept, or kept with another bucket count).
+    fn counted_ids(&self, creator: u32) -> impl Iterator<Item = Listed> + '_ {
         let any = self.cache.creator_count(creator) > 0;
         self.cache
             .entries()
             .take_while(move |_| any)
             .filter(move |e| e.key().0 == creator && !e.deleted && !e.delayed && !e.nosync)
-            .map(|e| e.key().1)
+            .map(|e| Listed {
+                id: e.key().1,
+                version: e.version(),
+            })
     }
 }
 
@@ -205,20 +253,29 @@ impl StateIndex for Engine {
     fn digest(&self, creator: u32, buckets: u16) -> Vec<BucketSum> {
         match self.cache.digests() {
             Some(d) if d.buckets() == buckets => d.sums(creator),
-            _ => sum(self.counted_ids(creator), buckets),
+            _ => sum(
+                self.counted_ids(creator).map(|l| (l.id, l.version)),
+                buckets,
+            ),
         }
     }
 
-    fn ids_in_bucket(&self, creator: u32, buckets: u16, bucket: u16) -> Vec<u64> {
+    fn ids_in_bucket(&self, creator: u32, buckets: u16, bucket: u16) -> Vec<Listed> {
         match self.cache.digests() {
             Some(d) if d.buckets() == buckets => d
                 .slots(creator, bucket)
                 .iter()
-                .map(|&slot| self.cache.get(slot).key().1)
+                .map(|&slot| {
+                    let e = self.cache.get(slot);
+                    Listed {
+                        id: e.key().1,
+                        version: e.version(),
+                    }
+                })
                 .collect(),
             _ => self
                 .counted_ids(creator)
-                .filter(|id| bucket_of(*id, buckets) == bucket)
+                .filter(|l| bucket_of(l.id, buckets) == bucket)
                 .collect(),
         }
     }

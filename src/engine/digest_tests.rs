@@ -7,12 +7,13 @@ use std::collections::{BTreeSet, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use super::digest::state_version;
 use super::tests::{
     advanced, at, engine, engine_with, ifname, import, receive, sref, table_ops, tcp, upd,
 };
 use super::tests::{PEER, US};
 use super::*;
-use crate::session::{self, bucket_of, sum, BucketSum, Sessions, StateIndex};
+use crate::session::{self, bucket_of, sum, BucketSum, Listed, Sessions, StateIndex};
 use crate::wire::Message;
 
 /// xorshift64*: seeded, so every run sees the same history and the same losses.
@@ -38,10 +39,18 @@ impl Rng {
 /// The ids of `creator`'s states the engine holds and would list, found by walking
 /// the cache: not deleted, not no-sync, not waiting for their announcement.
 fn held(e: &Engine, creator: u32) -> BTreeSet<u64> {
+    held_versions(e, creator).iter().map(|l| l.id).collect()
+}
+
+/// [`held`] with the version of each, from the state itself (not the entry's field).
+fn held_versions(e: &Engine, creator: u32) -> BTreeSet<Listed> {
     e.cache
         .entries()
         .filter(|x| x.key().0 == creator && !x.deleted && !x.nosync && !x.delayed)
-        .map(|x| x.key().1)
+        .map(|x| Listed {
+            id: x.key().1,
+            version: state_version(&x.state()),
+        })
         .collect()
 }
 
@@ -49,23 +58,26 @@ fn held(e: &Engine, creator: u32) -> BTreeSet<u64> {
 /// listed are those of `states()` (deleted ones left out) minus the uncounted marks.
 fn check_sums(e: &Engine, buckets: u16, creators: &[u32], step: usize) {
     for &creator in creators {
-        let want = held(e, creator);
+        let want = held_versions(e, creator);
         let from_states: BTreeSet<u64> = e
             .states()
             .filter(|s| s.creatorid == creator && !Engine::never_synced(s))
             .map(|s| s.id)
             .collect();
-        assert!(want.is_subset(&from_states), "step {step}");
+        assert!(
+            want.iter().all(|l| from_states.contains(&l.id)),
+            "step {step}"
+        );
         assert_eq!(
             e.digest(creator, buckets),
-            sum(want.iter().copied(), buckets),
+            sum(want.iter().map(|l| (l.id, l.version)), buckets),
             "step {step}: sums of creator {creator:#x}"
         );
         let mut listed = BTreeSet::new();
         for bucket in 0..buckets {
-            for id in e.ids_in_bucket(creator, buckets, bucket) {
-                assert_eq!(bucket_of(id, buckets), bucket, "step {step}");
-                assert!(listed.insert(id), "step {step}: {id} listed twice");
+            for l in e.ids_in_bucket(creator, buckets, bucket) {
+                assert_eq!(bucket_of(l.id, buckets), bucket, "step {step}");
+                assert!(listed.insert(l), "step {step}: {l:?} listed twice");
             }
         }
         assert_eq!(listed, want, "step {step}: bucket lists of {creator:#x}");
@@ -432,8 +444,8 @@ impl Pair {
     fn differing(&self) -> usize {
         let mut n = 0;
         for (own, other, creator) in [(0, 1, A), (1, 0, B)] {
-            let truth = held(&self.nodes[own].engine, creator);
-            let copy = held(&self.nodes[other].engine, creator);
+            let truth = held_versions(&self.nodes[own].engine, creator);
+            let copy = held_versions(&self.nodes[other].engine, creator);
             n += truth.symmetric_difference(&copy).count();
         }
         n
@@ -525,4 +537,141 @@ fn two_engines_converge_through_digests_at_10_percent_loss() {
 #[test]
 fn two_engines_converge_through_digests_at_30_percent_loss() {
     engines_converge_through_digests(0.30, 22);
+}
+
+/// What two copies of a state agree on once synced: the peers and the timeout class.
+fn synced_part(
+    s: &State,
+) -> (
+    crate::state::Peer,
+    crate::state::Peer,
+    crate::state::Timeout,
+) {
+    (s.src, s.dst, s.timeout)
+}
+
+impl Pair {
+    /// Both sessions up, then `state` of node `i`'s creator inserted there and synced.
+    fn with_state(seed: u64, i: usize, state: State) -> Pair {
+        let mut pair = Pair::new(0.0, seed, 64);
+        for n in 0..2 {
+            let now = pair.now;
+            pair.nodes[n].sessions.add_secure_peer(now, addr(1 - n));
+        }
+        pair.run_until(at(3000));
+        pair.nodes[i]
+            .engine
+            .handle_local(at(3000), LocalChange::Insert(state));
+        pair.run_until(at(6000));
+        assert!(pair.copies_agree(state.creatorid, state.id), "synced");
+        pair
+    }
+
+    /// Whether both nodes hold the state and their copies agree on what pfsync syncs.
+    fn copies_agree(&self, creator: u32, id: u64) -> bool {
+        let copies: Vec<Option<State>> = self
+            .nodes
+            .iter()
+            .map(|n| n.engine.state(creator, id))
+            .collect();
+        match (&copies[0], &copies[1]) {
+            (Some(a), Some(b)) => synced_part(a) == synced_part(b),
+            _ => false,
+        }
+    }
+
+    /// Node `i` takes `change` from its table; what it sends of it now is lost.
+    fn change_lost(&mut self, i: usize, change: LocalChange) {
+        let now = self.now;
+        self.loss = 1.0;
+        self.nodes[i].engine.handle_local(now, change);
+        self.nodes[i].engine.flush(now);
+        self.pump();
+        self.loss = 0.0;
+    }
+
+    /// The first whole second (1..=limit) after which the copies agree.
+    fn seconds_until_agreed(&mut self, creator: u32, id: u64, limit: u64) -> Option<u64> {
+        let start = self.now;
+        (1..=limit).find(|s| {
+            self.run_until(start + Duration::from_secs(*s));
+            self.copies_agree(creator, id)
+        })
+    }
+}
+
+/// Issue 14: an update lost for good (plain pfsync here, nothing resent) leaves the
+/// peer's copy stale. Digests of ids alone never see it: the ids agree. With versions,
+/// the bucket differs, the IDS list names the id, the peer NEEDs it and the creator's
+/// announcement replaces the stale copy, within a few digest rounds (1 s each).
+#[test]
+fn a_lost_update_is_repaired_by_the_digests_alone() {
+    let state = tcp(A, 7);
+    let mut pair = Pair::with_state(31, 0, state);
+    pair.change_lost(0, LocalChange::Update(advanced(state, 3)));
+    assert!(!pair.copies_agree(A, 7), "the update was lost");
+    let repaired = pair.seconds_until_agreed(A, 7, 10);
+    assert!(
+        repaired.is_some_and(|s| s <= 4),
+        "the stale copy is still stale after {repaired:?} s"
+    );
+    assert_eq!(
+        synced_part(&pair.nodes[1].engine.state(A, 7).unwrap()),
+        synced_part(&advanced(state, 3)),
+        "the creator's copy won"
+    );
+    assert!(pair.nodes[0].engine.stats().digest_announced > 0);
+}
+
+/// Issue 14: a peer's copy NEWER than the creator's (traffic through the peer, its
+/// update to the creator lost) does not loop: the creator's announcement is stale to
+/// the peer, which answers with its copy at once (the kernels' rule, `merge_into`);
+/// the creator merges it, the digests agree and the exchange stops.
+#[test]
+fn a_newer_copy_at_the_peer_converges_and_the_exchange_ends() {
+    let state = tcp(A, 9);
+    let mut pair = Pair::with_state(32, 0, state);
+    let through_b = advanced(state, 5);
+    pair.change_lost(1, LocalChange::Update(through_b));
+    assert!(!pair.copies_agree(A, 9), "B's update was lost");
+    let agreed = pair.seconds_until_agreed(A, 9, 10);
+    assert!(
+        agreed.is_some_and(|s| s <= 4),
+        "still differ after {agreed:?} s"
+    );
+    assert_eq!(
+        synced_part(&pair.nodes[0].engine.state(A, 9).unwrap()),
+        synced_part(&through_b),
+        "the newer copy won at the creator"
+    );
+    let traffic = |pair: &Pair| {
+        (
+            pair.nodes[0].engine.stats().digest_announced,
+            pair.nodes[1]
+                .sessions
+                .peer(addr(0))
+                .unwrap()
+                .stats
+                .ids_needed,
+            pair.nodes[1]
+                .sessions
+                .peer(addr(0))
+                .unwrap()
+                .stats
+                .buckets_differing,
+        )
+    };
+    let settled = traffic(&pair);
+    assert!(
+        settled.0 > 0 && settled.1 > 0,
+        "found by the digests: {settled:?}"
+    );
+    let later = pair.now + Duration::from_secs(20);
+    pair.run_until(later);
+    assert_eq!(
+        traffic(&pair),
+        settled,
+        "announcements went on after agreement"
+    );
+    assert!(pair.copies_agree(A, 9));
 }

@@ -769,7 +769,7 @@ impl Engine {
         }
         let clock = self.cache.clock(now);
         match self.cache.find((state.creatorid, state.id)) {
-            Some(slot) => self.cache.get_mut(slot).set_state(&state, clock),
+            Some(slot) => self.cache.set_state(slot, &state, clock),
             None => {
                 let mut entry = Entry::new(state, clock);
                 if self.config.filter.matches(&state) {
@@ -845,8 +845,8 @@ impl Engine {
             self.cache.mark(slot, |e| {
                 e.nosync = true;
                 e.delayed = false;
-                e.set_state(&state, clock);
             });
+            self.cache.set_state(slot, &state, clock);
             return;
         }
         if e.filtered.is_some() || e.delayed {
@@ -854,7 +854,7 @@ impl Engine {
             if e.filtered.is_some() {
                 self.stats.filtered_out += 1;
             }
-            self.cache.get_mut(slot).set_state(&state, clock);
+            self.cache.set_state(slot, &state, clock);
             return;
         }
         let news = Self::is_news(&e.state(), &state);
@@ -862,7 +862,7 @@ impl Engine {
             .peer_updated
             .is_some_and(|t| now.saturating_duration_since(t) < self.config.split_window);
         let queue = e.queue;
-        self.cache.get_mut(slot).set_state(&state, clock);
+        self.cache.set_state(slot, &state, clock);
         if !news {
             return;
         }

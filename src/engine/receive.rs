@@ -351,7 +351,7 @@ impl Engine {
             // Kept out of sync (filter.rs): neither merged nor answered. An unimported
             // copy is only refreshed, for its expiry.
             if full && filtered == Filtered::Unimported {
-                entry.set_state(theirs, clock);
+                self.cache.set_state(slot, theirs, clock);
             }
             self.stats.filtered_in += 1;
             return;
@@ -359,10 +359,10 @@ impl Engine {
         entry.peer_updated = Some(now);
         let mut merged = entry.state_at(clock);
         let m = merge(&mut merged, theirs, full);
-        if m.changed {
-            entry.set_state(&merged, clock);
-        }
         let (nosync, queue) = (entry.nosync, entry.queue);
+        if m.changed {
+            self.cache.set_state(slot, &merged, clock);
+        }
         if m.changed {
             self.table_ops.push_back(TableOp::Update(merged));
         }

@@ -1,36 +1,20 @@
 //! What the daemon's pfsyncd sessions (`crate::session`) ask of the engine besides the
-//! digests (`digest.rs`): a bulk request for the session peers alone.
+//! digests (`digest.rs`): the count of bulk updates asked of one peer (RESYNC; the peer
+//! answers it with [`Engine::answer_bulk_request`], compact).
 //!
-//! None of this is pfsync: a kernel peer never triggers it. The packet it makes is an
-//! ordinary pfsync packet (UPD_REQ 0/0), so a pfsyncd peer's engine takes it as it takes
-//! any other. The tests here also cover `forget_states` and `announce_states` as the
-//! sessions use them.
+//! None of this is pfsync: a kernel peer never triggers it. The tests here also cover
+//! `forget_states` and `announce_states` as the sessions use them.
 
 use super::Engine;
-use crate::wire::msg::StateRefRepr;
-use crate::wire::{Action, Message, Pushed};
 
 impl Engine {
-    /// A packet holding our bulk request (UPD_REQ 0/0) alone, for the session peers:
-    /// a peer's DATA was lost past its resend buffer. Unlike
+    /// Counts a bulk update asked of one pfsyncd peer (a RESYNC frame, sent by the
+    /// sessions) because its DATA was lost past its resend buffer. Unlike
     /// [`request_bulk`](Self::request_bulk) it neither demotes carp nor waits for the
-    /// bulk's end (we are in sync but for what was lost), and it is not queued for the
-    /// plain link: kernel peers are not asked for a bulk for a loss between pfsyncd
-    /// peers.
-    pub fn resync_request_packet(&mut self) -> Option<Vec<u8>> {
-        let request = Message::UpdReq(StateRefRepr::BULK_REQUEST);
-        let mut builder = self.new_builder();
-        if builder.push(&request).ok()? != Pushed::Added {
-            return None;
-        }
-        let payload = builder.finish()?;
-        self.count_out(request.action());
-        if self.config.dialect.has_eof_trailer() {
-            self.count_out(Action::Eof);
-        }
-        self.stats.opackets += 1;
+    /// bulk's end (we are in sync but for what was lost), and no kernel peer is asked:
+    /// the loss was between pfsyncd peers.
+    pub fn count_resync_request(&mut self) {
         self.stats.session_resync_requests += 1;
-        Some(payload)
     }
 }
 
@@ -39,9 +23,8 @@ mod tests {
     use super::super::tests::{
         all_messages, at, engine, receive, table_ops, tcp, transmits, upd, PEER, US,
     };
-    use super::*;
     use crate::engine::{LocalChange, TableOp};
-    use crate::wire::Dialect;
+    use crate::wire::{Dialect, Message};
 
     const D: Dialect = Dialect::OpenBsd;
 
@@ -103,13 +86,9 @@ mod tests {
     }
 
     #[test]
-    fn the_resync_request_is_a_bulk_request_alone_without_demotion() {
+    fn a_resync_request_neither_demotes_nor_asks_the_plain_link() {
         let mut e = engine(D);
-        let packet = e.resync_request_packet().expect("a packet");
-        assert_eq!(
-            all_messages(&[packet]),
-            vec![Message::UpdReq(StateRefRepr::BULK_REQUEST)]
-        );
+        e.count_resync_request();
         assert!(!e.demoted());
         assert!(transmits(&mut e).is_empty(), "nothing for the plain link");
         assert_eq!(e.stats().session_resync_requests, 1);

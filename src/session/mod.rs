@@ -37,8 +37,9 @@
 //! be waiting in it). The
 //! sender answers with the same frames from its buffer, or GONE for what it no longer
 //! holds. GONE, exhausted tries, or a jump past [`Config::window`] give the numbers up:
-//! [`Event::ResyncNeeded`] (the daemon requests a bulk from that peer) and the gap is
-//! closed. Tail loss: an ACK (heartbeat) carrying our highest seq goes to every peer
+//! [`Event::ResyncNeeded`] and the gap is closed; the daemon asks that peer alone for
+//! a bulk update ([`Sessions::ask_resync`], a RESYNC frame, [`Event::ResyncAsked`] at
+//! the peer), not every peer: each would answer with its whole table. Tail loss: an ACK (heartbeat) carrying our highest seq goes to every peer
 //! every [`Config::heartbeat_busy`] while DATA went out in the last
 //! [`Config::busy_for`], every [`Config::heartbeat_idle`] otherwise. A receiver also
 //! ACKs at once every [`Config::ack_every`] DATA, when a DATA filled a gap, on a
@@ -62,9 +63,19 @@
 //! - Heartbeats: 48 bytes (with UDP/IP framing about 80) per peer every 100 ms while
 //!   busy (about 0.5 KB/s), every 2 s idle; prompt ACKs at most one per
 //!   [`Config::ack_every`] (16) DATA received, plus one per filled gap or duplicate.
-//! - Digests: per peer and period (1 s), N/64 DIGEST frames of 804 bytes (3.2 KB for
-//!   N = 256); when buckets differ, one DIGEST_REQ and per differing bucket its ids
-//!   (8 bytes each, 128 per frame), and NEEDs of at most the ids that differ.
+//! - Digests: per peer and period (1 s), N/64 DIGEST frames of 804 bytes (3.2 KB/s
+//!   per peer for N = 256, whatever the table's size). When buckets differ, one
+//!   DIGEST_REQ and per differing bucket its states' ids and versions (12 bytes each,
+//!   96 per 1192-byte IDS frame, at most [`Config::max_ids_per_bucket`] = 6144 a
+//!   bucket, 74 KB), and NEEDs (8 bytes an id, 128 a frame) of at most the ids that
+//!   differ, each answered by one full update. At 1 000 000 states and N = 256 a
+//!   bucket holds about 3 900 states: one update lost for good costs one round of
+//!   about 47 KB of IDS (41 frames), a NEED and the update; the worst round (every
+//!   bucket differing, e.g. a peer that lost everything) is capped at
+//!   [`MAX_REQ_BUCKETS`] buckets of at most 74 KB, and the digests pause while a bulk
+//!   update runs ([`Sessions::set_digests_paused`]).
+//! - RESYNC: one 20-byte frame to the peer whose DATA was lost for good, at most one
+//!   per peer per 5 s (the daemon spaces them); it answers with its compact bulk.
 //! - HELLO: a kernel peer gets `probe_tries` 32-byte frames when first seen and as many
 //!   per hour; a secure peer that does not answer, one per second.
 //!
@@ -78,7 +89,7 @@ mod resend;
 #[cfg(test)]
 mod tests;
 
-pub use digest::{bucket_of, id_hash, sum, BucketSum, StateIndex};
+pub use digest::{bucket_of, entry_hash, id_hash, sum, BucketSum, Listed, StateIndex};
 pub use peer::{Link, PeerInfo, PeerStats};
 
 use std::collections::{HashMap, VecDeque};
@@ -93,7 +104,7 @@ use resend::ResendBuffer;
 use crate::wire::ext::{
     self, hello::FEATURE_DIGEST, AckRepr, Body, DataRepr, DigestRepr, DigestReqRepr, FrameRepr,
     HelloRepr, IdsRepr, NeedRepr, Sender, SeqRange, SeqRanges, MAX_BUCKETS_PER_FRAME,
-    MAX_IDS_PER_FRAME, MAX_RANGES, MAX_REQ_BUCKETS,
+    MAX_IDS_PER_FRAME, MAX_NEED_IDS_PER_FRAME, MAX_RANGES, MAX_REQ_BUCKETS,
 };
 
 /// The most digest work items queued for [`Sessions::digest_work`].
@@ -186,8 +197,11 @@ pub enum Event {
     PeerRestarted { peer: IpAddr, creator: u32 },
     /// A source never answered HELLO: a kernel peer.
     KernelPeer { peer: IpAddr },
-    /// DATA from `peer` was lost for good: request a bulk update from it.
+    /// DATA from `peer` was lost for good: request a bulk update from it alone
+    /// ([`Sessions::ask_resync`]).
     ResyncNeeded { peer: IpAddr },
+    /// `peer` lost DATA of ours for good and asks us alone for a bulk update (RESYNC).
+    ResyncAsked { peer: IpAddr },
     /// Digest work is queued: call [`Sessions::digest_work`].
     DigestWork,
     /// `creator` (at `peer`) no longer has these states: delete our copies.
@@ -407,6 +421,18 @@ impl Sessions {
         Ok(targets.len())
     }
 
+    /// Asks the established peer `addr` alone for a bulk update (RESYNC), after
+    /// [`Event::ResyncNeeded`]; false when it is not established. Unsequenced: the
+    /// caller spaces its asks, and the digests find what a lost RESYNC leaves.
+    pub fn ask_resync(&mut self, addr: IpAddr) -> bool {
+        if !self.is_session_peer(addr) {
+            return false;
+        }
+        self.count(addr, |s| s.resyncs_asked += 1);
+        self.send_to(addr, Body::Resync);
+        true
+    }
+
     /// Sends an established peer HELLO again: its answer tells whether it restarted
     /// (a new boot id, [`Event::PeerRestarted`]), e.g. when it asks in plain pfsync
     /// what a session peer would ask in DATA.
@@ -552,7 +578,7 @@ impl Sessions {
                             ids: forget,
                         });
                     }
-                    for chunk in need.chunks(MAX_IDS_PER_FRAME) {
+                    for chunk in need.chunks(MAX_NEED_IDS_PER_FRAME) {
                         self.send_to(
                             peer,
                             Body::Need(NeedRepr {
@@ -853,6 +879,10 @@ impl Sessions {
                         ids: list,
                     });
                 }
+            }
+            Body::Resync => {
+                self.count(from, |s| s.resyncs_received += 1);
+                self.events.push_back(Event::ResyncAsked { peer: from });
             }
             Body::Need(need) => {
                 self.count(from, |s| s.ids_announced += need.ids.len() as u64);

@@ -55,6 +55,10 @@ pub struct PeerStats {
     pub seqs_given_up: u64,
     /// ResyncNeeded events raised for it.
     pub resyncs: u64,
+    /// RESYNC frames sent to it (bulk updates asked of it alone), and received from it
+    /// (bulk updates it asked of us).
+    pub resyncs_asked: u64,
+    pub resyncs_received: u64,
     /// Heartbeats (ACK) sent and received.
     pub heartbeats_sent: u64,
     pub heartbeats_received: u64,

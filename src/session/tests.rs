@@ -54,14 +54,17 @@ impl TestIndex {
 }
 
 impl StateIndex for TestIndex {
+    // Versions are left at 0 here: the versions' exchange is tested with the engine
+    // (`engine/digest_tests.rs`).
     fn digest(&self, creator: u32, buckets: u16) -> Vec<BucketSum> {
-        sum(self.ids(creator), buckets)
+        sum(self.ids(creator).into_iter().map(|id| (id, 0)), buckets)
     }
 
-    fn ids_in_bucket(&self, creator: u32, buckets: u16, bucket: u16) -> Vec<u64> {
+    fn ids_in_bucket(&self, creator: u32, buckets: u16, bucket: u16) -> Vec<Listed> {
         self.ids(creator)
             .into_iter()
             .filter(|id| bucket_of(*id, buckets) == bucket)
+            .map(|id| Listed { id, version: 0 })
             .collect()
     }
 
@@ -850,7 +853,13 @@ fn any_body(kind: u8, a: u64, b: u64, n: u16, list: &[u64]) -> Body<'static> {
             part: 0,
             parts: n.max(1),
             as_of: a,
-            ids: list.to_vec(),
+            ids: list
+                .iter()
+                .map(|&id| Listed {
+                    id,
+                    version: id as u32,
+                })
+                .collect(),
         }),
         _ => Body::Need(ext::NeedRepr { ids: list.to_vec() }),
     }

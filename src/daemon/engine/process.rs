@@ -730,17 +730,12 @@ impl EngineProcess {
         while let Some(event) = side.sessions.poll_event() {
             side.log_event(&event);
             match event {
-                SessionEvent::ResyncNeeded { .. } => {
-                    if matches!(
-                        engine.bulk_request_state(),
-                        BulkRequest::Waiting { .. } | BulkRequest::Receiving { .. }
-                    ) {
-                        side.resyncs_during_bulk += 1;
-                    } else if side.resync_due(now) {
-                        if let Some(request) = engine.resync_request_packet() {
-                            let _ = side.sessions.send_data(now, &request);
-                        }
-                    }
+                SessionEvent::ResyncNeeded { peer } => side.on_resync_needed(now, peer, engine),
+                SessionEvent::ResyncAsked { peer } => {
+                    // As a bulk request in its DATA: the compact bulk.
+                    engine.answer_bulk_request(now, true);
+                    side.bulk.note_asked_in_data(now, peer);
+                    fed = true;
                 }
                 SessionEvent::DigestWork => {
                     side.sessions.digest_work(now, &*engine);

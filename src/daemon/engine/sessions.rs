@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::bulk::CompactBulk;
-use crate::engine::Received;
+use crate::engine::{BulkRequest, Engine, Received};
 use crate::metrics::{SessionSample, SESSION_COUNTERS};
 use crate::session::{Config, Event, Link, PeerInfo, PeerStats, Sessions};
 use crate::wire::frame::RawItem;
@@ -21,8 +21,8 @@ use crate::wire::msg::bus::STATUS_END;
 use crate::wire::{ext, Action, Message, PacketReader};
 use crate::{log_info, log_warn};
 
-/// Fewest seconds between two bulk requests made for lost DATA: every session peer
-/// answers one with its whole table, and one answer covers every loss before it (the
+/// Fewest seconds between two bulk requests made of one peer for its lost DATA: it
+/// answers each with its whole table, and one answer covers every loss before it (the
 /// digests find what a bulk under loss misses again).
 const RESYNC_SPACING: Duration = Duration::from_secs(5);
 
@@ -58,9 +58,9 @@ pub(super) enum PlainVerdict {
 /// The sessions and the daemon's counters about them.
 pub(super) struct SessionSide {
     pub(super) sessions: Sessions,
-    /// When the last bulk request for lost DATA went out.
-    last_resync: Option<Instant>,
-    /// ResyncNeeded events not acted on: a request went out less than
+    /// When each peer was last asked for a bulk update for its lost DATA.
+    last_resync: HashMap<IpAddr, Instant>,
+    /// ResyncNeeded events not acted on: that peer was asked less than
     /// [`RESYNC_SPACING`] before.
     pub(super) resyncs_spaced: u64,
     /// Frames refused before parsing: off the syncdev, TTL not 255, no source, or a
@@ -96,7 +96,7 @@ impl SessionSide {
         config.mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
         SessionSide {
             sessions: Sessions::new(config),
-            last_resync: None,
+            last_resync: HashMap::new(),
             resyncs_spaced: 0,
             frames_refused: 0,
             frames_unsent: 0,
@@ -158,17 +158,39 @@ impl SessionSide {
         self.secure_known.retain(|a| inner_addrs.contains(a));
     }
 
-    /// Whether a bulk request for lost DATA may go now (and notes that it does).
-    pub(super) fn resync_due(&mut self, now: Instant) -> bool {
+    /// Whether a bulk request for DATA of `peer` lost may go to it now (and notes that
+    /// it does).
+    pub(super) fn resync_due(&mut self, now: Instant, peer: IpAddr) -> bool {
         if self
             .last_resync
-            .is_some_and(|t| now.saturating_duration_since(t) < RESYNC_SPACING)
+            .get(&peer)
+            .is_some_and(|t| now.saturating_duration_since(*t) < RESYNC_SPACING)
         {
             self.resyncs_spaced += 1;
             return false;
         }
-        self.last_resync = Some(now);
+        if self.last_resync.len() >= self.sessions.config().max_peers {
+            // Addresses of peers long gone: only the spacing of the recent ones matters.
+            self.last_resync
+                .retain(|_, t| now.saturating_duration_since(*t) < RESYNC_SPACING);
+        }
+        self.last_resync.insert(peer, now);
         true
+    }
+
+    /// DATA of `peer` was lost past its resend buffer: a bulk update asked of `peer`
+    /// alone (RESYNC), unless our own bulk request is under way (it brings everything)
+    /// or `peer` was asked less than [`RESYNC_SPACING`] ago. Every other peer holds
+    /// what it sent us; asked, each would send its whole table.
+    pub(super) fn on_resync_needed(&mut self, now: Instant, peer: IpAddr, engine: &mut Engine) {
+        if matches!(
+            engine.bulk_request_state(),
+            BulkRequest::Waiting { .. } | BulkRequest::Receiving { .. }
+        ) {
+            self.resyncs_during_bulk += 1;
+        } else if self.resync_due(now, peer) && self.sessions.ask_resync(peer) {
+            engine.count_resync_request();
+        }
     }
 
     /// The next pfsync packet for the engine: a held BUS END whose wait is over first,
@@ -255,7 +277,7 @@ impl SessionSide {
                 "peer {peer} never answered HELLO: a kernel peer (plain pfsync only; probed again in an hour)"
             ),
             Event::ResyncNeeded { peer } => log_info!(
-                "pfsyncd peer {peer}: DATA lost past its resend buffer; bulk request to the pfsyncd peers"
+                "pfsyncd peer {peer}: DATA lost past its resend buffer; bulk update asked of it"
             ),
             _ => {}
         }
@@ -443,6 +465,8 @@ fn peer_json(p: &PeerInfo, now: Instant) -> Value {
         "gone_received": st.gone_received,
         "seqs_given_up": st.seqs_given_up,
         "resyncs": st.resyncs,
+        "resyncs_asked": st.resyncs_asked,
+        "resyncs_received": st.resyncs_received,
         "heartbeats_sent": st.heartbeats_sent,
         "heartbeats_received": st.heartbeats_received,
         "restarts": st.restarts,
@@ -632,13 +656,113 @@ mod tests {
         }
     }
 
+    /// A node with session peers `peers` configured so, every session up.
+    fn side_with_peers(
+        now: Instant,
+        peers: &[IpAddr],
+        configs: Vec<Config>,
+    ) -> (SessionSide, Vec<Sessions>) {
+        let us: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut side = SessionSide::new(1, 1, 1500);
+        let mut others: Vec<Sessions> = configs.into_iter().map(Sessions::new).collect();
+        side.set_secure_peers(now, peers);
+        for _ in 0..3 {
+            while let Some((to, frame)) = side.sessions.poll_transmit() {
+                let i = peers.iter().position(|p| *p == to).expect("a peer");
+                others[i].handle_frame(now, us, &frame);
+            }
+            for (i, other) in others.iter_mut().enumerate() {
+                while let Some((to, frame)) = other.poll_transmit() {
+                    assert_eq!(to, us);
+                    side.sessions.handle_frame(now, peers[i], &frame);
+                }
+            }
+        }
+        for (i, peer) in peers.iter().enumerate() {
+            assert!(side.sessions.is_session_peer(*peer));
+            assert!(others[i].is_session_peer(us));
+            while others[i].poll_event().is_some() {}
+        }
+        while side.sessions.poll_event().is_some() {}
+        (side, others)
+    }
+
+    /// Issue 14: DATA of B lost past B's resend buffer (B answers GONE) is asked again
+    /// of B alone; A and C would each answer a bulk request with their whole table.
+    #[test]
+    fn a_loss_from_one_peer_asks_that_peer_alone_for_a_bulk() {
+        let now = Instant::now();
+        let us: IpAddr = "10.0.0.1".parse().unwrap();
+        let peers: Vec<IpAddr> = ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        // B's buffer holds one frame: its DATA 2, lost on the way, is gone by DATA 3.
+        let mut configs: Vec<Config> = (0..3).map(|i| Config::new(11 + i, 100)).collect();
+        configs[1].resend_bytes = 30;
+        let (mut side, mut others) = side_with_peers(now, &peers, configs);
+        let mut engine = Engine::new(crate::engine::Config::new(1, crate::wire::Dialect::OpenBsd));
+        let b = peers[1];
+        others[1].send_data(now, &[6, 0, 0, 20, 1]).unwrap();
+        let (_, first) = others[1].poll_transmit().unwrap();
+        side.sessions.handle_frame(now, b, &first);
+        others[1].send_data(now, &[6, 0, 0, 20, 2]).unwrap();
+        let _lost = others[1].poll_transmit();
+        others[1].send_data(now, &[6, 0, 0, 20, 3]).unwrap();
+        let mut resyncs = 0;
+        for _ in 0..3 {
+            while let Some((_, frame)) = others[1].poll_transmit() {
+                side.sessions.handle_frame(now, b, &frame);
+            }
+            while let Some(event) = side.sessions.poll_event() {
+                if let Event::ResyncNeeded { peer } = event {
+                    assert_eq!(peer, b);
+                    resyncs += 1;
+                    side.on_resync_needed(now, peer, &mut engine);
+                }
+            }
+            // The NACK to B, and what the resync sends.
+            let sent: Vec<(IpAddr, Vec<u8>)> =
+                std::iter::from_fn(|| side.sessions.poll_transmit()).collect();
+            for (to, frame) in sent {
+                let i = peers.iter().position(|p| *p == to).expect("a peer");
+                assert_eq!(to, b, "only B is asked: {}", ext::pretty::FrameText(&frame));
+                others[i].handle_frame(now, us, &frame);
+            }
+        }
+        assert_eq!(resyncs, 1, "B's GONE gave DATA 2 up");
+        // B's sessions take it as a bulk asked of it alone.
+        assert!(
+            std::iter::from_fn(|| others[1].poll_event())
+                .any(|e| e == Event::ResyncAsked { peer: us }),
+            "B is asked for a bulk"
+        );
+        for i in [0, 2] {
+            assert!(std::iter::from_fn(|| others[i].poll_event())
+                .all(|e| !matches!(e, Event::ResyncAsked { .. })));
+        }
+        assert_eq!(engine.stats().session_resync_requests, 1);
+        assert_eq!(side.sessions.peer(b).unwrap().stats.resyncs_asked, 1);
+        // Spaced per peer: B again at once is not asked, C is.
+        side.on_resync_needed(now + Duration::from_secs(1), b, &mut engine);
+        let _ = std::iter::from_fn(|| side.sessions.poll_transmit()).count();
+        side.on_resync_needed(now + Duration::from_secs(1), peers[2], &mut engine);
+        let asked: Vec<IpAddr> = std::iter::from_fn(|| side.sessions.poll_transmit())
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(asked, vec![peers[2]]);
+        assert_eq!(side.resyncs_spaced, 1);
+    }
+
     #[test]
     fn resync_requests_are_spaced() {
         let now = Instant::now();
         let mut side = SessionSide::new(1, 2, 1500);
-        assert!(side.resync_due(now));
-        assert!(!side.resync_due(now + Duration::from_millis(500)));
-        assert!(side.resync_due(now + RESYNC_SPACING));
+        let (a, b) = ("10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
+        assert!(side.resync_due(now, a));
+        assert!(!side.resync_due(now + Duration::from_millis(500), a));
+        assert!(side.resync_due(now + Duration::from_millis(500), b));
+        assert!(side.resync_due(now + RESYNC_SPACING, a));
         assert_eq!(side.resyncs_spaced, 1);
     }
 }

@@ -1,8 +1,10 @@
 //! DIGEST: a compact summary of the sender's own states (creator = sender). The ids are
 //! spread over N buckets (N a power of two, [`MAX_BUCKETS`] at most) by
-//! [`bucket_of`]; per bucket, the xor of [`id_hash`] over its ids and their count. A
-//! receiver computes the same over its copies of the sender's states and asks
-//! (DIGEST_REQ) for the buckets that differ. One frame carries a run of buckets, so a
+//! [`bucket_of`]; per bucket, the xor of [`entry_hash`] over its states (each state's
+//! id and version, the hash of what a copy must agree on after sync: see the engine's
+//! `digest.rs`) and their count. A receiver computes the same over its copies of the
+//! sender's states and asks (DIGEST_REQ) for the buckets that differ: a copy missing,
+//! one too many, or one whose version differs (an update lost for good). One frame carries a run of buckets, so a
 //! digest of N buckets takes N / [`MAX_BUCKETS_PER_FRAME`] frames under any MTU.
 //!
 //! ```text
@@ -41,7 +43,7 @@ pub const MAX_BUCKETS_PER_FRAME: usize = 64;
 /// The most buckets a digest may have.
 pub const MAX_BUCKETS: u16 = 1024;
 
-/// One bucket: xor of the ids' hashes and how many ids.
+/// One bucket: xor of the states' [`entry_hash`]es and how many states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct BucketSum {
     pub xor: u64,
@@ -49,17 +51,30 @@ pub struct BucketSum {
 }
 
 impl BucketSum {
-    /// Adds (or, xor being its own inverse, removes with [`BucketSum::remove`]) an id.
-    pub fn add(&mut self, id: u64) {
-        self.xor ^= id_hash(id);
+    /// Adds (or, xor being its own inverse, removes with [`BucketSum::remove`]) a state
+    /// of id `id` at version `version`.
+    pub fn add(&mut self, id: u64, version: u32) {
+        self.xor ^= entry_hash(id, version);
         self.count = self.count.wrapping_add(1);
     }
 
-    /// Removes an id added before.
-    pub fn remove(&mut self, id: u64) {
-        self.xor ^= id_hash(id);
+    /// Removes a state added before at this version.
+    pub fn remove(&mut self, id: u64, version: u32) {
+        self.xor ^= entry_hash(id, version);
         self.count = self.count.wrapping_sub(1);
     }
+
+    /// A counted state went from version `old` to `new`: O(1), the count unchanged.
+    pub fn change(&mut self, id: u64, old: u32, new: u32) {
+        self.xor ^= entry_hash(id, old) ^ entry_hash(id, new);
+    }
+}
+
+/// What one state adds to its bucket's xor: a hash of its id and its version. For one
+/// id, distinct versions give distinct hashes (both steps are bijections), so a copy
+/// whose version differs changes the bucket's sum.
+pub fn entry_hash(id: u64, version: u32) -> u64 {
+    id_hash(id_hash(id) ^ u64::from(version))
 }
 
 /// The 64-bit hash of a state id both sides of a digest use: a fixed bijective mixer
@@ -77,11 +92,11 @@ pub fn bucket_of(id: u64, buckets: u16) -> u16 {
     (id_hash(id) % u64::from(buckets.max(1))) as u16
 }
 
-/// Sums `ids` into `buckets` buckets.
-pub fn sum(ids: impl IntoIterator<Item = u64>, buckets: u16) -> Vec<BucketSum> {
+/// Sums states, `(id, version)`, into `buckets` buckets.
+pub fn sum(states: impl IntoIterator<Item = (u64, u32)>, buckets: u16) -> Vec<BucketSum> {
     let mut sums = vec![BucketSum::default(); usize::from(buckets)];
-    for id in ids {
-        sums[usize::from(bucket_of(id, buckets))].add(id);
+    for (id, version) in states {
+        sums[usize::from(bucket_of(id, buckets))].add(id, version);
     }
     sums
 }
@@ -218,17 +233,33 @@ mod test {
     #[test]
     fn sums_cancel_on_remove_and_spread_ids() {
         let mut b = BucketSum::default();
-        b.add(7);
-        b.add(8);
-        b.remove(7);
+        b.add(7, 1);
+        b.add(8, 2);
+        b.remove(7, 1);
         let mut only8 = BucketSum::default();
-        only8.add(8);
+        only8.add(8, 2);
         assert_eq!(b, only8);
-        let sums = sum(1..=25_600u64, 256);
+        let sums = sum((1..=25_600u64).map(|id| (id, 0)), 256);
         // Sequential ids spread: no bucket far from the mean of 100.
         assert!(
             sums.iter().all(|s| (50..150).contains(&s.count)),
             "{sums:?}"
         );
+    }
+
+    #[test]
+    fn a_new_version_changes_the_sum_as_remove_and_add_do() {
+        let mut b = BucketSum::default();
+        b.add(7, 1);
+        b.add(8, 2);
+        let before = b;
+        b.change(7, 1, 3);
+        assert_ne!(b, before, "a copy at another version differs");
+        let mut again = BucketSum::default();
+        again.add(8, 2);
+        again.add(7, 3);
+        assert_eq!(b, again);
+        b.change(7, 3, 1);
+        assert_eq!(b, before);
     }
 }

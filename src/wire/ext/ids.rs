@@ -1,15 +1,23 @@
-//! IDS: the ids of the sender's own states in one digest bucket, as of its `as_of`
-//! seq; a bucket with many ids takes several frames (`part` of `parts`).
+//! IDS: the ids of the sender's own states in one digest bucket, each with its version,
+//! as of its `as_of` seq; a bucket with many ids takes several frames (`part` of
+//! `parts`).
 //!
 //! ```text
 //!  0               4       6       8       10      12              16              24
 //! +---------------+-------+-------+-------+-------+---------------+---------------+
 //! | round (BE32)  |bucket | part  | parts | count |      pad      | as-of (BE64)  |
 //! +---------------+-------+-------+-------+-------+---------------+---------------+
-//! | id (BE64) ... count times
+//! | id (BE64)                     | version (BE32)| ... count times (12 bytes each)
+//! +-------------------------------+---------------+
 //! ```
+//!
+//! The version is the hash of what a copy must agree on after sync (the engine's
+//! `digest.rs`, `state_version`): a receiver holding the id at another version asks
+//! for it (NEED) as for one it lacks. Up to 2026-12 a record was the id alone (8
+//! bytes); a peer still sending those is refused here (the count and the length
+//! disagree), counted as garbage.
 
-use super::{check_list, read_u64s, Error, Result};
+use super::{check_list, Error, Result};
 use crate::wire::codec::wire_struct;
 
 wire_struct! {
@@ -30,8 +38,19 @@ wire_struct! {
     [pad] _pad = 12..16;
 }
 
-/// The most ids per frame (1048 bytes of body).
-pub const MAX_IDS_PER_FRAME: usize = 128;
+/// The most ids per frame: 1176 bytes of body, 1192 with the header, under a 1280-byte
+/// IPv6 minimum MTU with the IP header.
+pub const MAX_IDS_PER_FRAME: usize = 96;
+
+/// Bytes per listed state: id and version.
+pub const RECORD: usize = 12;
+
+/// One listed state: its id and its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Listed {
+    pub id: u64,
+    pub version: u32,
+}
 
 /// IDS body.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -41,7 +60,7 @@ pub struct IdsRepr {
     pub part: u16,
     pub parts: u16,
     pub as_of: u64,
-    pub ids: Vec<u64>,
+    pub ids: Vec<Listed>,
 }
 
 impl IdsRepr {
@@ -56,7 +75,7 @@ impl IdsRepr {
             "IDS",
             body,
             SIZE,
-            8,
+            RECORD,
             usize::from(head.count),
             MAX_IDS_PER_FRAME,
         )?;
@@ -73,12 +92,18 @@ impl IdsRepr {
             part: head.part,
             parts: head.parts,
             as_of: head.as_of,
-            ids: read_u64s(&body[SIZE..]),
+            ids: body[SIZE..]
+                .chunks_exact(RECORD)
+                .map(|r| Listed {
+                    id: u64::from_be_bytes(r[..8].try_into().expect("8 bytes")),
+                    version: u32::from_be_bytes(r[8..].try_into().expect("4 bytes")),
+                })
+                .collect(),
         })
     }
 
     pub fn buffer_len(&self) -> usize {
-        SIZE + 8 * self.ids.len()
+        SIZE + RECORD * self.ids.len()
     }
 
     /// Writes the body into exactly `buffer_len()` bytes. Panics past
@@ -94,8 +119,9 @@ impl IdsRepr {
             as_of: self.as_of,
         }
         .emit_bytes(&mut out[..SIZE]);
-        for (id, c) in self.ids.iter().zip(out[SIZE..].chunks_exact_mut(8)) {
-            c.copy_from_slice(&id.to_be_bytes());
+        for (listed, r) in self.ids.iter().zip(out[SIZE..].chunks_exact_mut(RECORD)) {
+            r[..8].copy_from_slice(&listed.id.to_be_bytes());
+            r[8..].copy_from_slice(&listed.version.to_be_bytes());
         }
     }
 }
@@ -105,11 +131,12 @@ mod test {
     use super::*;
     use crate::wire::ext::{Body, FrameRepr};
 
-    static FRAME: [u8; 56] = [
-        0xc5, 0x09, 0x00, 0x38, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, // header
+    static FRAME: [u8; 64] = [
+        0xc5, 0x09, 0x00, 0x40, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, // header
         0, 0, 0, 9, 0, 3, 0, 1, 0, 2, 0, 2, 0, 0, 0, 0, // round 9, bucket 3, part 1 of 2
         0, 0, 0, 0, 0, 0, 0x01, 0x00, // as of 256
-        0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 6, // ids 5, 6
+        0, 0, 0, 0, 0, 0, 0, 5, 0xde, 0xad, 0xbe, 0xef, // id 5 at 0xdeadbeef
+        0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 1, // id 6 at 1
     ];
 
     #[test]
@@ -123,12 +150,33 @@ mod test {
                 part: 1,
                 parts: 2,
                 as_of: 256,
-                ids: vec![5, 6]
+                ids: vec![
+                    Listed {
+                        id: 5,
+                        version: 0xdead_beef
+                    },
+                    Listed { id: 6, version: 1 }
+                ]
             })
         );
-        let mut buf = [0xa5u8; 56];
+        let mut buf = [0xa5u8; 64];
         frame.emit(&mut buf);
         assert_eq!(buf, FRAME);
+    }
+
+    #[test]
+    fn the_old_layout_of_ids_alone_is_refused() {
+        // Two 8-byte ids where the count calls for two 12-byte records.
+        let mut old = FRAME[..56].to_vec();
+        old[3] = 56;
+        assert!(matches!(
+            FrameRepr::parse(&old),
+            Err(Error::BadBody {
+                kind: "IDS",
+                need: 48,
+                have: 40
+            })
+        ));
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub mod nack;
 pub mod need;
 pub mod pretty;
 mod ranges;
+pub mod resync;
 
 use crate::wire::codec::wire_struct;
 
@@ -55,8 +56,8 @@ pub use data::{Content, DataRepr};
 pub use digest::{BucketSum, DigestRepr, MAX_BUCKETS_PER_FRAME};
 pub use digest_req::{DigestReqRepr, MAX_REQ_BUCKETS};
 pub use hello::HelloRepr;
-pub use ids::{IdsRepr, MAX_IDS_PER_FRAME};
-pub use need::NeedRepr;
+pub use ids::{IdsRepr, Listed, MAX_IDS_PER_FRAME};
+pub use need::{NeedRepr, MAX_IDS_PER_FRAME as MAX_NEED_IDS_PER_FRAME};
 pub use ranges::{SeqRange, SeqRanges, MAX_RANGES};
 
 /// Header version of every extension frame; no kernel speaks it (5 FreeBSD, 6 OpenBSD).
@@ -101,11 +102,12 @@ pub enum Kind {
     DigestReq,
     Ids,
     Need,
+    Resync,
 }
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Hello,
         Kind::HelloAck,
         Kind::Data,
@@ -116,6 +118,7 @@ impl Kind {
         Kind::DigestReq,
         Kind::Ids,
         Kind::Need,
+        Kind::Resync,
     ];
 
     /// The kind's number on the wire.
@@ -131,6 +134,7 @@ impl Kind {
             Kind::DigestReq => 8,
             Kind::Ids => 9,
             Kind::Need => 10,
+            Kind::Resync => 11,
         }
     }
 
@@ -152,6 +156,7 @@ impl Kind {
             Kind::DigestReq => "DIGEST_REQ",
             Kind::Ids => "IDS",
             Kind::Need => "NEED",
+            Kind::Resync => "RESYNC",
         }
     }
 }
@@ -222,6 +227,8 @@ pub enum Body<'a> {
     DigestReq(DigestReqRepr),
     Ids(IdsRepr),
     Need(NeedRepr),
+    /// A bulk update asked of the addressee alone ([`resync`]).
+    Resync,
 }
 
 impl Body<'_> {
@@ -238,6 +245,7 @@ impl Body<'_> {
             Body::DigestReq(_) => Kind::DigestReq,
             Body::Ids(_) => Kind::Ids,
             Body::Need(_) => Kind::Need,
+            Body::Resync => Kind::Resync,
         }
     }
 
@@ -251,6 +259,7 @@ impl Body<'_> {
             Body::DigestReq(d) => d.buffer_len(),
             Body::Ids(i) => i.buffer_len(),
             Body::Need(n) => n.buffer_len(),
+            Body::Resync => resync::SIZE,
         }
     }
 
@@ -264,6 +273,7 @@ impl Body<'_> {
             Body::DigestReq(d) => d.emit(out),
             Body::Ids(i) => i.emit(out),
             Body::Need(n) => n.emit(out),
+            Body::Resync => out.fill(0),
         }
     }
 }
@@ -304,6 +314,10 @@ impl<'a> FrameRepr<'a> {
             Kind::DigestReq => Body::DigestReq(DigestReqRepr::parse(body)?),
             Kind::Ids => Body::Ids(IdsRepr::parse(body)?),
             Kind::Need => Body::Need(NeedRepr::parse(body)?),
+            Kind::Resync => {
+                resync::parse(body)?;
+                Body::Resync
+            }
         };
         Ok(FrameRepr {
             sender: Sender {

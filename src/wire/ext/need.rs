@@ -1,5 +1,6 @@
-//! NEED: ids of the addressee's own states the sender lacks (found by comparing an IDS
-//! list with its copy); the addressee answers with full updates of those states.
+//! NEED: ids of the addressee's own states the sender lacks, or holds at another version
+//! (found by comparing an IDS list with its copy); the addressee answers with full
+//! updates of those states.
 //!
 //! ```text
 //!  0       2       4
@@ -8,7 +9,10 @@
 //! +-------+-------+-------------------------------+ ...
 //! ```
 
-use super::{check_list, read_u64s, Error, Result, MAX_IDS_PER_FRAME};
+use super::{check_list, read_u64s, Error, Result};
+
+/// The most ids per frame (1028 bytes of body).
+pub const MAX_IDS_PER_FRAME: usize = 128;
 
 /// Bytes before the ids.
 pub const HEAD: usize = 4;

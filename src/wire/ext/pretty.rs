@@ -54,6 +54,7 @@ impl Display for FrameText<'_> {
                 i.ids.len()
             ),
             Body::Need(n) => write!(f, " ids {:?}", n.ids),
+            Body::Resync => Ok(()),
         }
     }
 }
@@ -96,8 +97,10 @@ pub fn frame_json(bytes: &[u8]) -> Value {
             "as_of": d.as_of, "sums": d.sums.iter().map(|s| json!([s.xor, s.count])).collect::<Vec<_>>()}),
         Body::DigestReq(r) => json!({"round": r.round, "buckets": r.buckets}),
         Body::Ids(i) => json!({"round": i.round, "bucket": i.bucket, "part": i.part,
-            "parts": i.parts, "as_of": i.as_of, "ids": i.ids}),
+            "parts": i.parts, "as_of": i.as_of,
+            "ids": i.ids.iter().map(|l| json!([l.id, l.version])).collect::<Vec<_>>()}),
         Body::Need(n) => json!({"ids": n.ids}),
+        Body::Resync => json!({}),
     };
     json!({
         "ext": true,
