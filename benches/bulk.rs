@@ -78,22 +78,24 @@ mod linux {
 
     /// CPU seconds (user + system) a daemon's two processes used so far.
     fn cpu_secs(c: &Cluster, i: usize) -> f64 {
-        pids(c, i)
-            .iter()
-            .map(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                // Fields after the command name (which may hold spaces): utime is the
-                // 14th field of the line, stime the 15th.
-                let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-                let f: Vec<u64> = rest
-                    .split_whitespace()
-                    .skip(11)
-                    .take(2)
-                    .filter_map(|v| v.parse().ok())
-                    .collect();
-                f.iter().sum::<u64>() as f64 / clock_ticks()
-            })
-            .sum()
+        cpu_secs_each(c, i).iter().sum()
+    }
+
+    /// The same, each: parent, engine.
+    fn cpu_secs_each(c: &Cluster, i: usize) -> [f64; 2] {
+        pids(c, i).map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Fields after the command name (which may hold spaces): utime is the
+            // 14th field of the line, stime the 15th.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            f.iter().sum::<u64>() as f64 / clock_ticks()
+        })
     }
 
     fn clock_ticks() -> f64 {
@@ -234,6 +236,8 @@ mod linux {
         /// CPU seconds over the bulk: sender, receiver (since its start).
         sender_cpu: f64,
         receiver_cpu: f64,
+        /// The receiver's: parent, engine.
+        receiver_cpu_each: [f64; 2],
         /// The compact bulk figures (`ctl stats`) of receiver and sender.
         compact: Value,
         sender_compact: Value,
@@ -281,7 +285,8 @@ mod linux {
         let done = wait_until(Duration::from_secs(120), || status(c, 1)["bulk"] == "done");
         let secs = t0.elapsed().as_secs_f64();
         let sender_cpu = cpu_secs(c, 0) - sender_cpu_before;
-        let receiver_cpu = cpu_secs(c, 1);
+        let receiver_cpu_each = cpu_secs_each(c, 1);
+        let receiver_cpu = receiver_cpu_each.iter().sum();
         let rx = rx_bytes(c, 1) - rx_before;
         let imported = c.ctl_json(1, "stats").unwrap()["table"]["imported"]
             .as_u64()
@@ -296,6 +301,7 @@ mod linux {
             receiver_peak: peak_mb(c, 1),
             sender_cpu,
             receiver_cpu,
+            receiver_cpu_each,
             compact: c.ctl_json(1, "stats").unwrap()["session_counters"]["compact_bulk"].clone(),
             sender_compact: c.ctl_json(0, "stats").unwrap()["session_counters"]["compact_bulk"]
                 .clone(),
@@ -349,10 +355,12 @@ mod linux {
             d.secs / b.secs,
         );
         println!(
-            "      CPU over the bulk: sender {:.2} s, receiver {:.2} s (since its start); \
-             {:.0} states per receiver CPU second; load average {}",
+            "      CPU over the bulk: sender {:.2} s, receiver {:.2} s (parent {:.2} + engine \
+             {:.2}, since its start); {:.0} states per receiver CPU second; load average {}",
             d.sender_cpu,
             d.receiver_cpu,
+            d.receiver_cpu_each[0],
+            d.receiver_cpu_each[1],
             d.imported as f64 / d.receiver_cpu.max(1e-9),
             load_average()
         );

@@ -148,7 +148,7 @@ impl Slot {
 /// 40–70 bytes); longer ones (IPv6 addresses, names, routes) on the heap. The slot list
 /// is then one allocation, not one a state: a million 59-byte boxes cost 80 MB of
 /// malloc chunks and a malloc and a free each.
-const INLINE: usize = 78;
+const INLINE: usize = 70;
 
 /// A state's compact encoding, in the slot when it fits.
 #[derive(Clone)]
@@ -947,7 +947,7 @@ mod test {
         use crate::table::synth::Synth;
         use crate::wire::TagName;
         assert!(
-            std::mem::size_of::<Slot>() <= 112,
+            std::mem::size_of::<Slot>() <= 104,
             "{}",
             std::mem::size_of::<Slot>()
         );
