@@ -15,8 +15,8 @@
 //! copy of a peer's state takes the version of each update it is sent and does not
 //! merge (`Cache::adopt_version`). A muted state whose last update was still queued
 //! when the filter came is one version ahead of the peers' copies for good: its bucket
-//! is listed and its NEED ignored once a round until the state ends (GUESS: rare, a
-//! reload racing a state's update).
+//! is listed and its NEED ignored once a round until the state ends (rare: a reload
+//! racing a state's update; not tested).
 //!
 //! Cost per counted state: 4 bytes in its bucket's slot list, plus the position in
 //! that list (`Entry::digest_pos`) and the version counted (`Entry::version`, 4 bytes)
