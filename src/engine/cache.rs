@@ -91,7 +91,9 @@ pub struct Entry {
     digest_pos: u32,
     /// The state's version for the digests (`digest.rs`, `state_version`), as counted
     /// in its bucket's sum: replaced only through [`Cache::set_state`] or
-    /// [`Cache::mark`], which move the sum with it.
+    /// [`Cache::mark`], which move the sum with it. While the state is filtered, the
+    /// version last synced: frozen when our own state is muted, the creator's when a
+    /// peer's copy is ([`Cache::adopt_version`]).
     version: u32,
 }
 
@@ -159,7 +161,11 @@ impl Entry {
     fn set_state(&mut self, state: &State, stamp: u32) {
         debug_assert_eq!(self.key, (state.creatorid, state.id));
         self.stamp = stamp;
-        self.version = state_version(state);
+        if self.filtered.is_none() {
+            // A filtered state's copies part (its updates stop both ways): the version
+            // last synced stays (see `Cache::adopt_version`).
+            self.version = state_version(state);
+        }
         SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
             compact::encode(state, scratch);
@@ -347,9 +353,20 @@ impl Cache {
     /// counts (see [`Entry::counts`]) must come through here.
     pub fn mark(&mut self, slot: u32, change: impl FnOnce(&mut Entry)) {
         let e = self.get_mut(slot);
-        let counted_version = e.version;
+        let (counted_version, was_filtered) = (e.version, e.filtered.is_some());
         change(e);
+        if was_filtered && e.filtered.is_none() {
+            // Synced again from now on: the version is the state's own.
+            e.version = state_version(&e.state());
+        }
         self.recount(slot, counted_version);
+    }
+
+    /// A filtered copy of a peer's state (not merged) whose creator's copy is now at
+    /// `version`: the digests compare that, or they would ask for the copy at every
+    /// round and never take it.
+    pub fn adopt_version(&mut self, slot: u32, version: u32) {
+        self.mark(slot, |e| e.version = version);
     }
 
     /// Replaces the state in `slot` (see [`Entry::set_state`]); its digest sum follows

@@ -9,7 +9,14 @@
 //! announced yet: no peer has it, and we could not announce it on request) or no-sync
 //! (never sent again; FreeBSD marks a state so just before it goes). Filtered states
 //! count: the peers hold the copies they had before the filter came (muted ones), and
-//! a peer's state we keep out of our table is still its creator's.
+//! a peer's state we keep out of our table is still its creator's. They count at the
+//! version last synced, as their updates stop both ways: our own muted state's version
+//! is frozen while muted (recomputed when unmuted, and announced again), a filtered
+//! copy of a peer's state takes the version of each update it is sent and does not
+//! merge (`Cache::adopt_version`). A muted state whose last update was still queued
+//! when the filter came is one version ahead of the peers' copies for good: its bucket
+//! is listed and its NEED ignored once a round until the state ends (rare: a reload
+//! racing a state's update; not tested).
 //!
 //! Cost per counted state: 4 bytes in its bucket's slot list, plus the position in
 //! that list (`Entry::digest_pos`) and the version counted (`Entry::version`, 4 bytes)

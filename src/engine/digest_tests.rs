@@ -675,3 +675,58 @@ fn a_newer_copy_at_the_peer_converges_and_the_exchange_ends() {
     );
     assert!(pair.copies_agree(A, 9));
 }
+
+/// A state kept out of sync by a filter (`filter.rs`) is not asked for at every round:
+/// its updates stop, so the copies' versions part; the digests compare the version last
+/// synced (frozen at the creator while muted, the creator's at the peer), or the
+/// bucket would differ, and the NEED be sent and ignored, once a second for good.
+#[test]
+fn a_filtered_state_is_not_asked_for_at_every_round() {
+    use crate::engine::filter::FilterRule;
+    use crate::engine::SyncFilter;
+    let tcp_filter = || SyncFilter::new(vec![FilterRule::Protocol(6)]);
+    for muted_at in [0, 1] {
+        let state = tcp(A, 11);
+        let mut pair = Pair::with_state(33 + muted_at as u64, 0, state);
+        let now = pair.now;
+        pair.nodes[muted_at].engine.set_filter(now, tcp_filter());
+        pair.run_until(now + Duration::from_millis(100));
+        // Traffic on the creator's side: its copy moves on, unsent (muted at A) or not
+        // merged (muted at B).
+        let now = pair.now;
+        for n in 1..=5 {
+            pair.nodes[0].engine.handle_local(
+                now + Duration::from_millis(n),
+                LocalChange::Update(advanced(state, n as u32)),
+            );
+        }
+        let needed = |pair: &Pair| {
+            pair.nodes[1]
+                .sessions
+                .peer(addr(0))
+                .unwrap()
+                .stats
+                .ids_needed
+        };
+        pair.run_until(now + Duration::from_secs(3));
+        let settled = needed(&pair);
+        pair.run_until(now + Duration::from_secs(13));
+        assert_eq!(
+            needed(&pair),
+            settled,
+            "muted at node {muted_at}: NEEDs go on, {settled} after 3 s"
+        );
+        if muted_at == 0 {
+            // Unmuted, the creator announces its copy again: in sync, and quiet.
+            let now = pair.now;
+            pair.nodes[0]
+                .engine
+                .set_filter(now, SyncFilter::new(Vec::new()));
+            pair.run_until(now + Duration::from_secs(3));
+            assert!(pair.copies_agree(A, 11), "announced again when unmuted");
+            let settled = needed(&pair);
+            pair.run_until(now + Duration::from_secs(13));
+            assert_eq!(needed(&pair), settled, "unmuted: NEEDs go on");
+        }
+    }
+}

@@ -163,7 +163,7 @@ impl Engine {
                 }
                 (Some(Filtered::Muted), false) => {
                     // The peers' copies went stale meanwhile: a full update, at once.
-                    self.cache.get_mut(slot).filtered = None;
+                    self.cache.mark(slot, |e| e.filtered = None);
                     self.enqueue(now, slot, Queue::Upd);
                     self.flush_now = true;
                 }

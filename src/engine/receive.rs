@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use super::cache::{Entry, Queue};
+use super::digest::state_version;
 use super::filter::Filtered;
 use super::merge::merge;
 use super::{Engine, InputOrigin, Received, TableOp, ACTIONS};
@@ -353,6 +354,7 @@ impl Engine {
             if full && filtered == Filtered::Unimported {
                 self.cache.set_state(slot, theirs, clock);
             }
+            self.cache.adopt_version(slot, state_version(theirs));
             self.stats.filtered_in += 1;
             return;
         }

@@ -64,8 +64,10 @@
 //!   busy (about 0.5 KB/s), every 2 s idle; prompt ACKs at most one per
 //!   [`Config::ack_every`] (16) DATA received, plus one per filled gap or duplicate.
 //! - Digests: per peer and period (1 s), N/64 DIGEST frames of 804 bytes (3.2 KB/s
-//!   per peer for N = 256, whatever the table's size). When buckets differ, one
-//!   DIGEST_REQ and per differing bucket its states' ids and versions (12 bytes each,
+//!   per peer for N = 256, whatever the table's size). When buckets differ in two
+//!   comparisons running (a copy updated by DATA after the digest's `as_of` differs
+//!   once: under churn, one bucket per update in flight), one DIGEST_REQ and per such
+//!   bucket its states' ids and versions (12 bytes each,
 //!   96 per 1192-byte IDS frame, at most [`Config::max_ids_per_bucket`] = 6144 a
 //!   bucket, 74 KB), and NEEDs (8 bytes an id, 128 a frame) of at most the ids that
 //!   differ, each answered by one full update. At 1 000 000 states and N = 256 a
@@ -1084,25 +1086,41 @@ impl Sessions {
             self.count(peer, |s| s.digest_deferred += 1);
             return;
         }
-        let differing: Vec<u16> = digest
-            .sums
-            .iter()
-            .enumerate()
-            .filter(|(i, theirs)| {
-                let bucket = usize::from(digest.first) + i;
-                ours.get(bucket) != Some(theirs)
-            })
-            .map(|(i, _)| digest.first + i as u16)
-            .collect();
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let buckets = usize::from(self.config.digest_buckets);
+        if p.differed.len() != buckets {
+            p.differed = vec![false; buckets];
+        }
+        // A bucket is asked about when it differed in the last comparison too: a copy
+        // updated by DATA that came after the digest's `as_of` (every update in flight
+        // while it was summed, hundreds a second under churn) differs once; a copy left
+        // stale or missing differs round after round. Listing a bucket costs 12 bytes a
+        // state (about 47 KB at 1 000 000 states), so the one-off differences would cost
+        // far more than the second this adds to a repair.
+        let mut differing_now = 0;
+        let mut differing: Vec<u16> = Vec::new();
+        for (i, theirs) in digest.sums.iter().enumerate() {
+            let bucket = usize::from(digest.first) + i;
+            let differs = ours.get(bucket) != Some(theirs);
+            let Some(before) = p.differed.get_mut(bucket) else {
+                continue;
+            };
+            if differs && *before {
+                differing.push(bucket as u16);
+            }
+            differing_now += u64::from(differs);
+            *before = differs;
+        }
+        p.stats.buckets_differing += differing_now;
         if differing.is_empty() {
             return;
         }
-        self.count(peer, |s| s.buckets_differing += differing.len() as u64);
-        if let Some(p) = self.peers.get_mut(&peer) {
-            // Lists answering another round's request are of no use any more.
-            if p.assembly.round() != digest.round {
-                p.assembly.start(digest.round);
-            }
+        p.stats.buckets_asked += differing.len() as u64;
+        // Lists answering another round's request are of no use any more.
+        if p.assembly.round() != digest.round {
+            p.assembly.start(digest.round);
         }
         self.send_to(
             peer,

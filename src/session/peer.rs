@@ -69,6 +69,8 @@ pub struct PeerStats {
     pub digest_rounds: u64,
     pub buckets_differing: u64,
     pub digest_deferred: u64,
+    /// Buckets asked about (DIGEST_REQ): those that differed two comparisons running.
+    pub buckets_asked: u64,
     /// Ids of its states we forgot (it no longer has them), and asked for (NEED).
     pub ids_forgotten: u64,
     pub ids_needed: u64,
@@ -111,6 +113,9 @@ pub(crate) struct Peer {
     pub budget: ResendBudget,
     /// The round of its digest we asked about, and the IDS parts of that round.
     pub assembly: Assembly,
+    /// Per bucket, whether it differed when we last compared it (see
+    /// `Sessions::compare_digest`); empty until the first comparison.
+    pub differed: Vec<bool>,
     pub stats: PeerStats,
 }
 
@@ -130,6 +135,7 @@ impl Peer {
             ack_told: 0,
             budget: ResendBudget::new(),
             assembly: Assembly::default(),
+            differed: Vec::new(),
             stats: PeerStats::default(),
         }
     }

@@ -966,3 +966,58 @@ fn marks_come_back_promptly_and_a_tail_probe_recovers_the_tail() {
         told + 1
     );
 }
+
+/// A copy ahead of the creator's digest for one round (DATA that came after its
+/// `as_of`, an update in flight while it summed) is not asked about: listing the bucket
+/// would cost far more than the difference. A difference that stays is asked about at
+/// the second round.
+#[test]
+fn a_bucket_is_asked_about_when_it_differs_twice_running() {
+    let mut net = Net::new(2, 0.0, 41);
+    net.ids_payloads = true;
+    let creator = 100;
+    let old = Some(t0());
+    let own: HashMap<u64, Option<Instant>> = (0..100u64).map(|id| (id, None)).collect();
+    let copy: HashMap<u64, Option<Instant>> = own.keys().map(|id| (*id, old)).collect();
+    net.nodes[0].index.states.insert(creator, own);
+    net.nodes[1].index.states.insert(creator, copy);
+    net.establish();
+    net.run_for(Duration::from_secs(3));
+    let stats = |net: &Net| net.nodes[1].sessions.peer(addr(0)).unwrap().stats;
+    let before = stats(&net);
+    assert!(before.digest_rounds >= 2 && before.buckets_differing == 0);
+    // One round ahead: the copy has 500 before the creator's digest does.
+    net.nodes[1]
+        .index
+        .states
+        .get_mut(&creator)
+        .unwrap()
+        .insert(500, Some(net.now));
+    net.run_for(Duration::from_secs(1));
+    let once = stats(&net);
+    assert_eq!(once.digest_rounds, before.digest_rounds + 1);
+    assert_eq!(once.buckets_differing, 1, "it differed once");
+    net.nodes[0]
+        .index
+        .states
+        .get_mut(&creator)
+        .unwrap()
+        .insert(500, None);
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(
+        stats(&net).buckets_asked,
+        0,
+        "a one-off difference was listed"
+    );
+    // Missing for good: asked about at the second round, and needed.
+    net.nodes[0]
+        .index
+        .states
+        .get_mut(&creator)
+        .unwrap()
+        .insert(600, None);
+    net.run_for(Duration::from_secs(3));
+    let after = stats(&net);
+    assert_eq!(after.buckets_asked, 1);
+    assert_eq!(after.ids_needed, 1);
+}

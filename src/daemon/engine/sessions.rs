@@ -473,6 +473,7 @@ fn peer_json(p: &PeerInfo, now: Instant) -> Value {
         "digest_rounds": st.digest_rounds,
         "digests_sent": st.digests_sent,
         "buckets_differing": st.buckets_differing,
+        "buckets_asked": st.buckets_asked,
         "digest_deferred": st.digest_deferred,
         "ids_forgotten": st.ids_forgotten,
         "ids_needed": st.ids_needed,
