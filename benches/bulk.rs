@@ -30,7 +30,9 @@
 //!    table fill (what a receiver's two processes hold for them).
 //!
 //! `cargo bench --bench bulk` (1 000 000 states at MTU 1500 and 9000); `-- quick` for
-//! 100 000; `-- 1500` or `-- 9000` for one MTU.
+//! 100 000; `-- 1500` or `-- 9000` for one MTU; `-- profile` skips the stages and
+//! records each daemon with `perf record -g` over the daemons' bulk alone
+//! (`perf-bulk-{sender,receiver}-MTU.data`).
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -278,8 +280,18 @@ mod linux {
         let sender_cpu_before = cpu_secs(c, 0);
         let t0 = Instant::now();
         c.start(1, &words).unwrap();
+        let profiles = profiling().then(|| {
+            [(0, "sender"), (1, "receiver")].map(|(i, side)| perf_record(&pids(c, i), side, mtu))
+        });
         let done = wait_until(Duration::from_secs(120), || status(c, 1)["bulk"] == "done");
         let secs = t0.elapsed().as_secs_f64();
+        for mut perf in profiles.into_iter().flatten() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(perf.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            let _ = perf.wait();
+        }
         let sender_cpu = cpu_secs(c, 0) - sender_cpu_before;
         let receiver_cpu = cpu_secs(c, 1);
         let rx = rx_bytes(c, 1) - rx_before;
@@ -303,6 +315,24 @@ mod linux {
         c.stop(1);
         c.stop(0);
         figures
+    }
+
+    /// `-- profile`: `perf record -g` each daemon's two processes over the bulk alone.
+    fn profiling() -> bool {
+        std::env::args().any(|a| a == "profile")
+    }
+
+    /// `perf record -g` of `pids` until it gets SIGINT, into `perf-bulk-SIDE-MTU.data`
+    /// in the working directory (`perf report -i` reads it).
+    fn perf_record(pids: &[u32], side: &str, mtu: u32) -> std::process::Child {
+        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+        let out = format!("perf-bulk-{side}-{mtu}.data");
+        println!("      profiling the {side} ({}) into {out}", pids.join(","));
+        std::process::Command::new("perf")
+            .args(["record", "-g", "-q", "-o", &out, "-p", &pids.join(",")])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("perf record (linux-perf installed?)")
     }
 
     /// Bytes per state of `states` synthetic states as compact record batches that fit
@@ -512,7 +542,9 @@ mod linux {
         let states = if quick { 100_000 } else { 1_000_000 };
         println!("bulk benchmark ({})", if quick { "quick" } else { "full" });
         let named = |p: &str| std::env::args().any(|a| a == p);
-        stages(states);
+        if !profiling() {
+            stages(states);
+        }
         if named("stages") {
             return;
         }

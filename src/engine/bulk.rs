@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{BulkRequest, Engine, Event, InputOrigin};
-use crate::state::compact_record::{self, BatchLimitError, MAX_RECORD_BYTES};
+use crate::state::compact_record::{self, BatchLimitError, BatchWriter, MAX_RECORD_BYTES};
 use crate::state::State;
 use crate::wire::msg::bus::{STATUS_END, STATUS_START};
 use crate::wire::msg::BusRepr;
@@ -441,23 +441,27 @@ impl Engine {
             return Ok(None);
         };
         let clock = self.cache.clock(now);
-        // No record is under 12 bytes: a batch never holds more than this.
-        let most_per_batch = limit / 12 + 1;
         let mut made = CompactBulk::default();
-        let mut slots = Vec::new();
-        let mut states: Vec<State> = Vec::new();
+        // The state of `decoded`'s slot: one that did not fit its batch starts the next
+        // without being read again.
+        let mut state = State::default();
+        let mut decoded = None;
         while made.batches.len() < batches {
-            slots.clear();
-            states.clear();
-            while states.len() < most_per_batch {
-                let Some(slot) = self.bulk_walk_next(&mut bulk) else {
+            let mut batch = Vec::with_capacity(limit);
+            let mut writer = BatchWriter::new(limit, &mut batch)?;
+            // Only what fits is read from the cache: the walk stays at a state until
+            // a batch took it.
+            while let Some(slot) = self.bulk_walk_next(&mut bulk) {
+                if decoded != Some(slot) {
+                    self.cache.get(slot).state_at_into(clock, &mut state);
+                    decoded = Some(slot);
+                }
+                if !writer.push(&state, &mut batch) {
                     break;
-                };
-                slots.push(slot);
-                states.push(self.cache.get(slot).state_at(clock));
+                }
                 bulk.next += 1;
             }
-            if states.is_empty() {
+            if writer.is_empty() {
                 if bulk.run_again {
                     bulk = BulkSend {
                         next: 0,
@@ -472,14 +476,8 @@ impl Engine {
                 made.finished = true;
                 break;
             }
-            let mut batch = Vec::with_capacity(limit.min(states.len() * 64 + 1));
-            let n = compact_record::encode_batch(&states, limit, &mut batch)?;
-            // What did not fit goes first in the next batch.
-            if let Some(&first_left) = slots.get(n) {
-                bulk.next = first_left;
-            }
-            bulk.sent += n as u64;
-            made.states += n as u64;
+            bulk.sent += writer.len() as u64;
+            made.states += writer.len() as u64;
             made.batches.push(batch);
         }
         if made.finished {

@@ -142,6 +142,19 @@ impl Entry {
         state
     }
 
+    /// [`state_at`](Self::state_at) into `state` (whatever it held): for a walk over
+    /// many states that keeps none (a bulk send), no `State` is made or moved.
+    pub fn state_at_into(&self, clock: u32, state: &mut State) {
+        // As in `state`: only `pack` made these bytes.
+        assert!(
+            compact::decode_into(&self.packed, state),
+            "a state the engine packed"
+        );
+        let waited = clock.saturating_sub(self.stamp);
+        state.age_secs = state.age_secs.saturating_add(waited);
+        state.expire_secs = state.expire_secs.saturating_sub(waited);
+    }
+
     /// Replaces the state (of the same key), its age and expiry true at `stamp`. An
     /// update mostly moves sequence numbers and counters, so the new encoding usually
     /// has the old one's length and is written in place, without an allocation.

@@ -125,28 +125,72 @@ pub fn encode_batch(
     limit: usize,
     out: &mut Vec<u8>,
 ) -> Result<usize, BatchLimitError> {
-    if limit < 1 + MAX_RECORD_BYTES {
-        return Err(BatchLimitError { limit });
-    }
-    let start = out.len();
-    out.push(VERSION);
-    let mut encoder = Encoder {
-        prev: State::default(),
-        names: Vec::new(),
-        remember_names: true,
-    };
+    let mut batch = BatchWriter::new(limit, out)?;
     for (written, state) in states.iter().enumerate() {
-        let before = out.len();
-        let names_before = encoder.names.len();
-        encoder.record(state, out);
-        if out.len() - start > limit {
-            out.truncate(before);
-            encoder.names.truncate(names_before);
+        if !batch.push(state, out) {
             return Ok(written);
         }
-        encoder.prev = *state;
     }
     Ok(states.len())
+}
+
+/// One batch being written, a state at a time, for a caller that makes its states as
+/// it goes (a bulk sender decoding them from its cache): it makes only those that fit,
+/// where [`encode_batch`] wants them all at hand. The bytes are [`encode_batch`]'s.
+pub struct BatchWriter {
+    encoder: Encoder,
+    start: usize,
+    limit: usize,
+    written: usize,
+}
+
+impl BatchWriter {
+    /// Starts a batch at the end of `out` (its version byte), of at most `limit` bytes
+    /// from there; `limit` as for [`encode_batch`].
+    pub fn new(limit: usize, out: &mut Vec<u8>) -> Result<BatchWriter, BatchLimitError> {
+        if limit < 1 + MAX_RECORD_BYTES {
+            return Err(BatchLimitError { limit });
+        }
+        let start = out.len();
+        out.push(VERSION);
+        Ok(BatchWriter {
+            encoder: Encoder {
+                prev: State::default(),
+                names: Vec::new(),
+                remember_names: true,
+            },
+            start,
+            limit,
+            written: 0,
+        })
+    }
+
+    /// Appends `state` to the batch in `out` (the `out` it was started in) if it fits
+    /// the limit; false, and `out` as it was, when it does not: the batch is full. The
+    /// first state always fits.
+    pub fn push(&mut self, state: &State, out: &mut Vec<u8>) -> bool {
+        let before = out.len();
+        let names_before = self.encoder.names.len();
+        self.encoder.record(state, out);
+        if out.len() - self.start > self.limit {
+            out.truncate(before);
+            self.encoder.names.truncate(names_before);
+            return false;
+        }
+        self.encoder.prev = *state;
+        self.written += 1;
+        true
+    }
+
+    /// States written so far.
+    pub fn len(&self) -> usize {
+        self.written
+    }
+
+    /// No state written yet.
+    pub fn is_empty(&self) -> bool {
+        self.written == 0
+    }
 }
 
 /// The states of one batch made by [`encode_batch`].
@@ -163,11 +207,11 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<State>, CompactRecordError> {
     };
     // A record is at least 12 bytes; cap the guess so a hostile length costs nothing.
     let mut states = Vec::with_capacity((bytes.len() / 12).min(4096));
-    let mut prev = State::default();
+    // Each record is read over the one before it, in place.
+    let mut s = State::default();
     while r.at < bytes.len() {
-        let s = r.record(&prev)?;
+        r.record(&mut s)?;
         states.push(s);
-        prev = s;
     }
     Ok(states)
 }
@@ -186,17 +230,27 @@ pub fn encode_record(state: &State, out: &mut Vec<u8>) {
 
 /// The state of bytes [`encode_record`] made; every byte must belong to it.
 pub fn decode_record(bytes: &[u8]) -> Result<State, CompactRecordError> {
+    let mut s = State::default();
+    decode_record_into(bytes, &mut s)?;
+    Ok(s)
+}
+
+/// [`decode_record`] into `s` (whatever it held), for a caller that reads many states
+/// one after the other and keeps none: no `State` is made or moved. On an error, `s`
+/// holds part of a state.
+pub fn decode_record_into(bytes: &[u8], s: &mut State) -> Result<(), CompactRecordError> {
     let mut r = Reader {
         bytes,
         at: 0,
         names: Vec::new(),
         remember_names: false,
     };
-    let s = r.record(&State::default())?;
+    *s = State::default();
+    r.record(s)?;
     if r.at != bytes.len() {
         return Err(r.invalid("trailing bytes"));
     }
-    Ok(s)
+    Ok(())
 }
 
 struct Encoder {
@@ -646,13 +700,14 @@ impl Reader<'_> {
         }
     }
 
-    fn record(&mut self, prev: &State) -> Result<State, CompactRecordError> {
+    /// Reads one record over `s`, which holds the record before it (or the default) on
+    /// entry and this record's state on return (part of it on an error).
+    fn record(&mut self, s: &mut State) -> Result<(), CompactRecordError> {
         let mask = self.u32("mask")?;
         if mask & !ALL_BITS != 0 {
             return Err(self.invalid("mask"));
         }
-        let mut s = *prev;
-        s.id = prev.id.wrapping_add(unzigzag(self.varint("id")?) as u64);
+        s.id = s.id.wrapping_add(unzigzag(self.varint("id")?) as u64);
         if mask & IFNAME != 0 {
             s.ifname = self.name("ifname")?;
         }
@@ -801,7 +856,7 @@ impl Reader<'_> {
         let dst_state = self.peer_state(s.wire.proto, states & 0x0f)?;
         s.src = self.peer(src_state)?;
         s.dst = self.peer(dst_state)?;
-        Ok(s)
+        Ok(())
     }
 
     fn peer_state(&self, proto: Protocol, n: u8) -> Result<PeerState, CompactRecordError> {

@@ -64,6 +64,46 @@ fn a_batch_stops_at_its_limit_and_the_rest_follows() {
     assert_eq!(encode_batch(&[], 600, &mut out), Ok(0));
 }
 
+/// A batch written a state at a time is `encode_batch`'s, byte for byte, and a state
+/// that does not fit leaves the batch as it was, ready to be closed.
+#[test]
+fn a_batch_written_state_by_state_is_encode_batchs() {
+    let states = Synth::new(9, 3).states(300);
+    let mut rest = &states[..];
+    while !rest.is_empty() {
+        let mut whole = Vec::new();
+        let n = encode_batch(rest, 1400, &mut whole).unwrap();
+        let mut out = vec![0xee; 2];
+        let mut writer = BatchWriter::new(1400, &mut out).unwrap();
+        assert!(writer.is_empty());
+        let mut taken = 0;
+        for s in rest {
+            if !writer.push(s, &mut out) {
+                break;
+            }
+            taken += 1;
+        }
+        assert_eq!((taken, writer.len()), (n, n));
+        assert_eq!(out[2..], whole[..]);
+        rest = &rest[n..];
+    }
+    let mut out = Vec::new();
+    assert!(BatchWriter::new(MAX_RECORD_BYTES, &mut out).is_err());
+}
+
+/// A record read into a state that held another gives the record's state alone.
+#[test]
+fn a_record_read_over_another_state_is_that_record_alone() {
+    let mut synth = Synth::new(4, 4);
+    let (a, b) = (synth.state(), widest_state());
+    let mut bytes = Vec::new();
+    encode_record(&a, &mut bytes);
+    let mut s = b;
+    decode_record_into(&bytes, &mut s).unwrap();
+    assert_eq!(s, a);
+    assert!(decode_record_into(&bytes[..bytes.len() - 1], &mut s).is_err());
+}
+
 /// A state with every field at its widest: the bound every batch limit relies on.
 fn widest_state() -> State {
     let v6 = IpAddr::V6(Ipv6Addr::from(u128::MAX));
