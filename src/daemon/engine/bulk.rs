@@ -29,7 +29,8 @@ use serde_json::{json, Value};
 use crate::engine::Engine;
 use crate::session::{Link, Sessions};
 use crate::state::compact_record::MAX_RECORD_BYTES;
-use crate::wire::ext::{self, data::compact_batch_content};
+use crate::wire::ext;
+use crate::wire::ext::data::{compact_batch_content, compact_batch_head_len};
 use crate::wire::msg::bus::{STATUS_END, STATUS_START};
 use crate::{log_info, log_warn};
 
@@ -89,13 +90,15 @@ pub(super) fn window_cap(sessions: &Sessions, frame_bytes: usize) -> u64 {
 
 /// Bytes of a compact batch that fit one DATA frame in a datagram of the link MTU:
 /// the engine's packet size (already [`ext::DATA_OVERHEAD`] under the MTU) less the IP
-/// header and the content flag. Never under one record's worst case (a link that
-/// small fragments the frame, as it does the engine's own packets).
+/// header and the content's head (with the ruleset checksum when the engine vouches).
+/// Never under one record's worst case (a link that small fragments the frame, as it
+/// does the engine's own packets).
 pub(super) fn batch_limit(engine: &Engine) -> usize {
     let config = engine.config();
+    let head = compact_batch_head_len(engine.compact_ruleset().is_some());
     config
         .mtu
-        .saturating_sub(config.ip_header_len + 1)
+        .saturating_sub(config.ip_header_len + head)
         .max(1 + MAX_RECORD_BYTES)
 }
 
@@ -196,7 +199,10 @@ impl CompactBulk {
         let window = self.window_at(
             now,
             mark,
-            window_cap(sessions, limit + ext::DATA_OVERHEAD + 1),
+            window_cap(
+                sessions,
+                limit + ext::DATA_OVERHEAD + compact_batch_head_len(true),
+            ),
         );
         let in_flight = highest.saturating_sub(mark);
         if in_flight >= window {
@@ -468,5 +474,62 @@ fn seconds(r: &Received) -> f64 {
     match (r.first_at, r.last_at) {
         (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64(),
         _ => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::engine::{Config, LocalChange};
+    use crate::wire::Dialect;
+
+    /// Every compact batch's DATA frame fits the link MTU whole, vouched for (FreeBSD:
+    /// 16 bytes of ruleset checksum in its head) or not (OpenBSD): a frame one byte
+    /// over is sent as two IP fragments, twice the packets and a reassembly at the
+    /// receiver.
+    #[test]
+    fn a_compact_batch_frame_fits_the_link_mtu() {
+        for dialect in [Dialect::FreeBsd1400, Dialect::OpenBsd] {
+            for link_mtu in [1500, 9000, 1280] {
+                let mut config = Config::new(1, dialect);
+                // As link_settings sets it with the extensions on.
+                config.mtu = link_mtu - ext::DATA_OVERHEAD;
+                config.bulk_paced = false;
+                let mut engine = Engine::new(config);
+                let now = Instant::now();
+                for s in crate::table::synth::Synth::new(3, 1).states(2000) {
+                    engine.handle_local(now, LocalChange::Insert(s));
+                }
+                engine.flush(now);
+                while engine.poll_transmit().is_some() {}
+                engine.answer_bulk_request(now, true);
+                let limit = batch_limit(&engine);
+                let ruleset = engine.compact_ruleset();
+                let mut largest = 0;
+                loop {
+                    let made = engine.bulk_compact_batches(now, 8, limit).unwrap().unwrap();
+                    for batch in &made.batches {
+                        let content = compact_batch_content(ruleset, batch);
+                        let datagram =
+                            engine.config().ip_header_len + ext::DATA_OVERHEAD + content.len();
+                        largest = largest.max(datagram);
+                    }
+                    if made.finished {
+                        break;
+                    }
+                }
+                assert!(
+                    largest <= link_mtu,
+                    "{dialect:?}: a {largest}-byte DATA datagram on a {link_mtu} link"
+                );
+                // Full, too: within one record of the MTU.
+                assert!(
+                    largest + 100 > link_mtu,
+                    "{dialect:?}: {largest} of {link_mtu}"
+                );
+            }
+        }
     }
 }

@@ -69,6 +69,12 @@ impl<'a> Content<'a> {
     }
 }
 
+/// Bytes of the head [`compact_batch_content`] puts before a batch: [`COMPACT_BATCH`],
+/// the flag, and the ruleset checksum when the batch is `vouched` for.
+pub fn compact_batch_head_len(vouched: bool) -> usize {
+    2 + if vouched { RULESET_BYTES } else { 0 }
+}
+
 /// The DATA content carrying compact record batch `batch`, its rule numbers vouched
 /// for under `ruleset` if given.
 pub fn compact_batch_content(ruleset: Option<[u8; RULESET_BYTES]>, batch: &[u8]) -> Vec<u8> {
