@@ -524,6 +524,7 @@ fn unzigzag(v: u64) -> i64 {
     (v >> 1) as i64 ^ -((v & 1) as i64)
 }
 
+#[inline]
 fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
@@ -590,16 +591,26 @@ impl Reader<'_> {
         }
     }
 
+    fn truncated(&self) -> CompactRecordError {
+        CompactRecordError::Truncated { offset: self.at }
+    }
+
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&[u8], CompactRecordError> {
-        let truncated = CompactRecordError::Truncated { offset: self.at };
-        let end = self.at.checked_add(n).ok_or(truncated.clone())?;
-        let out = self.bytes.get(self.at..end).ok_or(truncated)?;
+        let end = self.at.checked_add(n).ok_or_else(|| self.truncated())?;
+        let out = self
+            .bytes
+            .get(self.at..end)
+            .ok_or(CompactRecordError::Truncated { offset: self.at })?;
         self.at = end;
         Ok(out)
     }
 
+    #[inline]
     fn u8(&mut self) -> Result<u8, CompactRecordError> {
-        Ok(self.take(1)?[0])
+        let b = *self.bytes.get(self.at).ok_or_else(|| self.truncated())?;
+        self.at += 1;
+        Ok(b)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], CompactRecordError> {
@@ -616,7 +627,19 @@ impl Reader<'_> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
+    #[inline]
     fn varint(&mut self, field: &'static str) -> Result<u64, CompactRecordError> {
+        // Most values (masks, ids' deltas, ages, small counters) take one byte.
+        if let Some(&b) = self.bytes.get(self.at) {
+            if b & 0x80 == 0 {
+                self.at += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_long(field)
+    }
+
+    fn varint_long(&mut self, field: &'static str) -> Result<u64, CompactRecordError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
