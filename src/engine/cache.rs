@@ -142,17 +142,12 @@ impl Entry {
         state
     }
 
-    /// [`state_at`](Self::state_at) into `state` (whatever it held): for a walk over
-    /// many states that keeps none (a bulk send), no `State` is made or moved.
-    pub fn state_at_into(&self, clock: u32, state: &mut State) {
-        // As in `state`: only `pack` made these bytes.
-        assert!(
-            compact::decode_into(&self.packed, state),
-            "a state the engine packed"
-        );
-        let waited = clock.saturating_sub(self.stamp);
-        state.age_secs = state.age_secs.saturating_add(waited);
-        state.expire_secs = state.expire_secs.saturating_sub(waited);
+    /// The state's packed bytes (a lone record of `state::compact_record`) and the
+    /// seconds it aged since they were true, at `clock`: what
+    /// [`state_at`](Self::state_at) would decode and age, for a writer that copies
+    /// the bytes instead (a bulk send).
+    pub fn packed_at(&self, clock: u32) -> (&[u8], u32) {
+        (&self.packed, clock.saturating_sub(self.stamp))
     }
 
     /// Replaces the state (of the same key), its age and expiry true at `stamp`. An

@@ -26,12 +26,6 @@ pub fn decode(bytes: &[u8]) -> Option<State> {
     compact_record::decode_record(bytes).ok()
 }
 
-/// [`decode`] into `state` (whatever it held): a walk over many states then makes and
-/// moves none. False for bytes [`encode`] did not make (`state` then holds part of one).
-pub fn decode_into(bytes: &[u8], state: &mut State) -> bool {
-    compact_record::decode_record_into(bytes, state).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

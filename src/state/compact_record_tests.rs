@@ -91,6 +91,34 @@ fn a_batch_written_state_by_state_is_encode_batchs() {
     assert!(BatchWriter::new(MAX_RECORD_BYTES, &mut out).is_err());
 }
 
+/// A bulk's states batched from their lone records are the batch of the states, and
+/// bytes that are no lone record are refused, the batch left as it was.
+#[test]
+fn a_bulk_batched_from_records_is_the_states_batch() {
+    let states = Synth::new(11, 5).states(2000);
+    let mut expected = Vec::new();
+    let n = encode_batch(&states, 8900, &mut expected).unwrap();
+    let mut out = Vec::new();
+    let mut writer = BatchWriter::new(8900, &mut out).unwrap();
+    let mut record = Vec::new();
+    for (i, s) in states[..n + 1].iter().enumerate() {
+        record.clear();
+        encode_record(s, &mut record);
+        let taken = writer.push_record(&record, 0, &mut out).unwrap();
+        assert_eq!(taken, i < n, "state {i} of a batch of {n}");
+    }
+    assert_eq!(writer.len(), n);
+    assert_eq!(out, expected);
+    let before = out.clone();
+    for cut in 0..record.len() {
+        assert!(
+            writer.push_record(&record[..cut], 0, &mut out).is_err(),
+            "cut at {cut}"
+        );
+        assert_eq!(out, before);
+    }
+}
+
 /// A record read into a state that held another gives the record's state alone.
 #[test]
 fn a_record_read_over_another_state_is_that_record_alone() {
@@ -387,6 +415,49 @@ proptest! {
             prop_assert!(n > 0 && out.len() <= limit);
             prop_assert_eq!(decode_batch(&out).unwrap(), &rest[..n]);
             rest = &rest[n..];
+        }
+    }
+
+    #[test]
+    fn records_batched_as_bytes_are_the_aged_states_batched(
+        states in vec(arb_state(), 1..20),
+        same_as_before in vec(any::<bool>(), 20),
+        waited in prop_oneof![Just(0u32), 0..100_000u32, Just(u32::MAX)],
+        limit in 513..3000usize,
+    ) {
+        // Neighbours alike in most groups, as a bulk's are, and unlike.
+        let mut states = states;
+        for i in 1..states.len() {
+            if same_as_before[i] {
+                states[i] = State { id: states[i].id, packets: states[i].packets, ..states[i - 1] };
+            }
+        }
+        let aged: Vec<State> = states
+            .iter()
+            .map(|s| State {
+                age_secs: s.age_secs.saturating_add(waited),
+                expire_secs: s.expire_secs.saturating_sub(waited),
+                ..*s
+            })
+            .collect();
+        let (mut rest, mut aged_rest) = (&states[..], &aged[..]);
+        while !rest.is_empty() {
+            let mut expected = Vec::new();
+            let n = encode_batch(aged_rest, limit, &mut expected).unwrap();
+            let mut out = Vec::new();
+            let mut writer = BatchWriter::new(limit, &mut out).unwrap();
+            let mut record = Vec::new();
+            for s in rest {
+                record.clear();
+                encode_record(s, &mut record);
+                if !writer.push_record(&record, waited, &mut out).unwrap() {
+                    break;
+                }
+            }
+            prop_assert_eq!(writer.len(), n);
+            prop_assert_eq!(&out, &expected);
+            rest = &rest[n..];
+            aged_rest = &aged_rest[n..];
         }
     }
 
