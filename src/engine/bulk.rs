@@ -433,6 +433,20 @@ impl Engine {
         batches: usize,
         limit: usize,
     ) -> Result<Option<CompactBulk>, BatchLimitError> {
+        self.bulk_compact_batches_after(now, batches, limit, &[])
+    }
+
+    /// As [`bulk_compact_batches`](Self::bulk_compact_batches), each batch's buffer
+    /// starting with `head` (not counted in `limit`): a caller that sends the batches
+    /// behind a head of its own (a DATA content's) writes it first, and sends each
+    /// buffer as it is, without copying the batch behind it.
+    pub fn bulk_compact_batches_after(
+        &mut self,
+        now: Instant,
+        batches: usize,
+        limit: usize,
+        head: &[u8],
+    ) -> Result<Option<CompactBulk>, BatchLimitError> {
         if limit < 1 + MAX_RECORD_BYTES {
             return Err(BatchLimitError { limit });
         }
@@ -442,7 +456,8 @@ impl Engine {
         let clock = self.cache.clock(now);
         let mut made = CompactBulk::default();
         while made.batches.len() < batches {
-            let mut batch = Vec::with_capacity(limit);
+            let mut batch = Vec::with_capacity(head.len() + limit);
+            batch.extend_from_slice(head);
             let mut writer = BatchWriter::new(limit, &mut batch)?;
             // Each state's packed bytes go into the batch as they are, but for its age
             // and expiry (no `State` is made); the walk stays at a state until a batch
@@ -546,7 +561,8 @@ impl Engine {
 /// What [`Engine::bulk_compact_batches`] produced.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CompactBulk {
-    /// The batches, in order; each fits the limit asked for.
+    /// The batches, in order, each behind the head asked for (if any); each batch
+    /// fits the limit asked for.
     pub batches: Vec<Vec<u8>>,
     /// States in them.
     pub states: u64,

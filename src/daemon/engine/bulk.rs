@@ -30,7 +30,7 @@ use crate::engine::Engine;
 use crate::session::{Link, Sessions};
 use crate::state::compact_record::MAX_RECORD_BYTES;
 use crate::wire::ext;
-use crate::wire::ext::data::{compact_batch_content, compact_batch_head_len};
+use crate::wire::ext::data::{compact_batch_head_len, push_compact_batch_head};
 use crate::wire::msg::bus::{STATUS_END, STATUS_START};
 use crate::{log_info, log_warn};
 
@@ -221,7 +221,10 @@ impl CompactBulk {
         let wanted = usize::try_from(window - in_flight)
             .unwrap_or(usize::MAX)
             .min(BATCHES_PER_PUMP);
-        let made = match engine.bulk_compact_batches(now, wanted, limit) {
+        // Each batch is made behind its DATA content's head, and sent as it is.
+        let mut head = Vec::with_capacity(compact_batch_head_len(true));
+        push_compact_batch_head(&mut head, engine.compact_ruleset());
+        let made = match engine.bulk_compact_batches_after(now, wanted, limit, &head) {
             Ok(Some(made)) => made,
             Ok(None) => return queued,
             Err(e) => {
@@ -233,9 +236,8 @@ impl CompactBulk {
             // The first of these frames is timed: its seq is the next to be numbered.
             self.timing = Some((sessions.highest_sent() + 1, now));
         }
-        let ruleset = engine.compact_ruleset();
-        for batch in &made.batches {
-            if let Err(e) = sessions.send_data(now, &compact_batch_content(ruleset, batch)) {
+        for content in &made.batches {
+            if let Err(e) = sessions.send_data(now, content) {
                 log_warn!("compact bulk: {e}");
             }
             self.batches_sent += 1;
@@ -483,6 +485,7 @@ mod tests {
 
     use super::*;
     use crate::engine::{Config, LocalChange};
+    use crate::wire::ext::data::{compact_batch_content, Content};
     use crate::wire::Dialect;
 
     /// Every compact batch's DATA frame fits the link MTU whole, vouched for (FreeBSD:
@@ -507,11 +510,25 @@ mod tests {
                 engine.answer_bulk_request(now, true);
                 let limit = batch_limit(&engine);
                 let ruleset = engine.compact_ruleset();
+                // As the pump makes them: each batch behind its content's head.
+                let mut head = Vec::new();
+                push_compact_batch_head(&mut head, ruleset);
                 let mut largest = 0;
                 loop {
-                    let made = engine.bulk_compact_batches(now, 8, limit).unwrap().unwrap();
-                    for batch in &made.batches {
-                        let content = compact_batch_content(ruleset, batch);
+                    let made = engine
+                        .bulk_compact_batches_after(now, 8, limit, &head)
+                        .unwrap()
+                        .unwrap();
+                    for content in &made.batches {
+                        let Content::CompactBatch {
+                            ruleset: vouched,
+                            batch,
+                        } = Content::of(content)
+                        else {
+                            panic!("not a compact batch content");
+                        };
+                        assert_eq!(vouched, ruleset);
+                        assert_eq!(content[..], compact_batch_content(ruleset, batch)[..]);
                         let datagram =
                             engine.config().ip_header_len + ext::DATA_OVERHEAD + content.len();
                         largest = largest.max(datagram);
