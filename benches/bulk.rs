@@ -409,6 +409,42 @@ mod linux {
         )
     }
 
+    /// The sender's stage on `n` synthetic states: its engine's compact bulk walk
+    /// (`Engine::bulk_compact_batches`, the cached records into batches of a DATA
+    /// frame at MTU 1500 and 9000), in this process on one core.
+    fn send_stage(n: usize) {
+        use pfsyncd::engine::{Config, Engine, LocalChange};
+        use pfsyncd::wire::Dialect;
+
+        let mut engine = Engine::new(Config::new(7, Dialect::FreeBsd1400));
+        let now = Instant::now();
+        for s in Synth::new(1, 7).states(n) {
+            engine.handle_local(now, LocalChange::Insert(s));
+        }
+        engine.flush(now);
+        while engine.poll_transmit().is_some() {}
+        while engine.poll_table_op().is_some() {}
+        // A bulk a few seconds after the states were cached: every record is aged.
+        let later = now + Duration::from_secs(3);
+        for (mtu, limit) in [(1500, 1438), (9000, 8938)] {
+            engine.answer_bulk_request(later, true);
+            let t = Instant::now();
+            let mut sent = 0;
+            loop {
+                let made = engine
+                    .bulk_compact_batches(later, 64, limit)
+                    .expect("limit")
+                    .expect("a compact bulk runs");
+                sent += made.states;
+                if made.finished {
+                    break;
+                }
+            }
+            assert_eq!(sent as usize, n);
+            println!("  sender's bulk walk, MTU {mtu}: {}", rate(n, t.elapsed()));
+        }
+    }
+
     /// The receiver's stages on `n` synthetic states, one after the other.
     fn stages(n: usize) {
         use pfsyncd::engine::{Config, Engine, Received, TableOp};
@@ -544,6 +580,7 @@ mod linux {
         let named = |p: &str| std::env::args().any(|a| a == p);
         if !profiling() {
             stages(states);
+            send_stage(states);
         }
         if named("stages") {
             return;
