@@ -481,7 +481,7 @@ fn seconds(r: &Received) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use super::*;
     use crate::engine::{Config, LocalChange};
@@ -548,5 +548,72 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A receiver slower than the link (a loaded one taking 2 ms a frame, a jumbo
+    /// frame's ~180 states) that tells its mark every `ack_every` frames, as the
+    /// sessions' receivers do: the window must keep frames waiting at it when its ACK
+    /// leaves, or it sits idle a round trip per ACK with CPU to spare. Simulated in
+    /// steps of 50 us over 3 s; the sender runs `pump`'s window and timing. The
+    /// receiver is a model (a steady cost per frame, fixed delays), not a measurement:
+    /// a loaded machine's receiver is descheduled at random, which this leaves out.
+    #[test]
+    fn the_window_keeps_a_slow_receiver_busy_between_its_acks() {
+        for (one_way, per_frame) in [(500, 2_000), (3_000, 2_000), (3_000, 5_000), (200, 500)] {
+            receiver_idle_share(one_way, per_frame);
+        }
+    }
+
+    fn receiver_idle_share(one_way: u64, per_frame: u64) {
+        let ack_every = crate::session::Config::new(1, 1).ack_every;
+        let cap = 58u64;
+        let t0 = Instant::now();
+        let at = |us: u64| t0 + Duration::from_micros(us);
+        let mut bulk = CompactBulk::default();
+        let (mut highest, mut mark) = (0u64, 0u64);
+        let mut arrivals = std::collections::VecDeque::new();
+        let mut acks = std::collections::VecDeque::new();
+        let (mut processed, mut told, mut busy_until) = (0u64, 0u64, None::<u64>);
+        let mut idle_us = 0;
+        let (warm_up, end, step) = (500_000u64, 3_000_000u64, 50u64);
+        for now_us in (0..end).step_by(step as usize) {
+            while acks.front().is_some_and(|&(t, _)| t <= now_us) {
+                mark = acks.pop_front().expect("one").1;
+            }
+            if busy_until.is_some_and(|t| t <= now_us) {
+                busy_until = None;
+                processed += 1;
+                if processed >= told + ack_every {
+                    told = processed;
+                    acks.push_back((now_us + one_way, told));
+                }
+            }
+            if busy_until.is_none() {
+                if arrivals.front().is_some_and(|&t| t <= now_us) {
+                    arrivals.pop_front();
+                    busy_until = Some(now_us + per_frame);
+                } else if now_us >= warm_up {
+                    idle_us += step;
+                }
+            }
+            let window = bulk.window_at(at(now_us), mark, cap);
+            if highest - mark < window && bulk.timing.is_none() {
+                bulk.timing = Some((highest + 1, at(now_us)));
+            }
+            while highest - mark < window {
+                highest += 1;
+                arrivals.push_back(now_us + one_way);
+            }
+        }
+        let idle = idle_us as f64 / (end - warm_up) as f64;
+        assert!(
+            idle < 0.05,
+            "{one_way} us each way, {per_frame} us a frame: the receiver idle {:.0} % of the \
+             time (window {}, pace {:.0} frames/s, {} frames done)",
+            idle * 100.0,
+            bulk.window,
+            bulk.pace,
+            processed
+        );
     }
 }
