@@ -164,7 +164,9 @@ impl BatchWriter {
         Ok(BatchWriter {
             encoder: Encoder {
                 prev: State::default(),
-                names: Vec::new(),
+                // A bulk's batch meets a few names (interfaces): room for them at once,
+                // not a reallocation at each doubling.
+                names: Vec::with_capacity(8),
                 remember_names: true,
             },
             start,
@@ -242,6 +244,10 @@ impl BatchWriter {
             out.truncate(before);
             self.encoder.names.truncate(names_before);
             return Ok(false);
+        }
+        if self.prev_record.capacity() == 0 {
+            // Once per batch: any record fits.
+            self.prev_record.reserve(MAX_RECORD_BYTES);
         }
         self.prev_record.clear();
         self.prev_record.extend_from_slice(record);
