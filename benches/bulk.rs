@@ -30,7 +30,9 @@
 //!    table fill (what a receiver's two processes hold for them).
 //!
 //! `cargo bench --bench bulk` (1 000 000 states at MTU 1500 and 9000); `-- quick` for
-//! 100 000; `-- 1500` or `-- 9000` for one MTU.
+//! 100 000; `-- 1500` or `-- 9000` for one MTU; `-- profile` skips the stages and
+//! records each daemon with `perf record -g` over the daemons' bulk alone
+//! (`perf-bulk-{sender,receiver}-MTU.data`).
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -282,8 +284,18 @@ mod linux {
         let sender_cpu_before = cpu_secs(c, 0);
         let t0 = Instant::now();
         c.start(1, &words).unwrap();
+        let profiles = profiling().then(|| {
+            [(0, "sender"), (1, "receiver")].map(|(i, side)| perf_record(&pids(c, i), side, mtu))
+        });
         let done = wait_until(Duration::from_secs(120), || status(c, 1)["bulk"] == "done");
         let secs = t0.elapsed().as_secs_f64();
+        for mut perf in profiles.into_iter().flatten() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(perf.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            let _ = perf.wait();
+        }
         let sender_cpu = cpu_secs(c, 0) - sender_cpu_before;
         let receiver_cpu_each = cpu_secs_each(c, 1);
         let receiver_cpu = receiver_cpu_each.iter().sum();
@@ -309,6 +321,24 @@ mod linux {
         c.stop(1);
         c.stop(0);
         figures
+    }
+
+    /// `-- profile`: `perf record -g` each daemon's two processes over the bulk alone.
+    fn profiling() -> bool {
+        std::env::args().any(|a| a == "profile")
+    }
+
+    /// `perf record -g` of `pids` until it gets SIGINT, into `perf-bulk-SIDE-MTU.data`
+    /// in the working directory (`perf report -i` reads it).
+    fn perf_record(pids: &[u32], side: &str, mtu: u32) -> std::process::Child {
+        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+        let out = format!("perf-bulk-{side}-{mtu}.data");
+        println!("      profiling the {side} ({}) into {out}", pids.join(","));
+        std::process::Command::new("perf")
+            .args(["record", "-g", "-q", "-o", &out, "-p", &pids.join(",")])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("perf record (linux-perf installed?)")
     }
 
     /// Bytes per state of `states` synthetic states as compact record batches that fit
@@ -394,6 +424,42 @@ mod linux {
             states as f64 / took.as_secs_f64(),
             took.as_secs_f64()
         )
+    }
+
+    /// The sender's stage on `n` synthetic states: its engine's compact bulk walk
+    /// (`Engine::bulk_compact_batches`, the cached records into batches of a DATA
+    /// frame at MTU 1500 and 9000), in this process on one core.
+    fn send_stage(n: usize) {
+        use pfsyncd::engine::{Config, Engine, LocalChange};
+        use pfsyncd::wire::Dialect;
+
+        let mut engine = Engine::new(Config::new(7, Dialect::FreeBsd1400));
+        let now = Instant::now();
+        for s in Synth::new(1, 7).states(n) {
+            engine.handle_local(now, LocalChange::Insert(s));
+        }
+        engine.flush(now);
+        while engine.poll_transmit().is_some() {}
+        while engine.poll_table_op().is_some() {}
+        // A bulk a few seconds after the states were cached: every record is aged.
+        let later = now + Duration::from_secs(3);
+        for (mtu, limit) in [(1500, 1438), (9000, 8938)] {
+            engine.answer_bulk_request(later, true);
+            let t = Instant::now();
+            let mut sent = 0;
+            loop {
+                let made = engine
+                    .bulk_compact_batches(later, 64, limit)
+                    .expect("limit")
+                    .expect("a compact bulk runs");
+                sent += made.states;
+                if made.finished {
+                    break;
+                }
+            }
+            assert_eq!(sent as usize, n);
+            println!("  sender's bulk walk, MTU {mtu}: {}", rate(n, t.elapsed()));
+        }
     }
 
     /// The receiver's stages on `n` synthetic states, one after the other.
@@ -540,7 +606,10 @@ mod linux {
         let states = if quick { 100_000 } else { 1_000_000 };
         println!("bulk benchmark ({})", if quick { "quick" } else { "full" });
         let named = |p: &str| std::env::args().any(|a| a == p);
-        stages(states);
+        if !profiling() {
+            stages(states);
+            send_stage(states);
+        }
         if named("stages") {
             return;
         }

@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{BulkRequest, Engine, Event, InputOrigin};
-use crate::state::compact_record::{self, BatchLimitError, MAX_RECORD_BYTES};
-use crate::state::State;
+use crate::state::compact_record::{self, BatchLimitError, BatchWriter, MAX_RECORD_BYTES};
 use crate::wire::msg::bus::{STATUS_END, STATUS_START};
 use crate::wire::msg::BusRepr;
 use crate::wire::{Message, Pushed};
@@ -434,6 +433,20 @@ impl Engine {
         batches: usize,
         limit: usize,
     ) -> Result<Option<CompactBulk>, BatchLimitError> {
+        self.bulk_compact_batches_after(now, batches, limit, &[])
+    }
+
+    /// As [`bulk_compact_batches`](Self::bulk_compact_batches), each batch's buffer
+    /// starting with `head` (not counted in `limit`): a caller that sends the batches
+    /// behind a head of its own (a DATA content's) writes it first, and sends each
+    /// buffer as it is, without copying the batch behind it.
+    pub fn bulk_compact_batches_after(
+        &mut self,
+        now: Instant,
+        batches: usize,
+        limit: usize,
+        head: &[u8],
+    ) -> Result<Option<CompactBulk>, BatchLimitError> {
         if limit < 1 + MAX_RECORD_BYTES {
             return Err(BatchLimitError { limit });
         }
@@ -441,23 +454,27 @@ impl Engine {
             return Ok(None);
         };
         let clock = self.cache.clock(now);
-        // No record is under 12 bytes: a batch never holds more than this.
-        let most_per_batch = limit / 12 + 1;
         let mut made = CompactBulk::default();
-        let mut slots = Vec::new();
-        let mut states: Vec<State> = Vec::new();
         while made.batches.len() < batches {
-            slots.clear();
-            states.clear();
-            while states.len() < most_per_batch {
-                let Some(slot) = self.bulk_walk_next(&mut bulk) else {
+            let mut batch = Vec::with_capacity(head.len() + limit);
+            batch.extend_from_slice(head);
+            let mut writer = BatchWriter::new(limit, &mut batch)?;
+            // Each state's packed bytes go into the batch as they are, but for its age
+            // and expiry (no `State` is made); the walk stays at a state until a batch
+            // took it.
+            while let Some(slot) = self.bulk_walk_next(&mut bulk) {
+                let (record, waited) = self.cache.get(slot).packed_at(clock);
+                // Only the cache's own encoder made these bytes: a refusal is a bug in
+                // the codec, which its tests rule out (as `Entry::state` says).
+                let taken = writer
+                    .push_record(record, waited, &mut batch)
+                    .expect("a state the engine packed");
+                if !taken {
                     break;
-                };
-                slots.push(slot);
-                states.push(self.cache.get(slot).state_at(clock));
+                }
                 bulk.next += 1;
             }
-            if states.is_empty() {
+            if writer.is_empty() {
                 if bulk.run_again {
                     bulk = BulkSend {
                         next: 0,
@@ -472,14 +489,8 @@ impl Engine {
                 made.finished = true;
                 break;
             }
-            let mut batch = Vec::with_capacity(limit.min(states.len() * 64 + 1));
-            let n = compact_record::encode_batch(&states, limit, &mut batch)?;
-            // What did not fit goes first in the next batch.
-            if let Some(&first_left) = slots.get(n) {
-                bulk.next = first_left;
-            }
-            bulk.sent += n as u64;
-            made.states += n as u64;
+            bulk.sent += writer.len() as u64;
+            made.states += writer.len() as u64;
             made.batches.push(batch);
         }
         if made.finished {
@@ -550,7 +561,8 @@ impl Engine {
 /// What [`Engine::bulk_compact_batches`] produced.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CompactBulk {
-    /// The batches, in order; each fits the limit asked for.
+    /// The batches, in order, each behind the head asked for (if any); each batch
+    /// fits the limit asked for.
     pub batches: Vec<Vec<u8>>,
     /// States in them.
     pub states: u64,

@@ -154,6 +154,14 @@ impl Entry {
         state
     }
 
+    /// The state's packed bytes (a lone record of `state::compact_record`) and the
+    /// seconds it aged since they were true, at `clock`: what
+    /// [`state_at`](Self::state_at) would decode and age, for a writer that copies
+    /// the bytes instead (a bulk send).
+    pub fn packed_at(&self, clock: u32) -> (&[u8], u32) {
+        (&self.packed, clock.saturating_sub(self.stamp))
+    }
+
     /// Replaces the state (of the same key), its age and expiry true at `stamp`. An
     /// update mostly moves sequence numbers and counters, so the new encoding usually
     /// has the old one's length and is written in place, without an allocation.

@@ -1539,6 +1539,51 @@ fn a_credit_driven_bulk_moves_only_when_asked_and_delivers_every_state() {
     assert_eq!(receiver.stats().compact_batches_refused, 1);
 }
 
+/// The compact bulk's batches are `encode_batch`'s of the cached states as they are
+/// when sent (aged), in slot order, each as full as the limit allows: reading only
+/// the states that fit changes no byte.
+#[test]
+fn compact_bulk_batches_are_the_cached_states_batched_in_order() {
+    let mut sender = engine_with(Dialect::FreeBsd1400, |c| c.bulk_paced = false);
+    let states = crate::table::synth::Synth::new(8, US).states(700);
+    for s in &states {
+        sender.handle_local(at(0), LocalChange::Insert(*s));
+    }
+    sender.flush(at(0));
+    transmits(&mut sender);
+    let aged: Vec<State> = states
+        .iter()
+        .map(|s| {
+            let mut s = sender.state(US, s.id).expect("cached");
+            s.age_secs += 7;
+            s.expire_secs = s.expire_secs.saturating_sub(7);
+            s
+        })
+        .collect();
+    sender.answer_bulk_request(at(7_000), true);
+    let mut got = Vec::new();
+    loop {
+        let made = sender
+            .bulk_compact_batches(at(7_000), 2, 1000)
+            .unwrap()
+            .unwrap();
+        got.extend(made.batches);
+        if made.finished {
+            break;
+        }
+    }
+    let mut expected = Vec::new();
+    let mut rest = &aged[..];
+    while !rest.is_empty() {
+        let mut batch = Vec::new();
+        let n = crate::state::compact_record::encode_batch(rest, 1000, &mut batch).unwrap();
+        expected.push(batch);
+        rest = &rest[n..];
+    }
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "the batches differ from encode_batch's");
+}
+
 /// A node asked by a kernel peer (plain link) and by a pfsyncd peer (in DATA) runs
 /// both bulks: the paced one on the timer, with its BUS START on the plain link, and
 /// the compact one only when asked for batches; a plain request from a source that may

@@ -62,6 +62,10 @@ const RDOMAIN: u32 = 1 << 11;
 /// so that the encoding is lossless for every `State`).
 const MIXED_FAMILIES: u32 = 1 << 12;
 const ALL_BITS: u32 = (1 << 13) - 1;
+/// The groups, in the order their bytes follow a record's id.
+const GROUP_ORDER: [u32; 12] = [
+    IFNAME, SHAPE, RULE, STACK, CREATOR, FLAGS, ROUTE, NAMES, QUEUES, RULE_REFS, TUNING, RDOMAIN,
+];
 
 // Stack key bits: what differs from the wire key.
 const STACK_AF: u8 = 1 << 0;
@@ -125,28 +129,142 @@ pub fn encode_batch(
     limit: usize,
     out: &mut Vec<u8>,
 ) -> Result<usize, BatchLimitError> {
-    if limit < 1 + MAX_RECORD_BYTES {
-        return Err(BatchLimitError { limit });
-    }
-    let start = out.len();
-    out.push(VERSION);
-    let mut encoder = Encoder {
-        prev: State::default(),
-        names: Vec::new(),
-        remember_names: true,
-    };
+    let mut batch = BatchWriter::new(limit, out)?;
     for (written, state) in states.iter().enumerate() {
-        let before = out.len();
-        let names_before = encoder.names.len();
-        encoder.record(state, out);
-        if out.len() - start > limit {
-            out.truncate(before);
-            encoder.names.truncate(names_before);
+        if !batch.push(state, out) {
             return Ok(written);
         }
-        encoder.prev = *state;
     }
     Ok(states.len())
+}
+
+/// One batch being written, a state at a time, for a caller that makes its states as
+/// it goes (a bulk sender decoding them from its cache): it makes only those that fit,
+/// where [`encode_batch`] wants them all at hand. The bytes are [`encode_batch`]'s.
+pub struct BatchWriter {
+    encoder: Encoder,
+    start: usize,
+    limit: usize,
+    written: usize,
+    /// For [`push_record`](Self::push_record): the record before, as given, and where
+    /// its parts lie (the default state's record to begin with).
+    prev_record: Vec<u8>,
+    prev_layout: Layout,
+}
+
+impl BatchWriter {
+    /// Starts a batch at the end of `out` (its version byte), of at most `limit` bytes
+    /// from there; `limit` as for [`encode_batch`].
+    pub fn new(limit: usize, out: &mut Vec<u8>) -> Result<BatchWriter, BatchLimitError> {
+        if limit < 1 + MAX_RECORD_BYTES {
+            return Err(BatchLimitError { limit });
+        }
+        let start = out.len();
+        out.push(VERSION);
+        Ok(BatchWriter {
+            encoder: Encoder {
+                prev: State::default(),
+                // A bulk's batch meets a few names (interfaces): room for them at once,
+                // not a reallocation at each doubling.
+                names: Vec::with_capacity(8),
+                remember_names: true,
+            },
+            start,
+            limit,
+            written: 0,
+            prev_record: Vec::new(),
+            prev_layout: Layout::default(),
+        })
+    }
+
+    /// Appends `state` to the batch in `out` (the `out` it was started in) if it fits
+    /// the limit; false, and `out` as it was, when it does not: the batch is full. The
+    /// first state always fits.
+    pub fn push(&mut self, state: &State, out: &mut Vec<u8>) -> bool {
+        let before = out.len();
+        let names_before = self.encoder.names.len();
+        self.encoder.record(state, out);
+        if out.len() - self.start > self.limit {
+            out.truncate(before);
+            self.encoder.names.truncate(names_before);
+            return false;
+        }
+        self.encoder.prev = *state;
+        self.written += 1;
+        true
+    }
+
+    /// As [`push`](Self::push) for the state whose lone record ([`encode_record`]) is
+    /// `record`, aged by `waited` seconds (its age up, its expiry down, both saturating),
+    /// without making the state: the record's parts are copied, compared with the
+    /// record before by their bytes (a group's bytes are equal exactly when its fields
+    /// are), and only the id, names, age and expiry are written anew. The bytes are
+    /// those [`push`](Self::push) writes for that state. A batch is written with one of
+    /// the two, never both. An error for bytes [`encode_record`] did not make (`out`
+    /// then as it was).
+    pub fn push_record(
+        &mut self,
+        record: &[u8],
+        waited: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, CompactRecordError> {
+        let layout = Layout::of(record)?;
+        let before = out.len();
+        let names_before = self.encoder.names.len();
+        let prev = (&self.prev_record[..], &self.prev_layout);
+        let mut mask = layout.mask & (STACK | MIXED_FAMILIES);
+        for bit in GROUP_ORDER {
+            if bit == STACK {
+                continue;
+            }
+            // A group a lone record holds differs from the default's (that is why it
+            // holds it): only two held groups need their bytes compared.
+            let differs = match (layout.mask & bit != 0, prev.1.mask & bit != 0) {
+                (false, false) => false,
+                (true, true) => layout.group(record, bit) != prev.1.group(prev.0, bit),
+                _ => true,
+            };
+            if differs {
+                mask |= bit;
+            }
+        }
+        varint(out, u64::from(mask));
+        varint(out, zigzag(layout.id.wrapping_sub(prev.1.id) as i64));
+        for bit in GROUP_ORDER {
+            if mask & bit != 0 {
+                self.encoder
+                    .group_bytes(bit, layout.group(record, bit), out);
+            }
+        }
+        out.extend_from_slice(&record[layout.key.0..layout.key.1]);
+        varint(out, u64::from(layout.age.saturating_add(waited)));
+        varint(out, u64::from(layout.expire.saturating_sub(waited)));
+        out.extend_from_slice(&record[layout.rest..]);
+        if out.len() - self.start > self.limit {
+            out.truncate(before);
+            self.encoder.names.truncate(names_before);
+            return Ok(false);
+        }
+        if self.prev_record.capacity() == 0 {
+            // Once per batch: any record fits.
+            self.prev_record.reserve(MAX_RECORD_BYTES);
+        }
+        self.prev_record.clear();
+        self.prev_record.extend_from_slice(record);
+        self.prev_layout = layout;
+        self.written += 1;
+        Ok(true)
+    }
+
+    /// States written so far.
+    pub fn len(&self) -> usize {
+        self.written
+    }
+
+    /// No state written yet.
+    pub fn is_empty(&self) -> bool {
+        self.written == 0
+    }
 }
 
 /// The states of one batch made by [`encode_batch`].
@@ -163,11 +281,11 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<State>, CompactRecordError> {
     };
     // A record is at least 12 bytes; cap the guess so a hostile length costs nothing.
     let mut states = Vec::with_capacity((bytes.len() / 12).min(4096));
-    let mut prev = State::default();
+    // Each record is read over the one before it, in place.
+    let mut s = State::default();
     while r.at < bytes.len() {
-        let s = r.record(&prev)?;
+        r.record(&mut s)?;
         states.push(s);
-        prev = s;
     }
     Ok(states)
 }
@@ -186,17 +304,27 @@ pub fn encode_record(state: &State, out: &mut Vec<u8>) {
 
 /// The state of bytes [`encode_record`] made; every byte must belong to it.
 pub fn decode_record(bytes: &[u8]) -> Result<State, CompactRecordError> {
+    let mut s = State::default();
+    decode_record_into(bytes, &mut s)?;
+    Ok(s)
+}
+
+/// [`decode_record`] into `s` (whatever it held), for a caller that reads many states
+/// one after the other and keeps none: no `State` is made or moved. On an error, `s`
+/// holds part of a state.
+pub fn decode_record_into(bytes: &[u8], s: &mut State) -> Result<(), CompactRecordError> {
     let mut r = Reader {
         bytes,
         at: 0,
         names: Vec::new(),
         remember_names: false,
     };
-    let s = r.record(&State::default())?;
+    *s = State::default();
+    r.record(s)?;
     if r.at != bytes.len() {
         return Err(r.invalid("trailing bytes"));
     }
-    Ok(s)
+    Ok(())
 }
 
 struct Encoder {
@@ -266,62 +394,10 @@ impl Encoder {
         }
         varint(out, u64::from(mask));
         varint(out, zigzag(s.id.wrapping_sub(p.id) as i64));
-        if mask & IFNAME != 0 {
-            self.name(out, &s.ifname.0);
-        }
-        if mask & SHAPE != 0 {
-            let (proto_code, proto_extra) = proto_code(s.wire.proto);
-            let af = match s.wire.af {
-                AddressFamily::Inet => 0,
-                AddressFamily::Inet6 => 1,
-            };
-            out.push(af | s.direction.number() << 1 | proto_code << 3);
-            if let Some(n) = proto_extra {
-                out.push(n);
+        for bit in GROUP_ORDER {
+            if mask & bit != 0 {
+                self.group(bit, s, out);
             }
-            out.push(s.timeout.number());
-        }
-        if mask & RULE != 0 {
-            option_u32(out, s.rule);
-        }
-        if mask & STACK != 0 {
-            stack(out, &s.wire, &s.stack);
-        }
-        if mask & CREATOR != 0 {
-            out.extend_from_slice(&s.creatorid.to_le_bytes());
-        }
-        if mask & FLAGS != 0 {
-            out.extend_from_slice(&[s.log, s.sync_flags]);
-            varint(out, u64::from(s.state_flags.bits()));
-        }
-        if mask & ROUTE != 0 {
-            out.push(route_number(s.rt));
-            match s.rt_addr {
-                None => out.push(0),
-                Some(a) => tagged_addr(out, a),
-            }
-            self.name(out, &s.rt_ifname.0);
-        }
-        if mask & NAMES != 0 {
-            self.name(out, &s.orig_ifname.0);
-            self.name(out, &s.tagname.0);
-        }
-        if mask & QUEUES != 0 {
-            for v in [s.qid, s.pqid, s.dnpipe, s.dnrpipe] {
-                varint(out, u64::from(v));
-            }
-        }
-        if mask & RULE_REFS != 0 {
-            for v in [s.anchor, s.nat_rule, s.rtableid, s.reply_rtableid] {
-                option_u32(out, v);
-            }
-        }
-        if mask & TUNING != 0 {
-            out.extend_from_slice(&[s.min_ttl, s.set_tos, s.set_prio[0], s.set_prio[1]]);
-            varint(out, u64::from(s.max_mss));
-        }
-        if mask & RDOMAIN != 0 {
-            varint(out, u64::from(s.wire.rdomain));
         }
         for a in s.wire.addr {
             if mask & MIXED_FAMILIES != 0 {
@@ -342,6 +418,84 @@ impl Encoder {
         out.push(s.src.state.number() << 4 | s.dst.state.number());
         peer(out, &s.src);
         peer(out, &s.dst);
+    }
+
+    /// The bytes of group `bit` (one of [`GROUP_ORDER`]) of `s`.
+    fn group(&mut self, bit: u32, s: &State, out: &mut Vec<u8>) {
+        match bit {
+            IFNAME => self.name(out, &s.ifname.0),
+            SHAPE => {
+                let (proto_code, proto_extra) = proto_code(s.wire.proto);
+                let af = match s.wire.af {
+                    AddressFamily::Inet => 0,
+                    AddressFamily::Inet6 => 1,
+                };
+                out.push(af | s.direction.number() << 1 | proto_code << 3);
+                if let Some(n) = proto_extra {
+                    out.push(n);
+                }
+                out.push(s.timeout.number());
+            }
+            RULE => option_u32(out, s.rule),
+            STACK => stack(out, &s.wire, &s.stack),
+            CREATOR => out.extend_from_slice(&s.creatorid.to_le_bytes()),
+            FLAGS => {
+                out.extend_from_slice(&[s.log, s.sync_flags]);
+                varint(out, u64::from(s.state_flags.bits()));
+            }
+            ROUTE => {
+                out.push(route_number(s.rt));
+                match s.rt_addr {
+                    None => out.push(0),
+                    Some(a) => tagged_addr(out, a),
+                }
+                self.name(out, &s.rt_ifname.0);
+            }
+            NAMES => {
+                self.name(out, &s.orig_ifname.0);
+                self.name(out, &s.tagname.0);
+            }
+            QUEUES => {
+                for v in [s.qid, s.pqid, s.dnpipe, s.dnrpipe] {
+                    varint(out, u64::from(v));
+                }
+            }
+            RULE_REFS => {
+                for v in [s.anchor, s.nat_rule, s.rtableid, s.reply_rtableid] {
+                    option_u32(out, v);
+                }
+            }
+            TUNING => {
+                out.extend_from_slice(&[s.min_ttl, s.set_tos, s.set_prio[0], s.set_prio[1]]);
+                varint(out, u64::from(s.max_mss));
+            }
+            RDOMAIN => varint(out, u64::from(s.wire.rdomain)),
+            _ => unreachable!("GROUP_ORDER names every group"),
+        }
+    }
+
+    /// Group `bit` as a lone record holds it (`span`, names whole), written as
+    /// [`group`](Self::group) writes it in a batch: names through the dictionary.
+    fn group_bytes(&mut self, bit: u32, span: &[u8], out: &mut Vec<u8>) {
+        match bit {
+            IFNAME => self.name(out, &span[1..]),
+            ROUTE => {
+                // Route type, tagged address (a 0 tag when none), interface.
+                let head = 2 + match span[1] {
+                    4 => 4,
+                    6 => 16,
+                    _ => 0,
+                };
+                out.extend_from_slice(&span[..head]);
+                self.name(out, &span[head + 1..]);
+            }
+            NAMES => {
+                let first = 1 + usize::from(span[0]);
+                self.name(out, &span[1..first]);
+                self.name(out, &span[first + 1..]);
+            }
+            _ => out.extend_from_slice(span),
+        }
     }
 
     /// A name by its used bytes (up to the last non-NUL, so bytes after a NUL are
@@ -470,6 +624,7 @@ fn unzigzag(v: u64) -> i64 {
     (v >> 1) as i64 ^ -((v & 1) as i64)
 }
 
+#[inline]
 fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
@@ -519,6 +674,184 @@ fn route_of(n: u8) -> Option<RouteType> {
     })
 }
 
+/// Where the parts of a lone record ([`encode_record`]) lie in its bytes, for
+/// [`BatchWriter::push_record`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Layout {
+    mask: u32,
+    id: u64,
+    /// Each group's bytes (start, end), by bit number; empty when the mask has not the
+    /// group (the state holds the default's).
+    groups: [(u16, u16); 12],
+    /// The wire key's addresses and ports.
+    key: (usize, usize),
+    age: u32,
+    expire: u32,
+    /// Where the counters start; the rest of the record is theirs and the peers'.
+    rest: usize,
+}
+
+/// The bytes of each group of [`State::default`] as a lone record would hold them, by
+/// bit number: what a record without the group stands for.
+fn default_groups() -> &'static [Vec<u8>; 12] {
+    static DEFAULTS: std::sync::OnceLock<[Vec<u8>; 12]> = std::sync::OnceLock::new();
+    DEFAULTS.get_or_init(|| {
+        let mut encoder = Encoder {
+            prev: State::default(),
+            names: Vec::new(),
+            remember_names: false,
+        };
+        let default = State::default();
+        std::array::from_fn(|i| {
+            let mut bytes = Vec::new();
+            if i < GROUP_ORDER.len() && GROUP_ORDER.contains(&(1 << i)) {
+                encoder.group(1 << i, &default, &mut bytes);
+            }
+            bytes
+        })
+    })
+}
+
+impl Layout {
+    fn of(bytes: &[u8]) -> Result<Layout, CompactRecordError> {
+        let mut r = Reader {
+            bytes,
+            at: 0,
+            names: Vec::new(),
+            remember_names: false,
+        };
+        let mut layout = Layout {
+            mask: r.u32("mask")?,
+            ..Layout::default()
+        };
+        if layout.mask & !ALL_BITS != 0 {
+            return Err(r.invalid("mask"));
+        }
+        layout.id = unzigzag(r.varint("id")?) as u64;
+        let mut af = AddressFamily::Inet;
+        for bit in GROUP_ORDER {
+            if layout.mask & bit == 0 {
+                continue;
+            }
+            let start = r.at;
+            match bit {
+                IFNAME => r.skip_name("ifname")?,
+                SHAPE => {
+                    let shape = r.u8()?;
+                    if shape & 1 != 0 {
+                        af = AddressFamily::Inet6;
+                    }
+                    if shape >> 3 == 7 {
+                        r.take(1)?;
+                    }
+                    r.take(1)?;
+                }
+                RULE => {
+                    r.varint("rule")?;
+                }
+                STACK => {
+                    let bits = r.u8()?;
+                    r.take(
+                        usize::from(bits & STACK_AF != 0) + usize::from(bits & STACK_PROTO != 0),
+                    )?;
+                    for addr in [STACK_ADDR0, STACK_ADDR1] {
+                        if bits & addr != 0 {
+                            r.tagged_addr("stack address")?;
+                        }
+                    }
+                    r.take(
+                        2 * (usize::from(bits & STACK_PORT0 != 0)
+                            + usize::from(bits & STACK_PORT1 != 0)),
+                    )?;
+                    if bits & STACK_RDOMAIN != 0 {
+                        r.varint("stack rdomain")?;
+                    }
+                }
+                CREATOR => {
+                    r.take(4)?;
+                }
+                FLAGS => {
+                    r.take(2)?;
+                    r.varint("state flags")?;
+                }
+                ROUTE => {
+                    r.take(1)?;
+                    match r.u8()? {
+                        0 => {}
+                        4 => {
+                            r.take(4)?;
+                        }
+                        6 => {
+                            r.take(16)?;
+                        }
+                        _ => return Err(r.invalid("route address")),
+                    }
+                    r.skip_name("route interface")?;
+                }
+                NAMES => {
+                    r.skip_name("original interface")?;
+                    r.skip_name("tag")?;
+                }
+                QUEUES | RULE_REFS => {
+                    for _ in 0..4 {
+                        r.varint("queue or rule reference")?;
+                    }
+                }
+                TUNING => {
+                    r.take(4)?;
+                    r.varint("max mss")?;
+                }
+                _ => {
+                    r.varint("rdomain")?;
+                }
+            }
+            // A lone record is at most MAX_RECORD_BYTES long.
+            let span = (u16::try_from(start), u16::try_from(r.at));
+            let (Ok(start), Ok(end)) = span else {
+                return Err(r.invalid("record length"));
+            };
+            layout.groups[bit.trailing_zeros() as usize] = (start, end);
+        }
+        let key_start = r.at;
+        for _ in 0..2 {
+            if layout.mask & MIXED_FAMILIES != 0 {
+                r.tagged_addr("address")?;
+            } else {
+                r.bare_addr(af)?;
+            }
+        }
+        r.take(4)?;
+        layout.key = (key_start, r.at);
+        layout.age = r.u32("age")?;
+        layout.expire = r.u32("expire")?;
+        layout.rest = r.at;
+        // The rest is copied as it is, but read through all the same: bytes that are
+        // not a whole record are refused, not passed on.
+        for _ in 0..4 {
+            r.varint("counter")?;
+        }
+        r.take(1)?;
+        for _ in 0..2 {
+            r.skip_peer()?;
+        }
+        if r.at != bytes.len() {
+            return Err(r.invalid("trailing bytes"));
+        }
+        Ok(layout)
+    }
+
+    /// The bytes of group `bit` of the record in `bytes`: its own, or the default's.
+    fn group<'a>(&self, bytes: &'a [u8], bit: u32) -> &'a [u8] {
+        let i = bit.trailing_zeros() as usize;
+        if self.mask & bit != 0 {
+            let (start, end) = self.groups[i];
+            &bytes[usize::from(start)..usize::from(end)]
+        } else {
+            &default_groups()[i]
+        }
+    }
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -536,16 +869,26 @@ impl Reader<'_> {
         }
     }
 
+    fn truncated(&self) -> CompactRecordError {
+        CompactRecordError::Truncated { offset: self.at }
+    }
+
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&[u8], CompactRecordError> {
-        let truncated = CompactRecordError::Truncated { offset: self.at };
-        let end = self.at.checked_add(n).ok_or(truncated.clone())?;
-        let out = self.bytes.get(self.at..end).ok_or(truncated)?;
+        let end = self.at.checked_add(n).ok_or_else(|| self.truncated())?;
+        let out = self
+            .bytes
+            .get(self.at..end)
+            .ok_or(CompactRecordError::Truncated { offset: self.at })?;
         self.at = end;
         Ok(out)
     }
 
+    #[inline]
     fn u8(&mut self) -> Result<u8, CompactRecordError> {
-        Ok(self.take(1)?[0])
+        let b = *self.bytes.get(self.at).ok_or_else(|| self.truncated())?;
+        self.at += 1;
+        Ok(b)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], CompactRecordError> {
@@ -562,7 +905,19 @@ impl Reader<'_> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
+    #[inline]
     fn varint(&mut self, field: &'static str) -> Result<u64, CompactRecordError> {
+        // Most values (masks, ids' deltas, ages, small counters) take one byte.
+        if let Some(&b) = self.bytes.get(self.at) {
+            if b & 0x80 == 0 {
+                self.at += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_long(field)
+    }
+
+    fn varint_long(&mut self, field: &'static str) -> Result<u64, CompactRecordError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -631,6 +986,37 @@ impl Reader<'_> {
         Ok(Name(raw))
     }
 
+    /// Steps over a peer's bytes.
+    fn skip_peer(&mut self) -> Result<(), CompactRecordError> {
+        let bits = self.u8()?;
+        if bits & PEER_SEQLO != 0 {
+            self.take(4)?;
+        }
+        for bit in [PEER_WINDOW, PEER_SEQDIFF, PEER_MAX_WIN, PEER_MSS] {
+            if bits & bit != 0 {
+                self.varint("peer")?;
+            }
+        }
+        if bits & PEER_WSCALE != 0 {
+            self.take(1)?;
+        }
+        if bits & PEER_SCRUB != 0 {
+            self.varint("scrub flags")?;
+            self.take(5)?;
+        }
+        Ok(())
+    }
+
+    /// Steps over a name written whole (a lone record's, never a dictionary index).
+    fn skip_name(&mut self, field: &'static str) -> Result<(), CompactRecordError> {
+        let len = self.u8()?;
+        if len > 64 {
+            return Err(self.invalid(field));
+        }
+        self.take(usize::from(len))?;
+        Ok(())
+    }
+
     fn bare_addr(&mut self, af: AddressFamily) -> Result<IpAddr, CompactRecordError> {
         Ok(match af {
             AddressFamily::Inet => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
@@ -646,13 +1032,14 @@ impl Reader<'_> {
         }
     }
 
-    fn record(&mut self, prev: &State) -> Result<State, CompactRecordError> {
+    /// Reads one record over `s`, which holds the record before it (or the default) on
+    /// entry and this record's state on return (part of it on an error).
+    fn record(&mut self, s: &mut State) -> Result<(), CompactRecordError> {
         let mask = self.u32("mask")?;
         if mask & !ALL_BITS != 0 {
             return Err(self.invalid("mask"));
         }
-        let mut s = *prev;
-        s.id = prev.id.wrapping_add(unzigzag(self.varint("id")?) as u64);
+        s.id = s.id.wrapping_add(unzigzag(self.varint("id")?) as u64);
         if mask & IFNAME != 0 {
             s.ifname = self.name("ifname")?;
         }
@@ -801,7 +1188,7 @@ impl Reader<'_> {
         let dst_state = self.peer_state(s.wire.proto, states & 0x0f)?;
         s.src = self.peer(src_state)?;
         s.dst = self.peer(dst_state)?;
-        Ok(s)
+        Ok(())
     }
 
     fn peer_state(&self, proto: Protocol, n: u8) -> Result<PeerState, CompactRecordError> {

@@ -64,6 +64,74 @@ fn a_batch_stops_at_its_limit_and_the_rest_follows() {
     assert_eq!(encode_batch(&[], 600, &mut out), Ok(0));
 }
 
+/// A batch written a state at a time is `encode_batch`'s, byte for byte, and a state
+/// that does not fit leaves the batch as it was, ready to be closed.
+#[test]
+fn a_batch_written_state_by_state_is_encode_batchs() {
+    let states = Synth::new(9, 3).states(300);
+    let mut rest = &states[..];
+    while !rest.is_empty() {
+        let mut whole = Vec::new();
+        let n = encode_batch(rest, 1400, &mut whole).unwrap();
+        let mut out = vec![0xee; 2];
+        let mut writer = BatchWriter::new(1400, &mut out).unwrap();
+        assert!(writer.is_empty());
+        let mut taken = 0;
+        for s in rest {
+            if !writer.push(s, &mut out) {
+                break;
+            }
+            taken += 1;
+        }
+        assert_eq!((taken, writer.len()), (n, n));
+        assert_eq!(out[2..], whole[..]);
+        rest = &rest[n..];
+    }
+    let mut out = Vec::new();
+    assert!(BatchWriter::new(MAX_RECORD_BYTES, &mut out).is_err());
+}
+
+/// A bulk's states batched from their lone records are the batch of the states, and
+/// bytes that are no lone record are refused, the batch left as it was.
+#[test]
+fn a_bulk_batched_from_records_is_the_states_batch() {
+    let states = Synth::new(11, 5).states(2000);
+    let mut expected = Vec::new();
+    let n = encode_batch(&states, 8900, &mut expected).unwrap();
+    let mut out = Vec::new();
+    let mut writer = BatchWriter::new(8900, &mut out).unwrap();
+    let mut record = Vec::new();
+    for (i, s) in states[..n + 1].iter().enumerate() {
+        record.clear();
+        encode_record(s, &mut record);
+        let taken = writer.push_record(&record, 0, &mut out).unwrap();
+        assert_eq!(taken, i < n, "state {i} of a batch of {n}");
+    }
+    assert_eq!(writer.len(), n);
+    assert_eq!(out, expected);
+    let before = out.clone();
+    for cut in 0..record.len() {
+        assert!(
+            writer.push_record(&record[..cut], 0, &mut out).is_err(),
+            "cut at {cut}"
+        );
+        assert_eq!(out, before);
+    }
+}
+
+/// A record read into a state that held another gives the record's state alone.
+#[test]
+fn a_record_read_over_another_state_is_that_record_alone() {
+    let mut synth = Synth::new(4, 4);
+    let (a, b) = (synth.state(), widest_state());
+    let mut bytes = Vec::new();
+    encode_record(&a, &mut bytes);
+    let mut s = b;
+    decode_record_into(&bytes, &mut s).unwrap();
+    assert_eq!(s, a);
+    assert!(decode_record_into(&bytes[..bytes.len() - 1], &mut s).is_err());
+}
+
 /// A state with every field at its widest: the bound every batch limit relies on.
 fn widest_state() -> State {
     let v6 = IpAddr::V6(Ipv6Addr::from(u128::MAX));
@@ -347,6 +415,49 @@ proptest! {
             prop_assert!(n > 0 && out.len() <= limit);
             prop_assert_eq!(decode_batch(&out).unwrap(), &rest[..n]);
             rest = &rest[n..];
+        }
+    }
+
+    #[test]
+    fn records_batched_as_bytes_are_the_aged_states_batched(
+        states in vec(arb_state(), 1..20),
+        same_as_before in vec(any::<bool>(), 20),
+        waited in prop_oneof![Just(0u32), 0..100_000u32, Just(u32::MAX)],
+        limit in 513..3000usize,
+    ) {
+        // Neighbours alike in most groups, as a bulk's are, and unlike.
+        let mut states = states;
+        for i in 1..states.len() {
+            if same_as_before[i] {
+                states[i] = State { id: states[i].id, packets: states[i].packets, ..states[i - 1] };
+            }
+        }
+        let aged: Vec<State> = states
+            .iter()
+            .map(|s| State {
+                age_secs: s.age_secs.saturating_add(waited),
+                expire_secs: s.expire_secs.saturating_sub(waited),
+                ..*s
+            })
+            .collect();
+        let (mut rest, mut aged_rest) = (&states[..], &aged[..]);
+        while !rest.is_empty() {
+            let mut expected = Vec::new();
+            let n = encode_batch(aged_rest, limit, &mut expected).unwrap();
+            let mut out = Vec::new();
+            let mut writer = BatchWriter::new(limit, &mut out).unwrap();
+            let mut record = Vec::new();
+            for s in rest {
+                record.clear();
+                encode_record(s, &mut record);
+                if !writer.push_record(&record, waited, &mut out).unwrap() {
+                    break;
+                }
+            }
+            prop_assert_eq!(writer.len(), n);
+            prop_assert_eq!(&out, &expected);
+            rest = &rest[n..];
+            aged_rest = &aged_rest[n..];
         }
     }
 

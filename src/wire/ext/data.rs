@@ -69,20 +69,32 @@ impl<'a> Content<'a> {
     }
 }
 
+/// Bytes of the head [`compact_batch_content`] puts before a batch: [`COMPACT_BATCH`],
+/// the flag, and the ruleset checksum when the batch is `vouched` for.
+pub fn compact_batch_head_len(vouched: bool) -> usize {
+    2 + if vouched { RULESET_BYTES } else { 0 }
+}
+
 /// The DATA content carrying compact record batch `batch`, its rule numbers vouched
 /// for under `ruleset` if given.
 pub fn compact_batch_content(ruleset: Option<[u8; RULESET_BYTES]>, batch: &[u8]) -> Vec<u8> {
     let mut content = Vec::with_capacity(2 + RULESET_BYTES + batch.len());
-    content.push(COMPACT_BATCH);
-    match ruleset {
-        Some(sum) => {
-            content.push(1);
-            content.extend_from_slice(&sum);
-        }
-        None => content.push(0),
-    }
+    push_compact_batch_head(&mut content, ruleset);
     content.extend_from_slice(batch);
     content
+}
+
+/// Appends the head of a DATA content carrying a compact record batch (see
+/// [`compact_batch_content`]): the batch written behind it makes the content.
+pub fn push_compact_batch_head(out: &mut Vec<u8>, ruleset: Option<[u8; RULESET_BYTES]>) {
+    out.push(COMPACT_BATCH);
+    match ruleset {
+        Some(sum) => {
+            out.push(1);
+            out.extend_from_slice(&sum);
+        }
+        None => out.push(0),
+    }
 }
 
 /// DATA body: a sequence number and the pfsync packet it numbers.
