@@ -265,13 +265,18 @@ mod linux {
         std::thread::sleep(Duration::from_millis(500));
         let made_before = made(&c);
         let before = both_hops(&c);
+        let pids = pids(&c);
+        let cpu_before = cpu_secs(&pids);
 
         let t0 = Instant::now();
         let mut probed = Probes::default();
         while t0.elapsed() < Duration::from_secs(secs) {
             probed.push(probe(&c, Duration::from_secs(3)));
         }
-        let rate_made = (made(&c) - made_before) as f64 / t0.elapsed().as_secs_f64();
+        let cpu_after = cpu_secs(&pids);
+        let elapsed = t0.elapsed().as_secs_f64();
+        let changes = made(&c) - made_before;
+        let rate_made = changes as f64 / elapsed;
         let after = both_hops(&c);
         println!(
             "churn {rate}/s asked, {rate_made:.0}/s made, immediate on: one new state \
@@ -280,8 +285,60 @@ mod linux {
             probed.summary(),
             if rate >= 100_000 { ", max 50 ms" } else { "" }
         );
+        println!("{}", cpu_line(cpu_before, cpu_after, elapsed, changes));
         print_hops(&before, &after);
         c.ctl(0, "churn 0").unwrap();
+    }
+
+    /// The four daemon processes: sender parent, sender engine, receiver parent,
+    /// receiver engine.
+    fn pids(c: &Cluster) -> [u32; 4] {
+        let engine = |i: usize| {
+            c.ctl_json(i, "status").unwrap()["engine"]["pid"]
+                .as_u64()
+                .unwrap() as u32
+        };
+        [
+            c.host(0).pid().unwrap(),
+            engine(0),
+            c.host(1).pid().unwrap(),
+            engine(1),
+        ]
+    }
+
+    /// CPU seconds (user + system) each process used so far.
+    fn cpu_secs(pids: &[u32; 4]) -> [f64; 4] {
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
+        pids.map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // After the command name (which may hold spaces): utime is the 14th field
+            // of the line, stime the 15th.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum::<u64>() as f64
+                / ticks
+        })
+    }
+
+    /// The daemons' CPU over the probes: what the machine's two cores had to give them.
+    fn cpu_line(before: [f64; 4], after: [f64; 4], secs: f64, changes: u64) -> String {
+        let d: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+        let total: f64 = d.iter().sum();
+        format!(
+            " daemons' CPU: sender parent {:.0} %, engine {:.0} %; receiver parent {:.0} %, \
+             engine {:.0} % of a core; {:.1} µs of CPU per change made",
+            d[0] / secs * 100.0,
+            d[1] / secs * 100.0,
+            d[2] / secs * 100.0,
+            d[3] / secs * 100.0,
+            total * 1e6 / changes.max(1) as f64
+        )
     }
 
     fn made(c: &Cluster) -> u64 {
@@ -313,8 +370,15 @@ mod linux {
         let all = !named("idle") && !named("10k") && !named("100k");
         let (probes, secs) = if quick { (200, 5) } else { (2000, 20) };
         println!(
-            "latency benchmark ({})",
-            if quick { "quick" } else { "full" }
+            "latency benchmark ({}; load average {} at the start: the machine's other work \
+             takes the same two cores)",
+            if quick { "quick" } else { "full" },
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         if all || named("idle") {
             idle("on", probes);
