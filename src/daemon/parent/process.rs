@@ -857,9 +857,8 @@ impl Parent {
 /// Whether a polled descriptor has something to read, or is closed or failed (which a
 /// read then tells).
 fn readable(fd: &PollFd<'_>) -> bool {
-    fd.revents().is_some_and(|r| {
-        r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
-    })
+    fd.revents()
+        .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR))
 }
 
 fn misplaced(what: &'static str) -> ChannelError {
