@@ -27,7 +27,9 @@
 //!
 //! The daemons' own per-hop figures (`ctl stats`, "latency"), taken over the probes'
 //! time only, are printed after each case: what each hop of the privilege-separated
-//! path costs.
+//! path costs. So are, for the churning cases, the four processes' CPU over the probes
+//! and per change made, and the load average at the start: on a shared two-core
+//! machine the wall-clock quantiles follow the other work, the CPU figures much less.
 //!
 //! `cargo bench --bench latency` (`-- quick` for shorter runs; `-- idle`, `-- 10k` or
 //! `-- 100k` for one case).
