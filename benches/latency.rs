@@ -13,12 +13,23 @@
 //! 0.5 ms until the state is there; the peer's answer says how long ago its parent
 //! wrote the state into the table (`applied_us_ago`), so the arrival is known whatever
 //! the polling's delay, and the polling stays light enough not to take the CPU the
-//! daemons need on a two-core machine. The clock starts before the insert request is
-//! written, so a figure includes the insert's control round trip and the way back of
-//! the answer that found it: the bench measures a control round trip on its own (`ctl
-//! get` of a state that exists) and prints it. The daemons' own per-hop figures
-//! (`ctl stats`, "latency"), taken over the probes' time only, are printed after each
-//! case: what each hop of the privilege-separated path costs.
+//! daemons need on a two-core machine. Each probe gives two figures, both printed:
+//!
+//! - "end to end": the bench's clock starts before the insert request is written, so
+//!   it includes the insert's control round trip into the sender (the bench's wake-up,
+//!   the sender parent's) and the way back of the answer that found it; the bench
+//!   measures a control round trip on its own (`ctl get` of a state that exists) and
+//!   prints it;
+//! - "sync path", the issue's figure: from the state's insertion into the sender's
+//!   table (`created_monotonic_ns` in the insert's answer) to its application in the
+//!   peer's (`applied_monotonic_ns` in `get --json`), two stamps of CLOCK_MONOTONIC,
+//!   which all network namespaces of the machine share.
+//!
+//! The daemons' own per-hop figures (`ctl stats`, "latency"), taken over the probes'
+//! time only, are printed after each case: what each hop of the privilege-separated
+//! path costs. So are, for the churning cases, the four processes' CPU over the probes
+//! and per change made, and the load average at the start: on a shared two-core
+//! machine the wall-clock quantiles follow the other work, the CPU figures much less.
 //!
 //! `cargo bench --bench latency` (`-- quick` for shorter runs; `-- idle`, `-- 10k` or
 //! `-- 100k` for one case).
@@ -63,13 +74,47 @@ mod linux {
         )
     }
 
+    /// One probe's two figures, in ms: end to end (from before the insert request to
+    /// the peer's write) and the sync path (the sender's insertion to the peer's write,
+    /// on the daemons' CLOCK_MONOTONIC stamps).
+    #[derive(Default)]
+    struct Probes {
+        end_to_end: Vec<f64>,
+        sync_path: Vec<f64>,
+        lost: usize,
+    }
+
+    impl Probes {
+        fn push(&mut self, probe: Option<(f64, f64)>) {
+            match probe {
+                Some((e2e, sync)) => {
+                    self.end_to_end.push(e2e);
+                    self.sync_path.push(sync);
+                }
+                None => self.lost += 1,
+            }
+        }
+
+        fn summary(self) -> String {
+            format!(
+                "sync path (sender's table to peer's table) {}; end to end (from the \
+                 insert request, with its control round trip) {}{}",
+                summary(self.sync_path),
+                summary(self.end_to_end),
+                lost_note(self.lost)
+            )
+        }
+    }
+
     /// One probe: a new state on host 0, until host 1's table holds it. `None` if it
     /// did not arrive within `timeout` (the churn may delete a state it adopted).
-    fn probe(c: &Cluster, timeout: Duration) -> Option<f64> {
+    fn probe(c: &Cluster, timeout: Duration) -> Option<(f64, f64)> {
         let start = Instant::now();
         let answer = c.ctl(0, "insert 1").ok()?;
+        // "inserted 1: creatorid C ids A to A created_monotonic_ns N"
         let w: Vec<&str> = answer.split_whitespace().collect();
         let get = format!("get {} {} --json", w.get(3)?, w.get(5)?);
+        let created: u64 = w.get(9)?.parse().ok()?;
         while start.elapsed() < timeout {
             if let Ok(text) = c.ctl(1, &get) {
                 let found = start.elapsed();
@@ -78,7 +123,11 @@ mod linux {
                 // is left in, a few tens of µs).
                 let v: serde_json::Value = serde_json::from_str(&text).ok()?;
                 let ago = Duration::from_micros(v["applied_us_ago"].as_u64()?);
-                return Some(found.saturating_sub(ago).as_secs_f64() * 1000.0);
+                let applied = v["applied_monotonic_ns"].as_u64()?;
+                return Some((
+                    found.saturating_sub(ago).as_secs_f64() * 1000.0,
+                    applied.saturating_sub(created) as f64 / 1e6,
+                ));
             }
             // Polled gently: on two cores a tight poll loop takes the CPU the daemons
             // need, and the peer's stamp makes the pause cost no precision.
@@ -190,21 +239,16 @@ mod linux {
         start(&mut c, immediate);
         let rtt = round_trip(&c);
         let before = both_hops(&c);
-        let mut ms = Vec::new();
-        let mut lost = 0;
+        let mut probed = Probes::default();
         for _ in 0..probes {
-            match probe(&c, Duration::from_secs(3)) {
-                Some(m) => ms.push(m),
-                None => lost += 1,
-            }
+            probed.push(probe(&c, Duration::from_secs(3)));
             // Idle between probes: each finds the cluster quiet.
             std::thread::sleep(Duration::from_millis(5));
         }
         println!(
-            "idle, immediate {immediate}: one new state reaches the peer's table: {}{} \
+            "idle, immediate {immediate}: one new state reaches the peer's table: {} \
              (target p99 1 ms); control round trip alone: {rtt}",
-            summary(ms),
-            lost_note(lost)
+            probed.summary()
         );
         print_hops(&before, &both_hops(&c));
     }
@@ -223,27 +267,80 @@ mod linux {
         std::thread::sleep(Duration::from_millis(500));
         let made_before = made(&c);
         let before = both_hops(&c);
+        let pids = pids(&c);
+        let cpu_before = cpu_secs(&pids);
+
         let t0 = Instant::now();
-        let mut ms = Vec::new();
-        let mut lost = 0;
+        let mut probed = Probes::default();
         while t0.elapsed() < Duration::from_secs(secs) {
-            match probe(&c, Duration::from_secs(3)) {
-                Some(m) => ms.push(m),
-                None => lost += 1,
-            }
+            probed.push(probe(&c, Duration::from_secs(3)));
         }
-        let rate_made = (made(&c) - made_before) as f64 / t0.elapsed().as_secs_f64();
+        let cpu_after = cpu_secs(&pids);
+        let elapsed = t0.elapsed().as_secs_f64();
+        let changes = made(&c) - made_before;
+        let rate_made = changes as f64 / elapsed;
         let after = both_hops(&c);
         println!(
             "churn {rate}/s asked, {rate_made:.0}/s made, immediate on: one new state \
-             reaches the peer's table: {}{} (target p99 {p99_target} ms{}); control round \
+             reaches the peer's table: {} (target p99 {p99_target} ms{}); control round \
              trip alone (idle): {rtt}",
-            summary(ms),
-            lost_note(lost),
+            probed.summary(),
             if rate >= 100_000 { ", max 50 ms" } else { "" }
         );
+        println!("{}", cpu_line(cpu_before, cpu_after, elapsed, changes));
         print_hops(&before, &after);
         c.ctl(0, "churn 0").unwrap();
+    }
+
+    /// The four daemon processes: sender parent, sender engine, receiver parent,
+    /// receiver engine.
+    fn pids(c: &Cluster) -> [u32; 4] {
+        let engine = |i: usize| {
+            c.ctl_json(i, "status").unwrap()["engine"]["pid"]
+                .as_u64()
+                .unwrap() as u32
+        };
+        [
+            c.host(0).pid().unwrap(),
+            engine(0),
+            c.host(1).pid().unwrap(),
+            engine(1),
+        ]
+    }
+
+    /// CPU seconds (user + system) each process used so far.
+    fn cpu_secs(pids: &[u32; 4]) -> [f64; 4] {
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
+        pids.map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // After the command name (which may hold spaces): utime is the 14th field
+            // of the line, stime the 15th.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum::<u64>() as f64
+                / ticks
+        })
+    }
+
+    /// The daemons' CPU over the probes: what the machine's two cores had to give them.
+    fn cpu_line(before: [f64; 4], after: [f64; 4], secs: f64, changes: u64) -> String {
+        let d: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+        let total: f64 = d.iter().sum();
+        format!(
+            " daemons' CPU: sender parent {:.0} %, engine {:.0} %; receiver parent {:.0} %, \
+             engine {:.0} % of a core; {:.1} µs of CPU per change made",
+            d[0] / secs * 100.0,
+            d[1] / secs * 100.0,
+            d[2] / secs * 100.0,
+            d[3] / secs * 100.0,
+            total * 1e6 / changes.max(1) as f64
+        )
     }
 
     fn made(c: &Cluster) -> u64 {
@@ -275,8 +372,15 @@ mod linux {
         let all = !named("idle") && !named("10k") && !named("100k");
         let (probes, secs) = if quick { (200, 5) } else { (2000, 20) };
         println!(
-            "latency benchmark ({})",
-            if quick { "quick" } else { "full" }
+            "latency benchmark ({}; load average {} at the start: the machine's other work \
+             takes the same two cores)",
+            if quick { "quick" } else { "full" },
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         if all || named("idle") {
             idle("on", probes);

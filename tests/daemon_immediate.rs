@@ -40,6 +40,42 @@ fn propagation(c: &Cluster, n: usize) -> Vec<Duration> {
     took
 }
 
+/// CLOCK_MONOTONIC now, in ns, as the daemons read it.
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// One new state on host 1: (before the insert request, host 1's `created_monotonic_ns`,
+/// after its answer), host 2's `applied_monotonic_ns`, and when host 2's answer that
+/// found it was read.
+fn sync_path_stamps(c: &Cluster) -> ((u64, u64, u64), u64, u64) {
+    let before = monotonic_ns();
+    let answer = c.ctl(0, "insert 1").unwrap();
+    let after = monotonic_ns();
+    // "inserted 1: creatorid C ids A to A created_monotonic_ns N"
+    let w: Vec<&str> = answer.split_whitespace().collect();
+    assert_eq!(w.get(8), Some(&"created_monotonic_ns"), "{answer}");
+    let created: u64 = w[9].parse().unwrap();
+    let get = format!("get {} {} --json", w[3], w[5]);
+    let start = Instant::now();
+    loop {
+        if let Ok(text) = c.ctl(1, &get) {
+            let found = monotonic_ns();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let applied = v["applied_monotonic_ns"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no applied_monotonic_ns: {text}"));
+            return ((before, created, after), applied, found);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{get}: not on host 2"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn immediate_on(c: &Cluster, i: usize) -> bool {
     c.ctl_json(i, "status").unwrap()["immediate_on"]
         .as_bool()
@@ -89,6 +125,21 @@ fn immediate_on_sends_at_once_and_auto_keeps_the_batch_on_a_plain_link() {
     for hop in ["to_engine", "engine_turn", "to_parent", "apply"] {
         assert!(latency(1, hop) >= 20, "host 2 counted no {hop}");
     }
+
+    // The sync path between the two tables, on the clock both daemons read.
+    let (created, applied, round) = sync_path_stamps(&c);
+    assert!(
+        created.0 <= created.1 && created.1 <= created.2,
+        "host 1's creation stamp {} is not within its insert request ({} to {})",
+        created.1,
+        created.0,
+        created.2
+    );
+    assert!(
+        created.1 < applied && applied <= round,
+        "host 2 applied at {applied}, created at {}, found at {round}",
+        created.1
+    );
 
     // Without the extensions nothing tells a pfsyncd from a kernel on a plain link:
     // `auto` keeps the kernels' batch.

@@ -44,6 +44,22 @@ pub fn since(stamp_ns: u64) -> Duration {
     Duration::from_nanos(stamp().saturating_sub(stamp_ns))
 }
 
+/// `at` on the machine's CLOCK_MONOTONIC, in nanoseconds: one clock for every process
+/// and network namespace of the machine (Linux's time namespaces aside), so that two
+/// daemons' stamps of one state, its insertion into the sender's table and its
+/// application in the peer's, give the sync path's time between two tables without the
+/// control requests that asked (issue 14 point 5). `Instant` is not tied to a named
+/// clock: the offset from now is taken instead. `None` if the clock cannot be read.
+pub fn monotonic_ns(at: Instant) -> Option<u64> {
+    let clock = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+    let now_ns = u64::try_from(clock.tv_sec())
+        .ok()?
+        .checked_mul(1_000_000_000)?
+        .checked_add(u64::try_from(clock.tv_nsec()).ok()?)?;
+    let ago = Instant::now().saturating_duration_since(at);
+    now_ns.checked_sub(u64::try_from(ago.as_nanos()).ok()?)
+}
+
 /// A histogram of durations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Histogram {
@@ -246,5 +262,24 @@ mod tests {
         assert!(since(s) >= Duration::from_millis(2));
         // A stamp from the future (a bad peer process) is no time, not a panic.
         assert_eq!(since(u64::MAX), Duration::ZERO);
+    }
+
+    #[test]
+    fn monotonic_stamps_follow_the_instants_they_were_taken_from() {
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_millis(3));
+        let t1 = Instant::now();
+        let a = monotonic_ns(t0).expect("CLOCK_MONOTONIC");
+        let b = monotonic_ns(t1).expect("CLOCK_MONOTONIC");
+        // The same instant read twice, and two instants as far apart as they were.
+        let again = monotonic_ns(t0).unwrap();
+        assert!(a.abs_diff(again) < 1_000_000, "{a} {again}");
+        let apart = (t1 - t0).as_nanos() as u64;
+        assert!((b - a).abs_diff(apart) < 1_000_000, "{a} {b} {apart}");
+        // Another reader of the clock (the bench, the peer) sees the same time.
+        let other = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+        let other_ns = other.tv_sec() as u64 * 1_000_000_000 + other.tv_nsec() as u64;
+        let now_ns = monotonic_ns(Instant::now()).unwrap();
+        assert!(now_ns.abs_diff(other_ns) < 1_000_000, "{now_ns} {other_ns}");
     }
 }

@@ -243,6 +243,7 @@ impl EngineProcess {
             if self.channel.wants_write() {
                 channel_events |= PollFlags::POLLOUT;
             }
+            let requests_ready;
             {
                 let mut request_events = PollFlags::POLLIN;
                 if self.requests.wants_write() {
@@ -259,12 +260,19 @@ impl EngineProcess {
                         break Stop::Failed;
                     }
                 }
+                // A read of the request channel that finds nothing is a system call per
+                // turn (issue 14 point 5): only when it has something, or closed.
+                requests_ready = fds[1].revents().is_some_and(|r| {
+                    r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                });
             }
             let now = Instant::now();
             self.output_stamped = false;
-            if let Err(e) = self.take_requests(now) {
-                log_error!("{e}");
-                break Stop::Failed;
+            if requests_ready {
+                if let Err(e) = self.take_requests(now) {
+                    log_error!("{e}");
+                    break Stop::Failed;
+                }
             }
             if channel_events.contains(PollFlags::POLLIN) {
                 match self.take_messages(now) {

@@ -95,6 +95,9 @@ fn memory<'a>(
 }
 
 fn insert(p: &mut TableParts<'_>, now: Instant, n: usize) -> String {
+    // When the first state went in, on the clock every daemon of the machine reads: the
+    // start of the sync path a peer's `applied_monotonic_ns` ends (benches/latency.rs).
+    let created = crate::daemon::latency::monotonic_ns(Instant::now());
     let mut ids = None;
     for i in 0..n {
         let s = fresh_state(p.synth);
@@ -112,8 +115,9 @@ fn insert(p: &mut TableParts<'_>, now: Instant, n: usize) -> String {
     }
     match ids {
         Some((first, last)) => format!(
-            "inserted {n}: creatorid {:08x} ids {first:016x} to {last:016x}\n",
-            p.creatorid
+            "inserted {n}: creatorid {:08x} ids {first:016x} to {last:016x}{}\n",
+            p.creatorid,
+            created.map_or_else(String::new, |ns| format!(" created_monotonic_ns {ns}"))
         ),
         None => "inserted 0\n".to_string(),
     }
@@ -157,6 +161,11 @@ fn get(p: &mut TableParts<'_>, now: Instant, args: &[&str], json: bool) -> Resul
             if let Some(at) = p.applied.when((creatorid, id)) {
                 // How long ago a peer's copy was written in (absent: not recently).
                 v["applied_us_ago"] = (now.saturating_duration_since(at).as_micros() as u64).into();
+                // The same on CLOCK_MONOTONIC: against the sender's `created_monotonic_ns`
+                // (`insert`), the sync path between the two tables.
+                if let Some(ns) = crate::daemon::latency::monotonic_ns(at) {
+                    v["applied_monotonic_ns"] = ns.into();
+                }
             }
             Ok(json_line(v))
         }
