@@ -94,11 +94,11 @@ pub struct Entry {
 impl Entry {
     /// A new entry, in no queue, its age and expiry true at `stamp` (see
     /// [`Cache::clock`]).
-    pub fn new(state: State, stamp: u32) -> Entry {
+    pub fn new(state: &State, stamp: u32) -> Entry {
         Entry {
             key: (state.creatorid, state.id),
             stamp,
-            packed: pack(&state),
+            packed: pack(state),
             peer_updated: None,
             prev: NIL,
             next: NIL,
@@ -518,7 +518,7 @@ mod test {
     fn queues_move_states_in_constant_time() {
         let mut c = cache(10);
         let slots: Vec<u32> = (1..=4)
-            .map(|i| c.insert(Entry::new(state(i), 0)).unwrap())
+            .map(|i| c.insert(Entry::new(&state(i), 0)).unwrap())
             .collect();
         for &s in &slots {
             c.enqueue(s, Queue::UpdC);
@@ -533,15 +533,15 @@ mod test {
         assert_eq!(c.queue_len(Queue::UpdC), 1);
         assert_eq!(c.len(), 3);
         // A freed slot is reused.
-        let again = c.insert(Entry::new(state(9), 0)).unwrap();
+        let again = c.insert(Entry::new(&state(9), 0)).unwrap();
         assert_eq!(again, slots[3]);
     }
 
     #[test]
     fn the_limit_is_kept() {
         let mut c = cache(1);
-        c.insert(Entry::new(state(1), 0)).unwrap();
-        assert_eq!(c.insert(Entry::new(state(2), 0)).unwrap_err(), CacheFull);
+        c.insert(Entry::new(&state(1), 0)).unwrap();
+        assert_eq!(c.insert(Entry::new(&state(2), 0)).unwrap_err(), CacheFull);
     }
 
     #[test]
@@ -549,7 +549,7 @@ mod test {
         let mut c = cache(10_000);
         let n = 3 * CHUNK as u64 + 5;
         for i in 0..n {
-            let slot = c.insert(Entry::new(state(i), 0)).unwrap();
+            let slot = c.insert(Entry::new(&state(i), 0)).unwrap();
             assert_eq!(u64::from(slot), i);
         }
         assert_eq!(c.slot_count() as u64, n);

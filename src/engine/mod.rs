@@ -476,6 +476,9 @@ pub struct Engine {
     table_ops: VecDeque<TableOp>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// The states of the compact batch being handled, in one vector kept for every
+    /// batch (see `bulk.rs: handle_vouched_compact_batch`).
+    compact_states: Vec<State>,
 }
 
 impl Engine {
@@ -519,6 +522,7 @@ impl Engine {
             table_ops: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            compact_states: Vec::new(),
             config,
         }
     }
@@ -771,7 +775,7 @@ impl Engine {
         match self.cache.find((state.creatorid, state.id)) {
             Some(slot) => self.cache.get_mut(slot).set_state(&state, clock),
             None => {
-                let mut entry = Entry::new(state, clock);
+                let mut entry = Entry::new(&state, clock);
                 if self.config.filter.matches(&state) {
                     // It may have been announced by the daemon before us: its delete
                     // still goes (filter.rs).
@@ -826,7 +830,7 @@ impl Engine {
             }
             self.tombstones.exhume(key);
             let wait = self.announce_wait(&state);
-            match self.cache.insert(Entry::new(state, clock)) {
+            match self.cache.insert(Entry::new(&state, clock)) {
                 Ok(slot) => match wait {
                     Some(wait) => self.delay_announcement(now, slot, wait),
                     None => self.enqueue(now, slot, Queue::Ins),

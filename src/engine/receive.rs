@@ -127,16 +127,16 @@ impl Engine {
                 self.in_clrs(now, &mut vec![c])
             }
             Message::Ins(r) => match State::from_record(&r) {
-                Ok(s) => {
-                    let s = self.mapped_state(s);
+                Ok(mut s) => {
+                    self.map_state(&mut s);
                     self.in_ins(now, s)
                 }
                 Err(e) => self.stats.count(e.counter()),
             },
             Message::Upd(r) => match State::from_record(&r) {
-                Ok(s) => {
-                    let s = self.mapped_state(s);
-                    self.in_upd(now, s)
+                Ok(mut s) => {
+                    self.map_state(&mut s);
+                    self.in_upd(now, &mut s)
                 }
                 Err(e) => self.stats.count(e.counter()),
             },
@@ -214,7 +214,9 @@ impl Engine {
         refused
     }
 
-    fn import(&mut self, now: Instant, mut state: State) -> Option<u32> {
+    /// Takes in a peer's state we do not hold. `state` is what was imported (the ACK
+    /// flag and untrusted rule numbers taken off).
+    fn import(&mut self, now: Instant, state: &mut State) -> Option<u32> {
         if self.refused_key(state.creatorid, state.id) {
             return None;
         }
@@ -242,7 +244,7 @@ impl Engine {
         let clock = self.cache.clock(now);
         let mut entry = Entry::new(state, clock);
         entry.peer_updated = Some(now);
-        let kept_out = self.filter_in(&state);
+        let kept_out = self.filter_in(state);
         if kept_out {
             entry.filtered = Some(Filtered::Unimported);
             self.schedule_unimported_sweep(now);
@@ -250,7 +252,7 @@ impl Engine {
         match self.cache.insert(entry) {
             Ok(slot) => {
                 if !kept_out {
-                    self.table_ops.push_back(TableOp::Import(state));
+                    self.table_ops.push_back(TableOp::Import(*state));
                 }
                 Some(slot)
             }
@@ -274,7 +276,7 @@ impl Engine {
         }
     }
 
-    fn in_ins(&mut self, now: Instant, state: State) {
+    fn in_ins(&mut self, now: Instant, mut state: State) {
         if self.refused_key(state.creatorid, state.id) {
             return;
         }
@@ -289,7 +291,7 @@ impl Engine {
             self.stats.ins_duplicate += 1;
             return;
         }
-        let Some(slot) = self.import(now, state) else {
+        let Some(slot) = self.import(now, &mut state) else {
             return;
         };
         if ack {
@@ -299,7 +301,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn in_upd(&mut self, now: Instant, state: State) {
+    pub(super) fn in_upd(&mut self, now: Instant, state: &mut State) {
         if self.refused_key(state.creatorid, state.id) {
             return;
         }
@@ -307,7 +309,7 @@ impl Engine {
             None => {
                 self.import(now, state);
             }
-            Some(slot) => self.merge_into(now, slot, &state, true),
+            Some(slot) => self.merge_into(now, slot, state, true),
         }
     }
 

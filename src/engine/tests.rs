@@ -1604,3 +1604,52 @@ fn a_kernel_and_a_pfsyncd_request_get_both_bulks_and_a_held_one_waits() {
     }
     assert!(!e.bulk_sending(), "the paced bulk ended");
 }
+
+/// The receiver decodes every batch into one kept vector: a batch refused for a bad
+/// last record takes none of its states (nor leaves them for the next batch), and the
+/// batches after it, longer or shorter, are taken whole and alone.
+#[test]
+fn compact_batches_are_all_or_nothing_with_the_kept_vector() {
+    use crate::state::compact_record::encode_batch;
+    let states = crate::table::synth::Synth::new(11, PEER).states(300);
+    let batch_of = |states: &[State]| {
+        let mut out = Vec::new();
+        assert_eq!(encode_batch(states, usize::MAX, &mut out), Ok(states.len()));
+        out
+    };
+    let mut e = engine(Dialect::FreeBsd1400);
+    let mut cut = batch_of(&states[..40]);
+    cut.pop();
+    assert!(e.handle_compact_batch(at(5), None, &cut).is_err());
+    assert_eq!(e.state_count(), 0);
+    assert!(table_ops(&mut e).is_empty());
+    assert_eq!(e.stats().compact_batches_refused, 1);
+
+    assert_eq!(
+        e.handle_compact_batch(at(5), None, &batch_of(&states[40..50])),
+        Ok(10)
+    );
+    assert_eq!(
+        e.handle_compact_batch(at(5), None, &batch_of(&states[50..300])),
+        Ok(250)
+    );
+    assert_eq!(
+        e.handle_compact_batch(at(5), None, &batch_of(&states[..3])),
+        Ok(3)
+    );
+    assert_eq!(e.state_count(), 263);
+    let imported: Vec<u64> = table_ops(&mut e)
+        .iter()
+        .map(|op| match op {
+            TableOp::Import(s) => s.id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let expected: Vec<u64> = states[40..300]
+        .iter()
+        .chain(&states[..3])
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(imported, expected);
+    assert!(e.state(PEER, states[39].id).is_none());
+}
