@@ -773,7 +773,7 @@ impl Engine {
         }
         let clock = self.cache.clock(now);
         match self.cache.find((state.creatorid, state.id)) {
-            Some(slot) => self.cache.get_mut(slot).set_state(&state, clock),
+            Some(slot) => self.cache.set_state(slot, &state, clock),
             None => {
                 let mut entry = Entry::new(&state, clock);
                 if self.config.filter.matches(&state) {
@@ -781,7 +781,7 @@ impl Engine {
                     // still goes (filter.rs).
                     entry.filtered = Some(filter::Filtered::Muted);
                 }
-                if self.cache.insert(entry).is_err() {
+                if self.cache.insert(entry, &state).is_err() {
                     self.stats.cache_full += 1;
                 }
             }
@@ -830,7 +830,7 @@ impl Engine {
             }
             self.tombstones.exhume(key);
             let wait = self.announce_wait(&state);
-            match self.cache.insert(Entry::new(&state, clock)) {
+            match self.cache.insert(Entry::new(&state, clock), &state) {
                 Ok(slot) => match wait {
                     Some(wait) => self.delay_announcement(now, slot, wait),
                     None => self.enqueue(now, slot, Queue::Ins),
@@ -846,10 +846,10 @@ impl Engine {
         if e.nosync || never {
             // Turned no-sync (FreeBSD marks a state so before it goes): never sent again.
             self.cache.dequeue(slot);
+            self.cache.set_state(slot, &state, clock);
             self.cache.mark(slot, |e| {
                 e.nosync = true;
                 e.delayed = false;
-                e.set_state(&state, clock);
             });
             return;
         }
@@ -858,15 +858,16 @@ impl Engine {
             if e.filtered.is_some() {
                 self.stats.filtered_out += 1;
             }
-            self.cache.get_mut(slot).set_state(&state, clock);
+            self.cache.set_state(slot, &state, clock);
             return;
         }
         let news = Self::is_news(&e.state(), &state);
-        let split = e
-            .peer_updated
+        let split = self
+            .cache
+            .peer_updated(slot)
             .is_some_and(|t| now.saturating_duration_since(t) < self.config.split_window);
         let queue = e.queue;
-        self.cache.get_mut(slot).set_state(&state, clock);
+        self.cache.set_state(slot, &state, clock);
         if !news {
             return;
         }

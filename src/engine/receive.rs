@@ -243,14 +243,14 @@ impl Engine {
         }
         let clock = self.cache.clock(now);
         let mut entry = Entry::new(state, clock);
-        entry.peer_updated = Some(now);
         let kept_out = self.filter_in(state);
         if kept_out {
             entry.filtered = Some(Filtered::Unimported);
             self.schedule_unimported_sweep(now);
         }
-        match self.cache.insert(entry) {
+        match self.cache.insert(entry, state) {
             Ok(slot) => {
+                self.cache.set_peer_updated(slot, now);
                 if !kept_out {
                     self.table_ops.push_back(TableOp::Import(*state));
                 }
@@ -344,7 +344,7 @@ impl Engine {
 
     fn merge_into(&mut self, now: Instant, slot: u32, theirs: &State, full: bool) {
         let clock = self.cache.clock(now);
-        let entry = self.cache.get_mut(slot);
+        let entry = self.cache.get(slot);
         if entry.deleted {
             // We deleted it and our DEL_C is on its way: the peer will drop it too.
             return;
@@ -353,18 +353,18 @@ impl Engine {
             // Kept out of sync (filter.rs): neither merged nor answered. An unimported
             // copy is only refreshed, for its expiry.
             if full && filtered == Filtered::Unimported {
-                entry.set_state(theirs, clock);
+                self.cache.set_state(slot, theirs, clock);
             }
             self.stats.filtered_in += 1;
             return;
         }
-        entry.peer_updated = Some(now);
         let mut merged = entry.state_at(clock);
+        let (nosync, queue) = (entry.nosync, entry.queue);
+        self.cache.set_peer_updated(slot, now);
         let m = merge(&mut merged, theirs, full);
         if m.changed {
-            entry.set_state(&merged, clock);
+            self.cache.set_state(slot, &merged, clock);
         }
-        let (nosync, queue) = (entry.nosync, entry.queue);
         if m.changed {
             self.table_ops.push_back(TableOp::Update(merged));
         }
