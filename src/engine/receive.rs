@@ -225,7 +225,7 @@ impl Engine {
             self.refused_deleted(now, (state.creatorid, state.id));
             return None;
         }
-        if self.clear_marks.cleared(&state, now) {
+        if self.clear_marks.cleared(state, now) {
             // A copy from before a clear that covered it.
             self.stats.tombstoned += 1;
             return None;
