@@ -543,6 +543,7 @@ impl Engine {
         if taken > 0 {
             self.bulk_progress(now);
         }
+        self.cache.warm(states.iter().map(|s| (s.creatorid, s.id)));
         for state in &mut states {
             self.map_state(state);
             self.in_upd(now, state);
