@@ -153,7 +153,12 @@ impl std::ops::Deref for EntryRef<'_> {
     }
 }
 
-impl EntryRef<'_> {
+impl<'a> EntryRef<'a> {
+    /// The state's compact encoding ([`crate::state::compact`]).
+    pub fn packed(&self) -> &'a [u8] {
+        self.packed
+    }
+
     /// The state as last seen (locally, or from a peer).
     pub fn state(&self) -> State {
         // Only `Cache::store` makes these bytes, from a whole state: a failure is a bug

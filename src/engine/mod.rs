@@ -479,6 +479,13 @@ pub struct Engine {
     /// The states of the compact batch being handled, in one vector kept for every
     /// batch (see `bulk.rs: handle_vouched_compact_batch`).
     compact_states: Vec<State>,
+    /// Table operations polled so far: the number of the next one.
+    table_ops_polled: u64,
+    /// The compact encodings of queued operations' states, where the engine had them
+    /// (see [`Engine::poll_table_op_packed`]): the operation's number, and where its
+    /// bytes are in `packed_op_bytes`.
+    packed_ops: VecDeque<(u64, u32, u16)>,
+    packed_op_bytes: Vec<u8>,
 }
 
 impl Engine {
@@ -523,6 +530,9 @@ impl Engine {
             events: VecDeque::new(),
             stats: Stats::default(),
             compact_states: Vec::new(),
+            table_ops_polled: 0,
+            packed_ops: VecDeque::new(),
+            packed_op_bytes: Vec::new(),
             config,
         }
     }
@@ -606,7 +616,42 @@ impl Engine {
     /// The next operation for the local table.
     #[must_use]
     pub fn poll_table_op(&mut self) -> Option<TableOp> {
-        self.table_ops.pop_front()
+        self.poll_table_op_packed().map(|(op, _)| op)
+    }
+
+    /// As [`poll_table_op`](Self::poll_table_op), with the compact encoding
+    /// ([`crate::state::compact`]) of an `Import`'s or `Update`'s state when the engine
+    /// made it already, caching the state: a caller that sends the state on in that
+    /// encoding need not make it again.
+    #[must_use]
+    pub fn poll_table_op_packed(&mut self) -> Option<(TableOp, Option<&[u8]>)> {
+        if self.packed_ops.is_empty() {
+            self.packed_op_bytes.clear();
+        }
+        let op = self.table_ops.pop_front()?;
+        let number = self.table_ops_polled;
+        self.table_ops_polled += 1;
+        let range = match self.packed_ops.front() {
+            Some(&(n, start, len)) if n == number => {
+                self.packed_ops.pop_front();
+                Some(start as usize..start as usize + usize::from(len))
+            }
+            _ => None,
+        };
+        Some((op, range.map(|r| &self.packed_op_bytes[r])))
+    }
+
+    /// Queues a table operation on the state in `slot` (an `Import` or `Update` of
+    /// its state as cached), with the state's compact encoding for
+    /// [`poll_table_op_packed`](Self::poll_table_op_packed).
+    pub(super) fn push_cached_state_op(&mut self, op: TableOp, slot: u32) {
+        let number = self.table_ops_polled + self.table_ops.len() as u64;
+        self.table_ops.push_back(op);
+        let packed = self.cache.get(slot).packed();
+        let start = self.packed_op_bytes.len() as u32;
+        self.packed_op_bytes.extend_from_slice(packed);
+        self.packed_ops
+            .push_back((number, start, packed.len() as u16));
     }
 
     /// The next event.

@@ -252,7 +252,7 @@ impl Engine {
             Ok(slot) => {
                 self.cache.set_peer_updated(slot, now);
                 if !kept_out {
-                    self.table_ops.push_back(TableOp::Import(*state));
+                    self.push_cached_state_op(TableOp::Import(*state), slot);
                 }
                 Some(slot)
             }
@@ -364,9 +364,7 @@ impl Engine {
         let m = merge(&mut merged, theirs, full);
         if m.changed {
             self.cache.set_state(slot, &merged, clock);
-        }
-        if m.changed {
-            self.table_ops.push_back(TableOp::Update(merged));
+            self.push_cached_state_op(TableOp::Update(merged), slot);
         }
         if m.stale > 0 {
             // The peer's copy is older than ours on some side: tell it ours, at once.
