@@ -371,11 +371,39 @@ mod linux {
         proc_status(std::process::id(), "VmRSS:") as f64 / 1024.0
     }
 
-    fn rate(states: usize, took: Duration) -> String {
+    /// This thread's CPU seconds: on a shared machine, what a stage cost, where its
+    /// wall-clock time also counts the other processes.
+    fn thread_cpu_secs() -> f64 {
+        use nix::time::{clock_gettime, ClockId};
+        let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).expect("the thread's clock");
+        t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9
+    }
+
+    /// A stage's start: wall clock and this thread's CPU time.
+    struct Lap {
+        wall: Instant,
+        cpu: f64,
+    }
+
+    impl Lap {
+        fn start() -> Lap {
+            Lap {
+                wall: Instant::now(),
+                cpu: thread_cpu_secs(),
+            }
+        }
+
+        fn stop(&self) -> (Duration, f64) {
+            (self.wall.elapsed(), thread_cpu_secs() - self.cpu)
+        }
+    }
+
+    fn rate(states: usize, (took, cpu): (Duration, f64)) -> String {
         format!(
-            "{:>10.0} states/s ({:.3} s)",
+            "{:>10.0} states/s ({:.3} s, CPU {:.3} s)",
             states as f64 / took.as_secs_f64(),
-            took.as_secs_f64()
+            took.as_secs_f64(),
+            cpu
         )
     }
 
@@ -414,7 +442,7 @@ mod linux {
             batches.len()
         );
 
-        let t = Instant::now();
+        let t = Lap::start();
         let mut decoded = 0;
         for p in &packets {
             let reader = PacketReader::new(p).expect("our packet");
@@ -427,14 +455,14 @@ mod linux {
             }
         }
         assert_eq!(decoded, n);
-        println!("  decode, kernel records:     {}", rate(n, t.elapsed()));
-        let t = Instant::now();
+        println!("  decode, kernel records:     {}", rate(n, t.stop()));
+        let t = Lap::start();
         let decoded: usize = batches
             .iter()
             .map(|b| compact_record::decode_batch(b).expect("our batch").len())
             .sum();
         assert_eq!(decoded, n);
-        println!("  decode, compact batches:    {}", rate(n, t.elapsed()));
+        println!("  decode, compact batches:    {}", rate(n, t.stop()));
 
         // Everything stays alive to the end, so that each RSS growth is what that stage
         // holds (nothing freed before is reused).
@@ -450,7 +478,7 @@ mod linux {
                 }
                 while engine.poll_transmit().is_some() {}
             };
-            let t = Instant::now();
+            let t = Lap::start();
             if compact {
                 for b in &batches {
                     engine
@@ -473,7 +501,7 @@ mod linux {
                     drain(&mut engine);
                 }
             }
-            let took = t.elapsed();
+            let took = t.stop();
             assert_eq!(engine.state_count(), n);
             assert_eq!(imports, n);
             let name = if compact { "compact" } else { "kernel " };
@@ -488,11 +516,11 @@ mod linux {
         let ops: Vec<TableOp> = engines[0].states().map(TableOp::Import).collect();
         let rss_before = rss_mb();
         let mut table = MemoryTable::new(MemoryConfig::new(0x0c0c_0001));
-        let t = Instant::now();
+        let t = Lap::start();
         for op in &ops {
             table.apply(now, op).expect("import");
         }
-        let took = t.elapsed();
+        let took = t.stop();
         assert_eq!(table.len(), n);
         println!(
             "  memory table apply:         {}; RSS +{:.0} MB (the table)",
