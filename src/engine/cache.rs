@@ -6,9 +6,11 @@
 //! queue to another (a compressed update upgraded to a full one, an insert acknowledged)
 //! is O(1) and costs no allocation.
 //!
-//! The slab grows in fixed chunks rather than as one vector: a vector of ~400-byte
-//! entries that doubles would waste up to half its size; chunks waste at most one chunk.
-//! Iteration (bulk sends, clears) goes by slot number, so it is deterministic.
+//! The slab grows in fixed chunks rather than as one vector: a vector of entries that
+//! doubles would waste up to half its size; chunks waste at most one chunk. Each chunk
+//! also holds its states' compact encodings back to back (see `Chunk`): a million
+//! states take about 44 + 60 bytes each here, plus the index's 8–17. Iteration (bulk
+//! sends, clears) goes by slot number, so it is deterministic.
 
 use std::collections::HashMap;
 use std::time::Instant;

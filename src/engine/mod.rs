@@ -52,7 +52,7 @@
 //! - bulk updates go at the pace of the dialect's kernel unless configured
 //!   ([`kernel_bulk_interval`]);
 //! - records carry the age and expiry as at the time they are written (`cache.rs:
-//!   Entry::state_at`), as the kernels' export does;
+//!   EntryRef::state_at`), as the kernels' export does;
 //! - no-sync states are not cached at all;
 //! - a duplicate INS is counted in `ins_duplicate`, not in `badact`;
 //! - the bulk send covers every cached state, queued or not (FreeBSD skips states with
