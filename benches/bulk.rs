@@ -409,20 +409,39 @@ mod linux {
         proc_status(std::process::id(), "VmRSS:") as f64 / 1024.0
     }
 
-    /// CPU seconds this thread has run so far (`/proc/thread-self/schedstat`, in ns): what
-    /// a stage costs whatever else the shared machine runs.
+    /// This thread's CPU seconds: on a shared machine, what a stage cost, where its
+    /// wall-clock time also counts the other processes.
     fn thread_cpu_secs() -> f64 {
-        std::fs::read_to_string("/proc/thread-self/schedstat")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .map_or(f64::NAN, |ns| ns as f64 / 1e9)
+        use nix::time::{clock_gettime, ClockId};
+        let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).expect("the thread's clock");
+        t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9
     }
 
-    fn rate(states: usize, took: Duration) -> String {
+    /// A stage's start: wall clock and this thread's CPU time.
+    struct Lap {
+        wall: Instant,
+        cpu: f64,
+    }
+
+    impl Lap {
+        fn start() -> Lap {
+            Lap {
+                wall: Instant::now(),
+                cpu: thread_cpu_secs(),
+            }
+        }
+
+        fn stop(&self) -> (Duration, f64) {
+            (self.wall.elapsed(), thread_cpu_secs() - self.cpu)
+        }
+    }
+
+    fn rate(states: usize, (took, cpu): (Duration, f64)) -> String {
         format!(
-            "{:>10.0} states/s ({:.3} s)",
+            "{:>10.0} states/s ({:.3} s, CPU {:.3} s)",
             states as f64 / took.as_secs_f64(),
-            took.as_secs_f64()
+            took.as_secs_f64(),
+            cpu
         )
     }
 
@@ -445,7 +464,7 @@ mod linux {
         let later = now + Duration::from_secs(3);
         for (mtu, limit) in [(1500, 1438), (9000, 8938)] {
             engine.answer_bulk_request(later, true);
-            let t = Instant::now();
+            let t = Lap::start();
             let mut sent = 0;
             loop {
                 let made = engine
@@ -458,7 +477,7 @@ mod linux {
                 }
             }
             assert_eq!(sent as usize, n);
-            println!("  sender's bulk walk, MTU {mtu}: {}", rate(n, t.elapsed()));
+            println!("  sender's bulk walk, MTU {mtu}: {}", rate(n, t.stop()));
         }
     }
 
@@ -497,7 +516,7 @@ mod linux {
             batches.len()
         );
 
-        let t = Instant::now();
+        let t = Lap::start();
         let mut decoded = 0;
         for p in &packets {
             let reader = PacketReader::new(p).expect("our packet");
@@ -510,14 +529,14 @@ mod linux {
             }
         }
         assert_eq!(decoded, n);
-        println!("  decode, kernel records:     {}", rate(n, t.elapsed()));
-        let t = Instant::now();
+        println!("  decode, kernel records:     {}", rate(n, t.stop()));
+        let t = Lap::start();
         let decoded: usize = batches
             .iter()
             .map(|b| compact_record::decode_batch(b).expect("our batch").len())
             .sum();
         assert_eq!(decoded, n);
-        println!("  decode, compact batches:    {}", rate(n, t.elapsed()));
+        println!("  decode, compact batches:    {}", rate(n, t.stop()));
 
         // Everything stays alive to the end, so that each RSS growth is what that stage
         // holds (nothing freed before is reused).
@@ -533,7 +552,7 @@ mod linux {
                 }
                 while engine.poll_transmit().is_some() {}
             };
-            let t = Instant::now();
+            let t = Lap::start();
             if compact {
                 for b in &batches {
                     engine
@@ -556,7 +575,7 @@ mod linux {
                     drain(&mut engine);
                 }
             }
-            let took = t.elapsed();
+            let took = t.stop();
             assert_eq!(engine.state_count(), n);
             assert_eq!(imports, n);
             let name = if compact { "compact" } else { "kernel " };
@@ -580,16 +599,14 @@ mod linux {
             .collect();
         let rss_before = rss_mb();
         let mut table = MemoryTable::new(MemoryConfig::new(0x0c0c_0001));
-        let t = Instant::now();
-        let cpu = thread_cpu_secs();
+        let t = Lap::start();
         for (op, bytes) in &ops {
             table.apply_encoded(now, op, Some(bytes)).expect("import");
         }
-        let took = t.elapsed();
-        let cpu = thread_cpu_secs() - cpu;
+        let took = t.stop();
         assert_eq!(table.len(), n);
         println!(
-            "  memory table apply:         {}, {cpu:.3} CPU s; RSS +{:.0} MB (the table)",
+            "  memory table apply:         {}; RSS +{:.0} MB (the table)",
             rate(n, took),
             rss_mb() - rss_before
         );

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{BulkRequest, Engine, Event, InputOrigin};
 use crate::state::compact_record::{self, BatchLimitError, BatchWriter, MAX_RECORD_BYTES};
+use crate::state::State;
 use crate::wire::msg::bus::{STATUS_END, STATUS_START};
 use crate::wire::msg::BusRepr;
 use crate::wire::{Message, Pushed};
@@ -534,29 +535,54 @@ impl Engine {
         ruleset: Option<[u8; 16]>,
         batch: &[u8],
     ) -> Result<usize, compact_record::CompactRecordError> {
-        let states = match compact_record::decode_batch(batch) {
-            Ok(states) => states,
-            Err(e) => {
-                self.stats.compact_batches_refused += 1;
-                return Err(e);
-            }
+        let mut states = std::mem::take(&mut self.compact_states);
+        let decoded = compact_record::decode_batch_into(batch, &mut states);
+        let taken = match decoded {
+            Ok(()) => states.len(),
+            Err(_) => 0,
         };
+        if let Err(e) = decoded {
+            self.stats.compact_batches_refused += 1;
+            self.keep_compact_states(states);
+            return Err(e);
+        }
         self.stats.compact_batches_received += 1;
         self.packet_source = source;
         self.rules_trusted = ruleset.is_some_and(|sum| {
             self.config.dialect != crate::wire::Dialect::OpenBsd && sum == self.config.pfcksum
         });
-        for state in &states {
+        // Every state of the batch arrived at `now`: one progress mark stands for all.
+        if taken > 0 {
             self.bulk_progress(now);
-            let state = self.mapped_state(*state);
+        }
+        self.cache.warm(states.iter().map(|s| (s.creatorid, s.id)));
+        for state in &mut states {
+            self.map_state(state);
             self.in_upd(now, state);
         }
+        self.keep_compact_states(states);
         self.rules_trusted = false;
         self.packet_source = None;
         self.end_input(now);
-        Ok(states.len())
+        Ok(taken)
     }
 }
+
+impl Engine {
+    /// Keeps the batch vector for the next batch, unless a large batch (a hostile
+    /// peer's, most likely) made it big: the common case allocates nothing per batch,
+    /// the rare one does not pin the memory.
+    fn keep_compact_states(&mut self, mut states: Vec<State>) {
+        states.clear();
+        if states.capacity() <= KEPT_BATCH_STATES {
+            self.compact_states = states;
+        }
+    }
+}
+
+/// States of the largest batch vector kept between batches (about 400 KB): a batch of
+/// a 9000-byte MTU holds at most 750 records of 12 bytes, typically 150.
+const KEPT_BATCH_STATES: usize = 1024;
 
 /// What [`Engine::bulk_compact_batches`] produced.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

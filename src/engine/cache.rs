@@ -6,9 +6,11 @@
 //! queue to another (a compressed update upgraded to a full one, an insert acknowledged)
 //! is O(1) and costs no allocation.
 //!
-//! The slab grows in fixed chunks rather than as one vector: a vector of ~400-byte
-//! entries that doubles would waste up to half its size; chunks waste at most one chunk.
-//! Iteration (bulk sends, clears) goes by slot number, so it is deterministic.
+//! The slab grows in fixed chunks rather than as one vector: a vector of entries that
+//! doubles would waste up to half its size; chunks waste at most one chunk. Each chunk
+//! also holds its states' compact encodings back to back (see `Chunk`): a million
+//! states take about 44 + 60 bytes each here, plus the index's 8–17. Iteration (bulk
+//! sends, clears) goes by slot number, so it is deterministic.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -16,7 +18,7 @@ use std::time::Instant;
 use super::digest::{state_version, Digests, UNCOUNTED};
 use super::hash::KeyedState;
 use super::index::Index;
-use crate::state::{compact, State};
+use crate::state::{compact, compact_record, State};
 
 /// A state's identity: (creatorid, id).
 pub type Key = (u32, u64);
@@ -53,20 +55,25 @@ const NIL: u32 = u32::MAX;
 const CHUNK_BITS: u32 = 8;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
-/// What the engine keeps per state.
+/// What the engine keeps per state, beside the state itself.
 ///
-/// The state itself is held in the compact encoding of [`crate::state::compact`]
-/// (about 110 bytes instead of a 400-byte `State`): with a million states, this is what
-/// the engine's memory is made of. [`state`](Entry::state) decodes it,
-/// [`set_state`](Entry::set_state) stores a new copy; the key is kept apart, for the
-/// index.
+/// The state is held in the compact encoding of [`crate::state::compact`] (about 60
+/// bytes instead of a 400-byte `State`), back to back with the other states of its
+/// slab chunk (see [`Chunk`]): with a million states, this is what the engine's memory
+/// is made of, so the entry is kept to 48 bytes (4-byte alignment, the id in two
+/// halves, times as 32-bit counts) and the encoding costs no allocation of its own.
+/// [`EntryRef::state`] decodes it, [`Cache::set_state`] stores a new copy.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    key: Key,
-    packed: Box<[u8]>,
-    /// When a peer last updated this state: local updates within the split window are
-    /// sent at once.
-    pub peer_updated: Option<Instant>,
+    id: [u32; 2],
+    creatorid: u32,
+    /// Where the packed state starts in its chunk's bytes, and its length.
+    at: u32,
+    len: u16,
+    /// When a peer last updated this state, in milliseconds on the cache's clock
+    /// (wrapping; 0: never): local updates within the split window are sent at once.
+    /// Read through [`Cache::peer_updated`].
+    peer_updated: u32,
     prev: u32,
     next: u32,
     /// The queue the state is in, if any.
@@ -98,14 +105,16 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// A new entry, in no queue, its age and expiry true at `stamp` (see
-    /// [`Cache::clock`]).
-    pub fn new(state: State, stamp: u32) -> Entry {
+    /// A new entry for `state`, in no queue, its age and expiry true at `stamp` (see
+    /// [`Cache::clock`]). The state itself is stored by [`Cache::insert`].
+    pub fn new(state: &State, stamp: u32) -> Entry {
         Entry {
-            key: (state.creatorid, state.id),
+            id: [state.id as u32, (state.id >> 32) as u32],
+            creatorid: state.creatorid,
+            at: 0,
+            len: 0,
             stamp,
-            packed: pack(&state),
-            peer_updated: None,
+            peer_updated: 0,
             prev: NIL,
             next: NIL,
             queue: None,
@@ -115,7 +124,7 @@ impl Entry {
             filtered: None,
             delayed: false,
             digest_pos: UNCOUNTED,
-            version: state_version(&state),
+            version: state_version(state),
         }
     }
 
@@ -123,12 +132,14 @@ impl Entry {
     fn counts(&self) -> bool {
         !self.deleted && !self.delayed && !self.nosync
     }
-}
 
-impl Entry {
     /// The state's (creatorid, id).
+    #[inline]
     pub fn key(&self) -> Key {
-        self.key
+        (
+            self.creatorid,
+            u64::from(self.id[0]) | u64::from(self.id[1]) << 32,
+        )
     }
 
     /// The state's version for the digests.
@@ -136,11 +147,45 @@ impl Entry {
         self.version
     }
 
+    fn range(&self) -> std::ops::Range<usize> {
+        self.at as usize..self.at as usize + usize::from(self.len)
+    }
+}
+
+/// An entry with its state's bytes, as [`Cache::get`] gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRef<'a> {
+    entry: &'a Entry,
+    packed: &'a [u8],
+}
+
+impl std::ops::Deref for EntryRef<'_> {
+    type Target = Entry;
+
+    fn deref(&self) -> &Entry {
+        self.entry
+    }
+}
+
+impl<'a> EntryRef<'a> {
+    /// The state's compact encoding ([`crate::state::compact`]).
+    pub fn packed(&self) -> &'a [u8] {
+        self.packed
+    }
+
+    /// The state's packed bytes (a lone record of `state::compact_record`) and the
+    /// seconds it aged since they were true, at `clock`: what
+    /// [`state_at`](Self::state_at) would decode and age, for a writer that copies
+    /// the bytes instead (a bulk send).
+    pub fn packed_at(&self, clock: u32) -> (&'a [u8], u32) {
+        (self.packed, clock.saturating_sub(self.entry.stamp))
+    }
+
     /// The state as last seen (locally, or from a peer).
     pub fn state(&self) -> State {
-        // Only `pack` makes these bytes, from a whole state: a failure is a bug in the
-        // codec, which its tests rule out.
-        compact::decode(&self.packed).expect("a state the engine packed")
+        // Only `Cache::store` makes these bytes, from a whole state: a failure is a bug
+        // in the codec, which its tests rule out.
+        compact::decode(self.packed).expect("a state the engine packed")
     }
 
     /// The state as it is at `clock` (see [`Cache::clock`]): older, and nearer its
@@ -148,65 +193,105 @@ impl Entry {
     /// them from its absolute creation and expiry times.
     pub fn state_at(&self, clock: u32) -> State {
         let mut state = self.state();
-        let waited = clock.saturating_sub(self.stamp);
+        let waited = clock.saturating_sub(self.entry.stamp);
         state.age_secs = state.age_secs.saturating_add(waited);
         state.expire_secs = state.expire_secs.saturating_sub(waited);
         state
     }
+}
 
-    /// The state's packed bytes (a lone record of `state::compact_record`) and the
-    /// seconds it aged since they were true, at `clock`: what
-    /// [`state_at`](Self::state_at) would decode and age, for a writer that copies
-    /// the bytes instead (a bulk send).
-    pub fn packed_at(&self, clock: u32) -> (&[u8], u32) {
-        (&self.packed, clock.saturating_sub(self.stamp))
-    }
+/// A slab chunk: up to [`CHUNK`] entries, and their packed states back to back in one
+/// allocation, so that a state costs its encoding's bytes and no allocator overhead.
+///
+/// A state whose new encoding has the old one's length (an update mostly moves sequence
+/// numbers and counters) is rewritten in place; another length is appended and the old
+/// bytes become garbage, as do a removed state's. When the garbage outweighs the live
+/// bytes, the chunk's bytes are rewritten without it: each byte copied is paid for by a
+/// byte of garbage made before.
+#[derive(Debug, Default)]
+struct Chunk {
+    entries: Vec<Option<Entry>>,
+    bytes: Vec<u8>,
+    garbage: usize,
+}
 
-    /// Replaces the state (of the same key), its age and expiry true at `stamp`. An
-    /// update mostly moves sequence numbers and counters, so the new encoding usually
-    /// has the old one's length and is written in place, without an allocation.
-    /// Through [`Cache::set_state`] or [`Cache::mark`] only (the digest sums).
-    fn set_state(&mut self, state: &State, stamp: u32) {
-        debug_assert_eq!(self.key, (state.creatorid, state.id));
-        self.stamp = stamp;
-        if self.filtered.is_none() {
-            // A filtered state's copies part (its updates stop both ways): the version
-            // last synced stays (see `Cache::adopt_version`).
-            self.version = state_version(state);
+impl Chunk {
+    fn with_room(bytes: usize) -> Chunk {
+        Chunk {
+            entries: Vec::with_capacity(CHUNK),
+            bytes: Vec::with_capacity(bytes),
+            garbage: 0,
         }
-        SCRATCH.with_borrow_mut(|scratch| {
-            scratch.clear();
-            compact::encode(state, scratch);
-            if scratch.len() == self.packed.len() {
-                self.packed.copy_from_slice(scratch);
-            } else {
-                self.packed = Box::from(&scratch[..]);
-            }
-        });
     }
-}
 
-thread_local! {
-    /// Where states are encoded before they are stored, so that storing one costs at
-    /// most one allocation of its exact size.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
+    /// Appends the encoding of `state` to the chunk's bytes; returns where it starts
+    /// and its length. Grows by an eighth, not by doubling: a chunk's bytes are
+    /// sized from the states before it (see [`Cache::insert`]), and doubling would
+    /// leave up to half of them unused.
+    fn append(&mut self, state: &State) -> (u32, u16) {
+        let at = self.bytes.len();
+        if self.bytes.capacity() - at < compact_record::MAX_RECORD_BYTES {
+            let more = (self.bytes.capacity() / 8).max(compact_record::MAX_RECORD_BYTES);
+            self.bytes.reserve_exact(more);
+        }
+        compact::encode(state, &mut self.bytes);
+        (at as u32, (self.bytes.len() - at) as u16)
+    }
 
-fn pack(state: &State) -> Box<[u8]> {
-    SCRATCH.with_borrow_mut(|scratch| {
-        scratch.clear();
-        compact::encode(state, scratch);
-        Box::from(&scratch[..])
-    })
+    fn entry(&self, i: usize) -> Option<EntryRef<'_>> {
+        let entry = self.entries.get(i)?.as_ref()?;
+        Some(EntryRef {
+            packed: &self.bytes[entry.range()],
+            entry,
+        })
+    }
+
+    /// Stores `state` as the packed state of entry `i`.
+    fn store(&mut self, i: usize, state: &State) {
+        let (at, len) = self.append(state);
+        let e = self.entries[i].as_mut().expect("a live cache slot");
+        if e.len == len && e.len != 0 {
+            // Same length: in place, and the appended copy taken back.
+            let old = e.range();
+            self.bytes.copy_within(at as usize.., old.start);
+            self.bytes.truncate(at as usize);
+            return;
+        }
+        self.garbage += usize::from(e.len);
+        e.at = at;
+        e.len = len;
+        self.collect_garbage();
+    }
+
+    /// Forgets the bytes of a removed entry.
+    fn release(&mut self, entry: &Entry) {
+        self.garbage += usize::from(entry.len);
+        self.collect_garbage();
+    }
+
+    fn collect_garbage(&mut self) {
+        if self.garbage < 1024 || self.garbage * 2 < self.bytes.len() {
+            return;
+        }
+        let live = self.bytes.len() - self.garbage;
+        let mut bytes = Vec::with_capacity(live + live / 8);
+        for e in self.entries.iter_mut().flatten() {
+            let range = e.range();
+            e.at = bytes.len() as u32;
+            bytes.extend_from_slice(&self.bytes[range]);
+        }
+        self.bytes = bytes;
+        self.garbage = 0;
+    }
 }
 
 /// The key of a live slot.
 #[inline]
-fn key_in(chunks: &[Vec<Option<Entry>>], slot: u32) -> Key {
-    chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
+fn key_in(chunks: &[Chunk], slot: u32) -> Key {
+    chunks[(slot >> CHUNK_BITS) as usize].entries[slot as usize & (CHUNK - 1)]
         .as_ref()
         .expect("the index names live slots")
-        .key
+        .key()
 }
 
 /// The cache is full.
@@ -216,7 +301,7 @@ pub struct CacheFull;
 /// States by key, with the send queues.
 #[derive(Debug)]
 pub struct Cache {
-    chunks: Vec<Vec<Option<Entry>>>,
+    chunks: Vec<Chunk>,
     free: Vec<u32>,
     index: Index,
     /// States per creator, so that a CLR for a creator we hold nothing of costs no scan.
@@ -230,8 +315,14 @@ pub struct Cache {
     append_only: bool,
     /// What entries' stamps count from: the first instant the clock was read at.
     epoch: Option<Instant>,
+    /// The latest instant the clock was read at.
+    latest: Option<Instant>,
     /// Digest sums per creator, once enabled (`digest.rs`).
     digests: Option<Digests>,
+    /// Bytes of the packed states stored so far, and how many: their mean sizes a new
+    /// chunk's bytes.
+    packed_bytes: u64,
+    packed_count: u64,
 }
 
 impl Cache {
@@ -249,15 +340,63 @@ impl Cache {
             limit: limit.min(NIL as usize - 1),
             append_only: false,
             epoch: None,
+            latest: None,
             digests: None,
+            packed_bytes: 0,
+            packed_count: 0,
         }
     }
 
     /// Whole seconds from the cache's epoch to `now`: what entries are stamped with.
     /// Four bytes per state, where an `Instant` would take sixteen.
     pub fn clock(&mut self, now: Instant) -> u32 {
+        u32::try_from(self.since_epoch(now).as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// The time from the cache's epoch to `now`, which is remembered as the latest
+    /// time seen (see [`peer_updated`](Self::peer_updated)).
+    fn since_epoch(&mut self, now: Instant) -> std::time::Duration {
         let epoch = *self.epoch.get_or_insert(now);
-        u32::try_from(now.saturating_duration_since(epoch).as_secs()).unwrap_or(u32::MAX)
+        if self.latest.is_none_or(|latest| latest < now) {
+            self.latest = Some(now);
+        }
+        now.saturating_duration_since(epoch)
+    }
+
+    /// Milliseconds from the cache's epoch to `now`, plus one, wrapping after 49 days;
+    /// never 0, an entry's "never" (the one instant that would wrap to it reads a
+    /// millisecond late).
+    fn millis(&mut self, now: Instant) -> u32 {
+        (self.since_epoch(now).as_millis() as u32)
+            .wrapping_add(1)
+            .max(1)
+    }
+
+    /// A peer updated the state in `slot` at `now`.
+    pub fn set_peer_updated(&mut self, slot: u32, now: Instant) {
+        let ms = self.millis(now);
+        self.get_mut(slot).peer_updated = ms;
+    }
+
+    /// When a peer last updated the state in `slot`, if ever: the latest instant
+    /// before the latest time the cache was given whose milliseconds match. A time
+    /// more than 49 days old reads as a multiple of 49 days later: the engine asks
+    /// only whether it was within a few seconds, and such a state answers "yes" for
+    /// those seconds once every 49 days (a local update sent at once, a forget put
+    /// off), which does no harm.
+    pub fn peer_updated(&self, slot: u32) -> Option<Instant> {
+        let at = self.get(slot).peer_updated;
+        let (epoch, latest) = (self.epoch?, self.latest?);
+        if at == 0 {
+            return None;
+        }
+        let latest_ms = latest.saturating_duration_since(epoch).as_millis() as u32;
+        let age = latest_ms.wrapping_sub(at - 1);
+        Some(
+            latest
+                .checked_sub(std::time::Duration::from_millis(u64::from(age)))
+                .unwrap_or(epoch),
+        )
     }
 
     /// Number of states.
@@ -268,7 +407,7 @@ impl Cache {
     /// Slots ever allocated: every live slot is below this.
     pub fn slot_count(&self) -> u32 {
         match self.chunks.last() {
-            Some(last) => ((self.chunks.len() - 1) * CHUNK + last.len()) as u32,
+            Some(last) => ((self.chunks.len() - 1) * CHUNK + last.entries.len()) as u32,
             None => 0,
         }
     }
@@ -290,6 +429,19 @@ impl Cache {
         self.index.find(key, |slot| key_in(chunks, slot))
     }
 
+    /// Reads the index buckets where lookups of `keys` start, one after the other
+    /// without waiting: their memory fetches overlap, where lookups made one at a time
+    /// (each followed by its state's handling) would wait for each in turn. In a large
+    /// table every lookup misses the CPU caches otherwise.
+    pub fn warm(&self, keys: impl Iterator<Item = Key>) {
+        let mut read = 0;
+        for key in keys {
+            read ^= self.index.home_bucket(key);
+        }
+        // The reads are the point: kept, although nothing uses their values.
+        std::hint::black_box(read);
+    }
+
     #[inline]
     fn place(slot: u32) -> (usize, usize) {
         ((slot >> CHUNK_BITS) as usize, slot as usize & (CHUNK - 1))
@@ -297,28 +449,53 @@ impl Cache {
 
     /// The entry in a slot, if the slot is live.
     #[inline]
-    pub fn at(&self, slot: u32) -> Option<&Entry> {
+    pub fn at(&self, slot: u32) -> Option<EntryRef<'_>> {
         let (c, i) = Self::place(slot);
-        self.chunks.get(c)?.get(i)?.as_ref()
+        self.chunks.get(c)?.entry(i)
     }
 
     /// The entry in a slot. Slots come from `find`/`insert` and stay valid until
     /// `remove`; a stale one is a bug in the engine.
     #[inline]
-    pub fn get(&self, slot: u32) -> &Entry {
+    pub fn get(&self, slot: u32) -> EntryRef<'_> {
         self.at(slot).expect("a live cache slot")
     }
 
-    /// The entry in a slot, mutably.
+    /// The entry in a slot, mutably (its state: [`set_state`](Self::set_state)).
     #[inline]
     pub fn get_mut(&mut self, slot: u32) -> &mut Entry {
         let (c, i) = Self::place(slot);
-        self.chunks[c][i].as_mut().expect("a live cache slot")
+        self.chunks[c].entries[i]
+            .as_mut()
+            .expect("a live cache slot")
     }
 
-    /// Adds a state that is not in the cache yet.
-    pub fn insert(&mut self, entry: Entry) -> Result<u32, CacheFull> {
-        let key = entry.key;
+    /// Replaces the state in `slot` (of the same key), its age and expiry true at
+    /// `stamp`; its digest sum follows its version, O(1).
+    pub fn set_state(&mut self, slot: u32, state: &State, stamp: u32) {
+        let (c, i) = Self::place(slot);
+        let chunk = &mut self.chunks[c];
+        let counted_version = {
+            let e = chunk.entries[i].as_mut().expect("a live cache slot");
+            debug_assert_eq!(e.key(), (state.creatorid, state.id));
+            e.stamp = stamp;
+            let counted = e.version;
+            if e.filtered.is_none() {
+                // A filtered state's copies part (its updates stop both ways): the
+                // version last synced stays (see `Cache::adopt_version`).
+                e.version = state_version(state);
+            }
+            counted
+        };
+        chunk.store(i, state);
+        self.recount(slot, counted_version);
+    }
+
+    /// Adds a state that is not in the cache yet, with `entry` (made from it by
+    /// [`Entry::new`]).
+    pub fn insert(&mut self, mut entry: Entry, state: &State) -> Result<u32, CacheFull> {
+        let key = entry.key();
+        debug_assert_eq!(key, (state.creatorid, state.id));
         debug_assert!(self.find(key).is_none());
         if self.index.len() >= self.limit {
             return Err(CacheFull);
@@ -329,24 +506,38 @@ impl Cache {
             self.free.pop()
         };
         let slot = match reuse {
-            Some(slot) => {
-                let (c, i) = Self::place(slot);
-                self.chunks[c][i] = Some(entry);
-                slot
-            }
+            Some(slot) => slot,
             None => {
-                if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
-                    // Exactly one chunk: pushes below never reallocate it.
-                    self.chunks.push(Vec::with_capacity(CHUNK));
+                if self.chunks.last().is_none_or(|c| c.entries.len() == CHUNK) {
+                    if let Some(full) = self.chunks.last_mut() {
+                        // Its states are in: the room left for more goes back.
+                        full.bytes.shrink_to_fit();
+                    }
+                    // Room for as many bytes as the states so far take on average (an
+                    // eighth more for the spread): most chunks never grow.
+                    let mean = match self.packed_count {
+                        0 => 64,
+                        n => self.packed_bytes / n + 1,
+                    };
+                    let room = CHUNK * mean as usize;
+                    // Exactly one chunk of entries: pushes below never reallocate it.
+                    self.chunks.push(Chunk::with_room(room + room / 8));
                 }
                 let slot = self.slot_count();
                 self.chunks
                     .last_mut()
                     .expect("a chunk with room")
-                    .push(Some(entry));
+                    .entries
+                    .push(None);
                 slot
             }
         };
+        let (c, i) = Self::place(slot);
+        let chunk = &mut self.chunks[c];
+        (entry.at, entry.len) = chunk.append(state);
+        self.packed_bytes += u64::from(entry.len);
+        self.packed_count += 1;
+        chunk.entries[i] = Some(entry);
         self.index.insert(key, slot);
         *self.creators.entry(key.0).or_insert(0) += 1;
         let e = self.get_mut(slot);
@@ -365,7 +556,8 @@ impl Cache {
         change(e);
         if was_filtered && e.filtered.is_none() {
             // Synced again from now on: the version is the state's own.
-            e.version = state_version(&e.state());
+            let version = state_version(&self.get(slot).state());
+            self.get_mut(slot).version = version;
         }
         self.recount(slot, counted_version);
     }
@@ -377,27 +569,28 @@ impl Cache {
         self.mark(slot, |e| e.version = version);
     }
 
-    /// Replaces the state in `slot` (see [`Entry::set_state`]); its digest sum follows
-    /// its version, O(1).
-    pub fn set_state(&mut self, slot: u32, state: &State, stamp: u32) {
-        self.mark(slot, |e| e.set_state(state, stamp));
-    }
-
     /// Counts, uncounts or recounts the entry in `slot` in the digest sums, as its
     /// marks and version say; `counted_version` is the version it was counted at.
     fn recount(&mut self, slot: u32, counted_version: u32) {
-        let Some(digests) = self.digests.as_mut() else {
+        if self.digests.is_none() {
             return;
-        };
-        let (c, i) = Self::place(slot);
-        let e = self.chunks[c][i].as_mut().expect("a live cache slot");
+        }
+        let e = self.get(slot);
         let counted = e.digest_pos != UNCOUNTED;
+        let (key, version) = (e.key(), e.version);
         match (counted, e.counts()) {
-            (true, true) if counted_version != e.version => {
-                digests.change(e.key, counted_version, e.version);
+            (true, true) if counted_version != version => {
+                if let Some(digests) = self.digests.as_mut() {
+                    digests.change(key, counted_version, version);
+                }
             }
             (true, false) => self.uncount(slot, counted_version),
-            (false, true) => e.digest_pos = digests.add(e.key, e.version, slot),
+            (false, true) => {
+                if let Some(digests) = self.digests.as_mut() {
+                    let pos = digests.add(key, version, slot);
+                    self.get_mut(slot).digest_pos = pos;
+                }
+            }
             _ => {}
         }
     }
@@ -405,17 +598,20 @@ impl Cache {
     /// Takes the entry in `slot`, counted at `counted_version`, out of the digest sums,
     /// if it is in them.
     fn uncount(&mut self, slot: u32, counted_version: u32) {
-        let Some(digests) = self.digests.as_mut() else {
+        if self.digests.is_none() {
             return;
-        };
-        let (c, i) = Self::place(slot);
-        let e = self.chunks[c][i].as_mut().expect("a live cache slot");
+        }
+        let e = self.get_mut(slot);
         if e.digest_pos == UNCOUNTED {
             return;
         }
-        let (key, pos) = (e.key, e.digest_pos);
+        let (key, pos) = (e.key(), e.digest_pos);
         e.digest_pos = UNCOUNTED;
-        if let Some(moved) = digests.remove(key, counted_version, pos) {
+        let moved = self
+            .digests
+            .as_mut()
+            .and_then(|digests| digests.remove(key, counted_version, pos));
+        if let Some(moved) = moved {
             self.get_mut(moved).digest_pos = pos;
         }
     }
@@ -444,12 +640,14 @@ impl Cache {
         self.dequeue(slot);
         let version = self.get(slot).version;
         self.uncount(slot, version);
-        let key = self.get(slot).key;
+        let key = self.get(slot).key();
         let chunks = &self.chunks;
         let removed = self.index.remove(key, |slot| key_in(chunks, slot));
         debug_assert_eq!(removed, Some(slot));
         let (c, i) = Self::place(slot);
-        let entry = self.chunks[c][i].take().expect("a live cache slot");
+        let chunk = &mut self.chunks[c];
+        let entry = chunk.entries[i].take().expect("a live cache slot");
+        chunk.release(&entry);
         if let Some(n) = self.creators.get_mut(&key.0) {
             *n -= 1;
             if *n == 0 {
@@ -526,6 +724,7 @@ impl Cache {
     pub fn slots(&self) -> impl Iterator<Item = u32> + '_ {
         self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
             chunk
+                .entries
                 .iter()
                 .enumerate()
                 .filter(|(_, e)| e.is_some())
@@ -534,8 +733,10 @@ impl Cache {
     }
 
     /// Every live entry, in slot order.
-    pub fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
-        self.chunks.iter().flatten().flatten()
+    pub fn entries(&self) -> impl Iterator<Item = EntryRef<'_>> + '_ {
+        self.chunks
+            .iter()
+            .flat_map(|chunk| (0..chunk.entries.len()).filter_map(|i| chunk.entry(i)))
     }
 }
 
@@ -559,7 +760,7 @@ mod test {
         let mut out = Vec::new();
         let mut at = c.front(q);
         while let Some(s) = at {
-            out.push(c.get(s).key.1);
+            out.push(c.get(s).key().1);
             let next = c.get(s).next;
             at = (next != NIL).then_some(next);
         }
@@ -570,7 +771,7 @@ mod test {
     fn queues_move_states_in_constant_time() {
         let mut c = cache(10);
         let slots: Vec<u32> = (1..=4)
-            .map(|i| c.insert(Entry::new(state(i), 0)).unwrap())
+            .map(|i| c.insert(Entry::new(&state(i), 0), &state(i)).unwrap())
             .collect();
         for &s in &slots {
             c.enqueue(s, Queue::UpdC);
@@ -585,15 +786,18 @@ mod test {
         assert_eq!(c.queue_len(Queue::UpdC), 1);
         assert_eq!(c.len(), 3);
         // A freed slot is reused.
-        let again = c.insert(Entry::new(state(9), 0)).unwrap();
+        let again = c.insert(Entry::new(&state(9), 0), &state(9)).unwrap();
         assert_eq!(again, slots[3]);
     }
 
     #[test]
     fn the_limit_is_kept() {
         let mut c = cache(1);
-        c.insert(Entry::new(state(1), 0)).unwrap();
-        assert_eq!(c.insert(Entry::new(state(2), 0)).unwrap_err(), CacheFull);
+        c.insert(Entry::new(&state(1), 0), &state(1)).unwrap();
+        assert_eq!(
+            c.insert(Entry::new(&state(2), 0), &state(2)).unwrap_err(),
+            CacheFull
+        );
     }
 
     #[test]
@@ -601,18 +805,110 @@ mod test {
         let mut c = cache(10_000);
         let n = 3 * CHUNK as u64 + 5;
         for i in 0..n {
-            let slot = c.insert(Entry::new(state(i), 0)).unwrap();
+            let slot = c.insert(Entry::new(&state(i), 0), &state(i)).unwrap();
             assert_eq!(u64::from(slot), i);
         }
         assert_eq!(c.slot_count() as u64, n);
         assert_eq!(c.creator_count(7), n as u32);
         c.remove(c.find((7, 300)).unwrap());
-        let ids: Vec<u64> = c.entries().map(|e| e.key.1).collect();
+        let ids: Vec<u64> = c.entries().map(|e| e.key().1).collect();
         assert_eq!(ids.len() as u64, n - 1);
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         assert!(c.at(300).is_none());
         assert_eq!(c.slots().count() as u64, n - 1);
         // Every chunk was allocated once, at its final size.
-        assert!(c.chunks.iter().all(|ch| ch.capacity() == CHUNK));
+        assert!(c.chunks.iter().all(|ch| ch.entries.capacity() == CHUNK));
+    }
+
+    /// States of random lengths replaced (same length and not), removed and added in
+    /// random order, across chunks: every entry always decodes to its last state, and
+    /// the chunks' garbage is collected.
+    #[test]
+    fn packed_states_stay_true_under_random_updates_and_removes() {
+        use crate::table::synth::Synth;
+        use std::collections::HashMap;
+        let mut synth = Synth::new(3, 7);
+        let mut c = cache(100_000);
+        let mut model: HashMap<u64, (u32, State)> = HashMap::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next_id = 1;
+        for round in 0..40_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let ids: Vec<u64> = model.keys().copied().collect();
+            match x % 4 {
+                0 | 1 if model.len() < 3000 => {
+                    let mut s = synth.state();
+                    s.creatorid = 7;
+                    s.id = next_id;
+                    next_id += 1;
+                    let slot = c.insert(Entry::new(&s, round), &s).unwrap();
+                    model.insert(s.id, (slot, s));
+                }
+                2 if !ids.is_empty() => {
+                    let id = ids[(x >> 8) as usize % ids.len()];
+                    let (slot, old) = model[&id];
+                    // Half the time the same fields with other values (mostly the same
+                    // length), else another state's shape (another length).
+                    let mut s = if x & 256 == 0 { old } else { synth.state() };
+                    (s.creatorid, s.id) = (7, id);
+                    s.src.seqlo = s.src.seqlo.wrapping_add(x as u32);
+                    s.packets[0] = x >> 20;
+                    c.set_state(slot, &s, round);
+                    model.insert(id, (slot, s));
+                }
+                _ if !ids.is_empty() => {
+                    let id = ids[(x >> 8) as usize % ids.len()];
+                    let (slot, _) = model.remove(&id).unwrap();
+                    assert_eq!(c.remove(slot).key(), (7, id));
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(c.len(), model.len());
+        for (id, (slot, s)) in &model {
+            assert_eq!(c.find((7, *id)), Some(*slot));
+            assert_eq!(c.get(*slot).state(), *s);
+        }
+        for chunk in &c.chunks {
+            let live: usize = chunk
+                .entries
+                .iter()
+                .flatten()
+                .map(|e| usize::from(e.len))
+                .sum();
+            assert_eq!(chunk.bytes.len(), live + chunk.garbage);
+            assert!(chunk.garbage < 1024 || chunk.garbage * 2 < chunk.bytes.len());
+        }
+    }
+
+    #[test]
+    fn an_entry_is_small() {
+        // What a million states' entries cost beside their packed bytes (44 bytes, and
+        // 4 for the digests' version).
+        assert!(std::mem::size_of::<Option<Entry>>() <= 48);
+    }
+
+    #[test]
+    fn peer_update_times_survive_the_millisecond_clock_wrapping() {
+        let mut c = cache(10);
+        let t0 = Instant::now();
+        let slot = c.insert(Entry::new(&state(1), 0), &state(1)).unwrap();
+        assert_eq!(c.peer_updated(slot), None);
+        c.clock(t0);
+        let wrap = std::time::Duration::from_millis(1 << 32);
+        for at in [
+            t0,
+            t0 + std::time::Duration::from_millis(1999),
+            t0 + wrap,
+            t0 + wrap * 3 + std::time::Duration::from_millis(5),
+        ] {
+            c.set_peer_updated(slot, at);
+            assert_eq!(c.peer_updated(slot), Some(at));
+            let later = at + std::time::Duration::from_millis(1500);
+            c.clock(later);
+            assert_eq!(c.peer_updated(slot), Some(at));
+        }
     }
 }

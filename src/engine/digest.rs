@@ -193,8 +193,9 @@ impl Engine {
                 continue;
             };
             let e = self.cache.get(slot);
-            let young = e
-                .peer_updated
+            let young = self
+                .cache
+                .peer_updated(slot)
                 .is_some_and(|at| now.saturating_duration_since(at) < FORGET_MIN_AGE);
             if young || e.deleted {
                 continue;
@@ -289,6 +290,6 @@ impl StateIndex for Engine {
 
     fn received_at(&self, creator: u32, id: u64) -> Option<Instant> {
         let slot = self.cache.find((creator, id))?;
-        self.cache.get(slot).peer_updated
+        self.cache.peer_updated(slot)
     }
 }

@@ -83,6 +83,15 @@ impl Index {
         }
     }
 
+    /// The bucket where a lookup of `key` starts (0 when the index is empty).
+    #[inline]
+    pub(super) fn home_bucket(&self, key: Key) -> u64 {
+        if self.buckets.is_empty() {
+            return 0;
+        }
+        self.buckets[self.hash(key) as usize & self.mask()]
+    }
+
     /// The slot of `key`.
     #[inline]
     pub(super) fn find(&self, key: Key, key_of: impl Fn(u32) -> Key) -> Option<u32> {

@@ -105,8 +105,11 @@ impl IfMap {
 }
 
 impl Engine {
-    /// A peer's state with its interface names turned into ours, where mapped.
-    pub(super) fn mapped_state(&mut self, mut state: State) -> State {
+    /// Turns a peer's state's interface names into ours, where mapped.
+    pub(super) fn map_state(&mut self, state: &mut State) {
+        if self.ifmap.is_empty() {
+            return;
+        }
         let source = self.packet_source;
         if let Some(local) = self.ifmap.local_name(&state.ifname, source) {
             state.ifname = local;
@@ -115,7 +118,6 @@ impl Engine {
         if let Some(local) = self.ifmap.local_name(&state.orig_ifname, source) {
             state.orig_ifname = local;
         }
-        state
     }
 
     /// A peer's clear with its interface name turned into ours, where mapped.

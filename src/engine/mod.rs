@@ -52,7 +52,7 @@
 //! - bulk updates go at the pace of the dialect's kernel unless configured
 //!   ([`kernel_bulk_interval`]);
 //! - records carry the age and expiry as at the time they are written (`cache.rs:
-//!   Entry::state_at`), as the kernels' export does;
+//!   EntryRef::state_at`), as the kernels' export does;
 //! - no-sync states are not cached at all;
 //! - a duplicate INS is counted in `ins_duplicate`, not in `badact`;
 //! - the bulk send covers every cached state, queued or not (FreeBSD skips states with
@@ -476,6 +476,16 @@ pub struct Engine {
     table_ops: VecDeque<TableOp>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// The states of the compact batch being handled, in one vector kept for every
+    /// batch (see `bulk.rs: handle_vouched_compact_batch`).
+    compact_states: Vec<State>,
+    /// Table operations polled so far: the number of the next one.
+    table_ops_polled: u64,
+    /// The compact encodings of queued operations' states, where the engine had them
+    /// (see [`Engine::poll_table_op_packed`]): the operation's number, and where its
+    /// bytes are in `packed_op_bytes`.
+    packed_ops: VecDeque<(u64, u32, u16)>,
+    packed_op_bytes: Vec<u8>,
 }
 
 impl Engine {
@@ -519,6 +529,10 @@ impl Engine {
             table_ops: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            compact_states: Vec::new(),
+            table_ops_polled: 0,
+            packed_ops: VecDeque::new(),
+            packed_op_bytes: Vec::new(),
             config,
         }
     }
@@ -602,7 +616,42 @@ impl Engine {
     /// The next operation for the local table.
     #[must_use]
     pub fn poll_table_op(&mut self) -> Option<TableOp> {
-        self.table_ops.pop_front()
+        self.poll_table_op_packed().map(|(op, _)| op)
+    }
+
+    /// As [`poll_table_op`](Self::poll_table_op), with the compact encoding
+    /// ([`crate::state::compact`]) of an `Import`'s or `Update`'s state when the engine
+    /// made it already, caching the state: a caller that sends the state on in that
+    /// encoding need not make it again.
+    #[must_use]
+    pub fn poll_table_op_packed(&mut self) -> Option<(TableOp, Option<&[u8]>)> {
+        if self.packed_ops.is_empty() {
+            self.packed_op_bytes.clear();
+        }
+        let op = self.table_ops.pop_front()?;
+        let number = self.table_ops_polled;
+        self.table_ops_polled += 1;
+        let range = match self.packed_ops.front() {
+            Some(&(n, start, len)) if n == number => {
+                self.packed_ops.pop_front();
+                Some(start as usize..start as usize + usize::from(len))
+            }
+            _ => None,
+        };
+        Some((op, range.map(|r| &self.packed_op_bytes[r])))
+    }
+
+    /// Queues a table operation on the state in `slot` (an `Import` or `Update` of
+    /// its state as cached), with the state's compact encoding for
+    /// [`poll_table_op_packed`](Self::poll_table_op_packed).
+    pub(super) fn push_cached_state_op(&mut self, op: TableOp, slot: u32) {
+        let number = self.table_ops_polled + self.table_ops.len() as u64;
+        self.table_ops.push_back(op);
+        let packed = self.cache.get(slot).packed();
+        let start = self.packed_op_bytes.len() as u32;
+        self.packed_op_bytes.extend_from_slice(packed);
+        self.packed_ops
+            .push_back((number, start, packed.len() as u16));
     }
 
     /// The next event.
@@ -771,13 +820,13 @@ impl Engine {
         match self.cache.find((state.creatorid, state.id)) {
             Some(slot) => self.cache.set_state(slot, &state, clock),
             None => {
-                let mut entry = Entry::new(state, clock);
+                let mut entry = Entry::new(&state, clock);
                 if self.config.filter.matches(&state) {
                     // It may have been announced by the daemon before us: its delete
                     // still goes (filter.rs).
                     entry.filtered = Some(filter::Filtered::Muted);
                 }
-                if self.cache.insert(entry).is_err() {
+                if self.cache.insert(entry, &state).is_err() {
                     self.stats.cache_full += 1;
                 }
             }
@@ -826,7 +875,7 @@ impl Engine {
             }
             self.tombstones.exhume(key);
             let wait = self.announce_wait(&state);
-            match self.cache.insert(Entry::new(state, clock)) {
+            match self.cache.insert(Entry::new(&state, clock), &state) {
                 Ok(slot) => match wait {
                     Some(wait) => self.delay_announcement(now, slot, wait),
                     None => self.enqueue(now, slot, Queue::Ins),
@@ -842,6 +891,7 @@ impl Engine {
         if e.nosync || never {
             // Turned no-sync (FreeBSD marks a state so before it goes): never sent again.
             self.cache.dequeue(slot);
+            self.cache.set_state(slot, &state, clock);
             self.cache.mark(slot, |e| {
                 e.nosync = true;
                 e.delayed = false;
@@ -858,8 +908,9 @@ impl Engine {
             return;
         }
         let news = Self::is_news(&e.state(), &state);
-        let split = e
-            .peer_updated
+        let split = self
+            .cache
+            .peer_updated(slot)
             .is_some_and(|t| now.saturating_duration_since(t) < self.config.split_window);
         let queue = e.queue;
         self.cache.set_state(slot, &state, clock);

@@ -128,16 +128,16 @@ impl Engine {
                 self.in_clrs(now, &mut vec![c])
             }
             Message::Ins(r) => match State::from_record(&r) {
-                Ok(s) => {
-                    let s = self.mapped_state(s);
+                Ok(mut s) => {
+                    self.map_state(&mut s);
                     self.in_ins(now, s)
                 }
                 Err(e) => self.stats.count(e.counter()),
             },
             Message::Upd(r) => match State::from_record(&r) {
-                Ok(s) => {
-                    let s = self.mapped_state(s);
-                    self.in_upd(now, s)
+                Ok(mut s) => {
+                    self.map_state(&mut s);
+                    self.in_upd(now, &mut s)
                 }
                 Err(e) => self.stats.count(e.counter()),
             },
@@ -215,7 +215,9 @@ impl Engine {
         refused
     }
 
-    fn import(&mut self, now: Instant, mut state: State) -> Option<u32> {
+    /// Takes in a peer's state we do not hold. `state` is what was imported (the ACK
+    /// flag and untrusted rule numbers taken off).
+    fn import(&mut self, now: Instant, state: &mut State) -> Option<u32> {
         if self.refused_key(state.creatorid, state.id) {
             return None;
         }
@@ -224,7 +226,7 @@ impl Engine {
             self.refused_deleted(now, (state.creatorid, state.id));
             return None;
         }
-        if self.clear_marks.cleared(&state, now) {
+        if self.clear_marks.cleared(state, now) {
             // A copy from before a clear that covered it.
             self.stats.tombstoned += 1;
             return None;
@@ -242,16 +244,16 @@ impl Engine {
         }
         let clock = self.cache.clock(now);
         let mut entry = Entry::new(state, clock);
-        entry.peer_updated = Some(now);
-        let kept_out = self.filter_in(&state);
+        let kept_out = self.filter_in(state);
         if kept_out {
             entry.filtered = Some(Filtered::Unimported);
             self.schedule_unimported_sweep(now);
         }
-        match self.cache.insert(entry) {
+        match self.cache.insert(entry, state) {
             Ok(slot) => {
+                self.cache.set_peer_updated(slot, now);
                 if !kept_out {
-                    self.table_ops.push_back(TableOp::Import(state));
+                    self.push_cached_state_op(TableOp::Import(*state), slot);
                 }
                 Some(slot)
             }
@@ -275,7 +277,7 @@ impl Engine {
         }
     }
 
-    fn in_ins(&mut self, now: Instant, state: State) {
+    fn in_ins(&mut self, now: Instant, mut state: State) {
         if self.refused_key(state.creatorid, state.id) {
             return;
         }
@@ -290,7 +292,7 @@ impl Engine {
             self.stats.ins_duplicate += 1;
             return;
         }
-        let Some(slot) = self.import(now, state) else {
+        let Some(slot) = self.import(now, &mut state) else {
             return;
         };
         if ack {
@@ -300,7 +302,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn in_upd(&mut self, now: Instant, state: State) {
+    pub(super) fn in_upd(&mut self, now: Instant, state: &mut State) {
         if self.refused_key(state.creatorid, state.id) {
             return;
         }
@@ -308,7 +310,7 @@ impl Engine {
             None => {
                 self.import(now, state);
             }
-            Some(slot) => self.merge_into(now, slot, &state, true),
+            Some(slot) => self.merge_into(now, slot, state, true),
         }
     }
 
@@ -343,7 +345,7 @@ impl Engine {
 
     fn merge_into(&mut self, now: Instant, slot: u32, theirs: &State, full: bool) {
         let clock = self.cache.clock(now);
-        let entry = self.cache.get_mut(slot);
+        let entry = self.cache.get(slot);
         if entry.deleted {
             // We deleted it and our DEL_C is on its way: the peer will drop it too.
             return;
@@ -358,15 +360,13 @@ impl Engine {
             self.stats.filtered_in += 1;
             return;
         }
-        entry.peer_updated = Some(now);
         let mut merged = entry.state_at(clock);
-        let m = merge(&mut merged, theirs, full);
         let (nosync, queue) = (entry.nosync, entry.queue);
+        self.cache.set_peer_updated(slot, now);
+        let m = merge(&mut merged, theirs, full);
         if m.changed {
             self.cache.set_state(slot, &merged, clock);
-        }
-        if m.changed {
-            self.table_ops.push_back(TableOp::Update(merged));
+            self.push_cached_state_op(TableOp::Update(merged), slot);
         }
         if m.stale > 0 {
             // The peer's copy is older than ours on some side: tell it ours, at once.

@@ -269,6 +269,17 @@ impl BatchWriter {
 
 /// The states of one batch made by [`encode_batch`].
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<State>, CompactRecordError> {
+    let mut states = Vec::new();
+    decode_batch_into(bytes, &mut states)?;
+    Ok(states)
+}
+
+/// As [`decode_batch`], into `states` (emptied first): a receiver that reuses one
+/// vector for every batch allocates nothing per batch. On an error `states` holds the
+/// records before the bad one, which the caller must not take (a batch is all or
+/// nothing).
+pub fn decode_batch_into(bytes: &[u8], states: &mut Vec<State>) -> Result<(), CompactRecordError> {
+    states.clear();
     let (&version, _) = bytes.split_first().ok_or(CompactRecordError::Empty)?;
     if version != VERSION {
         return Err(CompactRecordError::Version(version));
@@ -280,14 +291,14 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<State>, CompactRecordError> {
         remember_names: true,
     };
     // A record is at least 12 bytes; cap the guess so a hostile length costs nothing.
-    let mut states = Vec::with_capacity((bytes.len() / 12).min(4096));
+    states.reserve((bytes.len() / 12).min(4096));
     // Each record is read over the one before it, in place.
     let mut s = State::default();
     while r.at < bytes.len() {
         r.record(&mut s)?;
         states.push(s);
     }
-    Ok(states)
+    Ok(())
 }
 
 /// Appends one state as a lone record: compared with [`State::default`], no version byte,

@@ -493,3 +493,18 @@ fn tcp_states_of_every_stage_round_trip() {
         assert_eq!(decode_batch(&one_batch(&[s])).unwrap(), [s]);
     }
 }
+
+#[test]
+fn decoding_into_a_used_vector_replaces_its_states() {
+    let states = Synth::new(21, 5).states(50);
+    let mut kept = Synth::new(22, 6).states(70);
+    decode_batch_into(&one_batch(&states[..30]), &mut kept).unwrap();
+    assert_eq!(kept, states[..30]);
+    decode_batch_into(&one_batch(&states[30..]), &mut kept).unwrap();
+    assert_eq!(kept, states[30..]);
+    let mut cut = one_batch(&states);
+    cut.pop();
+    assert!(decode_batch_into(&cut, &mut kept).is_err());
+    assert!(decode_batch_into(&[2, 0], &mut kept).is_err());
+    assert!(kept.is_empty());
+}

@@ -860,13 +860,20 @@ impl EngineProcess {
             }
         };
         let sessions = &mut self.sessions;
-        while let Some(op) = engine.poll_table_op() {
+        // A state the engine cached goes with the encoding it made then: a bulk's
+        // million imports are not encoded twice.
+        while let Some((op, packed)) = engine.poll_table_op_packed() {
             stamp_once(channel);
-            ToParent::Table {
-                op,
-                seen: self.local_seen,
+            match packed {
+                Some(packed) => {
+                    ToParent::encode_table_packed(channel.queue(), &op, packed, self.local_seen)
+                }
+                None => ToParent::Table {
+                    op,
+                    seen: self.local_seen,
+                }
+                .encode(channel.queue()),
             }
-            .encode(channel.queue());
             self.table_ops_sent += 1;
         }
         while let Some(ev) = engine.poll_event() {

@@ -703,6 +703,26 @@ impl ToParent<'_> {
         }
     }
 
+    /// Appends the frame of [`ToParent::Table`] for `op` and `seen`, the state of an
+    /// `Import` or `Update` given by its compact encoding `packed` (from
+    /// [`Engine::poll_table_op_packed`](crate::engine::Engine::poll_table_op_packed)):
+    /// the same bytes, without encoding the state again.
+    pub fn encode_table_packed(out: &mut Vec<u8>, op: &TableOp, packed: &[u8], seen: u64) {
+        let kind = match op {
+            TableOp::Import(_) => INSERT,
+            TableOp::Update(_) => UPDATE,
+            _ => {
+                ToParent::Table { op: *op, seen }.encode(out);
+                return;
+            }
+        };
+        frame(out, TABLE, |o| {
+            o.extend_from_slice(&seen.to_le_bytes());
+            o.push(kind);
+            put_bytes(o, packed);
+        });
+    }
+
     /// The message of one frame's kind and body.
     pub fn decode(kind: u8, body: &[u8]) -> Result<ToParent<'_>, MessageError> {
         let what = match kind {
@@ -1096,6 +1116,32 @@ mod tests {
             let body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             let _ = ToParent::decode(kind, &body);
             let _ = ToEngine::decode(kind, &body);
+        }
+    }
+
+    /// A table operation framed from its state's compact encoding is the frame of the
+    /// operation itself, byte for byte.
+    #[test]
+    fn a_packed_table_op_frames_as_the_op() {
+        for (i, s) in states().iter().enumerate() {
+            let mut packed = Vec::new();
+            compact::encode(s, &mut packed);
+            let ops = [
+                TableOp::Import(*s),
+                TableOp::Update(*s),
+                TableOp::Delete {
+                    creatorid: s.creatorid,
+                    id: s.id,
+                },
+            ];
+            for op in ops {
+                let seen = i as u64 * 3;
+                let mut plain = Vec::new();
+                ToParent::Table { op, seen }.encode(&mut plain);
+                let mut from_packed = Vec::new();
+                ToParent::encode_table_packed(&mut from_packed, &op, &packed, seen);
+                assert_eq!(from_packed, plain, "{op:?}");
+            }
         }
     }
 }
