@@ -40,6 +40,9 @@ const EAGER_FLUSH: usize = 16 << 10;
 /// Bytes queued to the parent above which the compact bulk waits: its frames leave
 /// in turns, behind whatever else the turn sends.
 const COMPACT_BULK_HIGH_WATER: usize = 1 << 20;
+/// Queued bytes for the parent above which the parent's frames (the link's packets) are
+/// not taken: what waits for the parent is what an ACK sent now waits behind.
+const INPUT_HIGH_WATER: usize = 256 << 10;
 /// How long the last messages may take to leave when the engine process stops.
 const LAST_WORDS: Duration = Duration::from_secs(2);
 
@@ -230,14 +233,14 @@ impl EngineProcess {
                 .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
                 .min(Duration::from_secs(1));
             // Frames left from the last turn's budget are taken without waiting.
-            let ms = if self.channel.has_frame() && self.channel.queued() < HIGH_WATER {
+            let ms = if self.channel.has_frame() && self.channel.queued() < INPUT_HIGH_WATER {
                 0
             } else {
                 u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX)
             };
             // The parent is read only while it takes what we send (privsep::channel).
             let mut channel_events = PollFlags::empty();
-            if self.channel.queued() < HIGH_WATER {
+            if self.channel.queued() < INPUT_HIGH_WATER {
                 channel_events |= PollFlags::POLLIN;
             }
             if self.channel.wants_write() {
