@@ -65,7 +65,7 @@ fn a_batch_stops_at_its_limit_and_the_rest_follows() {
 }
 
 /// A state with every field at its widest: the bound every batch limit relies on.
-fn widest_state() -> State {
+pub(super) fn widest_state() -> State {
     let v6 = IpAddr::V6(Ipv6Addr::from(u128::MAX));
     let key = |af| StateKey {
         af,
@@ -262,7 +262,7 @@ fn arb_peer(proto: Protocol) -> impl Strategy<Value = Peer> {
         )
 }
 
-fn arb_state() -> impl Strategy<Value = State> {
+pub(super) fn arb_state() -> impl Strategy<Value = State> {
     (arb_key(), proptest::option::of(arb_key()))
         .prop_flat_map(|(wire, stack)| {
             (
