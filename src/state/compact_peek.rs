@@ -74,6 +74,52 @@ pub fn peek_record(bytes: &[u8]) -> Result<PeekedState, CompactRecordError> {
     Ok(peeked)
 }
 
+/// A lone compact record that [`super::decode_record`] takes (checked by
+/// [`peek_record`]), and what was peeked of it: the only way to make one is to check the
+/// bytes, so a table given one may store them and decode them later without a doubt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckedRecord<'a> {
+    bytes: &'a [u8],
+    peeked: PeekedState,
+}
+
+impl<'a> CheckedRecord<'a> {
+    /// `bytes`, checked whole; the error [`super::decode_record`] would give otherwise.
+    pub fn check(bytes: &'a [u8]) -> Result<CheckedRecord<'a>, CompactRecordError> {
+        Ok(CheckedRecord {
+            bytes,
+            peeked: peek_record(bytes)?,
+        })
+    }
+
+    /// The record's bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// What the table files the state by.
+    pub fn peeked(&self) -> &PeekedState {
+        &self.peeked
+    }
+
+    /// The same record in `room` (bytes that were checked stay checked), or `None` if it
+    /// is longer than `room` (only a record of padded varints can be longer than
+    /// [`super::MAX_RECORD_BYTES`]).
+    pub fn copy_into<'b>(&self, room: &'b mut [u8]) -> Option<CheckedRecord<'b>> {
+        let room = room.get_mut(..self.bytes.len())?;
+        room.copy_from_slice(self.bytes);
+        Some(CheckedRecord {
+            bytes: room,
+            peeked: self.peeked,
+        })
+    }
+
+    /// The whole state, for a table that needs one (pf).
+    pub fn state(&self) -> Result<State, CompactRecordError> {
+        super::decode_record(self.bytes)
+    }
+}
+
 impl Reader<'_> {
     /// [`Reader::record`] with [`State::default`] before it, keeping only what
     /// [`PeekedState`] holds. Every read and check of `record` is here, in its order:
