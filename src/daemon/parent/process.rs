@@ -392,7 +392,7 @@ impl Parent {
                 }
                 ToParent::Table { op, seen } => {
                     apply_ended =
-                        Some(self.timed_apply(now, EngineOp::Whole(op), seen, follows_apply));
+                        Some(self.timed_apply(now, EngineOp::Whole(&op), seen, follows_apply));
                 }
                 ToParent::Stamp(ns) => self.latency.to_parent.record(latency::since(ns)),
                 ToParent::TransmitTo { to, payload } => {

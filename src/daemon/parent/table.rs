@@ -31,7 +31,7 @@ impl<D: PfDevice> PfKernelTable for PfTable<D> {
 #[derive(Debug)]
 pub(in crate::daemon) enum EngineOp<'a> {
     /// Whole, as [`crate::daemon::privsep::ToParent::decode`] makes it.
-    Whole(TableOp),
+    Whole(&'a TableOp),
     /// An import or update with its state still in the checked compact record its
     /// frame carried, for a table that takes that ([`Table::takes_records`]).
     Record(RecordOp<'a>),
