@@ -14,8 +14,10 @@
 
 use super::{
     route_of, unzigzag, CompactRecordError, Reader, ALL_BITS, CREATOR, FLAGS, IFNAME,
-    MIXED_FAMILIES, NAMES, QUEUES, RDOMAIN, ROUTE, RULE, RULE_REFS, SHAPE, STACK, STACK_ADDR0,
-    STACK_ADDR1, STACK_AF, STACK_PORT0, STACK_PORT1, STACK_PROTO, STACK_RDOMAIN, TUNING,
+    MIXED_FAMILIES, NAMES, PEER_MAX_WIN, PEER_MAX_WIN_IS_WINDOW, PEER_MSS, PEER_SCRUB,
+    PEER_SEQDIFF, PEER_SEQLO, PEER_WINDOW, PEER_WSCALE, QUEUES, RDOMAIN, ROUTE, RULE, RULE_REFS,
+    SHAPE, STACK, STACK_ADDR0, STACK_ADDR1, STACK_AF, STACK_PORT0, STACK_PORT1, STACK_PROTO,
+    STACK_RDOMAIN, TUNING,
 };
 use crate::state::{AddressFamily, Direction, Protocol, State, Timeout};
 use crate::wire::{IfName, Name};
@@ -255,11 +257,49 @@ impl Reader<'_> {
             self.varint(field)?;
         }
         let states = self.u8()?;
-        let src_state = self.peer_state(proto, states >> 4)?;
-        let dst_state = self.peer_state(proto, states & 0x0f)?;
-        self.peer(src_state)?;
-        self.peer(dst_state)?;
+        // Both peers' states must be of the protocol.
+        self.peer_state(proto, states >> 4)?;
+        self.peer_state(proto, states & 0x0f)?;
+        self.skip_peer()?;
+        self.skip_peer()?;
         Ok(peeked)
+    }
+
+    /// [`Reader::peer`]'s reads and checks, without making the `Peer` (two a record).
+    fn skip_peer(&mut self) -> Result<(), CompactRecordError> {
+        let bits = self.u8()?;
+        if bits & PEER_MAX_WIN != 0 && bits & PEER_MAX_WIN_IS_WINDOW != 0 {
+            return Err(self.invalid("peer max_win"));
+        }
+        if bits & PEER_SEQLO != 0 {
+            self.u32_le()?;
+        }
+        let window = if bits & PEER_WINDOW != 0 {
+            self.u32("peer window")?
+        } else {
+            0
+        };
+        if bits & PEER_SEQDIFF != 0 {
+            self.u32("peer seqdiff")?;
+        }
+        if bits & PEER_MAX_WIN != 0 {
+            self.u16("peer max_win")?;
+        }
+        if bits & PEER_MAX_WIN_IS_WINDOW != 0 && u16::try_from(window).is_err() {
+            return Err(self.invalid("peer max_win"));
+        }
+        if bits & PEER_MSS != 0 {
+            self.u16("peer mss")?;
+        }
+        if bits & PEER_WSCALE != 0 {
+            self.u8()?;
+        }
+        if bits & PEER_SCRUB != 0 {
+            self.u16("scrub flags")?;
+            self.u8()?;
+            self.u32_le()?;
+        }
+        Ok(())
     }
 }
 
