@@ -139,8 +139,9 @@ impl Slot {
     }
 
     fn state(&self) -> State {
-        // Only this table encodes slots, from whole states: a failure is a bug in the
-        // codec, which its tests rule out.
+        // Slots hold what this table encoded from whole states, or records checked
+        // whole as `decode` checks them (`CheckedRecord`, `apply_record`): a failure is
+        // a bug in the codec or the check, which their tests rule out.
         compact::decode(self.bytes.as_slice()).expect("a state the memory table encoded")
     }
 }
