@@ -365,12 +365,15 @@ impl Parent {
             // a bulk). A copy: the frame borrows the channel's buffer, and acting may
             // queue answers on the channel. (A record longer than `held`, of padded
             // varints, goes the whole way.)
-            let record_op = match ToParent::decode_record_op(kind, body) {
-                Some(decoded) if takes_records => {
+            let decoded = takes_records
+                .then(|| ToParent::decode_record_op(kind, body))
+                .flatten();
+            let record_op = match decoded {
+                Some(decoded) => {
                     let (op, seen) = decoded?;
                     op.copy_into(&mut held).map(|op| (op, seen))
                 }
-                _ => None,
+                None => None,
             };
             if let Some((op, seen)) = record_op {
                 apply_ended =
