@@ -41,6 +41,8 @@ mod linux {
     use std::time::{Duration, Instant};
 
     use nix::sys::socket::{setsockopt, sockopt};
+    use pfsyncd::daemon::privsep::message::FRAME_HEADER;
+    use pfsyncd::daemon::privsep::ToParent;
     use pfsyncd::lab::{wait_until, Cluster};
     use pfsyncd::state::compact_record;
     use pfsyncd::table::synth::Synth;
@@ -610,6 +612,53 @@ mod linux {
             rate(n, took),
             rss_mb() - rss_before
         );
+        drop(table);
+        // The receiver parent's whole work per operation: the engine's frame decoded,
+        // then applied. The way it went before issue 14 point 4's record ops (a State
+        // decoded from each frame, its bytes kept) and the way it goes now (the record
+        // checked and peeked, never made a State), on fresh tables.
+        let mut frames = Vec::new();
+        let mut ends = Vec::with_capacity(n);
+        for (op, _) in ops {
+            ToParent::Table { op, seen: 0 }.encode(&mut frames);
+            ends.push(frames.len());
+        }
+        let mut start = 0;
+        let bodies: Vec<(u8, &[u8])> = ends
+            .iter()
+            .map(|&end| {
+                let frame = &frames[start..end];
+                start = end;
+                (frame[4], &frame[FRAME_HEADER..])
+            })
+            .collect();
+        for record_ops in [false, true] {
+            let mut table = MemoryTable::new(MemoryConfig::new(0x0c0c_0001));
+            let t = Instant::now();
+            let cpu = thread_cpu_secs();
+            for &(kind, body) in &bodies {
+                if record_ops {
+                    let (op, _) = ToParent::decode_record_op(kind, body)
+                        .expect("an import")
+                        .expect("decodes");
+                    table.apply_record(now, &op).expect("import");
+                } else {
+                    let Ok(ToParent::Table { op, .. }) = ToParent::decode(kind, body) else {
+                        panic!("not a table operation");
+                    };
+                    let encoded = ToParent::encoded_state(kind, body);
+                    table.apply_encoded(now, &op, encoded).expect("import");
+                }
+            }
+            let took = t.elapsed();
+            let cpu = thread_cpu_secs() - cpu;
+            assert_eq!(table.len(), n);
+            let how = if record_ops { "record op" } else { "State    " };
+            println!(
+                "  parent frame -> table, {how}: {}, {cpu:.3} CPU s",
+                rate(n, took)
+            );
+        }
     }
 
     pub fn main() {

@@ -1253,3 +1253,7 @@ impl Reader<'_> {
 #[cfg(test)]
 #[path = "compact_record_tests.rs"]
 mod tests;
+
+// A child, to share the reader and the layout's constants.
+#[path = "compact_peek.rs"]
+pub mod peek;

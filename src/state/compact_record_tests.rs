@@ -133,7 +133,7 @@ fn a_record_read_over_another_state_is_that_record_alone() {
 }
 
 /// A state with every field at its widest: the bound every batch limit relies on.
-fn widest_state() -> State {
+pub(super) fn widest_state() -> State {
     let v6 = IpAddr::V6(Ipv6Addr::from(u128::MAX));
     let key = |af| StateKey {
         af,
@@ -330,7 +330,7 @@ fn arb_peer(proto: Protocol) -> impl Strategy<Value = Peer> {
         )
 }
 
-fn arb_state() -> impl Strategy<Value = State> {
+pub(super) fn arb_state() -> impl Strategy<Value = State> {
     (arb_key(), proptest::option::of(arb_key()))
         .prop_flat_map(|(wire, stack)| {
             (

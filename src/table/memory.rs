@@ -45,7 +45,8 @@ use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
 use crate::engine::{KeyedState, LocalChange, TableOp};
-use crate::state::{compact, State};
+use crate::state::compact_record::peek::{CheckedRecord, PeekedState};
+use crate::state::{compact, State, Timeout};
 use crate::wire::IfName;
 
 use super::deadlines::Deadlines;
@@ -138,8 +139,9 @@ impl Slot {
     }
 
     fn state(&self) -> State {
-        // Only this table encodes slots, from whole states: a failure is a bug in the
-        // codec, which its tests rule out.
+        // Slots hold what this table encoded from whole states, or records checked
+        // whole as `decode` checks them (`CheckedRecord`, `apply_record`): a failure is
+        // a bug in the codec or the check, which their tests rule out.
         compact::decode(self.bytes.as_slice()).expect("a state the memory table encoded")
     }
 }
@@ -193,6 +195,10 @@ fn encode(state: &State, encoded: Option<&[u8]>) -> Bytes {
         // again slows a debug daemon's bulk enough for the lab's states to expire.
         return Bytes::new(bytes);
     }
+    encode_state(state)
+}
+
+fn encode_state(state: &State) -> Bytes {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -332,8 +338,8 @@ impl MemoryTable {
         secs
     }
 
-    fn timeout_of(&self, state: &State) -> i64 {
-        i64::from(self.config.timeouts.get(state.timeout))
+    fn timeout_of(&self, class: Timeout) -> i64 {
+        i64::from(self.config.timeouts.get(class))
     }
 
     /// The state as handed out at table second `now`.
@@ -347,16 +353,16 @@ impl MemoryTable {
     }
 
     /// Adds a state of a new key with the times its `age_secs`/`expire_secs` give;
-    /// `encoded`, if given, is its encoding.
-    fn place(&mut self, now: i64, state: &State, encoded: Option<&[u8]>) {
-        let value = self.timeout_of(state);
+    /// `bytes` is its encoding.
+    fn place(&mut self, now: i64, state: &PeekedState, bytes: Bytes) {
+        let value = self.timeout_of(state.timeout);
         let created = now - i64::from(state.age_secs);
         let deadline = if state.expire_secs != 0 {
             now + i64::from(state.expire_secs)
         } else {
             now + value
         };
-        let key = key_of(state);
+        let key = state.key();
         // Callers have made sure the key is new (an import refuses one it holds).
         debug_assert!(self.find(key).is_none());
         // Four billion states would need 400 GB of slots.
@@ -368,33 +374,20 @@ impl MemoryTable {
             place,
             created,
             deadline,
-            bytes: encode(state, encoded),
+            bytes,
         });
         self.index.insert(key, at);
     }
 
-    /// Replaces a state's content and marks activity now; `None` if there is none.
-    /// `encoded`, if given, is the encoding of `state`, whose key must be `key`.
-    fn refresh(
-        &mut self,
-        now: i64,
-        key: Key,
-        state: &State,
-        encoded: Option<&[u8]>,
-    ) -> Option<State> {
-        let value = self.timeout_of(state);
+    /// Replaces the content of `key`'s state by `bytes`, the encoding of a state of
+    /// timeout class `class` named `key`, and marks activity now. Returns where its
+    /// slot is; `None` if there is none.
+    fn refresh(&mut self, now: i64, key: Key, class: Timeout, bytes: Bytes) -> Option<u32> {
+        let value = self.timeout_of(class);
         let at = self.find(key)?;
         self.refile(at, now + value);
-        let bytes = if key_of(state) == key {
-            encode(state, encoded)
-        } else {
-            let mut renamed = *state;
-            (renamed.creatorid, renamed.id) = key;
-            encode(&renamed, None)
-        };
-        let slot = &mut self.slots[at as usize];
-        slot.bytes = bytes;
-        Some(Self::hand_out(slot, now))
+        self.slots[at as usize].bytes = bytes;
+        Some(at)
     }
 
     /// Where `key`'s slot is in the list.
@@ -446,8 +439,8 @@ impl MemoryTable {
 
     /// Refuses a peer's state bound to an interface the check does not admit, before
     /// anything changes, as the pf table refuses one this system lacks.
-    fn refuse_unknown_interface(&mut self, state: &State) -> Result<(), TableError> {
-        if !self.config.interfaces.admits(&state.ifname) {
+    fn refuse_unknown_interface(&mut self, ifname: &IfName) -> Result<(), TableError> {
+        if !self.config.interfaces.admits(ifname) {
             self.edge.unknown_interface += 1;
             return Err(TableError::Invalid(
                 "a state bound to an interface this system does not have",
@@ -477,7 +470,7 @@ impl MemoryTable {
         }
         state.id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        self.place(now, &state, None);
+        self.place(now, &PeekedState::of(&state), encode_state(&state));
         self.journal.push(Note::Insert(key_of(&state)));
         let (creatorid, id) = key_of(&state);
         self.slot((creatorid, id))
@@ -501,11 +494,13 @@ impl MemoryTable {
             .map(|s| s.state())
             .ok_or(TableError::NotFound { creatorid, id })?;
         change(&mut state);
-        let out = self
-            .refresh(now, key, &state, None)
+        // Its name stays whatever `change` did.
+        (state.creatorid, state.id) = key;
+        let at = self
+            .refresh(now, key, state.timeout, encode_state(&state))
             .ok_or(TableError::NotFound { creatorid, id })?;
         self.journal.push(Note::Update(key));
-        Ok(out)
+        Ok(Self::hand_out(&self.slots[at as usize], now))
     }
 
     /// Removes a state (`pfctl -k id`); reported as a delete. False if there was none.
@@ -584,18 +579,72 @@ impl MemoryTable {
     }
 }
 
+/// An import or an update of the engine's, its state left in the compact record the
+/// engine's channel carried it in: the parent's way to the memory table, which keeps
+/// that record and reads only a few fields of it ([`MemoryTable::apply_record`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOp<'a> {
+    /// [`TableOp::Import`].
+    Import(CheckedRecord<'a>),
+    /// [`TableOp::Update`].
+    Update(CheckedRecord<'a>),
+}
+
+impl<'a> RecordOp<'a> {
+    /// The record.
+    pub fn record(&self) -> &CheckedRecord<'a> {
+        match self {
+            RecordOp::Import(r) | RecordOp::Update(r) => r,
+        }
+    }
+
+    /// The same operation with its record copied into `room` (see
+    /// [`CheckedRecord::copy_into`]).
+    pub fn copy_into<'b>(&self, room: &'b mut [u8]) -> Option<RecordOp<'b>> {
+        Some(match self {
+            RecordOp::Import(r) => RecordOp::Import(r.copy_into(room)?),
+            RecordOp::Update(r) => RecordOp::Update(r.copy_into(room)?),
+        })
+    }
+
+    /// The operation with its whole state, for a table that needs one (pf).
+    pub fn table_op(&self) -> Result<TableOp, TableError> {
+        let state = self
+            .record()
+            .state()
+            .map_err(|_| TableError::Invalid("a compact record that does not decode"))?;
+        Ok(match self {
+            RecordOp::Import(_) => TableOp::Import(state),
+            RecordOp::Update(_) => TableOp::Update(state),
+        })
+    }
+}
+
 impl MemoryTable {
-    fn import_encoded(
+    /// [`StateTable::apply`] of an import or update given as its checked compact record:
+    /// the record is stored as it is and no [`State`] is made of it.
+    pub fn apply_record(&mut self, now: Instant, op: &RecordOp) -> Result<usize, TableError> {
+        let record = op.record();
+        let bytes = || Bytes::new(record.bytes());
+        match op {
+            RecordOp::Import(_) => self.import_with(now, record.peeked(), bytes),
+            RecordOp::Update(_) => self.update_with(now, record.peeked(), bytes),
+        }
+        .map(|()| 1)
+    }
+
+    /// Imports the state `state` was read from, whose encoding `bytes` makes.
+    fn import_with(
         &mut self,
         now: Instant,
-        state: &State,
-        encoded: Option<&[u8]>,
+        state: &PeekedState,
+        bytes: impl FnOnce() -> Bytes,
     ) -> Result<(), TableError> {
         if state.creatorid == 0 {
             return Err(TableError::Invalid("creatorid 0"));
         }
-        self.refuse_unknown_interface(state)?;
-        let key = key_of(state);
+        self.refuse_unknown_interface(&state.ifname)?;
+        let key = state.key();
         if self.find(key).is_some() {
             return Err(TableError::AlreadyExists {
                 creatorid: key.0,
@@ -604,8 +653,32 @@ impl MemoryTable {
         }
         self.check_room()?;
         let now = self.secs(now);
-        self.place(now, state, encoded);
+        self.place(now, state, bytes());
         Ok(())
+    }
+
+    /// Updates the state `state` was read from, whose encoding `bytes` makes.
+    fn update_with(
+        &mut self,
+        now: Instant,
+        state: &PeekedState,
+        bytes: impl FnOnce() -> Bytes,
+    ) -> Result<(), TableError> {
+        self.refuse_unknown_interface(&state.ifname)?;
+        let now = self.secs(now);
+        let (creatorid, id) = state.key();
+        self.refresh(now, (creatorid, id), state.timeout, bytes())
+            .map(|_| ())
+            .ok_or(TableError::NotFound { creatorid, id })
+    }
+
+    fn import_encoded(
+        &mut self,
+        now: Instant,
+        state: &State,
+        encoded: Option<&[u8]>,
+    ) -> Result<(), TableError> {
+        self.import_with(now, &PeekedState::of(state), || encode(state, encoded))
     }
 
     fn update_encoded(
@@ -614,12 +687,7 @@ impl MemoryTable {
         state: &State,
         encoded: Option<&[u8]>,
     ) -> Result<(), TableError> {
-        self.refuse_unknown_interface(state)?;
-        let now = self.secs(now);
-        let (creatorid, id) = key_of(state);
-        self.refresh(now, (creatorid, id), state, encoded)
-            .map(|_| ())
-            .ok_or(TableError::NotFound { creatorid, id })
+        self.update_with(now, &PeekedState::of(state), || encode(state, encoded))
     }
 }
 
@@ -999,6 +1067,83 @@ mod test {
         for s in &states {
             assert!(t.get_any(now, s.creatorid, s.id).is_some());
         }
+    }
+
+    /// Applies `op` to `whole` as a `TableOp` and to `peeked` as a checked record; both
+    /// must say the same.
+    fn apply_both(
+        now: Instant,
+        whole: &mut MemoryTable,
+        peeked: &mut MemoryTable,
+        update: bool,
+        s: &State,
+    ) -> Result<usize, TableError> {
+        let mut bytes = Vec::new();
+        compact::encode(s, &mut bytes);
+        let record = CheckedRecord::check(&bytes).unwrap();
+        let (op, record_op) = if update {
+            (TableOp::Update(*s), RecordOp::Update(record))
+        } else {
+            (TableOp::Import(*s), RecordOp::Import(record))
+        };
+        let expected = whole.apply(now, &op);
+        // (TableError is not PartialEq: its Io holds an io::Error.)
+        assert_eq!(
+            format!("{:?}", peeked.apply_record(now, &record_op)),
+            format!("{expected:?}"),
+            "{s:?}"
+        );
+        assert_eq!(record_op.table_op().ok(), Some(op));
+        expected
+    }
+
+    #[test]
+    fn a_checked_record_is_applied_as_its_whole_state() {
+        let start = Instant::now();
+        let check = InterfaceCheck::Only(vec![name("igb0"), name("em0")]);
+        let (mut whole, mut peeked) = (table(check.clone()), table(check));
+        let mut synth = crate::table::synth::Synth::new(4, PEER);
+        let mut states: Vec<State> = synth.states(200);
+        for (i, s) in states.iter_mut().enumerate() {
+            s.ifname = name(["igb0", "em0", "vtnet9", "all"][i % 4]);
+            s.timeout = Timeout::ALL[i % Timeout::ALL.len()];
+            s.age_secs = (i * 7) as u32;
+            s.expire_secs = if i % 3 == 0 { 0 } else { (i * 11) as u32 };
+        }
+        states[5].creatorid = 0;
+        let mut outcomes = HashSet::new();
+        for (round, now) in [start, start + Duration::from_secs(30)]
+            .into_iter()
+            .enumerate()
+        {
+            for (i, s) in states.iter().enumerate() {
+                // Imports (the second round's are of names held), then updates, some of
+                // names never imported.
+                let mut s = *s;
+                let r = apply_both(now, &mut whole, &mut peeked, false, &s);
+                outcomes.insert(format!("{r:?}").chars().take(12).collect::<String>());
+                s.packets = [i as u64, round as u64];
+                if i % 5 == 0 {
+                    s.id += 1 << 40;
+                }
+                let r = apply_both(now, &mut whole, &mut peeked, true, &s);
+                outcomes.insert(format!("{r:?}").chars().take(12).collect::<String>());
+            }
+        }
+        // Taken, refused for the interface or creator, held already, not found.
+        assert!(outcomes.len() >= 4, "{outcomes:?}");
+        assert_eq!(whole.len(), peeked.len());
+        assert_eq!(whole.edge_counters(), peeked.edge_counters());
+        let later = start + Duration::from_secs(100);
+        for s in &states {
+            for id in [s.id, s.id + (1 << 40)] {
+                assert_eq!(
+                    whole.get_any(later, s.creatorid, id),
+                    peeked.get_any(later, s.creatorid, id)
+                );
+            }
+        }
+        assert_eq!(whole.next_deadline(), peeked.next_deadline());
     }
 
     #[test]

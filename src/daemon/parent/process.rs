@@ -29,7 +29,7 @@ use super::metrics_export::{MetricsExport, Waiter};
 use super::pidfile::Pidfile;
 use super::requests::{self as table_requests, TableParts};
 use super::secure::{reload_secure_keys, SecureSockets};
-use super::table::Table;
+use super::table::{EngineOp, Table};
 use crate::daemon::config::SyncConfig;
 use crate::daemon::latency::{self, ParentLatency};
 use crate::daemon::link::{open_link, Link};
@@ -43,9 +43,10 @@ use crate::daemon::requests::{route, Route};
 use crate::engine::{LocalChange, TableOp};
 use crate::metrics::MetricsServer;
 use crate::net::RECV_BUFFER_LEN;
+use crate::table::memory::RecordOp;
 use crate::table::synth::Synth;
 use crate::table::EdgeCounters;
-use crate::table::{key_of, TableStats};
+use crate::table::TableStats;
 use crate::{log_debug, log_error, log_info, log_warn};
 
 /// Most datagrams read per turn, so the channel and timers are served during a flood.
@@ -368,20 +369,34 @@ impl Parent {
         let filled = self.channel.fill();
         let mut budget = TURN_BUDGET;
         let mut held = [0u8; crate::state::compact_record::MAX_RECORD_BYTES];
+        let takes_records = self.table.takes_records();
         // When the operation just before ended, if the frame before was one: an
         // operation that follows another is timed from there (its frame's decoding
         // included), one clock read per operation in a bulk rather than two.
         let mut apply_ended: Option<Instant> = None;
         while let Some((kind, body)) = self.channel.next_frame_in(&mut budget)? {
             let follows_apply = apply_ended.take();
+            // The memory table keeps an import's or update's record as it is: checked
+            // whole, it is never made a State (most of this process's cost per state in
+            // a bulk). A copy: the frame borrows the channel's buffer, and acting may
+            // queue answers on the channel. (A record longer than `held`, of padded
+            // varints, goes the whole way.)
+            let decoded = takes_records
+                .then(|| ToParent::decode_record_op(kind, body))
+                .flatten();
+            let record_op = match decoded {
+                Some(decoded) => {
+                    let (op, seen) = decoded?;
+                    op.copy_into(&mut held).map(|op| (op, seen))
+                }
+                None => None,
+            };
+            if let Some((op, seen)) = record_op {
+                apply_ended =
+                    Some(self.timed_apply(now, EngineOp::Record(op), seen, follows_apply));
+                continue;
+            }
             let msg = ToParent::decode(kind, body)?;
-            // An import's state bytes, kept for the table (a copy: acting may queue).
-            let encoded = ToParent::encoded_state(kind, body)
-                .filter(|b| b.len() <= held.len())
-                .map(|b| {
-                    held[..b.len()].copy_from_slice(b);
-                    &held[..b.len()]
-                });
             // (The frame borrows the channel's buffer: take what the message needs
             // before acting, which may queue answers on the channel.)
             match msg {
@@ -395,13 +410,8 @@ impl Parent {
                     }
                 }
                 ToParent::Table { op, seen } => {
-                    let started = follows_apply.unwrap_or_else(Instant::now);
-                    self.apply(now, &op, seen, encoded);
-                    let ended = Instant::now();
-                    self.latency
-                        .apply
-                        .record(ended.saturating_duration_since(started));
-                    apply_ended = Some(ended);
+                    apply_ended =
+                        Some(self.timed_apply(now, EngineOp::Whole(&op), seen, follows_apply));
                 }
                 ToParent::Stamp(ns) => self.latency.to_parent.record(latency::since(ns)),
                 ToParent::TransmitTo { to, payload } => {
@@ -542,39 +552,61 @@ impl Parent {
         }
     }
 
+    /// [`Self::apply`], timed from `follows_apply` (the end of the operation just
+    /// before) or from now; returns when it ended.
+    fn timed_apply(
+        &mut self,
+        now: Instant,
+        op: EngineOp,
+        seen: u64,
+        follows_apply: Option<Instant>,
+    ) -> Instant {
+        let started = follows_apply.unwrap_or_else(Instant::now);
+        self.apply(now, &op, seen);
+        let ended = Instant::now();
+        self.latency
+            .apply
+            .record(ended.saturating_duration_since(started));
+        ended
+    }
+
     /// Carries out an operation the engine decided after taking `seen` local changes,
     /// unless it crossed a newer one (see [`crate::daemon::privsep::crossing`]).
-    /// `encoded` is the op's state as the frame carried it (see
-    /// [`crate::table::StateTable::apply_encoded`]).
-    fn apply(&mut self, now: Instant, op: &TableOp, seen: u64, encoded: Option<&[u8]>) {
+    fn apply(&mut self, now: Instant, op: &EngineOp, seen: u64) {
         // Counted taken, skipped or not: the engine waits for this to pass a bulk
         // update's END before it says done.
         self.table_ops_applied += 1;
         #[cfg(debug_assertions)]
         slow_apply_for_tests(self.table_ops_applied);
         self.crossings.taken(seen);
-        let crossed = match op {
-            TableOp::Import(s) | TableOp::Update(s) => self.crossings.crosses(key_of(s), seen),
-            TableOp::Delete { creatorid, id } => self.crossings.crosses((*creatorid, *id), seen),
-            TableOp::Clear { .. } => !self.crossings.newer_than(seen).is_empty(),
+        let key = op.key();
+        let crossed = match key {
+            Some(key) => self.crossings.crosses(key, seen),
+            None => !self.crossings.newer_than(seen).is_empty(),
         };
-        if crossed && matches!(op, TableOp::Import(_) | TableOp::Update(_)) {
+        if crossed && op.writes() {
             self.crossings.superseded += 1;
             return;
         }
-        let result = self.table.state_table().apply_encoded(now, op, encoded);
-        self.table_stats.record(op, &result);
-        if let (Ok(_), TableOp::Import(s) | TableOp::Update(s)) = (&result, op) {
-            self.applied.wrote(key_of(s));
-        }
-        if let (Err(e), TableOp::Import(_)) = (&result, op) {
-            log_debug!("import: {e}");
+        let result = self.table.apply(now, op);
+        op.count(&mut self.table_stats, &result);
+        match (&result, key) {
+            (Ok(_), Some(key)) if op.writes() => self.applied.wrote(key),
+            (Err(e), _)
+                if matches!(
+                    op,
+                    EngineOp::Whole(TableOp::Import(_)) | EngineOp::Record(RecordOp::Import(_))
+                ) =>
+            {
+                log_debug!("import: {e}")
+            }
+            _ => {}
         }
         if crossed {
             // The engine is about to hear of a local change of a state now gone: tell
             // it the state went, after that change.
-            let keys = match op {
-                TableOp::Delete { creatorid, id } => vec![(*creatorid, *id)],
+            let keys = match (op, key) {
+                (EngineOp::Whole(TableOp::Delete { .. }), Some(key)) => vec![key],
                 _ => self.crossings.newer_than(seen),
             };
             for (creatorid, id) in keys {

@@ -1,8 +1,12 @@
 //! The state table the daemon keeps in sync: pf, or the memory table. The control
 //! requests that make synthetic traffic work on the memory table only.
 
+use std::time::Instant;
+
+use crate::engine::TableOp;
+use crate::table::memory::RecordOp;
 use crate::table::pf::{PfDevice, PfTable};
-use crate::table::{MemoryTable, StateTable};
+use crate::table::{key_of, Key, MemoryTable, StateTable, TableError, TableStats};
 
 /// pf's table as the daemon needs it beyond [`StateTable`]: what the device says of the
 /// running kernel, for the creator id and the start-up log.
@@ -20,6 +24,50 @@ impl<D: PfDevice> PfKernelTable for PfTable<D> {
 
     fn describe(&self) -> String {
         self.device().describe()
+    }
+}
+
+/// An operation of the engine's as the parent carries it out.
+#[derive(Debug)]
+pub(in crate::daemon) enum EngineOp<'a> {
+    /// Whole, as [`crate::daemon::privsep::ToParent::decode`] makes it.
+    Whole(&'a TableOp),
+    /// An import or update with its state still in the checked compact record its
+    /// frame carried, for a table that takes that ([`Table::takes_records`]).
+    Record(RecordOp<'a>),
+}
+
+impl EngineOp<'_> {
+    /// The state an import, update or delete names.
+    pub(in crate::daemon) fn key(&self) -> Option<Key> {
+        match self {
+            EngineOp::Whole(TableOp::Import(s) | TableOp::Update(s)) => Some(key_of(s)),
+            EngineOp::Whole(TableOp::Delete { creatorid, id }) => Some((*creatorid, *id)),
+            EngineOp::Whole(TableOp::Clear { .. }) => None,
+            EngineOp::Record(r) => Some(r.record().peeked().key()),
+        }
+    }
+
+    /// An import or an update: a write of a state's content.
+    pub(in crate::daemon) fn writes(&self) -> bool {
+        matches!(
+            self,
+            EngineOp::Record(_) | EngineOp::Whole(TableOp::Import(_) | TableOp::Update(_))
+        )
+    }
+
+    /// Counts the operation's outcome.
+    pub(in crate::daemon) fn count(
+        &self,
+        stats: &mut TableStats,
+        result: &Result<usize, TableError>,
+    ) {
+        match (self, result) {
+            (EngineOp::Whole(op), _) => stats.record(op, result),
+            (EngineOp::Record(RecordOp::Import(_)), Ok(n)) => stats.imported += *n as u64,
+            (EngineOp::Record(RecordOp::Update(_)), Ok(n)) => stats.updated += *n as u64,
+            (EngineOp::Record(_), Err(e)) => stats.count(e.outcome()),
+        }
     }
 }
 
@@ -49,6 +97,26 @@ impl Table {
         match self {
             Table::Memory(m) => m.as_ref(),
             Table::Pf(p) => p.as_ref(),
+        }
+    }
+
+    /// Whether the table takes imports and updates as their compact records
+    /// ([`EngineOp::Record`]): the memory table keeps them so, and is spared making a
+    /// `State` of each.
+    pub(in crate::daemon) fn takes_records(&self) -> bool {
+        matches!(self, Table::Memory(_))
+    }
+
+    /// Carries out an engine operation (see [`StateTable::apply`]).
+    pub(in crate::daemon) fn apply(
+        &mut self,
+        now: Instant,
+        op: &EngineOp,
+    ) -> Result<usize, TableError> {
+        match (self, op) {
+            (table, EngineOp::Whole(op)) => table.state_table().apply(now, op),
+            (Table::Memory(m), EngineOp::Record(op)) => m.apply_record(now, op),
+            (Table::Pf(p), EngineOp::Record(op)) => p.apply(now, &op.table_op()?),
         }
     }
 

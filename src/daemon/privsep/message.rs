@@ -16,7 +16,9 @@ use crate::daemon::latency::{Histogram, ParentLatency};
 use crate::daemon::log::Level;
 use crate::engine::{LocalChange, Received, TableOp};
 use crate::metrics::http::ServerCounters;
+use crate::state::compact_record::peek::CheckedRecord;
 use crate::state::{compact, State};
+use crate::table::memory::RecordOp;
 use crate::table::{EdgeCounters, TableStats};
 use crate::wire::IfName;
 
@@ -632,6 +634,18 @@ impl ToEngine<'_> {
     }
 }
 
+/// The rest of an import's or update's body: its state's record, checked, and nothing
+/// after it (as [`Body::state`] and [`Body::end`] read it).
+fn record_op(mut b: Body<'_>, update: bool) -> Result<RecordOp<'_>, MessageError> {
+    let bytes = b.bytes()?;
+    let record = CheckedRecord::check(bytes).map_err(|_| b.bad("state"))?;
+    b.end(if update {
+        RecordOp::Update(record)
+    } else {
+        RecordOp::Import(record)
+    })
+}
+
 impl ToParent<'_> {
     /// Appends the message's frame to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -721,6 +735,31 @@ impl ToParent<'_> {
             o.push(kind);
             put_bytes(o, packed);
         });
+    }
+
+    /// An import's or update's frame as the memory table takes it: the operation with its
+    /// state's compact record checked whole ([`CheckedRecord`]) but not made a [`State`],
+    /// and the frame's `seen`. `Err` exactly when [`ToParent::decode`] errs on the frame,
+    /// with the same error; `None` for any other frame (and one cut before its
+    /// operation's kind), which [`ToParent::decode`] decodes.
+    pub fn decode_record_op(
+        kind: u8,
+        body: &[u8],
+    ) -> Option<Result<(RecordOp<'_>, u64), MessageError>> {
+        if kind != TABLE {
+            return None;
+        }
+        let mut b = Body {
+            bytes: body,
+            what: "table operation",
+        };
+        let seen = b.u64().ok()?;
+        let update = match b.u8().ok()? {
+            INSERT => false,
+            UPDATE => true,
+            _ => return None,
+        };
+        Some(record_op(b, update).map(|op| (op, seen)))
     }
 
     /// The message of one frame's kind and body.
@@ -1004,6 +1043,78 @@ mod tests {
             }
             assert_eq!(decoded, m);
         }
+    }
+
+    /// `decode_record_op` on a frame: what `decode` says, when it answers at all.
+    fn record_op_agrees(kind: u8, body: &[u8]) -> bool {
+        let Some(record_op) = ToParent::decode_record_op(kind, body) else {
+            assert!(
+                !matches!(
+                    ToParent::decode(kind, body),
+                    Ok(ToParent::Table {
+                        op: TableOp::Import(_) | TableOp::Update(_),
+                        ..
+                    })
+                ),
+                "{kind} {body:02x?}"
+            );
+            return false;
+        };
+        let whole = ToParent::decode(kind, body);
+        match (record_op, whole) {
+            (Ok((op, seen)), Ok(ToParent::Table { op: whole, seen: s })) => {
+                assert_eq!(seen, s);
+                assert_eq!(op.table_op().ok(), Some(whole));
+                // The record is the frame's bytes, as the table will keep them.
+                assert_eq!(
+                    Some(op.record().bytes()),
+                    ToParent::encoded_state(kind, body)
+                );
+            }
+            (Err(e), Err(whole)) => assert_eq!(e, whole, "{body:02x?}"),
+            (r, whole) => panic!("{r:?} but decode says {whole:?}"),
+        }
+        true
+    }
+
+    #[test]
+    fn a_record_op_is_what_decode_says() {
+        let states = states();
+        let mut answered = 0;
+        for m in parent_messages(&states) {
+            let mut out = Vec::new();
+            m.encode(&mut out);
+            let (kind, body) = split(&out);
+            if record_op_agrees(kind, body) {
+                answered += 1;
+                // Cut anywhere, a byte changed to anything, a byte too many.
+                for cut in 0..body.len() {
+                    record_op_agrees(kind, &body[..cut]);
+                }
+                let mut edited = body.to_vec();
+                for at in (0..body.len()).step_by(3) {
+                    for value in [0, 1, 4, 6, 0x7f, 0x80, 0xff, body[at] ^ 0x10] {
+                        edited[at] = value;
+                        record_op_agrees(kind, &edited);
+                    }
+                    edited[at] = body[at];
+                }
+                edited.push(0);
+                assert!(matches!(
+                    ToParent::decode_record_op(kind, &edited),
+                    Some(Err(MessageError::Trailing { extra: 1, .. }))
+                ));
+            }
+        }
+        assert_eq!(answered, 2 * states.len());
+        // The refusal of `bad_values_are_refused_by_name`, by the same name.
+        assert_eq!(
+            ToParent::decode_record_op(TABLE, &[0, 0, 0, 0, 0, 0, 0, 0, INSERT, 1, 0, 0, 0, 0xff]),
+            Some(Err(MessageError::BadValue {
+                what: "table operation",
+                field: "state"
+            }))
+        );
     }
 
     #[test]
