@@ -634,8 +634,7 @@ mod linux {
             .collect();
         for record_ops in [false, true] {
             let mut table = MemoryTable::new(MemoryConfig::new(0x0c0c_0001));
-            let t = Instant::now();
-            let cpu = thread_cpu_secs();
+            let t = Lap::start();
             for &(kind, body) in &bodies {
                 if record_ops {
                     let (op, _) = ToParent::decode_record_op(kind, body)
@@ -650,14 +649,10 @@ mod linux {
                     table.apply_encoded(now, &op, encoded).expect("import");
                 }
             }
-            let took = t.elapsed();
-            let cpu = thread_cpu_secs() - cpu;
+            let took = t.stop();
             assert_eq!(table.len(), n);
             let how = if record_ops { "record op" } else { "State    " };
-            println!(
-                "  parent frame -> table, {how}: {}, {cpu:.3} CPU s",
-                rate(n, took)
-            );
+            println!("  parent frame -> table, {how}: {}", rate(n, took));
         }
     }
 

@@ -24,9 +24,7 @@ use crate::daemon::latency::{self, EngineLatency};
 use crate::daemon::link::link_settings;
 use crate::daemon::options::Options;
 use crate::daemon::privsep::message::MAX_TEXT;
-use crate::daemon::privsep::{
-    Channel, ChannelError, Sandbox, ToEngine, ToParent, HIGH_WATER, TURN_BUDGET,
-};
+use crate::daemon::privsep::{Channel, ChannelError, Sandbox, ToEngine, ToParent, TURN_BUDGET};
 use crate::engine::{BulkRequest, Config, Engine, Event, Received};
 use crate::session::{Event as SessionEvent, Link};
 use crate::wire::ext::Content;
