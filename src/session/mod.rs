@@ -82,6 +82,7 @@
 //! The outputs queue up until drained; each input produces at most what its own work
 //! amounts to, so draining after each input keeps them small.
 
+mod copies;
 mod digest;
 mod peer;
 mod receive;
@@ -89,13 +90,16 @@ mod resend;
 #[cfg(test)]
 mod tests;
 
+pub use copies::{CopyCheck, CopyHash, CopyPath, COPIES_KEPT, COPY_WINDOW};
 pub use digest::{bucket_of, entry_hash, id_hash, sum, BucketSum, Listed, StateIndex};
 pub use peer::{Link, PeerInfo, PeerStats};
 
+use core::hash::{BuildHasher, Hasher};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::engine::KeyedState;
 use digest::{compare_ids, Work};
 use peer::Peer;
 use receive::{Arrival, Change, Stream};
@@ -153,6 +157,9 @@ pub struct Config {
     /// duplicate), so a sender whose window opens by our ACKs (the compact bulk) is
     /// never kept waiting for a heartbeat.
     pub ack_every: u64,
+    /// Secret key of the hash that tells a peer's plain packet and its DATA copy
+    /// apart from other packets ([`Sessions::check_copy`]); the daemon draws it.
+    pub copy_key: [u64; 2],
 }
 
 impl Config {
@@ -182,6 +189,7 @@ impl Config {
             forget_min_age: Duration::from_secs(1),
             max_peers: 64,
             ack_every: 16,
+            copy_key: [0, 0],
         }
     }
 }
@@ -261,6 +269,8 @@ pub struct Sessions {
     stats: Stats,
     /// No digests sent or compared (see [`Sessions::set_digests_paused`]).
     digests_paused: bool,
+    /// The hash of [`Sessions::check_copy`], keyed by [`Config::copy_key`].
+    copy_hasher: KeyedState,
 }
 
 impl Sessions {
@@ -275,6 +285,7 @@ impl Sessions {
 
     pub fn new(config: Config) -> Sessions {
         let resend = ResendBuffer::new(config.resend_bytes);
+        let copy_hasher = KeyedState::new(config.copy_key);
         Sessions {
             config,
             peers: HashMap::new(),
@@ -288,6 +299,7 @@ impl Sessions {
             events: VecDeque::new(),
             stats: Stats::default(),
             digests_paused: false,
+            copy_hasher,
         }
     }
 
@@ -375,6 +387,45 @@ impl Sessions {
                     self.run_probe(now, from);
                 }
             }
+        }
+    }
+
+    /// Whether the pfsync packet `payload` of `from`, arriving by `path`, is the other
+    /// copy of one already taken (see `copies.rs`). Only an established, non-secure
+    /// peer's packets are tracked: a secure peer sends us DATA alone, and what it
+    /// relays plain is never its own packet. A second copy is counted.
+    pub fn check_copy(
+        &mut self,
+        now: Instant,
+        from: IpAddr,
+        path: CopyPath,
+        payload: &[u8],
+    ) -> CopyCheck {
+        let Some(peer) = self.peers.get_mut(&from) else {
+            return CopyCheck::Untracked;
+        };
+        if !peer.established() || peer.secure {
+            return CopyCheck::Untracked;
+        }
+        let mut hasher = self.copy_hasher.build_hasher();
+        hasher.write_usize(payload.len());
+        hasher.write(payload);
+        let hash = hasher.finish();
+        if !peer.copies.second_copy(now, path, hash) {
+            return CopyCheck::First(CopyHash(hash));
+        }
+        match path {
+            CopyPath::Plain => peer.stats.plain_copies_skipped += 1,
+            CopyPath::Data => peer.stats.data_copies_skipped += 1,
+        }
+        CopyCheck::Second
+    }
+
+    /// Notes that the packet of `hash` (from [`Sessions::check_copy`]) of `from` was
+    /// taken by `path`: its other copy will be skipped.
+    pub fn remember_copy(&mut self, now: Instant, from: IpAddr, path: CopyPath, hash: CopyHash) {
+        if let Some(peer) = self.peers.get_mut(&from) {
+            peer.copies.remember(now, path, hash.0);
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use super::copies::CopyMemory;
 use super::digest::Assembly;
 use super::receive::Stream;
 use super::resend::ResendBudget;
@@ -82,6 +83,10 @@ pub struct PeerStats {
     /// Our last DATA sent again unasked, for a sender whose window is full (see
     /// [`Sessions::probe_tail`](super::Sessions::probe_tail)).
     pub tail_probes: u64,
+    /// Its plain packets not taken again: their DATA copy was (see `copies.rs`).
+    pub plain_copies_skipped: u64,
+    /// Its DATA whose packet was not taken again: the plain copy was.
+    pub data_copies_skipped: u64,
 }
 
 /// One peer.
@@ -111,6 +116,8 @@ pub(crate) struct Peer {
     pub budget: ResendBudget,
     /// The round of its digest we asked about, and the IDS parts of that round.
     pub assembly: Assembly,
+    /// Its packets taken lately, so that the other copy of each is not.
+    pub copies: CopyMemory,
     pub stats: PeerStats,
 }
 
@@ -130,6 +137,7 @@ impl Peer {
             ack_told: 0,
             budget: ResendBudget::new(),
             assembly: Assembly::default(),
+            copies: CopyMemory::default(),
             stats: PeerStats::default(),
         }
     }
