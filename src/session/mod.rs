@@ -94,12 +94,11 @@ pub use copies::{CopyCheck, CopyHash, CopyPath, COPIES_KEPT, COPY_WINDOW};
 pub use digest::{bucket_of, entry_hash, id_hash, sum, BucketSum, Listed, StateIndex};
 pub use peer::{Link, PeerInfo, PeerStats};
 
-use core::hash::{BuildHasher, Hasher};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::engine::KeyedState;
+use copies::CopyHasher;
 use digest::{compare_ids, Work};
 use peer::Peer;
 use receive::{Arrival, Change, Stream};
@@ -270,7 +269,7 @@ pub struct Sessions {
     /// No digests sent or compared (see [`Sessions::set_digests_paused`]).
     digests_paused: bool,
     /// The hash of [`Sessions::check_copy`], keyed by [`Config::copy_key`].
-    copy_hasher: KeyedState,
+    copy_hasher: CopyHasher,
 }
 
 impl Sessions {
@@ -285,7 +284,7 @@ impl Sessions {
 
     pub fn new(config: Config) -> Sessions {
         let resend = ResendBuffer::new(config.resend_bytes);
-        let copy_hasher = KeyedState::new(config.copy_key);
+        let copy_hasher = CopyHasher::new(config.copy_key);
         Sessions {
             config,
             peers: HashMap::new(),
@@ -407,10 +406,7 @@ impl Sessions {
         if !peer.established() || peer.secure {
             return CopyCheck::Untracked;
         }
-        let mut hasher = self.copy_hasher.build_hasher();
-        hasher.write_usize(payload.len());
-        hasher.write(payload);
-        let hash = hasher.finish();
+        let hash = self.copy_hasher.hash(payload);
         if !peer.copies.second_copy(now, path, hash) {
             return CopyCheck::First(CopyHash(hash));
         }
