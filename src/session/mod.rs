@@ -56,7 +56,8 @@
 //!   stream's rate, or a number still being asked for is given up), the IDS
 //!   parts of one digest round (at most [`MAX_REQ_BUCKETS`] buckets, each at most
 //!   [`Config::max_ids_per_bucket`] ids); at most [`Config::max_peers`] (64) peers;
-//!   digest work queued at most [`MAX_WORK`] items (oldest dropped, counted).
+//!   digest work queued at most [`MAX_WORK`] items (oldest dropped, counted); per
+//!   established peer, [`COPIES_KEPT`] hashes of its packets taken (4 KiB, `copies.rs`).
 //! - NACK answers: a token bucket per peer, [`Config::resend_burst`] frames at once and
 //!   [`Config::resend_rate`] a second, however many NACKs of whatever ranges arrive; each
 //!   NACK carries at most [`MAX_RANGES`] ranges and costs at most that many GONE ranges.
@@ -310,8 +311,9 @@ impl Sessions {
         &self.stats
     }
 
-    /// Whether the extensions are used towards `addr`: plain pfsync packets from it are
-    /// then dropped by the daemon (counted by [`Sessions::note_plain`]).
+    /// Whether the extensions are used towards `addr`: of each of its packets, the
+    /// plain copy or the DATA copy, whichever comes second, is then not taken again
+    /// ([`Sessions::check_copy`]; plain ones counted by [`Sessions::note_plain`]).
     pub fn is_session_peer(&self, addr: IpAddr) -> bool {
         self.peers.get(&addr).is_some_and(Peer::established)
     }
@@ -376,7 +378,8 @@ impl Sessions {
     }
 
     /// A plain pfsync packet came from `from`. An unknown source is probed; a session
-    /// peer's plain packet is counted (the daemon drops it).
+    /// peer's plain packet is counted (the daemon skips it when its DATA copy was
+    /// taken, [`Sessions::check_copy`]).
     pub fn note_plain(&mut self, now: Instant, from: IpAddr) {
         match self.peers.get(&from) {
             Some(peer) if peer.established() => self.stats.plain_from_session_peer += 1,
