@@ -44,7 +44,7 @@ pub struct SessionSample {
 }
 
 /// The per-session counters and their meanings.
-pub const SESSION_COUNTERS: [(&str, &str); 11] = [
+pub const SESSION_COUNTERS: [(&str, &str); 13] = [
     (
         "gaps",
         "Sequence numbers of a pfsyncd peer's stream found missing.",
@@ -82,6 +82,14 @@ pub const SESSION_COUNTERS: [(&str, &str); 11] = [
     (
         "ids_announced",
         "Ids of our states a pfsyncd peer asked for, announced again.",
+    ),
+    (
+        "plain_copies_skipped",
+        "Plain packets of a pfsyncd peer not taken again: their DATA copy was.",
+    ),
+    (
+        "data_copies_skipped",
+        "DATA of a pfsyncd peer whose packet was not taken again: its plain copy was.",
     ),
 ];
 

@@ -56,7 +56,8 @@
 //!   stream's rate, or a number still being asked for is given up), the IDS
 //!   parts of one digest round (at most [`MAX_REQ_BUCKETS`] buckets, each at most
 //!   [`Config::max_ids_per_bucket`] ids); at most [`Config::max_peers`] (64) peers;
-//!   digest work queued at most [`MAX_WORK`] items (oldest dropped, counted).
+//!   digest work queued at most [`MAX_WORK`] items (oldest dropped, counted); per
+//!   established peer, [`COPIES_KEPT`] hashes of its packets taken (4 KiB, `copies.rs`).
 //! - NACK answers: a token bucket per peer, [`Config::resend_burst`] frames at once and
 //!   [`Config::resend_rate`] a second, however many NACKs of whatever ranges arrive; each
 //!   NACK carries at most [`MAX_RANGES`] ranges and costs at most that many GONE ranges.
@@ -84,6 +85,7 @@
 //! The outputs queue up until drained; each input produces at most what its own work
 //! amounts to, so draining after each input keeps them small.
 
+mod copies;
 mod digest;
 mod peer;
 mod receive;
@@ -91,6 +93,7 @@ mod resend;
 #[cfg(test)]
 mod tests;
 
+pub use copies::{CopyCheck, CopyHash, CopyPath, COPIES_KEPT, COPY_WINDOW};
 pub use digest::{bucket_of, entry_hash, id_hash, sum, BucketSum, Listed, StateIndex};
 pub use peer::{Link, PeerInfo, PeerStats};
 
@@ -98,6 +101,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use copies::CopyHasher;
 use digest::{compare_ids, Work};
 use peer::Peer;
 use receive::{Arrival, Change, Stream};
@@ -155,6 +159,9 @@ pub struct Config {
     /// duplicate), so a sender whose window opens by our ACKs (the compact bulk) is
     /// never kept waiting for a heartbeat.
     pub ack_every: u64,
+    /// Secret key of the hash that tells a peer's plain packet and its DATA copy
+    /// apart from other packets ([`Sessions::check_copy`]); the daemon draws it.
+    pub copy_key: [u64; 2],
 }
 
 impl Config {
@@ -184,6 +191,7 @@ impl Config {
             forget_min_age: Duration::from_secs(1),
             max_peers: 64,
             ack_every: 16,
+            copy_key: [0, 0],
         }
     }
 }
@@ -263,6 +271,8 @@ pub struct Sessions {
     stats: Stats,
     /// No digests sent or compared (see [`Sessions::set_digests_paused`]).
     digests_paused: bool,
+    /// The hash of [`Sessions::check_copy`], keyed by [`Config::copy_key`].
+    copy_hasher: CopyHasher,
 }
 
 impl Sessions {
@@ -277,6 +287,7 @@ impl Sessions {
 
     pub fn new(config: Config) -> Sessions {
         let resend = ResendBuffer::new(config.resend_bytes);
+        let copy_hasher = CopyHasher::new(config.copy_key);
         Sessions {
             config,
             peers: HashMap::new(),
@@ -290,6 +301,7 @@ impl Sessions {
             events: VecDeque::new(),
             stats: Stats::default(),
             digests_paused: false,
+            copy_hasher,
         }
     }
 
@@ -301,8 +313,9 @@ impl Sessions {
         &self.stats
     }
 
-    /// Whether the extensions are used towards `addr`: plain pfsync packets from it are
-    /// then dropped by the daemon (counted by [`Sessions::note_plain`]).
+    /// Whether the extensions are used towards `addr`: of each of its packets, the
+    /// plain copy or the DATA copy, whichever comes second, is then not taken again
+    /// ([`Sessions::check_copy`]; plain ones counted by [`Sessions::note_plain`]).
     pub fn is_session_peer(&self, addr: IpAddr) -> bool {
         self.peers.get(&addr).is_some_and(Peer::established)
     }
@@ -367,7 +380,8 @@ impl Sessions {
     }
 
     /// A plain pfsync packet came from `from`. An unknown source is probed; a session
-    /// peer's plain packet is counted (the daemon drops it).
+    /// peer's plain packet is counted (the daemon skips it when its DATA copy was
+    /// taken, [`Sessions::check_copy`]).
     pub fn note_plain(&mut self, now: Instant, from: IpAddr) {
         match self.peers.get(&from) {
             Some(peer) if peer.established() => self.stats.plain_from_session_peer += 1,
@@ -377,6 +391,42 @@ impl Sessions {
                     self.run_probe(now, from);
                 }
             }
+        }
+    }
+
+    /// Whether the pfsync packet `payload` of `from`, arriving by `path`, is the other
+    /// copy of one already taken (see `copies.rs`). Only an established, non-secure
+    /// peer's packets are tracked: a secure peer sends us DATA alone, and what it
+    /// relays plain is never its own packet. A second copy is counted.
+    pub fn check_copy(
+        &mut self,
+        now: Instant,
+        from: IpAddr,
+        path: CopyPath,
+        payload: &[u8],
+    ) -> CopyCheck {
+        let Some(peer) = self.peers.get_mut(&from) else {
+            return CopyCheck::Untracked;
+        };
+        if !peer.established() || peer.secure {
+            return CopyCheck::Untracked;
+        }
+        let hash = self.copy_hasher.hash(payload);
+        if !peer.copies.second_copy(now, path, hash) {
+            return CopyCheck::First(CopyHash(hash));
+        }
+        match path {
+            CopyPath::Plain => peer.stats.plain_copies_skipped += 1,
+            CopyPath::Data => peer.stats.data_copies_skipped += 1,
+        }
+        CopyCheck::Second
+    }
+
+    /// Notes that the packet of `hash` (from [`Sessions::check_copy`]) of `from` was
+    /// taken by `path`: its other copy will be skipped.
+    pub fn remember_copy(&mut self, now: Instant, from: IpAddr, path: CopyPath, hash: CopyHash) {
+        if let Some(peer) = self.peers.get_mut(&from) {
+            peer.copies.remember(now, path, hash.0);
         }
     }
 

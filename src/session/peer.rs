@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use super::copies::CopyMemory;
 use super::digest::Assembly;
 use super::receive::Stream;
 use super::resend::ResendBudget;
@@ -84,6 +85,10 @@ pub struct PeerStats {
     /// Our last DATA sent again unasked, for a sender whose window is full (see
     /// [`Sessions::probe_tail`](super::Sessions::probe_tail)).
     pub tail_probes: u64,
+    /// Its plain packets not taken again: their DATA copy was (see `copies.rs`).
+    pub plain_copies_skipped: u64,
+    /// Its DATA whose packet was not taken again: the plain copy was.
+    pub data_copies_skipped: u64,
 }
 
 /// One peer.
@@ -116,6 +121,8 @@ pub(crate) struct Peer {
     /// Per bucket, whether it differed when we last compared it (see
     /// `Sessions::compare_digest`); empty until the first comparison.
     pub differed: Vec<bool>,
+    /// Its packets taken lately, so that the other copy of each is not.
+    pub copies: CopyMemory,
     pub stats: PeerStats,
 }
 
@@ -136,6 +143,7 @@ impl Peer {
             budget: ResendBudget::new(),
             assembly: Assembly::default(),
             differed: Vec::new(),
+            copies: CopyMemory::default(),
             stats: PeerStats::default(),
         }
     }

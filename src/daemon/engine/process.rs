@@ -30,6 +30,9 @@ use crate::session::{Event as SessionEvent, Link};
 use crate::wire::ext::Content;
 use crate::{log_error, log_info, log_warn};
 
+/// Mixed into the engine's hash key to key the sessions' copy hash (`session/copies.rs`).
+const COPY_KEY_TWEAK: u64 = 0x636f_7079_5f6b_6579;
+
 /// A peer silent this long is logged as gone quiet (pfsync sends at least every second
 /// while states change, but an idle firewall sends nothing: this is informational).
 const PEER_QUIET: Duration = Duration::from_secs(60);
@@ -175,10 +178,14 @@ impl EngineProcess {
             (None, true) => {
                 let boot = self.next_boot;
                 self.next_boot = self.next_boot.wrapping_add(1);
+                // Another function of the engine's secret key: neither hash's output
+                // tells anything of the other's.
+                let key = self.engine.config().hash_key;
                 self.sessions = Some(SessionSide::new(
                     self.engine.config().creatorid,
                     boot,
                     self.config.mtu,
+                    [key[1].rotate_left(17) ^ COPY_KEY_TWEAK, key[0]],
                 ));
                 // The digest sums are kept from now on, O(1) per change.
                 self.engine.enable_digests(
@@ -341,6 +348,8 @@ impl EngineProcess {
                             continue;
                         }
                     }
+                    // A session peer's plain packet: once taken, its DATA copy is not.
+                    let mut first_copy = None;
                     if let Some(side) = &mut self.sessions {
                         let accepted = self.engine.accepts_source(rx.source);
                         match side.classify_plain(now, &rx, accepted) {
@@ -349,8 +358,9 @@ impl EngineProcess {
                                 self.drain(now);
                                 continue;
                             }
-                            PlainVerdict::Drop => continue,
+                            PlainVerdict::Drop | PlainVerdict::Copy => continue,
                             PlainVerdict::Engine => {}
+                            PlainVerdict::FirstCopy(src, hash) => first_copy = Some((src, hash)),
                         }
                     }
                     if let (Some(src), true, 255) = (rx.source, rx.on_syncdev, rx.ttl) {
@@ -390,6 +400,8 @@ impl EngineProcess {
                         (Some(src), Some(side)) => {
                             if self.engine.handle_packet_holding_bulk_request(now, rx) {
                                 side.bulk.hold_request(now, src, &mut side.sessions);
+                            } else if let Some((src, hash)) = first_copy {
+                                side.plain_copy_taken(now, src, hash);
                             }
                         }
                         _ => self.engine.handle_packet(now, rx),
@@ -445,8 +457,10 @@ impl EngineProcess {
                                         side.sessions.handle_frame(now, src, rx.payload);
                                     }
                                 }
-                                PlainVerdict::Drop => {}
-                                PlainVerdict::Engine => {
+                                PlainVerdict::Drop | PlainVerdict::Copy => {}
+                                // A secure peer's packets are not tracked (DATA alone
+                                // comes from it): no first copy to note.
+                                PlainVerdict::Engine | PlainVerdict::FirstCopy(..) => {
                                     if let Some(src) = rx.source {
                                         if self.peers.heard(now, src, rx.payload) {
                                             log_info!("secure peer {src} heard");
@@ -794,6 +808,10 @@ impl EngineProcess {
             }
             if content == Content::BadCompact {
                 side.bulk.note_received(now, from, None);
+                return true;
+            }
+            // Its plain copy was taken (and relayed to the secure peers) already.
+            if side.data_copy_skipped(now, from, &packet) {
                 return true;
             }
             let rx = Received {

@@ -15,7 +15,9 @@ use serde_json::{json, Value};
 use super::bulk::CompactBulk;
 use crate::engine::{BulkRequest, Engine, Received};
 use crate::metrics::{SessionSample, SESSION_COUNTERS};
-use crate::session::{Config, Event, Link, PeerInfo, PeerStats, Sessions};
+use crate::session::{
+    Config, CopyCheck, CopyHash, CopyPath, Event, Link, PeerInfo, PeerStats, Sessions,
+};
 use crate::wire::frame::RawItem;
 use crate::wire::msg::bus::STATUS_END;
 use crate::wire::{ext, Action, Message, PacketReader};
@@ -48,11 +50,16 @@ pub(super) enum PlainVerdict {
     /// An extension frame from a sender the engine would take packets from: to the
     /// sessions.
     Frame(IpAddr),
-    /// A plain pfsync packet from a session peer (its DATA copy is the one taken), or
-    /// a frame from a sender the engine would refuse: dropped, counted.
+    /// A frame from a sender the engine would refuse: dropped, counted.
     Drop,
+    /// A session peer's plain packet whose DATA copy was taken: not taken again,
+    /// counted (`plain_copies_skipped`).
+    Copy,
     /// A pfsync packet for the engine, as without the extensions.
     Engine,
+    /// A session peer's plain packet, for the engine; once it is taken,
+    /// [`SessionSide::plain_copy_taken`] makes its DATA copy skipped.
+    FirstCopy(IpAddr, CopyHash),
 }
 
 /// The sessions and the daemon's counters about them.
@@ -91,9 +98,12 @@ pub(super) struct SessionSide {
 impl SessionSide {
     /// Sessions for creator `creator`, boot id `boot` (random per start), link MTU
     /// `mtu`.
-    pub(super) fn new(creator: u32, boot: u64, mtu: u32) -> SessionSide {
+    /// `copy_key` keys the hash that finds a peer's second copy of a packet (secret:
+    /// peers choose what they send).
+    pub(super) fn new(creator: u32, boot: u64, mtu: u32, copy_key: [u64; 2]) -> SessionSide {
         let mut config = Config::new(creator, boot);
         config.mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
+        config.copy_key = copy_key;
         SessionSide {
             sessions: Sessions::new(config),
             last_resync: HashMap::new(),
@@ -139,12 +149,40 @@ impl SessionSide {
             return PlainVerdict::Engine;
         };
         // Counted by the sessions when it is a session peer's. Such a packet is taken
-        // too, though its DATA copy carries the same: a node between two links relays
-        // the other link's packets as they are (plain, from its own address), and only
-        // its own packets have a DATA copy. Taking a copy twice changes nothing (the
-        // merge keeps the newer, a tombstone refuses a deleted state's late copy).
+        // unless its DATA copy was (same bytes, see `session/copies.rs`): a node between
+        // two links relays the other link's packets as they are (plain, from its own
+        // address), and only its own packets have a DATA copy. The plain copy is not
+        // dropped unseen: it usually comes first, and whichever comes first is taken.
         self.sessions.note_plain(now, src);
-        PlainVerdict::Engine
+        match self
+            .sessions
+            .check_copy(now, src, CopyPath::Plain, rx.payload)
+        {
+            CopyCheck::Untracked => PlainVerdict::Engine,
+            CopyCheck::Second => PlainVerdict::Copy,
+            CopyCheck::First(hash) => PlainVerdict::FirstCopy(src, hash),
+        }
+    }
+
+    /// The engine took the plain packet of `src` whose hash `hash`
+    /// ([`PlainVerdict::FirstCopy`]) was told: its DATA copy will be skipped. Not
+    /// called when the packet held a bulk request back: that one's DATA copy is what
+    /// answers it (`bulk.rs`).
+    pub(super) fn plain_copy_taken(&mut self, now: Instant, src: IpAddr, hash: CopyHash) {
+        self.sessions.remember_copy(now, src, CopyPath::Plain, hash);
+    }
+
+    /// Whether the delivered DATA packet `packet` of `from` is skipped: its plain copy
+    /// was taken. When not, it is remembered as taken (the caller takes it).
+    pub(super) fn data_copy_skipped(&mut self, now: Instant, from: IpAddr, packet: &[u8]) -> bool {
+        match self.sessions.check_copy(now, from, CopyPath::Data, packet) {
+            CopyCheck::Untracked => false,
+            CopyCheck::Second => true,
+            CopyCheck::First(hash) => {
+                self.sessions.remember_copy(now, from, CopyPath::Data, hash);
+                false
+            }
+        }
     }
 
     /// Tells the sessions the secure peers `inner_addrs` (pfsyncd peers by
@@ -343,7 +381,7 @@ impl SessionSide {
                 "\t{addr}: {}{}, creator {creator}, boot {boot}, last heard {heard}; \
                  gaps {}, nacks sent {} received {}, resent {}, gone sent {} received {}, \
                  resyncs {}, duplicates {}, digest rounds {}, buckets differing {}, \
-                 ids forgotten {} announced {}\n",
+                 ids forgotten {} announced {}, copies skipped plain {} data {}\n",
                 link_name(p.link),
                 if p.secure { " (secure)" } else { "" },
                 st.gaps,
@@ -358,11 +396,13 @@ impl SessionSide {
                 st.buckets_differing,
                 st.ids_forgotten,
                 st.ids_announced,
+                st.plain_copies_skipped,
+                st.data_copies_skipped,
             ));
         }
         let s = self.sessions.stats();
         out.push_str(&format!(
-            "\tDATA numbered {}, plain packets of session peers dropped {}, frames refused {} garbage {} unknown peer {} stale identity {}\n",
+            "\tDATA numbered {}, plain packets of session peers {}, frames refused {} garbage {} unknown peer {} stale identity {}\n",
             s.data_numbered,
             s.plain_from_session_peer,
             self.frames_refused,
@@ -412,6 +452,8 @@ fn session_counter(st: &PeerStats, name: &str) -> Option<u64> {
         "buckets_differing" => st.buckets_differing,
         "ids_forgotten" => st.ids_forgotten,
         "ids_announced" => st.ids_announced,
+        "plain_copies_skipped" => st.plain_copies_skipped,
+        "data_copies_skipped" => st.data_copies_skipped,
         _ => return None,
     })
 }
@@ -478,6 +520,8 @@ fn peer_json(p: &PeerInfo, now: Instant) -> Value {
         "ids_forgotten": st.ids_forgotten,
         "ids_needed": st.ids_needed,
         "ids_announced": st.ids_announced,
+        "plain_copies_skipped": st.plain_copies_skipped,
+        "data_copies_skipped": st.data_copies_skipped,
     })
 }
 
@@ -498,7 +542,7 @@ mod tests {
     #[test]
     fn frames_go_to_the_sessions_plain_packets_to_the_engine() {
         let now = Instant::now();
-        let mut side = SessionSide::new(1, 2, 1500);
+        let mut side = SessionSide::new(1, 2, 1500, [3, 4]);
         let frame = [ext::VERSION; 32];
         let a: IpAddr = "10.0.0.2".parse().unwrap();
         assert_eq!(
@@ -528,7 +572,7 @@ mod tests {
     #[test]
     fn a_young_session_or_a_bulk_being_sent_keeps_the_states() {
         let now = Instant::now();
-        let mut side = SessionSide::new(1, 2, 1500);
+        let mut side = SessionSide::new(1, 2, 1500, [3, 4]);
         let peer: IpAddr = "10.0.0.2".parse().unwrap();
         side.session_started(now, peer);
         assert!(!side.may_forget(now + Duration::from_secs(1), peer, false));
@@ -597,7 +641,7 @@ mod tests {
         let (a_addr, b_addr): (IpAddr, IpAddr) =
             ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let mut a = Sessions::new(Config::new(1, 1));
-        let mut side = SessionSide::new(2, 2, 1500);
+        let mut side = SessionSide::new(2, 2, 1500, [3, 4]);
         // b hears a plain packet of a and probes it; a answers.
         side.classify_plain(t0, &rx(&[6, 0, 0, 12], "10.0.0.1", 255), true);
         while let Some((to, frame)) = side.sessions.poll_transmit() {
@@ -664,7 +708,7 @@ mod tests {
         configs: Vec<Config>,
     ) -> (SessionSide, Vec<Sessions>) {
         let us: IpAddr = "10.0.0.1".parse().unwrap();
-        let mut side = SessionSide::new(1, 1, 1500);
+        let mut side = SessionSide::new(1, 1, 1500, [3, 4]);
         let mut others: Vec<Sessions> = configs.into_iter().map(Sessions::new).collect();
         side.set_secure_peers(now, peers);
         for _ in 0..3 {
@@ -755,10 +799,140 @@ mod tests {
         assert_eq!(side.resyncs_spaced, 1);
     }
 
+    /// Takes a plain packet as `take_messages` does: the engine, then the first copy
+    /// noted. True when the engine took it.
+    fn take_plain(
+        side: &mut SessionSide,
+        engine: &mut Engine,
+        now: Instant,
+        rx: Received<'_>,
+    ) -> bool {
+        match side.classify_plain(now, &rx, true) {
+            PlainVerdict::Engine => {
+                engine.handle_packet(now, rx);
+                true
+            }
+            PlainVerdict::FirstCopy(src, hash) => {
+                if !engine.handle_packet_holding_bulk_request(now, rx) {
+                    side.plain_copy_taken(now, src, hash);
+                }
+                true
+            }
+            PlainVerdict::Frame(_) | PlainVerdict::Drop | PlainVerdict::Copy => false,
+        }
+    }
+
+    /// Takes the next DATA delivery as `pump_sessions` does. True when the engine took
+    /// it.
+    fn take_delivery(side: &mut SessionSide, engine: &mut Engine, now: Instant) -> bool {
+        let (from, packet) = side.next_delivery(now).expect("a delivery");
+        if side.data_copy_skipped(now, from, &packet) {
+            return false;
+        }
+        engine.handle_session_packet(now, rx(&packet, &from.to_string(), 255));
+        true
+    }
+
+    /// Issue 14: a session peer's plain packet and its DATA copy cost the engine one
+    /// import, whichever comes first; the DATA copy still counts in the session (its
+    /// sequence number is marked received). A relayed packet (plain, no DATA copy) is
+    /// taken every time.
+    #[test]
+    fn a_packet_and_its_data_copy_are_taken_once() {
+        let t0 = Instant::now();
+        let (a_addr, b_addr): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let mut a = Sessions::new(Config::new(1, 1));
+        let mut side = SessionSide::new(2, 2, 1500, [3, 4]);
+        let mut engine = Engine::new(crate::engine::Config::new(2, crate::wire::Dialect::OpenBsd));
+        side.classify_plain(t0, &rx(&[6, 0, 0, 12], "10.0.0.1", 255), true);
+        while let Some((to, frame)) = side.sessions.poll_transmit() {
+            assert_eq!(to, a_addr);
+            a.handle_frame(t0, b_addr, &frame);
+        }
+        exchange(t0, &mut a, &mut side, |_| false);
+        assert!(side.sessions.is_session_peer(a_addr));
+        while side.next_delivery(t0).is_some() {}
+        let imported = |e: &Engine| e.stats().ipackets;
+        let before = imported(&engine);
+
+        // DATA first, then the plain copy.
+        let p1 = vec![6u8, 0, 0, 20, 1, 1, 1, 1];
+        a.send_data(t0, &p1).unwrap();
+        exchange(t0, &mut a, &mut side, |_| false);
+        assert!(take_delivery(&mut side, &mut engine, t0));
+        assert!(!take_plain(
+            &mut side,
+            &mut engine,
+            t0,
+            rx(&p1, "10.0.0.1", 255)
+        ));
+        assert_eq!(imported(&engine), before + 1);
+
+        // Plain first, then the DATA copy: its sequence number is still received.
+        let p2 = vec![6u8, 0, 0, 20, 2, 2, 2, 2];
+        assert!(take_plain(
+            &mut side,
+            &mut engine,
+            t0,
+            rx(&p2, "10.0.0.1", 255)
+        ));
+        a.send_data(t0, &p2).unwrap();
+        exchange(t0, &mut a, &mut side, |_| false);
+        assert!(!take_delivery(&mut side, &mut engine, t0));
+        assert_eq!(imported(&engine), before + 2);
+        let peer = side.sessions.peer(a_addr).unwrap();
+        assert_eq!(peer.received, 2, "the skipped DATA is marked received");
+        assert_eq!(peer.stats.data_in, 2);
+        assert_eq!(peer.stats.plain_copies_skipped, 1);
+        assert_eq!(peer.stats.data_copies_skipped, 1);
+
+        // Relayed packets (the same bytes, twice, no DATA copy): each taken.
+        let relayed = vec![6u8, 0, 0, 20, 9, 9, 9, 9];
+        for _ in 0..2 {
+            assert!(take_plain(
+                &mut side,
+                &mut engine,
+                t0,
+                rx(&relayed, "10.0.0.1", 255)
+            ));
+        }
+        // A packet sent again with the same bytes: plain and DATA, once more.
+        assert!(take_plain(
+            &mut side,
+            &mut engine,
+            t0,
+            rx(&p2, "10.0.0.1", 255)
+        ));
+        a.send_data(t0, &p2).unwrap();
+        exchange(t0, &mut a, &mut side, |_| false);
+        assert!(!take_delivery(&mut side, &mut engine, t0));
+        assert_eq!(imported(&engine), before + 5);
+        // A DATA copy long after its plain copy is taken (the memory waits COPY_WINDOW).
+        let p3 = vec![6u8, 0, 0, 20, 3, 3, 3, 3];
+        assert!(take_plain(
+            &mut side,
+            &mut engine,
+            t0,
+            rx(&p3, "10.0.0.1", 255)
+        ));
+        let late = t0 + crate::session::COPY_WINDOW + Duration::from_millis(1);
+        a.send_data(late, &p3).unwrap();
+        exchange(late, &mut a, &mut side, |_| false);
+        assert!(take_delivery(&mut side, &mut engine, late));
+        assert_eq!(imported(&engine), before + 7);
+        let json = peer_json(&side.sessions.peer(a_addr).unwrap(), late);
+        assert_eq!(json["plain_copies_skipped"], 1);
+        assert_eq!(json["data_copies_skipped"], 2);
+        assert!(side
+            .stats_text(late)
+            .contains("copies skipped plain 1 data 2"));
+    }
+
     #[test]
     fn resync_requests_are_spaced() {
         let now = Instant::now();
-        let mut side = SessionSide::new(1, 2, 1500);
+        let mut side = SessionSide::new(1, 2, 1500, [3, 4]);
         let (a, b) = ("10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
         assert!(side.resync_due(now, a));
         assert!(!side.resync_due(now + Duration::from_millis(500), a));
