@@ -44,7 +44,7 @@ pub struct SessionSample {
 }
 
 /// The per-session counters and their meanings.
-pub const SESSION_COUNTERS: [(&str, &str); 13] = [
+pub const SESSION_COUNTERS: [(&str, &str); 16] = [
     (
         "gaps",
         "Sequence numbers of a pfsyncd peer's stream found missing.",
@@ -90,6 +90,18 @@ pub const SESSION_COUNTERS: [(&str, &str); 13] = [
     (
         "data_copies_skipped",
         "DATA of a pfsyncd peer whose packet was not taken again: its plain copy was.",
+    ),
+    (
+        "resyncs_asked",
+        "Bulk updates asked of a pfsyncd peer (RESYNC) for its DATA it no longer held.",
+    ),
+    (
+        "resyncs_received",
+        "RESYNC frames from a pfsyncd peer: it asked us for a bulk update.",
+    ),
+    (
+        "buckets_asked",
+        "Digest buckets of a pfsyncd peer asked about (differing twice running).",
     ),
 ];
 

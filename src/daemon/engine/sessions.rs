@@ -454,6 +454,9 @@ fn session_counter(st: &PeerStats, name: &str) -> Option<u64> {
         "ids_announced" => st.ids_announced,
         "plain_copies_skipped" => st.plain_copies_skipped,
         "data_copies_skipped" => st.data_copies_skipped,
+        "resyncs_asked" => st.resyncs_asked,
+        "resyncs_received" => st.resyncs_received,
+        "buckets_asked" => st.buckets_asked,
         _ => return None,
     })
 }
