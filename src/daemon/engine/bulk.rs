@@ -63,7 +63,7 @@ const BATCHES_PER_PUMP: usize = 64;
 /// on this machine takes some 40 000 frames a second at MTU 1500, and its ACKs come
 /// back in bursts, as its engine and parent take turns (at 512 KiB the window stayed
 /// full and the bulk of a million states took 1.28 s instead of 1.19 s).
-const WINDOW_BYTES: usize = 2 << 20;
+const WINDOW_BYTES: usize = 4 << 20;
 
 /// Fewest frames in the window whatever their size or the receiver's pace.
 const WINDOW_MIN_FRAMES: u64 = 16;
