@@ -59,10 +59,11 @@ const BATCHES_PER_PUMP: usize = 64;
 /// takes to come back (a fraction of a millisecond on a LAN, plus the receiver's
 /// [`ack_every`](crate::session::Config::ack_every) frames and our pump's batches);
 /// beyond that it only queues frames in front of the receiver, which delays its NACKs'
-/// answers past their give-up (10 tries, 20 ms apart) under loss. 2 MiB: a receiver
-/// on this machine takes some 40 000 frames a second at MTU 1500, and its ACKs come
-/// back in bursts, as its engine and parent take turns (at 512 KiB the window stayed
-/// full and the bulk of a million states took 1.28 s instead of 1.19 s).
+/// answers past their give-up (10 tries, 20 ms apart) under loss. 4 MiB (half the
+/// resend buffer): a receiver on this machine takes some 40 000 frames a second at
+/// MTU 1500, and its ACKs come back in bursts, as its engine and parent take turns (a
+/// bulk of a million states took 1.28 s with at most 512 KiB in flight, 1.15 s with
+/// 2 MiB and 1.08 s with 4 MiB, the window then below its cap).
 const WINDOW_BYTES: usize = 4 << 20;
 
 /// Fewest frames in the window whatever their size or the receiver's pace.
