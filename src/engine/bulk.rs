@@ -37,6 +37,35 @@ pub(super) struct BulkSend {
 /// (FreeBSD).
 const START_RESEND_GAP: Duration = Duration::from_secs(1);
 
+impl BulkSend {
+    /// A bulk update starting at `now`, over the slots below `end`.
+    fn new(now: Instant, end: u32) -> BulkSend {
+        BulkSend {
+            next: 0,
+            end,
+            extended: false,
+            started: now,
+            next_at: now,
+            sent: 0,
+            run_again: false,
+            start_sent: now,
+        }
+    }
+
+    /// The pass a request during this one asked for: the walk starts over at `now`,
+    /// over the slots below `end`; what was sent and when the START went are kept.
+    fn again(self, now: Instant, end: u32) -> BulkSend {
+        BulkSend {
+            next: 0,
+            end,
+            extended: false,
+            started: now,
+            run_again: false,
+            ..self
+        }
+    }
+}
+
 impl Engine {
     // ------------------------------------------------------------ our bulk request
 
@@ -212,16 +241,7 @@ impl Engine {
             }
             return;
         }
-        self.bulk_send = Some(BulkSend {
-            next: 0,
-            end: self.cache.slot_count(),
-            extended: false,
-            started: now,
-            next_at: now,
-            sent: 0,
-            run_again: false,
-            start_sent: now,
-        });
+        self.bulk_send = Some(BulkSend::new(now, self.cache.slot_count()));
         self.cache.set_append_only(true);
         self.events.push_back(Event::BulkSendStarted);
         self.send_bus_start(now);
@@ -260,16 +280,7 @@ impl Engine {
             }
             return;
         }
-        self.compact_send = Some(BulkSend {
-            next: 0,
-            end: self.cache.slot_count(),
-            extended: false,
-            started: now,
-            next_at: now,
-            sent: 0,
-            run_again: false,
-            start_sent: now,
-        });
+        self.compact_send = Some(BulkSend::new(now, self.cache.slot_count()));
         self.cache.set_append_only(true);
         self.events.push_back(Event::BulkSendStarted);
     }
@@ -373,13 +384,8 @@ impl Engine {
             // began after every request it answers.
             self.finish_packet(&mut builder);
             self.bulk_send = Some(BulkSend {
-                next: 0,
-                end: self.cache.slot_count(),
-                extended: false,
-                started: now,
                 next_at: now + self.config.bulk_interval,
-                run_again: false,
-                ..bulk
+                ..bulk.again(now, self.cache.slot_count())
             });
             return;
         }
@@ -477,14 +483,7 @@ impl Engine {
             }
             if writer.is_empty() {
                 if bulk.run_again {
-                    bulk = BulkSend {
-                        next: 0,
-                        end: self.cache.slot_count(),
-                        extended: false,
-                        started: now,
-                        run_again: false,
-                        ..bulk
-                    };
+                    bulk = bulk.again(now, self.cache.slot_count());
                     continue;
                 }
                 made.finished = true;
