@@ -43,7 +43,7 @@ mod linux {
     use nix::sys::socket::{setsockopt, sockopt};
     use pfsyncd::daemon::privsep::message::FRAME_HEADER;
     use pfsyncd::daemon::privsep::ToParent;
-    use pfsyncd::lab::{wait_until, Cluster};
+    use pfsyncd::lab::{cpu_secs_of, load_average, proc_status, wait_until, Cluster};
     use pfsyncd::state::compact_record;
     use pfsyncd::table::synth::Synth;
     use pfsyncd::wire::RecordFormat;
@@ -60,15 +60,6 @@ mod linux {
     /// The receive buffer the daemon asks for (src/net/raw.rs), so both readers get the
     /// same room.
     const RECEIVE_BUFFER: usize = 32 << 20;
-
-    fn proc_status(pid: u32, field: &str) -> u64 {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
 
     fn status(c: &Cluster, i: usize) -> Value {
         c.ctl_json(i, "status").unwrap()
@@ -87,35 +78,7 @@ mod linux {
 
     /// The same, each: parent, engine.
     fn cpu_secs_each(c: &Cluster, i: usize) -> [f64; 2] {
-        pids(c, i).map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // Fields after the command name (which may hold spaces): utime is the
-            // 14th field of the line, stime the 15th.
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let f: Vec<u64> = rest
-                .split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|v| v.parse().ok())
-                .collect();
-            f.iter().sum::<u64>() as f64 / clock_ticks()
-        })
-    }
-
-    fn clock_ticks() -> f64 {
-        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .map_or(100.0, |t| t as f64)
-    }
-
-    fn load_average() -> String {
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        pids(c, i).map(cpu_secs_of)
     }
 
     /// Peak RSS of a daemon in MB: (parent + engine, parent, engine).

@@ -28,7 +28,7 @@
 mod linux {
     use std::time::{Duration, Instant};
 
-    use pfsyncd::lab::{wait_until, Cluster};
+    use pfsyncd::lab::{cpu_secs_of, proc_status, wait_until, Cluster};
     use serde_json::Value;
 
     const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
@@ -38,29 +38,9 @@ mod linux {
             .unwrap_or_else(|e| panic!("cluster bench: {e} (run as root, with iproute2)"))
     }
 
-    fn proc_status(pid: u32, field: &str) -> u64 {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-
     /// CPU seconds (user + system) of a daemon's parent and engine processes.
     fn cpu_secs(pids: [u32; 2]) -> [f64; 2] {
         pids.map(cpu_secs_of)
-    }
-
-    /// CPU seconds (user + system) a process has used.
-    fn cpu_secs_of(pid: u32) -> f64 {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Fields after the command (which may hold spaces) start after the last ')'.
-        let rest = text.rsplit(')').next().unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the state field.
-        (ticks(11) + ticks(12)) / 100.0
     }
 
     fn status(c: &Cluster, i: usize) -> Value {

@@ -310,22 +310,7 @@ mod linux {
 
     /// CPU seconds (user + system) each process used so far.
     fn cpu_secs(pids: &[u32; 4]) -> [f64; 4] {
-        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .unwrap_or(100) as f64;
-        pids.map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // After the command name (which may hold spaces): utime is the 14th field
-            // of the line, stime the 15th.
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|v| v.parse::<u64>().ok())
-                .sum::<u64>() as f64
-                / ticks
-        })
+        pids.map(pfsyncd::lab::cpu_secs_of)
     }
 
     /// The daemons' CPU over the probes: what the machine's two cores had to give them.
@@ -375,12 +360,7 @@ mod linux {
             "latency benchmark ({}; load average {} at the start: the machine's other work \
              takes the same two cores)",
             if quick { "quick" } else { "full" },
-            std::fs::read_to_string("/proc/loadavg")
-                .unwrap_or_default()
-                .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
+            pfsyncd::lab::load_average()
         );
         if all || named("idle") {
             idle("on", probes);

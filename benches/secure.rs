@@ -38,7 +38,7 @@ mod linux {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use pfsyncd::lab::{wait_until, Cluster};
+    use pfsyncd::lab::{cpu_secs_of, wait_until, Cluster};
     use serde_json::Value;
 
     const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
@@ -152,17 +152,6 @@ mod linux {
                 .unwrap_or("-")
                 .to_string()
         }
-    }
-
-    /// CPU seconds (user + system) a process has used.
-    fn cpu_secs_of(pid: u32) -> f64 {
-        let text = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Fields after the command (which may hold spaces) start after the last ')'.
-        let rest = text.rsplit(')').next().unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the state field.
-        (ticks(11) + ticks(12)) / 100.0
     }
 
     fn cpu_secs(pids: [u32; 2]) -> f64 {

@@ -5,9 +5,11 @@
 pub mod cluster;
 pub mod compare;
 pub mod netns;
+pub mod procfs;
 
 pub use cluster::{lab_user, wait_until, Cluster, Host, EMPTY_DIR};
 pub use netns::{check_root_and_ip, ip, sweep_stale, Netns};
+pub use procfs::{cpu_secs_of, load_average, proc_status};
 
 /// Why the lab could not do something.
 #[derive(Debug, thiserror::Error)]
