@@ -305,25 +305,36 @@ pub fn decode_batch_into(bytes: &[u8], states: &mut Vec<State>) -> Result<(), Co
 /// no name dictionary. For a process's own memory ([`super::compact`]), where a bulk's
 /// neighbours are not at hand; not a wire format.
 pub fn encode_record(state: &State, out: &mut Vec<u8>) {
-    // Written into room made in `out` first, through a writer whose position stays in
-    // a register: a byte costs a store and a bounds check, where a vector's push reads
+    // Written into a scratch record first, through a writer whose position stays in a
+    // register: a byte costs a store and a bounds check, where a vector's push reads
     // and writes its length and capacity through the pointer. This is the engine's
-    // cost per state cached, imported or merged.
-    let start = out.len();
-    out.resize(start + MAX_RECORD_BYTES, 0);
-    let mut record = RecordBuf {
-        bytes: &mut out[start..],
-        len: 0,
-    };
-    let mut names = Vec::new();
-    write_record(default_state(), state, &mut names, false, &mut record);
-    let len = record.len;
-    if len <= MAX_RECORD_BYTES {
-        out.truncate(start + len);
-    } else {
+    // cost per state cached, imported or merged. The scratch is this thread's, kept:
+    // room made in `out` would be zeroed for every record.
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<[u8; MAX_RECORD_BYTES]> =
+            const { std::cell::RefCell::new([0; MAX_RECORD_BYTES]) };
+    }
+    let written = SCRATCH.with(|scratch| {
+        let Ok(mut scratch) = scratch.try_borrow_mut() else {
+            return false;
+        };
+        let mut record = RecordBuf {
+            bytes: &mut scratch[..],
+            len: 0,
+        };
+        write_record(default_state(), state, &mut Vec::new(), false, &mut record);
+        let len = record.len;
+        match scratch.get(..len) {
+            Some(bytes) => {
+                out.extend_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    });
+    if !written {
         // Past the bound (a bug its test rules out): the record is written all the same.
-        out.truncate(start);
-        write_record(default_state(), state, &mut names, false, out);
+        write_record(default_state(), state, &mut Vec::new(), false, out);
     }
 }
 
