@@ -500,7 +500,7 @@ fn write_record(p: &State, s: &State, names: &mut NameList, remember: bool, out:
     if s.rt != p.rt || s.rt_addr != p.rt_addr || s.rt_ifname != p.rt_ifname {
         mask |= ROUTE;
     }
-    if s.orig_ifname != p.orig_ifname || s.tagname != p.tagname {
+    if !same_bytes(&s.orig_ifname.0, &p.orig_ifname.0) || !same_bytes(&s.tagname.0, &p.tagname.0) {
         mask |= NAMES;
     }
     if (s.qid, s.pqid, s.dnpipe, s.dnrpipe) != (p.qid, p.pqid, p.dnpipe, p.dnrpipe) {
@@ -642,6 +642,24 @@ fn write_name(names: &mut NameList, remember: bool, out: &mut impl Sink, raw: &[
         kept[..used.len()].copy_from_slice(used);
         names.push((used.len() as u8, kept));
     }
+}
+
+/// Whether two names' rooms (16 or 64 bytes) hold the same bytes, compared sixteen at a
+/// time in registers: a tag name's 64 bytes are otherwise compared by a call to
+/// `memcmp`, once per state encoded.
+#[inline(always)]
+fn same_bytes<const N: usize>(a: &[u8; N], b: &[u8; N]) -> bool {
+    if N % 16 != 0 {
+        return a == b;
+    }
+    a.chunks_exact(16).zip(b.chunks_exact(16)).all(|(a, b)| {
+        let word = |bytes: &[u8]| {
+            let mut word = [0u8; 16];
+            word.copy_from_slice(bytes);
+            u128::from_ne_bytes(word)
+        };
+        word(a) == word(b)
+    })
 }
 
 /// The length of `raw` up to its last byte that is not NUL: sixteen bytes at a time for
