@@ -448,7 +448,7 @@ mod linux {
 
     /// The receiver's stages on `n` synthetic states, one after the other.
     fn stages(n: usize) {
-        use pfsyncd::engine::{Config, Engine, Received, TableOp};
+        use pfsyncd::engine::{Config, Engine, PackedTableOp, Received, TableOp};
         use pfsyncd::state::State;
         use pfsyncd::table::{MemoryConfig, MemoryTable, StateTable};
         use pfsyncd::wire::{Dialect, Message, PacketBuilder, PacketReader, Pushed, RawItem};
@@ -511,9 +511,11 @@ mod linux {
             let rss_before = rss_mb();
             let mut engine = Engine::new(Config::new(0x0c0c_0001, Dialect::FreeBsd1400));
             let mut imports = 0;
+            // Drained as the engine process drains them: an import's state as the
+            // compact bytes the engine cached (`drain_engine`), no `State` made.
             let mut drain = |engine: &mut Engine| {
-                while let Some(op) = engine.poll_table_op() {
-                    imports += usize::from(matches!(op, TableOp::Import(_)));
+                while let Some(op) = engine.poll_table_op_packed() {
+                    imports += usize::from(matches!(op, PackedTableOp::Import(_)));
                 }
                 while engine.poll_transmit().is_some() {}
             };

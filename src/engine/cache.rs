@@ -294,6 +294,15 @@ fn key_in(chunks: &[Chunk], slot: u32) -> Key {
         .key()
 }
 
+/// An instant on the cache's clocks (see [`Cache::clock`]).
+#[derive(Debug, Clone, Copy)]
+struct ClockTimes {
+    /// Whole seconds from the epoch.
+    secs: u32,
+    /// Milliseconds from the epoch, plus one, wrapping (never 0).
+    millis: u32,
+}
+
 /// The cache is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheFull;
@@ -317,6 +326,8 @@ pub struct Cache {
     epoch: Option<Instant>,
     /// The latest instant the clock was read at.
     latest: Option<Instant>,
+    /// The instant the clock was last read at, and what it read.
+    last_times: Option<(Instant, ClockTimes)>,
     /// Digest sums per creator, once enabled (`digest.rs`).
     digests: Option<Digests>,
     /// Bytes of the packed states stored so far, and how many: their mean sizes a new
@@ -341,6 +352,7 @@ impl Cache {
             append_only: false,
             epoch: None,
             latest: None,
+            last_times: None,
             digests: None,
             packed_bytes: 0,
             packed_count: 0,
@@ -350,31 +362,37 @@ impl Cache {
     /// Whole seconds from the cache's epoch to `now`: what entries are stamped with.
     /// Four bytes per state, where an `Instant` would take sixteen.
     pub fn clock(&mut self, now: Instant) -> u32 {
-        u32::try_from(self.since_epoch(now).as_secs()).unwrap_or(u32::MAX)
+        self.times(now).secs
     }
 
-    /// The time from the cache's epoch to `now`, which is remembered as the latest
-    /// time seen (see [`peer_updated`](Self::peer_updated)).
-    fn since_epoch(&mut self, now: Instant) -> std::time::Duration {
-        let epoch = *self.epoch.get_or_insert(now);
-        if self.latest.is_none_or(|latest| latest < now) {
-            self.latest = Some(now);
+    /// `now` on the cache's clocks, which remembers it as the latest time seen (see
+    /// [`peer_updated`](Self::peer_updated)). Worked out once per instant: a batch's
+    /// states all come at the same `now`, and each asks twice.
+    #[inline]
+    fn times(&mut self, now: Instant) -> ClockTimes {
+        match self.last_times {
+            Some((at, times)) if at == now => times,
+            _ => {
+                let epoch = *self.epoch.get_or_insert(now);
+                if self.latest.is_none_or(|latest| latest < now) {
+                    self.latest = Some(now);
+                }
+                let since = now.saturating_duration_since(epoch);
+                let times = ClockTimes {
+                    secs: u32::try_from(since.as_secs()).unwrap_or(u32::MAX),
+                    // Plus one, wrapping after 49 days; never 0, an entry's "never"
+                    // (the one instant that would wrap to it reads a millisecond late).
+                    millis: (since.as_millis() as u32).wrapping_add(1).max(1),
+                };
+                self.last_times = Some((now, times));
+                times
+            }
         }
-        now.saturating_duration_since(epoch)
-    }
-
-    /// Milliseconds from the cache's epoch to `now`, plus one, wrapping after 49 days;
-    /// never 0, an entry's "never" (the one instant that would wrap to it reads a
-    /// millisecond late).
-    fn millis(&mut self, now: Instant) -> u32 {
-        (self.since_epoch(now).as_millis() as u32)
-            .wrapping_add(1)
-            .max(1)
     }
 
     /// A peer updated the state in `slot` at `now`.
     pub fn set_peer_updated(&mut self, slot: u32, now: Instant) {
-        let ms = self.millis(now);
+        let ms = self.times(now).millis;
         self.get_mut(slot).peer_updated = ms;
     }
 

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use super::cache::Key;
 use super::hash::KeyedState;
-use super::{Engine, Queue, TableOp};
+use super::{Engine, Queue};
 use crate::session::{bucket_of, id_hash, sum, BucketSum, Listed, StateIndex};
 use crate::state::{Peer, PeerState, State};
 
@@ -208,10 +208,7 @@ impl Engine {
                 // Never in the table.
                 continue;
             }
-            self.table_ops.push_back(TableOp::Delete {
-                creatorid: creator,
-                id,
-            });
+            self.push_delete_op(creator, id);
         }
     }
 

@@ -366,6 +366,69 @@ pub enum TableOp {
     },
 }
 
+/// A table operation as [`Engine::poll_table_op_packed`] gives it: the state of an
+/// import or an update by its compact encoding ([`crate::state::compact`]), as the
+/// engine cached it, not as a [`State`]. A caller that sends the state on in that
+/// encoding (the engine process to its parent) neither makes the 400-byte `State` nor
+/// encodes it again; [`to_op`](Self::to_op) decodes it for one that needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackedTableOp<'a> {
+    /// Add a state a peer sent.
+    Import(&'a [u8]),
+    /// Replace a state with the merged copy.
+    Update(&'a [u8]),
+    /// Remove a state.
+    Delete {
+        /// Its creator.
+        creatorid: u32,
+        /// Its id.
+        id: u64,
+    },
+    /// Remove every state of a creator (on one interface if named).
+    Clear {
+        /// The creator.
+        creatorid: u32,
+        /// Only on this interface; empty for all.
+        ifname: IfName,
+    },
+}
+
+impl PackedTableOp<'_> {
+    /// The operation, its state decoded.
+    pub fn to_op(&self) -> TableOp {
+        // Only the cache's encoder made these bytes (`Engine::push_cached_state_op`):
+        // a failure is a bug in the codec, which its tests rule out.
+        let state = |packed: &[u8]| {
+            crate::state::compact::decode(packed).expect("a state the engine packed")
+        };
+        match *self {
+            PackedTableOp::Import(packed) => TableOp::Import(state(packed)),
+            PackedTableOp::Update(packed) => TableOp::Update(state(packed)),
+            PackedTableOp::Delete { creatorid, id } => TableOp::Delete { creatorid, id },
+            PackedTableOp::Clear { creatorid, ifname } => TableOp::Clear { creatorid, ifname },
+        }
+    }
+
+    /// The compact encoding of an import's or an update's state.
+    pub fn packed(&self) -> Option<&[u8]> {
+        match *self {
+            PackedTableOp::Import(packed) | PackedTableOp::Update(packed) => Some(packed),
+            _ => None,
+        }
+    }
+}
+
+/// A table operation in the engine's queue: the state of an import or an update is not
+/// held (a `State` is 400 bytes, and each move of one a copy), only where the copy of
+/// its packed bytes is in `Engine::packed_op_bytes`.
+#[derive(Debug, Clone, Copy)]
+enum QueuedOp {
+    Import { start: u32, len: u16 },
+    Update { start: u32, len: u16 },
+    Delete { creatorid: u32, id: u64 },
+    Clear { creatorid: u32, ifname: IfName },
+}
+
 /// Where a packet came from, as far as a bulk request in it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum InputOrigin {
@@ -473,18 +536,14 @@ pub struct Engine {
     demoted: bool,
     syncok: bool,
     transmits: VecDeque<Transmit>,
-    table_ops: VecDeque<TableOp>,
+    table_ops: VecDeque<QueuedOp>,
     events: VecDeque<Event>,
     stats: Stats,
     /// The states of the compact batch being handled, in one vector kept for every
     /// batch (see `bulk.rs: handle_vouched_compact_batch`).
     compact_states: Vec<State>,
-    /// Table operations polled so far: the number of the next one.
-    table_ops_polled: u64,
-    /// The compact encodings of queued operations' states, where the engine had them
-    /// (see [`Engine::poll_table_op_packed`]): the operation's number, and where its
-    /// bytes are in `packed_op_bytes`.
-    packed_ops: VecDeque<(u64, u32, u16)>,
+    /// The compact encodings of the queued imports' and updates' states, back to back
+    /// (see [`QueuedOp`]): emptied when the queue is.
     packed_op_bytes: Vec<u8>,
 }
 
@@ -530,8 +589,6 @@ impl Engine {
             events: VecDeque::new(),
             stats: Stats::default(),
             compact_states: Vec::new(),
-            table_ops_polled: 0,
-            packed_ops: VecDeque::new(),
             packed_op_bytes: Vec::new(),
             config,
         }
@@ -616,42 +673,58 @@ impl Engine {
     /// The next operation for the local table.
     #[must_use]
     pub fn poll_table_op(&mut self) -> Option<TableOp> {
-        self.poll_table_op_packed().map(|(op, _)| op)
+        self.poll_table_op_packed().map(|op| op.to_op())
     }
 
-    /// As [`poll_table_op`](Self::poll_table_op), with the compact encoding
-    /// ([`crate::state::compact`]) of an `Import`'s or `Update`'s state when the engine
-    /// made it already, caching the state: a caller that sends the state on in that
-    /// encoding need not make it again.
+    /// As [`poll_table_op`](Self::poll_table_op), the state of an import or an update
+    /// by the compact encoding the engine cached it in ([`PackedTableOp`]): a caller
+    /// that sends the state on in that encoding need not make it again.
     #[must_use]
-    pub fn poll_table_op_packed(&mut self) -> Option<(TableOp, Option<&[u8]>)> {
-        if self.packed_ops.is_empty() {
+    pub fn poll_table_op_packed(&mut self) -> Option<PackedTableOp<'_>> {
+        let Some(op) = self.table_ops.pop_front() else {
+            // Every operation was polled: their bytes are no longer lent out.
+            self.packed_op_bytes.clear();
+            return None;
+        };
+        let bytes = &self.packed_op_bytes;
+        let packed =
+            |start: u32, len: u16| &bytes[start as usize..start as usize + usize::from(len)];
+        Some(match op {
+            QueuedOp::Import { start, len } => PackedTableOp::Import(packed(start, len)),
+            QueuedOp::Update { start, len } => PackedTableOp::Update(packed(start, len)),
+            QueuedOp::Delete { creatorid, id } => PackedTableOp::Delete { creatorid, id },
+            QueuedOp::Clear { creatorid, ifname } => PackedTableOp::Clear { creatorid, ifname },
+        })
+    }
+
+    /// Queues an import (`update` false) or an update of the state in `slot`, as
+    /// cached: a copy of its packed bytes, which the cache may change or drop before
+    /// the operation is polled.
+    pub(super) fn push_cached_state_op(&mut self, slot: u32, update: bool) {
+        if self.table_ops.is_empty() {
+            // The bytes of operations polled before are no longer lent out.
             self.packed_op_bytes.clear();
         }
-        let op = self.table_ops.pop_front()?;
-        let number = self.table_ops_polled;
-        self.table_ops_polled += 1;
-        let range = match self.packed_ops.front() {
-            Some(&(n, start, len)) if n == number => {
-                self.packed_ops.pop_front();
-                Some(start as usize..start as usize + usize::from(len))
-            }
-            _ => None,
-        };
-        Some((op, range.map(|r| &self.packed_op_bytes[r])))
-    }
-
-    /// Queues a table operation on the state in `slot` (an `Import` or `Update` of
-    /// its state as cached), with the state's compact encoding for
-    /// [`poll_table_op_packed`](Self::poll_table_op_packed).
-    pub(super) fn push_cached_state_op(&mut self, op: TableOp, slot: u32) {
-        let number = self.table_ops_polled + self.table_ops.len() as u64;
-        self.table_ops.push_back(op);
         let packed = self.cache.get(slot).packed();
         let start = self.packed_op_bytes.len() as u32;
+        let len = packed.len() as u16;
         self.packed_op_bytes.extend_from_slice(packed);
-        self.packed_ops
-            .push_back((number, start, packed.len() as u16));
+        self.table_ops.push_back(if update {
+            QueuedOp::Update { start, len }
+        } else {
+            QueuedOp::Import { start, len }
+        });
+    }
+
+    /// Queues the removal of a state from the table.
+    pub(super) fn push_delete_op(&mut self, creatorid: u32, id: u64) {
+        self.table_ops.push_back(QueuedOp::Delete { creatorid, id });
+    }
+
+    /// Queues the removal of a creator's states (on `ifname`, or all) from the table.
+    pub(super) fn push_clear_op(&mut self, creatorid: u32, ifname: IfName) {
+        self.table_ops
+            .push_back(QueuedOp::Clear { creatorid, ifname });
     }
 
     /// The next event.

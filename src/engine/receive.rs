@@ -10,7 +10,7 @@ use super::cache::{Entry, Queue};
 use super::digest::state_version;
 use super::filter::Filtered;
 use super::merge::merge;
-use super::{Engine, InputOrigin, Received, TableOp, ACTIONS};
+use super::{Engine, InputOrigin, Received, ACTIONS};
 use crate::state::{Peer, State, StateFlags, Timeout};
 use crate::wire::msg::{ClrRepr, StateRefRepr, UpdCRepr};
 use crate::wire::{Dialect, Message, PacketReader, RawItem};
@@ -195,10 +195,7 @@ impl Engine {
         // interface exists is the table's business.
         for clr in unique {
             self.clear_marks.mark(Some(clr.creatorid), clr.ifname, now);
-            self.table_ops.push_back(TableOp::Clear {
-                creatorid: clr.creatorid,
-                ifname: clr.ifname,
-            });
+            self.push_clear_op(clr.creatorid, clr.ifname);
         }
     }
 
@@ -253,7 +250,7 @@ impl Engine {
             Ok(slot) => {
                 self.cache.set_peer_updated(slot, now);
                 if !kept_out {
-                    self.push_cached_state_op(TableOp::Import(*state), slot);
+                    self.push_cached_state_op(slot, false);
                 }
                 Some(slot)
             }
@@ -366,7 +363,7 @@ impl Engine {
         let m = merge(&mut merged, theirs, full);
         if m.changed {
             self.cache.set_state(slot, &merged, clock);
-            self.push_cached_state_op(TableOp::Update(merged), slot);
+            self.push_cached_state_op(slot, true);
         }
         if m.stale > 0 {
             // The peer's copy is older than ours on some side: tell it ours, at once.
@@ -436,6 +433,6 @@ impl Engine {
             self.stats.filtered_in += 1;
             return;
         }
-        self.table_ops.push_back(TableOp::Delete { creatorid, id });
+        self.push_delete_op(creatorid, id);
     }
 }

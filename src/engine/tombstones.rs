@@ -160,6 +160,10 @@ impl ClearMarks {
     /// True when `state` is older than a clear that covered it, made less than the TTL
     /// ago: a copy from before the clear.
     pub(super) fn cleared(&mut self, state: &crate::state::State, now: Instant) -> bool {
+        if self.marks.is_empty() {
+            // The common case, asked once per state imported.
+            return false;
+        }
         while self
             .marks
             .front()

@@ -296,7 +296,9 @@ pub fn decode_batch_into(bytes: &[u8], states: &mut Vec<State>) -> Result<(), Co
     let mut s = State::default();
     while r.at < bytes.len() {
         r.record(&mut s)?;
-        states.push(s);
+        // Copied once, into the vector (a push of the value copies it to the stack
+        // first: 400 bytes more per state).
+        states.extend_from_slice(std::slice::from_ref(&s));
     }
     Ok(())
 }
@@ -305,13 +307,92 @@ pub fn decode_batch_into(bytes: &[u8], states: &mut Vec<State>) -> Result<(), Co
 /// no name dictionary. For a process's own memory ([`super::compact`]), where a bulk's
 /// neighbours are not at hand; not a wire format.
 pub fn encode_record(state: &State, out: &mut Vec<u8>) {
-    let mut encoder = Encoder {
-        prev: State::default(),
-        names: Vec::new(),
-        remember_names: false,
-    };
-    encoder.record(state, out);
+    // Written into a scratch record first, through a writer whose position stays in a
+    // register: a byte costs a store and a bounds check, where a vector's push reads
+    // and writes its length and capacity through the pointer. This is the engine's
+    // cost per state cached, imported or merged. The scratch is this thread's, kept:
+    // room made in `out` would be zeroed for every record.
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<[u8; MAX_RECORD_BYTES]> =
+            const { std::cell::RefCell::new([0; MAX_RECORD_BYTES]) };
+    }
+    let written = SCRATCH.with(|scratch| {
+        let Ok(mut scratch) = scratch.try_borrow_mut() else {
+            return false;
+        };
+        let mut record = RecordBuf {
+            bytes: &mut scratch[..],
+            len: 0,
+        };
+        write_record(default_state(), state, &mut Vec::new(), false, &mut record);
+        let len = record.len;
+        match scratch.get(..len) {
+            Some(bytes) => {
+                out.extend_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    });
+    if !written {
+        // Past the bound (a bug its test rules out): the record is written all the same.
+        write_record(default_state(), state, &mut Vec::new(), false, out);
+    }
 }
+
+/// [`State::default`], made once: what a lone record is compared with.
+fn default_state() -> &'static State {
+    static DEFAULT: std::sync::OnceLock<State> = std::sync::OnceLock::new();
+    DEFAULT.get_or_init(State::default)
+}
+
+/// Where the encoder writes: a batch's vector, or one lone record's [`RecordBuf`].
+trait Sink {
+    fn put(&mut self, byte: u8);
+    fn put_slice(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    #[inline]
+    fn put(&mut self, byte: u8) {
+        self.push(byte);
+    }
+
+    #[inline]
+    fn put_slice(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Room for one lone record. Bytes past the room are counted, not written: `len`
+/// beyond it says the record did not fit (never, for a record of
+/// [`MAX_RECORD_BYTES`]' bound), without a panic.
+struct RecordBuf<'a> {
+    bytes: &'a mut [u8],
+    len: usize,
+}
+
+impl Sink for RecordBuf<'_> {
+    #[inline(always)]
+    fn put(&mut self, byte: u8) {
+        if let Some(b) = self.bytes.get_mut(self.len) {
+            *b = byte;
+        }
+        self.len += 1;
+    }
+
+    #[inline(always)]
+    fn put_slice(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if let Some(room) = self.bytes.get_mut(self.len..end) {
+            room.copy_from_slice(bytes);
+        }
+        self.len = end;
+    }
+}
+
+/// The names a batch sent, by their used bytes (at most a tag name's 64).
+type NameList = Vec<(u8, [u8; 64])>;
 
 /// The state of bytes [`encode_record`] made; every byte must belong to it.
 pub fn decode_record(bytes: &[u8]) -> Result<State, CompactRecordError> {
@@ -343,146 +424,18 @@ struct Encoder {
     /// Whether names go into the dictionary (batches) or are always sent whole (lone
     /// records, which then allocate nothing).
     remember_names: bool,
-    /// The names this batch sent, by their used bytes (at most a tag name's 64).
-    names: Vec<(u8, [u8; 64])>,
+    /// The names this batch sent.
+    names: NameList,
 }
 
 impl Encoder {
     fn record(&mut self, s: &State, out: &mut Vec<u8>) {
-        let p = &self.prev;
-        let mut mask = 0;
-        let groups = [
-            (s.ifname != p.ifname, IFNAME),
-            (
-                s.wire.af != p.wire.af
-                    || s.wire.proto != p.wire.proto
-                    || s.direction != p.direction
-                    || s.timeout != p.timeout,
-                SHAPE,
-            ),
-            (s.rule != p.rule, RULE),
-            (s.stack != s.wire, STACK),
-            (s.creatorid != p.creatorid, CREATOR),
-            (
-                s.log != p.log || s.sync_flags != p.sync_flags || s.state_flags != p.state_flags,
-                FLAGS,
-            ),
-            (
-                s.rt != p.rt || s.rt_addr != p.rt_addr || s.rt_ifname != p.rt_ifname,
-                ROUTE,
-            ),
-            (
-                s.orig_ifname != p.orig_ifname || s.tagname != p.tagname,
-                NAMES,
-            ),
-            (
-                (s.qid, s.pqid, s.dnpipe, s.dnrpipe) != (p.qid, p.pqid, p.dnpipe, p.dnrpipe),
-                QUEUES,
-            ),
-            (
-                (s.anchor, s.nat_rule, s.rtableid, s.reply_rtableid)
-                    != (p.anchor, p.nat_rule, p.rtableid, p.reply_rtableid),
-                RULE_REFS,
-            ),
-            (
-                (s.min_ttl, s.set_tos, s.max_mss, s.set_prio)
-                    != (p.min_ttl, p.set_tos, p.max_mss, p.set_prio),
-                TUNING,
-            ),
-            (s.wire.rdomain != p.wire.rdomain, RDOMAIN),
-            (
-                s.wire
-                    .addr
-                    .iter()
-                    .any(|a| AddressFamily::of(a) != s.wire.af),
-                MIXED_FAMILIES,
-            ),
-        ];
-        for (on, bit) in groups {
-            if on {
-                mask |= bit;
-            }
-        }
-        varint(out, u64::from(mask));
-        varint(out, zigzag(s.id.wrapping_sub(p.id) as i64));
-        for bit in GROUP_ORDER {
-            if mask & bit != 0 {
-                self.group(bit, s, out);
-            }
-        }
-        for a in s.wire.addr {
-            if mask & MIXED_FAMILIES != 0 {
-                tagged_addr(out, a);
-            } else {
-                bare_addr(out, a);
-            }
-        }
-        for port in s.wire.port {
-            out.extend_from_slice(&port.to_le_bytes());
-        }
-        varint(out, u64::from(s.age_secs));
-        varint(out, u64::from(s.expire_secs));
-        for v in s.packets.iter().chain(&s.bytes) {
-            varint(out, *v);
-        }
-        // Both peer states are at most 12 (PeerLevel::MAX, TcpState::ProxyDst).
-        out.push(s.src.state.number() << 4 | s.dst.state.number());
-        peer(out, &s.src);
-        peer(out, &s.dst);
+        write_record(&self.prev, s, &mut self.names, self.remember_names, out);
     }
 
     /// The bytes of group `bit` (one of [`GROUP_ORDER`]) of `s`.
     fn group(&mut self, bit: u32, s: &State, out: &mut Vec<u8>) {
-        match bit {
-            IFNAME => self.name(out, &s.ifname.0),
-            SHAPE => {
-                let (proto_code, proto_extra) = proto_code(s.wire.proto);
-                let af = match s.wire.af {
-                    AddressFamily::Inet => 0,
-                    AddressFamily::Inet6 => 1,
-                };
-                out.push(af | s.direction.number() << 1 | proto_code << 3);
-                if let Some(n) = proto_extra {
-                    out.push(n);
-                }
-                out.push(s.timeout.number());
-            }
-            RULE => option_u32(out, s.rule),
-            STACK => stack(out, &s.wire, &s.stack),
-            CREATOR => out.extend_from_slice(&s.creatorid.to_le_bytes()),
-            FLAGS => {
-                out.extend_from_slice(&[s.log, s.sync_flags]);
-                varint(out, u64::from(s.state_flags.bits()));
-            }
-            ROUTE => {
-                out.push(route_number(s.rt));
-                match s.rt_addr {
-                    None => out.push(0),
-                    Some(a) => tagged_addr(out, a),
-                }
-                self.name(out, &s.rt_ifname.0);
-            }
-            NAMES => {
-                self.name(out, &s.orig_ifname.0);
-                self.name(out, &s.tagname.0);
-            }
-            QUEUES => {
-                for v in [s.qid, s.pqid, s.dnpipe, s.dnrpipe] {
-                    varint(out, u64::from(v));
-                }
-            }
-            RULE_REFS => {
-                for v in [s.anchor, s.nat_rule, s.rtableid, s.reply_rtableid] {
-                    option_u32(out, v);
-                }
-            }
-            TUNING => {
-                out.extend_from_slice(&[s.min_ttl, s.set_tos, s.set_prio[0], s.set_prio[1]]);
-                varint(out, u64::from(s.max_mss));
-            }
-            RDOMAIN => varint(out, u64::from(s.wire.rdomain)),
-            _ => unreachable!("GROUP_ORDER names every group"),
-        }
+        write_group(bit, s, &mut self.names, self.remember_names, out);
     }
 
     /// Group `bit` as a lone record holds it (`span`, names whole), written as
@@ -509,26 +462,223 @@ impl Encoder {
         }
     }
 
-    /// A name by its used bytes (up to the last non-NUL, so bytes after a NUL are
-    /// kept), or by its index if this batch sent it before.
+    /// A name, as [`write_name`] writes it.
     fn name(&mut self, out: &mut Vec<u8>, raw: &[u8]) {
-        let used = &raw[..raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)];
-        if let Some(i) = self
-            .names
-            .iter()
-            .position(|(len, n)| &n[..usize::from(*len)] == used)
-        {
-            out.push(0x80 | i as u8);
-            return;
+        write_name(&mut self.names, self.remember_names, out, raw);
+    }
+}
+
+/// The record of `s` after `p` (the batch's state before it, or [`State::default`] for
+/// a lone record): the groups in which `s` differs from `p`, then what is always sent.
+/// Names go through `names` when `remember` (a batch's dictionary).
+#[inline(always)]
+fn write_record(p: &State, s: &State, names: &mut NameList, remember: bool, out: &mut impl Sink) {
+    // The groups' tests one by one, each only as wide as its fields.
+    let mut mask = 0;
+    if s.ifname != p.ifname {
+        mask |= IFNAME;
+    }
+    if s.wire.af != p.wire.af
+        || s.wire.proto != p.wire.proto
+        || s.direction != p.direction
+        || s.timeout != p.timeout
+    {
+        mask |= SHAPE;
+    }
+    if s.rule != p.rule {
+        mask |= RULE;
+    }
+    if s.stack != s.wire {
+        mask |= STACK;
+    }
+    if s.creatorid != p.creatorid {
+        mask |= CREATOR;
+    }
+    if s.log != p.log || s.sync_flags != p.sync_flags || s.state_flags != p.state_flags {
+        mask |= FLAGS;
+    }
+    if s.rt != p.rt || s.rt_addr != p.rt_addr || s.rt_ifname != p.rt_ifname {
+        mask |= ROUTE;
+    }
+    if !same_bytes(&s.orig_ifname.0, &p.orig_ifname.0) || !same_bytes(&s.tagname.0, &p.tagname.0) {
+        mask |= NAMES;
+    }
+    if (s.qid, s.pqid, s.dnpipe, s.dnrpipe) != (p.qid, p.pqid, p.dnpipe, p.dnrpipe) {
+        mask |= QUEUES;
+    }
+    if (s.anchor, s.nat_rule, s.rtableid, s.reply_rtableid)
+        != (p.anchor, p.nat_rule, p.rtableid, p.reply_rtableid)
+    {
+        mask |= RULE_REFS;
+    }
+    if (s.min_ttl, s.set_tos, s.max_mss, s.set_prio)
+        != (p.min_ttl, p.set_tos, p.max_mss, p.set_prio)
+    {
+        mask |= TUNING;
+    }
+    if s.wire.rdomain != p.wire.rdomain {
+        mask |= RDOMAIN;
+    }
+    if s.wire
+        .addr
+        .iter()
+        .any(|a| AddressFamily::of(a) != s.wire.af)
+    {
+        mask |= MIXED_FAMILIES;
+    }
+    varint(out, u64::from(mask));
+    varint(out, zigzag(s.id.wrapping_sub(p.id) as i64));
+    // GROUP_ORDER, spelt out: each call's match folds away (a loop over the bits
+    // jumps through a table at every group, and mispredicts).
+    let mut group = |bit: u32| {
+        if mask & bit != 0 {
+            write_group(bit, s, names, remember, out);
         }
-        out.push(used.len() as u8);
-        out.extend_from_slice(used);
-        if self.remember_names && self.names.len() < DICTIONARY_SIZE {
-            let mut kept = [0u8; 64];
-            kept[..used.len()].copy_from_slice(used);
-            self.names.push((used.len() as u8, kept));
+    };
+    group(IFNAME);
+    group(SHAPE);
+    group(RULE);
+    group(STACK);
+    group(CREATOR);
+    group(FLAGS);
+    group(ROUTE);
+    group(NAMES);
+    group(QUEUES);
+    group(RULE_REFS);
+    group(TUNING);
+    group(RDOMAIN);
+    for a in s.wire.addr {
+        if mask & MIXED_FAMILIES != 0 {
+            tagged_addr(out, a);
+        } else {
+            bare_addr(out, a);
         }
     }
+    for port in s.wire.port {
+        out.put_slice(&port.to_le_bytes());
+    }
+    varint(out, u64::from(s.age_secs));
+    varint(out, u64::from(s.expire_secs));
+    for v in s.packets.iter().chain(&s.bytes) {
+        varint(out, *v);
+    }
+    // Both peer states are at most 12 (PeerLevel::MAX, TcpState::ProxyDst).
+    out.put(s.src.state.number() << 4 | s.dst.state.number());
+    peer(out, &s.src);
+    peer(out, &s.dst);
+}
+
+/// The bytes of group `bit` (one of [`GROUP_ORDER`]) of `s`.
+#[inline(always)]
+fn write_group(bit: u32, s: &State, names: &mut NameList, remember: bool, out: &mut impl Sink) {
+    match bit {
+        IFNAME => write_name(names, remember, out, &s.ifname.0),
+        SHAPE => {
+            let (proto_code, proto_extra) = proto_code(s.wire.proto);
+            let af = match s.wire.af {
+                AddressFamily::Inet => 0,
+                AddressFamily::Inet6 => 1,
+            };
+            out.put(af | s.direction.number() << 1 | proto_code << 3);
+            if let Some(n) = proto_extra {
+                out.put(n);
+            }
+            out.put(s.timeout.number());
+        }
+        RULE => option_u32(out, s.rule),
+        STACK => stack(out, &s.wire, &s.stack),
+        CREATOR => out.put_slice(&s.creatorid.to_le_bytes()),
+        FLAGS => {
+            out.put_slice(&[s.log, s.sync_flags]);
+            varint(out, u64::from(s.state_flags.bits()));
+        }
+        ROUTE => {
+            out.put(route_number(s.rt));
+            match s.rt_addr {
+                None => out.put(0),
+                Some(a) => tagged_addr(out, a),
+            }
+            write_name(names, remember, out, &s.rt_ifname.0);
+        }
+        NAMES => {
+            write_name(names, remember, out, &s.orig_ifname.0);
+            write_name(names, remember, out, &s.tagname.0);
+        }
+        QUEUES => {
+            for v in [s.qid, s.pqid, s.dnpipe, s.dnrpipe] {
+                varint(out, u64::from(v));
+            }
+        }
+        RULE_REFS => {
+            for v in [s.anchor, s.nat_rule, s.rtableid, s.reply_rtableid] {
+                option_u32(out, v);
+            }
+        }
+        TUNING => {
+            out.put_slice(&[s.min_ttl, s.set_tos, s.set_prio[0], s.set_prio[1]]);
+            varint(out, u64::from(s.max_mss));
+        }
+        RDOMAIN => varint(out, u64::from(s.wire.rdomain)),
+        _ => unreachable!("GROUP_ORDER names every group"),
+    }
+}
+
+/// A name by its used bytes (up to the last non-NUL, so bytes after a NUL are kept),
+/// or by its index if this batch sent it before (`names`, filled when `remember`).
+#[inline(always)]
+fn write_name(names: &mut NameList, remember: bool, out: &mut impl Sink, raw: &[u8]) {
+    let used = &raw[..used_len(raw)];
+    if let Some(i) = names
+        .iter()
+        .position(|(len, n)| &n[..usize::from(*len)] == used)
+    {
+        out.put(0x80 | i as u8);
+        return;
+    }
+    out.put(used.len() as u8);
+    out.put_slice(used);
+    if remember && names.len() < DICTIONARY_SIZE {
+        let mut kept = [0u8; 64];
+        kept[..used.len()].copy_from_slice(used);
+        names.push((used.len() as u8, kept));
+    }
+}
+
+/// Whether two names' rooms (16 or 64 bytes) hold the same bytes, compared sixteen at a
+/// time in registers: a tag name's 64 bytes are otherwise compared by a call to
+/// `memcmp`, once per state encoded.
+#[inline(always)]
+fn same_bytes<const N: usize>(a: &[u8; N], b: &[u8; N]) -> bool {
+    if N % 16 != 0 {
+        return a == b;
+    }
+    a.chunks_exact(16).zip(b.chunks_exact(16)).all(|(a, b)| {
+        let word = |bytes: &[u8]| {
+            let mut word = [0u8; 16];
+            word.copy_from_slice(bytes);
+            u128::from_ne_bytes(word)
+        };
+        word(a) == word(b)
+    })
+}
+
+/// The length of `raw` up to its last byte that is not NUL: sixteen bytes at a time for
+/// a name's whole room (16 or 64 bytes), which is what most names are given as.
+#[inline]
+fn used_len(raw: &[u8]) -> usize {
+    if raw.len() % 16 != 0 {
+        return raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    }
+    for (i, chunk) in raw.chunks_exact(16).enumerate().rev() {
+        let mut word = [0u8; 16];
+        word.copy_from_slice(chunk);
+        let word = u128::from_le_bytes(word);
+        if word != 0 {
+            // The highest byte that is not NUL is the last one, little-endian.
+            return i * 16 + 16 - (word.leading_zeros() / 8) as usize;
+        }
+    }
+    0
 }
 
 /// Protocols in three bits; 7 means "the number follows".
@@ -543,7 +693,8 @@ fn proto_code(p: Protocol) -> (u8, Option<u8>) {
     }
 }
 
-fn stack(out: &mut Vec<u8>, wire: &StateKey, stack: &StateKey) {
+#[inline(always)]
+fn stack(out: &mut impl Sink, wire: &StateKey, stack: &StateKey) {
     let mut bits = 0;
     for (on, bit) in [
         (stack.af != wire.af, STACK_AF),
@@ -558,15 +709,15 @@ fn stack(out: &mut Vec<u8>, wire: &StateKey, stack: &StateKey) {
             bits |= bit;
         }
     }
-    out.push(bits);
+    out.put(bits);
     if bits & STACK_AF != 0 {
-        out.push(match stack.af {
+        out.put(match stack.af {
             AddressFamily::Inet => 4,
             AddressFamily::Inet6 => 6,
         });
     }
     if bits & STACK_PROTO != 0 {
-        out.push(stack.proto.number());
+        out.put(stack.proto.number());
     }
     for (i, bit) in [STACK_ADDR0, STACK_ADDR1].into_iter().enumerate() {
         if bits & bit != 0 {
@@ -575,7 +726,7 @@ fn stack(out: &mut Vec<u8>, wire: &StateKey, stack: &StateKey) {
     }
     for (i, bit) in [STACK_PORT0, STACK_PORT1].into_iter().enumerate() {
         if bits & bit != 0 {
-            out.extend_from_slice(&stack.port[i].to_le_bytes());
+            out.put_slice(&stack.port[i].to_le_bytes());
         }
     }
     if bits & STACK_RDOMAIN != 0 {
@@ -583,7 +734,8 @@ fn stack(out: &mut Vec<u8>, wire: &StateKey, stack: &StateKey) {
     }
 }
 
-fn peer(out: &mut Vec<u8>, p: &Peer) {
+#[inline(always)]
+fn peer(out: &mut impl Sink, p: &Peer) {
     let window = p.seqhi.wrapping_sub(p.seqlo);
     let max_win_is_window = u32::from(p.max_win) == window && p.max_win != 0;
     let mut bits = 0;
@@ -601,9 +753,9 @@ fn peer(out: &mut Vec<u8>, p: &Peer) {
             bits |= bit;
         }
     }
-    out.push(bits);
+    out.put(bits);
     if bits & PEER_SEQLO != 0 {
-        out.extend_from_slice(&p.seqlo.to_le_bytes());
+        out.put_slice(&p.seqlo.to_le_bytes());
     }
     if bits & PEER_WINDOW != 0 {
         varint(out, u64::from(window));
@@ -618,12 +770,12 @@ fn peer(out: &mut Vec<u8>, p: &Peer) {
         varint(out, u64::from(p.mss));
     }
     if bits & PEER_WSCALE != 0 {
-        out.push(p.wscale);
+        out.put(p.wscale);
     }
     if let Some(sc) = p.scrub {
         varint(out, u64::from(sc.flags));
-        out.push(sc.ttl);
-        out.extend_from_slice(&sc.ts_mod.to_le_bytes());
+        out.put(sc.ttl);
+        out.put_slice(&sc.ts_mod.to_le_bytes());
     }
 }
 
@@ -635,29 +787,32 @@ fn unzigzag(v: u64) -> i64 {
     (v >> 1) as i64 ^ -((v & 1) as i64)
 }
 
-#[inline]
-fn varint(out: &mut Vec<u8>, mut v: u64) {
+#[inline(always)]
+fn varint(out: &mut impl Sink, mut v: u64) {
     while v >= 0x80 {
-        out.push(v as u8 | 0x80);
+        out.put(v as u8 | 0x80);
         v >>= 7;
     }
-    out.push(v as u8);
+    out.put(v as u8);
 }
 
-fn option_u32(out: &mut Vec<u8>, v: Option<u32>) {
+#[inline(always)]
+fn option_u32(out: &mut impl Sink, v: Option<u32>) {
     // 0 is None; anything else is the value plus one.
     varint(out, v.map_or(0, |v| u64::from(v) + 1));
 }
 
-fn bare_addr(out: &mut Vec<u8>, a: IpAddr) {
+#[inline(always)]
+fn bare_addr(out: &mut impl Sink, a: IpAddr) {
     match a {
-        IpAddr::V4(a) => out.extend_from_slice(&a.octets()),
-        IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
+        IpAddr::V4(a) => out.put_slice(&a.octets()),
+        IpAddr::V6(a) => out.put_slice(&a.octets()),
     }
 }
 
-fn tagged_addr(out: &mut Vec<u8>, a: IpAddr) {
-    out.push(match a {
+#[inline(always)]
+fn tagged_addr(out: &mut impl Sink, a: IpAddr) {
+    out.put(match a {
         IpAddr::V4(_) => 4,
         IpAddr::V6(_) => 6,
     });

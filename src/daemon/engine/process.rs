@@ -25,7 +25,7 @@ use crate::daemon::link::link_settings;
 use crate::daemon::options::Options;
 use crate::daemon::privsep::message::MAX_TEXT;
 use crate::daemon::privsep::{Channel, ChannelError, Sandbox, ToEngine, ToParent, TURN_BUDGET};
-use crate::engine::{BulkRequest, Config, Engine, Event, Received};
+use crate::engine::{BulkRequest, Config, Engine, Event, PackedTableOp, Received};
 use crate::session::{Event as SessionEvent, Link};
 use crate::wire::ext::Content;
 use crate::{log_error, log_info, log_warn};
@@ -881,14 +881,15 @@ impl EngineProcess {
         let sessions = &mut self.sessions;
         // A state the engine cached goes with the encoding it made then: a bulk's
         // million imports are not encoded twice.
-        while let Some((op, packed)) = engine.poll_table_op_packed() {
+        while let Some(op) = engine.poll_table_op_packed() {
             stamp_once(channel);
-            match packed {
-                Some(packed) => {
-                    ToParent::encode_table_packed(channel.queue(), &op, packed, self.local_seen)
+            match op {
+                PackedTableOp::Import(packed) | PackedTableOp::Update(packed) => {
+                    let update = matches!(op, PackedTableOp::Update(_));
+                    ToParent::encode_table_record(channel.queue(), update, packed, self.local_seen)
                 }
-                None => ToParent::Table {
-                    op,
+                _ => ToParent::Table {
+                    op: op.to_op(),
                     seen: self.local_seen,
                 }
                 .encode(channel.queue()),

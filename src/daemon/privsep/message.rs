@@ -722,17 +722,22 @@ impl ToParent<'_> {
     /// [`Engine::poll_table_op_packed`](crate::engine::Engine::poll_table_op_packed)):
     /// the same bytes, without encoding the state again.
     pub fn encode_table_packed(out: &mut Vec<u8>, op: &TableOp, packed: &[u8], seen: u64) {
-        let kind = match op {
-            TableOp::Import(_) => INSERT,
-            TableOp::Update(_) => UPDATE,
-            _ => {
-                ToParent::Table { op: *op, seen }.encode(out);
-                return;
-            }
-        };
+        match op {
+            TableOp::Import(_) => ToParent::encode_table_record(out, false, packed, seen),
+            TableOp::Update(_) => ToParent::encode_table_record(out, true, packed, seen),
+            _ => ToParent::Table { op: *op, seen }.encode(out),
+        }
+    }
+
+    /// Appends the frame of [`ToParent::Table`] for an import (`update` false) or an
+    /// update of the state whose compact encoding is `packed`, and `seen`: what
+    /// [`encode_table_packed`](Self::encode_table_packed) writes for that operation, for
+    /// a caller that holds no `State` (the engine's
+    /// [`PackedTableOp`](crate::engine::PackedTableOp)).
+    pub fn encode_table_record(out: &mut Vec<u8>, update: bool, packed: &[u8], seen: u64) {
         frame(out, TABLE, |o| {
             o.extend_from_slice(&seen.to_le_bytes());
-            o.push(kind);
+            o.push(if update { UPDATE } else { INSERT });
             put_bytes(o, packed);
         });
     }
