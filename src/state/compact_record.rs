@@ -874,16 +874,16 @@ fn name_bytes<const N: usize>(from: &[u8], len: usize) -> [u8; N] {
     let mut raw = [0u8; N];
     match from.first_chunk::<N>() {
         Some(window) if N % 16 == 0 => {
-            let (chunks, _) = window.as_chunks::<16>();
-            let (out, _) = raw.as_chunks_mut::<16>();
-            for (i, (out, chunk)) in out.iter_mut().zip(chunks).enumerate() {
-                let kept = len.saturating_sub(16 * i).min(16);
+            for at in (0..N).step_by(16) {
+                let kept = len.saturating_sub(at).min(16);
                 let mask = if kept == 16 {
                     u128::MAX
                 } else {
                     (1u128 << (8 * kept)) - 1
                 };
-                *out = (u128::from_le_bytes(*chunk) & mask).to_le_bytes();
+                let mut word = [0u8; 16];
+                word.copy_from_slice(&window[at..at + 16]);
+                raw[at..at + 16].copy_from_slice(&(u128::from_le_bytes(word) & mask).to_le_bytes());
             }
         }
         _ => raw[..len].copy_from_slice(&from[..len]),
