@@ -24,7 +24,9 @@ use crate::daemon::latency::{self, EngineLatency};
 use crate::daemon::link::link_settings;
 use crate::daemon::options::Options;
 use crate::daemon::privsep::message::MAX_TEXT;
-use crate::daemon::privsep::{Channel, ChannelError, Sandbox, ToEngine, ToParent, TURN_BUDGET};
+use crate::daemon::privsep::{
+    Channel, ChannelError, Sandbox, TableFrames, ToEngine, ToParent, TURN_BUDGET,
+};
 use crate::engine::{BulkRequest, Config, Engine, Event, Received};
 use crate::session::{Event as SessionEvent, Link};
 use crate::wire::ext::Content;
@@ -880,19 +882,11 @@ impl EngineProcess {
         };
         let sessions = &mut self.sessions;
         // A state the engine cached goes with the encoding it made then: a bulk's
-        // million imports are not encoded twice.
+        // million imports are not encoded twice. Imports and updates go many to a frame.
+        let mut table_frames = TableFrames::default();
         while let Some((op, packed)) = engine.poll_table_op_packed() {
             stamp_once(channel);
-            match packed {
-                Some(packed) => {
-                    ToParent::encode_table_packed(channel.queue(), &op, packed, self.local_seen)
-                }
-                None => ToParent::Table {
-                    op,
-                    seen: self.local_seen,
-                }
-                .encode(channel.queue()),
-            }
+            table_frames.push(channel.queue(), &op, packed, self.local_seen);
             self.table_ops_sent += 1;
         }
         while let Some(ev) = engine.poll_event() {

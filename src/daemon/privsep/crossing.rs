@@ -92,6 +92,14 @@ impl Crossings {
         self.last_clear > seen || self.latest.get(&key).is_some_and(|&n| n > seen)
     }
 
+    /// Whether a local change after the first `seen` is still in flight: when not, no
+    /// operation decided after `seen` crosses one ([`Crossings::crosses`] is false for
+    /// every key), so a group of them needs no look-up each.
+    pub fn in_flight_after(&self, seen: u64) -> bool {
+        // `order` is in the order sent, and holds every change `latest` names.
+        self.last_clear > seen || self.order.back().is_some_and(|&(n, _)| n > seen)
+    }
+
     /// The states with a local change newer than `seen` (for a clear that crossed).
     pub fn newer_than(&self, seen: u64) -> Vec<Key> {
         let mut keys: Vec<Key> = self
