@@ -675,44 +675,55 @@ impl MemoryTable {
 
     /// [`MemoryTable::apply_record`] of each of `ops` in turn, `each` told of each
     /// operation's outcome as it is carried out: the same outcomes, the same table. The
-    /// index entries the operations look up are read a group ahead (see
-    /// [`SlotIndex::touch`]), so that their cache misses overlap rather than come one
-    /// after the other.
+    /// index entries and deadline buckets the operations use are fetched some operations
+    /// ahead (see [`SlotIndex::touch`]), so that their cache misses overlap rather than
+    /// come one after the other.
     pub fn apply_records<'r>(
         &mut self,
         now: Instant,
         ops: &[RecordOp<'r>],
         mut each: impl FnMut(&RecordOp<'r>, Result<usize, TableError>),
     ) {
-        /// Operations whose entries are read before the first of them is applied.
+        /// How many operations ahead of the one applied the index entry and the
+        /// deadline bucket are fetched; and, later, where the bucket's next entry goes.
         const AHEAD: usize = 16;
+        const THEN_AHEAD: usize = 6;
         let mut tags = [0u32; AHEAD];
         let mut deadlines = [None; AHEAD];
         // Before the first state, the table's clock has not started: no deadline is
         // known to read ahead.
         let secs = self.origin.map(|origin| secs_since(origin, now));
-        for group in ops.chunks(AHEAD) {
-            for ((tag, deadline), op) in tags.iter_mut().zip(&mut deadlines).zip(group) {
+        for i in 0..ops.len() + AHEAD {
+            // Operation `i - AHEAD` is applied, and its place in the ring taken by `i`.
+            let slot = i % AHEAD;
+            if let Some(op) = i.checked_sub(AHEAD).and_then(|j| ops.get(j)) {
+                let result = self.apply_record_tagged(now, op, tags[slot]);
+                each(op, result);
+            }
+            if let Some(op) = ops.get(i) {
                 let peeked = op.record().peeked();
-                *tag = self.index.tag(peeked.key());
-                self.index.touch(*tag);
+                tags[slot] = self.index.tag(peeked.key());
+                self.index.touch(tags[slot]);
                 // Where an import is filed (an update's old place is behind its slot,
                 // which the index names: not read ahead).
                 let expire = match op {
                     RecordOp::Import(_) if peeked.expire_secs != 0 => i64::from(peeked.expire_secs),
                     _ => self.timeout_of(peeked.timeout),
                 };
-                *deadline = secs.map(|now| now + expire);
-                if let Some(d) = *deadline {
+                deadlines[slot] = secs.map(|now| now + expire);
+                if let Some(d) = deadlines[slot] {
                     self.deadlines.prefetch(d, false);
                 }
             }
-            for &d in deadlines[..group.len()].iter().flatten() {
-                self.deadlines.prefetch(d, true);
-            }
-            for (op, &tag) in group.iter().zip(&tags) {
-                let result = self.apply_record_tagged(now, op, tag);
-                each(op, result);
+            // The bucket of the operation applied `THEN_AHEAD` from now is in the cache
+            // by now: where its entry goes is fetched.
+            if let Some(j) = (i + THEN_AHEAD)
+                .checked_sub(AHEAD)
+                .filter(|&j| j < ops.len())
+            {
+                if let Some(d) = deadlines[j % AHEAD] {
+                    self.deadlines.prefetch(d, true);
+                }
             }
         }
     }
