@@ -828,6 +828,9 @@ impl ToParent<'_> {
             if count == 0 {
                 return Err(b.bad("operations"));
             }
+            // Room for all at once, as far as the body can hold them (an operation takes
+            // more than eight bytes): the count is the engine's word.
+            ops.reserve((count as usize).min(b.bytes.len() / 8));
             for _ in 0..count {
                 let update = match b.u8()? {
                     INSERT => false,
