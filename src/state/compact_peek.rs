@@ -12,7 +12,7 @@
 //! A child of `compact_record` so that it shares the reader and the layout's constants
 //! rather than copying them.
 
-use super::name_bytes;
+use super::{name_bytes, varint_of_eight};
 use super::{
     route_of, unzigzag, CompactRecordError, Reader, ALL_BITS, CREATOR, FLAGS, IFNAME,
     MIXED_FAMILIES, NAMES, PEER_MAX_WIN, PEER_MAX_WIN_IS_WINDOW, PEER_MSS, PEER_SCRUB,
@@ -289,30 +289,9 @@ impl Cursor<'_> {
     /// A varint of more than one byte, `first` its first (taken already).
     #[inline(always)]
     fn varint_rest(&mut self, first: u8) -> Option<u64> {
-        // The eight bytes from `first` at once where the record holds them: the first
-        // byte without its continuation bit ends the varint, and the 7-bit groups
-        // before it are packed together in three steps, with no branch per byte.
-        if let Some(window) = self
-            .bytes
-            .get(self.at - 1..)
-            .and_then(|w| w.first_chunk::<8>())
-        {
-            let word = u64::from_le_bytes(*window);
-            let ends = !word & 0x8080_8080_8080_8080;
-            if ends != 0 {
-                let len = (ends.trailing_zeros() / 8 + 1) as usize;
-                let used = if len == 8 {
-                    word
-                } else {
-                    word & ((1u64 << (8 * len)) - 1)
-                };
-                let mut v = used & 0x7f7f_7f7f_7f7f_7f7f;
-                v = (v & 0x007f_007f_007f_007f) | (v & 0x7f00_7f00_7f00_7f00) >> 1;
-                v = (v & 0x0000_3fff_0000_3fff) | (v & 0x3fff_0000_3fff_0000) >> 2;
-                v = (v & 0x0000_0000_0fff_ffff) | (v & 0x0fff_ffff_0000_0000) >> 4;
-                self.at += len - 1;
-                return Some(v);
-            }
+        if let Some((v, len)) = self.bytes.get(self.at - 1..).and_then(varint_of_eight) {
+            self.at += len - 1;
+            return Some(v);
         }
         self.varint_bytewise(first)
     }

@@ -891,6 +891,30 @@ fn name_bytes<const N: usize>(from: &[u8], len: usize) -> [u8; N] {
     raw
 }
 
+/// The varint at the start of `bytes` and its length, read from eight bytes at once if
+/// `bytes` holds eight and the varint ends within them (`None` otherwise, for the
+/// byte-at-a-time reading): the first byte without its continuation bit ends it, and the
+/// 7-bit groups before it are packed together in three steps, with no branch per byte.
+#[inline(always)]
+pub(super) fn varint_of_eight(bytes: &[u8]) -> Option<(u64, usize)> {
+    let word = u64::from_le_bytes(*bytes.first_chunk::<8>()?);
+    let ends = !word & 0x8080_8080_8080_8080;
+    if ends == 0 {
+        return None;
+    }
+    let len = (ends.trailing_zeros() / 8 + 1) as usize;
+    let used = if len == 8 {
+        word
+    } else {
+        word & ((1u64 << (8 * len)) - 1)
+    };
+    let mut v = used & 0x7f7f_7f7f_7f7f_7f7f;
+    v = (v & 0x007f_007f_007f_007f) | (v & 0x7f00_7f00_7f00_7f00) >> 1;
+    v = (v & 0x0000_3fff_0000_3fff) | (v & 0x3fff_0000_3fff_0000) >> 2;
+    v = (v & 0x0000_0000_0fff_ffff) | (v & 0x0fff_ffff_0000_0000) >> 4;
+    Some((v, len))
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -957,6 +981,10 @@ impl Reader<'_> {
     }
 
     fn varint_long(&mut self, field: &'static str) -> Result<u64, CompactRecordError> {
+        if let Some(v) = self.bytes.get(self.at..).and_then(varint_of_eight) {
+            self.at += v.1;
+            return Ok(v.0);
+        }
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
