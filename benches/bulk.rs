@@ -579,34 +579,42 @@ mod linux {
         );
         drop(table);
         // The receiver parent's whole work per operation: the engine's frame decoded,
-        // then applied. The way it went before issue 14 point 4's record ops (a State
-        // decoded from each frame, its bytes kept) and the way it goes now (the record
-        // checked and peeked, never made a State), on fresh tables.
+        // then applied. The way it went before issue 14 point 4's record ops (a frame
+        // per operation, a State decoded from each, its bytes kept) and the way it goes
+        // now (frames of many operations as the engine writes them, each record checked
+        // and peeked, never made a State, applied a frame at a time), on fresh tables.
         let mut frames = Vec::new();
-        let mut ends = Vec::with_capacity(n);
-        for (op, _) in ops {
-            ToParent::Table { op, seen: 0 }.encode(&mut frames);
-            ends.push(frames.len());
+        let mut records_frames = Vec::new();
+        let mut writer = pfsyncd::daemon::privsep::TableFrames::default();
+        for (op, packed) in &ops {
+            ToParent::Table { op: *op, seen: 0 }.encode(&mut frames);
+            writer.push(&mut records_frames, op, Some(packed), 0);
         }
-        let mut start = 0;
-        let bodies: Vec<(u8, &[u8])> = ends
-            .iter()
-            .map(|&end| {
-                let frame = &frames[start..end];
-                start = end;
-                (frame[4], &frame[FRAME_HEADER..])
-            })
-            .collect();
+        fn split(mut rest: &[u8]) -> Vec<(u8, &[u8])> {
+            let mut bodies = Vec::new();
+            while !rest.is_empty() {
+                let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+                bodies.push((rest[4], &rest[FRAME_HEADER..FRAME_HEADER + len]));
+                rest = &rest[FRAME_HEADER + len..];
+            }
+            bodies
+        }
+        let (bodies, records_bodies) = (split(&frames), split(&records_frames));
         for record_ops in [false, true] {
             let mut table = MemoryTable::new(MemoryConfig::new(0x0c0c_0001));
             let t = Lap::start();
-            for &(kind, body) in &bodies {
-                if record_ops {
-                    let (op, _) = ToParent::decode_record_op(kind, body)
-                        .expect("an import")
+            if record_ops {
+                for &(kind, body) in &records_bodies {
+                    let mut ops = Vec::new();
+                    ToParent::decode_record_ops(kind, body, &mut ops)
+                        .expect("imports")
                         .expect("decodes");
-                    table.apply_record(now, &op).expect("import");
-                } else {
+                    table.apply_records(now, &ops, |_, r| {
+                        r.expect("import");
+                    });
+                }
+            } else {
+                for &(kind, body) in &bodies {
                     let Ok(ToParent::Table { op, .. }) = ToParent::decode(kind, body) else {
                         panic!("not a table operation");
                     };

@@ -94,8 +94,13 @@ impl Histogram {
 
     /// Counts one.
     pub fn record(&mut self, d: Duration) {
+        self.record_each(d, 1);
+    }
+
+    /// Counts `n`, each of `d` (what a group timed together took each, on average).
+    pub fn record_each(&mut self, d: Duration, n: u64) {
         let us = d.as_secs_f64() * 1e6;
-        self.counts[Self::bucket_of(us)] += 1;
+        self.counts[Self::bucket_of(us)] += n;
         self.max_us = self.max_us.max(us.ceil() as u64);
     }
 

@@ -1018,6 +1018,58 @@ impl Layout {
     }
 }
 
+/// The first `len` bytes of `from` (which holds at least that many) as the `N` bytes
+/// of a name, NUL after them. Taken 16 bytes at a time and masked where `from` holds
+/// `N` bytes (a name is never a record's last field, so nearly always): copying `len`
+/// bytes into a zeroed array cost a `memcpy` call for a few bytes, and reading the name
+/// back whole right after those narrow stores stalled on them (a fifth of a record's
+/// peek in the receiver's parent).
+#[inline(always)]
+fn name_bytes<const N: usize>(from: &[u8], len: usize) -> [u8; N] {
+    let mut raw = [0u8; N];
+    match from.first_chunk::<N>() {
+        Some(window) if N % 16 == 0 => {
+            for at in (0..N).step_by(16) {
+                let kept = len.saturating_sub(at).min(16);
+                let mask = if kept == 16 {
+                    u128::MAX
+                } else {
+                    (1u128 << (8 * kept)) - 1
+                };
+                let mut word = [0u8; 16];
+                word.copy_from_slice(&window[at..at + 16]);
+                raw[at..at + 16].copy_from_slice(&(u128::from_le_bytes(word) & mask).to_le_bytes());
+            }
+        }
+        _ => raw[..len].copy_from_slice(&from[..len]),
+    }
+    raw
+}
+
+/// The varint at the start of `bytes` and its length, read from eight bytes at once if
+/// `bytes` holds eight and the varint ends within them (`None` otherwise, for the
+/// byte-at-a-time reading): the first byte without its continuation bit ends it, and the
+/// 7-bit groups before it are packed together in three steps, with no branch per byte.
+#[inline(always)]
+pub(super) fn varint_of_eight(bytes: &[u8]) -> Option<(u64, usize)> {
+    let word = u64::from_le_bytes(*bytes.first_chunk::<8>()?);
+    let ends = !word & 0x8080_8080_8080_8080;
+    if ends == 0 {
+        return None;
+    }
+    let len = (ends.trailing_zeros() / 8 + 1) as usize;
+    let used = if len == 8 {
+        word
+    } else {
+        word & ((1u64 << (8 * len)) - 1)
+    };
+    let mut v = used & 0x7f7f_7f7f_7f7f_7f7f;
+    v = (v & 0x007f_007f_007f_007f) | (v & 0x7f00_7f00_7f00_7f00) >> 1;
+    v = (v & 0x0000_3fff_0000_3fff) | (v & 0x3fff_0000_3fff_0000) >> 2;
+    v = (v & 0x0000_0000_0fff_ffff) | (v & 0x0fff_ffff_0000_0000) >> 4;
+    Some((v, len))
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -1084,6 +1136,10 @@ impl Reader<'_> {
     }
 
     fn varint_long(&mut self, field: &'static str) -> Result<u64, CompactRecordError> {
+        if let Some(v) = self.bytes.get(self.at..).and_then(varint_of_eight) {
+            self.at += v.1;
+            return Ok(v.0);
+        }
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -1119,37 +1175,45 @@ impl Reader<'_> {
         }
     }
 
+    #[inline]
     fn name<const N: usize>(&mut self, field: &'static str) -> Result<Name<N>, CompactRecordError> {
         let tag = self.u8()?;
-        let mut raw = [0u8; N];
         if tag & 0x80 != 0 {
-            let (len, used) = self
-                .names
-                .get(usize::from(tag & 0x7f))
-                .ok_or_else(|| self.invalid(field))?;
-            let len = usize::from(*len);
-            raw.get_mut(..len)
-                .ok_or_else(|| self.invalid(field))?
-                .copy_from_slice(&used[..len]);
-            return Ok(Name(raw));
+            return self.known_name(tag, field);
         }
         let len = usize::from(tag);
         if len > N.min(64) {
             return Err(self.invalid(field));
         }
-        let used = self.take(len)?;
-        raw[..len].copy_from_slice(used);
+        let start = self.at;
         // The encoder never writes trailing NULs: a name ending in one was not made by it,
         // and would not match the encoder's dictionary.
-        if used.last() == Some(&0) {
+        if self.take(len)?.last() == Some(&0) {
             return Err(self.invalid(field));
         }
+        let used = &self.bytes[start..];
         if self.remember_names && self.names.len() < DICTIONARY_SIZE {
-            let mut kept = [0u8; 64];
-            kept[..len].copy_from_slice(&raw[..len]);
-            self.names.push((len as u8, kept));
+            self.names.push((len as u8, name_bytes(used, len)));
         }
-        Ok(Name(raw))
+        Ok(Name(name_bytes(used, len)))
+    }
+
+    /// A name sent before in the batch, by its dictionary index.
+    #[cold]
+    fn known_name<const N: usize>(
+        &self,
+        tag: u8,
+        field: &'static str,
+    ) -> Result<Name<N>, CompactRecordError> {
+        let (len, used) = self
+            .names
+            .get(usize::from(tag & 0x7f))
+            .ok_or_else(|| self.invalid(field))?;
+        let len = usize::from(*len);
+        if len > N {
+            return Err(self.invalid(field));
+        }
+        Ok(Name(name_bytes(used, len)))
     }
 
     /// Steps over a peer's bytes.

@@ -24,6 +24,8 @@ pub use ifmtu::interface_mtu;
 
 pub mod ioccom;
 
+pub mod memory;
+
 pub mod process;
 
 #[cfg(any(

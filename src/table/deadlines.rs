@@ -24,13 +24,20 @@ const WHEEL: usize = 1 << 17;
 /// The place bit of a slot filed in the map rather than on the wheel.
 const FAR: u32 = 1 << 31;
 
+/// A bucket of the wheel: the slots filed under one second.
+#[derive(Debug, Default, Clone)]
+struct Bucket {
+    /// The second the bucket holds, while it holds slots. Beside them, not in an array
+    /// of its own: filing a slot then reads one random cache line of the wheel, not two.
+    second: i64,
+    slots: Vec<u32>,
+}
+
 /// The buckets; see the module documentation.
 #[derive(Debug, Default)]
 pub(super) struct Deadlines {
     /// The buckets of the wheel (empty until the first state is filed).
-    wheel: Vec<Vec<u32>>,
-    /// The second each non-empty wheel bucket holds.
-    second: Vec<i64>,
+    wheel: Vec<Bucket>,
     /// One bit per wheel bucket: set while it holds states.
     occupied: Vec<u64>,
     /// Every second on the wheel is at or after this, and before `low + WHEEL`.
@@ -50,8 +57,7 @@ impl Deadlines {
     /// for [`Deadlines::remove`] and [`Deadlines::moved`].
     pub(super) fn insert(&mut self, deadline: i64, at: u32) -> u32 {
         if self.wheel.is_empty() {
-            self.wheel = vec![Vec::new(); WHEEL];
-            self.second = vec![0; WHEEL];
+            self.wheel = vec![Bucket::default(); WHEEL];
             self.occupied = vec![0; WHEEL / 64];
         }
         if self.on_wheel == 0 {
@@ -60,19 +66,33 @@ impl Deadlines {
         }
         let b = bucket_of(deadline);
         let in_window = deadline >= self.low && deadline.saturating_sub(self.low) < WHEEL as i64;
-        let free = self.wheel[b].is_empty() || self.second[b] == deadline;
+        let bucket = &mut self.wheel[b];
+        let free = bucket.slots.is_empty() || bucket.second == deadline;
         if in_window && free {
-            let bucket = &mut self.wheel[b];
-            bucket.push(at);
-            self.second[b] = deadline;
+            bucket.slots.push(at);
+            bucket.second = deadline;
             self.occupied[b / 64] |= 1 << (b % 64);
             self.on_wheel += 1;
             // A bucket of two billion states would need 200 GB of slots first.
-            return (bucket.len() - 1) as u32;
+            return (bucket.slots.len() - 1) as u32;
         }
         let bucket = self.far.entry(deadline).or_default();
         bucket.push(at);
         (bucket.len() - 1) as u32 | FAR
+    }
+
+    /// Starts loading what filing a slot under `deadline` reads: its wheel bucket, and
+    /// then (`ready`, a while after that, when the bucket is in the cache) where its
+    /// next entry goes (see [`crate::sys::memory::prefetch`]). Changes nothing.
+    #[inline]
+    pub(super) fn prefetch(&self, deadline: i64, ready: bool) {
+        if let Some(bucket) = self.wheel.get(bucket_of(deadline)) {
+            if !ready {
+                crate::sys::memory::prefetch(bucket);
+            } else if let Some(last) = bucket.slots.last() {
+                crate::sys::memory::prefetch(last);
+            }
+        }
     }
 
     /// The bucket a slot filed at `place` under `deadline` is in.
@@ -80,9 +100,8 @@ impl Deadlines {
         if place & FAR != 0 {
             self.far.get_mut(&deadline)
         } else {
-            let b = bucket_of(deadline);
-            let bucket = self.wheel.get_mut(b)?;
-            (self.second[b] == deadline).then_some(bucket)
+            let bucket = self.wheel.get_mut(bucket_of(deadline))?;
+            (bucket.second == deadline).then_some(&mut bucket.slots)
         }
     }
 
@@ -103,7 +122,7 @@ impl Deadlines {
                 let b = bucket_of(deadline);
                 self.occupied[b / 64] &= !(1 << (b % 64));
                 // Its room goes: a bulk's bucket may have held thousands.
-                self.wheel[b] = Vec::new();
+                self.wheel[b].slots = Vec::new();
             }
         }
         if place & FAR == 0 {
@@ -138,7 +157,7 @@ impl Deadlines {
             }
             if bits != 0 {
                 let b = w * 64 + bits.trailing_zeros() as usize;
-                return Some(self.second[b]);
+                return Some(self.wheel[b].second);
             }
         }
         None
@@ -157,7 +176,7 @@ impl Deadlines {
         let first = self.first()?;
         let bucket = match self.far.get(&first) {
             Some(far) => far,
-            None => &self.wheel[bucket_of(first)],
+            None => &self.wheel[bucket_of(first)].slots,
         };
         bucket.last().map(|&at| (first, at))
     }
@@ -173,7 +192,7 @@ impl Deadlines {
     pub(super) fn clear(&mut self) {
         for (b, bucket) in self.wheel.iter_mut().enumerate() {
             if self.occupied[b / 64] & (1 << (b % 64)) != 0 {
-                *bucket = Vec::new();
+                bucket.slots = Vec::new();
             }
         }
         self.occupied.fill(0);

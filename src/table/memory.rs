@@ -173,6 +173,26 @@ impl Bytes {
         }
     }
 
+    /// No bytes, inline: what a new slot holds until its bytes are written in place.
+    const EMPTY: Bytes = Bytes::Inline {
+        len: 0,
+        data: [0; INLINE],
+    };
+
+    /// Holds `bytes` now, written where the slot is when they fit inline: a `Bytes`
+    /// built aside and moved into the slot was read back whole right after its bytes'
+    /// narrow stores, a stall per state of a bulk.
+    #[inline]
+    fn set(&mut self, bytes: &[u8]) {
+        match self {
+            Bytes::Inline { len, data } if bytes.len() <= INLINE => {
+                data[..bytes.len()].copy_from_slice(bytes);
+                *len = bytes.len() as u8;
+            }
+            _ => *self = Bytes::new(bytes),
+        }
+    }
+
     fn as_slice(&self) -> &[u8] {
         match self {
             Bytes::Inline { len, data } => &data[..usize::from(*len)],
@@ -214,6 +234,14 @@ fn encode_state(state: &State) -> Bytes {
 fn random_hash_key() -> [u64; 2] {
     let random = std::collections::hash_map::RandomState::new();
     [random.hash_one(0x5eed_u64), random.hash_one(0xf00d_u64)]
+}
+
+/// Table seconds of `now`, counted from `origin`.
+fn secs_since(origin: Instant, now: Instant) -> i64 {
+    match now.checked_duration_since(origin) {
+        Some(d) => d.as_secs() as i64,
+        None => -(origin.duration_since(now).as_secs_f64().ceil() as i64),
+    }
 }
 
 /// A change noted for the next poll.
@@ -330,10 +358,7 @@ impl MemoryTable {
             }
         }
         let origin = *self.origin.get_or_insert(now);
-        let secs = match now.checked_duration_since(origin) {
-            Some(d) => d.as_secs() as i64,
-            None => -(origin.duration_since(now).as_secs_f64().ceil() as i64),
-        };
+        let secs = secs_since(origin, now);
         self.last_secs = Some((now, secs));
         secs
     }
@@ -352,9 +377,9 @@ impl MemoryTable {
         }
     }
 
-    /// Adds a state of a new key with the times its `age_secs`/`expire_secs` give;
-    /// `bytes` is its encoding.
-    fn place(&mut self, now: i64, state: &PeekedState, bytes: Bytes) {
+    /// Adds a state of a new key (whose index tag is `tag`) with the times its
+    /// `age_secs`/`expire_secs` give; `fill` writes its encoding into the new slot.
+    fn place(&mut self, now: i64, state: &PeekedState, tag: u32, fill: impl FnOnce(&mut Bytes)) {
         let value = self.timeout_of(state.timeout);
         let created = now - i64::from(state.age_secs);
         let deadline = if state.expire_secs != 0 {
@@ -374,26 +399,41 @@ impl MemoryTable {
             place,
             created,
             deadline,
-            bytes,
+            bytes: Bytes::EMPTY,
         });
-        self.index.insert(key, at);
+        fill(&mut self.slots[at as usize].bytes);
+        self.index.insert_tagged(tag, at);
     }
 
-    /// Replaces the content of `key`'s state by `bytes`, the encoding of a state of
-    /// timeout class `class` named `key`, and marks activity now. Returns where its
-    /// slot is; `None` if there is none.
-    fn refresh(&mut self, now: i64, key: Key, class: Timeout, bytes: Bytes) -> Option<u32> {
+    /// Replaces the content of `key`'s state (whose index tag is `tag`) by what `fill`
+    /// writes, the encoding of a state of timeout class `class` named `key`, and marks
+    /// activity now. Returns where its slot is; `None` if there is none.
+    fn refresh(
+        &mut self,
+        now: i64,
+        key: Key,
+        tag: u32,
+        class: Timeout,
+        fill: impl FnOnce(&mut Bytes),
+    ) -> Option<u32> {
         let value = self.timeout_of(class);
-        let at = self.find(key)?;
+        let at = self.find_tagged(key, tag)?;
         self.refile(at, now + value);
-        self.slots[at as usize].bytes = bytes;
+        fill(&mut self.slots[at as usize].bytes);
         Some(at)
     }
 
     /// Where `key`'s slot is in the list.
     fn find(&self, key: Key) -> Option<u32> {
+        self.find_tagged(key, self.index.tag(key))
+    }
+
+    /// [`MemoryTable::find`] of `key`, whose index tag is `tag`.
+    #[inline]
+    fn find_tagged(&self, key: Key, tag: u32) -> Option<u32> {
         let slots = &self.slots;
-        self.index.get(key, |at| slots[at as usize].key())
+        self.index
+            .get_tagged(key, tag, |at| slots[at as usize].key())
     }
 
     /// Files the slot at `at` under a new deadline.
@@ -470,7 +510,10 @@ impl MemoryTable {
         }
         state.id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        self.place(now, &PeekedState::of(&state), encode_state(&state));
+        let tag = self.index.tag(key_of(&state));
+        self.place(now, &PeekedState::of(&state), tag, |b| {
+            *b = encode_state(&state)
+        });
         self.journal.push(Note::Insert(key_of(&state)));
         let (creatorid, id) = key_of(&state);
         self.slot((creatorid, id))
@@ -497,7 +540,9 @@ impl MemoryTable {
         // Its name stays whatever `change` did.
         (state.creatorid, state.id) = key;
         let at = self
-            .refresh(now, key, state.timeout, encode_state(&state))
+            .refresh(now, key, self.index.tag(key), state.timeout, |b| {
+                *b = encode_state(&state)
+            })
             .ok_or(TableError::NotFound { creatorid, id })?;
         self.journal.push(Note::Update(key));
         Ok(Self::hand_out(&self.slots[at as usize], now))
@@ -624,28 +669,98 @@ impl MemoryTable {
     /// [`StateTable::apply`] of an import or update given as its checked compact record:
     /// the record is stored as it is and no [`State`] is made of it.
     pub fn apply_record(&mut self, now: Instant, op: &RecordOp) -> Result<usize, TableError> {
+        let tag = self.index.tag(op.record().peeked().key());
+        self.apply_record_tagged(now, op, tag)
+    }
+
+    /// [`MemoryTable::apply_record`] of each of `ops` in turn, `each` told of each
+    /// operation's outcome as it is carried out: the same outcomes, the same table. The
+    /// index entries and deadline buckets the operations use are fetched some operations
+    /// ahead (see [`SlotIndex::touch`]), so that their cache misses overlap rather than
+    /// come one after the other.
+    pub fn apply_records<'r>(
+        &mut self,
+        now: Instant,
+        ops: &[RecordOp<'r>],
+        mut each: impl FnMut(&RecordOp<'r>, Result<usize, TableError>),
+    ) {
+        /// How many operations ahead of the one applied the index entry and the
+        /// deadline bucket are fetched; and, later, where the bucket's next entry goes.
+        const AHEAD: usize = 16;
+        const THEN_AHEAD: usize = 6;
+        let mut tags = [0u32; AHEAD];
+        let mut deadlines = [None; AHEAD];
+        // Before the first state, the table's clock has not started: no deadline is
+        // known to read ahead.
+        let secs = self.origin.map(|origin| secs_since(origin, now));
+        for i in 0..ops.len() + AHEAD {
+            // Operation `i - AHEAD` is applied, and its place in the ring taken by `i`.
+            let slot = i % AHEAD;
+            if let Some(op) = i.checked_sub(AHEAD).and_then(|j| ops.get(j)) {
+                let result = self.apply_record_tagged(now, op, tags[slot]);
+                each(op, result);
+            }
+            if let Some(op) = ops.get(i) {
+                let peeked = op.record().peeked();
+                tags[slot] = self.index.tag(peeked.key());
+                self.index.touch(tags[slot]);
+                // Where an import is filed (an update's old place is behind its slot,
+                // which the index names: not read ahead).
+                let expire = match op {
+                    RecordOp::Import(_) if peeked.expire_secs != 0 => i64::from(peeked.expire_secs),
+                    _ => self.timeout_of(peeked.timeout),
+                };
+                deadlines[slot] = secs.map(|now| now + expire);
+                if let Some(d) = deadlines[slot] {
+                    self.deadlines.prefetch(d, false);
+                }
+            }
+            // The bucket of the operation applied `THEN_AHEAD` from now is in the cache
+            // by now: where its entry goes is fetched.
+            if let Some(j) = (i + THEN_AHEAD)
+                .checked_sub(AHEAD)
+                .filter(|&j| j < ops.len())
+            {
+                if let Some(d) = deadlines[j % AHEAD] {
+                    self.deadlines.prefetch(d, true);
+                }
+            }
+        }
+    }
+
+    /// [`MemoryTable::apply_record`] of an operation whose state's index tag is `tag`.
+    #[inline]
+    fn apply_record_tagged(
+        &mut self,
+        now: Instant,
+        op: &RecordOp,
+        tag: u32,
+    ) -> Result<usize, TableError> {
         let record = op.record();
-        let bytes = || Bytes::new(record.bytes());
+        let bytes = |b: &mut Bytes| b.set(record.bytes());
         match op {
-            RecordOp::Import(_) => self.import_with(now, record.peeked(), bytes),
-            RecordOp::Update(_) => self.update_with(now, record.peeked(), bytes),
+            RecordOp::Import(_) => self.import_with(now, record.peeked(), tag, bytes),
+            RecordOp::Update(_) => self.update_with(now, record.peeked(), tag, bytes),
         }
         .map(|()| 1)
     }
 
-    /// Imports the state `state` was read from, whose encoding `bytes` makes.
+    /// Imports the state `state` was read from, whose encoding `bytes` writes; `tag` is
+    /// its index tag.
+    #[inline]
     fn import_with(
         &mut self,
         now: Instant,
         state: &PeekedState,
-        bytes: impl FnOnce() -> Bytes,
+        tag: u32,
+        bytes: impl FnOnce(&mut Bytes),
     ) -> Result<(), TableError> {
         if state.creatorid == 0 {
             return Err(TableError::Invalid("creatorid 0"));
         }
         self.refuse_unknown_interface(&state.ifname)?;
         let key = state.key();
-        if self.find(key).is_some() {
+        if self.find_tagged(key, tag).is_some() {
             return Err(TableError::AlreadyExists {
                 creatorid: key.0,
                 id: key.1,
@@ -653,21 +768,24 @@ impl MemoryTable {
         }
         self.check_room()?;
         let now = self.secs(now);
-        self.place(now, state, bytes());
+        self.place(now, state, tag, bytes);
         Ok(())
     }
 
-    /// Updates the state `state` was read from, whose encoding `bytes` makes.
+    /// Updates the state `state` was read from, whose encoding `bytes` writes; `tag` is
+    /// its index tag.
+    #[inline]
     fn update_with(
         &mut self,
         now: Instant,
         state: &PeekedState,
-        bytes: impl FnOnce() -> Bytes,
+        tag: u32,
+        bytes: impl FnOnce(&mut Bytes),
     ) -> Result<(), TableError> {
         self.refuse_unknown_interface(&state.ifname)?;
         let now = self.secs(now);
         let (creatorid, id) = state.key();
-        self.refresh(now, (creatorid, id), state.timeout, bytes())
+        self.refresh(now, (creatorid, id), tag, state.timeout, bytes)
             .map(|_| ())
             .ok_or(TableError::NotFound { creatorid, id })
     }
@@ -678,7 +796,10 @@ impl MemoryTable {
         state: &State,
         encoded: Option<&[u8]>,
     ) -> Result<(), TableError> {
-        self.import_with(now, &PeekedState::of(state), || encode(state, encoded))
+        let tag = self.index.tag(key_of(state));
+        self.import_with(now, &PeekedState::of(state), tag, |b| {
+            *b = encode(state, encoded)
+        })
     }
 
     fn update_encoded(
@@ -687,7 +808,10 @@ impl MemoryTable {
         state: &State,
         encoded: Option<&[u8]>,
     ) -> Result<(), TableError> {
-        self.update_with(now, &PeekedState::of(state), || encode(state, encoded))
+        let tag = self.index.tag(key_of(state));
+        self.update_with(now, &PeekedState::of(state), tag, |b| {
+            *b = encode(state, encoded)
+        })
     }
 }
 
@@ -1144,6 +1268,122 @@ mod test {
             }
         }
         assert_eq!(whole.next_deadline(), peeked.next_deadline());
+    }
+
+    /// `apply_records` over groups of any size says and does what `apply_record` says
+    /// and does one operation at a time: imports, duplicates within a group, updates of
+    /// names held and not, refusals for the creator, the interface and a full table,
+    /// before and after the table's clock has started.
+    #[test]
+    fn records_applied_in_groups_are_applied_one_by_one() {
+        let start = Instant::now();
+        let check = InterfaceCheck::Only(vec![name("igb0"), name("em0")]);
+        let configured = |limit| {
+            let mut t = table(check.clone());
+            t.config.limit = limit;
+            t
+        };
+        let mut synth = crate::table::synth::Synth::new(8, PEER);
+        let mut states: Vec<State> = synth.states(600);
+        for (i, s) in states.iter_mut().enumerate() {
+            s.ifname = name(["igb0", "em0", "vtnet9", "all", "em0"][i % 5]);
+            s.timeout = Timeout::ALL[i % Timeout::ALL.len()];
+            s.age_secs = (i * 7) as u32;
+            s.expire_secs = [0, 1, 90, 86_400, 200_000][i % 5];
+        }
+        states[3].creatorid = 0;
+        // (update, state) in the order applied: imports, some twice in a row, and
+        // updates, some of names never imported.
+        let mut ops = Vec::new();
+        for (i, s) in states.iter().enumerate() {
+            ops.push((false, *s));
+            if i % 7 == 0 {
+                ops.push((false, *s));
+            }
+            if i % 3 == 0 {
+                let mut u = states[i / 2];
+                u.packets = [i as u64, 1];
+                u.timeout = Timeout::ALL[(i + 3) % Timeout::ALL.len()];
+                if i % 9 == 0 {
+                    u.id += 1 << 40;
+                }
+                ops.push((true, u));
+            }
+        }
+        let encoded: Vec<(bool, Vec<u8>)> = ops
+            .iter()
+            .map(|(update, s)| {
+                let mut bytes = Vec::new();
+                compact::encode(s, &mut bytes);
+                (*update, bytes)
+            })
+            .collect();
+        let record_ops: Vec<RecordOp> = encoded
+            .iter()
+            .map(|(update, bytes)| {
+                let r = CheckedRecord::check(bytes).unwrap();
+                if *update {
+                    RecordOp::Update(r)
+                } else {
+                    RecordOp::Import(r)
+                }
+            })
+            .collect();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut told_all = Vec::new();
+        for limit in [None, Some(300)] {
+            let (mut one, mut grouped) = (configured(limit), configured(limit));
+            let mut told = Vec::new();
+            let mut rest = &record_ops[..];
+            let mut turn = 0;
+            while !rest.is_empty() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let n = (x % 40) as usize + 1;
+                let (group, after) = rest.split_at(n.min(rest.len()));
+                let now = start + Duration::from_secs(turn * 3);
+                let expected: Vec<String> = group
+                    .iter()
+                    .map(|op| format!("{:?}", one.apply_record(now, op)))
+                    .collect();
+                told.clear();
+                grouped.apply_records(now, group, |op, r| told.push((*op, format!("{r:?}"))));
+                assert_eq!(told.len(), group.len());
+                for ((op, said), (expected_op, expected)) in
+                    told.iter().zip(group.iter().zip(&expected))
+                {
+                    assert_eq!(op, expected_op);
+                    assert_eq!(said, expected);
+                }
+                told_all.extend(expected);
+                rest = after;
+                turn += 1;
+            }
+            if limit.is_none() {
+                // Taken, refused for the creator or the interface, held, not found.
+                let kinds: HashSet<String> = told_all
+                    .iter()
+                    .map(|t| t.chars().take(20).collect())
+                    .collect();
+                assert!(kinds.len() >= 5, "{kinds:?}");
+            } else {
+                assert!(told_all.iter().any(|t| t.contains("Full")));
+            }
+            told_all.clear();
+            assert_eq!(one.len(), grouped.len());
+            assert_eq!(one.edge_counters(), grouped.edge_counters());
+            assert_eq!(one.next_deadline(), grouped.next_deadline());
+            let later = start + Duration::from_secs(10_000);
+            for (_, s) in &ops {
+                assert_eq!(
+                    one.get_any(later, s.creatorid, s.id),
+                    grouped.get_any(later, s.creatorid, s.id)
+                );
+            }
+            assert_eq!(one.expire(later), grouped.expire(later));
+            assert_eq!(one.len(), grouped.len());
+        }
     }
 
     #[test]

@@ -24,8 +24,10 @@ use crate::daemon::latency::{self, EngineLatency};
 use crate::daemon::link::link_settings;
 use crate::daemon::options::Options;
 use crate::daemon::privsep::message::MAX_TEXT;
-use crate::daemon::privsep::{Channel, ChannelError, Sandbox, ToEngine, ToParent, TURN_BUDGET};
-use crate::engine::{BulkRequest, Config, Engine, Event, PackedTableOp, Received};
+use crate::daemon::privsep::{
+    Channel, ChannelError, Sandbox, TableFrames, ToEngine, ToParent, TURN_BUDGET,
+};
+use crate::engine::{BulkRequest, Config, Engine, Event, Received};
 use crate::session::{Event as SessionEvent, Link};
 use crate::wire::ext::Content;
 use crate::{log_error, log_info, log_warn};
@@ -880,20 +882,11 @@ impl EngineProcess {
         };
         let sessions = &mut self.sessions;
         // A state the engine cached goes with the encoding it made then: a bulk's
-        // million imports are not encoded twice.
+        // million imports are not encoded twice. Imports and updates go many to a frame.
+        let mut table_frames = TableFrames::default();
         while let Some(op) = engine.poll_table_op_packed() {
             stamp_once(channel);
-            match op {
-                PackedTableOp::Import(packed) | PackedTableOp::Update(packed) => {
-                    let update = matches!(op, PackedTableOp::Update(_));
-                    ToParent::encode_table_record(channel.queue(), update, packed, self.local_seen)
-                }
-                _ => ToParent::Table {
-                    op: op.to_op(),
-                    seen: self.local_seen,
-                }
-                .encode(channel.queue()),
-            }
+            table_frames.push_packed(channel.queue(), &op, self.local_seen);
             self.table_ops_sent += 1;
         }
         while let Some(ev) = engine.poll_event() {

@@ -93,6 +93,8 @@ pub(in crate::daemon) struct Parent {
     latency: ParentLatency,
     /// When the engine's operations last wrote recently synced states.
     applied: RecentlyApplied,
+    /// A frame of table records copied out of the channel's buffer, kept for its room.
+    records_frame: Vec<u8>,
     /// The engine's frames were left over at this turn's budget: take no new input.
     engine_behind: bool,
     checksum: [u8; 16],
@@ -170,6 +172,7 @@ impl Parent {
             table_ops_applied: 0,
             latency: ParentLatency::default(),
             applied: RecentlyApplied::new(crate::engine::KeyedState::new(hash_key)),
+            records_frame: Vec::new(),
             engine_behind: false,
             checksum: [0; 16],
             send_failures: 0,
@@ -374,8 +377,20 @@ impl Parent {
         // operation that follows another is timed from there (its frame's decoding
         // included), one clock read per operation in a bulk rather than two.
         let mut apply_ended: Option<Instant> = None;
+        let mut records = std::mem::take(&mut self.records_frame);
         while let Some((kind, body)) = self.channel.next_frame_in(&mut budget)? {
             let follows_apply = apply_ended.take();
+            // A frame of imports and updates (a bulk's): copied whole, as acting may
+            // queue answers on the channel whose buffer it is in, and applied together.
+            if ToParent::carries_records(kind) {
+                records.clear();
+                records.extend_from_slice(body);
+                let mut ops = Vec::new();
+                if let Some(seen) = ToParent::decode_record_ops(kind, &records, &mut ops) {
+                    apply_ended = Some(self.apply_records(now, &ops, seen?, follows_apply));
+                    continue;
+                }
+            }
             // The memory table keeps an import's or update's record as it is: checked
             // whole, it is never made a State (most of this process's cost per state in
             // a bulk). A copy: the frame borrows the channel's buffer, and acting may
@@ -413,6 +428,15 @@ impl Parent {
                     apply_ended =
                         Some(self.timed_apply(now, EngineOp::Whole(&op), seen, follows_apply));
                 }
+                // (Taken above, without decoding their states; the same, whole.)
+                ToParent::TableRecords { seen, ops } => {
+                    let mut follows_apply = follows_apply;
+                    for op in &ops {
+                        follows_apply =
+                            Some(self.timed_apply(now, EngineOp::Whole(op), seen, follows_apply));
+                    }
+                    apply_ended = follows_apply;
+                }
                 ToParent::Stamp(ns) => self.latency.to_parent.record(latency::since(ns)),
                 ToParent::TransmitTo { to, payload } => {
                     if let Some(link) = &self.link {
@@ -447,6 +471,7 @@ impl Parent {
                 }
             }
         }
+        self.records_frame = records;
         // One time for the turn's writes, after them (see applied.rs).
         self.applied.stamp(apply_ended.unwrap_or_else(Instant::now));
         filled?;
@@ -567,6 +592,60 @@ impl Parent {
         self.latency
             .apply
             .record(ended.saturating_duration_since(started));
+        ended
+    }
+
+    /// Carries out the operations of a frame of records, all decided after `seen` local
+    /// changes, as [`Self::apply`] would one by one, timed together from `follows_apply`
+    /// or from now (each counted in the latency as the mean of them: two clock reads a
+    /// frame, not one or two an operation); returns when they ended. On the memory table,
+    /// when no local change after `seen` is in flight (so none of them can cross one),
+    /// they go to it as a group ([`MemoryTable::apply_records`]: its cache misses
+    /// overlap).
+    ///
+    /// [`MemoryTable::apply_records`]: crate::table::MemoryTable::apply_records
+    fn apply_records(
+        &mut self,
+        now: Instant,
+        ops: &[RecordOp],
+        seen: u64,
+        follows_apply: Option<Instant>,
+    ) -> Instant {
+        let started = follows_apply.unwrap_or_else(Instant::now);
+        self.crossings.taken(seen);
+        match self.table.memory() {
+            Some(memory) if !self.crossings.in_flight_after(seen) => {
+                let (stats, applied) = (&mut self.table_stats, &mut self.applied);
+                memory.apply_records(now, ops, |op, result| {
+                    let key = op.record().peeked().key();
+                    let is_import = matches!(op, RecordOp::Import(_));
+                    let op = EngineOp::Record(*op);
+                    op.count(stats, &result);
+                    match result {
+                        Ok(_) => applied.wrote(key),
+                        Err(e) if is_import => log_debug!("import: {e}"),
+                        Err(_) => {}
+                    }
+                });
+                for _ in ops {
+                    // Counted taken, as `apply` counts them.
+                    self.table_ops_applied += 1;
+                    #[cfg(debug_assertions)]
+                    slow_apply_for_tests(self.table_ops_applied);
+                }
+            }
+            _ => {
+                for op in ops {
+                    self.apply(now, &EngineOp::Record(*op), seen);
+                }
+            }
+        }
+        let ended = Instant::now();
+        if let Some(n) = u32::try_from(ops.len()).ok().filter(|&n| n > 0) {
+            self.latency
+                .apply
+                .record_each(ended.saturating_duration_since(started) / n, u64::from(n));
+        }
         ended
     }
 

@@ -92,6 +92,14 @@ impl Crossings {
         self.last_clear > seen || self.latest.get(&key).is_some_and(|&n| n > seen)
     }
 
+    /// Whether a local change after the first `seen` is still in flight: when not, no
+    /// operation decided after `seen` crosses one ([`Crossings::crosses`] is false for
+    /// every key), so a group of them needs no look-up each.
+    pub fn in_flight_after(&self, seen: u64) -> bool {
+        // `order` is in the order sent, and holds every change `latest` names.
+        self.last_clear > seen || self.order.back().is_some_and(|&(n, _)| n > seen)
+    }
+
     /// The states with a local change newer than `seen` (for a clear that crossed).
     pub fn newer_than(&self, seen: u64) -> Vec<Key> {
         let mut keys: Vec<Key> = self
@@ -176,5 +184,45 @@ mod tests {
         assert!(c.crosses((9, 9), 1));
         assert!(!c.crosses((9, 9), 2));
         assert_eq!(c.count(), 2);
+    }
+
+    /// `in_flight_after(seen)` is false only when no key crosses at `seen` (a frame of
+    /// operations then skips the look-up each), and true when one does or a change
+    /// after `seen` is still in flight; through sends, clears and takes in any order.
+    #[test]
+    fn nothing_crosses_when_nothing_is_in_flight_after() {
+        let mut c = crossings();
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut next = move |below: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % below
+        };
+        let mut taken = 0;
+        let (mut quiet, mut busy) = (0, 0);
+        for _ in 0..5000 {
+            match next(10) {
+                0 => c.sent(&LocalChange::Clear {
+                    ifname: IfName::EMPTY,
+                }),
+                1..=5 => c.sent(&update(1, next(8))),
+                _ => {
+                    taken = (taken + next(3)).min(c.count());
+                    c.taken(taken);
+                }
+            }
+            for seen in taken..=c.count() {
+                let crossing = (0..8).any(|id| c.crosses((1, id), seen));
+                if c.in_flight_after(seen) {
+                    busy += 1;
+                    assert!(crossing || c.last_clear > seen, "nothing crosses at {seen}");
+                } else {
+                    quiet += 1;
+                    assert!(!crossing, "a key crosses at {seen}");
+                }
+            }
+        }
+        assert!(quiet > 100 && busy > 100, "{quiet} quiet, {busy} busy");
     }
 }

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::daemon::latency::{Histogram, ParentLatency};
 use crate::daemon::log::Level;
-use crate::engine::{LocalChange, Received, TableOp};
+use crate::engine::{LocalChange, PackedTableOp, Received, TableOp};
 use crate::metrics::http::ServerCounters;
 use crate::state::compact_record::peek::CheckedRecord;
 use crate::state::{compact, State};
@@ -216,6 +216,18 @@ pub enum ToParent<'a> {
     },
     /// When the engine queued the frame after this one (see [`crate::daemon::latency`]).
     Stamp(u64),
+    /// Carry out these imports and updates, in order: [`ToParent::Table`] of each, all
+    /// decided after the same `seen`, in one frame (a bulk's million operations framed
+    /// and dispatched one by one cost the parent a frame header, a `seen` and a turn of
+    /// its loop each). Written by [`TableFrames`]; the parent reads it with
+    /// [`ToParent::decode_record_ops`], which checks each state's record but makes no
+    /// `State` of it.
+    TableRecords {
+        /// Local changes the engine had taken when it decided them.
+        seen: u64,
+        /// The operations, each an `Import` or an `Update`.
+        ops: Vec<TableOp>,
+    },
 }
 
 // Kind bytes. The two directions share no number, so a frame sent the wrong way is an
@@ -244,6 +256,12 @@ const READY: u8 = 73;
 const SECURE_SEND: u8 = 74;
 const STAMP_TO_PARENT: u8 = 75;
 const TRANSMIT_TO: u8 = 76;
+const TABLE_RECORDS: u8 = 77;
+
+/// The longest body [`TableFrames`] makes of a frame of operations before it starts
+/// another: some two hundred of a bulk's, half a turn's budget of the parent's
+/// ([`super::TURN_BUDGET`]), so that a turn still ends near its budget.
+const TABLE_RECORDS_BODY: usize = 16 << 10;
 
 // Sub-kinds of state changes and table operations.
 const INSERT: u8 = 0;
@@ -695,6 +713,25 @@ impl ToParent<'_> {
                 put_addr(o, Some(*to));
                 put_bytes(o, payload);
             }),
+            ToParent::TableRecords { seen, ops } => frame(out, TABLE_RECORDS, |o| {
+                o.extend_from_slice(&seen.to_le_bytes());
+                o.extend_from_slice(&(ops.len() as u32).to_le_bytes());
+                for op in ops {
+                    match op {
+                        TableOp::Import(s) => {
+                            o.push(INSERT);
+                            put_state(o, s);
+                        }
+                        TableOp::Update(s) => {
+                            o.push(UPDATE);
+                            put_state(o, s);
+                        }
+                        // Never in this message (`decode` makes none, `TableFrames`
+                        // frames them alone): the code a parent refuses here.
+                        TableOp::Delete { .. } | TableOp::Clear { .. } => o.push(DELETE),
+                    }
+                }
+            }),
         }
     }
 
@@ -767,6 +804,55 @@ impl ToParent<'_> {
         Some(record_op(b, update).map(|op| (op, seen)))
     }
 
+    /// Whether a frame of this kind is a [`ToParent::TableRecords`] (for
+    /// [`ToParent::decode_record_ops`]).
+    pub fn carries_records(kind: u8) -> bool {
+        kind == TABLE_RECORDS
+    }
+
+    /// A frame of [`ToParent::TableRecords`] as the memory table takes it: each
+    /// operation with its state's compact record checked whole ([`CheckedRecord`]) but
+    /// not made a [`State`], appended to `ops` in order, and the frame's `seen`. `Err`
+    /// exactly when [`ToParent::decode`] errs on the frame, with the same error (`ops`
+    /// then holds those before the bad one); `None` for any other frame.
+    pub fn decode_record_ops<'a>(
+        kind: u8,
+        body: &'a [u8],
+        ops: &mut Vec<RecordOp<'a>>,
+    ) -> Option<Result<u64, MessageError>> {
+        if kind != TABLE_RECORDS {
+            return None;
+        }
+        let mut b = Body {
+            bytes: body,
+            what: "table records",
+        };
+        Some((|| {
+            let seen = b.u64()?;
+            let count = b.u32()?;
+            if count == 0 {
+                return Err(b.bad("operations"));
+            }
+            // Room for all at once, as far as the body can hold them (an operation takes
+            // more than eight bytes): the count is the engine's word.
+            ops.reserve((count as usize).min(b.bytes.len() / 8));
+            for _ in 0..count {
+                let update = match b.u8()? {
+                    INSERT => false,
+                    UPDATE => true,
+                    _ => return Err(b.bad("operation")),
+                };
+                let record = CheckedRecord::check(b.bytes()?).map_err(|_| b.bad("state"))?;
+                ops.push(if update {
+                    RecordOp::Update(record)
+                } else {
+                    RecordOp::Import(record)
+                });
+            }
+            b.end(seen)
+        })())
+    }
+
     /// The message of one frame's kind and body.
     pub fn decode(kind: u8, body: &[u8]) -> Result<ToParent<'_>, MessageError> {
         let what = match kind {
@@ -782,6 +868,7 @@ impl ToParent<'_> {
             SECURE_SEND => "secure send",
             STAMP_TO_PARENT => "stamp",
             TRANSMIT_TO => "transmit to",
+            TABLE_RECORDS => "table records",
             other => return Err(MessageError::UnknownKind(other)),
         };
         let mut b = Body { bytes: body, what };
@@ -832,15 +919,122 @@ impl ToParent<'_> {
                 to: b.addr()?.ok_or_else(|| b.bad("destination"))?,
                 payload: b.bytes()?,
             },
+            TABLE_RECORDS => {
+                let seen = b.u64()?;
+                let count = b.u32()?;
+                if count == 0 {
+                    return Err(b.bad("operations"));
+                }
+                let mut ops = Vec::new();
+                for _ in 0..count {
+                    ops.push(match b.u8()? {
+                        INSERT => TableOp::Import(b.state()?),
+                        UPDATE => TableOp::Update(b.state()?),
+                        _ => return Err(b.bad("operation")),
+                    });
+                }
+                ToParent::TableRecords { seen, ops }
+            }
             _ => unreachable!("kinds are matched above"),
         };
         b.end(msg)
     }
 }
 
+/// Where a records frame's count of operations is, after its `seen`.
+const RECORDS_COUNT_AT: usize = FRAME_HEADER + 8;
+
+/// Writes the engine's table operations into the channel's queue: consecutive imports
+/// and updates of the same `seen` go into one [`ToParent::TableRecords`] frame (up to
+/// [`TABLE_RECORDS_BODY`] bytes), anything else into a frame of its own
+/// ([`ToParent::Table`]), in the order given. Each frame in the queue is whole after
+/// every [`TableFrames::push`]: a writer dropped at any point leaves nothing to finish.
+#[derive(Debug, Default)]
+pub struct TableFrames {
+    /// The records frame being added to: where it starts in the queue, where it ends
+    /// (a frame written after it by anyone else closes it), and its `seen`.
+    open: Option<(usize, usize, u64)>,
+}
+
+impl TableFrames {
+    /// Appends `op`, decided after `seen` local changes, to `out`; `packed` is its
+    /// state's compact encoding if the caller has it (an import's or update's), else it
+    /// is encoded here.
+    pub fn push(&mut self, out: &mut Vec<u8>, op: &TableOp, packed: Option<&[u8]>, seen: u64) {
+        let (update, state) = match op {
+            TableOp::Import(s) => (false, s),
+            TableOp::Update(s) => (true, s),
+            TableOp::Delete { .. } | TableOp::Clear { .. } => {
+                self.open = None;
+                ToParent::Table { op: *op, seen }.encode(out);
+                return;
+            }
+        };
+        match packed {
+            Some(packed) => self.push_record(out, update, packed, seen),
+            None => {
+                let mut encoded = Vec::new();
+                crate::state::compact::encode(state, &mut encoded);
+                self.push_record(out, update, &encoded, seen);
+            }
+        }
+    }
+
+    /// Appends an operation as the engine polls it
+    /// ([`Engine::poll_table_op_packed`](crate::engine::Engine::poll_table_op_packed)):
+    /// an import's or update's state goes as the compact bytes the engine cached.
+    pub fn push_packed(&mut self, out: &mut Vec<u8>, op: &PackedTableOp<'_>, seen: u64) {
+        match *op {
+            PackedTableOp::Import(packed) => self.push_record(out, false, packed, seen),
+            PackedTableOp::Update(packed) => self.push_record(out, true, packed, seen),
+            PackedTableOp::Delete { .. } | PackedTableOp::Clear { .. } => {
+                self.open = None;
+                ToParent::Table {
+                    op: op.to_op(),
+                    seen,
+                }
+                .encode(out);
+            }
+        }
+    }
+
+    /// Appends an import (`update` false) or update of the state whose compact encoding
+    /// is `packed` to the open records frame, or to a new one.
+    pub fn push_record(&mut self, out: &mut Vec<u8>, update: bool, packed: &[u8], seen: u64) {
+        let start = match self.open {
+            Some((start, end, open_seen))
+                if end == out.len()
+                    && open_seen == seen
+                    && end - start - FRAME_HEADER < TABLE_RECORDS_BODY =>
+            {
+                start
+            }
+            _ => {
+                let start = out.len();
+                out.extend_from_slice(&[0; FRAME_HEADER]);
+                out[start + 4] = TABLE_RECORDS;
+                out.extend_from_slice(&seen.to_le_bytes());
+                out.extend_from_slice(&0u32.to_le_bytes());
+                start
+            }
+        };
+        out.push(if update { UPDATE } else { INSERT });
+        put_bytes(out, packed);
+        let len = (out.len() - start - FRAME_HEADER) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        let count_at = start + RECORDS_COUNT_AT;
+        let mut count = [0u8; 4];
+        count.copy_from_slice(&out[count_at..count_at + 4]);
+        let count = u32::from_le_bytes(count) + 1;
+        out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+        self.open = Some((start, out.len(), seen));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::compact_record::MAX_RECORD_BYTES;
     use crate::table::synth::Synth;
 
     /// Splits one encoded frame into kind and body, checking its length field.
@@ -1020,6 +1214,22 @@ mod tests {
                 seen: 8,
             });
         }
+        for (i, group) in states.chunks(5).enumerate() {
+            m.push(ToParent::TableRecords {
+                seen: i as u64 * 1000,
+                ops: group
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| {
+                        if (i + j) % 3 == 0 {
+                            TableOp::Update(*s)
+                        } else {
+                            TableOp::Import(*s)
+                        }
+                    })
+                    .collect(),
+            });
+        }
         m
     }
 
@@ -1119,6 +1329,156 @@ mod tests {
                 what: "table operation",
                 field: "state"
             }))
+        );
+    }
+
+    /// `decode_record_ops` on a frame: what `decode` says, when it answers at all.
+    fn record_ops_agree(kind: u8, body: &[u8]) -> bool {
+        let mut ops = Vec::new();
+        let Some(decoded) = ToParent::decode_record_ops(kind, body, &mut ops) else {
+            assert!(!matches!(
+                ToParent::decode(kind, body),
+                Ok(ToParent::TableRecords { .. })
+            ));
+            return false;
+        };
+        match (decoded, ToParent::decode(kind, body)) {
+            (
+                Ok(seen),
+                Ok(ToParent::TableRecords {
+                    seen: s,
+                    ops: whole,
+                }),
+            ) => {
+                assert_eq!(seen, s);
+                let ops: Vec<TableOp> = ops.iter().map(|op| op.table_op().unwrap()).collect();
+                assert_eq!(ops, whole);
+            }
+            (Err(e), Err(whole)) => assert_eq!(e, whole, "{body:02x?}"),
+            (r, whole) => panic!("{r:?} but decode says {whole:?}"),
+        }
+        true
+    }
+
+    #[test]
+    fn record_ops_are_what_decode_says() {
+        let states = states();
+        let mut answered = 0;
+        for m in parent_messages(&states) {
+            let mut out = Vec::new();
+            m.encode(&mut out);
+            let (kind, body) = split(&out);
+            if !record_ops_agree(kind, body) {
+                continue;
+            }
+            answered += 1;
+            // Cut anywhere, a byte changed to anything, a byte too many.
+            for cut in 0..body.len() {
+                assert!(record_ops_agree(kind, &body[..cut]));
+            }
+            let mut edited = body.to_vec();
+            for at in (0..body.len()).step_by(3) {
+                for value in [0, 1, 2, 3, 4, 6, 0x7f, 0x80, 0xff, body[at] ^ 0x10] {
+                    edited[at] = value;
+                    record_ops_agree(kind, &edited);
+                }
+                edited[at] = body[at];
+            }
+            edited.push(0);
+            assert!(matches!(
+                ToParent::decode_record_ops(kind, &edited, &mut Vec::new()),
+                Some(Err(MessageError::Trailing { extra: 1, .. }))
+            ));
+            assert!(record_ops_agree(kind, &edited));
+        }
+        assert_eq!(answered, states.len().div_ceil(5));
+        // Refused by name: no operation, one of another kind, a state that does not
+        // decode.
+        let bad = |field| {
+            Some(Err(MessageError::BadValue {
+                what: "table records",
+                field,
+            }))
+        };
+        let seen = [0u8; 8];
+        let mut ops = Vec::new();
+        let none = [&seen[..], &[0, 0, 0, 0]].concat();
+        assert_eq!(
+            ToParent::decode_record_ops(TABLE_RECORDS, &none, &mut ops),
+            bad("operations")
+        );
+        let seen = [&seen[..], &[1, 0, 0, 0]].concat();
+        let delete = [&seen[..], &[DELETE, 0, 0, 0, 0]].concat();
+        assert_eq!(
+            ToParent::decode_record_ops(TABLE_RECORDS, &delete, &mut ops),
+            bad("operation")
+        );
+        let undecodable = [&seen[..], &[INSERT, 1, 0, 0, 0, 0xff]].concat();
+        assert_eq!(
+            ToParent::decode_record_ops(TABLE_RECORDS, &undecodable, &mut ops),
+            bad("state")
+        );
+        for body in [&none[..], &delete, &undecodable] {
+            assert!(record_ops_agree(TABLE_RECORDS, body));
+        }
+    }
+
+    /// What `TableFrames` writes is the operations given, in order, each with its
+    /// `seen`, as one frame each would say: imports and updates gathered, a delete or a
+    /// clear, a new `seen`, a full frame or a frame written by another in between
+    /// closing a group.
+    #[test]
+    fn table_frames_carry_each_operation_in_order() {
+        let states = Synth::new(9, 0x0a0b_0c0d).states(2000);
+        let mut given = Vec::new();
+        let mut out = Vec::new();
+        let mut frames = TableFrames::default();
+        for (i, s) in states.iter().enumerate() {
+            let seen = (i / 700) as u64;
+            let op = match i % 50 {
+                7 => TableOp::Delete {
+                    creatorid: s.creatorid,
+                    id: s.id,
+                },
+                8 => TableOp::Clear {
+                    creatorid: s.creatorid,
+                    ifname: s.ifname,
+                },
+                n if n % 4 == 0 => TableOp::Update(*s),
+                _ => TableOp::Import(*s),
+            };
+            let mut packed = Vec::new();
+            compact::encode(s, &mut packed);
+            // The engine has most states' encoding, not all.
+            let packed = (i % 11 != 0).then_some(&packed[..]);
+            frames.push(&mut out, &op, packed, seen);
+            given.push((op, seen));
+            if i % 333 == 0 {
+                ToParent::Taken(i as u64).encode(&mut out);
+            }
+        }
+        let mut taken = Vec::new();
+        let (mut rest, mut records_frames) = (&out[..], 0);
+        while !rest.is_empty() {
+            let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            let (kind, body) = (rest[4], &rest[FRAME_HEADER..FRAME_HEADER + len]);
+            rest = &rest[FRAME_HEADER + len..];
+            match ToParent::decode(kind, body).unwrap() {
+                ToParent::Table { op, seen } => taken.push((op, seen)),
+                ToParent::TableRecords { seen, ops } => {
+                    assert!(len <= TABLE_RECORDS_BODY + MAX_RECORD_BYTES + 5, "{len}");
+                    assert!(record_ops_agree(kind, body));
+                    records_frames += 1;
+                    taken.extend(ops.into_iter().map(|op| (op, seen)));
+                }
+                ToParent::Taken(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(taken, given);
+        assert!(
+            records_frames > 40 && records_frames < 200,
+            "{records_frames}"
         );
     }
 

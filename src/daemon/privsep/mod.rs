@@ -37,5 +37,5 @@ pub mod message;
 pub mod sandbox;
 
 pub use channel::{Channel, ChannelError, HIGH_WATER, TURN_BUDGET};
-pub use message::{MessageError, ParentReport, ToEngine, ToParent};
+pub use message::{MessageError, ParentReport, TableFrames, ToEngine, ToParent};
 pub use sandbox::{Sandbox, SandboxError, DEFAULT_CHROOT, DEFAULT_USER};
