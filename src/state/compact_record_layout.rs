@@ -492,3 +492,7 @@ impl FromRecords {
         self.prev_bytes[..groups_end].copy_from_slice(&record[..groups_end]);
     }
 }
+
+#[cfg(test)]
+#[path = "compact_record_layout_tests.rs"]
+mod tests;
