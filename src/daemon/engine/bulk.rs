@@ -144,6 +144,12 @@ pub(super) struct CompactBulk {
     pub tail_probes: u64,
     /// Pumps that found the window full.
     pub window_full: u64,
+    /// Since when the window is full (the first pump that found it so), and the time
+    /// it was full in all: what the receivers had queued in front of them, the
+    /// sender waiting on them. Over a bulk, the rest is the time the window let the
+    /// sender make batches as fast as it could.
+    full_since: Option<Instant>,
+    pub window_full_time: Duration,
     pub last_send_ms: Option<u64>,
     /// Per peer, what its compact bulk brought us.
     pub received: BTreeMap<IpAddr, Received>,
@@ -177,6 +183,7 @@ impl CompactBulk {
             self.pace_at = None;
             self.min_rtt = None;
             self.timing = None;
+            self.full_since = None;
             if let Some(start) = engine.bus_packet(now, STATUS_START) {
                 queued |= sessions.send_data(now, &start).is_ok();
             }
@@ -212,6 +219,7 @@ impl CompactBulk {
         let in_flight = highest.saturating_sub(mark);
         if in_flight >= window {
             self.window_full += 1;
+            self.full_since.get_or_insert(now);
             if self.probe_due(now) {
                 self.last_probe = Some(now);
                 for peer in &peers {
@@ -222,6 +230,9 @@ impl CompactBulk {
                 }
             }
             return queued;
+        }
+        if let Some(since) = self.full_since.take() {
+            self.window_full_time += now.saturating_duration_since(since);
         }
         let wanted = usize::try_from(window - in_flight)
             .unwrap_or(usize::MAX)
@@ -420,12 +431,13 @@ impl CompactBulk {
     /// `ctl stats`'s line about the compact bulk.
     pub(super) fn stats_text(&self) -> String {
         let mut out = format!(
-            "\tcompact bulk sent: {} ({} batches, {} states, last in {} ms), window full {}, tail probes {}\n",
+            "\tcompact bulk sent: {} ({} batches, {} states, last in {} ms), window full {} ({} ms), tail probes {}\n",
             self.bulks_sent,
             self.batches_sent,
             self.states_sent,
             self.last_send_ms.map_or_else(|| "-".to_string(), |ms| ms.to_string()),
             self.window_full,
+            self.window_full_time.as_millis(),
             self.tail_probes,
         );
         for (peer, r) in &self.received {
@@ -464,6 +476,7 @@ impl CompactBulk {
             "states_sent": self.states_sent,
             "last_send_ms": self.last_send_ms,
             "window_full": self.window_full,
+            "window_full_ms": self.window_full_time.as_millis() as u64,
             "window": self.window,
             "pace_frames_per_s": self.pace as u64,
             "min_rtt_us": self.min_rtt.map(|d| d.as_micros() as u64),
