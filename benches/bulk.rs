@@ -30,7 +30,8 @@
 //!    table fill (what a receiver's two processes hold for them).
 //!
 //! `cargo bench --bench bulk` (1 000 000 states at MTU 1500 and 9000); `-- quick` for
-//! 100 000; `-- 1500` or `-- 9000` for one MTU; `-- profile` skips the stages and
+//! 100 000; `-- 1500` or `-- 9000` for one MTU; `-- walk` runs the sender's bulk walk
+//! alone (no daemons, one core, cheap to profile); `-- profile` skips the stages and
 //! records each daemon with `perf record -g` over the daemons' bulk alone
 //! (`perf-bulk-{sender,receiver}-MTU.data`).
 
@@ -641,8 +642,14 @@ mod linux {
         println!("bulk benchmark ({})", if quick { "quick" } else { "full" });
         let named = |p: &str| std::env::args().any(|a| a == p);
         if !profiling() {
-            stages(states);
+            // `-- walk`: the sender's stage alone (a profile of it, say).
+            if !named("walk") {
+                stages(states);
+            }
             send_stage(states);
+        }
+        if named("walk") {
+            return;
         }
         if named("stages") {
             return;

@@ -462,10 +462,18 @@ impl Engine {
         };
         let clock = self.cache.clock(now);
         let mut made = CompactBulk::default();
+        // One writer for all the batches of this call: its buffers are reused.
+        let mut writer: Option<BatchWriter> = None;
         while made.batches.len() < batches {
             let mut batch = Vec::with_capacity(head.len() + limit);
             batch.extend_from_slice(head);
-            let mut writer = BatchWriter::new(limit, &mut batch)?;
+            let writer = match writer.as_mut() {
+                Some(writer) => {
+                    writer.restart(&mut batch);
+                    writer
+                }
+                None => writer.insert(BatchWriter::new(limit, &mut batch)?),
+            };
             // Each state's packed bytes go into the batch as they are, but for its age
             // and expiry (no `State` is made); the walk stays at a state until a batch
             // took it.

@@ -42,7 +42,8 @@
 //! the peer), not every peer: each would answer with its whole table. Tail loss: an ACK (heartbeat) carrying our highest seq goes to every peer
 //! every [`Config::heartbeat_busy`] while DATA went out in the last
 //! [`Config::busy_for`], every [`Config::heartbeat_idle`] otherwise. A receiver also
-//! ACKs at once every [`Config::ack_every`] DATA, when a DATA filled a gap, on a
+//! ACKs at once every [`Config::ack_every`] DATA or [`Config::ack_bytes`] of them,
+//! when a DATA filled a gap, on a
 //! duplicate, and on a peer's ACK when its mark rose since it last told it (never a
 //! reply to a reply), so a sender whose window opens by the marks (the daemon's
 //! compact bulk) need not wait for heartbeats; such a sender finds a lost tail by
@@ -63,7 +64,8 @@
 //!   NACK carries at most [`MAX_RANGES`] ranges and costs at most that many GONE ranges.
 //! - Heartbeats: 48 bytes (with UDP/IP framing about 80) per peer every 100 ms while
 //!   busy (about 0.5 KB/s), every 2 s idle; prompt ACKs at most one per
-//!   [`Config::ack_every`] (16) DATA received, plus one per filled gap or duplicate.
+//!   [`Config::ack_every`] (16) DATA or [`Config::ack_bytes`] (24 KiB: three jumbo
+//!   frames) received, plus one per filled gap or duplicate.
 //! - Digests: per peer and period (1 s), N/64 DIGEST frames of 804 bytes (3.2 KB/s
 //!   per peer for N = 256, whatever the table's size). When buckets differ in two
 //!   comparisons running (a copy updated by DATA after the digest's `as_of` differs
@@ -159,6 +161,12 @@ pub struct Config {
     /// duplicate), so a sender whose window opens by our ACKs (the compact bulk) is
     /// never kept waiting for a heartbeat.
     pub ack_every: u64,
+    /// A receiver also ACKs at once when this many bytes of new DATA came since its
+    /// last ACK: a jumbo frame of the compact bulk carries five times the states of a
+    /// 1500-byte one, and a mark every `ack_every` of them (some 3 000 states of the
+    /// receiver's work) leaves its sender's window shut for that long. Above
+    /// `ack_every` frames of a 1500-byte link, so that one's cadence is `ack_every`'s.
+    pub ack_bytes: usize,
     /// Secret key of the hash that tells a peer's plain packet and its DATA copy
     /// apart from other packets ([`Sessions::check_copy`]); the daemon draws it.
     pub copy_key: [u64; 2],
@@ -191,6 +199,7 @@ impl Config {
             forget_min_age: Duration::from_secs(1),
             max_peers: 64,
             ack_every: 16,
+            ack_bytes: 24 << 10,
             copy_key: [0, 0],
         }
     }
@@ -785,6 +794,7 @@ impl Sessions {
             peer.assembly = Default::default();
             peer.acked = 0;
             peer.ack_told = 0;
+            peer.unacked_bytes = 0;
         } else if let Some(stream) = peer.stream.as_mut() {
             // Same boot: what it sent before its next seq and we never saw is missing.
             change = stream.on_highest(now, hello.next_seq.saturating_sub(1), self.config.window);
@@ -845,10 +855,14 @@ impl Sessions {
                 let ack_now = match arrival {
                     Arrival::New => {
                         peer.stats.data_in += 1;
+                        peer.unacked_bytes += data.packet.len();
                         self.deliver.push_back((from, data.packet.to_vec()));
                         // A gap this DATA filled moved the mark past it.
                         let cumulative = stream.cumulative();
-                        cumulative > data.seq || cumulative >= peer.ack_told + self.config.ack_every
+                        cumulative > data.seq
+                            || cumulative >= peer.ack_told + self.config.ack_every
+                            || (peer.unacked_bytes >= self.config.ack_bytes
+                                && cumulative > peer.ack_told)
                     }
                     Arrival::Duplicate => {
                         peer.stats.duplicates += 1;
@@ -1055,6 +1069,7 @@ impl Sessions {
         peer.stats.heartbeats_sent += 1;
         let received = peer.stream.as_ref().map_or(0, Stream::cumulative);
         peer.ack_told = received;
+        peer.unacked_bytes = 0;
         self.send_to(
             addr,
             Body::Ack(AckRepr {
@@ -1072,6 +1087,7 @@ impl Sessions {
         };
         let received = peer.stream.as_ref().map_or(0, Stream::cumulative);
         peer.ack_told = received;
+        peer.unacked_bytes = 0;
         peer.stats.prompt_acks += 1;
         self.send_to(
             addr,

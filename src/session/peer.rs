@@ -79,8 +79,9 @@ pub struct PeerStats {
     pub ids_announced: u64,
     /// Digests of ours sent to it.
     pub digests_sent: u64,
-    /// ACKs sent at once (every [`Config::ack_every`](super::Config::ack_every) DATA, on
-    /// a filled gap or a duplicate), beside the heartbeats.
+    /// ACKs sent at once (every [`Config::ack_every`](super::Config::ack_every) DATA or
+    /// [`Config::ack_bytes`](super::Config::ack_bytes) of them, on a filled gap or a
+    /// duplicate), beside the heartbeats.
     pub prompt_acks: u64,
     /// Our last DATA sent again unasked, for a sender whose window is full (see
     /// [`Sessions::probe_tail`](super::Sessions::probe_tail)).
@@ -114,6 +115,8 @@ pub(crate) struct Peer {
     pub acked: u64,
     /// Our cumulative mark of its stream as our last ACK to it said.
     pub ack_told: u64,
+    /// Bytes of its new DATA since our last ACK to it.
+    pub unacked_bytes: usize,
     /// Resends we allow it.
     pub budget: ResendBudget,
     /// The round of its digest we asked about, and the IDS parts of that round.
@@ -140,6 +143,7 @@ impl Peer {
             stream: None,
             acked: 0,
             ack_told: 0,
+            unacked_bytes: 0,
             budget: ResendBudget::new(),
             assembly: Assembly::default(),
             differed: Vec::new(),

@@ -146,10 +146,8 @@ pub struct BatchWriter {
     start: usize,
     limit: usize,
     written: usize,
-    /// For [`push_record`](Self::push_record): the record before, as given, and where
-    /// its parts lie (the default state's record to begin with).
-    prev_record: Vec<u8>,
-    prev_layout: Layout,
+    /// For [`push_record`](Self::push_record): the record before and the names sent.
+    records: FromRecords,
 }
 
 impl BatchWriter {
@@ -172,9 +170,20 @@ impl BatchWriter {
             start,
             limit,
             written: 0,
-            prev_record: Vec::new(),
-            prev_layout: Layout::default(),
+            records: FromRecords::default(),
         })
+    }
+
+    /// Closes this batch and starts the next at the end of `out`, as
+    /// [`new`](Self::new) with the same limit would, but keeping this writer's buffers:
+    /// a bulk sender writing batch after batch allocates nothing per batch for them.
+    pub fn restart(&mut self, out: &mut Vec<u8>) {
+        self.start = out.len();
+        out.push(VERSION);
+        self.written = 0;
+        self.encoder.prev = State::default();
+        self.encoder.names.clear();
+        self.records.clear();
     }
 
     /// Appends `state` to the batch in `out` (the `out` it was started in) if it fits
@@ -198,60 +207,25 @@ impl BatchWriter {
     /// `record`, aged by `waited` seconds (its age up, its expiry down, both saturating),
     /// without making the state: the record's parts are copied, compared with the
     /// record before by their bytes (a group's bytes are equal exactly when its fields
-    /// are), and only the id, names, age and expiry are written anew. The bytes are
-    /// those [`push`](Self::push) writes for that state. A batch is written with one of
-    /// the two, never both. An error for bytes [`encode_record`] did not make (`out`
-    /// then as it was).
+    /// are), and only the id, names, age and expiry are written anew
+    /// (`compact_record_layout.rs`). The bytes are those [`push`](Self::push) writes
+    /// for that state. A batch is written with one of the two, never both. An error for
+    /// bytes [`encode_record`] did not make (`out` then as it was).
     pub fn push_record(
         &mut self,
         record: &[u8],
         waited: u32,
         out: &mut Vec<u8>,
     ) -> Result<bool, CompactRecordError> {
-        let layout = Layout::of(record)?;
         let before = out.len();
-        let names_before = self.encoder.names.len();
-        let prev = (&self.prev_record[..], &self.prev_layout);
-        let mut mask = layout.mask & (STACK | MIXED_FAMILIES);
-        for bit in GROUP_ORDER {
-            if bit == STACK {
-                continue;
-            }
-            // A group a lone record holds differs from the default's (that is why it
-            // holds it): only two held groups need their bytes compared.
-            let differs = match (layout.mask & bit != 0, prev.1.mask & bit != 0) {
-                (false, false) => false,
-                (true, true) => layout.group(record, bit) != prev.1.group(prev.0, bit),
-                _ => true,
-            };
-            if differs {
-                mask |= bit;
-            }
-        }
-        varint(out, u64::from(mask));
-        varint(out, zigzag(layout.id.wrapping_sub(prev.1.id) as i64));
-        for bit in GROUP_ORDER {
-            if mask & bit != 0 {
-                self.encoder
-                    .group_bytes(bit, layout.group(record, bit), out);
-            }
-        }
-        out.extend_from_slice(&record[layout.key.0..layout.key.1]);
-        varint(out, u64::from(layout.age.saturating_add(waited)));
-        varint(out, u64::from(layout.expire.saturating_sub(waited)));
-        out.extend_from_slice(&record[layout.rest..]);
+        let names_before = self.records.names.len();
+        self.records.write(record, waited, out)?;
         if out.len() - self.start > self.limit {
             out.truncate(before);
-            self.encoder.names.truncate(names_before);
+            self.records.names.truncate(names_before);
             return Ok(false);
         }
-        if self.prev_record.capacity() == 0 {
-            // Once per batch: any record fits.
-            self.prev_record.reserve(MAX_RECORD_BYTES);
-        }
-        self.prev_record.clear();
-        self.prev_record.extend_from_slice(record);
-        self.prev_layout = layout;
+        self.records.taken(record);
         self.written += 1;
         Ok(true)
     }
@@ -436,35 +410,6 @@ impl Encoder {
     /// The bytes of group `bit` (one of [`GROUP_ORDER`]) of `s`.
     fn group(&mut self, bit: u32, s: &State, out: &mut Vec<u8>) {
         write_group(bit, s, &mut self.names, self.remember_names, out);
-    }
-
-    /// Group `bit` as a lone record holds it (`span`, names whole), written as
-    /// [`group`](Self::group) writes it in a batch: names through the dictionary.
-    fn group_bytes(&mut self, bit: u32, span: &[u8], out: &mut Vec<u8>) {
-        match bit {
-            IFNAME => self.name(out, &span[1..]),
-            ROUTE => {
-                // Route type, tagged address (a 0 tag when none), interface.
-                let head = 2 + match span[1] {
-                    4 => 4,
-                    6 => 16,
-                    _ => 0,
-                };
-                out.extend_from_slice(&span[..head]);
-                self.name(out, &span[head + 1..]);
-            }
-            NAMES => {
-                let first = 1 + usize::from(span[0]);
-                self.name(out, &span[1..first]);
-                self.name(out, &span[first + 1..]);
-            }
-            _ => out.extend_from_slice(span),
-        }
-    }
-
-    /// A name, as [`write_name`] writes it.
-    fn name(&mut self, out: &mut Vec<u8>, raw: &[u8]) {
-        write_name(&mut self.names, self.remember_names, out, raw);
     }
 }
 
@@ -840,23 +785,6 @@ fn route_of(n: u8) -> Option<RouteType> {
     })
 }
 
-/// Where the parts of a lone record ([`encode_record`]) lie in its bytes, for
-/// [`BatchWriter::push_record`].
-#[derive(Debug, Clone, Copy, Default)]
-struct Layout {
-    mask: u32,
-    id: u64,
-    /// Each group's bytes (start, end), by bit number; empty when the mask has not the
-    /// group (the state holds the default's).
-    groups: [(u16, u16); 12],
-    /// The wire key's addresses and ports.
-    key: (usize, usize),
-    age: u32,
-    expire: u32,
-    /// Where the counters start; the rest of the record is theirs and the peers'.
-    rest: usize,
-}
-
 /// The bytes of each group of [`State::default`] as a lone record would hold them, by
 /// bit number: what a record without the group stands for.
 fn default_groups() -> &'static [Vec<u8>; 12] {
@@ -876,146 +804,6 @@ fn default_groups() -> &'static [Vec<u8>; 12] {
             bytes
         })
     })
-}
-
-impl Layout {
-    fn of(bytes: &[u8]) -> Result<Layout, CompactRecordError> {
-        let mut r = Reader {
-            bytes,
-            at: 0,
-            names: Vec::new(),
-            remember_names: false,
-        };
-        let mut layout = Layout {
-            mask: r.u32("mask")?,
-            ..Layout::default()
-        };
-        if layout.mask & !ALL_BITS != 0 {
-            return Err(r.invalid("mask"));
-        }
-        layout.id = unzigzag(r.varint("id")?) as u64;
-        let mut af = AddressFamily::Inet;
-        for bit in GROUP_ORDER {
-            if layout.mask & bit == 0 {
-                continue;
-            }
-            let start = r.at;
-            match bit {
-                IFNAME => r.skip_name("ifname")?,
-                SHAPE => {
-                    let shape = r.u8()?;
-                    if shape & 1 != 0 {
-                        af = AddressFamily::Inet6;
-                    }
-                    if shape >> 3 == 7 {
-                        r.take(1)?;
-                    }
-                    r.take(1)?;
-                }
-                RULE => {
-                    r.varint("rule")?;
-                }
-                STACK => {
-                    let bits = r.u8()?;
-                    r.take(
-                        usize::from(bits & STACK_AF != 0) + usize::from(bits & STACK_PROTO != 0),
-                    )?;
-                    for addr in [STACK_ADDR0, STACK_ADDR1] {
-                        if bits & addr != 0 {
-                            r.tagged_addr("stack address")?;
-                        }
-                    }
-                    r.take(
-                        2 * (usize::from(bits & STACK_PORT0 != 0)
-                            + usize::from(bits & STACK_PORT1 != 0)),
-                    )?;
-                    if bits & STACK_RDOMAIN != 0 {
-                        r.varint("stack rdomain")?;
-                    }
-                }
-                CREATOR => {
-                    r.take(4)?;
-                }
-                FLAGS => {
-                    r.take(2)?;
-                    r.varint("state flags")?;
-                }
-                ROUTE => {
-                    r.take(1)?;
-                    match r.u8()? {
-                        0 => {}
-                        4 => {
-                            r.take(4)?;
-                        }
-                        6 => {
-                            r.take(16)?;
-                        }
-                        _ => return Err(r.invalid("route address")),
-                    }
-                    r.skip_name("route interface")?;
-                }
-                NAMES => {
-                    r.skip_name("original interface")?;
-                    r.skip_name("tag")?;
-                }
-                QUEUES | RULE_REFS => {
-                    for _ in 0..4 {
-                        r.varint("queue or rule reference")?;
-                    }
-                }
-                TUNING => {
-                    r.take(4)?;
-                    r.varint("max mss")?;
-                }
-                _ => {
-                    r.varint("rdomain")?;
-                }
-            }
-            // A lone record is at most MAX_RECORD_BYTES long.
-            let span = (u16::try_from(start), u16::try_from(r.at));
-            let (Ok(start), Ok(end)) = span else {
-                return Err(r.invalid("record length"));
-            };
-            layout.groups[bit.trailing_zeros() as usize] = (start, end);
-        }
-        let key_start = r.at;
-        for _ in 0..2 {
-            if layout.mask & MIXED_FAMILIES != 0 {
-                r.tagged_addr("address")?;
-            } else {
-                r.bare_addr(af)?;
-            }
-        }
-        r.take(4)?;
-        layout.key = (key_start, r.at);
-        layout.age = r.u32("age")?;
-        layout.expire = r.u32("expire")?;
-        layout.rest = r.at;
-        // The rest is copied as it is, but read through all the same: bytes that are
-        // not a whole record are refused, not passed on.
-        for _ in 0..4 {
-            r.varint("counter")?;
-        }
-        r.take(1)?;
-        for _ in 0..2 {
-            r.skip_peer()?;
-        }
-        if r.at != bytes.len() {
-            return Err(r.invalid("trailing bytes"));
-        }
-        Ok(layout)
-    }
-
-    /// The bytes of group `bit` of the record in `bytes`: its own, or the default's.
-    fn group<'a>(&self, bytes: &'a [u8], bit: u32) -> &'a [u8] {
-        let i = bit.trailing_zeros() as usize;
-        if self.mask & bit != 0 {
-            let (start, end) = self.groups[i];
-            &bytes[usize::from(start)..usize::from(end)]
-        } else {
-            &default_groups()[i]
-        }
-    }
 }
 
 /// The first `len` bytes of `from` (which holds at least that many) as the `N` bytes
@@ -1214,37 +1002,6 @@ impl Reader<'_> {
             return Err(self.invalid(field));
         }
         Ok(Name(name_bytes(used, len)))
-    }
-
-    /// Steps over a peer's bytes.
-    fn skip_peer(&mut self) -> Result<(), CompactRecordError> {
-        let bits = self.u8()?;
-        if bits & PEER_SEQLO != 0 {
-            self.take(4)?;
-        }
-        for bit in [PEER_WINDOW, PEER_SEQDIFF, PEER_MAX_WIN, PEER_MSS] {
-            if bits & bit != 0 {
-                self.varint("peer")?;
-            }
-        }
-        if bits & PEER_WSCALE != 0 {
-            self.take(1)?;
-        }
-        if bits & PEER_SCRUB != 0 {
-            self.varint("scrub flags")?;
-            self.take(5)?;
-        }
-        Ok(())
-    }
-
-    /// Steps over a name written whole (a lone record's, never a dictionary index).
-    fn skip_name(&mut self, field: &'static str) -> Result<(), CompactRecordError> {
-        let len = self.u8()?;
-        if len > 64 {
-            return Err(self.invalid(field));
-        }
-        self.take(usize::from(len))?;
-        Ok(())
     }
 
     fn bare_addr(&mut self, af: AddressFamily) -> Result<IpAddr, CompactRecordError> {
@@ -1476,3 +1233,8 @@ mod tests;
 // A child, to share the reader and the layout's constants.
 #[path = "compact_peek.rs"]
 pub mod peek;
+
+// A child, to share the layout's constants and the batch writer's fields.
+#[path = "compact_record_layout.rs"]
+mod layout;
+use layout::FromRecords;
