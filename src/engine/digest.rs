@@ -13,10 +13,12 @@
 //! version last synced, as their updates stop both ways: our own muted state's version
 //! is frozen while muted (recomputed when unmuted, and announced again), a filtered
 //! copy of a peer's state takes the version of each update it is sent and does not
-//! merge (`Cache::adopt_version`). A muted state whose last update was still queued
-//! when the filter came is one version ahead of the peers' copies for good: its bucket
-//! is listed and its NEED ignored once a round until the state ends (rare: a reload
-//! racing a state's update; not tested).
+//! merge (`Cache::adopt_version`). An update still queued when the filter comes is
+//! sent before the state is muted (`Engine::set_filter`), so the version frozen is the
+//! peers' (else its bucket would be listed and its NEED ignored once a round until the
+//! state ends: `a_state_muted_with_its_update_queued_settles`). A muted state whose last
+//! update was lost on a plain pfsync link stays a version ahead all the same (nothing
+//! resends it; DATA frames between pfsyncd peers do).
 //!
 //! Cost per counted state: 4 bytes in its bucket's slot list, plus the position in
 //! that list (`Entry::digest_pos`) and the version counted (`Entry::version`, 4 bytes)

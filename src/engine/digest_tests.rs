@@ -730,3 +730,58 @@ fn a_filtered_state_is_not_asked_for_at_every_round() {
         }
     }
 }
+
+/// A state muted while its last update was still queued (a SIGHUP racing the 1 s
+/// batch): the update was made before the filter came, so it goes, and the version the
+/// muted state is frozen at is the one its peers' copies hold. Left unsent, the
+/// creator's copy stays one version ahead of every peer's for as long as the state
+/// lives: its bucket differs at every digest round and the peer's NEED is ignored
+/// (announcements skip filtered states), bandwidth every second for nothing.
+#[test]
+fn a_state_muted_with_its_update_queued_settles() {
+    use crate::engine::filter::FilterRule;
+    use crate::engine::SyncFilter;
+    let state = tcp(A, 12);
+    let mut pair = Pair::with_state(35, 0, state);
+    let now = pair.now;
+    // maxupd 128 (the default): the update waits for the 1 s batch, and the filter
+    // comes meanwhile.
+    pair.nodes[0]
+        .engine
+        .handle_local(now, LocalChange::Update(advanced(state, 1)));
+    assert!(
+        pair.nodes[0].engine.poll_transmit().is_none(),
+        "the update is queued, not sent"
+    );
+    pair.nodes[0]
+        .engine
+        .set_filter(now, SyncFilter::new(vec![FilterRule::Protocol(6)]));
+    let asked = |pair: &Pair| {
+        let stats = &pair.nodes[1].sessions.peer(addr(0)).unwrap().stats;
+        (
+            stats.buckets_differing,
+            stats.buckets_asked,
+            stats.ids_needed,
+        )
+    };
+    pair.run_until(now + Duration::from_secs(3));
+    let settled = asked(&pair);
+    pair.run_until(now + Duration::from_secs(13));
+    assert_eq!(
+        asked(&pair),
+        settled,
+        "(buckets differing, buckets asked, ids needed) go on every round"
+    );
+    // Muted, the creator's later traffic stays home, and still nothing is asked.
+    let now = pair.now;
+    pair.nodes[0]
+        .engine
+        .handle_local(now, LocalChange::Update(advanced(state, 2)));
+    pair.run_until(now + Duration::from_secs(10));
+    assert_eq!(asked(&pair), settled, "asked after a muted update");
+    assert_eq!(
+        synced_part(&pair.nodes[1].engine.state(A, 12).unwrap()),
+        synced_part(&advanced(state, 1)),
+        "the peer holds the update made before the filter, not the one after"
+    );
+}

@@ -145,6 +145,7 @@ impl Engine {
         }
         self.config.filter = filter;
         let slots: Vec<u32> = self.cache.slots().collect();
+        let mut to_mute = Vec::new();
         for slot in slots {
             let e = self.cache.get(slot);
             if e.deleted || e.nosync {
@@ -157,10 +158,7 @@ impl Engine {
                     self.cache.remove(slot);
                     self.stats.filtered_out += 1;
                 }
-                (None, true) => {
-                    self.cache.dequeue(slot);
-                    self.cache.get_mut(slot).filtered = Some(Filtered::Muted);
-                }
+                (None, true) => to_mute.push(slot),
                 (Some(Filtered::Muted), false) => {
                     // The peers' copies went stale meanwhile: a full update, at once.
                     self.cache.mark(slot, |e| e.filtered = None);
@@ -172,6 +170,20 @@ impl Engine {
                 }
                 _ => {}
             }
+        }
+        // An update queued before the filter came goes first: a muted state's version
+        // is frozen at what its peers last got (digest.rs), and one left unsent would
+        // keep its digest bucket differing, and asked for, every round while it lives.
+        let pending = |q| matches!(q, Some(Queue::Upd | Queue::UpdC));
+        if to_mute
+            .iter()
+            .any(|&slot| pending(self.cache.get(slot).queue))
+        {
+            self.flush(now);
+        }
+        for slot in to_mute {
+            self.cache.dequeue(slot);
+            self.cache.get_mut(slot).filtered = Some(Filtered::Muted);
         }
         self.end_input(now);
     }
