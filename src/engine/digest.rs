@@ -223,7 +223,8 @@ impl Engine {
 
     /// A peer lacks these states of ours: sends each we hold as a full update (UPD),
     /// at once. States we do not announce (deleted, no-sync, filtered, not due yet) are
-    /// skipped, as their update requests are.
+    /// skipped, as their update requests are; a muted one is also listed no more
+    /// ([`Filtered::MutedUnlisted`], see the module documentation).
     pub fn announce_states(&mut self, now: Instant, ids: &[u64]) {
         let creator = self.config.creatorid;
         let mut announced = 0;
@@ -232,7 +233,7 @@ impl Engine {
                 continue;
             };
             let e = self.cache.get(slot);
-            if e.filtered == Some(Filtered::Muted) {
+            if e.filtered == Some(Filtered::Muted) && !e.deleted && !e.nosync {
                 // Its frozen version is not the asker's, and never will be: listed no
                 // more, so that the peers forget it rather than ask every round.
                 self.cache
