@@ -62,16 +62,6 @@ mod linux {
     /// same room.
     const RECEIVE_BUFFER: usize = 32 << 20;
 
-    fn status(c: &Cluster, i: usize) -> Value {
-        c.ctl_json(i, "status").unwrap()
-    }
-
-    /// The two processes of host `i`'s daemon: parent and engine.
-    fn pids(c: &Cluster, i: usize) -> [u32; 2] {
-        let engine = status(c, i)["engine"]["pid"].as_u64().unwrap() as u32;
-        [c.host(i).pid().unwrap(), engine]
-    }
-
     /// CPU seconds (user + system) a daemon's two processes used so far.
     fn cpu_secs(c: &Cluster, i: usize) -> f64 {
         cpu_secs_each(c, i).iter().sum()
@@ -79,12 +69,12 @@ mod linux {
 
     /// The same, each: parent, engine.
     fn cpu_secs_each(c: &Cluster, i: usize) -> [f64; 2] {
-        pids(c, i).map(cpu_secs_of)
+        c.daemon_pids(i).unwrap().map(cpu_secs_of)
     }
 
     /// Peak RSS of a daemon in MB: (parent + engine, parent, engine).
     fn peak_mb(c: &Cluster, i: usize) -> (f64, f64, f64) {
-        let [parent, engine] = pids(c, i);
+        let [parent, engine] = c.daemon_pids(i).unwrap();
         let mb = |p| proc_status(p, "VmHWM:") as f64 / 1024.0;
         (mb(parent) + mb(engine), mb(parent), mb(engine))
     }
@@ -220,7 +210,9 @@ mod linux {
         c.start(0, &words).unwrap();
         // A receiver that hears the sender's own bulk request (asked again for a minute)
         // while it imports answers with a full pass of its own: wait for it to end.
-        let alone = wait_until(Duration::from_secs(90), || status(c, 0)["bulk"] == "done");
+        let alone = wait_until(Duration::from_secs(90), || {
+            c.status(0).unwrap()["bulk"] == "done"
+        });
         assert!(alone.is_some(), "the sender's bulk request did not end");
         let mut left = states;
         while left > 0 {
@@ -231,7 +223,7 @@ mod linux {
         // Slow on a machine shared with other work: a million inserts are announced to
         // nobody, each through both processes.
         let drained = wait_until(Duration::from_secs(400), || {
-            let s = status(c, 0);
+            let s = c.status(0).unwrap();
             // Caught up with its table (which expiry may have thinned meanwhile).
             s["cached"].as_u64() >= s["states"].as_u64()
                 && s["queued"]
@@ -241,19 +233,22 @@ mod linux {
         assert!(
             drained.is_some(),
             "the sender's engine did not catch up: {}",
-            status(c, 0)
+            c.status(0).unwrap()
         );
         // Synthetic states expire (ICMP ones in 10–20 s): a fill slowed down by a busy
         // machine leaves fewer than asked for, which is not the bulk's loss.
-        let held = status(c, 0)["states"].as_u64().unwrap_or(0);
+        let held = c.status(0).unwrap()["states"].as_u64().unwrap_or(0);
         let rx_before = rx_bytes(c, 1);
         let sender_cpu_before = cpu_secs(c, 0);
         let t0 = Instant::now();
         c.start(1, &words).unwrap();
         let profiles = profiling().then(|| {
-            [(0, "sender"), (1, "receiver")].map(|(i, side)| perf_record(&pids(c, i), side, mtu))
+            [(0, "sender"), (1, "receiver")]
+                .map(|(i, side)| perf_record(&c.daemon_pids(i).unwrap(), side, mtu))
         });
-        let done = wait_until(Duration::from_secs(120), || status(c, 1)["bulk"] == "done");
+        let done = wait_until(Duration::from_secs(120), || {
+            c.status(1).unwrap()["bulk"] == "done"
+        });
         let secs = t0.elapsed().as_secs_f64();
         for mut perf in profiles.into_iter().flatten() {
             let _ = nix::sys::signal::kill(

@@ -28,8 +28,7 @@
 mod linux {
     use std::time::{Duration, Instant};
 
-    use pfsyncd::lab::{cpu_secs_of, proc_status, wait_until, Cluster};
-    use serde_json::Value;
+    use pfsyncd::lab::{cpu_secs_of, percentile, proc_status, wait_until, Cluster, Propagation};
 
     const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
 
@@ -41,16 +40,6 @@ mod linux {
     /// CPU seconds (user + system) of a daemon's parent and engine processes.
     fn cpu_secs(pids: [u32; 2]) -> [f64; 2] {
         pids.map(cpu_secs_of)
-    }
-
-    fn status(c: &Cluster, i: usize) -> Value {
-        c.ctl_json(i, "status").unwrap()
-    }
-
-    /// The two processes of host `i`'s daemon: parent and engine.
-    fn pids(c: &Cluster, i: usize) -> [u32; 2] {
-        let engine = status(c, i)["engine"]["pid"].as_u64().unwrap() as u32;
-        [c.host(i).pid().unwrap(), engine]
     }
 
     /// KB of `field` summed over a daemon's processes.
@@ -72,7 +61,9 @@ mod linux {
         // answers with a full pass of its own, both ways at once. A firewall that has
         // been up a while has given up long ago: wait for that, then fill it (so its
         // states do not expire meanwhile).
-        let alone = wait_until(Duration::from_secs(90), || status(&c, 0)["bulk"] == "done");
+        let alone = wait_until(Duration::from_secs(90), || {
+            c.status(0).unwrap()["bulk"] == "done"
+        });
         assert!(alone.is_some(), "the sender's bulk request did not end");
         let mut left = states;
         while left > 0 {
@@ -85,7 +76,7 @@ mod linux {
         // still be announcing them; a receiver started then would get both at once.
         // A debug build on a loaded machine (the quick run in CI) takes its time.
         let drained = wait_until(Duration::from_secs(180), || {
-            let s = status(&c, 0);
+            let s = c.status(0).unwrap();
             s["cached"].as_u64() >= Some(states as u64)
                 && s["queued"]
                     .as_array()
@@ -94,19 +85,21 @@ mod linux {
         assert!(
             drained.is_some(),
             "the sender's engine did not catch up: {}",
-            status(&c, 0)
+            c.status(0).unwrap()
         );
-        let sender_rss = kb(pids(&c, 0), "VmRSS:");
+        let sender_rss = kb(c.daemon_pids(0).unwrap(), "VmRSS:");
         let t0 = Instant::now();
         c.start(1, &words).unwrap();
-        let done = wait_until(Duration::from_secs(120), || status(&c, 1)["bulk"] == "done");
+        let done = wait_until(Duration::from_secs(120), || {
+            c.status(1).unwrap()["bulk"] == "done"
+        });
         let took = t0.elapsed();
-        let got = status(&c, 1)["states"].as_u64().unwrap_or(0);
+        let got = c.status(1).unwrap()["states"].as_u64().unwrap_or(0);
         let imported = c.ctl_json(1, "stats").unwrap()["table"]["imported"]
             .as_u64()
             .unwrap_or(0);
         let peak = |i: usize| {
-            let [parent, engine] = pids(&c, i);
+            let [parent, engine] = c.daemon_pids(i).unwrap();
             let mb = |p| proc_status(p, "VmHWM:") as f64 / 1024.0;
             format!(
                 "{:.0} MB (parent {:.0} + engine {:.0})",
@@ -128,32 +121,6 @@ mod linux {
         );
     }
 
-    /// Finds `n` TCP states of host 0 to probe with.
-    fn tcp_probes(c: &Cluster, n: usize) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        while out.len() < n {
-            let answer = c.ctl(0, "insert 1").unwrap();
-            let w: Vec<&str> = answer.split_whitespace().collect();
-            let (creator, id) = (w[3].to_string(), w[5].to_string());
-            // Gone already if the churn took it.
-            let Ok(text) = c.ctl(0, &format!("get {creator} {id} --json")) else {
-                continue;
-            };
-            let v: Value = serde_json::from_str(&text).unwrap();
-            if v["sync"]["wire"]["proto"] == 6 {
-                out.push((creator, id));
-            }
-        }
-        out
-    }
-
-    fn percentile(sorted: &[f64], p: f64) -> f64 {
-        if sorted.is_empty() {
-            return f64::NAN;
-        }
-        sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-    }
-
     fn churn(rate: u32, secs: u64, maxupd: u8, size: usize) {
         let mut c = cluster(&format!("c{maxupd}"));
         let maxupd_s = maxupd.to_string();
@@ -161,17 +128,10 @@ mod linux {
         c.start(0, &words).unwrap();
         c.start(1, &words).unwrap();
         c.ctl(0, &format!("insert {size}")).unwrap();
-        let mut probes = tcp_probes(&c, 20);
+        let mut probes = c.tcp_probes(0, 20).unwrap();
         std::thread::sleep(Duration::from_secs(2));
-        let (p0, p1) = (pids(&c, 0), pids(&c, 1));
-        let made = |c: &Cluster| -> u64 {
-            c.ctl_json(0, "stats").unwrap()["churn"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap())
-                .sum()
-        };
+        let (p0, p1) = (c.daemon_pids(0).unwrap(), c.daemon_pids(1).unwrap());
+        let made = |c: &Cluster| c.churn_made(0).unwrap();
         let (cpu0, cpu1, made0) = (cpu_secs(p0), cpu_secs(p1), made(&c));
         let t0 = Instant::now();
         c.ctl(0, &format!("churn {rate} {size}")).unwrap();
@@ -181,28 +141,15 @@ mod linux {
         while t0.elapsed() < Duration::from_secs(secs) {
             let at = k % probes.len();
             k += 1;
-            let (creator, id) = probes[at].clone();
             // The churn may delete a probe (it may touch every state of ours), or it may
             // expire: then another takes its place.
-            let Ok(answer) = c.ctl(0, &format!("touch {creator} {id}")) else {
-                probes[at] = tcp_probes(&c, 1).remove(0);
-                continue;
-            };
-            let sent = Instant::now();
-            let seqlo: u64 = answer
-                .split_whitespace()
-                .last()
-                .and_then(|v| v.parse().ok())
-                .unwrap();
-            let arrived = wait_until_fast(Duration::from_secs(3), || {
-                c.ctl(1, &format!("get {creator} {id} --json"))
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                    .is_some_and(|v| v["sync"]["src"]["seqlo"].as_u64() == Some(seqlo))
-            });
-            match arrived {
-                Some(_) => delays.push(sent.elapsed().as_secs_f64() * 1000.0),
-                None => lost += 1,
+            match c
+                .propagate(0, 1, &probes[at], Duration::from_secs(3))
+                .unwrap()
+            {
+                Propagation::Gone => probes[at] = c.tcp_probes(0, 1).unwrap().remove(0),
+                Propagation::Arrived(took) => delays.push(took.as_secs_f64() * 1000.0),
+                Propagation::NotSeen => lost += 1,
             }
         }
         let wall = t0.elapsed().as_secs_f64();
@@ -238,17 +185,6 @@ mod linux {
                 String::new()
             }
         );
-    }
-
-    /// Polls as fast as the control socket answers (no sleep), until `check` or timeout.
-    fn wait_until_fast(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if check() {
-                return Some(start.elapsed());
-            }
-        }
-        None
     }
 
     pub fn main() {

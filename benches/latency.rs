@@ -38,7 +38,7 @@
 mod linux {
     use std::time::{Duration, Instant};
 
-    use pfsyncd::lab::{wait_until, Cluster};
+    use pfsyncd::lab::{percentile, wait_until, Cluster};
 
     const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
     /// States both tables hold while the churn runs around them.
@@ -53,13 +53,6 @@ mod linux {
     fn cluster(tag: &str) -> Cluster {
         Cluster::new(BIN.as_ref(), &format!("pfsd-lat{tag}-"), 2)
             .unwrap_or_else(|e| panic!("latency bench: {e} (run as root, with iproute2)"))
-    }
-
-    fn percentile(sorted: &[f64], p: f64) -> f64 {
-        if sorted.is_empty() {
-            return f64::NAN;
-        }
-        sorted[((sorted.len() - 1) as f64 * p).round() as usize]
     }
 
     /// Milliseconds, sorted.
@@ -229,7 +222,7 @@ mod linux {
         c.start(1, &words).unwrap();
         // Both bulk requests settle (each answers the other's) before the probes.
         let settled = wait_until(Duration::from_secs(30), || {
-            (0..2).all(|i| c.ctl_json(i, "status").unwrap()["bulk"] == "done")
+            (0..2).all(|i| c.status(i).unwrap()["bulk"] == "done")
         });
         assert!(settled.is_some(), "the bulk updates did not end");
     }
@@ -259,7 +252,7 @@ mod linux {
         c.ctl(0, &format!("insert {TABLE}")).unwrap();
         // The peer holds them all before the churn starts.
         let synced = wait_until(Duration::from_secs(60), || {
-            c.ctl_json(1, "status").unwrap()["states"].as_u64() >= Some(TABLE as u64)
+            c.status(1).unwrap()["states"].as_u64() >= Some(TABLE as u64)
         });
         assert!(synced.is_some(), "the peer did not take the table");
         let rtt = round_trip(&c);
@@ -295,17 +288,8 @@ mod linux {
     /// The four daemon processes: sender parent, sender engine, receiver parent,
     /// receiver engine.
     fn pids(c: &Cluster) -> [u32; 4] {
-        let engine = |i: usize| {
-            c.ctl_json(i, "status").unwrap()["engine"]["pid"]
-                .as_u64()
-                .unwrap() as u32
-        };
-        [
-            c.host(0).pid().unwrap(),
-            engine(0),
-            c.host(1).pid().unwrap(),
-            engine(1),
-        ]
+        let [sender, receiver] = [0, 1].map(|i| c.daemon_pids(i).unwrap());
+        [sender[0], sender[1], receiver[0], receiver[1]]
     }
 
     /// CPU seconds (user + system) each process used so far.
@@ -329,12 +313,7 @@ mod linux {
     }
 
     fn made(c: &Cluster) -> u64 {
-        c.ctl_json(0, "stats").unwrap()["churn"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap())
-            .sum()
+        c.churn_made(0).unwrap()
     }
 
     fn lost_note(lost: usize) -> String {

@@ -38,7 +38,7 @@ mod linux {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use pfsyncd::lab::{cpu_secs_of, wait_until, Cluster};
+    use pfsyncd::lab::{cpu_secs_of, percentile, wait_until, Cluster, Propagation};
     use serde_json::Value;
 
     const BIN: &str = env!("CARGO_BIN_EXE_pfsyncd");
@@ -136,12 +136,11 @@ mod linux {
         }
 
         fn status(&self, i: usize) -> Value {
-            self.cluster.ctl_json(i, "status").unwrap()
+            self.cluster.status(i).unwrap()
         }
 
         fn pids(&self, i: usize) -> [u32; 2] {
-            let engine = self.status(i)["engine"]["pid"].as_u64().unwrap() as u32;
-            [self.cluster.host(i).pid().unwrap(), engine]
+            self.cluster.daemon_pids(i).unwrap()
         }
 
         /// The secure peer's handshake on host `i`, for the record.
@@ -306,43 +305,6 @@ mod linux {
         })
     }
 
-    /// Finds `n` TCP states of host 0 to probe with.
-    fn tcp_probes(c: &Cluster, n: usize) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        while out.len() < n {
-            let answer = c.ctl(0, "insert 1").unwrap();
-            let w: Vec<&str> = answer.split_whitespace().collect();
-            let (creator, id) = (w[3].to_string(), w[5].to_string());
-            // Gone already if the churn took it.
-            let Ok(text) = c.ctl(0, &format!("get {creator} {id} --json")) else {
-                continue;
-            };
-            let v: Value = serde_json::from_str(&text).unwrap();
-            if v["sync"]["wire"]["proto"] == 6 {
-                out.push((creator, id));
-            }
-        }
-        out
-    }
-
-    fn percentile(sorted: &[f64], p: f64) -> f64 {
-        if sorted.is_empty() {
-            return f64::NAN;
-        }
-        sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-    }
-
-    /// Polls as fast as the control socket answers (no sleep), until `check` or timeout.
-    fn wait_until_fast(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if check() {
-                return Some(start.elapsed());
-            }
-        }
-        None
-    }
-
     struct ChurnResult {
         wall: f64,
         made_per_sec: f64,
@@ -383,10 +345,10 @@ mod linux {
         }
         let c = &p.cluster;
         c.ctl(0, &format!("insert {size}")).unwrap();
-        let mut probes = tcp_probes(c, 20);
+        let mut probes = c.tcp_probes(0, 20).unwrap();
         // The peer holds the states (the secure link has shaken hands) before timing.
         let synced = wait_until(Duration::from_secs(60), || {
-            c.ctl_json(1, "status").unwrap()["states"].as_u64() >= Some(size as u64)
+            c.status(1).unwrap()["states"].as_u64() >= Some(size as u64)
         });
         assert!(
             synced.is_some(),
@@ -395,14 +357,7 @@ mod linux {
             c.ctl(1, "stats").unwrap_or_default()
         );
         let (p0, p1) = (p.pids(0), p.pids(1));
-        let made = || -> u64 {
-            c.ctl_json(0, "stats").unwrap()["churn"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap())
-                .sum()
-        };
+        let made = || c.churn_made(0).unwrap();
         // Changes the peer's table took: states inserted, updated and removed.
         let received = || -> u64 {
             let stats = c.ctl_json(1, "stats").unwrap();
@@ -420,27 +375,14 @@ mod linux {
         while t0.elapsed() < Duration::from_secs(secs) {
             let at = k % probes.len();
             k += 1;
-            let (creator, id) = probes[at].clone();
             // The churn may delete a probe, or it may expire: another takes its place.
-            let Ok(answer) = c.ctl(0, &format!("touch {creator} {id}")) else {
-                probes[at] = tcp_probes(c, 1).remove(0);
-                continue;
-            };
-            let sent = Instant::now();
-            let seqlo: u64 = answer
-                .split_whitespace()
-                .last()
-                .and_then(|v| v.parse().ok())
-                .unwrap();
-            let arrived = wait_until_fast(Duration::from_secs(3), || {
-                c.ctl(1, &format!("get {creator} {id} --json"))
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                    .is_some_and(|v| v["sync"]["src"]["seqlo"].as_u64() == Some(seqlo))
-            });
-            match arrived {
-                Some(_) => delays.push(sent.elapsed().as_secs_f64() * 1000.0),
-                None => lost += 1,
+            match c
+                .propagate(0, 1, &probes[at], Duration::from_secs(3))
+                .unwrap()
+            {
+                Propagation::Gone => probes[at] = c.tcp_probes(0, 1).unwrap().remove(0),
+                Propagation::Arrived(took) => delays.push(took.as_secs_f64() * 1000.0),
+                Propagation::NotSeen => lost += 1,
             }
         }
         let wall = t0.elapsed().as_secs_f64();

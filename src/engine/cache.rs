@@ -130,7 +130,10 @@ impl Entry {
 
     /// Whether the state counts in its creator's digest (see `digest.rs`).
     fn counts(&self) -> bool {
-        !self.deleted && !self.delayed && !self.nosync
+        !self.deleted
+            && !self.delayed
+            && !self.nosync
+            && self.filtered != Some(super::filter::Filtered::MutedUnlisted)
     }
 
     /// The state's (creatorid, id).

@@ -13,10 +13,15 @@
 //! version last synced, as their updates stop both ways: our own muted state's version
 //! is frozen while muted (recomputed when unmuted, and announced again), a filtered
 //! copy of a peer's state takes the version of each update it is sent and does not
-//! merge (`Cache::adopt_version`). A muted state whose last update was still queued
-//! when the filter came is one version ahead of the peers' copies for good: its bucket
-//! is listed and its NEED ignored once a round until the state ends (rare: a reload
-//! racing a state's update; not tested).
+//! merge (`Cache::adopt_version`). An update still queued when the filter comes is
+//! sent before the state is muted (`Engine::set_filter`), so the version frozen is the
+//! peers'. Where a peer's copy is still not that version (the last update lost on a
+//! plain pfsync link) or it has none (a state loaded muted after a restart, never
+//! sent; a peer that joined after the filter came), it asks for the state (NEED), which
+//! we never send: the state is then left out of our digests for good
+//! ([`Filtered::MutedUnlisted`]), so that the peers forget their copies after one more
+//! round instead of asking every round while the state lives (the
+//! `..._not_asked_for_...` tests in `digest_tests.rs`). Its delete still goes.
 //!
 //! Cost per counted state: 4 bytes in its bucket's slot list, plus the position in
 //! that list (`Entry::digest_pos`) and the version counted (`Entry::version`, 4 bytes)
@@ -39,6 +44,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::cache::Key;
+use super::filter::Filtered;
 use super::hash::KeyedState;
 use super::{Engine, Queue};
 use crate::session::{bucket_of, id_hash, sum, BucketSum, Listed, StateIndex};
@@ -204,7 +210,7 @@ impl Engine {
             self.tombstones.bury((creator, id), now);
             let entry = self.cache.remove(slot);
             self.stats.digest_forgotten += 1;
-            if entry.filtered == Some(super::filter::Filtered::Unimported) {
+            if entry.filtered == Some(Filtered::Unimported) {
                 // Never in the table.
                 continue;
             }
@@ -214,7 +220,8 @@ impl Engine {
 
     /// A peer lacks these states of ours: sends each we hold as a full update (UPD),
     /// at once. States we do not announce (deleted, no-sync, filtered, not due yet) are
-    /// skipped, as their update requests are.
+    /// skipped, as their update requests are; a muted one is also listed no more
+    /// ([`Filtered::MutedUnlisted`], see the module documentation).
     pub fn announce_states(&mut self, now: Instant, ids: &[u64]) {
         let creator = self.config.creatorid;
         let mut announced = 0;
@@ -223,6 +230,14 @@ impl Engine {
                 continue;
             };
             let e = self.cache.get(slot);
+            if e.filtered == Some(Filtered::Muted) && !e.deleted && !e.nosync {
+                // Its frozen version is not the asker's, and never will be: listed no
+                // more, so that the peers forget it rather than ask every round.
+                self.cache
+                    .mark(slot, |e| e.filtered = Some(Filtered::MutedUnlisted));
+                self.stats.digest_unlisted += 1;
+                continue;
+            }
             if e.deleted || e.nosync || e.filtered.is_some() || e.delayed {
                 continue;
             }
@@ -246,7 +261,13 @@ impl Engine {
         self.cache
             .entries()
             .take_while(move |_| any)
-            .filter(move |e| e.key().0 == creator && !e.deleted && !e.delayed && !e.nosync)
+            .filter(move |e| {
+                e.key().0 == creator
+                    && !e.deleted
+                    && !e.delayed
+                    && !e.nosync
+                    && e.filtered != Some(Filtered::MutedUnlisted)
+            })
             .map(|e| Listed {
                 id: e.key().1,
                 version: e.version(),

@@ -46,7 +46,13 @@ fn held(e: &Engine, creator: u32) -> BTreeSet<u64> {
 fn held_versions(e: &Engine, creator: u32) -> BTreeSet<Listed> {
     e.cache
         .entries()
-        .filter(|x| x.key().0 == creator && !x.deleted && !x.nosync && !x.delayed)
+        .filter(|x| {
+            x.key().0 == creator
+                && !x.deleted
+                && !x.nosync
+                && !x.delayed
+                && x.filtered != Some(filter::Filtered::MutedUnlisted)
+        })
         .map(|x| Listed {
             id: x.key().1,
             version: state_version(&x.state()),
@@ -728,5 +734,152 @@ fn a_filtered_state_is_not_asked_for_at_every_round() {
             pair.run_until(now + Duration::from_secs(13));
             assert_eq!(needed(&pair), settled, "unmuted: NEEDs go on");
         }
+    }
+}
+
+/// A state muted while its last update was still queued (a SIGHUP racing the 1 s
+/// batch): the update was made before the filter came, so it goes, and the version the
+/// muted state is frozen at is the one its peers' copies hold. Left unsent, the
+/// creator's copy stays one version ahead of every peer's for as long as the state
+/// lives: its bucket differs at every digest round and the peer's NEED is ignored
+/// (announcements skip filtered states), bandwidth every second for nothing.
+#[test]
+fn a_state_muted_with_its_update_queued_settles() {
+    use crate::engine::filter::FilterRule;
+    use crate::engine::SyncFilter;
+    let state = tcp(A, 12);
+    let mut pair = Pair::with_state(35, 0, state);
+    let now = pair.now;
+    // maxupd 128 (the default): the update waits for the 1 s batch, and the filter
+    // comes meanwhile.
+    pair.nodes[0]
+        .engine
+        .handle_local(now, LocalChange::Update(advanced(state, 1)));
+    assert!(
+        pair.nodes[0].engine.poll_transmit().is_none(),
+        "the update is queued, not sent"
+    );
+    pair.nodes[0]
+        .engine
+        .set_filter(now, SyncFilter::new(vec![FilterRule::Protocol(6)]));
+    let asked = |pair: &Pair| {
+        let stats = &pair.nodes[1].sessions.peer(addr(0)).unwrap().stats;
+        (
+            stats.buckets_differing,
+            stats.buckets_asked,
+            stats.ids_needed,
+        )
+    };
+    pair.run_until(now + Duration::from_secs(3));
+    let settled = asked(&pair);
+    pair.run_until(now + Duration::from_secs(13));
+    assert_eq!(
+        asked(&pair),
+        settled,
+        "(buckets differing, buckets asked, ids needed) go on every round"
+    );
+    // Muted, the creator's later traffic stays home, and still nothing is asked.
+    let now = pair.now;
+    pair.nodes[0]
+        .engine
+        .handle_local(now, LocalChange::Update(advanced(state, 2)));
+    pair.run_until(now + Duration::from_secs(10));
+    assert_eq!(asked(&pair), settled, "asked after a muted update");
+    assert_eq!(
+        synced_part(&pair.nodes[1].engine.state(A, 12).unwrap()),
+        synced_part(&advanced(state, 1)),
+        "the peer holds the update made before the filter, not the one after"
+    );
+    assert_eq!(pair.nodes[0].engine.stats().digest_unlisted, 0, "in sync");
+}
+
+/// A node restarted with a filter in its configuration finds in its table states the
+/// filter matches (`Engine::load` mutes them: the daemon before may have announced
+/// them). A peer that never had them must not ask for them at every round.
+#[test]
+fn states_loaded_muted_that_the_peer_never_had_are_not_asked_for_at_every_round() {
+    use crate::engine::filter::FilterRule;
+    use crate::engine::SyncFilter;
+    let mut pair = Pair::new(0.0, 36, 64);
+    let now = pair.now;
+    pair.nodes[0]
+        .engine
+        .set_filter(now, SyncFilter::new(vec![FilterRule::Protocol(6)]));
+    pair.nodes[0].engine.load(now, tcp(A, 13));
+    for n in 0..2 {
+        pair.nodes[n].sessions.add_secure_peer(now, addr(1 - n));
+    }
+    let asked = |pair: &Pair| {
+        let stats = &pair.nodes[1].sessions.peer(addr(0)).unwrap().stats;
+        (
+            stats.buckets_differing,
+            stats.buckets_asked,
+            stats.ids_needed,
+        )
+    };
+    pair.run_until(now + Duration::from_secs(6));
+    let settled = asked(&pair);
+    pair.run_until(now + Duration::from_secs(16));
+    assert_eq!(
+        asked(&pair),
+        settled,
+        "(buckets differing, buckets asked, ids needed) go on every round"
+    );
+    assert!(
+        settled.2 > 0,
+        "the peer asked for the state once: {settled:?}"
+    );
+    assert_eq!(pair.nodes[0].engine.stats().digest_unlisted, 1);
+    assert!(pair.nodes[1].engine.state(A, 13).is_none(), "never sent");
+    assert!(pair.nodes[0].engine.state(A, 13).is_some(), "still ours");
+    for n in &pair.nodes {
+        check_sums(&n.engine, 64, &[A, B], 0);
+    }
+}
+
+/// A muted state whose last update before the filter was lost (plain pfsync: nothing
+/// resends it) is a version ahead of the peer's copy: the peer asks for it once, and
+/// then forgets its copy (the state is no longer listed) instead of asking every round.
+#[test]
+fn a_muted_state_whose_last_update_was_lost_is_forgotten_not_asked_for_every_round() {
+    use crate::engine::filter::FilterRule;
+    use crate::engine::SyncFilter;
+    let state = tcp(A, 14);
+    let mut pair = Pair::with_state(37, 0, state);
+    pair.change_lost(0, LocalChange::Update(advanced(state, 1)));
+    let now = pair.now;
+    pair.nodes[0]
+        .engine
+        .set_filter(now, SyncFilter::new(vec![FilterRule::Protocol(6)]));
+    let asked = |pair: &Pair| {
+        let stats = &pair.nodes[1].sessions.peer(addr(0)).unwrap().stats;
+        (
+            stats.buckets_differing,
+            stats.buckets_asked,
+            stats.ids_needed,
+        )
+    };
+    pair.run_until(now + Duration::from_secs(6));
+    let settled = asked(&pair);
+    pair.run_until(now + Duration::from_secs(16));
+    assert_eq!(
+        asked(&pair),
+        settled,
+        "(buckets differing, buckets asked, ids needed) go on every round"
+    );
+    assert!(settled.2 > 0, "the stale copy was found: {settled:?}");
+    assert!(
+        pair.nodes[1].engine.state(A, 14).is_none(),
+        "the peer forgot its stale copy"
+    );
+    // Unmuted, the creator announces it again, and it is listed again.
+    let now = pair.now;
+    pair.nodes[0]
+        .engine
+        .set_filter(now, SyncFilter::new(Vec::new()));
+    pair.run_until(now + Duration::from_secs(3));
+    assert!(pair.copies_agree(A, 14), "announced again when unmuted");
+    for n in &pair.nodes {
+        check_sums(&n.engine, 64, &[A, B], 0);
     }
 }

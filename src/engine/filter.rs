@@ -7,7 +7,9 @@
 //! synced before a filter came to match it is never left behind on a peer for good:
 //!
 //! - a local state announced before: its updates stop, its delete still goes
-//!   ([`Filtered::Muted`]), so the peers' copies end when ours does;
+//!   ([`Filtered::Muted`]), so the peers' copies end when ours does (or when the
+//!   digests find a peer's copy is not the one we froze, or that it has none: then we
+//!   stop listing the state, [`Filtered::MutedUnlisted`], and the peers forget it);
 //! - a local state not announced yet (its INS still queued or delayed): dropped from the
 //!   cache as if never seen, nothing goes;
 //! - a peer's state imported before: its updates are no longer merged, its delete is
@@ -126,6 +128,11 @@ pub enum Filtered {
     /// Synced before a rule came to match it: its updates are neither sent nor merged,
     /// its delete still goes (ours) or is still applied (a peer's).
     Muted,
+    /// A muted state of ours a peer asked for (NEED): its copy there is not the one we
+    /// froze (or it has none), and we send none, so the state is left out of our
+    /// digests from then on: the peers forget their copies instead of asking for it at
+    /// every round (`digest.rs`). Its delete still goes, as a muted state's.
+    MutedUnlisted,
     /// A peer's state that matched when it arrived: never imported, cached only to
     /// recognise its compressed updates and its delete.
     Unimported,
@@ -145,6 +152,7 @@ impl Engine {
         }
         self.config.filter = filter;
         let slots: Vec<u32> = self.cache.slots().collect();
+        let mut to_mute = Vec::new();
         for slot in slots {
             let e = self.cache.get(slot);
             if e.deleted || e.nosync {
@@ -157,11 +165,8 @@ impl Engine {
                     self.cache.remove(slot);
                     self.stats.filtered_out += 1;
                 }
-                (None, true) => {
-                    self.cache.dequeue(slot);
-                    self.cache.get_mut(slot).filtered = Some(Filtered::Muted);
-                }
-                (Some(Filtered::Muted), false) => {
+                (None, true) => to_mute.push(slot),
+                (Some(Filtered::Muted | Filtered::MutedUnlisted), false) => {
                     // The peers' copies went stale meanwhile: a full update, at once.
                     self.cache.mark(slot, |e| e.filtered = None);
                     self.enqueue(now, slot, Queue::Upd);
@@ -172,6 +177,20 @@ impl Engine {
                 }
                 _ => {}
             }
+        }
+        // An update queued before the filter came goes first: a muted state's version
+        // is frozen at what its peers last got (digest.rs), and one left unsent would
+        // keep its digest bucket differing, and asked for, every round while it lives.
+        let pending = |q| matches!(q, Some(Queue::Upd | Queue::UpdC));
+        if to_mute
+            .iter()
+            .any(|&slot| pending(self.cache.get(slot).queue))
+        {
+            self.flush(now);
+        }
+        for slot in to_mute {
+            self.cache.dequeue(slot);
+            self.cache.get_mut(slot).filtered = Some(Filtered::Muted);
         }
         self.end_input(now);
     }

@@ -114,6 +114,9 @@ pub struct Stats {
     pub digest_forgotten: u64,
     /// Our states sent again as full updates because a peer's digest lacked them.
     pub digest_announced: u64,
+    /// Our muted states (sync filter) left out of our digests because a peer asked for
+    /// one (its copy was not the frozen one, or it had none): `Filtered::MutedUnlisted`.
+    pub digest_unlisted: u64,
     /// Bulk requests sent to the session peers after a loss their resend buffers no
     /// longer covered.
     pub session_resync_requests: u64,

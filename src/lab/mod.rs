@@ -5,10 +5,12 @@
 pub mod cluster;
 pub mod compare;
 pub mod netns;
+pub mod probe;
 pub mod procfs;
 
 pub use cluster::{lab_user, wait_until, Cluster, Host, EMPTY_DIR};
 pub use netns::{check_root_and_ip, ip, sweep_stale, Netns};
+pub use probe::{percentile, wait_until_fast, Propagation, TcpProbe};
 pub use procfs::{cpu_secs_of, load_average, proc_status};
 
 /// Why the lab could not do something.

@@ -312,7 +312,7 @@ fn engine(e: &mut Exposition, s: &Snapshot<'_>) {
     for (queue, n) in QUEUES.iter().zip(s.queued) {
         f.sample(&[("queue", queue)], n);
     }
-    let counters: [(&str, &str, u64); 16] = [
+    let counters: [(&str, &str, u64); 17] = [
         (
             "pfsyncd_filtered_out_total",
             "Local state changes not announced because a sync filter (nosync-if, -proto, -net, -port) matches.",
@@ -347,6 +347,11 @@ fn engine(e: &mut Exposition, s: &Snapshot<'_>) {
             "pfsyncd_digest_announced_total",
             "Own states sent again as full updates because a peer's digest lacked them.",
             st.digest_announced,
+        ),
+        (
+            "pfsyncd_digest_unlisted_total",
+            "Own muted states (sync filter) left out of the digests after a peer asked for one.",
+            st.digest_unlisted,
         ),
         (
             "pfsyncd_badsrc_total",
@@ -865,6 +870,7 @@ mod tests {
             delayed_announced,
             digest_forgotten,
             digest_announced,
+            digest_unlisted,
             stale,
             badval,
             badstate,
@@ -917,6 +923,7 @@ mod tests {
             (delayed_then_deleted, "pfsyncd_delayed_then_deleted_total"),
             (digest_forgotten, "pfsyncd_digest_forgotten_total"),
             (digest_announced, "pfsyncd_digest_announced_total"),
+            (digest_unlisted, "pfsyncd_digest_unlisted_total"),
             (stale, "pfsyncd_pfsync_stale_total"),
             (badval, "pfsyncd_pfsync_badval_total"),
             (badstate, "pfsyncd_pfsync_badstate_total"),

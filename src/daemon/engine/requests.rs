@@ -344,6 +344,7 @@ fn stats_json(d: &EngineParts<'_>, r: &ParentReport, now: Instant) -> Value {
         "session_engine": {
             "forgotten": st.digest_forgotten,
             "announced": st.digest_announced,
+            "unlisted": st.digest_unlisted,
             "resync_requests": st.session_resync_requests,
         },
     })
