@@ -84,6 +84,13 @@ impl Engine {
             .min(usize::from(u16::MAX))
     }
 
+    /// Bytes the MTU leaves for one pfsync payload: what a compact batch's DATA
+    /// content may take, whichever link carries it (the secure link's wrapping is
+    /// sized from this, not from the IP header alone).
+    pub fn payload_room(&self) -> usize {
+        self.budget()
+    }
+
     pub(super) fn nothing_pending(&self) -> bool {
         Queue::ALL.iter().all(|&q| self.cache.queue_len(q) == 0)
             && self.requests.is_empty()

@@ -94,16 +94,19 @@ pub(super) fn window_cap(sessions: &Sessions, frame_bytes: usize) -> u64 {
 }
 
 /// Bytes of a compact batch that fit one DATA frame in a datagram of the link MTU:
-/// the engine's packet size (already [`ext::DATA_OVERHEAD`] under the MTU) less the IP
-/// header and the content's head (with the ruleset checksum when the engine vouches).
+/// the engine's payload room (its packet size, already [`ext::DATA_OVERHEAD`] under
+/// the MTU, less its IP reserve) less the content's head (with the ruleset checksum
+/// when the engine vouches). The reserve, not the IP header: FreeBSD's dialects keep
+/// 40 bytes whatever the family, and the secure link's packet size counts on it, so a
+/// batch 20 bytes larger made a wrapped datagram up to 20 bytes over the MTU: two
+/// fragments.
 /// Never under one record's worst case (a link that small fragments the frame, as it
 /// does the engine's own packets).
 pub(super) fn batch_limit(engine: &Engine) -> usize {
-    let config = engine.config();
     let head = compact_batch_head_len(engine.compact_ruleset().is_some());
-    config
-        .mtu
-        .saturating_sub(config.ip_header_len + head)
+    engine
+        .payload_room()
+        .saturating_sub(head)
         .max(1 + MAX_RECORD_BYTES)
 }
 

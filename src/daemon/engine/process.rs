@@ -468,7 +468,35 @@ impl EngineProcess {
                                             log_info!("secure peer {src} heard");
                                         }
                                     }
-                                    self.engine.handle_packet(now, rx);
+                                    // A bulk request waits until the sessions tell who
+                                    // asks, as on the plain link: a secure peer that
+                                    // restarted asks in plain pfsync before its new
+                                    // sessions know ours, and an answer at once would
+                                    // go as DATA to the stream of its previous run,
+                                    // which it drops and never asks for again.
+                                    let session_peer = match (&self.sessions, rx.source) {
+                                        (Some(side), Some(src)) => side
+                                            .sessions
+                                            .peer(src)
+                                            .filter(|p| !matches!(p.link, Link::Kernel { .. }))
+                                            .map(|_| src),
+                                        _ => None,
+                                    };
+                                    match (session_peer, &mut self.sessions) {
+                                        (Some(src), Some(side)) => {
+                                            if self
+                                                .engine
+                                                .handle_packet_holding_bulk_request(now, rx)
+                                            {
+                                                side.bulk.hold_request(
+                                                    now,
+                                                    src,
+                                                    &mut side.sessions,
+                                                );
+                                            }
+                                        }
+                                        _ => self.engine.handle_packet(now, rx),
+                                    }
                                     // And the plain peers hear the secure ones through
                                     // us, unchanged, as if they were on the LAN.
                                     if self.link_open {
