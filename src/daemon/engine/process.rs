@@ -390,14 +390,7 @@ impl EngineProcess {
                     }
                     // A bulk request from a source that may be a pfsyncd peer waits
                     // until the sessions tell (see `bulk.rs`).
-                    let maybe_pfsyncd = match (&self.sessions, rx.source) {
-                        (Some(side), Some(src)) => side
-                            .sessions
-                            .peer(src)
-                            .filter(|p| !matches!(p.link, Link::Kernel { .. }))
-                            .map(|_| src),
-                        _ => None,
-                    };
+                    let maybe_pfsyncd = maybe_pfsyncd(&self.sessions, rx.source);
                     match (maybe_pfsyncd, &mut self.sessions) {
                         (Some(src), Some(side)) => {
                             if self.engine.handle_packet_holding_bulk_request(now, rx) {
@@ -474,14 +467,7 @@ impl EngineProcess {
                                     // sessions know ours, and an answer at once would
                                     // go as DATA to the stream of its previous run,
                                     // which it drops and never asks for again.
-                                    let session_peer = match (&self.sessions, rx.source) {
-                                        (Some(side), Some(src)) => side
-                                            .sessions
-                                            .peer(src)
-                                            .filter(|p| !matches!(p.link, Link::Kernel { .. }))
-                                            .map(|_| src),
-                                        _ => None,
-                                    };
+                                    let session_peer = maybe_pfsyncd(&self.sessions, rx.source);
                                     match (session_peer, &mut self.sessions) {
                                         (Some(src), Some(side)) => {
                                             if self
@@ -1006,4 +992,17 @@ fn forward_log(channel: &mut Channel) {
         }
         .encode(channel.queue());
     });
+}
+
+/// `source`, if the sessions track it as a peer that is not a kernel: a pfsyncd peer, or
+/// one that may be, whose bulk request waits until the sessions tell (`bulk.rs`).
+fn maybe_pfsyncd(
+    sessions: &Option<SessionSide>,
+    source: Option<std::net::IpAddr>,
+) -> Option<std::net::IpAddr> {
+    let (side, src) = (sessions.as_ref()?, source?);
+    side.sessions
+        .peer(src)
+        .filter(|p| !matches!(p.link, Link::Kernel { .. }))
+        .map(|_| src)
 }
