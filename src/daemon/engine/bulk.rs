@@ -42,7 +42,8 @@ pub(super) const PLAIN_REQUEST_HOLD: Duration = Duration::from_millis(200);
 
 /// How long a plain bulk request of a session peer waits for its DATA copy (sent in
 /// the same turn) before it is answered itself (a peer that restarted and does not
-/// know us yet sends none).
+/// know us yet sends none). A request from a source that was no session peer when it
+/// came waits for no copy: a peer sends DATA only in a session, so it sent none.
 pub(super) const DATA_COPY_GRACE: Duration = Duration::from_millis(20);
 
 /// Shortest wait of a full window for the mark to move before probing the tail.
@@ -156,8 +157,9 @@ pub(super) struct CompactBulk {
     pub last_send_ms: Option<u64>,
     /// Per peer, what its compact bulk brought us.
     pub received: BTreeMap<IpAddr, Received>,
-    /// Plain bulk requests not answered yet: source, when.
-    held: Vec<(IpAddr, Instant)>,
+    /// Plain bulk requests not answered yet: source, when, and whether the source was
+    /// a session peer then (only then may a DATA copy of the request follow).
+    held: Vec<(IpAddr, Instant, bool)>,
     /// When each session peer last asked for a bulk in DATA.
     asked_in_data: BTreeMap<IpAddr, Instant>,
     /// Held plain requests answered: compact, paced, and dropped for their DATA copy.
@@ -281,10 +283,11 @@ impl CompactBulk {
     /// `Engine::handle_packet_holding_bulk_request`); the sessions are probing it, or
     /// it is a session peer, asked again who it is (a restart shows).
     pub(super) fn hold_request(&mut self, now: Instant, from: IpAddr, sessions: &mut Sessions) {
-        if !self.held.iter().any(|(a, _)| *a == from) {
-            self.held.push((from, now));
+        let session_peer = sessions.is_session_peer(from);
+        if !self.held.iter().any(|(a, _, _)| *a == from) {
+            self.held.push((from, now, session_peer));
         }
-        if sessions.is_session_peer(from) {
+        if session_peer {
             sessions.reprobe(from);
         }
     }
@@ -306,7 +309,7 @@ impl CompactBulk {
         let mut answered = false;
         let mut i = 0;
         while i < self.held.len() {
-            let (from, since) = self.held[i];
+            let (from, since, copy_may_follow) = self.held[i];
             let copy_answered = self
                 .asked_in_data
                 .get(&from)
@@ -316,7 +319,7 @@ impl CompactBulk {
             let verdict = if copy_answered {
                 self.held_dropped += 1;
                 true
-            } else if session && waited >= DATA_COPY_GRACE {
+            } else if session && (!copy_may_follow || waited >= DATA_COPY_GRACE) {
                 self.held_compact += 1;
                 engine.answer_bulk_request(now, true);
                 true
@@ -398,7 +401,7 @@ impl CompactBulk {
         let held = self
             .held
             .iter()
-            .map(|(_, since)| *since + DATA_COPY_GRACE)
+            .map(|(_, since, _)| *since + DATA_COPY_GRACE)
             .min();
         let probe = self
             .mark_since
@@ -651,5 +654,96 @@ mod tests {
             processed
         );
         idle
+    }
+
+    /// Two session layers, `a` (10.0.0.1) and `b` (10.0.0.2), not yet peers.
+    fn session_pair() -> (Sessions, Sessions, IpAddr, IpAddr) {
+        let (addr_a, addr_b): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let a = Sessions::new(crate::session::Config::new(1, 0xa));
+        let b = Sessions::new(crate::session::Config::new(2, 0xb));
+        (a, b, addr_a, addr_b)
+    }
+
+    /// Frames passed between `a` and `b` at once until nothing moves.
+    fn exchange(now: Instant, a: &mut Sessions, addr_a: IpAddr, b: &mut Sessions, addr_b: IpAddr) {
+        loop {
+            let mut moved = false;
+            while let Some((_, bytes)) = a.poll_transmit() {
+                b.handle_frame(now, addr_a, &bytes);
+                moved = true;
+            }
+            while let Some((_, bytes)) = b.poll_transmit() {
+                a.handle_frame(now, addr_b, &bytes);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn engine_with_states(now: Instant) -> Engine {
+        let mut config = Config::new(1, Dialect::FreeBsd1400);
+        config.mtu = 1500 - ext::DATA_OVERHEAD;
+        config.bulk_paced = false;
+        let mut engine = Engine::new(config);
+        for s in crate::table::synth::Synth::new(1, 1).states(100) {
+            engine.handle_local(now, LocalChange::Insert(s));
+        }
+        engine.flush(now);
+        while engine.poll_transmit().is_some() {}
+        engine
+    }
+
+    /// A node that starts late asks in plain pfsync before its sessions know anyone: no
+    /// DATA copy of that request can follow, so it is answered (compact) as soon as the
+    /// sessions tell it is a pfsyncd peer, not a grace period later (which was 20 ms
+    /// of every late node's bulk).
+    #[test]
+    fn a_request_from_a_source_not_yet_a_session_peer_is_answered_once_the_session_forms() {
+        let now = Instant::now();
+        let mut engine = engine_with_states(now);
+        let (mut a, mut b, addr_a, addr_b) = session_pair();
+        let mut bulk = CompactBulk::default();
+        bulk.hold_request(now, addr_b, &mut a);
+        assert!(
+            !bulk.answer_held(now, &mut engine, &a),
+            "not a session peer yet"
+        );
+        a.add_secure_peer(now, addr_b);
+        b.add_secure_peer(now, addr_a);
+        exchange(now, &mut a, addr_a, &mut b, addr_b);
+        assert!(a.is_session_peer(addr_b));
+        let soon = now + Duration::from_millis(1);
+        assert!(
+            bulk.answer_held(soon, &mut engine, &a),
+            "answered once the session formed"
+        );
+        assert_eq!(bulk.held_compact, 1);
+        assert!(engine.compact_bulk_sending());
+    }
+
+    /// A session peer's plain request still waits for its DATA copy (sent in the same
+    /// turn), so that the bulk is answered once.
+    #[test]
+    fn a_session_peers_plain_request_waits_for_its_data_copy() {
+        let now = Instant::now();
+        let mut engine = engine_with_states(now);
+        let (mut a, mut b, addr_a, addr_b) = session_pair();
+        a.add_secure_peer(now, addr_b);
+        b.add_secure_peer(now, addr_a);
+        exchange(now, &mut a, addr_a, &mut b, addr_b);
+        let mut bulk = CompactBulk::default();
+        bulk.hold_request(now, addr_b, &mut a);
+        let soon = now + Duration::from_millis(1);
+        assert!(
+            !bulk.answer_held(soon, &mut engine, &a),
+            "its copy may follow"
+        );
+        assert!(!engine.compact_bulk_sending());
+        let later = now + DATA_COPY_GRACE;
+        assert!(bulk.answer_held(later, &mut engine, &a));
+        assert_eq!(bulk.held_compact, 1);
     }
 }
