@@ -374,7 +374,17 @@ impl Drop for Cluster {
 
 /// Polls `check` every 20 ms until it returns true or `timeout` passes; returns how long
 /// it took, or `None` on timeout.
-pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+pub fn wait_until(timeout: Duration, check: impl FnMut() -> bool) -> Option<Duration> {
+    wait_until_every(timeout, Duration::from_millis(20), check)
+}
+
+/// [`wait_until`] polling every `period`: a benchmark's finer clock (each poll a
+/// request the daemon answers, so not finer than the figure needs).
+pub fn wait_until_every(
+    timeout: Duration,
+    period: Duration,
+    mut check: impl FnMut() -> bool,
+) -> Option<Duration> {
     let start = Instant::now();
     loop {
         if check() {
@@ -383,6 +393,6 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<
         if start.elapsed() > timeout {
             return None;
         }
-        sleep(Duration::from_millis(20));
+        sleep(period);
     }
 }

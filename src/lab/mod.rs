@@ -8,7 +8,7 @@ pub mod netns;
 pub mod probe;
 pub mod procfs;
 
-pub use cluster::{lab_user, wait_until, Cluster, Host, EMPTY_DIR};
+pub use cluster::{lab_user, wait_until, wait_until_every, Cluster, Host, EMPTY_DIR};
 pub use netns::{check_root_and_ip, ip, sweep_stale, Netns};
 pub use probe::{percentile, wait_until_fast, Propagation, TcpProbe};
 pub use procfs::{cpu_secs_of, load_average, proc_status};
