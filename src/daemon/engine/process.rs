@@ -43,6 +43,10 @@ const EAGER_FLUSH: usize = 16 << 10;
 /// Bytes queued to the parent above which the compact bulk waits: its frames leave
 /// in turns, behind whatever else the turn sends.
 const COMPACT_BULK_HIGH_WATER: usize = 1 << 20;
+/// Bytes queued for the parent that a turn writes before it ends: a compact bulk's
+/// first frames leave while the rest of its turn is made. Above what a turn of input
+/// makes (TURN_BUDGET), so that the receive path writes once a turn as before.
+const BULK_EARLY_FLUSH: usize = 256 << 10;
 /// Queued bytes for the parent above which the parent's frames (the link's packets) are
 /// not taken: what waits for the parent is what an ACK sent now waits behind.
 const INPUT_HIGH_WATER: usize = 256 << 10;
@@ -725,6 +729,10 @@ impl EngineProcess {
         loop {
             self.drain_engine(now);
             let fed = self.pump_sessions(now);
+            if self.channel.queued() >= BULK_EARLY_FLUSH {
+                // A failure shows again at the turn's flush.
+                let _ = self.channel.flush();
+            }
             if !fed && !self.pump_compact_bulk(now) {
                 break;
             }
