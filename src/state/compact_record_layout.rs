@@ -13,7 +13,7 @@
 //! A child of `compact_record` so that it shares the format's constants.
 
 use super::{
-    default_groups, unzigzag, varint, zigzag, CompactRecordError, ALL_BITS, CREATOR,
+    default_groups, unzigzag, varint_of_eight, zigzag, CompactRecordError, ALL_BITS, CREATOR,
     DICTIONARY_SIZE, FLAGS, IFNAME, MAX_RECORD_BYTES, MIXED_FAMILIES, NAMES, QUEUES, ROUTE, RULE,
     RULE_REFS, SHAPE, STACK, STACK_ADDR0, STACK_ADDR1, STACK_AF, STACK_PORT0, STACK_PORT1,
     STACK_PROTO, STACK_RDOMAIN, TUNING,
@@ -89,19 +89,10 @@ impl Scan<'_> {
                 return Ok(u64::from(b));
             }
         }
-        // Ids take nine bytes or so: read from a word when one ends within it.
-        if let Some(word) = self.bytes.get(self.at..self.at + 8) {
-            let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-            let ends = !word & 0x8080_8080_8080_8080;
-            if ends != 0 {
-                let len = ends.trailing_zeros() / 8 + 1;
-                let mut v = 0;
-                for k in 0..len {
-                    v |= (word >> (8 * k) & 0x7f) << (7 * k);
-                }
-                self.at += len as usize;
-                return Ok(v);
-            }
+        // Ids take a few bytes: read from a word when one ends within it.
+        if let Some((v, len)) = self.bytes.get(self.at..).and_then(varint_of_eight) {
+            self.at += len;
+            return Ok(v);
         }
         self.varint_long(field)
     }
@@ -121,7 +112,74 @@ impl Scan<'_> {
                 return Ok(());
             }
         }
-        self.varint_long(field).map(drop)
+        self.skip_varints_apart(1, field)
+    }
+
+    /// Steps over `k` varints one after the other (a record's counters, a peer's
+    /// windows), checked as [`varint`](Self::varint) checks each: at once where they
+    /// end within the 16 bytes from here and none takes ten bytes (the one length
+    /// whose last byte can overflow 64 bits), one by one otherwise.
+    #[inline(always)]
+    fn skip_varints(&mut self, k: u32, field: &'static str) -> Result<(), CompactRecordError> {
+        const HIGH: u128 = u128::from_le_bytes([0x80; 16]);
+        if k == 0 {
+            return Ok(());
+        }
+        if let Some(word) = self.window() {
+            let mut ends = !word & HIGH;
+            for _ in 1..k {
+                ends &= ends.wrapping_sub(1);
+            }
+            // The high bit of the byte that ends the k-th varint.
+            let last = ends.trailing_zeros();
+            // Where nine bytes in a row go on (a varint of ten bytes or more): the
+            // high bit of the first of them.
+            let more = word & HIGH;
+            let two = more & (more >> 8);
+            let four = two & (two >> 16);
+            let nine = four & (four >> 32) & (four >> 40);
+            let at = self.at + (last / 8 + 1) as usize;
+            // Past the end: a varint cut short, its error found one by one.
+            if ends != 0 && nine.trailing_zeros() > last && at <= self.bytes.len() {
+                self.at = at;
+                return Ok(());
+            }
+        }
+        self.skip_varints_apart(k, field)
+    }
+
+    /// [`skip_varints`](Self::skip_varints) one varint at a time.
+    #[inline(never)]
+    fn skip_varints_apart(
+        &mut self,
+        k: u32,
+        field: &'static str,
+    ) -> Result<(), CompactRecordError> {
+        for _ in 0..k {
+            self.varint_long(field)?;
+        }
+        Ok(())
+    }
+
+    /// The 16 bytes from here as a number, little-endian, zero past the record's end
+    /// (the last varints of a record are read at once too); `None` for a record
+    /// shorter than 16 bytes.
+    #[inline(always)]
+    fn window(&self) -> Option<u128> {
+        if let Some(word) = self
+            .bytes
+            .get(self.at..)
+            .and_then(<[u8]>::first_chunk::<16>)
+        {
+            return Some(u128::from_le_bytes(*word));
+        }
+        let last = self.bytes.last_chunk::<16>()?;
+        let shift = 8 * (self.at - (self.bytes.len() - 16));
+        Some(
+            u128::from_le_bytes(*last)
+                .checked_shr(shift as u32)
+                .unwrap_or(0),
+        )
     }
 
     #[inline(never)]
@@ -173,12 +231,8 @@ impl Scan<'_> {
         if bits & PEER_SEQLO != 0 {
             self.skip(4)?;
         }
-        let varints = [PEER_WINDOW, PEER_SEQDIFF, PEER_MAX_WIN, PEER_MSS];
-        for bit in varints {
-            if bits & bit != 0 {
-                self.skip_varint("peer")?;
-            }
-        }
+        let varints = bits & (PEER_WINDOW | PEER_SEQDIFF | PEER_MAX_WIN | PEER_MSS);
+        self.skip_varints(varints.count_ones(), "peer")?;
         if bits & PEER_WSCALE != 0 {
             self.skip(1)?;
         }
@@ -292,9 +346,7 @@ impl Layout {
         layout.rest = r.at as u16;
         // The rest is copied as it is, but stepped over all the same: bytes that are
         // not a whole record are refused, not passed on.
-        for _ in 0..4 {
-            r.skip_varint("counter")?;
-        }
+        r.skip_varints(4, "counter")?;
         r.skip(1)?;
         r.peer()?;
         r.peer()?;
@@ -303,27 +355,93 @@ impl Layout {
         }
         Ok(())
     }
-
-    /// The bytes of held group `i` in `bytes`, the record this layout is of.
-    #[inline(always)]
-    fn group<'a>(&self, bytes: &'a [u8], i: usize) -> &'a [u8] {
-        let (start, end) = self.groups[i];
-        &bytes[usize::from(start)..usize::from(end)]
-    }
 }
 
-/// Whether two short spans hold the same bytes, without a library call: a group is a
-/// few bytes, where `memcmp`'s call costs more than the comparison.
+/// Room for one batch record as [`FromRecords::write`] makes it before it goes into
+/// the batch: a record of [`MAX_RECORD_BYTES`] grows by at most its mask's and id's
+/// widest varints, its age's and expiry's, and the default groups it falls back to
+/// (under 100 bytes in all), and the 16-byte moves below write up to 16 bytes past
+/// what they keep.
+const STAGE_BYTES: usize = 2 * MAX_RECORD_BYTES;
+
+/// Bytes of the 16 from `at` in `bytes` as a number, little-endian, those past `len`
+/// (at most 16) zero; `None` when `bytes` holds fewer than 16 from `at` (the caller
+/// then takes the bytes one by one). A group or name is a few bytes, and a record
+/// holds at least 16 more after any of them (its key, age, expiry, counters, peers):
+/// one load, where a byte loop or `memcmp` call cost more than the comparison.
 #[inline(always)]
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
+fn window(bytes: &[u8], at: usize, len: usize) -> Option<u128> {
+    let word = u128::from_le_bytes(*bytes.get(at..)?.first_chunk::<16>()?);
+    Some(word & LOW_BYTES[len.min(16)])
+}
+
+/// By `n`: a number whose low `n` bytes are all ones (a shift of a 128-bit number by
+/// a variable count costs a dozen instructions, a load one).
+const LOW_BYTES: [u128; 17] = {
+    let mut masks = [u128::MAX; 17];
+    let mut n = 0;
+    while n < 16 {
+        masks[n] = (1u128 << (8 * n)) - 1;
+        n += 1;
+    }
+    masks
+};
+
+/// Whether the spans `a` of `a_bytes` and `b` of `b_bytes` (start, end) hold the same
+/// bytes.
+#[inline(always)]
+fn same(a_bytes: &[u8], a: (u16, u16), b_bytes: &[u8], b: (u16, u16)) -> bool {
+    let (a_start, a_end) = (usize::from(a.0), usize::from(a.1));
+    let (b_start, b_end) = (usize::from(b.0), usize::from(b.1));
+    let len = a_end - a_start;
+    if len != b_end - b_start {
         return false;
     }
-    let mut differ = 0;
-    for (x, y) in a.iter().zip(b) {
-        differ |= x ^ y;
+    if len <= 16 {
+        if let (Some(x), Some(y)) = (window(a_bytes, a_start, len), window(b_bytes, b_start, len)) {
+            return x == y;
+        }
     }
-    differ == 0
+    a_bytes[a_start..a_end] == b_bytes[b_start..b_end]
+}
+
+/// Copies `src` into `stage` at `at`, returning where it ends: in moves of 16, 8 or 4
+/// bytes (the last overlapping the one before), not a `memcpy` call per few bytes.
+#[inline(always)]
+fn put(stage: &mut [u8; STAGE_BYTES], at: usize, src: &[u8]) -> usize {
+    let n = src.len();
+    let end = at + n;
+    if n >= 16 {
+        let mut i = 0;
+        while i + 16 < n {
+            stage[at + i..at + i + 16].copy_from_slice(&src[i..i + 16]);
+            i += 16;
+        }
+        stage[end - 16..end].copy_from_slice(&src[n - 16..]);
+    } else if n >= 8 {
+        stage[at..at + 8].copy_from_slice(&src[..8]);
+        stage[end - 8..end].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        stage[at..at + 4].copy_from_slice(&src[..4]);
+        stage[end - 4..end].copy_from_slice(&src[n - 4..]);
+    } else {
+        for (to, from) in stage[at..end].iter_mut().zip(src) {
+            *to = *from;
+        }
+    }
+    end
+}
+
+/// Writes the varint of `v` into `stage` at `at`, returning where it ends.
+#[inline(always)]
+fn put_varint(stage: &mut [u8; STAGE_BYTES], mut at: usize, mut v: u64) -> usize {
+    while v >= 0x80 {
+        stage[at] = v as u8 | 0x80;
+        v >>= 7;
+        at += 1;
+    }
+    stage[at] = v as u8;
+    at + 1
 }
 
 /// A batch's name dictionary, as [`super::Encoder`] keeps it (the first
@@ -350,46 +468,71 @@ impl Names {
         self.truncate(0);
     }
 
-    /// Writes a name by its used bytes (up to its last non-NUL), or by its index if
-    /// this batch sent it before.
+    /// Writes the name of `len` bytes at `from` in `record` into `stage` at `at` by its
+    /// used bytes (up to its last non-NUL), or by its index if this batch sent it
+    /// before; returns where it ends.
     #[inline(always)]
-    fn write(&mut self, out: &mut Vec<u8>, raw: &[u8]) {
-        let used = &raw[..raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)];
-        let mut head = 0u128;
-        for (i, &b) in used.iter().take(16).enumerate() {
-            head |= u128::from(b) << (8 * i);
-        }
-        let len = used.len() as u8;
-        let tail = used.get(16..).unwrap_or(&[]);
+    fn write(
+        &mut self,
+        stage: &mut [u8; STAGE_BYTES],
+        at: usize,
+        record: &[u8],
+        from: usize,
+        len: usize,
+    ) -> usize {
+        let (used, head) = match window(record, from, len) {
+            // An interface's name, or a short tag: its used bytes end at the highest
+            // byte of its number that is not NUL.
+            Some(head) if len <= 16 => (16 - (head.leading_zeros() / 8) as usize, head),
+            _ => {
+                let raw = &record[from..from + len];
+                let used = raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                let mut head = 0u128;
+                for (i, &b) in raw[..used].iter().take(16).enumerate() {
+                    head |= u128::from(b) << (8 * i);
+                }
+                (used, head)
+            }
+        };
+        let tail = record.get(from + 16..from + used).unwrap_or(&[]);
+        let key = (used as u8, head);
         let found = self
             .heads
             .iter()
             .zip(&self.tails)
-            .position(|(h, t)| *h == (len, head) && (len <= 16 || t[..] == tail[..]));
+            .position(|(h, t)| *h == key && (used <= 16 || t[..] == tail[..]));
         if let Some(i) = found {
-            out.push(0x80 | i as u8);
-            return;
+            stage[at] = 0x80 | i as u8;
+            return at + 1;
         }
-        out.push(len);
-        out.extend_from_slice(used);
+        stage[at] = used as u8;
+        stage[at + 1..at + 17].copy_from_slice(&head.to_le_bytes());
+        let end = at + 1 + used;
+        if used > 16 {
+            put(stage, at + 17, tail);
+        }
         if self.heads.len() < DICTIONARY_SIZE {
-            self.heads.push((len, head));
+            self.heads.push(key);
             self.tails.push(tail.to_vec());
         }
+        end
     }
 }
 
 /// What [`BatchWriter::push_record`](super::BatchWriter::push_record) keeps between
 /// records of a batch: the record before (its layout and its bytes up to its key: its
-/// groups), and the batch's names.
+/// groups), the batch's names, and the room where a record is written.
 #[derive(Debug)]
 pub(super) struct FromRecords {
     /// The layouts of the record before (`layouts[prev]`) and of the one being
     /// written, read in place.
     layouts: [Layout; 2],
     prev: usize,
-    prev_bytes: [u8; MAX_RECORD_BYTES],
+    /// 16 bytes more than a record, so that any of its groups is compared in one load.
+    prev_bytes: [u8; MAX_RECORD_BYTES + 16],
     pub(super) names: Names,
+    /// The record being written, moved into the batch whole when it fits.
+    stage: [u8; STAGE_BYTES],
 }
 
 impl Default for FromRecords {
@@ -397,8 +540,9 @@ impl Default for FromRecords {
         FromRecords {
             layouts: [Layout::default(); 2],
             prev: 0,
-            prev_bytes: [0; MAX_RECORD_BYTES],
+            prev_bytes: [0; MAX_RECORD_BYTES + 16],
             names: Names::default(),
+            stage: [0; STAGE_BYTES],
         }
     }
 }
@@ -410,16 +554,15 @@ impl FromRecords {
         self.names.clear();
     }
 
-    /// Appends the batch record of the lone record `record` aged by `waited` seconds to
-    /// `out` (space reserved), as the record after the one before; does not take it as
-    /// the one before (see [`taken`](Self::taken)).
+    /// Writes the batch record of the lone record `record` aged by `waited` seconds, as
+    /// the record after the one before, and returns it (see [`taken`](Self::taken)
+    /// once it went into the batch). Its names are in the dictionary from here on.
     #[inline(always)]
     pub(super) fn write(
         &mut self,
         record: &[u8],
         waited: u32,
-        out: &mut Vec<u8>,
-    ) -> Result<(), CompactRecordError> {
+    ) -> Result<&[u8], CompactRecordError> {
         let [first, second] = &mut self.layouts;
         let (prev, layout) = if self.prev == 0 {
             (&*first, second)
@@ -439,57 +582,66 @@ impl FromRecords {
         while both != 0 {
             let i = both.trailing_zeros() as usize;
             both &= both - 1;
-            if !same(layout.group(record, i), prev.group(&self.prev_bytes, i)) {
+            if !same(record, layout.groups[i], &self.prev_bytes, prev.groups[i]) {
                 mask |= 1 << i;
             }
         }
-        out.reserve(record.len() + 32);
-        varint(out, u64::from(mask));
-        varint(out, zigzag(layout.id.wrapping_sub(prev.id) as i64));
+        let stage = &mut self.stage;
+        let mut at = put_varint(stage, 0, u64::from(mask));
+        at = put_varint(stage, at, zigzag(layout.id.wrapping_sub(prev.id) as i64));
         let mut written = mask & GROUP_BITS;
         while written != 0 {
             let i = written.trailing_zeros() as usize;
             written &= written - 1;
-            let span = if held & (1 << i) != 0 {
-                layout.group(record, i)
+            // A group the record does not hold is the default's.
+            let (bytes, start, end) = if held & (1 << i) != 0 {
+                let (start, end) = layout.groups[i];
+                (record, usize::from(start), usize::from(end))
             } else {
-                &default_groups()[i][..]
+                let default = &default_groups()[i][..];
+                (default, 0, default.len())
             };
-            match 1 << i {
-                IFNAME => self.names.write(out, &span[1..]),
+            let names = &mut self.names;
+            at = match 1 << i {
+                IFNAME => names.write(stage, at, bytes, start + 1, end - start - 1),
                 ROUTE => {
                     // Route type, tagged address (a 0 tag when none), interface.
-                    let head = 2 + match span[1] {
+                    let head = 2 + match bytes[start + 1] {
                         4 => 4,
                         6 => 16,
                         _ => 0,
                     };
-                    out.extend_from_slice(&span[..head]);
-                    self.names.write(out, &span[head + 1..]);
+                    let at = put(stage, at, &bytes[start..start + head]);
+                    let name = start + head + 1;
+                    names.write(stage, at, bytes, name, end - name)
                 }
                 NAMES => {
-                    let first = 1 + usize::from(span[0]);
-                    self.names.write(out, &span[1..first]);
-                    self.names.write(out, &span[first + 1..]);
+                    let first = start + 1 + usize::from(bytes[start]);
+                    let at = names.write(stage, at, bytes, start + 1, first - start - 1);
+                    names.write(stage, at, bytes, first + 1, end - first - 1)
                 }
-                _ => out.extend_from_slice(span),
-            }
+                _ => put(stage, at, &bytes[start..end]),
+            };
         }
         let (key_start, key_end) = (usize::from(layout.key.0), usize::from(layout.key.1));
-        out.extend_from_slice(&record[key_start..key_end]);
-        varint(out, u64::from(layout.age.saturating_add(waited)));
-        varint(out, u64::from(layout.expire.saturating_sub(waited)));
-        out.extend_from_slice(&record[usize::from(layout.rest)..]);
-        Ok(())
+        at = put(stage, at, &record[key_start..key_end]);
+        at = put_varint(stage, at, u64::from(layout.age.saturating_add(waited)));
+        at = put_varint(stage, at, u64::from(layout.expire.saturating_sub(waited)));
+        at = put(stage, at, &record[usize::from(layout.rest)..]);
+        Ok(&stage[..at])
     }
 
-    /// The record `write` wrote last (`record`) stays in the batch: the next is
+    /// The record `write` wrote last (`record`) went into the batch: the next is
     /// compared with it.
     #[inline(always)]
     pub(super) fn taken(&mut self, record: &[u8]) {
         self.prev = 1 - self.prev;
         let groups_end = usize::from(self.layouts[self.prev].key.0);
-        self.prev_bytes[..groups_end].copy_from_slice(&record[..groups_end]);
+        // Nearly always within the first 32 bytes: two moves, not a call.
+        match record.first_chunk::<32>() {
+            Some(head) if groups_end <= 32 => self.prev_bytes[..32].copy_from_slice(head),
+            _ => self.prev_bytes[..groups_end].copy_from_slice(&record[..groups_end]),
+        }
     }
 }
 
