@@ -33,6 +33,12 @@ pub(super) struct Layout {
     id: u64,
     /// Each held group's bytes (start, end), by bit number; unset for the others.
     groups: [(u16, u16); 12],
+    /// Each held group of 16 bytes or fewer as a number ([`word`]), by bit number:
+    /// compared and copied whole.
+    words: [u128; 12],
+    /// The held groups longer than 16 bytes (a tag's, a route's): compared and copied
+    /// by their bytes.
+    long: u32,
     /// The wire key's addresses and ports.
     key: (u16, u16),
     age: u32,
@@ -265,6 +271,7 @@ impl Layout {
         let layout = self;
         layout.mask = mask as u32;
         layout.id = unzigzag(r.varint("id")?) as u64;
+        layout.long = 0;
         let mut inet6 = false;
         let mut held = layout.mask & GROUP_BITS;
         while held != 0 {
@@ -331,6 +338,12 @@ impl Layout {
             }
             // Within MAX_RECORD_BYTES, checked above.
             layout.groups[i] = (start as u16, r.at as u16);
+            let len = r.at - start;
+            if len <= 16 {
+                layout.words[i] = word(bytes, start, len);
+            } else {
+                layout.long |= 1 << i;
+            }
         }
         let key_start = r.at;
         if layout.mask & MIXED_FAMILIES != 0 {
@@ -387,22 +400,26 @@ const LOW_BYTES: [u128; 17] = {
     masks
 };
 
-/// Whether the spans `a` of `a_bytes` and `b` of `b_bytes` (start, end) hold the same
-/// bytes.
+/// The `len` bytes (16 or fewer) from `at` in `bytes` as a number, as [`window`]
+/// reads them, or byte by byte where fewer than 16 follow (never in a record made by
+/// [`super::encode_record`], whose groups all have its key and more after them).
 #[inline(always)]
-fn same(a_bytes: &[u8], a: (u16, u16), b_bytes: &[u8], b: (u16, u16)) -> bool {
-    let (a_start, a_end) = (usize::from(a.0), usize::from(a.1));
-    let (b_start, b_end) = (usize::from(b.0), usize::from(b.1));
-    let len = a_end - a_start;
-    if len != b_end - b_start {
-        return false;
+fn word(bytes: &[u8], at: usize, len: usize) -> u128 {
+    match window(bytes, at, len) {
+        Some(word) => word,
+        None => bytes[at..at + len]
+            .iter()
+            .rev()
+            .fold(0, |word, &b| word << 8 | u128::from(b)),
     }
-    if len <= 16 {
-        if let (Some(x), Some(y)) = (window(a_bytes, a_start, len), window(b_bytes, b_start, len)) {
-            return x == y;
-        }
-    }
-    a_bytes[a_start..a_end] == b_bytes[b_start..b_end]
+}
+
+/// Writes the number `word`'s low `len` bytes (16 or fewer) into `stage` at `at`, in
+/// one 16-byte move; returns where they end.
+#[inline(always)]
+fn put_word(stage: &mut [u8; STAGE_BYTES], at: usize, word: u128, len: usize) -> usize {
+    stage[at..at + 16].copy_from_slice(&word.to_le_bytes());
+    at + len
 }
 
 /// Copies `src` into `stage` at `at`, returning where it ends: in moves of 16, 8 or 4
@@ -435,6 +452,15 @@ fn put(stage: &mut [u8; STAGE_BYTES], at: usize, src: &[u8]) -> usize {
 /// Writes the varint of `v` into `stage` at `at`, returning where it ends.
 #[inline(always)]
 fn put_varint(stage: &mut [u8; STAGE_BYTES], mut at: usize, mut v: u64) -> usize {
+    // A mask, an id's step, an age or expiry: one or two bytes.
+    if v < 0x80 {
+        stage[at] = v as u8;
+        return at + 1;
+    }
+    if v < 0x4000 {
+        stage[at..at + 2].copy_from_slice(&[v as u8 | 0x80, (v >> 7) as u8]);
+        return at + 2;
+    }
     while v >= 0x80 {
         stage[at] = v as u8 | 0x80;
         v >>= 7;
@@ -480,21 +506,34 @@ impl Names {
         from: usize,
         len: usize,
     ) -> usize {
-        let (used, head) = match window(record, from, len) {
-            // An interface's name, or a short tag: its used bytes end at the highest
-            // byte of its number that is not NUL.
-            Some(head) if len <= 16 => (16 - (head.leading_zeros() / 8) as usize, head),
-            _ => {
-                let raw = &record[from..from + len];
-                let used = raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-                let mut head = 0u128;
-                for (i, &b) in raw[..used].iter().take(16).enumerate() {
-                    head |= u128::from(b) << (8 * i);
-                }
-                (used, head)
-            }
-        };
-        let tail = record.get(from + 16..from + used).unwrap_or(&[]);
+        if len <= 16 {
+            return self.write_short(stage, at, word(record, from, len));
+        }
+        let raw = &record[from..from + len];
+        let used = raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        let head = word(raw, 0, used.min(16));
+        let tail = raw.get(16..used).unwrap_or(&[]);
+        self.write_found(stage, at, used, head, tail)
+    }
+
+    /// [`write`](Self::write) for a name of 16 bytes or fewer, given as a number
+    /// ([`word`]): an interface's, always.
+    #[inline(always)]
+    fn write_short(&mut self, stage: &mut [u8; STAGE_BYTES], at: usize, name: u128) -> usize {
+        // Its used bytes end at the highest byte of the number that is not NUL.
+        let used = 16 - (name.leading_zeros() / 8) as usize;
+        self.write_found(stage, at, used, name, &[])
+    }
+
+    #[inline(always)]
+    fn write_found(
+        &mut self,
+        stage: &mut [u8; STAGE_BYTES],
+        at: usize,
+        used: usize,
+        head: u128,
+        tail: &[u8],
+    ) -> usize {
         let key = (used as u8, head);
         let found = self
             .heads
@@ -506,11 +545,8 @@ impl Names {
             return at + 1;
         }
         stage[at] = used as u8;
-        stage[at + 1..at + 17].copy_from_slice(&head.to_le_bytes());
-        let end = at + 1 + used;
-        if used > 16 {
-            put(stage, at + 17, tail);
-        }
+        let end = put_word(stage, at + 1, head, used.min(16));
+        let end = put(stage, end, tail);
         if self.heads.len() < DICTIONARY_SIZE {
             self.heads.push(key);
             self.tails.push(tail.to_vec());
@@ -528,8 +564,8 @@ pub(super) struct FromRecords {
     /// written, read in place.
     layouts: [Layout; 2],
     prev: usize,
-    /// 16 bytes more than a record, so that any of its groups is compared in one load.
-    prev_bytes: [u8; MAX_RECORD_BYTES + 16],
+    /// The bytes of the record before up to its key, when it has a long group.
+    prev_bytes: [u8; MAX_RECORD_BYTES],
     pub(super) names: Names,
     /// The record being written, moved into the batch whole when it fits.
     stage: [u8; STAGE_BYTES],
@@ -540,7 +576,7 @@ impl Default for FromRecords {
         FromRecords {
             layouts: [Layout::default(); 2],
             prev: 0,
-            prev_bytes: [0; MAX_RECORD_BYTES + 16],
+            prev_bytes: [0; MAX_RECORD_BYTES],
             names: Names::default(),
             stage: [0; STAGE_BYTES],
         }
@@ -582,7 +618,17 @@ impl FromRecords {
         while both != 0 {
             let i = both.trailing_zeros() as usize;
             both &= both - 1;
-            if !same(record, layout.groups[i], &self.prev_bytes, prev.groups[i]) {
+            let (start, end) = layout.groups[i];
+            let (prev_start, prev_end) = prev.groups[i];
+            let differs = if end - start != prev_end - prev_start {
+                true
+            } else if layout.long & (1 << i) == 0 {
+                layout.words[i] != prev.words[i]
+            } else {
+                record[usize::from(start)..usize::from(end)]
+                    != self.prev_bytes[usize::from(prev_start)..usize::from(prev_end)]
+            };
+            if differs {
                 mask |= 1 << i;
             }
         }
@@ -593,16 +639,29 @@ impl FromRecords {
         while written != 0 {
             let i = written.trailing_zeros() as usize;
             written &= written - 1;
+            let names = &mut self.names;
+            let bit = 1 << i;
+            if held & bit != 0 && layout.long & bit == 0 && bit & (ROUTE | NAMES) == 0 {
+                // The common groups: a few bytes, in one number.
+                let (start, end) = layout.groups[i];
+                let len = usize::from(end - start);
+                at = if bit == IFNAME {
+                    // Its length's byte, then the name.
+                    names.write_short(stage, at, layout.words[i] >> 8)
+                } else {
+                    put_word(stage, at, layout.words[i], len)
+                };
+                continue;
+            }
             // A group the record does not hold is the default's.
-            let (bytes, start, end) = if held & (1 << i) != 0 {
+            let (bytes, start, end) = if held & bit != 0 {
                 let (start, end) = layout.groups[i];
                 (record, usize::from(start), usize::from(end))
             } else {
                 let default = &default_groups()[i][..];
                 (default, 0, default.len())
             };
-            let names = &mut self.names;
-            at = match 1 << i {
+            at = match bit {
                 IFNAME => names.write(stage, at, bytes, start + 1, end - start - 1),
                 ROUTE => {
                     // Route type, tagged address (a 0 tag when none), interface.
@@ -624,7 +683,11 @@ impl FromRecords {
             };
         }
         let (key_start, key_end) = (usize::from(layout.key.0), usize::from(layout.key.1));
-        at = put(stage, at, &record[key_start..key_end]);
+        at = match window(record, key_start, key_end - key_start) {
+            // An IPv4 key's 12 bytes.
+            Some(key) if key_end - key_start <= 16 => put_word(stage, at, key, key_end - key_start),
+            _ => put(stage, at, &record[key_start..key_end]),
+        };
         at = put_varint(stage, at, u64::from(layout.age.saturating_add(waited)));
         at = put_varint(stage, at, u64::from(layout.expire.saturating_sub(waited)));
         at = put(stage, at, &record[usize::from(layout.rest)..]);
@@ -636,11 +699,12 @@ impl FromRecords {
     #[inline(always)]
     pub(super) fn taken(&mut self, record: &[u8]) {
         self.prev = 1 - self.prev;
-        let groups_end = usize::from(self.layouts[self.prev].key.0);
-        // Nearly always within the first 32 bytes: two moves, not a call.
-        match record.first_chunk::<32>() {
-            Some(head) if groups_end <= 32 => self.prev_bytes[..32].copy_from_slice(head),
-            _ => self.prev_bytes[..groups_end].copy_from_slice(&record[..groups_end]),
+        let taken = &self.layouts[self.prev];
+        // Its groups of 16 bytes or fewer are in its layout; the others are compared
+        // by their bytes.
+        if taken.long != 0 {
+            let groups_end = usize::from(taken.key.0);
+            self.prev_bytes[..groups_end].copy_from_slice(&record[..groups_end]);
         }
     }
 }
