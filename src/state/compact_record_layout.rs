@@ -359,6 +359,11 @@ impl Layout {
         layout.rest = r.at as u16;
         // The rest is copied as it is, but stepped over all the same: bytes that are
         // not a whole record are refused, not passed on.
+        if rest_end(bytes, r.at) == Some(bytes.len()) {
+            return Ok(());
+        }
+        // Bytes the quick look could not take: checked field by field, for the error
+        // (or taken after all: a varint of ten bytes, a scrubbed peer).
         r.skip_varints(4, "counter")?;
         r.skip(1)?;
         r.peer()?;
@@ -368,6 +373,115 @@ impl Layout {
         }
         Ok(())
     }
+}
+
+/// High bits of 16 bytes: where a varint's byte says that another follows.
+const HIGH_BITS: u128 = u128::from_le_bytes([0x80; 16]);
+
+/// The 16 bytes from `at` in `bytes` as a number, little-endian, zero past its end.
+#[inline(always)]
+fn load(bytes: &[u8], at: usize) -> u128 {
+    if let Some(word) = bytes.get(at..).and_then(<[u8]>::first_chunk::<16>) {
+        return u128::from_le_bytes(*word);
+    }
+    match bytes.last_chunk::<16>() {
+        // Then `at` is within its last 16 bytes, or past them.
+        Some(last) => {
+            let shift = 8 * (at - (bytes.len() - 16));
+            u128::from_le_bytes(*last)
+                .checked_shr(shift as u32)
+                .unwrap_or(0)
+        }
+        None => {
+            let mut word = [0u8; 16];
+            let from = bytes.get(at..).unwrap_or(&[]);
+            word[..from.len()].copy_from_slice(from);
+            u128::from_le_bytes(word)
+        }
+    }
+}
+
+/// [`load`] of 8 bytes.
+#[inline(always)]
+fn load8(bytes: &[u8], at: usize) -> u64 {
+    if let Some(word) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        return u64::from_le_bytes(*word);
+    }
+    match bytes.last_chunk::<8>() {
+        Some(last) => {
+            let shift = 8 * (at - (bytes.len() - 8));
+            u64::from_le_bytes(*last)
+                .checked_shr(shift as u32)
+                .unwrap_or(0)
+        }
+        None => load(bytes, at) as u64,
+    }
+}
+
+/// Where the `k` varints from `at` in `bytes` end, when they all end within the 16
+/// bytes from there and none takes ten bytes (the one length whose last byte can
+/// overflow 64 bits); `None` otherwise. Bytes past the end read as zeros: a varint
+/// cut short ends past the end.
+#[inline(always)]
+fn varints_end(bytes: &[u8], at: usize, k: u32) -> Option<usize> {
+    if k == 0 {
+        return Some(at);
+    }
+    // Most runs end within 8 bytes, where no varint can take ten.
+    let word = load8(bytes, at);
+    let mut ends = !word & 0x8080_8080_8080_8080;
+    for _ in 1..k {
+        ends &= ends.wrapping_sub(1);
+    }
+    if ends != 0 {
+        return Some(at + (ends.trailing_zeros() / 8 + 1) as usize);
+    }
+    varints_end_wide(bytes, at, k)
+}
+
+/// [`varints_end`] over 16 bytes.
+#[inline(always)]
+fn varints_end_wide(bytes: &[u8], at: usize, k: u32) -> Option<usize> {
+    let word = load(bytes, at);
+    let mut ends = !word & HIGH_BITS;
+    for _ in 1..k {
+        ends &= ends.wrapping_sub(1);
+    }
+    if ends == 0 {
+        return None;
+    }
+    // The high bit of the byte that ends the k-th varint.
+    let last = ends.trailing_zeros();
+    // Where nine bytes in a row go on: the high bit of the first of them.
+    let more = word & HIGH_BITS;
+    let two = more & (more >> 8);
+    let four = two & (two >> 16);
+    let nine = four & (four >> 32) & (four >> 40);
+    (nine.trailing_zeros() > last).then_some(at + (last / 8 + 1) as usize)
+}
+
+/// Where a record's counters and peers from `at` end, found at once: four varints, a
+/// byte, and two peers without scrub data, each run of varints as
+/// [`varints_end`] finds it; `None` for those it does not take (the caller checks
+/// them field by field). Once a field runs past the end, so does every later one, so
+/// an end at the record's end means that every field lies within it.
+#[inline(always)]
+fn rest_end(bytes: &[u8], at: usize) -> Option<usize> {
+    const VARINTS: u8 = PEER_WINDOW | PEER_SEQDIFF | PEER_MAX_WIN | PEER_MSS;
+    let mut at = varints_end(bytes, at, 4)? + 1;
+    for _ in 0..2 {
+        let bits = *bytes.get(at)?;
+        if bits & PEER_SCRUB != 0 {
+            return None;
+        }
+        at += 1 + 4 * usize::from(bits & PEER_SEQLO != 0);
+        // How many of the four varints the peer holds (bits 1 to 4).
+        const HELD: [u8; 16] = [0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4];
+        const _: () = assert!(VARINTS == 0b1_1110);
+        at = varints_end(bytes, at, u32::from(HELD[usize::from(bits >> 1 & 0xf)]))?;
+        at += usize::from(bits & PEER_WSCALE != 0);
+    }
+    Some(at)
 }
 
 /// Room for one batch record as [`FromRecords::write`] makes it before it goes into
