@@ -364,15 +364,31 @@ impl Layout {
         }
         // Bytes the quick look could not take: checked field by field, for the error
         // (or taken after all: a varint of ten bytes, a scrubbed peer).
-        r.skip_varints(4, "counter")?;
-        r.skip(1)?;
-        r.peer()?;
-        r.peer()?;
-        if r.at != bytes.len() {
-            return Err(r.invalid("trailing bytes"));
+        r.rest()
+    }
+}
+
+impl Scan<'_> {
+    /// Steps over a record's counters and peers, field by field, to its last byte.
+    fn rest(&mut self) -> Result<(), CompactRecordError> {
+        self.skip_varints(4, "counter")?;
+        self.skip(1)?;
+        self.peer()?;
+        self.peer()?;
+        if self.at != self.bytes.len() {
+            return Err(self.invalid("trailing bytes"));
         }
         Ok(())
     }
+}
+
+/// Whether the counters and peers from `at` in `bytes` (a record's, up to its end)
+/// are taken by the quick look, and by the field-by-field scan, for their tests.
+#[cfg(test)]
+fn rest_taken(bytes: &[u8], at: usize) -> (bool, bool) {
+    let quick = rest_end(bytes, at) == Some(bytes.len());
+    let scanned = Scan { bytes, at }.rest().is_ok();
+    (quick, scanned)
 }
 
 /// High bits of 16 bytes: where a varint's byte says that another follows.
