@@ -33,10 +33,10 @@ pub(super) struct Layout {
     id: u64,
     /// Each held group's bytes (start, end), by bit number; unset for the others.
     groups: [(u16, u16); 12],
-    /// Each held group of 16 bytes or fewer as a number ([`word`]), by bit number:
-    /// compared and copied whole.
+    /// Each held group of fewer than 16 bytes as a number ([`word`]), its length in
+    /// its highest byte, by bit number: compared and copied whole.
     words: [u128; 12],
-    /// The held groups longer than 16 bytes (a tag's, a route's): compared and copied
+    /// The held groups of 16 bytes or more (a tag's, a route's): compared and copied
     /// by their bytes.
     long: u32,
     /// The wire key's addresses and ports.
@@ -339,8 +339,8 @@ impl Layout {
             // Within MAX_RECORD_BYTES, checked above.
             layout.groups[i] = (start as u16, r.at as u16);
             let len = r.at - start;
-            if len <= 16 {
-                layout.words[i] = word(bytes, start, len);
+            if len < 16 {
+                layout.words[i] = word(bytes, start, len) | (len as u128) << 120;
             } else {
                 layout.long |= 1 << i;
             }
@@ -744,42 +744,47 @@ impl FromRecords {
         // their bytes compared. The stack group is the record's own (its stack key
         // against its wire key), never compared.
         let mut mask = (layout.mask & (STACK | MIXED_FAMILIES)) | ((held ^ prev_held) & !STACK);
-        let mut both = held & prev_held & !STACK;
-        while both != 0 {
-            let i = both.trailing_zeros() as usize;
-            both &= both - 1;
+        let both = held & prev_held & !STACK;
+        // Groups of a few bytes on both sides: the same when their numbers (length
+        // included) are.
+        let long = (layout.long | prev.long) & both;
+        let mut short = both & !long;
+        while short != 0 {
+            let i = short.trailing_zeros() as usize;
+            short &= short - 1;
+            mask |= u32::from(layout.words[i] != prev.words[i]) << i;
+        }
+        let mut long = long;
+        while long != 0 {
+            let i = long.trailing_zeros() as usize;
+            long &= long - 1;
             let (start, end) = layout.groups[i];
             let (prev_start, prev_end) = prev.groups[i];
-            let differs = if end - start != prev_end - prev_start {
-                true
-            } else if layout.long & (1 << i) == 0 {
-                layout.words[i] != prev.words[i]
-            } else {
-                record[usize::from(start)..usize::from(end)]
-                    != self.prev_bytes[usize::from(prev_start)..usize::from(prev_end)]
-            };
-            if differs {
-                mask |= 1 << i;
-            }
+            // Of 16 bytes or more on one side at least: the other's bytes are in
+            // `prev_bytes` when they are as long.
+            let differs = end - start != prev_end - prev_start
+                || record[usize::from(start)..usize::from(end)]
+                    != self.prev_bytes[usize::from(prev_start)..usize::from(prev_end)];
+            mask |= u32::from(differs) << i;
         }
         let stage = &mut self.stage;
         let mut at = put_varint(stage, 0, u64::from(mask));
         at = put_varint(stage, at, zigzag(layout.id.wrapping_sub(prev.id) as i64));
         let mut written = mask & GROUP_BITS;
+        // The common groups: a few bytes, in one number.
+        let in_words = held & !layout.long & !(ROUTE | NAMES);
         while written != 0 {
             let i = written.trailing_zeros() as usize;
             written &= written - 1;
             let names = &mut self.names;
             let bit = 1 << i;
-            if held & bit != 0 && layout.long & bit == 0 && bit & (ROUTE | NAMES) == 0 {
-                // The common groups: a few bytes, in one number.
-                let (start, end) = layout.groups[i];
-                let len = usize::from(end - start);
+            if in_words & bit != 0 {
+                let word = layout.words[i];
                 at = if bit == IFNAME {
                     // Its length's byte, then the name.
-                    names.write_short(stage, at, layout.words[i] >> 8)
+                    names.write_short(stage, at, (word & LOW_BYTES[15]) >> 8)
                 } else {
-                    put_word(stage, at, layout.words[i], len)
+                    put_word(stage, at, word, (word >> 120) as usize)
                 };
                 continue;
             }
@@ -830,7 +835,7 @@ impl FromRecords {
     pub(super) fn taken(&mut self, record: &[u8]) {
         self.prev = 1 - self.prev;
         let taken = &self.layouts[self.prev];
-        // Its groups of 16 bytes or fewer are in its layout; the others are compared
+        // Its groups of fewer than 16 bytes are in its layout; the others are compared
         // by their bytes.
         if taken.long != 0 {
             let groups_end = usize::from(taken.key.0);
