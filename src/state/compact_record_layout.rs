@@ -251,6 +251,19 @@ impl Scan<'_> {
 }
 
 impl Layout {
+    /// Group `i` of `bytes` (this layout's record) lies from `start` to `end`.
+    #[inline(always)]
+    fn held(&mut self, bytes: &[u8], i: usize, start: usize, end: usize) {
+        // Within MAX_RECORD_BYTES, checked before.
+        self.groups[i] = (start as u16, end as u16);
+        let len = end - start;
+        if len < 16 {
+            self.words[i] = word(bytes, start, len) | (len as u128) << 120;
+        } else {
+            self.long |= 1 << i;
+        }
+    }
+
     /// Reads the parts of the lone record `bytes` into `self` (the groups it does not
     /// hold left as they were: never read), every byte stepped over and checked; an
     /// error for bytes [`super::encode_record`] did not make (it makes none longer
@@ -273,20 +286,33 @@ impl Layout {
         layout.id = unzigzag(r.varint("id")?) as u64;
         layout.long = 0;
         let mut inet6 = false;
-        let mut held = layout.mask & GROUP_BITS;
+        // The groups a bulk's records hold, each in its own branch (its bit number a
+        // constant there), then the rare ones.
+        let held = layout.mask;
+        if held & IFNAME != 0 {
+            let start = r.at;
+            r.name("ifname")?;
+            layout.held(bytes, 0, start, r.at);
+        }
+        if held & SHAPE != 0 {
+            let start = r.at;
+            let shape = r.byte()?;
+            inet6 = shape & 1 != 0;
+            // The protocol's number when its code is 7, then the timeout.
+            r.skip(1 + usize::from(shape >> 3 == 7))?;
+            layout.held(bytes, 1, start, r.at);
+        }
+        if held & RULE != 0 {
+            let start = r.at;
+            r.skip_varint("rule")?;
+            layout.held(bytes, 2, start, r.at);
+        }
+        let mut held = held & GROUP_BITS & !(IFNAME | SHAPE | RULE);
         while held != 0 {
             let i = held.trailing_zeros() as usize;
             held &= held - 1;
             let start = r.at;
             match 1 << i {
-                IFNAME => r.name("ifname")?,
-                SHAPE => {
-                    let shape = r.byte()?;
-                    inet6 = shape & 1 != 0;
-                    // The protocol's number when its code is 7, then the timeout.
-                    r.skip(1 + usize::from(shape >> 3 == 7))?;
-                }
-                RULE => r.skip_varint("rule")?,
                 STACK => {
                     let bits = r.byte()?;
                     r.skip(
@@ -336,14 +362,7 @@ impl Layout {
                 // RDOMAIN, the last.
                 _ => r.skip_varint("rdomain")?,
             }
-            // Within MAX_RECORD_BYTES, checked above.
-            layout.groups[i] = (start as u16, r.at as u16);
-            let len = r.at - start;
-            if len < 16 {
-                layout.words[i] = word(bytes, start, len) | (len as u128) << 120;
-            } else {
-                layout.long |= 1 << i;
-            }
+            layout.held(bytes, i, start, r.at);
         }
         let key_start = r.at;
         if layout.mask & MIXED_FAMILIES != 0 {
