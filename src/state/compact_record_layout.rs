@@ -307,7 +307,14 @@ impl Layout {
             r.skip_varint("rule")?;
             layout.held(bytes, 2, start, r.at);
         }
-        let mut held = held & GROUP_BITS & !(IFNAME | SHAPE | RULE);
+        if held & CREATOR != 0 && held & STACK == 0 {
+            let start = r.at;
+            r.skip(4)?;
+            layout.held(bytes, 4, start, r.at);
+        }
+        // (A stack group comes before the creator's.)
+        let rare = if held & STACK == 0 { !CREATOR } else { !0 };
+        let mut held = held & GROUP_BITS & !(IFNAME | SHAPE | RULE) & rare;
         while held != 0 {
             let i = held.trailing_zeros() as usize;
             held &= held - 1;
@@ -503,7 +510,8 @@ fn varints_end_wide(bytes: &[u8], at: usize, k: u32) -> Option<usize> {
 #[inline(always)]
 fn rest_end(bytes: &[u8], at: usize) -> Option<usize> {
     const VARINTS: u8 = PEER_WINDOW | PEER_SEQDIFF | PEER_MAX_WIN | PEER_MSS;
-    let mut at = varints_end(bytes, at, 4)? + 1;
+    // The counters (packets and bytes: several bytes each) seldom end within eight.
+    let mut at = varints_end_wide(bytes, at, 4)? + 1;
     for _ in 0..2 {
         let bits = *bytes.get(at)?;
         if bits & PEER_SCRUB != 0 {
