@@ -775,7 +775,12 @@ impl FromRecords {
         // Groups of a few bytes on both sides: the same when their numbers (length
         // included) are.
         let long = (layout.long | prev.long) & both;
-        let mut short = both & !long;
+        let short = both & !long;
+        // A bulk's groups, each at a constant place and without a branch.
+        for i in [0, 1, 2, 4] {
+            mask |= u32::from(layout.words[i] != prev.words[i]) << i & short;
+        }
+        let mut short = short & !(IFNAME | SHAPE | RULE | CREATOR);
         while short != 0 {
             let i = short.trailing_zeros() as usize;
             short &= short - 1;
@@ -800,6 +805,22 @@ impl FromRecords {
         let mut written = mask & GROUP_BITS;
         // The common groups: a few bytes, in one number.
         let in_words = held & !layout.long & !(ROUTE | NAMES);
+        // The first three, when each is in its number, at their constant places.
+        let first = IFNAME | SHAPE | RULE;
+        if written & first & !in_words == 0 {
+            if written & IFNAME != 0 {
+                // Its length's byte, then the name.
+                let name = (layout.words[0] & LOW_BYTES[15]) >> 8;
+                at = self.names.write_short(stage, at, name);
+            }
+            for i in [1, 2] {
+                if written & (1 << i) != 0 {
+                    let word = layout.words[i];
+                    at = put_word(stage, at, word, (word >> 120) as usize);
+                }
+            }
+            written &= !first;
+        }
         while written != 0 {
             let i = written.trailing_zeros() as usize;
             written &= written - 1;
