@@ -5,10 +5,15 @@
 //! ([`Names`]).
 //!
 //! This is the sender's whole cost per state in a compact bulk (issue 14), so the pass
-//! visits only the groups a record holds, compares short spans without a library call,
-//! keeps of the record before only its bytes up to its key, and reuses its buffers from
-//! batch to batch. The bytes written are those [`super::Encoder`] writes for the state
-//! (`compact_record_tests.rs` proves it on synthetic and arbitrary states).
+//! visits only the groups a record holds (a bulk's common ones at constant places), reads
+//! each short group once as a number (with its length) that is compared and written
+//! whole, checks the counters and peers it copies by finding runs of varints in one
+//! word (field by field only for what that does not take), writes the batch record in
+//! a room of its own and moves it into the batch in one copy, keeps of the record before
+//! only its layout (and its bytes up to its key when it has a long group), and reuses
+//! its buffers from batch to batch. The bytes written are those [`super::Encoder`]
+//! writes for the state (`compact_record_tests.rs` and `compact_record_layout_tests.rs`
+//! prove it on synthetic, live-like and arbitrary states).
 //!
 //! A child of `compact_record` so that it shares the format's constants.
 
