@@ -402,9 +402,10 @@ impl Engine {
             .push_back(Event::BulkSendDone { states: bulk.sent });
     }
 
-    /// The slot of the next state the walk sends, moving past those it skips; `None`
-    /// at the end of the walk (after its one extension to the slab's end then).
-    fn bulk_walk_next(&self, bulk: &mut BulkSend) -> Option<u32> {
+    /// The next state the walk sends (in slot `bulk.next`), moving past those it
+    /// skips; `None` at the end of the walk (after its one extension to the slab's end
+    /// then).
+    fn bulk_walk_next(&self, bulk: &mut BulkSend) -> Option<super::cache::EntryRef<'_>> {
         loop {
             if bulk.next >= bulk.end && !bulk.extended {
                 bulk.extended = true;
@@ -414,10 +415,7 @@ impl Engine {
                 return None;
             }
             match self.cache.at(bulk.next) {
-                // Filtered states are not synced; delayed ones are not due yet.
-                Some(e) if !(e.nosync || e.deleted || e.filtered.is_some() || e.delayed) => {
-                    return Some(bulk.next)
-                }
+                Some(e) if bulk_sends(&e) => return Some(e),
                 _ => bulk.next += 1,
             }
         }
@@ -477,8 +475,8 @@ impl Engine {
             // Each state's packed bytes go into the batch as they are, but for its age
             // and expiry (no `State` is made); the walk stays at a state until a batch
             // took it.
-            while let Some(slot) = self.bulk_walk_next(&mut bulk) {
-                let (record, waited) = self.cache.get(slot).packed_at(clock);
+            while let Some(entry) = self.bulk_walk_next(&mut bulk) {
+                let (record, waited) = entry.packed_at(clock);
                 // Only the cache's own encoder made these bytes: a refusal is a bug in
                 // the codec, which its tests rule out (as `Entry::state` says).
                 let taken = writer
@@ -590,6 +588,13 @@ impl Engine {
 /// States of the largest batch vector kept between batches (about 400 KB): a batch of
 /// a 9000-byte MTU holds at most 750 records of 12 bytes, typically 150.
 const KEPT_BATCH_STATES: usize = 1024;
+
+/// Whether a bulk update sends the state of `entry`: filtered states are not synced;
+/// delayed ones are not due yet.
+#[inline]
+fn bulk_sends(entry: &super::cache::Entry) -> bool {
+    !(entry.nosync || entry.deleted || entry.filtered.is_some() || entry.delayed)
+}
 
 /// What [`Engine::bulk_compact_batches`] produced.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -217,14 +217,13 @@ impl BatchWriter {
         waited: u32,
         out: &mut Vec<u8>,
     ) -> Result<bool, CompactRecordError> {
-        let before = out.len();
         let names_before = self.records.names.len();
-        self.records.write(record, waited, out)?;
-        if out.len() - self.start > self.limit {
-            out.truncate(before);
+        let written = self.records.write(record, waited)?;
+        if out.len() + written.len() - self.start > self.limit {
             self.records.names.truncate(names_before);
             return Ok(false);
         }
+        out.extend_from_slice(written);
         self.records.taken(record);
         self.written += 1;
         Ok(true)
