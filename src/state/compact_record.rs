@@ -389,6 +389,20 @@ const GROUP_ROOM: usize = 96;
 /// The groups a record's mask may name (MIXED_FAMILIES is the record's own).
 const GROUP_BITS: u32 = ALL_BITS & !MIXED_FAMILIES;
 
+/// The first `len` bytes of `bytes` (which holds 16 at least) as a little-endian word,
+/// the bytes after them zero: what a group of at most 16 bytes is compared by.
+#[inline(always)]
+fn word_of(bytes: &[u8; GROUP_ROOM], len: usize) -> u128 {
+    let mut word = [0u8; 16];
+    word.copy_from_slice(&bytes[..16]);
+    let word = u128::from_le_bytes(word);
+    match len {
+        0 => 0,
+        1..16 => word & ((1u128 << (8 * len)) - 1),
+        _ => word,
+    }
+}
+
 /// Turns a batch's records into their states' lone records as it reads them, instead
 /// of encoding each decoded state again: a group a batch record carries is written
 /// from the decoded state (as the encoder writes it: names whole, varints short), a
@@ -404,17 +418,33 @@ struct Transcoder {
     differs: u32,
     /// A group's bytes did not fit `GROUP_ROOM` (never, for any state: its tests).
     overflow: bool,
-    scratch: [u8; MAX_RECORD_BYTES],
+    /// [`State::default`]'s groups (at most 16 bytes each), as [`word_of`] gives them.
+    default_words: [u128; 12],
+    default_lens: [usize; 12],
 }
 
 impl Transcoder {
     fn new() -> Transcoder {
+        let defaults = default_groups();
+        let mut default_words = [0; 12];
+        let mut default_lens = [0; 12];
+        for (i, bytes) in defaults.iter().enumerate() {
+            let mut room = [0u8; GROUP_ROOM];
+            let len = bytes.len().min(16);
+            room[..len].copy_from_slice(&bytes[..len]);
+            default_words[i] = word_of(&room, len);
+            // A default group wider than a word (none is) is never matched: every
+            // state's such group is sent, which is correct for the state that has
+            // the default's bytes only if the compare below says so.
+            default_lens[i] = if bytes.len() > 16 { usize::MAX } else { len };
+        }
         Transcoder {
             groups: [[0; GROUP_ROOM]; 12],
             lens: [0; 12],
             differs: 0,
             overflow: false,
-            scratch: [0; MAX_RECORD_BYTES],
+            default_words,
+            default_lens,
         }
     }
 
@@ -442,7 +472,12 @@ impl Transcoder {
         self.overflow |= len > GROUP_ROOM;
         let len = len.min(GROUP_ROOM);
         self.lens[i] = len;
-        if self.groups[i][..len] == default_groups()[i][..] {
+        let is_default = if self.default_lens[i] == usize::MAX {
+            self.groups[i][..len] == default_groups()[i][..]
+        } else {
+            len == self.default_lens[i] && word_of(&self.groups[i], len) == self.default_words[i]
+        };
+        if is_default {
             self.differs &= !bit;
         } else {
             self.differs |= bit;
@@ -480,34 +515,34 @@ impl Transcoder {
                     .any(|a| AddressFamily::of(a) != s.wire.af))
             && shape.peer_states == s.src.state.number() << 4 | s.dst.state.number()
             && shape.peer_bits == [peer_bits(&s.src), peer_bits(&s.dst)];
-        let tail = r.bytes.get(shape.tail_at..r.at);
-        let written = match tail {
+        let start = lone.bytes.len();
+        let copied = match r.bytes.get(shape.tail_at..r.at) {
             Some(tail) if tail_is_ours => {
-                let mut out = RecordBuf {
-                    bytes: &mut self.scratch[..],
-                    len: 0,
-                };
-                varint(&mut out, u64::from(self.differs | mixed));
-                varint(&mut out, zigzag(s.id as i64));
+                let out = &mut lone.bytes;
+                varint(out, u64::from(self.differs | mixed));
+                varint(out, zigzag(s.id as i64));
                 let mut groups = self.differs;
                 while groups != 0 {
                     let i = groups.trailing_zeros() as usize;
-                    out.put_slice(&self.groups[i][..self.lens[i]]);
+                    let len = self.lens[i];
+                    if len <= 16 {
+                        // Sixteen bytes stored and the length set back: no call to
+                        // `memcpy` for a group of a few bytes.
+                        let end = out.len() + len;
+                        out.extend_from_slice(&self.groups[i][..16]);
+                        out.truncate(end);
+                    } else {
+                        out.extend_from_slice(&self.groups[i][..len]);
+                    }
                     groups &= groups - 1;
                 }
-                out.put_slice(tail);
-                let len = out.len;
-                match self.scratch.get(..len) {
-                    Some(bytes) => {
-                        lone.bytes.extend_from_slice(bytes);
-                        true
-                    }
-                    None => false,
-                }
+                out.extend_from_slice(tail);
+                out.len() - start <= MAX_RECORD_BYTES
             }
             _ => false,
         };
-        if !written {
+        if !copied {
+            lone.bytes.truncate(start);
             let mut changed = *s;
             changes.apply(&mut changed);
             encode_record(&changed, &mut lone.bytes);
@@ -1187,18 +1222,34 @@ impl Reader<'_> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self, field: &'static str) -> Result<u64, CompactRecordError> {
-        // Most values (masks, ids' deltas, ages, small counters) take one byte.
-        if let Some(&b) = self.bytes.get(self.at) {
-            if b & 0x80 == 0 {
-                self.at += 1;
-                return Ok(u64::from(b));
-            }
+        match self.varint_quick() {
+            Some(v) => Ok(v),
+            None => self.varint_long(field),
         }
-        self.varint_long(field)
     }
 
+    /// A varint of at most eight bytes with eight to read, where the value comes back
+    /// in a register: `None` for the rest (longer, near the end, or bad), which
+    /// [`varint_long`](Self::varint_long) reads or refuses.
+    #[inline(always)]
+    fn varint_quick(&mut self) -> Option<u64> {
+        // Most values (masks, ids' deltas, ages, small counters) take one byte.
+        let &b = self.bytes.get(self.at)?;
+        if b & 0x80 == 0 {
+            self.at += 1;
+            return Some(u64::from(b));
+        }
+        let (v, len) = self.bytes.get(self.at..).and_then(varint_of_eight)?;
+        self.at += len;
+        // The last byte of a varint of more than one holds a bit, or it was padded.
+        self.odd_varint |= v >> (7 * (len - 1)) == 0;
+        Some(v)
+    }
+
+    #[cold]
+    #[inline(never)]
     fn varint_long(&mut self, field: &'static str) -> Result<u64, CompactRecordError> {
         if let Some(v) = self.bytes.get(self.at..).and_then(varint_of_eight) {
             self.at += v.1;
@@ -1223,11 +1274,13 @@ impl Reader<'_> {
         Err(self.invalid(field))
     }
 
+    #[inline(always)]
     fn u32(&mut self, field: &'static str) -> Result<u32, CompactRecordError> {
         let v = self.varint(field)?;
         u32::try_from(v).map_err(|_| self.invalid(field))
     }
 
+    #[inline(always)]
     fn u16(&mut self, field: &'static str) -> Result<u16, CompactRecordError> {
         let v = self.varint(field)?;
         u16::try_from(v).map_err(|_| self.invalid(field))
@@ -1283,6 +1336,7 @@ impl Reader<'_> {
         Ok(Name(name_bytes(used, len)))
     }
 
+    #[inline(always)]
     fn bare_addr(&mut self, af: AddressFamily) -> Result<IpAddr, CompactRecordError> {
         Ok(match af {
             AddressFamily::Inet => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
@@ -1470,6 +1524,7 @@ impl Reader<'_> {
     }
 
     /// A peer, and the bits that said which of its fields follow.
+    #[inline(always)]
     fn peer(&mut self, state: PeerState) -> Result<(Peer, u8), CompactRecordError> {
         let bits = self.u8()?;
         if bits & PEER_MAX_WIN != 0 && bits & PEER_MAX_WIN_IS_WINDOW != 0 {
