@@ -457,6 +457,16 @@ impl Transcoder {
             len: 0,
         };
         match bit {
+            IFNAME => {
+                // `write_name` with no dictionary: the used bytes' count, then the used
+                // bytes; the room's sixteen are copied whole (the bytes after the used
+                // ones are NUL, and not counted), no call to `memcpy`.
+                let raw = &s.ifname.0;
+                let used = used_len(raw);
+                out.bytes[0] = used as u8;
+                out.bytes[1..1 + raw.len()].copy_from_slice(raw);
+                out.len = 1 + used;
+            }
             FLAGS => {
                 let mut flags = s.state_flags;
                 flags.remove(StateFlags::ACK);
