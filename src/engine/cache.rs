@@ -594,13 +594,17 @@ impl Cache {
         };
         self.packed_bytes += u64::from(entry.len);
         self.packed_count += 1;
+        // `recount` of an entry not counted yet, made before the entry is stored: no
+        // lookups of it again, once per state imported.
+        entry.digest_pos = UNCOUNTED;
+        if let Some(digests) = self.digests.as_mut() {
+            if entry.counts() {
+                entry.digest_pos = digests.add(key, entry.version, slot);
+            }
+        }
         chunk.entries[i] = Some(entry);
         self.index.insert(key, slot);
         *self.creators.entry(key.0).or_insert(0) += 1;
-        let e = self.get_mut(slot);
-        e.digest_pos = UNCOUNTED;
-        let version = e.version;
-        self.recount(slot, version);
         Ok(slot)
     }
 
