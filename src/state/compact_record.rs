@@ -389,16 +389,17 @@ const GROUP_ROOM: usize = 96;
 /// The groups a record's mask may name (MIXED_FAMILIES is the record's own).
 const GROUP_BITS: u32 = ALL_BITS & !MIXED_FAMILIES;
 
-/// The first `len` bytes of `bytes` (which holds 16 at least) as a little-endian word,
-/// the bytes after them zero: what a group of at most 16 bytes is compared by.
+/// The first `len` bytes (at most 8) of `bytes` as a little-endian word, the bytes
+/// after them zero: what a group is compared with the default's by (every default
+/// group is that short).
 #[inline(always)]
-fn word_of(bytes: &[u8; GROUP_ROOM], len: usize) -> u128 {
-    let mut word = [0u8; 16];
-    word.copy_from_slice(&bytes[..16]);
-    let word = u128::from_le_bytes(word);
+fn word_of(bytes: &[u8; GROUP_ROOM], len: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[..8]);
+    let word = u64::from_le_bytes(word);
     match len {
         0 => 0,
-        1..16 => word & ((1u128 << (8 * len)) - 1),
+        1..8 => word & (u64::MAX >> (64 - 8 * len)),
         _ => word,
     }
 }
@@ -418,8 +419,8 @@ struct Transcoder {
     differs: u32,
     /// A group's bytes did not fit `GROUP_ROOM` (never, for any state: its tests).
     overflow: bool,
-    /// [`State::default`]'s groups (at most 16 bytes each), as [`word_of`] gives them.
-    default_words: [u128; 12],
+    /// [`State::default`]'s groups (at most 8 bytes each), as [`word_of`] gives them.
+    default_words: [u64; 12],
     default_lens: [usize; 12],
 }
 
@@ -430,13 +431,11 @@ impl Transcoder {
         let mut default_lens = [0; 12];
         for (i, bytes) in defaults.iter().enumerate() {
             let mut room = [0u8; GROUP_ROOM];
-            let len = bytes.len().min(16);
+            let len = bytes.len().min(8);
             room[..len].copy_from_slice(&bytes[..len]);
             default_words[i] = word_of(&room, len);
-            // A default group wider than a word (none is) is never matched: every
-            // state's such group is sent, which is correct for the state that has
-            // the default's bytes only if the compare below says so.
-            default_lens[i] = if bytes.len() > 16 { usize::MAX } else { len };
+            // A default group wider than a word (none is) is compared byte by byte.
+            default_lens[i] = if bytes.len() > 8 { usize::MAX } else { len };
         }
         Transcoder {
             groups: [[0; GROUP_ROOM]; 12],
