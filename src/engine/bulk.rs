@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use super::{BulkRequest, Engine, Event, InputOrigin};
-use crate::state::compact_record::{self, BatchLimitError, BatchWriter, MAX_RECORD_BYTES};
+use crate::state::compact_record::{
+    self, BatchLimitError, BatchWriter, LoneRecords, MAX_RECORD_BYTES,
+};
 use crate::state::State;
 use crate::wire::msg::bus::{STATUS_END, STATUS_START};
 use crate::wire::msg::BusRepr;
@@ -540,32 +542,46 @@ impl Engine {
         ruleset: Option<[u8; 16]>,
         batch: &[u8],
     ) -> Result<usize, compact_record::CompactRecordError> {
+        let rules_trusted = ruleset.is_some_and(|sum| {
+            self.config.dialect != crate::wire::Dialect::OpenBsd && sum == self.config.pfcksum
+        });
         let mut states = std::mem::take(&mut self.compact_states);
-        let decoded = compact_record::decode_batch_into(batch, &mut states);
+        let mut lone = std::mem::take(&mut self.compact_lone);
+        // Each state's cached form is made as the batch is read (the import's changes
+        // made to it), unless the interface map may change the state after: then the
+        // cache encodes what the map left.
+        let transcoded = self.ifmap.is_empty();
+        let decoded = if transcoded {
+            let changes = compact_record::ImportChanges {
+                unbind_rules: !rules_trusted,
+            };
+            compact_record::decode_batch_lone(batch, &mut states, &mut lone, changes)
+        } else {
+            compact_record::decode_batch_into(batch, &mut states)
+        };
         let taken = match decoded {
             Ok(()) => states.len(),
             Err(_) => 0,
         };
         if let Err(e) = decoded {
             self.stats.compact_batches_refused += 1;
-            self.keep_compact_states(states);
+            self.keep_compact_states(states, lone);
             return Err(e);
         }
         self.stats.compact_batches_received += 1;
         self.packet_source = source;
-        self.rules_trusted = ruleset.is_some_and(|sum| {
-            self.config.dialect != crate::wire::Dialect::OpenBsd && sum == self.config.pfcksum
-        });
+        self.rules_trusted = rules_trusted;
         // Every state of the batch arrived at `now`: one progress mark stands for all.
         if taken > 0 {
             self.bulk_progress(now);
         }
         self.cache.warm(states.iter().map(|s| (s.creatorid, s.id)));
-        for state in &mut states {
+        for (i, state) in states.iter_mut().enumerate() {
             self.map_state(state);
-            self.in_upd(now, state);
+            let packed = if transcoded { lone.get(i) } else { None };
+            self.in_upd(now, state, packed);
         }
-        self.keep_compact_states(states);
+        self.keep_compact_states(states, lone);
         self.rules_trusted = false;
         self.packet_source = None;
         self.end_input(now);
@@ -577,10 +593,14 @@ impl Engine {
     /// Keeps the batch vector for the next batch, unless a large batch (a hostile
     /// peer's, most likely) made it big: the common case allocates nothing per batch,
     /// the rare one does not pin the memory.
-    fn keep_compact_states(&mut self, mut states: Vec<State>) {
+    fn keep_compact_states(&mut self, mut states: Vec<State>, mut lone: LoneRecords) {
         states.clear();
         if states.capacity() <= KEPT_BATCH_STATES {
             self.compact_states = states;
+        }
+        lone.clear();
+        if lone.capacity() <= KEPT_BATCH_STATES * 64 {
+            self.compact_lone = lone;
         }
     }
 }

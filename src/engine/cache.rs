@@ -241,6 +241,17 @@ impl Chunk {
         (at as u32, (self.bytes.len() - at) as u16)
     }
 
+    /// As [`append`](Self::append), for the state whose encoding is `packed`.
+    fn append_packed(&mut self, packed: &[u8]) -> (u32, u16) {
+        let at = self.bytes.len();
+        if self.bytes.capacity() - at < packed.len() {
+            let more = (self.bytes.capacity() / 8).max(compact_record::MAX_RECORD_BYTES);
+            self.bytes.reserve_exact(more);
+        }
+        self.bytes.extend_from_slice(packed);
+        (at as u32, packed.len() as u16)
+    }
+
     fn entry(&self, i: usize) -> Option<EntryRef<'_>> {
         let entry = self.entries.get(i)?.as_ref()?;
         Some(EntryRef {
@@ -514,7 +525,29 @@ impl Cache {
 
     /// Adds a state that is not in the cache yet, with `entry` (made from it by
     /// [`Entry::new`]).
-    pub fn insert(&mut self, mut entry: Entry, state: &State) -> Result<u32, CacheFull> {
+    pub fn insert(&mut self, entry: Entry, state: &State) -> Result<u32, CacheFull> {
+        self.insert_with(entry, state, None)
+    }
+
+    /// As [`insert`](Self::insert), the state's encoding ([`compact::encode`]) given:
+    /// `packed` must be those bytes (a transcoded batch record's,
+    /// `compact_record::decode_batch_lone`); they are stored as they are.
+    pub fn insert_packed(
+        &mut self,
+        entry: Entry,
+        state: &State,
+        packed: &[u8],
+    ) -> Result<u32, CacheFull> {
+        debug_assert_eq!(packed, &compact::encoded(state)[..], "{state:?}");
+        self.insert_with(entry, state, Some(packed))
+    }
+
+    fn insert_with(
+        &mut self,
+        mut entry: Entry,
+        state: &State,
+        packed: Option<&[u8]>,
+    ) -> Result<u32, CacheFull> {
         let key = entry.key();
         debug_assert_eq!(key, (state.creatorid, state.id));
         debug_assert!(self.find(key).is_none());
@@ -555,16 +588,23 @@ impl Cache {
         };
         let (c, i) = Self::place(slot);
         let chunk = &mut self.chunks[c];
-        (entry.at, entry.len) = chunk.append(state);
+        (entry.at, entry.len) = match packed {
+            Some(packed) => chunk.append_packed(packed),
+            None => chunk.append(state),
+        };
         self.packed_bytes += u64::from(entry.len);
         self.packed_count += 1;
+        // `recount` of an entry not counted yet, made before the entry is stored: no
+        // lookups of it again, once per state imported.
+        entry.digest_pos = UNCOUNTED;
+        if let Some(digests) = self.digests.as_mut() {
+            if entry.counts() {
+                entry.digest_pos = digests.add(key, entry.version, slot);
+            }
+        }
         chunk.entries[i] = Some(entry);
         self.index.insert(key, slot);
         *self.creators.entry(key.0).or_insert(0) += 1;
-        let e = self.get_mut(slot);
-        e.digest_pos = UNCOUNTED;
-        let version = e.version;
-        self.recount(slot, version);
         Ok(slot)
     }
 

@@ -116,8 +116,14 @@ impl Digests {
             slots: (0..buckets).map(|_| Vec::new()).collect(),
             count: 0,
         });
-        let bucket = usize::from(bucket_of(key.1, self.buckets));
-        creator.sums[bucket].add(key.1, version);
+        // `bucket_of` and `BucketSum::add` of one id, its hash made once and, for a
+        // power of two buckets (the sessions' 256), no division: every state
+        // imported comes through here.
+        let hash = id_hash(key.1);
+        let bucket = bucket_of_hash(hash, self.buckets);
+        let sum = &mut creator.sums[bucket];
+        sum.xor ^= id_hash(hash ^ u64::from(version));
+        sum.count = sum.count.wrapping_add(1);
         let list = &mut creator.slots[bucket];
         list.push(slot);
         creator.count += 1;
@@ -174,6 +180,18 @@ impl Digests {
     pub(super) fn creator_count(&self) -> usize {
         self.creators.len()
     }
+}
+
+/// [`bucket_of`] of the id whose [`id_hash`] is `hash`.
+#[inline]
+fn bucket_of_hash(hash: u64, buckets: u16) -> usize {
+    let buckets = u64::from(buckets.max(1));
+    let bucket = if buckets.is_power_of_two() {
+        hash & (buckets - 1)
+    } else {
+        hash % buckets
+    };
+    bucket as usize
 }
 
 impl Engine {

@@ -542,6 +542,9 @@ pub struct Engine {
     /// The states of the compact batch being handled, in one vector kept for every
     /// batch (see `bulk.rs: handle_vouched_compact_batch`).
     compact_states: Vec<State>,
+    /// The lone records of those states (`compact_record::decode_batch_lone`), kept
+    /// likewise.
+    compact_lone: crate::state::compact_record::LoneRecords,
     /// The compact encodings of the queued imports' and updates' states, back to back
     /// (see [`QueuedOp`]): emptied when the queue is.
     packed_op_bytes: Vec<u8>,
@@ -589,6 +592,7 @@ impl Engine {
             events: VecDeque::new(),
             stats: Stats::default(),
             compact_states: Vec::new(),
+            compact_lone: Default::default(),
             packed_op_bytes: Vec::new(),
             config,
         }

@@ -137,7 +137,7 @@ impl Engine {
             Message::Upd(r) => match State::from_record(&r) {
                 Ok(mut s) => {
                     self.map_state(&mut s);
-                    self.in_upd(now, &mut s)
+                    self.in_upd(now, &mut s, None)
                 }
                 Err(e) => self.stats.count(e.counter()),
             },
@@ -213,8 +213,10 @@ impl Engine {
     }
 
     /// Takes in a peer's state we do not hold. `state` is what was imported (the ACK
-    /// flag and untrusted rule numbers taken off).
-    fn import(&mut self, now: Instant, state: &mut State) -> Option<u32> {
+    /// flag and untrusted rule numbers taken off). `packed`, if given, is the encoding
+    /// of `state` as imported (`compact_record::decode_batch_lone` under the same
+    /// `ImportChanges`), which the cache then stores without encoding the state.
+    fn import(&mut self, now: Instant, state: &mut State, packed: Option<&[u8]>) -> Option<u32> {
         if self.refused_key(state.creatorid, state.id) {
             return None;
         }
@@ -246,7 +248,11 @@ impl Engine {
             entry.filtered = Some(Filtered::Unimported);
             self.schedule_unimported_sweep(now);
         }
-        match self.cache.insert(entry, state) {
+        let inserted = match packed {
+            Some(packed) => self.cache.insert_packed(entry, state, packed),
+            None => self.cache.insert(entry, state),
+        };
+        match inserted {
             Ok(slot) => {
                 self.cache.set_peer_updated(slot, now);
                 if !kept_out {
@@ -289,7 +295,7 @@ impl Engine {
             self.stats.ins_duplicate += 1;
             return;
         }
-        let Some(slot) = self.import(now, &mut state) else {
+        let Some(slot) = self.import(now, &mut state, None) else {
             return;
         };
         if ack {
@@ -299,13 +305,14 @@ impl Engine {
         }
     }
 
-    pub(super) fn in_upd(&mut self, now: Instant, state: &mut State) {
+    /// A full update; `packed` as for [`import`](Self::import).
+    pub(super) fn in_upd(&mut self, now: Instant, state: &mut State, packed: Option<&[u8]>) {
         if self.refused_key(state.creatorid, state.id) {
             return;
         }
         match self.cache.find((state.creatorid, state.id)) {
             None => {
-                self.import(now, state);
+                self.import(now, state, packed);
             }
             Some(slot) => self.merge_into(now, slot, state, true),
         }

@@ -21,6 +21,13 @@ pub fn encode(s: &State, out: &mut Vec<u8>) {
     compact_record::encode_record(s, out);
 }
 
+/// The encoding of `s`, in a vector of its own.
+pub fn encoded(s: &State) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(s, &mut out);
+    out
+}
+
 /// The state `bytes` encode; `None` for bytes [`encode`] did not make.
 pub fn decode(bytes: &[u8]) -> Option<State> {
     compact_record::decode_record(bytes).ok()

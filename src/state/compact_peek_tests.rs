@@ -24,6 +24,7 @@ fn read_slowly(bytes: &[u8]) -> Result<PeekedState, CompactRecordError> {
         at: 0,
         names: Vec::new(),
         remember_names: false,
+        odd_varint: false,
     };
     let peeked = r.peek()?;
     if r.at != bytes.len() {

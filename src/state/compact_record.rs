@@ -262,6 +262,7 @@ pub fn decode_batch_into(bytes: &[u8], states: &mut Vec<State>) -> Result<(), Co
         at: 1,
         names: Vec::new(),
         remember_names: true,
+        odd_varint: false,
     };
     // A record is at least 12 bytes; cap the guess so a hostile length costs nothing.
     states.reserve((bytes.len() / 12).min(4096));
@@ -311,6 +312,291 @@ pub fn encode_record(state: &State, out: &mut Vec<u8>) {
         // Past the bound (a bug its test rules out): the record is written all the same.
         write_record(default_state(), state, &mut Vec::new(), false, out);
     }
+}
+
+/// What the engine's import changes in a peer's state before it caches it
+/// (`engine/receive.rs`, `import`): the ACK flag (a request for an INS_ACK) goes, and
+/// so do the rule numbers when they name rules of the sender's ruleset, not ours.
+/// [`decode_batch_lone`] writes each state's lone record as these changes leave it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportChanges {
+    /// `rule`, `anchor` and `nat_rule` become `None`.
+    pub unbind_rules: bool,
+}
+
+impl ImportChanges {
+    /// The changes, made to `s`.
+    pub fn apply(&self, s: &mut State) {
+        s.state_flags.remove(StateFlags::ACK);
+        if self.unbind_rules {
+            s.rule = None;
+            s.anchor = None;
+            s.nat_rule = None;
+        }
+    }
+}
+
+/// The lone records ([`encode_record`]) of a batch's states, one per state, in order:
+/// what [`decode_batch_lone`] makes.
+#[derive(Debug, Default)]
+pub struct LoneRecords {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl LoneRecords {
+    /// Forgets every record, keeping the room.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// The lone record of the batch's `i`th state.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)? as usize;
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1] as usize,
+        };
+        self.bytes.get(start..end)
+    }
+
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// No record.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes held, records and room: a caller keeping these between batches drops a
+    /// large one (a hostile peer's batch) rather than pin its memory.
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity() + 4 * self.ends.capacity()
+    }
+
+    fn push_end(&mut self) {
+        self.ends.push(self.bytes.len() as u32);
+    }
+}
+
+/// Room for one group's lone bytes: the widest (NAMES) takes 2 + 16 + 64.
+const GROUP_ROOM: usize = 96;
+
+/// The groups a record's mask may name (MIXED_FAMILIES is the record's own).
+const GROUP_BITS: u32 = ALL_BITS & !MIXED_FAMILIES;
+
+/// The first `len` bytes (at most 8) of `bytes` as a little-endian word, the bytes
+/// after them zero: what a group is compared with the default's by (every default
+/// group is that short).
+#[inline(always)]
+fn word_of(bytes: &[u8; GROUP_ROOM], len: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[..8]);
+    let word = u64::from_le_bytes(word);
+    match len {
+        0 => 0,
+        1..8 => word & (u64::MAX >> (64 - 8 * len)),
+        _ => word,
+    }
+}
+
+/// Turns a batch's records into their states' lone records as it reads them, instead
+/// of encoding each decoded state again: a group a batch record carries is written
+/// from the decoded state (as the encoder writes it: names whole, varints short), a
+/// group it inherits is the previous record's lone group, and the rest of the record
+/// (addresses, ports, times, counters, peers) is copied when it is what the encoder
+/// writes for those values; when it is not (hostile or odd bytes), the state is
+/// encoded whole. Either way the bytes are [`encode_record`]'s.
+struct Transcoder {
+    /// Each group's lone bytes for the current state, by bit number.
+    groups: [[u8; GROUP_ROOM]; 12],
+    lens: [usize; 12],
+    /// The groups in which the current state differs from [`State::default`].
+    differs: u32,
+    /// A group's bytes did not fit `GROUP_ROOM` (never, for any state: its tests).
+    overflow: bool,
+    /// [`State::default`]'s groups (at most 8 bytes each), as [`word_of`] gives them.
+    default_words: [u64; 12],
+    default_lens: [usize; 12],
+}
+
+impl Transcoder {
+    fn new() -> Transcoder {
+        let defaults = default_groups();
+        let mut default_words = [0; 12];
+        let mut default_lens = [0; 12];
+        for (i, bytes) in defaults.iter().enumerate() {
+            let mut room = [0u8; GROUP_ROOM];
+            let len = bytes.len().min(8);
+            room[..len].copy_from_slice(&bytes[..len]);
+            default_words[i] = word_of(&room, len);
+            // A default group wider than a word (none is) is compared byte by byte.
+            default_lens[i] = if bytes.len() > 8 { usize::MAX } else { len };
+        }
+        Transcoder {
+            groups: [[0; GROUP_ROOM]; 12],
+            lens: [0; 12],
+            differs: 0,
+            overflow: false,
+            default_words,
+            default_lens,
+        }
+    }
+
+    /// Group `bit` as `s` has it after `changes`.
+    #[inline(always)]
+    fn refresh(&mut self, bit: u32, s: &State, changes: ImportChanges) {
+        let i = bit.trailing_zeros() as usize;
+        let mut out = RecordBuf {
+            bytes: &mut self.groups[i][..],
+            len: 0,
+        };
+        match bit {
+            IFNAME => {
+                // `write_name` with no dictionary: the used bytes' count, then the used
+                // bytes; the room's sixteen are copied whole (the bytes after the used
+                // ones are NUL, and not counted), no call to `memcpy`.
+                let raw = &s.ifname.0;
+                let used = used_len(raw);
+                out.bytes[0] = used as u8;
+                out.bytes[1..1 + raw.len()].copy_from_slice(raw);
+                out.len = 1 + used;
+            }
+            FLAGS => {
+                let mut flags = s.state_flags;
+                flags.remove(StateFlags::ACK);
+                flags_group(&mut out, s.log, s.sync_flags, flags);
+            }
+            RULE if changes.unbind_rules => option_u32(&mut out, None),
+            RULE_REFS if changes.unbind_rules => {
+                rule_refs_group(&mut out, [None, None, s.rtableid, s.reply_rtableid])
+            }
+            _ => write_group(bit, s, &mut Vec::new(), false, &mut out),
+        }
+        let len = out.len;
+        self.overflow |= len > GROUP_ROOM;
+        let len = len.min(GROUP_ROOM);
+        self.lens[i] = len;
+        let is_default = if self.default_lens[i] == usize::MAX {
+            self.groups[i][..len] == default_groups()[i][..]
+        } else {
+            len == self.default_lens[i] && word_of(&self.groups[i], len) == self.default_words[i]
+        };
+        if is_default {
+            self.differs &= !bit;
+        } else {
+            self.differs |= bit;
+        }
+    }
+
+    /// The lone record of `s`, just read by `r` as `shape`, appended to `lone`.
+    #[inline(always)]
+    fn record(
+        &mut self,
+        r: &Reader<'_>,
+        shape: &RecordShape,
+        s: &State,
+        changes: ImportChanges,
+        lone: &mut LoneRecords,
+    ) {
+        let mut carried = shape.mask & GROUP_BITS;
+        if carried & STACK == 0 {
+            // Sent whenever the stack key is not the wire key, whatever the record
+            // before: not carried, it is the wire key.
+            self.differs &= !STACK;
+        }
+        while carried != 0 {
+            let bit = carried & carried.wrapping_neg();
+            self.refresh(bit, s, changes);
+            carried &= !bit;
+        }
+        let mixed = shape.mask & MIXED_FAMILIES;
+        let tail_is_ours = !r.odd_varint
+            && !self.overflow
+            && (mixed == 0
+                || s.wire
+                    .addr
+                    .iter()
+                    .any(|a| AddressFamily::of(a) != s.wire.af))
+            && shape.peer_states == s.src.state.number() << 4 | s.dst.state.number()
+            && shape.peer_bits == [peer_bits(&s.src), peer_bits(&s.dst)];
+        let start = lone.bytes.len();
+        let copied = match r.bytes.get(shape.tail_at..r.at) {
+            Some(tail) if tail_is_ours => {
+                let out = &mut lone.bytes;
+                varint(out, u64::from(self.differs | mixed));
+                varint(out, zigzag(s.id as i64));
+                let mut groups = self.differs;
+                while groups != 0 {
+                    let i = groups.trailing_zeros() as usize;
+                    let len = self.lens[i];
+                    if len <= 16 {
+                        // Sixteen bytes stored and the length set back: no call to
+                        // `memcpy` for a group of a few bytes.
+                        let end = out.len() + len;
+                        out.extend_from_slice(&self.groups[i][..16]);
+                        out.truncate(end);
+                    } else {
+                        out.extend_from_slice(&self.groups[i][..len]);
+                    }
+                    groups &= groups - 1;
+                }
+                out.extend_from_slice(tail);
+                out.len() - start <= MAX_RECORD_BYTES
+            }
+            _ => false,
+        };
+        if !copied {
+            lone.bytes.truncate(start);
+            let mut changed = *s;
+            changes.apply(&mut changed);
+            encode_record(&changed, &mut lone.bytes);
+        }
+        lone.push_end();
+    }
+}
+
+/// As [`decode_batch_into`], and each state's lone record ([`encode_record`]) as
+/// `changes` leave the state, into `lone` (emptied first): the engine caches a peer's
+/// state in that form, and these bytes cost a fraction of encoding the state again.
+/// `states` holds the states as decoded (without `changes`). On an error, as
+/// [`decode_batch_into`]; `lone` then holds part of the records.
+pub fn decode_batch_lone(
+    bytes: &[u8],
+    states: &mut Vec<State>,
+    lone: &mut LoneRecords,
+    changes: ImportChanges,
+) -> Result<(), CompactRecordError> {
+    states.clear();
+    lone.clear();
+    let (&version, _) = bytes.split_first().ok_or(CompactRecordError::Empty)?;
+    if version != VERSION {
+        return Err(CompactRecordError::Version(version));
+    }
+    let mut r = Reader {
+        bytes,
+        at: 1,
+        names: Vec::new(),
+        remember_names: true,
+        odd_varint: false,
+    };
+    states.reserve((bytes.len() / 12).min(4096));
+    // A lone record is at most a few bytes longer than its batch record (names whole,
+    // groups the same as the record before's): room for most batches at once.
+    lone.bytes.reserve(bytes.len() + bytes.len() / 2);
+    lone.ends.reserve((bytes.len() / 12).min(4096));
+    let mut transcoder = Transcoder::new();
+    let mut s = State::default();
+    while r.at < bytes.len() {
+        r.odd_varint = false;
+        let shape = r.record(&mut s)?;
+        transcoder.record(&r, &shape, &s, changes, lone);
+        states.extend_from_slice(std::slice::from_ref(&s));
+    }
+    Ok(())
 }
 
 /// [`State::default`], made once: what a lone record is compared with.
@@ -383,6 +669,7 @@ pub fn decode_record_into(bytes: &[u8], s: &mut State) -> Result<(), CompactReco
         at: 0,
         names: Vec::new(),
         remember_names: false,
+        odd_varint: false,
     };
     *s = State::default();
     r.record(s)?;
@@ -532,10 +819,7 @@ fn write_group(bit: u32, s: &State, names: &mut NameList, remember: bool, out: &
         RULE => option_u32(out, s.rule),
         STACK => stack(out, &s.wire, &s.stack),
         CREATOR => out.put_slice(&s.creatorid.to_le_bytes()),
-        FLAGS => {
-            out.put_slice(&[s.log, s.sync_flags]);
-            varint(out, u64::from(s.state_flags.bits()));
-        }
+        FLAGS => flags_group(out, s.log, s.sync_flags, s.state_flags),
         ROUTE => {
             out.put(route_number(s.rt));
             match s.rt_addr {
@@ -553,17 +837,28 @@ fn write_group(bit: u32, s: &State, names: &mut NameList, remember: bool, out: &
                 varint(out, u64::from(v));
             }
         }
-        RULE_REFS => {
-            for v in [s.anchor, s.nat_rule, s.rtableid, s.reply_rtableid] {
-                option_u32(out, v);
-            }
-        }
+        RULE_REFS => rule_refs_group(out, [s.anchor, s.nat_rule, s.rtableid, s.reply_rtableid]),
         TUNING => {
             out.put_slice(&[s.min_ttl, s.set_tos, s.set_prio[0], s.set_prio[1]]);
             varint(out, u64::from(s.max_mss));
         }
         RDOMAIN => varint(out, u64::from(s.wire.rdomain)),
         _ => unreachable!("GROUP_ORDER names every group"),
+    }
+}
+
+/// The FLAGS group's bytes.
+#[inline(always)]
+fn flags_group(out: &mut impl Sink, log: u8, sync_flags: u8, state_flags: StateFlags) {
+    out.put_slice(&[log, sync_flags]);
+    varint(out, u64::from(state_flags.bits()));
+}
+
+/// The RULE_REFS group's bytes: anchor, NAT rule, routing table, reply routing table.
+#[inline(always)]
+fn rule_refs_group(out: &mut impl Sink, refs: [Option<u32>; 4]) {
+    for v in refs {
+        option_u32(out, v);
     }
 }
 
@@ -680,23 +975,8 @@ fn stack(out: &mut impl Sink, wire: &StateKey, stack: &StateKey) {
 
 #[inline(always)]
 fn peer(out: &mut impl Sink, p: &Peer) {
+    let bits = peer_bits(p);
     let window = p.seqhi.wrapping_sub(p.seqlo);
-    let max_win_is_window = u32::from(p.max_win) == window && p.max_win != 0;
-    let mut bits = 0;
-    for (on, bit) in [
-        (p.seqlo != 0, PEER_SEQLO),
-        (window != 0, PEER_WINDOW),
-        (p.seqdiff != 0, PEER_SEQDIFF),
-        (p.max_win != 0 && !max_win_is_window, PEER_MAX_WIN),
-        (p.mss != 0, PEER_MSS),
-        (p.wscale != 0, PEER_WSCALE),
-        (p.scrub.is_some(), PEER_SCRUB),
-        (max_win_is_window, PEER_MAX_WIN_IS_WINDOW),
-    ] {
-        if on {
-            bits |= bit;
-        }
-    }
     out.put(bits);
     if bits & PEER_SEQLO != 0 {
         out.put_slice(&p.seqlo.to_le_bytes());
@@ -721,6 +1001,29 @@ fn peer(out: &mut impl Sink, p: &Peer) {
         out.put(sc.ttl);
         out.put_slice(&sc.ts_mod.to_le_bytes());
     }
+}
+
+/// Which of a peer's fields the encoder sends.
+#[inline(always)]
+fn peer_bits(p: &Peer) -> u8 {
+    let window = p.seqhi.wrapping_sub(p.seqlo);
+    let max_win_is_window = u32::from(p.max_win) == window && p.max_win != 0;
+    let mut bits = 0;
+    for (on, bit) in [
+        (p.seqlo != 0, PEER_SEQLO),
+        (window != 0, PEER_WINDOW),
+        (p.seqdiff != 0, PEER_SEQDIFF),
+        (p.max_win != 0 && !max_win_is_window, PEER_MAX_WIN),
+        (p.mss != 0, PEER_MSS),
+        (p.wscale != 0, PEER_WSCALE),
+        (p.scrub.is_some(), PEER_SCRUB),
+        (max_win_is_window, PEER_MAX_WIN_IS_WINDOW),
+    ] {
+        if on {
+            bits |= bit;
+        }
+    }
+    bits
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -864,6 +1167,23 @@ struct Reader<'a> {
     /// allocation per name, as decoding is on the receiver's hot path.
     names: Vec<(u8, [u8; 64])>,
     remember_names: bool,
+    /// A varint longer than its value needs was read: bytes our encoder did not make,
+    /// which a copy of them would keep (see [`Transcoder`]).
+    odd_varint: bool,
+}
+
+/// Where a record's parts lie and the raw bits it read, as [`Reader::record`] found
+/// them: what [`Transcoder`] needs to copy the record's tail and to prove it is the
+/// encoder's.
+#[derive(Debug, Clone, Copy, Default)]
+struct RecordShape {
+    mask: u32,
+    /// Where the wire key's addresses start: the bytes from here to the record's end
+    /// are sent whatever the record before.
+    tail_at: usize,
+    /// The byte of both peers' states, and each peer's field bits.
+    peer_states: u8,
+    peer_bits: [u8; 2],
 }
 
 impl Reader<'_> {
@@ -910,21 +1230,39 @@ impl Reader<'_> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self, field: &'static str) -> Result<u64, CompactRecordError> {
-        // Most values (masks, ids' deltas, ages, small counters) take one byte.
-        if let Some(&b) = self.bytes.get(self.at) {
-            if b & 0x80 == 0 {
-                self.at += 1;
-                return Ok(u64::from(b));
-            }
+        match self.varint_quick() {
+            Some(v) => Ok(v),
+            None => self.varint_long(field),
         }
-        self.varint_long(field)
     }
 
+    /// A varint of at most eight bytes with eight to read, where the value comes back
+    /// in a register: `None` for the rest (longer, near the end, or bad), which
+    /// [`varint_long`](Self::varint_long) reads or refuses.
+    #[inline(always)]
+    fn varint_quick(&mut self) -> Option<u64> {
+        // Most values (masks, ids' deltas, ages, small counters) take one byte.
+        let &b = self.bytes.get(self.at)?;
+        if b & 0x80 == 0 {
+            self.at += 1;
+            return Some(u64::from(b));
+        }
+        let (v, len) = self.bytes.get(self.at..).and_then(varint_of_eight)?;
+        self.at += len;
+        // The last byte of a varint of more than one holds a bit, or it was padded.
+        self.odd_varint |= v >> (7 * (len - 1)) == 0;
+        Some(v)
+    }
+
+    #[cold]
+    #[inline(never)]
     fn varint_long(&mut self, field: &'static str) -> Result<u64, CompactRecordError> {
         if let Some(v) = self.bytes.get(self.at..).and_then(varint_of_eight) {
             self.at += v.1;
+            // The last byte of a varint of more than one holds a bit, or it was padded.
+            self.odd_varint |= v.0 >> (7 * (v.1 - 1)) == 0;
             return Ok(v.0);
         }
         let mut v = 0u64;
@@ -937,17 +1275,20 @@ impl Reader<'_> {
             }
             v |= part << shift;
             if b & 0x80 == 0 {
+                self.odd_varint |= shift > 0 && part == 0;
                 return Ok(v);
             }
         }
         Err(self.invalid(field))
     }
 
+    #[inline(always)]
     fn u32(&mut self, field: &'static str) -> Result<u32, CompactRecordError> {
         let v = self.varint(field)?;
         u32::try_from(v).map_err(|_| self.invalid(field))
     }
 
+    #[inline(always)]
     fn u16(&mut self, field: &'static str) -> Result<u16, CompactRecordError> {
         let v = self.varint(field)?;
         u16::try_from(v).map_err(|_| self.invalid(field))
@@ -1003,6 +1344,7 @@ impl Reader<'_> {
         Ok(Name(name_bytes(used, len)))
     }
 
+    #[inline(always)]
     fn bare_addr(&mut self, af: AddressFamily) -> Result<IpAddr, CompactRecordError> {
         Ok(match af {
             AddressFamily::Inet => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
@@ -1020,7 +1362,7 @@ impl Reader<'_> {
 
     /// Reads one record over `s`, which holds the record before it (or the default) on
     /// entry and this record's state on return (part of it on an error).
-    fn record(&mut self, s: &mut State) -> Result<(), CompactRecordError> {
+    fn record(&mut self, s: &mut State) -> Result<RecordShape, CompactRecordError> {
         let mask = self.u32("mask")?;
         if mask & !ALL_BITS != 0 {
             return Err(self.invalid("mask"));
@@ -1133,6 +1475,7 @@ impl Reader<'_> {
         if mask & RDOMAIN != 0 {
             s.wire.rdomain = self.u16("rdomain")?;
         }
+        let tail_at = self.at;
         for i in 0..2 {
             s.wire.addr[i] = if mask & MIXED_FAMILIES != 0 {
                 self.tagged_addr("address")?
@@ -1172,16 +1515,25 @@ impl Reader<'_> {
         let states = self.u8()?;
         let src_state = self.peer_state(s.wire.proto, states >> 4)?;
         let dst_state = self.peer_state(s.wire.proto, states & 0x0f)?;
-        s.src = self.peer(src_state)?;
-        s.dst = self.peer(dst_state)?;
-        Ok(())
+        let src_bits;
+        let dst_bits;
+        (s.src, src_bits) = self.peer(src_state)?;
+        (s.dst, dst_bits) = self.peer(dst_state)?;
+        Ok(RecordShape {
+            mask,
+            tail_at,
+            peer_states: states,
+            peer_bits: [src_bits, dst_bits],
+        })
     }
 
     fn peer_state(&self, proto: Protocol, n: u8) -> Result<PeerState, CompactRecordError> {
         PeerState::from_number(proto, n).ok_or_else(|| self.invalid("peer state"))
     }
 
-    fn peer(&mut self, state: PeerState) -> Result<Peer, CompactRecordError> {
+    /// A peer, and the bits that said which of its fields follow.
+    #[inline(always)]
+    fn peer(&mut self, state: PeerState) -> Result<(Peer, u8), CompactRecordError> {
         let bits = self.u8()?;
         if bits & PEER_MAX_WIN != 0 && bits & PEER_MAX_WIN_IS_WINDOW != 0 {
             return Err(self.invalid("peer max_win"));
@@ -1221,13 +1573,17 @@ impl Reader<'_> {
                 ts_mod: self.u32_le()?,
             });
         }
-        Ok(p)
+        Ok((p, bits))
     }
 }
 
 #[cfg(test)]
 #[path = "compact_record_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "compact_record_lone_tests.rs"]
+mod lone_tests;
 
 // A child, to share the reader and the layout's constants.
 #[path = "compact_peek.rs"]
