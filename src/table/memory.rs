@@ -124,8 +124,6 @@ impl MemoryConfig {
 struct Slot {
     id: u64,
     creatorid: u32,
-    /// Its place in the bucket of its deadline ([`Deadlines`]).
-    place: u32,
     created: i64,
     /// When the state expires. Its last activity is not kept: it is always the
     /// deadline less the timeout of its class (see [`MemoryTable::set_timeouts`]).
@@ -345,7 +343,7 @@ impl MemoryTable {
             let class = slot.state().timeout;
             let active = slot.deadline - i64::from(old.get(class));
             slot.deadline = active + i64::from(timeouts.get(class));
-            slot.place = self.deadlines.insert(slot.deadline, at as u32);
+            self.deadlines.insert(slot.deadline, at as u32);
         }
     }
 
@@ -392,11 +390,10 @@ impl MemoryTable {
         debug_assert!(self.find(key).is_none());
         // Four billion states would need 400 GB of slots.
         let at = self.slots.len() as u32;
-        let place = self.deadlines.insert(deadline, at);
+        self.deadlines.insert(deadline, at);
         self.slots.push(Slot {
             id: key.1,
             creatorid: key.0,
-            place,
             created,
             deadline,
             bytes: Bytes::EMPTY,
@@ -442,19 +439,13 @@ impl MemoryTable {
             return;
         }
         self.unfile(at);
-        let place = self.deadlines.insert(deadline, at);
-        let slot = &mut self.slots[at as usize];
-        slot.deadline = deadline;
-        slot.place = place;
+        self.deadlines.insert(deadline, at);
+        self.slots[at as usize].deadline = deadline;
     }
 
-    /// Takes the slot at `at` out of its deadline's bucket.
+    /// Takes the slot at `at` out of its deadline's list.
     fn unfile(&mut self, at: u32) {
-        let slot = &self.slots[at as usize];
-        let place = slot.place;
-        if let Some(moved) = self.deadlines.remove(slot.deadline, place) {
-            self.slots[moved as usize].place = place;
-        }
+        self.deadlines.remove(self.slots[at as usize].deadline, at);
     }
 
     /// Takes a key's slot out of the index, its deadline's bucket and the dense list
@@ -468,7 +459,7 @@ impl MemoryTable {
         if at != last {
             let moved = &self.slots[at as usize];
             self.index.moved(moved.key(), last, at);
-            self.deadlines.moved(moved.deadline, moved.place, at);
+            self.deadlines.moved(moved.deadline, last, at);
         }
         Some(slot)
     }
@@ -716,7 +707,7 @@ impl MemoryTable {
                 }
             }
             // The bucket of the operation applied `THEN_AHEAD` from now is in the cache
-            // by now: where its entry goes is fetched.
+            // by now: the link its slot goes before is fetched.
             if let Some(j) = (i + THEN_AHEAD)
                 .checked_sub(AHEAD)
                 .filter(|&j| j < ops.len())
