@@ -77,6 +77,8 @@ pub(super) struct Deadlines {
     /// Each filed slot's link, by its position (entries of positions not filed are
     /// stale and never read).
     links: Vec<Link>,
+    /// The links' pages, mapped ahead of their growth.
+    links_ahead: crate::sys::memory::PopulateAhead,
 }
 
 fn bucket_of(deadline: i64) -> usize {
@@ -89,10 +91,15 @@ impl Deadlines {
         // Two billion states would need 200 GB of slots first.
         debug_assert!(at < NIL);
         if self.wheel.is_empty() {
-            self.wheel = vec![EMPTY; WHEEL];
+            let mut wheel = Vec::with_capacity(WHEEL);
+            crate::sys::memory::populate_spare(&mut wheel, WHEEL);
+            wheel.resize(WHEEL, EMPTY);
+            self.wheel = wheel;
             self.occupied = vec![0; WHEEL / 64];
         }
         if self.links.len() <= at as usize {
+            // A new slot's link, at the end (the slot list grows a slot at a time).
+            self.links_ahead.before_push(&mut self.links);
             self.links.resize(at as usize + 1, UNLINKED);
         }
         if self.on_wheel == 0 {

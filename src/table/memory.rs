@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use crate::engine::{KeyedState, LocalChange, TableOp};
 use crate::state::compact_record::peek::{CheckedRecord, PeekedState};
 use crate::state::{compact, State, Timeout};
+use crate::sys::memory::PopulateAhead;
 use crate::wire::IfName;
 
 use super::deadlines::Deadlines;
@@ -262,6 +263,8 @@ pub struct MemoryTable {
     /// cost of what it picks, not of the table (issue 14: `ctl delete N` listed the
     /// table). A removed slot's place goes to the last one.
     slots: Vec<Slot>,
+    /// The slot list's pages, mapped ahead of its growth.
+    slots_ahead: PopulateAhead,
     /// Where each key's slot is. Only a position in the index, not the slot: an index
     /// is at half load after it doubles, and doubles with the old one still held.
     index: SlotIndex,
@@ -284,6 +287,7 @@ impl MemoryTable {
             origin: None,
             last_secs: None,
             slots: Vec::new(),
+            slots_ahead: PopulateAhead::default(),
             index: SlotIndex::new(KeyedState::new(random_hash_key())),
             deadlines: Deadlines::default(),
             visited: 0,
@@ -391,6 +395,7 @@ impl MemoryTable {
         // Four billion states would need 400 GB of slots.
         let at = self.slots.len() as u32;
         self.deadlines.insert(deadline, at);
+        self.slots_ahead.before_push(&mut self.slots);
         self.slots.push(Slot {
             id: key.1,
             creatorid: key.0,
