@@ -185,7 +185,7 @@ impl Bytes {
     fn set(&mut self, bytes: &[u8]) {
         match self {
             Bytes::Inline { len, data } if bytes.len() <= INLINE => {
-                data[..bytes.len()].copy_from_slice(bytes);
+                copy_short(data, bytes);
                 *len = bytes.len() as u8;
             }
             _ => *self = Bytes::new(bytes),
@@ -197,6 +197,26 @@ impl Bytes {
             Bytes::Inline { len, data } => &data[..usize::from(*len)],
             Bytes::Spilled(b) => b,
         }
+    }
+}
+
+/// Copies `from` (at most [`INLINE`] bytes) to the start of `to`, as a few fixed-width
+/// moves that overlap rather than a call to `memcpy` for a length it must dispatch on
+/// (a call per state of a bulk).
+#[inline(always)]
+fn copy_short(to: &mut [u8; INLINE], from: &[u8]) {
+    let n = from.len();
+    if n >= 32 {
+        to[..32].copy_from_slice(&from[..32]);
+        if n > 64 {
+            to[32..64].copy_from_slice(&from[32..64]);
+        }
+        to[n - 32..n].copy_from_slice(&from[n - 32..]);
+    } else if n >= 16 {
+        to[..16].copy_from_slice(&from[..16]);
+        to[n - 16..n].copy_from_slice(&from[n - 16..]);
+    } else {
+        to[..n].copy_from_slice(from);
     }
 }
 
@@ -352,6 +372,7 @@ impl MemoryTable {
     }
 
     /// Table seconds of `now`.
+    #[inline]
     fn secs(&mut self, now: Instant) -> i64 {
         // A daemon's turn applies hundreds of operations at one `now`.
         if let Some((last, secs)) = self.last_secs {
@@ -475,6 +496,7 @@ impl MemoryTable {
 
     /// Refuses a peer's state bound to an interface the check does not admit, before
     /// anything changes, as the pf table refuses one this system lacks.
+    #[inline]
     fn refuse_unknown_interface(&mut self, ifname: &IfName) -> Result<(), TableError> {
         if !self.config.interfaces.admits(ifname) {
             self.edge.unknown_interface += 1;
@@ -1379,6 +1401,21 @@ mod test {
             }
             assert_eq!(one.expire(later), grouped.expire(later));
             assert_eq!(one.len(), grouped.len());
+        }
+    }
+
+    /// The fixed-width copy writes exactly the bytes given, at every length that fits.
+    #[test]
+    fn short_copies_are_whole_copies() {
+        let from: Vec<u8> = (1..=INLINE as u8).collect();
+        for n in 0..=INLINE {
+            let mut to = [0xee; INLINE];
+            copy_short(&mut to, &from[..n]);
+            assert_eq!(&to[..n], &from[..n], "{n} bytes");
+            assert!(
+                to[n..].iter().all(|&b| b == 0xee),
+                "{n} bytes: past the end"
+            );
         }
     }
 
