@@ -58,8 +58,8 @@ impl PopulateAhead {
 
     /// A chunk: an eighth of what the vector holds, between [`LEAST_AHEAD`] and
     /// [`MOST_AHEAD`] bytes.
-    fn chunk_bytes<T>(v: &Vec<T>) -> usize {
-        (v.len() * std::mem::size_of::<T>() / 8).clamp(LEAST_AHEAD, MOST_AHEAD)
+    fn chunk_bytes<T>(v: &[T]) -> usize {
+        (std::mem::size_of_val(v) / 8).clamp(LEAST_AHEAD, MOST_AHEAD)
     }
 
     #[cold]
