@@ -226,15 +226,15 @@ impl std::fmt::Debug for Bytes {
     }
 }
 
-/// The slot bytes of `state`: `encoded` if given (bytes that decode to it, see
-/// [`StateTable::apply_encoded`]), else its encoding.
-fn encode(state: &State, encoded: Option<&[u8]>) -> Bytes {
-    if let Some(bytes) = encoded {
+/// Writes the slot bytes of `state` into `slot`: `encoded` if given (bytes that decode to
+/// it, see [`StateTable::apply_encoded`]), in place ([`Bytes::set`]), else its encoding.
+fn encode_into(slot: &mut Bytes, state: &State, encoded: Option<&[u8]>) {
+    match encoded {
         // Not checked against `state` even in a debug build: decoding every import
         // again slows a debug daemon's bulk enough for the lab's states to expire.
-        return Bytes::new(bytes);
+        Some(bytes) => slot.set(bytes),
+        None => *slot = encode_state(state),
     }
-    encode_state(state)
 }
 
 fn encode_state(state: &State) -> Bytes {
@@ -816,7 +816,7 @@ impl MemoryTable {
     ) -> Result<(), TableError> {
         let tag = self.index.tag(key_of(state));
         self.import_with(now, &PeekedState::of(state), tag, |b| {
-            *b = encode(state, encoded)
+            encode_into(b, state, encoded)
         })
     }
 
@@ -828,7 +828,7 @@ impl MemoryTable {
     ) -> Result<(), TableError> {
         let tag = self.index.tag(key_of(state));
         self.update_with(now, &PeekedState::of(state), tag, |b| {
-            *b = encode(state, encoded)
+            encode_into(b, state, encoded)
         })
     }
 }
