@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use crate::engine::{KeyedState, LocalChange, TableOp};
 use crate::state::compact_record::peek::{CheckedRecord, PeekedState};
 use crate::state::{compact, State, Timeout};
+use crate::sys::memory::PopulateAhead;
 use crate::wire::IfName;
 
 use super::deadlines::Deadlines;
@@ -124,8 +125,6 @@ impl MemoryConfig {
 struct Slot {
     id: u64,
     creatorid: u32,
-    /// Its place in the bucket of its deadline ([`Deadlines`]).
-    place: u32,
     created: i64,
     /// When the state expires. Its last activity is not kept: it is always the
     /// deadline less the timeout of its class (see [`MemoryTable::set_timeouts`]).
@@ -186,7 +185,7 @@ impl Bytes {
     fn set(&mut self, bytes: &[u8]) {
         match self {
             Bytes::Inline { len, data } if bytes.len() <= INLINE => {
-                data[..bytes.len()].copy_from_slice(bytes);
+                copy_short(data, bytes);
                 *len = bytes.len() as u8;
             }
             _ => *self = Bytes::new(bytes),
@@ -201,21 +200,41 @@ impl Bytes {
     }
 }
 
+/// Copies `from` (at most [`INLINE`] bytes) to the start of `to`, as a few fixed-width
+/// moves that overlap rather than a call to `memcpy` for a length it must dispatch on
+/// (a call per state of a bulk).
+#[inline(always)]
+fn copy_short(to: &mut [u8; INLINE], from: &[u8]) {
+    let n = from.len();
+    if n >= 32 {
+        to[..32].copy_from_slice(&from[..32]);
+        if n > 64 {
+            to[32..64].copy_from_slice(&from[32..64]);
+        }
+        to[n - 32..n].copy_from_slice(&from[n - 32..]);
+    } else if n >= 16 {
+        to[..16].copy_from_slice(&from[..16]);
+        to[n - 16..n].copy_from_slice(&from[n - 16..]);
+    } else {
+        to[..n].copy_from_slice(from);
+    }
+}
+
 impl std::fmt::Debug for Bytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} bytes", self.as_slice().len())
     }
 }
 
-/// The slot bytes of `state`: `encoded` if given (bytes that decode to it, see
-/// [`StateTable::apply_encoded`]), else its encoding.
-fn encode(state: &State, encoded: Option<&[u8]>) -> Bytes {
-    if let Some(bytes) = encoded {
+/// Writes the slot bytes of `state` into `slot`: `encoded` if given (bytes that decode to
+/// it, see [`StateTable::apply_encoded`]), in place ([`Bytes::set`]), else its encoding.
+fn encode_into(slot: &mut Bytes, state: &State, encoded: Option<&[u8]>) {
+    match encoded {
         // Not checked against `state` even in a debug build: decoding every import
         // again slows a debug daemon's bulk enough for the lab's states to expire.
-        return Bytes::new(bytes);
+        Some(bytes) => slot.set(bytes),
+        None => *slot = encode_state(state),
     }
-    encode_state(state)
 }
 
 fn encode_state(state: &State) -> Bytes {
@@ -264,6 +283,8 @@ pub struct MemoryTable {
     /// cost of what it picks, not of the table (issue 14: `ctl delete N` listed the
     /// table). A removed slot's place goes to the last one.
     slots: Vec<Slot>,
+    /// The slot list's pages, mapped ahead of its growth.
+    slots_ahead: PopulateAhead,
     /// Where each key's slot is. Only a position in the index, not the slot: an index
     /// is at half load after it doubles, and doubles with the old one still held.
     index: SlotIndex,
@@ -286,6 +307,7 @@ impl MemoryTable {
             origin: None,
             last_secs: None,
             slots: Vec::new(),
+            slots_ahead: PopulateAhead::default(),
             index: SlotIndex::new(KeyedState::new(random_hash_key())),
             deadlines: Deadlines::default(),
             visited: 0,
@@ -345,11 +367,12 @@ impl MemoryTable {
             let class = slot.state().timeout;
             let active = slot.deadline - i64::from(old.get(class));
             slot.deadline = active + i64::from(timeouts.get(class));
-            slot.place = self.deadlines.insert(slot.deadline, at as u32);
+            self.deadlines.insert(slot.deadline, at as u32);
         }
     }
 
     /// Table seconds of `now`.
+    #[inline]
     fn secs(&mut self, now: Instant) -> i64 {
         // A daemon's turn applies hundreds of operations at one `now`.
         if let Some((last, secs)) = self.last_secs {
@@ -392,11 +415,11 @@ impl MemoryTable {
         debug_assert!(self.find(key).is_none());
         // Four billion states would need 400 GB of slots.
         let at = self.slots.len() as u32;
-        let place = self.deadlines.insert(deadline, at);
+        self.deadlines.insert(deadline, at);
+        self.slots_ahead.before_push(&mut self.slots);
         self.slots.push(Slot {
             id: key.1,
             creatorid: key.0,
-            place,
             created,
             deadline,
             bytes: Bytes::EMPTY,
@@ -442,19 +465,13 @@ impl MemoryTable {
             return;
         }
         self.unfile(at);
-        let place = self.deadlines.insert(deadline, at);
-        let slot = &mut self.slots[at as usize];
-        slot.deadline = deadline;
-        slot.place = place;
+        self.deadlines.insert(deadline, at);
+        self.slots[at as usize].deadline = deadline;
     }
 
-    /// Takes the slot at `at` out of its deadline's bucket.
+    /// Takes the slot at `at` out of its deadline's list.
     fn unfile(&mut self, at: u32) {
-        let slot = &self.slots[at as usize];
-        let place = slot.place;
-        if let Some(moved) = self.deadlines.remove(slot.deadline, place) {
-            self.slots[moved as usize].place = place;
-        }
+        self.deadlines.remove(self.slots[at as usize].deadline, at);
     }
 
     /// Takes a key's slot out of the index, its deadline's bucket and the dense list
@@ -468,7 +485,7 @@ impl MemoryTable {
         if at != last {
             let moved = &self.slots[at as usize];
             self.index.moved(moved.key(), last, at);
-            self.deadlines.moved(moved.deadline, moved.place, at);
+            self.deadlines.moved(moved.deadline, last, at);
         }
         Some(slot)
     }
@@ -479,6 +496,7 @@ impl MemoryTable {
 
     /// Refuses a peer's state bound to an interface the check does not admit, before
     /// anything changes, as the pf table refuses one this system lacks.
+    #[inline]
     fn refuse_unknown_interface(&mut self, ifname: &IfName) -> Result<(), TableError> {
         if !self.config.interfaces.admits(ifname) {
             self.edge.unknown_interface += 1;
@@ -716,7 +734,7 @@ impl MemoryTable {
                 }
             }
             // The bucket of the operation applied `THEN_AHEAD` from now is in the cache
-            // by now: where its entry goes is fetched.
+            // by now: the link its slot goes before is fetched.
             if let Some(j) = (i + THEN_AHEAD)
                 .checked_sub(AHEAD)
                 .filter(|&j| j < ops.len())
@@ -798,7 +816,7 @@ impl MemoryTable {
     ) -> Result<(), TableError> {
         let tag = self.index.tag(key_of(state));
         self.import_with(now, &PeekedState::of(state), tag, |b| {
-            *b = encode(state, encoded)
+            encode_into(b, state, encoded)
         })
     }
 
@@ -810,7 +828,7 @@ impl MemoryTable {
     ) -> Result<(), TableError> {
         let tag = self.index.tag(key_of(state));
         self.update_with(now, &PeekedState::of(state), tag, |b| {
-            *b = encode(state, encoded)
+            encode_into(b, state, encoded)
         })
     }
 }
@@ -1383,6 +1401,21 @@ mod test {
             }
             assert_eq!(one.expire(later), grouped.expire(later));
             assert_eq!(one.len(), grouped.len());
+        }
+    }
+
+    /// The fixed-width copy writes exactly the bytes given, at every length that fits.
+    #[test]
+    fn short_copies_are_whole_copies() {
+        let from: Vec<u8> = (1..=INLINE as u8).collect();
+        for n in 0..=INLINE {
+            let mut to = [0xee; INLINE];
+            copy_short(&mut to, &from[..n]);
+            assert_eq!(&to[..n], &from[..n], "{n} bytes");
+            assert!(
+                to[n..].iter().all(|&b| b == 0xee),
+                "{n} bytes: past the end"
+            );
         }
     }
 

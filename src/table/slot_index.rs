@@ -153,7 +153,11 @@ impl SlotIndex {
         while need.saturating_mul(4) > size.saturating_mul(3) {
             size *= 2;
         }
-        let old = std::mem::replace(&mut self.entries, vec![EMPTY; size]);
+        // Its pages mapped in one go, then filled in order (see `populate_spare`).
+        let mut entries = Vec::with_capacity(size);
+        crate::sys::memory::populate_spare(&mut entries, size);
+        entries.resize(size, EMPTY);
+        let old = std::mem::replace(&mut self.entries, entries);
         for e in old.into_iter().filter(|e| e.at != VACANT) {
             self.put(e);
         }
