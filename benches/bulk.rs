@@ -246,6 +246,9 @@ mod linux {
         /// Seconds each process waited runnable over the bulk: sender, receiver.
         sender_run_delay: [f64; 2],
         receiver_run_delay: [f64; 2],
+        /// The sessions' per-peer counters (`ctl stats --json` "sessions": NACKs,
+        /// resends, duplicates) of receiver and sender.
+        sessions: [Value; 2],
         /// The compact bulk figures (`ctl stats`) of receiver and sender.
         compact: Value,
         sender_compact: Value,
@@ -343,6 +346,7 @@ mod linux {
             idle_share,
             sender_run_delay,
             receiver_run_delay,
+            sessions: [1, 0].map(|i| c.ctl_json(i, "stats").unwrap()["sessions"].clone()),
             compact: c.ctl_json(1, "stats").unwrap()["session_counters"]["compact_bulk"].clone(),
             sender_compact: c.ctl_json(0, "stats").unwrap()["session_counters"]["compact_bulk"]
                 .clone(),
@@ -443,6 +447,10 @@ mod linux {
             d.sender_run_delay[1],
             d.receiver_run_delay[0],
             d.receiver_run_delay[1],
+        );
+        println!(
+            "      sessions (ctl stats): receiver {}\n      sender {}",
+            d.sessions[0], d.sessions[1]
         );
         println!(
             "      compact bulk (ctl stats): receiver {}\n      sender {}",
