@@ -33,7 +33,7 @@
 //! 100 000; `-- 1500` or `-- 9000` for one MTU; `-- walk` runs the sender's bulk walk
 //! alone (no daemons, one core, cheap to profile); `-- profile` skips the stages and
 //! records each daemon with `perf record -g` over the daemons' bulk alone
-//! (`perf-bulk-{sender,receiver}-MTU.data`).
+//! (`perf-bulk-{sender,receiver}-MTU.data`); `-- daemons` skips the stages too.
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -72,6 +72,48 @@ mod linux {
     /// The same, each: parent, engine.
     fn cpu_secs_each(c: &Cluster, i: usize) -> [f64; 2] {
         c.daemon_pids(i).unwrap().map(cpu_secs_of)
+    }
+
+    /// Context switches of a daemon's processes so far: [parent, engine] x [voluntary,
+    /// involuntary] (`/proc/PID/status`).
+    fn switches_each(c: &Cluster, i: usize) -> [[u64; 2]; 2] {
+        c.daemon_pids(i).unwrap().map(|p| {
+            [
+                proc_status(p, "voluntary_ctxt_switches:"),
+                proc_status(p, "nonvoluntary_ctxt_switches:"),
+            ]
+        })
+    }
+
+    /// Seconds a daemon's processes waited runnable on a run queue so far (the second
+    /// field of `/proc/PID/schedstat`): [parent, engine].
+    fn run_delay_each(c: &Cluster, i: usize) -> [f64; 2] {
+        c.daemon_pids(i).unwrap().map(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/schedstat"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0) as f64
+                / 1e9
+        })
+    }
+
+    /// The machine's CPU time so far as (all, idle) ticks (`/proc/stat`: idle + iowait
+    /// count as idle).
+    fn machine_ticks() -> (u64, u64) {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let f: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .take(7)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+        (f.iter().sum(), idle)
     }
 
     /// Peak RSS of a daemon in MB: (parent + engine, parent, engine).
@@ -198,6 +240,17 @@ mod linux {
         receiver_cpu: f64,
         /// The receiver's: parent, engine.
         receiver_cpu_each: [f64; 2],
+        /// Context switches over the bulk of sender and receiver (see [`switches_each`]).
+        sender_switches: [[u64; 2]; 2],
+        receiver_switches: [[u64; 2]; 2],
+        /// Of the machine's CPU time over the bulk, the share idle (all cores).
+        idle_share: f64,
+        /// Seconds each process waited runnable over the bulk: sender, receiver.
+        sender_run_delay: [f64; 2],
+        receiver_run_delay: [f64; 2],
+        /// The sessions' per-peer counters (`ctl stats --json` "sessions": NACKs,
+        /// resends, duplicates) of receiver and sender.
+        sessions: [Value; 2],
         /// The compact bulk figures (`ctl stats`) of receiver and sender.
         compact: Value,
         sender_compact: Value,
@@ -242,6 +295,9 @@ mod linux {
         let held = c.status(0).unwrap()["states"].as_u64().unwrap_or(0);
         let rx_before = rx_bytes(c, 1);
         let sender_cpu_before = cpu_secs(c, 0);
+        let sender_switches_before = switches_each(c, 0);
+        let sender_delay_before = run_delay_each(c, 0);
+        let ticks_before = machine_ticks();
         let t0 = Instant::now();
         c.start(1, &words).unwrap();
         let profiles = profiling().then(|| {
@@ -254,6 +310,16 @@ mod linux {
             c.status(1).unwrap()["bulk"] == "done"
         });
         let secs = t0.elapsed().as_secs_f64();
+        let ticks_after = machine_ticks();
+        let idle_share = (ticks_after.1 - ticks_before.1) as f64
+            / (ticks_after.0 - ticks_before.0).max(1) as f64;
+        let sender_switches_after = switches_each(c, 0);
+        let sender_switches = [0, 1]
+            .map(|p| [0, 1].map(|k| sender_switches_after[p][k] - sender_switches_before[p][k]));
+        let receiver_switches = switches_each(c, 1);
+        let sender_delay_after = run_delay_each(c, 0);
+        let sender_run_delay = [0, 1].map(|p| sender_delay_after[p] - sender_delay_before[p]);
+        let receiver_run_delay = run_delay_each(c, 1);
         for mut perf in profiles.into_iter().flatten() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(perf.id() as i32),
@@ -279,6 +345,12 @@ mod linux {
             sender_cpu,
             receiver_cpu,
             receiver_cpu_each,
+            sender_switches,
+            receiver_switches,
+            idle_share,
+            sender_run_delay,
+            receiver_run_delay,
+            sessions: [1, 0].map(|i| c.ctl_json(i, "stats").unwrap()["sessions"].clone()),
             compact: c.ctl_json(1, "stats").unwrap()["session_counters"]["compact_bulk"].clone(),
             sender_compact: c.ctl_json(0, "stats").unwrap()["session_counters"]["compact_bulk"]
                 .clone(),
@@ -358,6 +430,31 @@ mod linux {
             d.receiver_cpu_each[1],
             d.imported as f64 / d.receiver_cpu.max(1e-9),
             load_average()
+        );
+        let sw = |s: [[u64; 2]; 2]| {
+            format!(
+                "parent {} + {}, engine {} + {}",
+                s[0][0], s[0][1], s[1][0], s[1][1]
+            )
+        };
+        println!(
+            "      machine idle over the bulk {:.1} %; context switches (voluntary + \
+             involuntary): sender {}, receiver {}",
+            100.0 * d.idle_share,
+            sw(d.sender_switches),
+            sw(d.receiver_switches),
+        );
+        println!(
+            "      waiting runnable: sender parent {:.3} s, engine {:.3} s; receiver parent {:.3} \
+             s, engine {:.3} s",
+            d.sender_run_delay[0],
+            d.sender_run_delay[1],
+            d.receiver_run_delay[0],
+            d.receiver_run_delay[1],
+        );
+        println!(
+            "      sessions (ctl stats): receiver {}\n      sender {}",
+            d.sessions[0], d.sessions[1]
         );
         println!(
             "      compact bulk (ctl stats): receiver {}\n      sender {}",
@@ -640,7 +737,8 @@ mod linux {
         let states = if quick { 100_000 } else { 1_000_000 };
         println!("bulk benchmark ({})", if quick { "quick" } else { "full" });
         let named = |p: &str| std::env::args().any(|a| a == p);
-        if !profiling() {
+        // `-- daemons`: the daemons' bulk alone (the stages take a core for a minute).
+        if !profiling() && !named("daemons") {
             // `-- walk`: the sender's stage alone (a profile of it, say).
             if !named("walk") {
                 stages(states);
