@@ -50,7 +50,7 @@ const BULK_EARLY_FLUSH: usize = 256 << 10;
 /// Queued bytes for the parent above which the parent's frames (the link's packets) are
 /// not taken: what waits for the parent is what an ACK sent now waits behind.
 const INPUT_HIGH_WATER: usize = 256 << 10;
-/// Bytes of the parent's frames taken per turn: four times the parent's
+/// Bytes of the parent's frames taken per turn while a bulk update comes in: four times the parent's
 /// [`TURN_BUDGET`]. The parent's turn is bounded by its sends (a `sendto` on a veth runs
 /// the receiver's side too); ours by the datagrams' import, some 1 ms for 128 KiB of a
 /// compact bulk at MTU 9000 (2 600 states). Each turn ends with a write that wakes the
@@ -354,7 +354,12 @@ impl EngineProcess {
     /// Handles what the parent sent; `Some` when told to stop.
     fn take_messages(&mut self, now: Instant) -> Result<Option<Stop>, ChannelError> {
         let filled = self.channel.fill();
-        let mut budget = ENGINE_TURN_BUDGET;
+        // The large turn only while a bulk update comes in: otherwise what a turn
+        // decides (a change to send at once) would wait behind four times the input.
+        let mut budget = match self.engine.bulk_request_state() {
+            BulkRequest::Receiving { .. } => ENGINE_TURN_BUDGET,
+            _ => TURN_BUDGET,
+        };
         while let Some((kind, body)) = self.channel.next_frame_in(&mut budget)? {
             match ToEngine::decode(kind, body)? {
                 ToEngine::Packet(rx) => {
