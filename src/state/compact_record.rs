@@ -247,23 +247,28 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<State>, CompactRecordError> {
     Ok(states)
 }
 
+/// A reader of the batch `bytes` past its version byte, refused unless it is ours.
+fn batch_reader(bytes: &[u8]) -> Result<Reader<'_>, CompactRecordError> {
+    let (&version, _) = bytes.split_first().ok_or(CompactRecordError::Empty)?;
+    if version != VERSION {
+        return Err(CompactRecordError::Version(version));
+    }
+    Ok(Reader {
+        bytes,
+        at: 1,
+        names: Vec::new(),
+        remember_names: true,
+        odd_varint: false,
+    })
+}
+
 /// As [`decode_batch`], into `states` (emptied first): a receiver that reuses one
 /// vector for every batch allocates nothing per batch. On an error `states` holds the
 /// records before the bad one, which the caller must not take (a batch is all or
 /// nothing).
 pub fn decode_batch_into(bytes: &[u8], states: &mut Vec<State>) -> Result<(), CompactRecordError> {
     states.clear();
-    let (&version, _) = bytes.split_first().ok_or(CompactRecordError::Empty)?;
-    if version != VERSION {
-        return Err(CompactRecordError::Version(version));
-    }
-    let mut r = Reader {
-        bytes,
-        at: 1,
-        names: Vec::new(),
-        remember_names: true,
-        odd_varint: false,
-    };
+    let mut r = batch_reader(bytes)?;
     // A record is at least 12 bytes; cap the guess so a hostile length costs nothing.
     states.reserve((bytes.len() / 12).min(4096));
     // Each record is read over the one before it, in place.
@@ -572,17 +577,7 @@ pub fn decode_batch_lone(
 ) -> Result<(), CompactRecordError> {
     states.clear();
     lone.clear();
-    let (&version, _) = bytes.split_first().ok_or(CompactRecordError::Empty)?;
-    if version != VERSION {
-        return Err(CompactRecordError::Version(version));
-    }
-    let mut r = Reader {
-        bytes,
-        at: 1,
-        names: Vec::new(),
-        remember_names: true,
-        odd_varint: false,
-    };
+    let mut r = batch_reader(bytes)?;
     states.reserve((bytes.len() / 12).min(4096));
     // A lone record is at most a few bytes longer than its batch record (names whole,
     // groups the same as the record before's): room for most batches at once.
