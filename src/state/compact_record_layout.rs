@@ -132,12 +132,11 @@ impl Scan<'_> {
     /// whose last byte can overflow 64 bits), one by one otherwise.
     #[inline(always)]
     fn skip_varints(&mut self, k: u32, field: &'static str) -> Result<(), CompactRecordError> {
-        const HIGH: u128 = u128::from_le_bytes([0x80; 16]);
         if k == 0 {
             return Ok(());
         }
         if let Some(word) = self.window() {
-            let mut ends = !word & HIGH;
+            let mut ends = !word & HIGH_BITS;
             for _ in 1..k {
                 ends &= ends.wrapping_sub(1);
             }
@@ -145,7 +144,7 @@ impl Scan<'_> {
             let last = ends.trailing_zeros();
             // Where nine bytes in a row go on (a varint of ten bytes or more): the
             // high bit of the first of them.
-            let more = word & HIGH;
+            let more = word & HIGH_BITS;
             let two = more & (more >> 8);
             let four = two & (two >> 16);
             let nine = four & (four >> 32) & (four >> 40);
@@ -177,20 +176,7 @@ impl Scan<'_> {
     /// shorter than 16 bytes.
     #[inline(always)]
     fn window(&self) -> Option<u128> {
-        if let Some(word) = self
-            .bytes
-            .get(self.at..)
-            .and_then(<[u8]>::first_chunk::<16>)
-        {
-            return Some(u128::from_le_bytes(*word));
-        }
-        let last = self.bytes.last_chunk::<16>()?;
-        let shift = 8 * (self.at - (self.bytes.len() - 16));
-        Some(
-            u128::from_le_bytes(*last)
-                .checked_shr(shift as u32)
-                .unwrap_or(0),
-        )
+        (self.bytes.len() >= 16).then(|| load(self.bytes, self.at))
     }
 
     #[inline(never)]
