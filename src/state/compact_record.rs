@@ -507,17 +507,31 @@ impl Transcoder {
         changes: ImportChanges,
         lone: &mut LoneRecords,
     ) {
-        let mut carried = shape.mask & GROUP_BITS;
+        let carried = shape.mask & GROUP_BITS;
         if carried & STACK == 0 {
             // Sent whenever the stack key is not the wire key, whatever the record
             // before: not carried, it is the wire key.
             self.differs &= !STACK;
         }
-        while carried != 0 {
-            let bit = carried & carried.wrapping_neg();
-            self.refresh(bit, s, changes);
-            carried &= !bit;
-        }
+        // GROUP_ORDER spelt out: each refresh's match folds away (a loop over the bits
+        // jumped through a table at every group carried, two or three a record).
+        let mut refresh = |bit: u32| {
+            if carried & bit != 0 {
+                self.refresh(bit, s, changes);
+            }
+        };
+        refresh(IFNAME);
+        refresh(SHAPE);
+        refresh(RULE);
+        refresh(STACK);
+        refresh(CREATOR);
+        refresh(FLAGS);
+        refresh(ROUTE);
+        refresh(NAMES);
+        refresh(QUEUES);
+        refresh(RULE_REFS);
+        refresh(TUNING);
+        refresh(RDOMAIN);
         let mixed = shape.mask & MIXED_FAMILIES;
         let tail_is_ours = !r.odd_varint
             && !self.overflow
@@ -1003,22 +1017,16 @@ fn peer(out: &mut impl Sink, p: &Peer) {
 fn peer_bits(p: &Peer) -> u8 {
     let window = p.seqhi.wrapping_sub(p.seqlo);
     let max_win_is_window = u32::from(p.max_win) == window && p.max_win != 0;
-    let mut bits = 0;
-    for (on, bit) in [
-        (p.seqlo != 0, PEER_SEQLO),
-        (window != 0, PEER_WINDOW),
-        (p.seqdiff != 0, PEER_SEQDIFF),
-        (p.max_win != 0 && !max_win_is_window, PEER_MAX_WIN),
-        (p.mss != 0, PEER_MSS),
-        (p.wscale != 0, PEER_WSCALE),
-        (p.scrub.is_some(), PEER_SCRUB),
-        (max_win_is_window, PEER_MAX_WIN_IS_WINDOW),
-    ] {
-        if on {
-            bits |= bit;
-        }
-    }
-    bits
+    // Each bit from its test, with no branch: the receiver checks a batch record's bits
+    // by these once per peer.
+    u8::from(p.seqlo != 0) * PEER_SEQLO
+        | u8::from(window != 0) * PEER_WINDOW
+        | u8::from(p.seqdiff != 0) * PEER_SEQDIFF
+        | u8::from(p.max_win != 0 && !max_win_is_window) * PEER_MAX_WIN
+        | u8::from(p.mss != 0) * PEER_MSS
+        | u8::from(p.wscale != 0) * PEER_WSCALE
+        | u8::from(p.scrub.is_some()) * PEER_SCRUB
+        | u8::from(max_win_is_window) * PEER_MAX_WIN_IS_WINDOW
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -1137,22 +1145,32 @@ fn name_bytes<const N: usize>(from: &[u8], len: usize) -> [u8; N] {
 /// 7-bit groups before it are packed together in three steps, with no branch per byte.
 #[inline(always)]
 pub(super) fn varint_of_eight(bytes: &[u8]) -> Option<(u64, usize)> {
+    varint_of_eight_checked(bytes).map(|(v, len, _)| (v, len))
+}
+
+/// [`varint_of_eight`], and whether the varint is longer than its value needs (a last
+/// byte of nothing after others, which our encoder never writes).
+#[inline(always)]
+fn varint_of_eight_checked(bytes: &[u8]) -> Option<(u64, usize, bool)> {
     let word = u64::from_le_bytes(*bytes.first_chunk::<8>()?);
     let ends = !word & 0x8080_8080_8080_8080;
     if ends == 0 {
         return None;
     }
-    let len = (ends.trailing_zeros() / 8 + 1) as usize;
-    let used = if len == 8 {
-        word
-    } else {
-        word & ((1u64 << (8 * len)) - 1)
-    };
+    // Every bit up to the top bit of the varint's last byte (which is clear) is the
+    // varint's: one mask, with no shift by the length.
+    let end_bit = ends.trailing_zeros();
+    let upto_end = ends ^ (ends - 1);
+    let used = word & upto_end;
+    // Padded: more than one byte, and the last byte's bits all clear.
+    let padded = (used & (upto_end ^ (upto_end >> 8)) == 0) & (upto_end > 0xff);
+    // The 7-bit groups packed pairwise, then by fours, then the two halves: each step
+    // takes the upper part's surplus zero bits out by a subtraction.
     let mut v = used & 0x7f7f_7f7f_7f7f_7f7f;
-    v = (v & 0x007f_007f_007f_007f) | (v & 0x7f00_7f00_7f00_7f00) >> 1;
-    v = (v & 0x0000_3fff_0000_3fff) | (v & 0x3fff_0000_3fff_0000) >> 2;
-    v = (v & 0x0000_0000_0fff_ffff) | (v & 0x0fff_ffff_0000_0000) >> 4;
-    Some((v, len))
+    v -= (v & 0x7f00_7f00_7f00_7f00) >> 1;
+    v -= ((v & 0x3fff_0000_3fff_0000) >> 2) * 3;
+    v = u64::from(v as u32) | (v >> 32) << 28;
+    Some((v, (end_bit / 8 + 1) as usize, padded))
 }
 
 struct Reader<'a> {
@@ -1244,21 +1262,23 @@ impl Reader<'_> {
             self.at += 1;
             return Some(u64::from(b));
         }
-        let (v, len) = self.bytes.get(self.at..).and_then(varint_of_eight)?;
+        let (v, len, padded) = self
+            .bytes
+            .get(self.at..)
+            .and_then(varint_of_eight_checked)?;
         self.at += len;
-        // The last byte of a varint of more than one holds a bit, or it was padded.
-        self.odd_varint |= v >> (7 * (len - 1)) == 0;
+        self.odd_varint |= padded;
         Some(v)
     }
 
     #[cold]
     #[inline(never)]
     fn varint_long(&mut self, field: &'static str) -> Result<u64, CompactRecordError> {
-        if let Some(v) = self.bytes.get(self.at..).and_then(varint_of_eight) {
-            self.at += v.1;
-            // The last byte of a varint of more than one holds a bit, or it was padded.
-            self.odd_varint |= v.0 >> (7 * (v.1 - 1)) == 0;
-            return Ok(v.0);
+        if let Some((v, len, padded)) = self.bytes.get(self.at..).and_then(varint_of_eight_checked)
+        {
+            self.at += len;
+            self.odd_varint |= padded;
+            return Ok(v);
         }
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
@@ -1289,6 +1309,7 @@ impl Reader<'_> {
         u16::try_from(v).map_err(|_| self.invalid(field))
     }
 
+    #[inline(always)]
     fn option_u32(&mut self, field: &'static str) -> Result<Option<u32>, CompactRecordError> {
         match self.varint(field)? {
             0 => Ok(None),
@@ -1298,12 +1319,22 @@ impl Reader<'_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn name<const N: usize>(&mut self, field: &'static str) -> Result<Name<N>, CompactRecordError> {
         let tag = self.u8()?;
         if tag & 0x80 != 0 {
             return self.known_name(tag, field);
         }
+        self.new_name(tag, field)
+    }
+
+    /// A name sent whole (the first time in a batch, or in a lone record).
+    #[inline(never)]
+    fn new_name<const N: usize>(
+        &mut self,
+        tag: u8,
+        field: &'static str,
+    ) -> Result<Name<N>, CompactRecordError> {
         let len = usize::from(tag);
         if len > N.min(64) {
             return Err(self.invalid(field));
@@ -1321,8 +1352,9 @@ impl Reader<'_> {
         Ok(Name(name_bytes(used, len)))
     }
 
-    /// A name sent before in the batch, by its dictionary index.
-    #[cold]
+    /// A name sent before in the batch, by its dictionary index: most of a bulk's names
+    /// (a few interfaces for a million states).
+    #[inline(always)]
     fn known_name<const N: usize>(
         &self,
         tag: u8,
@@ -1336,7 +1368,12 @@ impl Reader<'_> {
         if len > N {
             return Err(self.invalid(field));
         }
-        Ok(Name(name_bytes(used, len)))
+        // A remembered name's room is NUL after its used bytes (`name_bytes`): its
+        // first `N` bytes are the name, copied whole.
+        Ok(Name(match used.first_chunk::<N>() {
+            Some(room) => *room,
+            None => name_bytes(used, len),
+        }))
     }
 
     #[inline(always)]
@@ -1510,10 +1547,8 @@ impl Reader<'_> {
         let states = self.u8()?;
         let src_state = self.peer_state(s.wire.proto, states >> 4)?;
         let dst_state = self.peer_state(s.wire.proto, states & 0x0f)?;
-        let src_bits;
-        let dst_bits;
-        (s.src, src_bits) = self.peer(src_state)?;
-        (s.dst, dst_bits) = self.peer(dst_state)?;
+        let src_bits = self.peer(src_state, &mut s.src)?;
+        let dst_bits = self.peer(dst_state, &mut s.dst)?;
         Ok(RecordShape {
             mask,
             tail_at,
@@ -1526,49 +1561,58 @@ impl Reader<'_> {
         PeerState::from_number(proto, n).ok_or_else(|| self.invalid("peer state"))
     }
 
-    /// A peer, and the bits that said which of its fields follow.
+    /// A peer, read over `p` (every field written), and the bits that said which of its
+    /// fields follow. Written in place: a `Peer` returned by value was copied twice.
     #[inline(always)]
-    fn peer(&mut self, state: PeerState) -> Result<(Peer, u8), CompactRecordError> {
+    fn peer(&mut self, state: PeerState, p: &mut Peer) -> Result<u8, CompactRecordError> {
         let bits = self.u8()?;
         if bits & PEER_MAX_WIN != 0 && bits & PEER_MAX_WIN_IS_WINDOW != 0 {
             return Err(self.invalid("peer max_win"));
         }
-        let mut p = Peer {
-            state,
-            ..Peer::default()
+        p.state = state;
+        p.seqlo = if bits & PEER_SEQLO != 0 {
+            self.u32_le()?
+        } else {
+            0
         };
-        if bits & PEER_SEQLO != 0 {
-            p.seqlo = self.u32_le()?;
-        }
         let window = if bits & PEER_WINDOW != 0 {
             self.u32("peer window")?
         } else {
             0
         };
         p.seqhi = p.seqlo.wrapping_add(window);
-        if bits & PEER_SEQDIFF != 0 {
-            p.seqdiff = self.u32("peer seqdiff")?;
-        }
-        if bits & PEER_MAX_WIN != 0 {
-            p.max_win = self.u16("peer max_win")?;
-        }
-        if bits & PEER_MAX_WIN_IS_WINDOW != 0 {
-            p.max_win = u16::try_from(window).map_err(|_| self.invalid("peer max_win"))?;
-        }
-        if bits & PEER_MSS != 0 {
-            p.mss = self.u16("peer mss")?;
-        }
-        if bits & PEER_WSCALE != 0 {
-            p.wscale = self.u8()?;
-        }
-        if bits & PEER_SCRUB != 0 {
-            p.scrub = Some(Scrub {
+        p.seqdiff = if bits & PEER_SEQDIFF != 0 {
+            self.u32("peer seqdiff")?
+        } else {
+            0
+        };
+        p.max_win = if bits & PEER_MAX_WIN != 0 {
+            self.u16("peer max_win")?
+        } else if bits & PEER_MAX_WIN_IS_WINDOW != 0 {
+            u16::try_from(window).map_err(|_| self.invalid("peer max_win"))?
+        } else {
+            0
+        };
+        p.mss = if bits & PEER_MSS != 0 {
+            self.u16("peer mss")?
+        } else {
+            0
+        };
+        p.wscale = if bits & PEER_WSCALE != 0 {
+            self.u8()?
+        } else {
+            0
+        };
+        p.scrub = if bits & PEER_SCRUB != 0 {
+            Some(Scrub {
                 flags: self.u16("scrub flags")?,
                 ttl: self.u8()?,
                 ts_mod: self.u32_le()?,
-            });
-        }
-        Ok((p, bits))
+            })
+        } else {
+            None
+        };
+        Ok(bits)
     }
 }
 
