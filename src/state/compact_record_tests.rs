@@ -736,3 +736,58 @@ proptest! {
         prop_assert_eq!(decode_record(&record), Ok(s));
     }
 }
+
+/// LEB128 read a byte at a time, as the format defines it: the value, its length, and
+/// whether its last byte is padding (no bit, after others).
+fn varint_by_bytes(bytes: &[u8]) -> Option<(u64, usize, bool)> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(8) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, i + 1, i > 0 && b == 0));
+        }
+    }
+    None
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// The eight-byte reader against the byte-at-a-time definition, on any bytes:
+    /// every length, padded or not, with bytes after the varint.
+    #[test]
+    fn a_varint_of_eight_is_read_as_byte_by_byte(
+        bytes in vec(any::<u8>(), 0..12),
+        ends_at in 0..9usize,
+        padded in any::<bool>(),
+    ) {
+        let mut bytes = bytes;
+        // Shaped into a varint ending at `ends_at` (most random bytes end at once).
+        if ends_at < bytes.len() {
+            for b in &mut bytes[..ends_at] {
+                *b |= 0x80;
+            }
+            bytes[ends_at] &= 0x7f;
+            if padded {
+                bytes[ends_at] = 0;
+            }
+        }
+        let expected = if bytes.len() >= 8 { varint_by_bytes(&bytes) } else { None };
+        let checked = varint_of_eight_checked(&bytes)
+            .map(|(v, len, last_empty)| (v, len, len > 1 && last_empty));
+        prop_assert_eq!(checked, expected);
+        prop_assert_eq!(varint_of_eight(&bytes), expected.map(|(v, len, _)| (v, len)));
+        // The reader's view: the same value and length, padding marked as odd.
+        if let Some((v, len, padded)) = expected {
+            let mut r = Reader {
+                bytes: &bytes,
+                at: 0,
+                names: Vec::new(),
+                remember_names: false,
+                odd_varint: false,
+            };
+            prop_assert_eq!(r.varint("test"), Ok(v));
+            prop_assert_eq!((r.at, r.odd_varint), (len, padded));
+        }
+    }
+}
