@@ -390,6 +390,10 @@ impl LoneRecords {
 /// Room for one group's lone bytes: the widest (NAMES) takes 2 + 16 + 64.
 const GROUP_ROOM: usize = 96;
 
+/// The groups a bulk's records seldom carry or differ from the default in (all but the
+/// interface, the shape and the rule).
+const RARE_GROUPS: u32 = GROUP_BITS & !(IFNAME | SHAPE | RULE);
+
 /// The groups a record's mask may name (MIXED_FAMILIES is the record's own).
 const GROUP_BITS: u32 = ALL_BITS & !MIXED_FAMILIES;
 
@@ -523,15 +527,18 @@ impl Transcoder {
         refresh(IFNAME);
         refresh(SHAPE);
         refresh(RULE);
-        refresh(STACK);
-        refresh(CREATOR);
-        refresh(FLAGS);
-        refresh(ROUTE);
-        refresh(NAMES);
-        refresh(QUEUES);
-        refresh(RULE_REFS);
-        refresh(TUNING);
-        refresh(RDOMAIN);
+        // The rest change seldom in a bulk: one test passes them all by.
+        if carried & RARE_GROUPS != 0 {
+            refresh(STACK);
+            refresh(CREATOR);
+            refresh(FLAGS);
+            refresh(ROUTE);
+            refresh(NAMES);
+            refresh(QUEUES);
+            refresh(RULE_REFS);
+            refresh(TUNING);
+            refresh(RDOMAIN);
+        }
         let mixed = shape.mask & MIXED_FAMILIES;
         let tail_is_ours = !r.odd_varint
             && !self.overflow
@@ -570,15 +577,17 @@ impl Transcoder {
                 copy(IFNAME);
                 copy(SHAPE);
                 copy(RULE);
-                copy(STACK);
-                copy(CREATOR);
-                copy(FLAGS);
-                copy(ROUTE);
-                copy(NAMES);
-                copy(QUEUES);
-                copy(RULE_REFS);
-                copy(TUNING);
-                copy(RDOMAIN);
+                if groups & RARE_GROUPS != 0 {
+                    copy(STACK);
+                    copy(CREATOR);
+                    copy(FLAGS);
+                    copy(ROUTE);
+                    copy(NAMES);
+                    copy(QUEUES);
+                    copy(RULE_REFS);
+                    copy(TUNING);
+                    copy(RDOMAIN);
+                }
                 out.extend_from_slice(tail);
                 out.len() - start <= MAX_RECORD_BYTES
             }
@@ -1226,6 +1235,7 @@ struct RecordShape {
 }
 
 impl Reader<'_> {
+    #[inline(always)]
     fn invalid(&self, field: &'static str) -> CompactRecordError {
         CompactRecordError::Invalid {
             field,
@@ -1233,11 +1243,12 @@ impl Reader<'_> {
         }
     }
 
+    #[inline(always)]
     fn truncated(&self) -> CompactRecordError {
         CompactRecordError::Truncated { offset: self.at }
     }
 
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&[u8], CompactRecordError> {
         let end = self.at.checked_add(n).ok_or_else(|| self.truncated())?;
         let out = self
@@ -1248,23 +1259,26 @@ impl Reader<'_> {
         Ok(out)
     }
 
-    #[inline]
+    #[inline(always)]
     fn u8(&mut self) -> Result<u8, CompactRecordError> {
         let b = *self.bytes.get(self.at).ok_or_else(|| self.truncated())?;
         self.at += 1;
         Ok(b)
     }
 
+    #[inline(always)]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], CompactRecordError> {
         let mut a = [0; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
 
+    #[inline(always)]
     fn u16_le(&mut self) -> Result<u16, CompactRecordError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
 
+    #[inline(always)]
     fn u32_le(&mut self) -> Result<u32, CompactRecordError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
@@ -1273,7 +1287,14 @@ impl Reader<'_> {
     fn varint(&mut self, field: &'static str) -> Result<u64, CompactRecordError> {
         match self.varint_quick() {
             Some(v) => Ok(v),
-            None => self.varint_long(field),
+            None => {
+                // By value, so that no pointer to this reader leaves the record's
+                // reading, whose position then stays in a register.
+                let (v, at, odd) = Reader::varint_long_at(self.bytes, self.at, field)?;
+                self.at = at;
+                self.odd_varint |= odd;
+                Ok(v)
+            }
         }
     }
 
@@ -1298,8 +1319,27 @@ impl Reader<'_> {
         Some(v)
     }
 
+    /// [`varint_long`](Self::varint_long) at `at` of `bytes`: the value, where it ends,
+    /// and whether it was padded.
     #[cold]
     #[inline(never)]
+    fn varint_long_at(
+        bytes: &[u8],
+        at: usize,
+        field: &'static str,
+    ) -> Result<(u64, usize, bool), CompactRecordError> {
+        let mut r = Reader {
+            bytes,
+            at,
+            names: Vec::new(),
+            remember_names: false,
+            odd_varint: false,
+        };
+        let v = r.varint_long(field)?;
+        Ok((v, r.at, r.odd_varint))
+    }
+
+    #[inline(always)]
     fn varint_long(&mut self, field: &'static str) -> Result<u64, CompactRecordError> {
         if let Some((v, len, last_empty)) =
             self.bytes.get(self.at..).and_then(varint_of_eight_checked)
@@ -1349,35 +1389,68 @@ impl Reader<'_> {
 
     #[inline(always)]
     fn name<const N: usize>(&mut self, field: &'static str) -> Result<Name<N>, CompactRecordError> {
-        let tag = self.u8()?;
-        if tag & 0x80 != 0 {
-            return self.known_name(tag, field);
-        }
-        self.new_name(tag, field)
+        let mut names = std::mem::take(&mut self.names);
+        let name = self.name_in(&mut names, field);
+        self.names = names;
+        name
     }
 
-    /// A name sent whole (the first time in a batch, or in a lone record).
-    #[inline(never)]
-    fn new_name<const N: usize>(
+    /// [`name`](Self::name) with the batch's dictionary `names` held apart from the
+    /// reader, so that no pointer to the reader leaves the record's reading.
+    #[inline(always)]
+    fn name_in<const N: usize>(
         &mut self,
-        tag: u8,
+        names: &mut NameList,
         field: &'static str,
     ) -> Result<Name<N>, CompactRecordError> {
+        let tag = self.u8()?;
+        if tag & 0x80 != 0 {
+            return self.known_name(names, tag, field);
+        }
+        let names = if self.remember_names {
+            Some(names)
+        } else {
+            None
+        };
+        let (name, at) = Reader::new_name_at(self.bytes, self.at, tag, field, names)?;
+        self.at = at;
+        Ok(name)
+    }
+
+    /// A name sent whole (the first time in a batch, or in a lone record) at `at` of
+    /// `bytes`, after its tag; remembered in `names` if given. The name and where it
+    /// ends.
+    #[inline(never)]
+    fn new_name_at<const N: usize>(
+        bytes: &[u8],
+        at: usize,
+        tag: u8,
+        field: &'static str,
+        names: Option<&mut NameList>,
+    ) -> Result<(Name<N>, usize), CompactRecordError> {
+        let mut r = Reader {
+            bytes,
+            at,
+            names: Vec::new(),
+            remember_names: false,
+            odd_varint: false,
+        };
         let len = usize::from(tag);
         if len > N.min(64) {
-            return Err(self.invalid(field));
+            return Err(r.invalid(field));
         }
-        let start = self.at;
         // The encoder never writes trailing NULs: a name ending in one was not made by it,
         // and would not match the encoder's dictionary.
-        if self.take(len)?.last() == Some(&0) {
-            return Err(self.invalid(field));
+        if r.take(len)?.last() == Some(&0) {
+            return Err(r.invalid(field));
         }
-        let used = &self.bytes[start..];
-        if self.remember_names && self.names.len() < DICTIONARY_SIZE {
-            self.names.push((len as u8, name_bytes(used, len)));
+        let used = &bytes[at..];
+        if let Some(names) = names {
+            if names.len() < DICTIONARY_SIZE {
+                names.push((len as u8, name_bytes(used, len)));
+            }
         }
-        Ok(Name(name_bytes(used, len)))
+        Ok((Name(name_bytes(used, len)), r.at))
     }
 
     /// A name sent before in the batch, by its dictionary index: most of a bulk's names
@@ -1385,11 +1458,11 @@ impl Reader<'_> {
     #[inline(always)]
     fn known_name<const N: usize>(
         &self,
+        names: &NameList,
         tag: u8,
         field: &'static str,
     ) -> Result<Name<N>, CompactRecordError> {
-        let (len, used) = self
-            .names
+        let (len, used) = names
             .get(usize::from(tag & 0x7f))
             .ok_or_else(|| self.invalid(field))?;
         let len = usize::from(*len);
@@ -1412,6 +1485,7 @@ impl Reader<'_> {
         })
     }
 
+    #[inline(always)]
     fn tagged_addr(&mut self, field: &'static str) -> Result<IpAddr, CompactRecordError> {
         match self.u8()? {
             4 => self.bare_addr(AddressFamily::Inet),
@@ -1423,13 +1497,38 @@ impl Reader<'_> {
     /// Reads one record over `s`, which holds the record before it (or the default) on
     /// entry and this record's state on return (part of it on an error).
     fn record(&mut self, s: &mut State) -> Result<RecordShape, CompactRecordError> {
+        // Read by a copy of this reader, the dictionary apart: nothing takes the copy's
+        // address, so its position and flags live in registers (this reader's, behind
+        // a pointer, were stored and loaded again around every field).
+        let mut names = std::mem::take(&mut self.names);
+        let mut r = Reader {
+            bytes: self.bytes,
+            at: self.at,
+            names: Vec::new(),
+            remember_names: self.remember_names,
+            odd_varint: self.odd_varint,
+        };
+        let shape = r.record_fields(s, &mut names);
+        self.at = r.at;
+        self.odd_varint = r.odd_varint;
+        self.names = names;
+        shape
+    }
+
+    /// [`record`](Self::record)'s reads, the batch's dictionary being `names`.
+    #[inline(always)]
+    fn record_fields(
+        &mut self,
+        s: &mut State,
+        names: &mut NameList,
+    ) -> Result<RecordShape, CompactRecordError> {
         let mask = self.u32("mask")?;
         if mask & !ALL_BITS != 0 {
             return Err(self.invalid("mask"));
         }
         s.id = s.id.wrapping_add(unzigzag(self.varint("id")?) as u64);
         if mask & IFNAME != 0 {
-            s.ifname = self.name("ifname")?;
+            s.ifname = self.name_in(names, "ifname")?;
         }
         if mask & SHAPE != 0 {
             let shape = self.u8()?;
@@ -1505,11 +1604,11 @@ impl Reader<'_> {
                 6 => Some(self.bare_addr(AddressFamily::Inet6)?),
                 _ => return Err(self.invalid("route address")),
             };
-            s.rt_ifname = self.name("route interface")?;
+            s.rt_ifname = self.name_in(names, "route interface")?;
         }
         if mask & NAMES != 0 {
-            s.orig_ifname = self.name("original interface")?;
-            s.tagname = self.name("tag")?;
+            s.orig_ifname = self.name_in(names, "original interface")?;
+            s.tagname = self.name_in(names, "tag")?;
         }
         if mask & QUEUES != 0 {
             s.qid = self.u16("qid")?;
@@ -1582,6 +1681,7 @@ impl Reader<'_> {
         })
     }
 
+    #[inline(always)]
     fn peer_state(&self, proto: Protocol, n: u8) -> Result<PeerState, CompactRecordError> {
         PeerState::from_number(proto, n).ok_or_else(|| self.invalid("peer state"))
     }
