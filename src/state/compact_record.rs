@@ -1309,6 +1309,23 @@ impl Reader<'_> {
             self.at += 1;
             return Some(u64::from(b));
         }
+        // Two or three bytes (MSS, windows, ages, expiries): tested at each field's
+        // own branches, which a field of one width predicts; cheaper than the packing
+        // of eight bytes.
+        if let Some(&[_, b1, b2]) = self.bytes.get(self.at..self.at + 3) {
+            let low = u64::from(b & 0x7f) | u64::from(b1 & 0x7f) << 7;
+            if b1 & 0x80 == 0 {
+                self.at += 2;
+                // The last byte holds a bit, or it was padded.
+                self.odd_varint |= b1 == 0;
+                return Some(low);
+            }
+            if b2 & 0x80 == 0 {
+                self.at += 3;
+                self.odd_varint |= b2 == 0;
+                return Some(low | u64::from(b2) << 14);
+            }
+        }
         let (v, len, last_empty) = self
             .bytes
             .get(self.at..)

@@ -750,6 +750,22 @@ fn varint_by_bytes(bytes: &[u8]) -> Option<(u64, usize, bool)> {
     None
 }
 
+/// LEB128 of up to ten bytes (the tenth holding one bit), byte at a time; `None` if
+/// cut short or too long.
+fn varint_of_any_length(bytes: &[u8]) -> Option<(u64, usize, bool)> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        if i == 9 && b & 0x7f > 1 {
+            return None;
+        }
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, i + 1, i > 0 && b & 0x7f == 0));
+        }
+    }
+    None
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]
 
@@ -758,7 +774,7 @@ proptest! {
     #[test]
     fn a_varint_of_eight_is_read_as_byte_by_byte(
         bytes in vec(any::<u8>(), 0..12),
-        ends_at in 0..9usize,
+        ends_at in 0..11usize,
         padded in any::<bool>(),
     ) {
         let mut bytes = bytes;
@@ -777,17 +793,22 @@ proptest! {
             .map(|(v, len, last_empty)| (v, len, len > 1 && last_empty));
         prop_assert_eq!(checked, expected);
         prop_assert_eq!(varint_of_eight(&bytes), expected.map(|(v, len, _)| (v, len)));
-        // The reader's view: the same value and length, padding marked as odd.
-        if let Some((v, len, padded)) = expected {
-            let mut r = Reader {
-                bytes: &bytes,
-                at: 0,
-                names: Vec::new(),
-                remember_names: false,
-                odd_varint: false,
-            };
-            prop_assert_eq!(r.varint("test"), Ok(v));
-            prop_assert_eq!((r.at, r.odd_varint), (len, padded));
+        // The reader's view, of any length (its two- and three-byte reads need fewer
+        // than eight): the same value and length, padding marked as odd; an error for
+        // a cut or overlong varint.
+        let mut r = Reader {
+            bytes: &bytes,
+            at: 0,
+            names: Vec::new(),
+            remember_names: false,
+            odd_varint: false,
+        };
+        match varint_of_any_length(&bytes) {
+            Some((v, len, padded)) => {
+                prop_assert_eq!(r.varint("test"), Ok(v));
+                prop_assert_eq!((r.at, r.odd_varint), (len, padded));
+            }
+            None => prop_assert!(r.varint("test").is_err()),
         }
     }
 }
