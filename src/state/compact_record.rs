@@ -430,7 +430,15 @@ struct Transcoder {
     /// [`State::default`]'s groups (at most 8 bytes each), as [`word_of`] gives them.
     default_words: [u64; 12],
     default_lens: [usize; 12],
+    /// The lone bytes of the [`RARE_GROUPS`] the current state differs in, in order:
+    /// made again only when one of them changes (a bulk's creator, say, is in every
+    /// record and changes never).
+    rare: [u8; RARE_ROOM],
+    rare_len: usize,
 }
+
+/// Room for every rare group's bytes.
+const RARE_ROOM: usize = 9 * GROUP_ROOM;
 
 impl Transcoder {
     fn new() -> Transcoder {
@@ -452,7 +460,24 @@ impl Transcoder {
             overflow: false,
             default_words,
             default_lens,
+            rare: [0; RARE_ROOM],
+            rare_len: 0,
         }
+    }
+
+    /// [`rare`](Self::rare) made again from the groups.
+    #[inline(never)]
+    fn remake_rare(&mut self) {
+        let mut len = 0;
+        let mut groups = self.differs & RARE_GROUPS;
+        while groups != 0 {
+            let i = groups.trailing_zeros() as usize;
+            let group = &self.groups[i][..self.lens[i]];
+            self.rare[len..len + group.len()].copy_from_slice(group);
+            len += group.len();
+            groups &= groups - 1;
+        }
+        self.rare_len = len;
     }
 
     /// Group `bit` as `s` has it after `changes`.
@@ -512,6 +537,7 @@ impl Transcoder {
         lone: &mut LoneRecords,
     ) {
         let carried = shape.mask & GROUP_BITS;
+        let rare_before = self.differs & RARE_GROUPS;
         if carried & STACK == 0 {
             // Sent whenever the stack key is not the wire key, whatever the record
             // before: not carried, it is the wire key.
@@ -539,6 +565,9 @@ impl Transcoder {
             refresh(TUNING);
             refresh(RDOMAIN);
         }
+        if carried & RARE_GROUPS != 0 || self.differs & RARE_GROUPS != rare_before {
+            self.remake_rare();
+        }
         let mixed = shape.mask & MIXED_FAMILIES;
         let tail_is_ours = !r.odd_varint
             && !self.overflow
@@ -556,37 +585,29 @@ impl Transcoder {
                 varint(out, u64::from(self.differs | mixed));
                 varint(out, zigzag(s.id as i64));
                 let groups = self.differs;
-                let mut copy = |bit: u32| {
-                    if groups & bit == 0 {
-                        return;
-                    }
-                    let i = bit.trailing_zeros() as usize;
-                    let len = self.lens[i];
+                let mut copy = |bytes: &[u8; GROUP_ROOM], len: usize| {
                     if len <= 16 {
                         // Sixteen bytes stored and the length set back: no call to
                         // `memcpy` for a group of a few bytes.
                         let end = out.len() + len;
-                        out.extend_from_slice(&self.groups[i][..16]);
+                        out.extend_from_slice(&bytes[..16]);
                         out.truncate(end);
                     } else {
-                        out.extend_from_slice(&self.groups[i][..len]);
+                        out.extend_from_slice(&bytes[..len]);
                     }
                 };
                 // GROUP_ORDER spelt out: a loop over the bits ran one to three times a
                 // record, and its exit mispredicted.
-                copy(IFNAME);
-                copy(SHAPE);
-                copy(RULE);
-                if groups & RARE_GROUPS != 0 {
-                    copy(STACK);
-                    copy(CREATOR);
-                    copy(FLAGS);
-                    copy(ROUTE);
-                    copy(NAMES);
-                    copy(QUEUES);
-                    copy(RULE_REFS);
-                    copy(TUNING);
-                    copy(RDOMAIN);
+                for bit in [IFNAME, SHAPE, RULE] {
+                    if groups & bit != 0 {
+                        let i = bit.trailing_zeros() as usize;
+                        copy(&self.groups[i], self.lens[i]);
+                    }
+                }
+                // The rest (which follow these three) as one range.
+                match self.rare.first_chunk::<GROUP_ROOM>() {
+                    Some(first) if self.rare_len <= 16 => copy(first, self.rare_len),
+                    _ => out.extend_from_slice(&self.rare[..self.rare_len]),
                 }
                 out.extend_from_slice(tail);
                 out.len() - start <= MAX_RECORD_BYTES
