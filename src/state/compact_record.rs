@@ -1076,14 +1076,15 @@ fn peer_bits(p: &Peer) -> u8 {
     let max_win_is_window = u32::from(p.max_win) == window && p.max_win != 0;
     // Each bit from its test, with no branch: the receiver checks a batch record's bits
     // by these once per peer.
-    u8::from(p.seqlo != 0) * PEER_SEQLO
-        | u8::from(window != 0) * PEER_WINDOW
-        | u8::from(p.seqdiff != 0) * PEER_SEQDIFF
-        | u8::from(p.max_win != 0 && !max_win_is_window) * PEER_MAX_WIN
-        | u8::from(p.mss != 0) * PEER_MSS
-        | u8::from(p.wscale != 0) * PEER_WSCALE
-        | u8::from(p.scrub.is_some()) * PEER_SCRUB
-        | u8::from(max_win_is_window) * PEER_MAX_WIN_IS_WINDOW
+    let bit = |on: bool, bit: u8| u8::from(on) * bit;
+    bit(p.seqlo != 0, PEER_SEQLO)
+        | bit(window != 0, PEER_WINDOW)
+        | bit(p.seqdiff != 0, PEER_SEQDIFF)
+        | bit(p.max_win != 0 && !max_win_is_window, PEER_MAX_WIN)
+        | bit(p.mss != 0, PEER_MSS)
+        | bit(p.wscale != 0, PEER_WSCALE)
+        | bit(p.scrub.is_some(), PEER_SCRUB)
+        | bit(max_win_is_window, PEER_MAX_WIN_IS_WINDOW)
 }
 
 fn zigzag(v: i64) -> u64 {
