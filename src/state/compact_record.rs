@@ -430,6 +430,8 @@ struct Transcoder {
     /// [`State::default`]'s groups (at most 8 bytes each), as [`word_of`] gives them.
     default_words: [u64; 12],
     default_lens: [usize; 12],
+    /// The bits of a word [`word_of`] keeps for each default group's length.
+    default_masks: [u64; 12],
     /// The lone bytes of the [`RARE_GROUPS`] the current state differs in, in order:
     /// made again only when one of them changes (a bulk's creator, say, is in every
     /// record and changes never).
@@ -445,6 +447,7 @@ impl Transcoder {
         let defaults = default_groups();
         let mut default_words = [0; 12];
         let mut default_lens = [0; 12];
+        let mut default_masks = [0; 12];
         for (i, bytes) in defaults.iter().enumerate() {
             let mut room = [0u8; GROUP_ROOM];
             let len = bytes.len().min(8);
@@ -452,6 +455,7 @@ impl Transcoder {
             default_words[i] = word_of(&room, len);
             // A default group wider than a word (none is) is compared byte by byte.
             default_lens[i] = if bytes.len() > 8 { usize::MAX } else { len };
+            default_masks[i] = word_of(&[0xff; GROUP_ROOM], len);
         }
         Transcoder {
             groups: [[0; GROUP_ROOM]; 12],
@@ -460,6 +464,7 @@ impl Transcoder {
             overflow: false,
             default_words,
             default_lens,
+            default_masks,
             rare: [0; RARE_ROOM],
             rare_len: 0,
         }
@@ -517,7 +522,12 @@ impl Transcoder {
         let is_default = if self.default_lens[i] == usize::MAX {
             self.groups[i][..len] == default_groups()[i][..]
         } else {
-            len == self.default_lens[i] && word_of(&self.groups[i], len) == self.default_words[i]
+            // A group of the default's length is the default's bytes: masked by the
+            // length known ahead, not by this group's.
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&self.groups[i][..8]);
+            let word = u64::from_le_bytes(word);
+            len == self.default_lens[i] && word & self.default_masks[i] == self.default_words[i]
         };
         if is_default {
             self.differs &= !bit;
