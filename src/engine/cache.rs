@@ -51,8 +51,9 @@ impl Queue {
 }
 
 const NIL: u32 = u32::MAX;
-/// Slots per slab chunk (a power of two).
-const CHUNK_BITS: u32 = 8;
+/// Slots per slab chunk (a power of two): some 120 KB of entries and states, whose
+/// pages are mapped in two calls when the chunk is made (see [`Chunk::with_room`]).
+const CHUNK_BITS: u32 = 10;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
 /// What the engine keeps per state, beside the state itself.
@@ -108,6 +109,14 @@ impl Entry {
     /// A new entry for `state`, in no queue, its age and expiry true at `stamp` (see
     /// [`Cache::clock`]). The state itself is stored by [`Cache::insert`].
     pub fn new(state: &State, stamp: u32) -> Entry {
+        Entry::with_version(state, stamp, state_version(state))
+    }
+
+    /// As [`new`](Self::new), `version` given: it must be [`state_version`] of
+    /// `state` (worked out for a whole batch at once, see `receive.rs`: `Made`).
+    #[inline]
+    pub fn with_version(state: &State, stamp: u32, version: u32) -> Entry {
+        debug_assert_eq!(version, state_version(state));
         Entry {
             id: [state.id as u32, (state.id >> 32) as u32],
             creatorid: state.creatorid,
@@ -124,7 +133,7 @@ impl Entry {
             filtered: None,
             delayed: false,
             digest_pos: UNCOUNTED,
-            version: state_version(state),
+            version,
         }
     }
 
@@ -219,12 +228,20 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn with_room(bytes: usize) -> Chunk {
-        Chunk {
+    /// A chunk with room for `bytes` of packed states, the pages of its entries and of
+    /// the first `expected` bytes mapped now, in one call to the kernel each
+    /// (`populate_spare`): the chunk is about to be filled, and its first writes would
+    /// otherwise fault its pages in one by one (a million states' cache takes some
+    /// 30 000 pages). The room beyond `expected` is mapped only if a write needs it.
+    fn with_room(bytes: usize, expected: usize) -> Chunk {
+        let mut chunk = Chunk {
             entries: Vec::with_capacity(CHUNK),
             bytes: Vec::with_capacity(bytes),
             garbage: 0,
-        }
+        };
+        crate::sys::memory::populate_spare(&mut chunk.entries, CHUNK);
+        crate::sys::memory::populate_spare(&mut chunk.bytes, expected);
+        chunk
     }
 
     /// Appends the encoding of `state` to the chunk's bytes; returns where it starts
@@ -575,7 +592,7 @@ impl Cache {
                     };
                     let room = CHUNK * mean as usize;
                     // Exactly one chunk of entries: pushes below never reallocate it.
-                    self.chunks.push(Chunk::with_room(room + room / 8));
+                    self.chunks.push(Chunk::with_room(room + room / 8, room));
                 }
                 let slot = self.slot_count();
                 self.chunks

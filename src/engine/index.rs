@@ -131,7 +131,12 @@ impl Index {
     fn grow(&mut self) {
         self.vacant.set(None);
         let cap = (self.buckets.len() * 2).max(16);
-        let old = std::mem::replace(&mut self.buckets, vec![0; cap]);
+        // Its pages mapped in one call, not faulted in one by one as the rehash writes
+        // them (see `populate_spare`): a million states' index takes 4096 pages.
+        let mut buckets = Vec::with_capacity(cap);
+        crate::sys::memory::populate_spare(&mut buckets, cap);
+        buckets.resize(cap, 0);
+        let old = std::mem::replace(&mut self.buckets, buckets);
         for b in old.into_iter().filter(|&b| b != 0) {
             self.place(b);
         }

@@ -545,6 +545,8 @@ pub struct Engine {
     /// The lone records of those states (`compact_record::decode_batch_lone`), kept
     /// likewise.
     compact_lone: crate::state::compact_record::LoneRecords,
+    /// The digest versions of those states (see `receive.rs`: `Made`), kept likewise.
+    compact_versions: Vec<u32>,
     /// The compact encodings of the queued imports' and updates' states, back to back
     /// (see [`QueuedOp`]): emptied when the queue is.
     packed_op_bytes: Vec<u8>,
@@ -593,6 +595,7 @@ impl Engine {
             stats: Stats::default(),
             compact_states: Vec::new(),
             compact_lone: Default::default(),
+            compact_versions: Vec::new(),
             packed_op_bytes: Vec::new(),
             config,
         }
