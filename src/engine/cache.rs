@@ -338,6 +338,14 @@ struct ClockTimes {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheFull;
 
+/// The packed bytes of a state lent out (see [`Cache::lend`]): still those of its slot,
+/// or a copy made before the slot changed.
+#[derive(Debug, Clone, Copy)]
+enum Loan {
+    Slot(u32),
+    Copy { start: u32, len: u16 },
+}
+
 /// States by key, with the send queues.
 #[derive(Debug)]
 pub struct Cache {
@@ -369,6 +377,12 @@ pub struct Cache {
     /// chunk's bytes.
     packed_bytes: u64,
     packed_count: u64,
+    /// The states lent out, by loan number (see [`lend`](Self::lend)).
+    loans: Vec<Loan>,
+    /// Whether a loan still reads its slot (copies are made only when one does).
+    loans_read_slots: bool,
+    /// The bytes of the loans copied before their slots changed, back to back.
+    loan_copies: Vec<u8>,
 }
 
 impl Cache {
@@ -392,6 +406,9 @@ impl Cache {
             digests: None,
             packed_bytes: 0,
             packed_count: 0,
+            loans: Vec::new(),
+            loans_read_slots: false,
+            loan_copies: Vec::new(),
         }
     }
 
@@ -451,6 +468,58 @@ impl Cache {
                 .checked_sub(std::time::Duration::from_millis(u64::from(age)))
                 .unwrap_or(epoch),
         )
+    }
+
+    /// Lends out the packed bytes of the state in `slot` as they are now (a queued
+    /// table operation's): the loan's number, for [`lent`](Self::lent). The bytes are
+    /// not copied unless the state changes or goes before the loans end: a bulk's
+    /// imports are written once, into the cache, and read from there when the
+    /// operations are polled.
+    pub fn lend(&mut self, slot: u32) -> u32 {
+        debug_assert!(self.at(slot).is_some());
+        self.loans.push(Loan::Slot(slot));
+        self.loans_read_slots = true;
+        (self.loans.len() - 1) as u32
+    }
+
+    /// The bytes lent as loan `loan`: those of its state when it was lent.
+    pub fn lent(&self, loan: u32) -> &[u8] {
+        match self.loans[loan as usize] {
+            Loan::Slot(slot) => self.get(slot).packed(),
+            Loan::Copy { start, len } => {
+                &self.loan_copies[start as usize..start as usize + usize::from(len)]
+            }
+        }
+    }
+
+    /// Every loan was read: their numbers are free again.
+    pub fn end_loans(&mut self) {
+        self.loans.clear();
+        self.loan_copies.clear();
+        self.loans_read_slots = false;
+    }
+
+    /// Copies the bytes of the loans that still read their slots: a slot is about to
+    /// change or go. All of them at once, so that what follows (a packet's merges, a
+    /// clear's removals) costs one pass, not one per change.
+    fn keep_loans(&mut self) {
+        if !std::mem::take(&mut self.loans_read_slots) {
+            return;
+        }
+        for i in 0..self.loans.len() {
+            if let Loan::Slot(slot) = self.loans[i] {
+                let (c, j) = Self::place(slot);
+                let chunk = &self.chunks[c];
+                let range = chunk.entries[j]
+                    .as_ref()
+                    .expect("a lent slot is live")
+                    .range();
+                let start = self.loan_copies.len() as u32;
+                self.loan_copies.extend_from_slice(&chunk.bytes[range]);
+                let len = (self.loan_copies.len() - start as usize) as u16;
+                self.loans[i] = Loan::Copy { start, len };
+            }
+        }
     }
 
     /// Number of states.
@@ -538,6 +607,7 @@ impl Cache {
     /// Replaces the state in `slot` (of the same key), its age and expiry true at
     /// `stamp`; its digest sum follows its version, O(1).
     pub fn set_state(&mut self, slot: u32, state: &State, stamp: u32) {
+        self.keep_loans();
         let (c, i) = Self::place(slot);
         let chunk = &mut self.chunks[c];
         let counted_version = {
@@ -735,6 +805,7 @@ impl Cache {
 
     /// Removes a state (out of its queue first) and returns it.
     pub fn remove(&mut self, slot: u32) -> Entry {
+        self.keep_loans();
         self.dequeue(slot);
         let version = self.get(slot).version;
         self.uncount(slot, version);
@@ -979,6 +1050,70 @@ mod test {
                 .sum();
             assert_eq!(chunk.bytes.len(), live + chunk.garbage);
             assert!(chunk.garbage < 1024 || chunk.garbage * 2 < chunk.bytes.len());
+        }
+    }
+
+    /// A loan reads as the bytes lent, whatever happened to its state after: changed
+    /// in place or to another length, removed and its slot taken by another state,
+    /// its chunk's garbage collected, lent again. Checked against copies made at
+    /// lending (what the engine's queue held before loans).
+    #[test]
+    fn loans_read_as_lent_whatever_changes_after() {
+        use crate::table::synth::Synth;
+        let mut synth = Synth::new(5, 9);
+        let mut c = cache(100_000);
+        let mut live: Vec<(u32, State)> = Vec::new();
+        let mut lent: Vec<(u32, Vec<u8>)> = Vec::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next_id = 1;
+        let mut checked = 0;
+        for round in 0..60_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let pick = (x >> 8) as usize;
+            match x % 6 {
+                0 | 1 if live.len() < 3000 => {
+                    let mut s = synth.state();
+                    (s.creatorid, s.id) = (7, next_id);
+                    next_id += 1;
+                    let slot = c.insert(Entry::new(&s, round), &s).unwrap();
+                    live.push((slot, s));
+                }
+                2 if !live.is_empty() => {
+                    let i = pick % live.len();
+                    let (slot, old) = live[i];
+                    let mut s = if x & 256 == 0 { old } else { synth.state() };
+                    (s.creatorid, s.id) = (7, old.id);
+                    s.src.seqlo = s.src.seqlo.wrapping_add(x as u32);
+                    c.set_state(slot, &s, round);
+                    live[i] = (slot, s);
+                }
+                3 if !live.is_empty() => {
+                    let (slot, _) = live.swap_remove(pick % live.len());
+                    c.remove(slot);
+                }
+                _ if !live.is_empty() => {
+                    let (slot, _) = live[pick % live.len()];
+                    let bytes = c.get(slot).packed().to_vec();
+                    lent.push((c.lend(slot), bytes));
+                }
+                _ => {}
+            }
+            if x % 50 == 0 {
+                for (loan, bytes) in &lent {
+                    assert_eq!(c.lent(*loan), &bytes[..], "loan {loan} at round {round}");
+                    checked += 1;
+                }
+                if x & 512 == 0 {
+                    c.end_loans();
+                    lent.clear();
+                }
+            }
+        }
+        assert!(checked > 10_000, "{checked} loans checked");
+        for (slot, s) in &live {
+            assert_eq!(c.get(*slot).state(), *s);
         }
     }
 
