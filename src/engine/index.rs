@@ -131,9 +131,38 @@ impl Index {
         self.buckets[i] = b;
     }
 
+    /// Whether `len` keys fit `cap` buckets: at most 2/3 full (see the module
+    /// documentation).
+    #[inline]
+    fn fits(len: usize, cap: usize) -> bool {
+        len.saturating_mul(3) <= cap.saturating_mul(2)
+    }
+
+    /// Makes room for `more` keys beyond those held, so that adding them rehashes
+    /// nothing: a bulk update of known size grows the index once, to its final size,
+    /// instead of at each doubling on the way. The caller bounds `more` (the cache's
+    /// limit); slots are 32-bit in any case. For the cache's size hint
+    /// (`Cache::reserve_states`, which a bulk's announced size calls).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(super) fn reserve(&mut self, more: usize) {
+        let need = self.len.saturating_add(more).min(u32::MAX as usize);
+        if Self::fits(need, self.buckets.len()) {
+            return;
+        }
+        let mut cap = self.buckets.len().max(16);
+        while !Self::fits(need, cap) {
+            cap *= 2;
+        }
+        self.rehash(cap);
+    }
+
     fn grow(&mut self) {
+        self.rehash((self.buckets.len() * 2).max(16));
+    }
+
+    /// Moves every key into `cap` buckets (a power of two).
+    fn rehash(&mut self, cap: usize) {
         self.vacant.set(None);
-        let cap = (self.buckets.len() * 2).max(16);
         // Its pages mapped in one call, not faulted in one by one as the rehash writes
         // them (see `populate_spare`): a million states' index takes 4096 pages.
         let mut buckets = Vec::with_capacity(cap);
@@ -148,7 +177,7 @@ impl Index {
     /// Adds `key` at `slot`. The key must not be in the index.
     pub(super) fn insert(&mut self, key: Key, slot: u32) {
         debug_assert!(slot < u32::MAX);
-        if (self.len + 1) * 3 > self.buckets.len() * 2 {
+        if !Self::fits(self.len + 1, self.buckets.len()) {
             self.grow();
         }
         match self.vacant.take() {
@@ -248,6 +277,48 @@ mod test {
             assert_eq!(idx.find(*key, |s| slab[s as usize].unwrap()), Some(*slot));
         }
         assert!(idx.bytes() <= 8 * 16384);
+    }
+
+    /// Room reserved ahead: the keys added after fit without a rehash (the index is
+    /// sized once), keys held before stay found, and a reserve that fits already
+    /// changes nothing.
+    #[test]
+    fn a_reserve_sizes_the_index_once_for_the_keys_to_come() {
+        let mut idx = Index::new(KeyedState::new([1, 2]));
+        let mut slab: Vec<Key> = Vec::new();
+        let add = |idx: &mut Index, slab: &mut Vec<Key>, key: Key| {
+            assert_eq!(idx.find(key, |s| slab[s as usize]), None);
+            slab.push(key);
+            idx.insert(key, (slab.len() - 1) as u32);
+        };
+        for id in 0..1000 {
+            add(&mut idx, &mut slab, (3, id));
+        }
+        idx.reserve(99_000);
+        let bytes = idx.bytes();
+        assert_eq!(
+            bytes,
+            8 << 18,
+            "100 000 keys at most 2/3 full: 2^18 buckets"
+        );
+        idx.reserve(10);
+        assert_eq!(idx.bytes(), bytes);
+        for id in 1000..100_000 {
+            add(&mut idx, &mut slab, (3 + (id % 2) as u32, id));
+        }
+        assert_eq!(idx.bytes(), bytes, "no growth after the reserve");
+        assert_eq!(idx.len(), 100_000);
+        for (slot, key) in slab.iter().enumerate() {
+            assert_eq!(idx.find(*key, |s| slab[s as usize]), Some(slot as u32));
+        }
+        // One more key than reserved grows it as usual.
+        let mut more = 100_000;
+        while Index::fits(idx.len() + 1, idx.buckets.len()) {
+            add(&mut idx, &mut slab, (9, more));
+            more += 1;
+        }
+        add(&mut idx, &mut slab, (9, more));
+        assert_eq!(idx.bytes(), 2 * bytes);
     }
 
     /// An insert goes where the last failed lookup stopped only while that is still
