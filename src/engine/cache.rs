@@ -379,8 +379,10 @@ pub struct Cache {
     packed_count: u64,
     /// The states lent out, by loan number (see [`lend`](Self::lend)).
     loans: Vec<Loan>,
-    /// Whether a loan still reads its slot (copies are made only when one does).
-    loans_read_slots: bool,
+    /// Loans below this number are copies; those from it on may still read their
+    /// slots. Each loan is copied once at most, however many changes come before the
+    /// loans end.
+    loans_copied: usize,
     /// The bytes of the loans copied before their slots changed, back to back.
     loan_copies: Vec<u8>,
 }
@@ -407,7 +409,7 @@ impl Cache {
             packed_bytes: 0,
             packed_count: 0,
             loans: Vec::new(),
-            loans_read_slots: false,
+            loans_copied: 0,
             loan_copies: Vec::new(),
         }
     }
@@ -478,7 +480,6 @@ impl Cache {
     pub fn lend(&mut self, slot: u32) -> u32 {
         debug_assert!(self.at(slot).is_some());
         self.loans.push(Loan::Slot(slot));
-        self.loans_read_slots = true;
         (self.loans.len() - 1) as u32
     }
 
@@ -496,17 +497,14 @@ impl Cache {
     pub fn end_loans(&mut self) {
         self.loans.clear();
         self.loan_copies.clear();
-        self.loans_read_slots = false;
+        self.loans_copied = 0;
     }
 
     /// Copies the bytes of the loans that still read their slots: a slot is about to
     /// change or go. All of them at once, so that what follows (a packet's merges, a
     /// clear's removals) costs one pass, not one per change.
     fn keep_loans(&mut self) {
-        if !std::mem::take(&mut self.loans_read_slots) {
-            return;
-        }
-        for i in 0..self.loans.len() {
+        for i in self.loans_copied..self.loans.len() {
             if let Loan::Slot(slot) = self.loans[i] {
                 let (c, j) = Self::place(slot);
                 let chunk = &self.chunks[c];
@@ -520,6 +518,7 @@ impl Cache {
                 self.loans[i] = Loan::Copy { start, len };
             }
         }
+        self.loans_copied = self.loans.len();
     }
 
     /// Number of states.
