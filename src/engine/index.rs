@@ -168,10 +168,17 @@ impl Index {
         let mut buckets = Vec::with_capacity(cap);
         crate::sys::memory::populate_spare(&mut buckets, cap);
         buckets.resize(cap, 0);
-        let old = std::mem::replace(&mut self.buckets, buckets);
-        for b in old.into_iter().filter(|&b| b != 0) {
-            self.place(b);
+        // As `place` does, on the new buckets held here: the walk reads no field of
+        // the index at each step.
+        let mask = cap - 1;
+        for &b in self.buckets.iter().filter(|&&b| b != 0) {
+            let mut i = hash_of(b) as usize & mask;
+            while buckets[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            buckets[i] = b;
         }
+        self.buckets = buckets;
     }
 
     /// Adds `key` at `slot`. The key must not be in the index.
