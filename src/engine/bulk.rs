@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::digest::state_version;
+use super::receive::Made;
 use super::{BulkRequest, Engine, Event, InputOrigin};
 use crate::state::compact_record::{
     self, BatchLimitError, BatchWriter, LoneRecords, MAX_RECORD_BYTES,
@@ -576,10 +578,16 @@ impl Engine {
             self.bulk_progress(now);
         }
         self.cache.warm(states.iter().map(|s| (s.creatorid, s.id)));
-        for (i, state) in states.iter_mut().enumerate() {
+        let mut versions = std::mem::take(&mut self.compact_versions);
+        versions.clear();
+        versions.extend(states.iter().map(state_version));
+        for (i, (state, &version)) in states.iter_mut().zip(&versions).enumerate() {
             self.map_state(state);
             let packed = if transcoded { lone.get(i) } else { None };
-            self.in_upd(now, state, packed);
+            self.in_upd(now, state, Some(Made { packed, version }));
+        }
+        if versions.capacity() <= KEPT_BATCH_STATES {
+            self.compact_versions = versions;
         }
         self.keep_compact_states(states, lone);
         self.rules_trusted = false;

@@ -9,7 +9,7 @@
 //! The slab grows in fixed chunks rather than as one vector: a vector of entries that
 //! doubles would waste up to half its size; chunks waste at most one chunk. Each chunk
 //! also holds its states' compact encodings back to back (see `Chunk`): a million
-//! states take about 44 + 60 bytes each here, plus the index's 8–17. Iteration (bulk
+//! states take about 44 + 60 bytes each here, plus the index's 12–24. Iteration (bulk
 //! sends, clears) goes by slot number, so it is deterministic.
 
 use std::collections::HashMap;
@@ -51,8 +51,9 @@ impl Queue {
 }
 
 const NIL: u32 = u32::MAX;
-/// Slots per slab chunk (a power of two).
-const CHUNK_BITS: u32 = 8;
+/// Slots per slab chunk (a power of two): some 120 KB of entries and states, whose
+/// pages are mapped in two calls when the chunk is made (see [`Chunk::with_room`]).
+const CHUNK_BITS: u32 = 10;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
 /// What the engine keeps per state, beside the state itself.
@@ -108,6 +109,14 @@ impl Entry {
     /// A new entry for `state`, in no queue, its age and expiry true at `stamp` (see
     /// [`Cache::clock`]). The state itself is stored by [`Cache::insert`].
     pub fn new(state: &State, stamp: u32) -> Entry {
+        Entry::with_version(state, stamp, state_version(state))
+    }
+
+    /// As [`new`](Self::new), `version` given: it must be [`state_version`] of
+    /// `state` (worked out for a whole batch at once, see `receive.rs`: `Made`).
+    #[inline]
+    pub fn with_version(state: &State, stamp: u32, version: u32) -> Entry {
+        debug_assert_eq!(version, state_version(state));
         Entry {
             id: [state.id as u32, (state.id >> 32) as u32],
             creatorid: state.creatorid,
@@ -124,7 +133,7 @@ impl Entry {
             filtered: None,
             delayed: false,
             digest_pos: UNCOUNTED,
-            version: state_version(state),
+            version,
         }
     }
 
@@ -219,12 +228,20 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn with_room(bytes: usize) -> Chunk {
-        Chunk {
+    /// A chunk with room for `bytes` of packed states, the pages of its entries and of
+    /// the first `expected` bytes mapped now, in one call to the kernel each
+    /// (`populate_spare`): the chunk is about to be filled, and its first writes would
+    /// otherwise fault its pages in one by one (a million states' cache takes some
+    /// 30 000 pages). The room beyond `expected` is mapped only if a write needs it.
+    fn with_room(bytes: usize, expected: usize) -> Chunk {
+        let mut chunk = Chunk {
             entries: Vec::with_capacity(CHUNK),
             bytes: Vec::with_capacity(bytes),
             garbage: 0,
-        }
+        };
+        crate::sys::memory::populate_spare(&mut chunk.entries, CHUNK);
+        crate::sys::memory::populate_spare(&mut chunk.bytes, expected);
+        chunk
     }
 
     /// Appends the encoding of `state` to the chunk's bytes; returns where it starts
@@ -321,6 +338,14 @@ struct ClockTimes {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheFull;
 
+/// The packed bytes of a state lent out (see [`Cache::lend`]): still those of its slot,
+/// or a copy made before the slot changed.
+#[derive(Debug, Clone, Copy)]
+enum Loan {
+    Slot(u32),
+    Copy { start: u32, len: u16 },
+}
+
 /// States by key, with the send queues.
 #[derive(Debug)]
 pub struct Cache {
@@ -329,6 +354,10 @@ pub struct Cache {
     index: Index,
     /// States per creator, so that a CLR for a creator we hold nothing of costs no scan.
     creators: HashMap<u32, u32, KeyedState>,
+    /// States of one creator inserted and not yet added into `creators` (creator,
+    /// count): a bulk's states come in runs of one creator, and a run costs one map
+    /// update, not one per state. Read through [`creator_count`](Self::creator_count).
+    creator_run: (u32, u32),
     heads: [u32; 5],
     tails: [u32; 5],
     lens: [usize; 5],
@@ -348,6 +377,14 @@ pub struct Cache {
     /// chunk's bytes.
     packed_bytes: u64,
     packed_count: u64,
+    /// The states lent out, by loan number (see [`lend`](Self::lend)).
+    loans: Vec<Loan>,
+    /// Loans below this number are copies; those from it on may still read their
+    /// slots. Each loan is copied once at most, however many changes come before the
+    /// loans end.
+    loans_copied: usize,
+    /// The bytes of the loans copied before their slots changed, back to back.
+    loan_copies: Vec<u8>,
 }
 
 impl Cache {
@@ -358,6 +395,7 @@ impl Cache {
             free: Vec::new(),
             index: Index::new(hasher),
             creators: HashMap::with_hasher(hasher),
+            creator_run: (0, 0),
             heads: [NIL; 5],
             tails: [NIL; 5],
             lens: [0; 5],
@@ -370,6 +408,9 @@ impl Cache {
             digests: None,
             packed_bytes: 0,
             packed_count: 0,
+            loans: Vec::new(),
+            loans_copied: 0,
+            loan_copies: Vec::new(),
         }
     }
 
@@ -431,6 +472,55 @@ impl Cache {
         )
     }
 
+    /// Lends out the packed bytes of the state in `slot` as they are now (a queued
+    /// table operation's): the loan's number, for [`lent`](Self::lent). The bytes are
+    /// not copied unless the state changes or goes before the loans end: a bulk's
+    /// imports are written once, into the cache, and read from there when the
+    /// operations are polled.
+    pub fn lend(&mut self, slot: u32) -> u32 {
+        debug_assert!(self.at(slot).is_some());
+        self.loans.push(Loan::Slot(slot));
+        (self.loans.len() - 1) as u32
+    }
+
+    /// The bytes lent as loan `loan`: those of its state when it was lent.
+    pub fn lent(&self, loan: u32) -> &[u8] {
+        match self.loans[loan as usize] {
+            Loan::Slot(slot) => self.get(slot).packed(),
+            Loan::Copy { start, len } => {
+                &self.loan_copies[start as usize..start as usize + usize::from(len)]
+            }
+        }
+    }
+
+    /// Every loan was read: their numbers are free again.
+    pub fn end_loans(&mut self) {
+        self.loans.clear();
+        self.loan_copies.clear();
+        self.loans_copied = 0;
+    }
+
+    /// Copies the bytes of the loans that still read their slots: a slot is about to
+    /// change or go. All of them at once, so that what follows (a packet's merges, a
+    /// clear's removals) costs one pass, not one per change.
+    fn keep_loans(&mut self) {
+        for i in self.loans_copied..self.loans.len() {
+            if let Loan::Slot(slot) = self.loans[i] {
+                let (c, j) = Self::place(slot);
+                let chunk = &self.chunks[c];
+                let range = chunk.entries[j]
+                    .as_ref()
+                    .expect("a lent slot is live")
+                    .range();
+                let start = self.loan_copies.len() as u32;
+                self.loan_copies.extend_from_slice(&chunk.bytes[range]);
+                let len = (self.loan_copies.len() - start as usize) as u16;
+                self.loans[i] = Loan::Copy { start, len };
+            }
+        }
+        self.loans_copied = self.loans.len();
+    }
+
     /// Number of states.
     pub fn len(&self) -> usize {
         self.index.len()
@@ -451,7 +541,19 @@ impl Cache {
 
     /// States of one creator.
     pub fn creator_count(&self, creatorid: u32) -> u32 {
-        self.creators.get(&creatorid).copied().unwrap_or(0)
+        let run = match self.creator_run {
+            (creator, n) if creator == creatorid => n,
+            _ => 0,
+        };
+        self.creators.get(&creatorid).copied().unwrap_or(0) + run
+    }
+
+    /// Adds the run of inserts not counted yet into `creators`.
+    fn count_creator_run(&mut self) {
+        let (creator, n) = std::mem::take(&mut self.creator_run);
+        if n > 0 {
+            *self.creators.entry(creator).or_insert(0) += n;
+        }
     }
 
     /// The slot of a state.
@@ -461,17 +563,16 @@ impl Cache {
         self.index.find(key, |slot| key_in(chunks, slot))
     }
 
-    /// Reads the index buckets where lookups of `keys` start, one after the other
-    /// without waiting: their memory fetches overlap, where lookups made one at a time
-    /// (each followed by its state's handling) would wait for each in turn. In a large
-    /// table every lookup misses the CPU caches otherwise.
+    /// Has the index buckets where lookups of `keys` start fetched, one after the
+    /// other without waiting: their memory fetches overlap, where lookups made one at
+    /// a time (each followed by its state's handling) would wait for each in turn. In a
+    /// large table every lookup misses the CPU caches otherwise. Prefetches, not loads:
+    /// a load waits in the processor's window until its line comes, and a batch's
+    /// loads filled it.
     pub fn warm(&self, keys: impl Iterator<Item = Key>) {
-        let mut read = 0;
         for key in keys {
-            read ^= self.index.home_bucket(key);
+            self.index.prefetch_home(key);
         }
-        // The reads are the point: kept, although nothing uses their values.
-        std::hint::black_box(read);
     }
 
     #[inline]
@@ -505,6 +606,7 @@ impl Cache {
     /// Replaces the state in `slot` (of the same key), its age and expiry true at
     /// `stamp`; its digest sum follows its version, O(1).
     pub fn set_state(&mut self, slot: u32, state: &State, stamp: u32) {
+        self.keep_loans();
         let (c, i) = Self::place(slot);
         let chunk = &mut self.chunks[c];
         let counted_version = {
@@ -575,7 +677,7 @@ impl Cache {
                     };
                     let room = CHUNK * mean as usize;
                     // Exactly one chunk of entries: pushes below never reallocate it.
-                    self.chunks.push(Chunk::with_room(room + room / 8));
+                    self.chunks.push(Chunk::with_room(room + room / 8, room));
                 }
                 let slot = self.slot_count();
                 self.chunks
@@ -604,7 +706,11 @@ impl Cache {
         }
         chunk.entries[i] = Some(entry);
         self.index.insert(key, slot);
-        *self.creators.entry(key.0).or_insert(0) += 1;
+        if self.creator_run.0 != key.0 {
+            self.count_creator_run();
+            self.creator_run.0 = key.0;
+        }
+        self.creator_run.1 += 1;
         Ok(slot)
     }
 
@@ -698,6 +804,7 @@ impl Cache {
 
     /// Removes a state (out of its queue first) and returns it.
     pub fn remove(&mut self, slot: u32) -> Entry {
+        self.keep_loans();
         self.dequeue(slot);
         let version = self.get(slot).version;
         self.uncount(slot, version);
@@ -709,6 +816,7 @@ impl Cache {
         let chunk = &mut self.chunks[c];
         let entry = chunk.entries[i].take().expect("a live cache slot");
         chunk.release(&entry);
+        self.count_creator_run();
         if let Some(n) = self.creators.get_mut(&key.0) {
             *n -= 1;
             if *n == 0 {
@@ -941,6 +1049,70 @@ mod test {
                 .sum();
             assert_eq!(chunk.bytes.len(), live + chunk.garbage);
             assert!(chunk.garbage < 1024 || chunk.garbage * 2 < chunk.bytes.len());
+        }
+    }
+
+    /// A loan reads as the bytes lent, whatever happened to its state after: changed
+    /// in place or to another length, removed and its slot taken by another state,
+    /// its chunk's garbage collected, lent again. Checked against copies made at
+    /// lending (what the engine's queue held before loans).
+    #[test]
+    fn loans_read_as_lent_whatever_changes_after() {
+        use crate::table::synth::Synth;
+        let mut synth = Synth::new(5, 9);
+        let mut c = cache(100_000);
+        let mut live: Vec<(u32, State)> = Vec::new();
+        let mut lent: Vec<(u32, Vec<u8>)> = Vec::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next_id = 1;
+        let mut checked = 0;
+        for round in 0..60_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let pick = (x >> 8) as usize;
+            match x % 6 {
+                0 | 1 if live.len() < 3000 => {
+                    let mut s = synth.state();
+                    (s.creatorid, s.id) = (7, next_id);
+                    next_id += 1;
+                    let slot = c.insert(Entry::new(&s, round), &s).unwrap();
+                    live.push((slot, s));
+                }
+                2 if !live.is_empty() => {
+                    let i = pick % live.len();
+                    let (slot, old) = live[i];
+                    let mut s = if x & 256 == 0 { old } else { synth.state() };
+                    (s.creatorid, s.id) = (7, old.id);
+                    s.src.seqlo = s.src.seqlo.wrapping_add(x as u32);
+                    c.set_state(slot, &s, round);
+                    live[i] = (slot, s);
+                }
+                3 if !live.is_empty() => {
+                    let (slot, _) = live.swap_remove(pick % live.len());
+                    c.remove(slot);
+                }
+                _ if !live.is_empty() => {
+                    let (slot, _) = live[pick % live.len()];
+                    let bytes = c.get(slot).packed().to_vec();
+                    lent.push((c.lend(slot), bytes));
+                }
+                _ => {}
+            }
+            if x % 50 == 0 {
+                for (loan, bytes) in &lent {
+                    assert_eq!(c.lent(*loan), &bytes[..], "loan {loan} at round {round}");
+                    checked += 1;
+                }
+                if x & 512 == 0 {
+                    c.end_loans();
+                    lent.clear();
+                }
+            }
+        }
+        assert!(checked > 10_000, "{checked} loans checked");
+        for (slot, s) in &live {
+            assert_eq!(c.get(*slot).state(), *s);
         }
     }
 

@@ -5,11 +5,14 @@
 //! stored: a bucket whose hash matches is confirmed against the entry in the slab, which
 //! a lookup reads next anyway. Compared with a `HashMap<Key, u32>` (control bytes and
 //! 24-byte buckets in two arrays), a lookup costs one cache miss in the index instead of
-//! two, and the index 9–18 bytes per state instead of 28–57, which is what makes a
+//! two, and the index 12–24 bytes per state instead of 28–57, which is what makes a
 //! table of a million states fast.
 //!
 //! Removal shifts the following buckets of the run back (no tombstones), so probe runs
-//! stay as short as the load allows; the load is kept at most 4/5. The hash is keyed
+//! stay as short as the load allows; the load is kept at most 2/3. (At 4/5, a lookup
+//! of a key not held, which every import makes, walked some six buckets on average
+//! over a growth cycle, two and a half at 2/3; a million states take the same 2^21
+//! buckets either way.) The hash is keyed
 //! ([`KeyedState`]), so a peer cannot choose ids that pile up in one run.
 
 use core::cell::Cell;
@@ -104,13 +107,13 @@ impl Index {
         }
     }
 
-    /// The bucket where a lookup of `key` starts (0 when the index is empty).
+    /// Starts loading the bucket where a lookup of `key` starts into the processor's
+    /// caches, without waiting for it (see `prefetch`).
     #[inline]
-    pub(super) fn home_bucket(&self, key: Key) -> u64 {
-        if self.buckets.is_empty() {
-            return 0;
+    pub(super) fn prefetch_home(&self, key: Key) {
+        if let Some(b) = self.buckets.get(self.hash(key) as usize & self.mask()) {
+            crate::sys::memory::prefetch(b);
         }
-        self.buckets[self.hash(key) as usize & self.mask()]
     }
 
     /// The slot of `key`.
@@ -128,19 +131,60 @@ impl Index {
         self.buckets[i] = b;
     }
 
-    fn grow(&mut self) {
-        self.vacant.set(None);
-        let cap = (self.buckets.len() * 2).max(16);
-        let old = std::mem::replace(&mut self.buckets, vec![0; cap]);
-        for b in old.into_iter().filter(|&b| b != 0) {
-            self.place(b);
+    /// Whether `len` keys fit `cap` buckets: at most 2/3 full (see the module
+    /// documentation).
+    #[inline]
+    fn fits(len: usize, cap: usize) -> bool {
+        len.saturating_mul(3) <= cap.saturating_mul(2)
+    }
+
+    /// Makes room for `more` keys beyond those held, so that adding them rehashes
+    /// nothing: a bulk update of known size grows the index once, to its final size,
+    /// instead of at each doubling on the way. The caller bounds `more` (the cache's
+    /// limit); slots are 32-bit in any case. For the cache's size hint
+    /// (`Cache::reserve_states`, which a bulk's announced size calls).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(super) fn reserve(&mut self, more: usize) {
+        let need = self.len.saturating_add(more).min(u32::MAX as usize);
+        if Self::fits(need, self.buckets.len()) {
+            return;
         }
+        let mut cap = self.buckets.len().max(16);
+        while !Self::fits(need, cap) {
+            cap *= 2;
+        }
+        self.rehash(cap);
+    }
+
+    fn grow(&mut self) {
+        self.rehash((self.buckets.len() * 2).max(16));
+    }
+
+    /// Moves every key into `cap` buckets (a power of two).
+    fn rehash(&mut self, cap: usize) {
+        self.vacant.set(None);
+        // Its pages mapped in one call, not faulted in one by one as the rehash writes
+        // them (see `populate_spare`): a million states' index takes 4096 pages.
+        let mut buckets = Vec::with_capacity(cap);
+        crate::sys::memory::populate_spare(&mut buckets, cap);
+        buckets.resize(cap, 0);
+        // As `place` does, on the new buckets held here: the walk reads no field of
+        // the index at each step.
+        let mask = cap - 1;
+        for &b in self.buckets.iter().filter(|&&b| b != 0) {
+            let mut i = hash_of(b) as usize & mask;
+            while buckets[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            buckets[i] = b;
+        }
+        self.buckets = buckets;
     }
 
     /// Adds `key` at `slot`. The key must not be in the index.
     pub(super) fn insert(&mut self, key: Key, slot: u32) {
         debug_assert!(slot < u32::MAX);
-        if (self.len + 1) * 5 > self.buckets.len() * 4 {
+        if !Self::fits(self.len + 1, self.buckets.len()) {
             self.grow();
         }
         match self.vacant.take() {
@@ -240,6 +284,48 @@ mod test {
             assert_eq!(idx.find(*key, |s| slab[s as usize].unwrap()), Some(*slot));
         }
         assert!(idx.bytes() <= 8 * 16384);
+    }
+
+    /// Room reserved ahead: the keys added after fit without a rehash (the index is
+    /// sized once), keys held before stay found, and a reserve that fits already
+    /// changes nothing.
+    #[test]
+    fn a_reserve_sizes_the_index_once_for_the_keys_to_come() {
+        let mut idx = Index::new(KeyedState::new([1, 2]));
+        let mut slab: Vec<Key> = Vec::new();
+        let add = |idx: &mut Index, slab: &mut Vec<Key>, key: Key| {
+            assert_eq!(idx.find(key, |s| slab[s as usize]), None);
+            slab.push(key);
+            idx.insert(key, (slab.len() - 1) as u32);
+        };
+        for id in 0..1000 {
+            add(&mut idx, &mut slab, (3, id));
+        }
+        idx.reserve(99_000);
+        let bytes = idx.bytes();
+        assert_eq!(
+            bytes,
+            8 << 18,
+            "100 000 keys at most 2/3 full: 2^18 buckets"
+        );
+        idx.reserve(10);
+        assert_eq!(idx.bytes(), bytes);
+        for id in 1000..100_000 {
+            add(&mut idx, &mut slab, (3 + (id % 2) as u32, id));
+        }
+        assert_eq!(idx.bytes(), bytes, "no growth after the reserve");
+        assert_eq!(idx.len(), 100_000);
+        for (slot, key) in slab.iter().enumerate() {
+            assert_eq!(idx.find(*key, |s| slab[s as usize]), Some(slot as u32));
+        }
+        // One more key than reserved grows it as usual.
+        let mut more = 100_000;
+        while Index::fits(idx.len() + 1, idx.buckets.len()) {
+            add(&mut idx, &mut slab, (9, more));
+            more += 1;
+        }
+        add(&mut idx, &mut slab, (9, more));
+        assert_eq!(idx.bytes(), 2 * bytes);
     }
 
     /// An insert goes where the last failed lookup stopped only while that is still

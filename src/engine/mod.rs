@@ -419,12 +419,12 @@ impl PackedTableOp<'_> {
 }
 
 /// A table operation in the engine's queue: the state of an import or an update is not
-/// held (a `State` is 400 bytes, and each move of one a copy), only where the copy of
-/// its packed bytes is in `Engine::packed_op_bytes`.
+/// held (a `State` is 400 bytes, and each move of one a copy), only the number of the
+/// cache's loan of its packed bytes (`Cache::lend`).
 #[derive(Debug, Clone, Copy)]
 enum QueuedOp {
-    Import { start: u32, len: u16 },
-    Update { start: u32, len: u16 },
+    Import { loan: u32 },
+    Update { loan: u32 },
     Delete { creatorid: u32, id: u64 },
     Clear { creatorid: u32, ifname: IfName },
 }
@@ -545,9 +545,8 @@ pub struct Engine {
     /// The lone records of those states (`compact_record::decode_batch_lone`), kept
     /// likewise.
     compact_lone: crate::state::compact_record::LoneRecords,
-    /// The compact encodings of the queued imports' and updates' states, back to back
-    /// (see [`QueuedOp`]): emptied when the queue is.
-    packed_op_bytes: Vec<u8>,
+    /// The digest versions of those states (see `receive.rs`: `Made`), kept likewise.
+    compact_versions: Vec<u32>,
 }
 
 impl Engine {
@@ -593,7 +592,7 @@ impl Engine {
             stats: Stats::default(),
             compact_states: Vec::new(),
             compact_lone: Default::default(),
-            packed_op_bytes: Vec::new(),
+            compact_versions: Vec::new(),
             config,
         }
     }
@@ -687,36 +686,30 @@ impl Engine {
     pub fn poll_table_op_packed(&mut self) -> Option<PackedTableOp<'_>> {
         let Some(op) = self.table_ops.pop_front() else {
             // Every operation was polled: their bytes are no longer lent out.
-            self.packed_op_bytes.clear();
+            self.cache.end_loans();
             return None;
         };
-        let bytes = &self.packed_op_bytes;
-        let packed =
-            |start: u32, len: u16| &bytes[start as usize..start as usize + usize::from(len)];
         Some(match op {
-            QueuedOp::Import { start, len } => PackedTableOp::Import(packed(start, len)),
-            QueuedOp::Update { start, len } => PackedTableOp::Update(packed(start, len)),
+            QueuedOp::Import { loan } => PackedTableOp::Import(self.cache.lent(loan)),
+            QueuedOp::Update { loan } => PackedTableOp::Update(self.cache.lent(loan)),
             QueuedOp::Delete { creatorid, id } => PackedTableOp::Delete { creatorid, id },
             QueuedOp::Clear { creatorid, ifname } => PackedTableOp::Clear { creatorid, ifname },
         })
     }
 
     /// Queues an import (`update` false) or an update of the state in `slot`, as
-    /// cached: a copy of its packed bytes, which the cache may change or drop before
-    /// the operation is polled.
+    /// cached now: the cache lends its packed bytes, and copies them only if the state
+    /// changes or goes before the operation is polled.
     pub(super) fn push_cached_state_op(&mut self, slot: u32, update: bool) {
         if self.table_ops.is_empty() {
             // The bytes of operations polled before are no longer lent out.
-            self.packed_op_bytes.clear();
+            self.cache.end_loans();
         }
-        let packed = self.cache.get(slot).packed();
-        let start = self.packed_op_bytes.len() as u32;
-        let len = packed.len() as u16;
-        self.packed_op_bytes.extend_from_slice(packed);
+        let loan = self.cache.lend(slot);
         self.table_ops.push_back(if update {
-            QueuedOp::Update { start, len }
+            QueuedOp::Update { loan }
         } else {
-            QueuedOp::Import { start, len }
+            QueuedOp::Import { loan }
         });
     }
 

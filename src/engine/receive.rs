@@ -15,6 +15,22 @@ use crate::state::{Peer, State, StateFlags, Timeout};
 use crate::wire::msg::{ClrRepr, StateRefRepr, UpdCRepr};
 use crate::wire::{Dialect, Message, PacketReader, RawItem};
 
+/// What a compact batch's reader made of a state besides the state, as the import
+/// would make it: the import takes it as it is instead of making it again.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Made<'a> {
+    /// The state's encoding as imported (`compact_record::decode_batch_lone` under
+    /// the same `ImportChanges`), which the cache then stores without encoding the
+    /// state; `None` where the import may change the state after the reader (the
+    /// interface map).
+    pub(super) packed: Option<&'a [u8]>,
+    /// The state's version for the digests ([`state_version`]). Made for a whole batch
+    /// in one loop, where the processor works on several states' hashes at once: one
+    /// at a time, each waits for its chain of multiplications. No import change
+    /// touches what the version hashes.
+    pub(super) version: u32,
+}
+
 impl Engine {
     /// Handles a packet from the sync link.
     pub fn handle_packet(&mut self, now: Instant, packet: Received<'_>) {
@@ -213,10 +229,9 @@ impl Engine {
     }
 
     /// Takes in a peer's state we do not hold. `state` is what was imported (the ACK
-    /// flag and untrusted rule numbers taken off). `packed`, if given, is the encoding
-    /// of `state` as imported (`compact_record::decode_batch_lone` under the same
-    /// `ImportChanges`), which the cache then stores without encoding the state.
-    fn import(&mut self, now: Instant, state: &mut State, packed: Option<&[u8]>) -> Option<u32> {
+    /// flag and untrusted rule numbers taken off). `made`, if given, is what a compact
+    /// batch's reader made of the state already (see [`Made`]).
+    fn import(&mut self, now: Instant, state: &mut State, made: Option<Made<'_>>) -> Option<u32> {
         if self.refused_key(state.creatorid, state.id) {
             return None;
         }
@@ -242,13 +257,16 @@ impl Engine {
             self.stats.rule_unbound += 1;
         }
         let clock = self.cache.clock(now);
-        let mut entry = Entry::new(state, clock);
+        let mut entry = match made {
+            Some(made) => Entry::with_version(state, clock, made.version),
+            None => Entry::new(state, clock),
+        };
         let kept_out = self.filter_in(state);
         if kept_out {
             entry.filtered = Some(Filtered::Unimported);
             self.schedule_unimported_sweep(now);
         }
-        let inserted = match packed {
+        let inserted = match made.and_then(|made| made.packed) {
             Some(packed) => self.cache.insert_packed(entry, state, packed),
             None => self.cache.insert(entry, state),
         };
@@ -305,14 +323,14 @@ impl Engine {
         }
     }
 
-    /// A full update; `packed` as for [`import`](Self::import).
-    pub(super) fn in_upd(&mut self, now: Instant, state: &mut State, packed: Option<&[u8]>) {
+    /// A full update; `made` as for [`import`](Self::import).
+    pub(super) fn in_upd(&mut self, now: Instant, state: &mut State, made: Option<Made<'_>>) {
         if self.refused_key(state.creatorid, state.id) {
             return;
         }
         match self.cache.find((state.creatorid, state.id)) {
             None => {
-                self.import(now, state, packed);
+                self.import(now, state, made);
             }
             Some(slot) => self.merge_into(now, slot, state, true),
         }

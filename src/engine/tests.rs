@@ -414,6 +414,53 @@ fn newer_updates_are_merged_without_reply() {
     assert_eq!(e.poll_timeout(), None);
 }
 
+/// A packet that imports a state, updates it and deletes it: each table operation
+/// carries the state as it was when queued (the cache lends its bytes to the queue and
+/// copies them before the state changes or goes).
+#[test]
+fn queued_table_operations_keep_the_state_they_were_queued_with() {
+    let mut e = engine(Dialect::FreeBsd1400);
+    let s = tcp(PEER, 1);
+    let newer = advanced(s, 2);
+    let other = tcp(PEER, 2);
+    receive(
+        &mut e,
+        at(0),
+        Dialect::FreeBsd1400,
+        &[
+            upd(Dialect::FreeBsd1400, &s),
+            upd(Dialect::FreeBsd1400, &other),
+            upd(Dialect::FreeBsd1400, &newer),
+            Message::DelC(sref(PEER, 1)),
+        ],
+    );
+    match &table_ops(&mut e)[..] {
+        [TableOp::Import(first), TableOp::Import(second), TableOp::Update(merged), TableOp::Delete {
+            creatorid: PEER,
+            id: 1,
+        }] => {
+            assert_eq!((first.id, first.src, first.dst), (1, s.src, s.dst));
+            assert_eq!(second.id, 2);
+            assert_eq!(
+                (merged.id, merged.src, merged.dst),
+                (1, newer.src, newer.dst)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Drained: the next input's operations start afresh.
+    receive(
+        &mut e,
+        at(10),
+        Dialect::FreeBsd1400,
+        &[upd(Dialect::FreeBsd1400, &advanced(other, 1))],
+    );
+    match &table_ops(&mut e)[..] {
+        [TableOp::Update(m)] => assert_eq!((m.id, m.src), (2, advanced(other, 1).src)),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn clear_with_and_without_interface() {
     let mut e = engine(Dialect::FreeBsd1400);
