@@ -436,6 +436,17 @@ impl Cache {
         self.index.len()
     }
 
+    /// Makes room for `n` more states (no more than the limit leaves), so that
+    /// adding them rehashes nothing; returns for how many. Only the index and the
+    /// chunk list are sized: a chunk's bytes still come with its states, and the
+    /// index's pages are mapped as states land in them.
+    pub fn reserve_states(&mut self, n: usize) -> usize {
+        let n = n.min(self.limit.saturating_sub(self.len()));
+        self.index.reserve(n);
+        self.chunks.reserve(n.div_ceil(CHUNK));
+        n
+    }
+
     /// Slots ever allocated: every live slot is below this.
     pub fn slot_count(&self) -> u32 {
         match self.chunks.last() {

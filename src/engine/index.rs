@@ -129,12 +129,30 @@ impl Index {
     }
 
     fn grow(&mut self) {
+        self.resize((self.buckets.len() * 2).max(16));
+    }
+
+    fn resize(&mut self, cap: usize) {
         self.vacant.set(None);
-        let cap = (self.buckets.len() * 2).max(16);
         let old = std::mem::replace(&mut self.buckets, vec![0; cap]);
         for b in old.into_iter().filter(|&b| b != 0) {
             self.place(b);
         }
+    }
+
+    /// Makes room for `more` keys beyond those held, so that adding them grows
+    /// nothing. The buckets are zeroed memory (`vec![0; ..]`): their pages are mapped
+    /// as keys land in them, not here.
+    pub(super) fn reserve(&mut self, more: usize) {
+        let need = self.len.saturating_add(more);
+        if need.saturating_mul(5) <= self.buckets.len().saturating_mul(4) {
+            return;
+        }
+        let mut cap = self.buckets.len().max(16);
+        while need.saturating_mul(5) > cap.saturating_mul(4) {
+            cap *= 2;
+        }
+        self.resize(cap);
     }
 
     /// Adds `key` at `slot`. The key must not be in the index.

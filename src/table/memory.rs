@@ -317,6 +317,21 @@ impl MemoryTable {
         }
     }
 
+    /// Makes room for `n` more states (no more than the limit leaves), so that adding
+    /// them moves and rehashes nothing; returns for how many. Address space only: the
+    /// pages are mapped as states arrive (`PopulateAhead`), except the index's, which
+    /// a rehash writes whole.
+    pub fn reserve_states(&mut self, n: usize) -> usize {
+        let n = match self.config.limit {
+            Some(limit) => n.min(limit.saturating_sub(self.slots.len())),
+            None => n,
+        };
+        self.slots.reserve(n);
+        self.index.reserve(n);
+        self.deadlines.reserve(self.slots.len().saturating_add(n));
+        n
+    }
+
     /// The settings.
     pub fn config(&self) -> &MemoryConfig {
         &self.config
