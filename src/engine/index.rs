@@ -304,4 +304,37 @@ mod test {
             assert_eq!(idx.find(*key, |s| slab[s as usize].unwrap()), Some(*slot));
         }
     }
+
+    /// Room reserved up front (a bulk's announced size): the keys then added grow
+    /// nothing, the keys held before stay where a lookup finds them, and a reserve
+    /// for fewer than there is room for changes nothing.
+    #[test]
+    fn reserved_room_takes_its_keys_without_growing() {
+        let mut idx = Index::new(KeyedState::new([5, 6]));
+        let slab: Vec<Key> = (0..10_000u64).map(|i| ((i % 4) as u32, i * 977)).collect();
+        for (slot, key) in slab.iter().enumerate().take(100) {
+            idx.insert(*key, slot as u32);
+        }
+        idx.reserve(9_900);
+        let reserved = idx.bytes();
+        // 10 000 keys at most 4/5 full: 12 500 buckets, a power of two.
+        assert_eq!(reserved, 8 * 16384);
+        idx.reserve(5_000);
+        assert_eq!(idx.bytes(), reserved, "room enough already");
+        for (slot, key) in slab.iter().enumerate().skip(100) {
+            assert_eq!(idx.find(*key, |s| slab[s as usize]), None);
+            idx.insert(*key, slot as u32);
+        }
+        assert_eq!(idx.bytes(), reserved, "no growth past the reserve");
+        for (slot, key) in slab.iter().enumerate() {
+            assert_eq!(idx.find(*key, |s| slab[s as usize]), Some(slot as u32));
+        }
+        // Past the room (the power of two's 4/5), it grows as before.
+        let more: Vec<Key> = (0..3_200u64).map(|i| (9, i)).collect();
+        for (i, key) in more.iter().enumerate() {
+            idx.insert(*key, 10_000 + i as u32);
+        }
+        assert_eq!(idx.len(), 13_200);
+        assert_eq!(idx.bytes(), 2 * reserved);
+    }
 }

@@ -27,6 +27,14 @@ impl<D: PfDevice> PfKernelTable for PfTable<D> {
     }
 }
 
+/// The most states the parent makes room for at the engine's word
+/// ([`Table::reserve_states`]), whatever it asks: the engine process is not trusted (it
+/// handles the peers' bytes), so the bound is the parent's own. Two million states, twice
+/// issue 14's million: the memory table's index for them (8-byte entries at most 3/4
+/// full, written whole when it is sized) is 32 MB, its slot list and deadline links
+/// address space only (their pages are mapped as states arrive).
+pub(in crate::daemon) const MOST_STATES_RESERVED: u64 = 2_000_000;
+
 /// An operation of the engine's as the parent carries it out.
 #[derive(Debug)]
 pub(in crate::daemon) enum EngineOp<'a> {
@@ -117,6 +125,17 @@ impl Table {
             (table, EngineOp::Whole(op)) => table.state_table().apply(now, op),
             (Table::Memory(m), EngineOp::Record(op)) => m.apply_record(now, op),
             (Table::Pf(p), EngineOp::Record(op)) => p.apply(now, &op.table_op()?),
+        }
+    }
+
+    /// Makes room for `asked` more states than the table holds, at most
+    /// [`MOST_STATES_RESERVED`] (and the table's own limit), ahead of a peer's bulk
+    /// (`ToParent::ReserveStates`); returns for how many. The memory table only: pf
+    /// sizes its own table, and is left alone (`None`).
+    pub(in crate::daemon) fn reserve_states(&mut self, asked: u64) -> Option<usize> {
+        match self {
+            Table::Memory(m) => Some(m.reserve_states(asked.min(MOST_STATES_RESERVED) as usize)),
+            Table::Pf(_) => None,
         }
     }
 
