@@ -810,4 +810,109 @@ mod tests {
         assert!(bulk.answer_held(later, &mut engine, &a));
         assert_eq!(bulk.held_compact, 1);
     }
+
+    /// At START the sender tells its session peer the bulk's size (BULK_SIZE, before
+    /// the START's DATA), and nothing at all to a kernel peer beside it; the receiver's
+    /// engine makes room for the states it does not hold, and counts it.
+    #[test]
+    fn the_start_announces_the_size_to_session_peers_only() {
+        let now = Instant::now();
+        let mut engine = engine_with_states(now);
+        let (mut a, mut b, addr_a, addr_b) = session_pair();
+        a.add_secure_peer(now, addr_b);
+        b.add_secure_peer(now, addr_a);
+        exchange(now, &mut a, addr_a, &mut b, addr_b);
+        assert!(a.is_session_peer(addr_b));
+        // A kernel peer: seen in plain pfsync, never answering HELLO.
+        let kernel: IpAddr = "10.0.0.9".parse().unwrap();
+        a.note_plain(now, kernel);
+        let mut t = now;
+        let is_kernel = |a: &Sessions| matches!(a.peer(kernel).unwrap().link, Link::Kernel { .. });
+        while let Some(next) = a.poll_timeout().filter(|_| !is_kernel(&a)) {
+            t = next;
+            a.handle_timeout(t);
+        }
+        assert!(is_kernel(&a));
+        while a.poll_transmit().is_some() {}
+        let mut sender = CompactBulk::default();
+        engine.answer_bulk_request(t, true);
+        assert!(sender.pump(t, &mut engine, &mut a));
+        let frames: Vec<(IpAddr, Vec<u8>)> = std::iter::from_fn(|| a.poll_transmit()).collect();
+        assert!(
+            frames.iter().all(|(to, _)| *to == addr_b),
+            "nothing new to the kernel peer"
+        );
+        let kinds: Vec<ext::Kind> = frames
+            .iter()
+            .map(|(_, f)| ext::FrameRepr::parse(f).unwrap().body.kind())
+            .collect();
+        assert_eq!(
+            kinds[..2],
+            [ext::Kind::BulkSize, ext::Kind::Data],
+            "{kinds:?}"
+        );
+        assert_eq!(sender.sizes_sent, 1);
+
+        let mut receiver_engine = Engine::new(Config::new(2, Dialect::FreeBsd1400));
+        let mut receiver = CompactBulk::default();
+        b.handle_frame(t, addr_a, &frames[0].1);
+        let announced = std::iter::from_fn(|| b.poll_event()).find_map(|e| match e {
+            crate::session::Event::BulkSizeAnnounced { peer, states } => Some((peer, states)),
+            _ => None,
+        });
+        assert_eq!(announced, Some((addr_a, 100)));
+        assert_eq!(
+            receiver.note_size_announced(addr_a, 100, &mut receiver_engine),
+            100
+        );
+        assert_eq!(receiver.states_reserved, 100);
+        assert_eq!(receiver.reserves_capped, 0);
+        assert_eq!(receiver.received[&addr_a].announced, Some(100));
+        let stats = receiver.json();
+        assert_eq!(stats["sizes_received"], 1);
+        assert_eq!(stats["states_reserved"], 100);
+        assert_eq!(stats["received"][addr_a.to_string()]["announced"], 100);
+    }
+
+    /// What an announcement makes room for is bounded: the states held are not counted
+    /// again, and no more than [`MOST_STATES_RESERVED`] nor what the state limit leaves
+    /// (a capped announcement is counted). A hostile or buggy peer's count commits no
+    /// more than that.
+    #[test]
+    fn the_room_an_announcement_makes_is_bounded() {
+        let now = Instant::now();
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut bulk = CompactBulk::default();
+
+        let mut limited = Engine::new(Config {
+            max_states: 1_000,
+            ..Config::new(2, Dialect::FreeBsd1400)
+        });
+        for s in crate::table::synth::Synth::new(1, 1).states(10) {
+            limited.handle_local(now, LocalChange::Insert(s));
+        }
+        assert_eq!(limited.state_count(), 10);
+        assert_eq!(bulk.note_size_announced(peer, 5_000, &mut limited), 990);
+        assert_eq!(bulk.reserves_capped, 1);
+        // Held already: nothing more to make room for, nothing to ask the parent.
+        assert_eq!(bulk.note_size_announced(peer, 10, &mut limited), 0);
+        assert_eq!(bulk.note_size_announced(peer, 0, &mut limited), 0);
+        assert_eq!(bulk.reserves_capped, 1);
+
+        let mut unlimited = Engine::new(Config {
+            max_states: usize::MAX,
+            ..Config::new(2, Dialect::FreeBsd1400)
+        });
+        assert_eq!(
+            bulk.note_size_announced(peer, u64::MAX, &mut unlimited),
+            MOST_STATES_RESERVED
+        );
+        assert_eq!(bulk.reserves_capped, 2);
+        assert_eq!(bulk.sizes_received, 4);
+        assert_eq!(bulk.states_reserved, 990 + MOST_STATES_RESERVED);
+        assert_eq!(bulk.received[&peer].announced, Some(u64::MAX));
+        assert!(bulk
+            .stats_text()
+            .contains("4 received, room made for 2000990 states, 2 capped"));
+    }
 }

@@ -195,3 +195,51 @@ pub(in crate::daemon) fn open_pf() -> anyhow::Result<Table> {
         "--table pf: there is no pf on this system (FreeBSD and OpenBSD only); use --table memory"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::MemoryConfig;
+    use crate::wire::RecordFormat;
+
+    /// A pf device that holds nothing and takes every call: `reserve_states` must not
+    /// reach it.
+    struct EmptyDevice;
+
+    impl PfDevice for EmptyDevice {
+        fn format(&self) -> RecordFormat {
+            RecordFormat::FreeBsd1400
+        }
+        fn list(&mut self, out: &mut Vec<u8>) -> std::io::Result<crate::table::pf::Listing> {
+            out.clear();
+            Ok(crate::table::pf::Listing::Complete)
+        }
+        fn add(&mut self, _: &[u8]) -> std::io::Result<()> {
+            panic!("reserving room wrote to pf")
+        }
+        fn kill(&mut self, _: u32, _: u64) -> std::io::Result<u32> {
+            panic!("reserving room wrote to pf")
+        }
+    }
+
+    /// The engine's word is bounded by the parent's own: whatever it asks, the memory
+    /// table makes room for at most [`MOST_STATES_RESERVED`] (and its limit) more
+    /// states; pf is left alone.
+    #[test]
+    fn the_parent_bounds_the_room_the_engine_asks_for() {
+        let mut memory = Table::Memory(Box::new(MemoryTable::new(MemoryConfig::new(1))));
+        assert_eq!(memory.reserve_states(1_000), Some(1_000));
+        assert_eq!(
+            memory.reserve_states(u64::MAX),
+            Some(MOST_STATES_RESERVED as usize)
+        );
+        let mut limited = Table::Memory(Box::new(MemoryTable::new(MemoryConfig {
+            limit: Some(500),
+            ..MemoryConfig::new(1)
+        })));
+        assert_eq!(limited.reserve_states(1_000), Some(500));
+        let mut pf = Table::Pf(Box::new(PfTable::new(EmptyDevice)));
+        assert_eq!(pf.reserve_states(1_000_000), None);
+        assert_eq!(pf.len(), 0);
+    }
+}
