@@ -320,7 +320,9 @@ impl MemoryTable {
     /// Makes room for `n` more states (no more than the limit leaves), so that adding
     /// them moves and rehashes nothing; returns for how many. Address space only: the
     /// pages are mapped as states arrive (`PopulateAhead`), except the index's, which
-    /// a rehash writes whole.
+    /// a rehash writes whole (8 bytes an entry, at most 3/4 full). A table without a
+    /// limit takes `n` as it is: the caller bounds it (the daemon's parent does, see
+    /// `daemon::parent::table::MOST_STATES_RESERVED`).
     pub fn reserve_states(&mut self, n: usize) -> usize {
         let n = match self.config.limit {
             Some(limit) => n.min(limit.saturating_sub(self.slots.len())),
