@@ -749,7 +749,7 @@ mod linux {
         for s in &states {
             let mut bytes = Vec::new();
             pfsyncd::state::compact::encode(s, &mut bytes);
-            writer.push(&mut frames, &TableOp::Import(s.clone()), Some(&bytes), 0);
+            writer.push(&mut frames, &TableOp::Import(*s), Some(&bytes), 0);
         }
         let mut bodies = Vec::new();
         let mut rest = &frames[..];
