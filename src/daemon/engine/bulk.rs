@@ -194,6 +194,12 @@ pub(super) struct CompactBulk {
     pub sizes_received: u64,
     pub states_reserved: u64,
     pub reserves_capped: u64,
+    /// Room asked of the parent's table ([`ToParent::ReserveStates`]): how many times,
+    /// and up to how many states held the last time.
+    ///
+    /// [`ToParent::ReserveStates`]: crate::daemon::privsep::ToParent::ReserveStates
+    pub parent_asks: u64,
+    parent_asked_upto: u64,
 }
 
 impl CompactBulk {
@@ -468,8 +474,10 @@ impl CompactBulk {
 
     /// `from` announced a compact bulk of about `states` states (BULK_SIZE): the
     /// engine's cache makes room for those it does not hold yet, within
-    /// [`MOST_STATES_RESERVED`] and its state limit. Returns for how many states room
-    /// was made, which the parent's table is asked to make too (0: nothing to ask).
+    /// [`MOST_STATES_RESERVED`] and its state limit. Returns for how many states the
+    /// parent's table is to make room (0: nothing to ask): only when that reaches a
+    /// quarter past the last room asked of it, so that a peer repeating or raising its
+    /// count a little at a time makes a few asks (and parent log lines), not one each.
     pub(super) fn note_size_announced(
         &mut self,
         from: IpAddr,
@@ -478,13 +486,20 @@ impl CompactBulk {
     ) -> u64 {
         self.sizes_received += 1;
         self.received.entry(from).or_default().announced = Some(states);
-        let wanted = states.saturating_sub(engine.state_count() as u64);
+        let held = engine.state_count() as u64;
+        let wanted = states.saturating_sub(held);
         let room = wanted.min(MOST_STATES_RESERVED);
         let reserved = engine.reserve_states(room as usize) as u64;
         if reserved < wanted {
             self.reserves_capped += 1;
         }
         self.states_reserved += reserved;
+        let upto = held + reserved;
+        if reserved == 0 || upto <= self.parent_asked_upto + self.parent_asked_upto / 4 {
+            return 0;
+        }
+        self.parent_asked_upto = upto;
+        self.parent_asks += 1;
         reserved
     }
 
@@ -501,8 +516,8 @@ impl CompactBulk {
             self.tail_probes,
         );
         out.push_str(&format!(
-            "\tbulk sizes: {} announced to peers, {} received, room made for {} states, {} capped\n",
-            self.sizes_sent, self.sizes_received, self.states_reserved, self.reserves_capped,
+            "\tbulk sizes: {} announced to peers, {} received, room made for {} states, {} capped, {} asked of the table\n",
+            self.sizes_sent, self.sizes_received, self.states_reserved, self.reserves_capped, self.parent_asks,
         ));
         for (peer, r) in &self.received {
             out.push_str(&format!(
@@ -554,6 +569,7 @@ impl CompactBulk {
             "sizes_received": self.sizes_received,
             "states_reserved": self.states_reserved,
             "reserves_capped": self.reserves_capped,
+            "parent_asks": self.parent_asks,
             "received": received,
         })
     }
@@ -914,5 +930,29 @@ mod tests {
         assert!(bulk
             .stats_text()
             .contains("4 received, room made for 2000990 states, 2 capped"));
+    }
+
+    /// A peer that repeats its announcement, or raises its count a little at a time,
+    /// asks the parent for room a few times only (each ask a log line there), and
+    /// never past [`MOST_STATES_RESERVED`] beyond what is held.
+    #[test]
+    fn repeated_announcements_ask_the_parent_a_few_times() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut bulk = CompactBulk::default();
+        let mut engine = Engine::new(Config::new(2, Dialect::FreeBsd1400));
+        let mut asked = Vec::new();
+        for states in (1..=3_000_000u64).step_by(997).chain([u64::MAX; 100]) {
+            let room = bulk.note_size_announced(peer, states, &mut engine);
+            if room > 0 {
+                asked.push(room);
+            }
+        }
+        assert!(asked.len() < 70, "{} asks", asked.len());
+        assert!(asked.iter().all(|&r| r <= MOST_STATES_RESERVED));
+        // The last ask within a quarter of the most.
+        assert!(asked
+            .last()
+            .is_some_and(|&r| r * 5 / 4 >= MOST_STATES_RESERVED));
+        assert_eq!(bulk.parent_asks, asked.len() as u64);
     }
 }
