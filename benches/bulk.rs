@@ -726,6 +726,88 @@ mod linux {
         }
     }
 
+    /// The receiver's engine import and parent table stages, with and without the
+    /// room for the bulk's states reserved up front (`-- presize`).
+    fn presize(n: usize) {
+        use pfsyncd::engine::{Config, Engine, PackedTableOp, TableOp};
+        use pfsyncd::table::{MemoryConfig, MemoryTable, StateTable};
+        use pfsyncd::wire::Dialect;
+
+        let states = Synth::new(1, 7).states(n);
+        let mut batches = Vec::new();
+        let mut rest = &states[..];
+        while !rest.is_empty() {
+            let mut batch = Vec::new();
+            let k = compact_record::encode_batch(rest, 9000 - IP_UDP - PFSYNC_HEADERS, &mut batch)
+                .expect("limit");
+            batches.push(batch);
+            rest = &rest[k..];
+        }
+        let now = Instant::now();
+        let mut writer = pfsyncd::daemon::privsep::TableFrames::default();
+        let mut frames = Vec::new();
+        for s in &states {
+            let mut bytes = Vec::new();
+            pfsyncd::state::compact::encode(s, &mut bytes);
+            writer.push(&mut frames, &TableOp::Import(*s), Some(&bytes), 0);
+        }
+        let mut bodies = Vec::new();
+        let mut rest = &frames[..];
+        while !rest.is_empty() {
+            let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            bodies.push((rest[4], &rest[FRAME_HEADER..FRAME_HEADER + len]));
+            rest = &rest[FRAME_HEADER + len..];
+        }
+        for round in 0..3 {
+            for reserve in [false, true] {
+                let rss_before = rss_mb();
+                let mut engine = Engine::new(Config::new(0x0c0c_0001, Dialect::FreeBsd1400));
+                let t = Lap::start();
+                if reserve {
+                    engine.reserve_states(n);
+                }
+                for b in &batches {
+                    engine
+                        .handle_compact_batch(now, None, b)
+                        .expect("our batch");
+                    while let Some(op) = engine.poll_table_op_packed() {
+                        std::hint::black_box(matches!(op, PackedTableOp::Import(_)));
+                    }
+                    while engine.poll_transmit().is_some() {}
+                }
+                let took = t.stop();
+                assert_eq!(engine.state_count(), n);
+                let rss = rss_mb() - rss_before;
+                drop(engine);
+                let mut table = MemoryTable::new(MemoryConfig::new(0x0c0c_0001));
+                let rss_before = rss_mb();
+                let t = Lap::start();
+                if reserve {
+                    table.reserve_states(n);
+                }
+                let mut ops = Vec::new();
+                for &(kind, body) in &bodies {
+                    ops.clear();
+                    ToParent::decode_record_ops(kind, body, &mut ops)
+                        .expect("imports")
+                        .expect("decodes");
+                    table.apply_records(now, &ops, |_, r| {
+                        r.expect("import");
+                    });
+                }
+                let took_table = t.stop();
+                assert_eq!(table.len(), n);
+                println!(
+                    "  round {round}, reserved {reserve:5}: engine import {} RSS +{rss:.0} MB; \
+                     parent frame -> table {} RSS +{:.0} MB",
+                    rate(n, took),
+                    rate(n, took_table),
+                    rss_mb() - rss_before
+                );
+            }
+        }
+    }
+
     pub fn main() {
         // `cargo test --all-targets` (CI) runs this without `--bench`: the quick pass.
         let quick =
@@ -738,7 +820,7 @@ mod linux {
         println!("bulk benchmark ({})", if quick { "quick" } else { "full" });
         let named = |p: &str| std::env::args().any(|a| a == p);
         // `-- daemons`: the daemons' bulk alone (the stages take a core for a minute).
-        if !profiling() && !named("daemons") {
+        if !profiling() && !named("daemons") && !named("presize") {
             // `-- walk`: the sender's stage alone (a profile of it, say).
             if !named("walk") {
                 stages(states);
@@ -749,6 +831,10 @@ mod linux {
             return;
         }
         if named("stages") {
+            return;
+        }
+        if named("presize") {
+            presize(states);
             return;
         }
         let both = !named("1500") && !named("9000");

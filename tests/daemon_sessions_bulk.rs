@@ -161,3 +161,66 @@ fn a_late_node_gets_the_compact_bulk_complete_through_ten_percent_loss() {
         tx["sessions"][c.addr(1, false).to_string()]["resent"]
     );
 }
+
+/// BULK_SIZE (issue 14 point 4): at its START the compact bulk's sender tells the late
+/// node how many states it carries; the receiver's engine reports the announcement and
+/// the room it made, its parent makes room in the memory table (its log says so), and
+/// the bulk completes as without it.
+#[test]
+fn the_late_node_is_told_the_bulks_size_and_makes_room_for_it() {
+    const SIZED: u64 = 20_000;
+    let _g = serial();
+    let mut c = cluster("sbz", 2);
+    c.start(0, &["syncdev", "eth0", "up"]).unwrap();
+    c.ctl(0, &format!("insert {SIZED}")).unwrap();
+    let filled = wait_until(Duration::from_secs(30), || {
+        let s = status(&c, 0);
+        s["cached"].as_u64() >= s["states"].as_u64()
+            && s["queued"]
+                .as_array()
+                .is_some_and(|q| q.iter().all(|n| n.as_u64() == Some(0)))
+    });
+    assert!(
+        filled.is_some(),
+        "host 1 did not catch up: {}",
+        status(&c, 0)
+    );
+    c.start(1, &["syncdev", "eth0", "up"]).unwrap();
+    let done = wait_until(Duration::from_secs(30), || status(&c, 1)["bulk"] == "done");
+    assert!(
+        done.is_some(),
+        "no bulk done in 30 s: {}\nlog 2 {}",
+        status(&c, 1),
+        c.log_tail(1, 30)
+    );
+    let holds = status(&c, 0)["states"].as_u64().unwrap();
+    let took = status(&c, 1)["states"].as_u64().unwrap();
+    assert!(
+        took + EXPIRY_MARGIN >= holds,
+        "host 2 holds {took} states after its bulk, host 1 {holds}"
+    );
+
+    let from = c.addr(0, false).to_string();
+    let tx = stats(&c, 0);
+    let sent = &tx["session_counters"]["compact_bulk"];
+    assert!(sent["sizes_sent"].as_u64() >= Some(1), "{sent}");
+    let rx = stats(&c, 1);
+    let got = &rx["session_counters"]["compact_bulk"];
+    let announced = got["received"][&from]["announced"].as_u64();
+    // The walk's count: every state host 1 cached at the START.
+    assert!(
+        announced >= Some(holds.saturating_sub(EXPIRY_MARGIN)) && announced <= Some(SIZED),
+        "announced {announced:?} of {holds}: {got}"
+    );
+    assert!(got["sizes_received"].as_u64() >= Some(1), "{got}");
+    // Nothing held before the bulk: room for all of it, within the bounds.
+    assert!(got["states_reserved"].as_u64() >= announced, "{got}");
+    assert_eq!(got["reserves_capped"], 0, "{got}");
+    let text = c.ctl(1, "stats").unwrap();
+    assert!(text.contains("bulk sizes:"), "{text}");
+    let log = c.log_tail(1, 200);
+    assert!(
+        log.contains("room made for"),
+        "the parent's table made no room: {log}"
+    );
+}

@@ -1,7 +1,7 @@
 //! Feeds arbitrary bytes to the pfsyncd extension frame parser: every frame it accepts
 //! emits back to exactly the bytes it came from (every length is checked on the way in);
 //! an IDS frame is its head and exactly 12 bytes (id, version) per listed state, a
-//! RESYNC frame exactly 20 bytes; a DATA frame's compact record batch decodes or is
+//! RESYNC frame exactly 20 bytes, a BULK_SIZE frame exactly 24; a DATA frame's compact record batch decodes or is
 //! refused, never panics.
 #![no_main]
 
@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(data.len(), 16 + ids::SIZE + ids::RECORD * list.ids.len());
             }
             Body::Resync => assert_eq!(data.len(), 20),
+            Body::BulkSize(_) => assert_eq!(data.len(), 24),
             _ => {}
         }
         if let Body::Data(d) = &frame.body {

@@ -526,6 +526,17 @@ impl Cache {
         self.index.len()
     }
 
+    /// Makes room for `n` more states (no more than the limit leaves), so that
+    /// adding them rehashes nothing; returns for how many. Only the index and the
+    /// chunk list are sized: a chunk's bytes still come with its states; the index's
+    /// pages are mapped in one call, as its growth maps them.
+    pub fn reserve_states(&mut self, n: usize) -> usize {
+        let n = n.min(self.limit.saturating_sub(self.len()));
+        self.index.reserve(n);
+        self.chunks.reserve(n.div_ceil(CHUNK));
+        n
+    }
+
     /// Slots ever allocated: every live slot is below this.
     pub fn slot_count(&self) -> u32 {
         match self.chunks.last() {
@@ -1143,5 +1154,40 @@ mod test {
             c.clock(later);
             assert_eq!(c.peer_updated(slot), Some(at));
         }
+    }
+
+    /// `reserve_states` (a bulk's announced size) makes room within the limit only,
+    /// and the states then inserted are the same cache as without it.
+    #[test]
+    fn reserved_room_is_bounded_by_the_limit_and_changes_no_outcome() {
+        let mut c = cache(5_000);
+        let mut plain = cache(5_000);
+        for i in 0..10 {
+            c.insert(Entry::new(&state(i), 0), &state(i)).unwrap();
+            plain.insert(Entry::new(&state(i), 0), &state(i)).unwrap();
+        }
+        assert_eq!(
+            c.reserve_states(1_000_000),
+            4_990,
+            "no more than the limit leaves"
+        );
+        let reserved = c.index.bytes();
+        assert_eq!(c.reserve_states(100), 100);
+        for i in 10..5_000 {
+            let a = c.insert(Entry::new(&state(i), 0), &state(i)).unwrap();
+            let b = plain.insert(Entry::new(&state(i), 0), &state(i)).unwrap();
+            assert_eq!(a, b);
+        }
+        assert_eq!(c.index.bytes(), reserved, "no growth past the reserve");
+        assert_eq!(c.reserve_states(7), 0, "full");
+        for i in 0..5_000 {
+            let slot = c.find((7, i)).expect("held");
+            assert_eq!(c.get(slot).state(), plain.get(slot).state());
+        }
+        assert_eq!(
+            c.insert(Entry::new(&state(5_000), 0), &state(5_000))
+                .unwrap_err(),
+            CacheFull
+        );
     }
 }

@@ -143,7 +143,6 @@ impl Index {
     /// instead of at each doubling on the way. The caller bounds `more` (the cache's
     /// limit); slots are 32-bit in any case. For the cache's size hint
     /// (`Cache::reserve_states`, which a bulk's announced size calls).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(super) fn reserve(&mut self, more: usize) {
         let need = self.len.saturating_add(more).min(u32::MAX as usize);
         if Self::fits(need, self.buckets.len()) {
@@ -371,5 +370,38 @@ mod test {
         for (key, slot) in &model {
             assert_eq!(idx.find(*key, |s| slab[s as usize].unwrap()), Some(*slot));
         }
+    }
+
+    /// Room reserved up front (a bulk's announced size): the keys then added grow
+    /// nothing, the keys held before stay where a lookup finds them, and a reserve
+    /// for fewer than there is room for changes nothing.
+    #[test]
+    fn reserved_room_takes_its_keys_without_growing() {
+        let mut idx = Index::new(KeyedState::new([5, 6]));
+        let slab: Vec<Key> = (0..10_000u64).map(|i| ((i % 4) as u32, i * 977)).collect();
+        for (slot, key) in slab.iter().enumerate().take(100) {
+            idx.insert(*key, slot as u32);
+        }
+        idx.reserve(9_900);
+        let reserved = idx.bytes();
+        // 10 000 keys at most 2/3 full: 15 000 buckets, a power of two.
+        assert_eq!(reserved, 8 * 16384);
+        idx.reserve(5_000);
+        assert_eq!(idx.bytes(), reserved, "room enough already");
+        for (slot, key) in slab.iter().enumerate().skip(100) {
+            assert_eq!(idx.find(*key, |s| slab[s as usize]), None);
+            idx.insert(*key, slot as u32);
+        }
+        assert_eq!(idx.bytes(), reserved, "no growth past the reserve");
+        for (slot, key) in slab.iter().enumerate() {
+            assert_eq!(idx.find(*key, |s| slab[s as usize]), Some(slot as u32));
+        }
+        // Past the room (the power of two's 2/3), it grows as before.
+        let more: Vec<Key> = (0..3_200u64).map(|i| (9, i)).collect();
+        for (i, key) in more.iter().enumerate() {
+            idx.insert(*key, 10_000 + i as u32);
+        }
+        assert_eq!(idx.len(), 13_200);
+        assert_eq!(idx.bytes(), 2 * reserved);
     }
 }

@@ -638,6 +638,12 @@ impl Engine {
         self.cache.len()
     }
 
+    /// Makes room in the cache for `n` more states; returns for how many (see
+    /// [`Cache::reserve_states`]).
+    pub fn reserve_states(&mut self, n: usize) -> usize {
+        self.cache.reserve_states(n)
+    }
+
     /// A cached state.
     pub fn state(&self, creatorid: u32, id: u64) -> Option<State> {
         self.cache

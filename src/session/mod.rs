@@ -110,9 +110,11 @@ use receive::{Arrival, Change, Stream};
 use resend::ResendBuffer;
 
 use crate::wire::ext::{
-    self, hello::FEATURE_DIGEST, AckRepr, Body, DataRepr, DigestRepr, DigestReqRepr, FrameRepr,
-    HelloRepr, IdsRepr, NeedRepr, Sender, SeqRange, SeqRanges, MAX_BUCKETS_PER_FRAME,
-    MAX_IDS_PER_FRAME, MAX_NEED_IDS_PER_FRAME, MAX_RANGES, MAX_REQ_BUCKETS,
+    self,
+    hello::{FEATURE_BULK_SIZE, FEATURE_DIGEST},
+    AckRepr, Body, BulkSizeRepr, DataRepr, DigestRepr, DigestReqRepr, FrameRepr, HelloRepr,
+    IdsRepr, NeedRepr, Sender, SeqRange, SeqRanges, MAX_BUCKETS_PER_FRAME, MAX_IDS_PER_FRAME,
+    MAX_NEED_IDS_PER_FRAME, MAX_RANGES, MAX_REQ_BUCKETS,
 };
 
 /// The most digest work items queued for [`Sessions::digest_work`].
@@ -236,6 +238,9 @@ pub enum Event {
     },
     /// `peer` lacks these states of ours: send full updates of them.
     AnnounceStates { peer: IpAddr, ids: Vec<u64> },
+    /// `peer` starts a compact bulk of about `states` states (BULK_SIZE): room for
+    /// them may be made now.
+    BulkSizeAnnounced { peer: IpAddr, states: u64 },
 }
 
 /// Counters not tied to a known peer.
@@ -499,6 +504,23 @@ impl Sessions {
         true
     }
 
+    /// Tells each established peer that understands it (its HELLO set
+    /// [`FEATURE_BULK_SIZE`]) that the compact bulk we start carries about `states`
+    /// states: BULK_SIZE, unsequenced (lost, only the receiver's pre-sizing is). Kernel
+    /// peers and pfsyncd peers without the bit get nothing. Returns how many got it.
+    pub fn announce_bulk_size(&mut self, states: u64) -> usize {
+        let targets: Vec<IpAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.established() && p.features & FEATURE_BULK_SIZE != 0)
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in &targets {
+            self.send_to(*addr, Body::BulkSize(BulkSizeRepr { states }));
+        }
+        targets.len()
+    }
+
     /// Sends an established peer HELLO again: its answer tells whether it restarted
     /// (a new boot id, [`Event::PeerRestarted`]), e.g. when it asks in plain pfsync
     /// what a session peer would ask in DATA.
@@ -757,11 +779,12 @@ impl Sessions {
 
     fn hello(&self) -> HelloRepr {
         HelloRepr {
-            features: if self.config.digest_period.is_some() {
-                FEATURE_DIGEST
-            } else {
-                0
-            },
+            features: FEATURE_BULK_SIZE
+                | if self.config.digest_period.is_some() {
+                    FEATURE_DIGEST
+                } else {
+                    0
+                },
             mtu: self.config.mtu,
             next_seq: self.next_seq,
         }
@@ -954,6 +977,12 @@ impl Sessions {
             Body::Resync => {
                 self.count(from, |s| s.resyncs_received += 1);
                 self.events.push_back(Event::ResyncAsked { peer: from });
+            }
+            Body::BulkSize(size) => {
+                self.events.push_back(Event::BulkSizeAnnounced {
+                    peer: from,
+                    states: size.states,
+                });
             }
             Body::Need(need) => {
                 self.count(from, |s| s.ids_announced += need.ids.len() as u64);

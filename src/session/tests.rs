@@ -668,7 +668,7 @@ proptest::proptest! {
     #[test]
     fn any_frame_from_anyone_is_counted_never_a_panic(
         frames in proptest::collection::vec(
-            (0usize..3, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), 0u8..12),
+            (0usize..3, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), 0u8..14),
             1..40,
         )
     ) {
@@ -794,7 +794,7 @@ fn a_young_copy_is_never_forgotten() {
 /// A valid frame of any kind with arbitrary field values.
 fn any_body(kind: u8, a: u64, b: u64, n: u16, list: &[u64]) -> Body<'static> {
     let small = |x: u64| (x % 300) as u16;
-    match kind % 10 {
+    match kind % 11 {
         0 => Body::Hello(ext::HelloRepr {
             features: a as u32,
             mtu: n,
@@ -819,7 +819,7 @@ fn any_body(kind: u8, a: u64, b: u64, n: u16, list: &[u64]) -> Body<'static> {
                 })
                 .collect();
             let ranges = SeqRanges { ranges };
-            if kind % 10 == 3 {
+            if kind % 11 == 3 {
                 Body::Nack(ranges)
             } else {
                 Body::Gone(ranges)
@@ -861,6 +861,7 @@ fn any_body(kind: u8, a: u64, b: u64, n: u16, list: &[u64]) -> Body<'static> {
                 })
                 .collect(),
         }),
+        10 => Body::BulkSize(ext::BulkSizeRepr { states: a }),
         _ => Body::Need(ext::NeedRepr { ids: list.to_vec() }),
     }
 }
@@ -870,7 +871,7 @@ proptest::proptest! {
     #[test]
     fn valid_frames_with_any_values_never_panic_and_stay_bounded(
         frames in proptest::collection::vec(
-            (0u8..10, proptest::prelude::any::<u64>(), proptest::prelude::any::<u64>(),
+            (0u8..11, proptest::prelude::any::<u64>(), proptest::prelude::any::<u64>(),
              proptest::prelude::any::<u16>(),
              proptest::collection::vec(proptest::prelude::any::<u64>(), 0..60)),
             1..30,
@@ -1056,4 +1057,65 @@ fn large_frames_are_acked_by_their_bytes() {
         let acked = net.nodes[0].sessions.peer(addr(1)).unwrap().acked;
         assert_eq!(acked, net.nodes[0].sessions.highest_sent());
     }
+}
+
+/// BULK_SIZE (issue 14 point 4) goes only to established peers whose HELLO set
+/// [`FEATURE_BULK_SIZE`]: a pfsyncd of before it (its HELLO without the bit) and a
+/// kernel peer (it never answers HELLO) get nothing new. The peer that gets one raises
+/// [`Event::BulkSizeAnnounced`]; the same frame from a source without a session raises
+/// nothing.
+#[test]
+fn a_bulk_size_goes_only_to_peers_that_set_the_bit() {
+    let mut net = Net::new(3, 0.0, 21);
+    net.establish();
+    // A kernel peer beside them: probed three times, never answering.
+    let kernel = addr(9);
+    net.nodes[0].sessions.note_plain(net.now, kernel);
+    net.run_for(Duration::from_secs(5));
+    assert!(net.nodes[0]
+        .events
+        .contains(&Event::KernelPeer { peer: kernel }));
+    // Node 2 speaks as a pfsyncd of before BULK_SIZE: its HELLO says digests only.
+    let old = net.nodes[2].sessions.config().clone();
+    let hello = FrameRepr {
+        sender: ext::Sender {
+            creator: old.creator,
+            boot: old.boot,
+        },
+        body: Body::HelloAck(HelloRepr {
+            features: FEATURE_DIGEST,
+            mtu: old.mtu,
+            next_seq: net.nodes[2].sessions.highest_sent() + 1,
+        }),
+    }
+    .to_vec();
+    net.nodes[0].sessions.handle_frame(net.now, addr(2), &hello);
+    assert!(net.nodes[0].sessions.is_session_peer(addr(2)));
+    while net.nodes[0].sessions.poll_transmit().is_some() {}
+
+    assert_eq!(net.nodes[0].sessions.announce_bulk_size(1_000_000), 1);
+    let sent: Vec<(IpAddr, Vec<u8>)> =
+        std::iter::from_fn(|| net.nodes[0].sessions.poll_transmit()).collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (to, frame) = &sent[0];
+    assert_eq!(*to, addr(1), "only the peer that set the bit");
+    assert_eq!(
+        FrameRepr::parse(frame).unwrap().body,
+        Body::BulkSize(BulkSizeRepr { states: 1_000_000 })
+    );
+
+    net.nodes[1].sessions.handle_frame(net.now, addr(0), frame);
+    let events: Vec<Event> = std::iter::from_fn(|| net.nodes[1].sessions.poll_event()).collect();
+    assert!(
+        events.contains(&Event::BulkSizeAnnounced {
+            peer: addr(0),
+            states: 1_000_000
+        }),
+        "{events:?}"
+    );
+    let before = net.nodes[1].sessions.stats().unknown_peer;
+    net.nodes[1].sessions.handle_frame(net.now, addr(7), frame);
+    assert_eq!(net.nodes[1].sessions.stats().unknown_peer, before + 1);
+    assert!(!std::iter::from_fn(|| net.nodes[1].sessions.poll_event())
+        .any(|e| matches!(e, Event::BulkSizeAnnounced { .. })));
 }

@@ -66,12 +66,17 @@ impl PopulateAhead {
     fn next_chunk<T>(&mut self, v: &mut Vec<T>) {
         let size = std::mem::size_of::<T>().max(1);
         let chunk = Self::chunk_bytes(v).div_ceil(size);
-        // Reserving more than one push's room keeps the vector's doubling (`reserve`
-        // grows it to at least twice its capacity when it grows).
-        v.reserve(chunk);
-        populate_spare(v, chunk);
+        // Room reserved up front (a bulk's announced size) is used to its end before
+        // the vector grows: a chunk ahead past it would move the whole vector for the
+        // chunk's sake. Reserving more than one push's room keeps the vector's doubling
+        // (`reserve` grows it to at least twice its capacity when it grows).
+        if v.len() == v.capacity() {
+            v.reserve(chunk);
+        }
+        let ahead = chunk.min(v.capacity() - v.len());
+        populate_spare(v, ahead);
         self.buffer = v.as_ptr() as usize;
-        self.upto = v.len() + chunk;
+        self.upto = v.len() + ahead;
     }
 }
 
@@ -139,5 +144,22 @@ mod tests {
         populate_spare(&mut small, 1000);
         populate_spare(&mut small, 0);
         assert_eq!(small, [1, 2, 3]);
+    }
+
+    /// Room reserved up front is filled to its end before the vector moves, however
+    /// close to its end a chunk ahead starts; past it, the vector grows as before.
+    #[test]
+    fn reserved_room_is_used_to_its_end_before_the_vector_moves() {
+        let mut ahead = PopulateAhead::default();
+        let mut v: Vec<u64> = Vec::with_capacity(100_000);
+        let (buffer, room) = (v.as_ptr(), v.capacity());
+        for i in 0..room as u64 {
+            ahead.before_push(&mut v);
+            v.push(i);
+            assert_eq!(v.as_ptr(), buffer, "moved at {i}");
+        }
+        ahead.before_push(&mut v);
+        v.push(0);
+        assert!(v.capacity() >= 2 * room);
     }
 }

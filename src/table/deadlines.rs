@@ -86,6 +86,11 @@ fn bucket_of(deadline: i64) -> usize {
 }
 
 impl Deadlines {
+    /// Makes room for the links of `slots` slots in all.
+    pub(super) fn reserve(&mut self, slots: usize) {
+        self.links.reserve(slots.saturating_sub(self.links.len()));
+    }
+
     /// Files slot `at` (not filed) under second `deadline`.
     pub(super) fn insert(&mut self, deadline: i64, at: u32) {
         // Two billion states would need 200 GB of slots first.

@@ -317,6 +317,23 @@ impl MemoryTable {
         }
     }
 
+    /// Makes room for `n` more states (no more than the limit leaves), so that adding
+    /// them moves and rehashes nothing; returns for how many. Address space only: the
+    /// pages are mapped as states arrive (`PopulateAhead`), except the index's, which
+    /// a rehash writes whole (8 bytes an entry, at most 3/4 full). A table without a
+    /// limit takes `n` as it is: the caller bounds it (the daemon's parent does, see
+    /// `daemon::parent::table::MOST_STATES_RESERVED`).
+    pub fn reserve_states(&mut self, n: usize) -> usize {
+        let n = match self.config.limit {
+            Some(limit) => n.min(limit.saturating_sub(self.slots.len())),
+            None => n,
+        };
+        self.slots.reserve(n);
+        self.index.reserve(n);
+        self.deadlines.reserve(self.slots.len().saturating_add(n));
+        n
+    }
+
     /// The settings.
     pub fn config(&self) -> &MemoryConfig {
         &self.config
@@ -1147,6 +1164,50 @@ mod test {
             assert_eq!(t.next_deadline(), first);
         }
         assert!(id > 5000, "{id} states");
+    }
+
+    /// `reserve_states` (a bulk's announced size) makes room within the limit only:
+    /// the states then imported move and rehash nothing, and make the same table as
+    /// without it.
+    #[test]
+    fn reserved_room_is_bounded_by_the_limit_and_changes_no_outcome() {
+        use crate::table::synth::Synth;
+        let now = Instant::now();
+        let config = MemoryConfig {
+            limit: Some(4_000),
+            ..MemoryConfig::new(US)
+        };
+        let (mut t, mut plain) = (MemoryTable::new(config.clone()), MemoryTable::new(config));
+        let states = Synth::new(9, PEER).states(4_000);
+        for s in &states[..10] {
+            t.import(now, s).unwrap();
+            plain.import(now, s).unwrap();
+        }
+        assert_eq!(
+            t.reserve_states(usize::MAX),
+            3_990,
+            "no more than the limit leaves"
+        );
+        let (slots, index) = (t.slots.as_ptr(), t.index.bytes());
+        assert!(t.slots.capacity() >= 4_000);
+        for s in &states[10..] {
+            t.import(now, s).unwrap();
+            plain.import(now, s).unwrap();
+        }
+        assert_eq!(t.slots.as_ptr(), slots, "the slot list never moved");
+        assert_eq!(t.index.bytes(), index, "the index never grew");
+        assert_eq!(t.reserve_states(5), 0, "full");
+        let mut beyond = states[0];
+        beyond.id = u64::MAX;
+        let refused = t.import(now, &beyond);
+        assert!(matches!(refused, Err(TableError::Full)), "{refused:?}");
+        for s in &states {
+            let a = t.get_any(now, s.creatorid, s.id).unwrap();
+            assert_eq!(Some(a), plain.get_any(now, s.creatorid, s.id));
+        }
+        assert_eq!(t.next_deadline(), plain.next_deadline());
+        assert_eq!(t.expire(now + Duration::from_secs(1 << 20)), 4_000);
+        assert!(t.is_empty());
     }
 
     /// A slot is the state's bytes inline: the list is reused as states come and go,

@@ -18,6 +18,15 @@
 //! after the last batch in the same stream; the receiver holds an END until its stream
 //! has no gap (`SessionSide::next_delivery`), so the bulk never ends short.
 //!
+//! **Size.** At START the sender tells each established peer whose HELLO set
+//! [`FEATURE_BULK_SIZE`](ext::hello::FEATURE_BULK_SIZE) how many states the bulk carries
+//! at most (BULK_SIZE, see `wire::ext::bulk_size`): the receiver's engine sizes its cache
+//! for them and tells its parent, which sizes the memory table, once, rather than both
+//! growing by doubling (a rehash and a copy each time) while the states arrive. A hint:
+//! the receiver reserves room for the announced count less the states it holds, at most
+//! [`MOST_STATES_RESERVED`] and what its state limit leaves, and a lost BULK_SIZE only
+//! loses the pre-sizing.
+//!
 //! **Progress** of both sides is kept here for `ctl stats`.
 
 use std::collections::BTreeMap;
@@ -111,12 +120,23 @@ pub(super) fn batch_limit(engine: &Engine) -> usize {
         .max(1 + MAX_RECORD_BYTES)
 }
 
+/// The most states a BULK_SIZE makes room for beyond those held: twice issue 14's
+/// million. Room is what a peer's word alone makes us commit: the cache index's 8-byte
+/// buckets at most 4/5 full (its pages are mapped as keys land in them, which a
+/// bulk's spread soon makes all of them), for 2 000 000 states 32 MB in this process,
+/// and as much again in the parent's table index (which applies its own bound), well
+/// inside the receiver's memory target (400 MB for a million states, 306 MB used).
+/// Beyond it the tables grow as the states come, as without an announcement.
+pub(super) const MOST_STATES_RESERVED: u64 = 2_000_000;
+
 /// A compact bulk update received from one peer.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Received {
     pub batches: u64,
     pub states: u64,
     pub refused: u64,
+    /// The states its last BULK_SIZE announced.
+    pub announced: Option<u64>,
     pub first_at: Option<Instant>,
     pub last_at: Option<Instant>,
 }
@@ -166,6 +186,20 @@ pub(super) struct CompactBulk {
     pub held_compact: u64,
     pub held_paced: u64,
     pub held_dropped: u64,
+    /// BULK_SIZE frames sent (one per peer told, per bulk).
+    pub sizes_sent: u64,
+    /// BULK_SIZE frames received; states room was made for in all (in the cache, and
+    /// asked of the parent); announcements that asked for more room than was made
+    /// ([`MOST_STATES_RESERVED`] or the state limit).
+    pub sizes_received: u64,
+    pub states_reserved: u64,
+    pub reserves_capped: u64,
+    /// Room asked of the parent's table ([`ToParent::ReserveStates`]): how many times,
+    /// and up to how many states held the last time.
+    ///
+    /// [`ToParent::ReserveStates`]: crate::daemon::privsep::ToParent::ReserveStates
+    pub parent_asks: u64,
+    parent_asked_upto: u64,
 }
 
 impl CompactBulk {
@@ -189,6 +223,10 @@ impl CompactBulk {
             self.min_rtt = None;
             self.timing = None;
             self.full_since = None;
+            // The walk's count: every state cached now (states filtered out or deleted
+            // meanwhile are skipped, and states added during the walk are sent too,
+            // but those are few).
+            self.sizes_sent += sessions.announce_bulk_size(engine.state_count() as u64) as u64;
             if let Some(start) = engine.bus_packet(now, STATUS_START) {
                 queued |= sessions.send_data(now, &start).is_ok();
             }
@@ -434,6 +472,37 @@ impl CompactBulk {
         r.refused
     }
 
+    /// `from` announced a compact bulk of about `states` states (BULK_SIZE): the
+    /// engine's cache makes room for those it does not hold yet, within
+    /// [`MOST_STATES_RESERVED`] and its state limit. Returns for how many states the
+    /// parent's table is to make room (0: nothing to ask): only when that reaches a
+    /// quarter past the last room asked of it, so that a peer repeating or raising its
+    /// count a little at a time makes a few asks (and parent log lines), not one each.
+    pub(super) fn note_size_announced(
+        &mut self,
+        from: IpAddr,
+        states: u64,
+        engine: &mut Engine,
+    ) -> u64 {
+        self.sizes_received += 1;
+        self.received.entry(from).or_default().announced = Some(states);
+        let held = engine.state_count() as u64;
+        let wanted = states.saturating_sub(held);
+        let room = wanted.min(MOST_STATES_RESERVED);
+        let reserved = engine.reserve_states(room as usize) as u64;
+        if reserved < wanted {
+            self.reserves_capped += 1;
+        }
+        self.states_reserved += reserved;
+        let upto = held + reserved;
+        if reserved == 0 || upto <= self.parent_asked_upto + self.parent_asked_upto / 4 {
+            return 0;
+        }
+        self.parent_asked_upto = upto;
+        self.parent_asks += 1;
+        reserved
+    }
+
     /// `ctl stats`'s line about the compact bulk.
     pub(super) fn stats_text(&self) -> String {
         let mut out = format!(
@@ -446,13 +515,18 @@ impl CompactBulk {
             self.window_full_time.as_millis(),
             self.tail_probes,
         );
+        out.push_str(&format!(
+            "\tbulk sizes: {} announced to peers, {} received, room made for {} states, {} capped, {} asked of the table\n",
+            self.sizes_sent, self.sizes_received, self.states_reserved, self.reserves_capped, self.parent_asks,
+        ));
         for (peer, r) in &self.received {
             out.push_str(&format!(
-                "\tcompact bulk from {peer}: {} batches, {} states in {:.3} s, {} refused\n",
+                "\tcompact bulk from {peer}: {} batches, {} states in {:.3} s, {} refused, size announced {}\n",
                 r.batches,
                 r.states,
                 seconds(r),
-                r.refused
+                r.refused,
+                r.announced.map_or_else(|| "-".to_string(), |n| n.to_string()),
             ));
         }
         out
@@ -471,6 +545,7 @@ impl CompactBulk {
                         "states": r.states,
                         "refused": r.refused,
                         "seconds": seconds(r),
+                        "announced": r.announced,
                     }),
                 )
             })
@@ -490,6 +565,11 @@ impl CompactBulk {
             "held_requests_compact": self.held_compact,
             "held_requests_paced": self.held_paced,
             "held_requests_dropped": self.held_dropped,
+            "sizes_sent": self.sizes_sent,
+            "sizes_received": self.sizes_received,
+            "states_reserved": self.states_reserved,
+            "reserves_capped": self.reserves_capped,
+            "parent_asks": self.parent_asks,
             "received": received,
         })
     }
@@ -745,5 +825,134 @@ mod tests {
         let later = now + DATA_COPY_GRACE;
         assert!(bulk.answer_held(later, &mut engine, &a));
         assert_eq!(bulk.held_compact, 1);
+    }
+
+    /// At START the sender tells its session peer the bulk's size (BULK_SIZE, before
+    /// the START's DATA), and nothing at all to a kernel peer beside it; the receiver's
+    /// engine makes room for the states it does not hold, and counts it.
+    #[test]
+    fn the_start_announces_the_size_to_session_peers_only() {
+        let now = Instant::now();
+        let mut engine = engine_with_states(now);
+        let (mut a, mut b, addr_a, addr_b) = session_pair();
+        a.add_secure_peer(now, addr_b);
+        b.add_secure_peer(now, addr_a);
+        exchange(now, &mut a, addr_a, &mut b, addr_b);
+        assert!(a.is_session_peer(addr_b));
+        // A kernel peer: seen in plain pfsync, never answering HELLO.
+        let kernel: IpAddr = "10.0.0.9".parse().unwrap();
+        a.note_plain(now, kernel);
+        let mut t = now;
+        let is_kernel = |a: &Sessions| matches!(a.peer(kernel).unwrap().link, Link::Kernel { .. });
+        while let Some(next) = a.poll_timeout().filter(|_| !is_kernel(&a)) {
+            t = next;
+            a.handle_timeout(t);
+        }
+        assert!(is_kernel(&a));
+        while a.poll_transmit().is_some() {}
+        let mut sender = CompactBulk::default();
+        engine.answer_bulk_request(t, true);
+        assert!(sender.pump(t, &mut engine, &mut a));
+        let frames: Vec<(IpAddr, Vec<u8>)> = std::iter::from_fn(|| a.poll_transmit()).collect();
+        assert!(
+            frames.iter().all(|(to, _)| *to == addr_b),
+            "nothing new to the kernel peer"
+        );
+        let kinds: Vec<ext::Kind> = frames
+            .iter()
+            .map(|(_, f)| ext::FrameRepr::parse(f).unwrap().body.kind())
+            .collect();
+        assert_eq!(
+            kinds[..2],
+            [ext::Kind::BulkSize, ext::Kind::Data],
+            "{kinds:?}"
+        );
+        assert_eq!(sender.sizes_sent, 1);
+
+        let mut receiver_engine = Engine::new(Config::new(2, Dialect::FreeBsd1400));
+        let mut receiver = CompactBulk::default();
+        b.handle_frame(t, addr_a, &frames[0].1);
+        let announced = std::iter::from_fn(|| b.poll_event()).find_map(|e| match e {
+            crate::session::Event::BulkSizeAnnounced { peer, states } => Some((peer, states)),
+            _ => None,
+        });
+        assert_eq!(announced, Some((addr_a, 100)));
+        assert_eq!(
+            receiver.note_size_announced(addr_a, 100, &mut receiver_engine),
+            100
+        );
+        assert_eq!(receiver.states_reserved, 100);
+        assert_eq!(receiver.reserves_capped, 0);
+        assert_eq!(receiver.received[&addr_a].announced, Some(100));
+        let stats = receiver.json();
+        assert_eq!(stats["sizes_received"], 1);
+        assert_eq!(stats["states_reserved"], 100);
+        assert_eq!(stats["received"][addr_a.to_string()]["announced"], 100);
+    }
+
+    /// What an announcement makes room for is bounded: the states held are not counted
+    /// again, and no more than [`MOST_STATES_RESERVED`] nor what the state limit leaves
+    /// (a capped announcement is counted). A hostile or buggy peer's count commits no
+    /// more than that.
+    #[test]
+    fn the_room_an_announcement_makes_is_bounded() {
+        let now = Instant::now();
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut bulk = CompactBulk::default();
+
+        let mut limited = Engine::new(Config {
+            max_states: 1_000,
+            ..Config::new(2, Dialect::FreeBsd1400)
+        });
+        for s in crate::table::synth::Synth::new(1, 1).states(10) {
+            limited.handle_local(now, LocalChange::Insert(s));
+        }
+        assert_eq!(limited.state_count(), 10);
+        assert_eq!(bulk.note_size_announced(peer, 5_000, &mut limited), 990);
+        assert_eq!(bulk.reserves_capped, 1);
+        // Held already: nothing more to make room for, nothing to ask the parent.
+        assert_eq!(bulk.note_size_announced(peer, 10, &mut limited), 0);
+        assert_eq!(bulk.note_size_announced(peer, 0, &mut limited), 0);
+        assert_eq!(bulk.reserves_capped, 1);
+
+        let mut unlimited = Engine::new(Config {
+            max_states: usize::MAX,
+            ..Config::new(2, Dialect::FreeBsd1400)
+        });
+        assert_eq!(
+            bulk.note_size_announced(peer, u64::MAX, &mut unlimited),
+            MOST_STATES_RESERVED
+        );
+        assert_eq!(bulk.reserves_capped, 2);
+        assert_eq!(bulk.sizes_received, 4);
+        assert_eq!(bulk.states_reserved, 990 + MOST_STATES_RESERVED);
+        assert_eq!(bulk.received[&peer].announced, Some(u64::MAX));
+        assert!(bulk
+            .stats_text()
+            .contains("4 received, room made for 2000990 states, 2 capped"));
+    }
+
+    /// A peer that repeats its announcement, or raises its count a little at a time,
+    /// asks the parent for room a few times only (each ask a log line there), and
+    /// never past [`MOST_STATES_RESERVED`] beyond what is held.
+    #[test]
+    fn repeated_announcements_ask_the_parent_a_few_times() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut bulk = CompactBulk::default();
+        let mut engine = Engine::new(Config::new(2, Dialect::FreeBsd1400));
+        let mut asked = Vec::new();
+        for states in (1..=3_000_000u64).step_by(997).chain([u64::MAX; 100]) {
+            let room = bulk.note_size_announced(peer, states, &mut engine);
+            if room > 0 {
+                asked.push(room);
+            }
+        }
+        assert!(asked.len() < 70, "{} asks", asked.len());
+        assert!(asked.iter().all(|&r| r <= MOST_STATES_RESERVED));
+        // The last ask within a quarter of the most.
+        assert!(asked
+            .last()
+            .is_some_and(|&r| r * 5 / 4 >= MOST_STATES_RESERVED));
+        assert_eq!(bulk.parent_asks, asked.len() as u64);
     }
 }

@@ -816,6 +816,12 @@ impl EngineProcess {
                     side.session_started(now, peer);
                     self.immediate_stale = true;
                 }
+                SessionEvent::BulkSizeAnnounced { peer, states } => {
+                    let room = side.bulk.note_size_announced(peer, states, engine);
+                    if room > 0 {
+                        ToParent::ReserveStates(room).encode(self.channel.queue());
+                    }
+                }
                 SessionEvent::PeerDown { .. } => self.immediate_stale = true,
                 SessionEvent::KernelPeer { .. } => {
                     self.last_kernel_peer = Some(now);

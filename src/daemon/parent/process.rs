@@ -472,6 +472,13 @@ impl Parent {
                     crate::daemon::log::write(level, format_args!("{text}"))
                 }
                 ToParent::Taken(n) => self.crossings.taken(n),
+                ToParent::ReserveStates(asked) => {
+                    if let Some(room) = self.table.reserve_states(asked) {
+                        log_info!(
+                            "table: room made for {room} more states ahead of a peer's bulk ({asked} asked)"
+                        );
+                    }
+                }
                 ToParent::Ready => self.start.running(),
                 ToParent::Done => self.engine_done = true,
                 ToParent::SecureSend { to, datagram } => {

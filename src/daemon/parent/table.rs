@@ -27,6 +27,14 @@ impl<D: PfDevice> PfKernelTable for PfTable<D> {
     }
 }
 
+/// The most states the parent makes room for at the engine's word
+/// ([`Table::reserve_states`]), whatever it asks: the engine process is not trusted (it
+/// handles the peers' bytes), so the bound is the parent's own. Two million states, twice
+/// issue 14's million: the memory table's index for them (8-byte entries at most 3/4
+/// full, written whole when it is sized) is 32 MB, its slot list and deadline links
+/// address space only (their pages are mapped as states arrive).
+pub(in crate::daemon) const MOST_STATES_RESERVED: u64 = 2_000_000;
+
 /// An operation of the engine's as the parent carries it out.
 #[derive(Debug)]
 pub(in crate::daemon) enum EngineOp<'a> {
@@ -120,6 +128,17 @@ impl Table {
         }
     }
 
+    /// Makes room for `asked` more states than the table holds, at most
+    /// [`MOST_STATES_RESERVED`] (and the table's own limit), ahead of a peer's bulk
+    /// (`ToParent::ReserveStates`); returns for how many. The memory table only: pf
+    /// sizes its own table, and is left alone (`None`).
+    pub(in crate::daemon) fn reserve_states(&mut self, asked: u64) -> Option<usize> {
+        match self {
+            Table::Memory(m) => Some(m.reserve_states(asked.min(MOST_STATES_RESERVED) as usize)),
+            Table::Pf(_) => None,
+        }
+    }
+
     /// pf's table, if that is the table.
     pub(in crate::daemon) fn pf(&mut self) -> Option<&mut dyn PfKernelTable> {
         match self {
@@ -175,4 +194,52 @@ pub(in crate::daemon) fn open_pf() -> anyhow::Result<Table> {
     anyhow::bail!(
         "--table pf: there is no pf on this system (FreeBSD and OpenBSD only); use --table memory"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::MemoryConfig;
+    use crate::wire::RecordFormat;
+
+    /// A pf device that holds nothing and takes every call: `reserve_states` must not
+    /// reach it.
+    struct EmptyDevice;
+
+    impl PfDevice for EmptyDevice {
+        fn format(&self) -> RecordFormat {
+            RecordFormat::FreeBsd1400
+        }
+        fn list(&mut self, out: &mut Vec<u8>) -> std::io::Result<crate::table::pf::Listing> {
+            out.clear();
+            Ok(crate::table::pf::Listing::Complete)
+        }
+        fn add(&mut self, _: &[u8]) -> std::io::Result<()> {
+            panic!("reserving room wrote to pf")
+        }
+        fn kill(&mut self, _: u32, _: u64) -> std::io::Result<u32> {
+            panic!("reserving room wrote to pf")
+        }
+    }
+
+    /// The engine's word is bounded by the parent's own: whatever it asks, the memory
+    /// table makes room for at most [`MOST_STATES_RESERVED`] (and its limit) more
+    /// states; pf is left alone.
+    #[test]
+    fn the_parent_bounds_the_room_the_engine_asks_for() {
+        let mut memory = Table::Memory(Box::new(MemoryTable::new(MemoryConfig::new(1))));
+        assert_eq!(memory.reserve_states(1_000), Some(1_000));
+        assert_eq!(
+            memory.reserve_states(u64::MAX),
+            Some(MOST_STATES_RESERVED as usize)
+        );
+        let mut limited = Table::Memory(Box::new(MemoryTable::new(MemoryConfig {
+            limit: Some(500),
+            ..MemoryConfig::new(1)
+        })));
+        assert_eq!(limited.reserve_states(1_000), Some(500));
+        let mut pf = Table::Pf(Box::new(PfTable::new(EmptyDevice)));
+        assert_eq!(pf.reserve_states(1_000_000), None);
+        assert_eq!(pf.len(), 0);
+    }
 }

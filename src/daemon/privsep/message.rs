@@ -228,6 +228,10 @@ pub enum ToParent<'a> {
         /// The operations, each an `Import` or an `Update`.
         ops: Vec<TableOp>,
     },
+    /// A peer's compact bulk will bring about this many states the engine does not
+    /// hold (BULK_SIZE): the table may make room for them now, as the engine's cache
+    /// did, rather than grow as they come. A hint, which the parent bounds itself.
+    ReserveStates(u64),
 }
 
 // Kind bytes. The two directions share no number, so a frame sent the wrong way is an
@@ -257,6 +261,7 @@ const SECURE_SEND: u8 = 74;
 const STAMP_TO_PARENT: u8 = 75;
 const TRANSMIT_TO: u8 = 76;
 const TABLE_RECORDS: u8 = 77;
+const RESERVE_STATES: u8 = 78;
 
 /// The longest body [`TableFrames`] makes of a frame of operations before it starts
 /// another: some two hundred of a bulk's, half a turn's budget of the parent's
@@ -700,6 +705,9 @@ impl ToParent<'_> {
                 put_bytes(o, text.as_bytes());
             }),
             ToParent::Taken(n) => frame(out, TAKEN, |o| o.extend_from_slice(&n.to_le_bytes())),
+            ToParent::ReserveStates(n) => frame(out, RESERVE_STATES, |o| {
+                o.extend_from_slice(&n.to_le_bytes());
+            }),
             ToParent::Ready => frame(out, READY, |_| {}),
             ToParent::Done => frame(out, DONE, |_| {}),
             ToParent::SecureSend { to, datagram } => frame(out, SECURE_SEND, |o| {
@@ -869,6 +877,7 @@ impl ToParent<'_> {
             STAMP_TO_PARENT => "stamp",
             TRANSMIT_TO => "transmit to",
             TABLE_RECORDS => "table records",
+            RESERVE_STATES => "reserve states",
             other => return Err(MessageError::UnknownKind(other)),
         };
         let mut b = Body { bytes: body, what };
@@ -909,6 +918,7 @@ impl ToParent<'_> {
             }
             DONE => ToParent::Done,
             TAKEN => ToParent::Taken(b.u64()?),
+            RESERVE_STATES => ToParent::ReserveStates(b.u64()?),
             READY => ToParent::Ready,
             SECURE_SEND => ToParent::SecureSend {
                 to: b.socket_addr()?,
@@ -1185,6 +1195,8 @@ mod tests {
                 text: "peer 198.18.0.2 heard",
             },
             ToParent::Taken(12345),
+            ToParent::ReserveStates(1_000_000),
+            ToParent::ReserveStates(u64::MAX),
             ToParent::Ready,
             ToParent::Done,
             ToParent::SecureSend {

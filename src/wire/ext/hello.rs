@@ -29,6 +29,11 @@ wire_struct! {
 /// The sender runs digest exchanges (anti-entropy).
 pub const FEATURE_DIGEST: u32 = 1;
 
+/// The sender understands [`BULK_SIZE`](super::bulk_size): a compact bulk's sender
+/// announces its size only to peers that set this (an older pfsyncd would count the
+/// unknown frame kind as garbage).
+pub const FEATURE_BULK_SIZE: u32 = 2;
+
 pub(super) fn parse(body: &[u8]) -> Result<HelloRepr> {
     check_fixed("HELLO", body, SIZE)?;
     Ok(HelloRepr::parse(&HelloPacket::new_unchecked(body)))

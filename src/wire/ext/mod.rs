@@ -37,6 +37,7 @@
 //! length must match exactly.
 
 pub mod ack;
+pub mod bulk_size;
 pub mod data;
 pub mod digest;
 pub mod digest_req;
@@ -52,6 +53,7 @@ pub mod resync;
 use crate::wire::codec::wire_struct;
 
 pub use ack::AckRepr;
+pub use bulk_size::BulkSizeRepr;
 pub use data::{Content, DataRepr};
 pub use digest::{BucketSum, DigestRepr, MAX_BUCKETS_PER_FRAME};
 pub use digest_req::{DigestReqRepr, MAX_REQ_BUCKETS};
@@ -84,7 +86,12 @@ pub const DATA_OVERHEAD: usize = SIZE + data::SIZE;
 
 // Kernels count badver only past their 20-byte header check (hdrops before it): keep
 // the frames a kernel peer sees most (HELLO, ACK, DATA) past it.
-const _: () = assert!(SIZE + hello::SIZE >= 20 && SIZE + ack::SIZE >= 20 && DATA_OVERHEAD >= 20);
+const _: () = assert!(
+    SIZE + hello::SIZE >= 20
+        && SIZE + ack::SIZE >= 20
+        && DATA_OVERHEAD >= 20
+        && SIZE + bulk_size::SIZE >= 20
+);
 
 /// The largest frame: its length is a 16-bit field.
 pub const MAX_FRAME: usize = u16::MAX as usize;
@@ -103,11 +110,12 @@ pub enum Kind {
     Ids,
     Need,
     Resync,
+    BulkSize,
 }
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Hello,
         Kind::HelloAck,
         Kind::Data,
@@ -119,6 +127,7 @@ impl Kind {
         Kind::Ids,
         Kind::Need,
         Kind::Resync,
+        Kind::BulkSize,
     ];
 
     /// The kind's number on the wire.
@@ -135,6 +144,7 @@ impl Kind {
             Kind::Ids => 9,
             Kind::Need => 10,
             Kind::Resync => 11,
+            Kind::BulkSize => 12,
         }
     }
 
@@ -157,6 +167,7 @@ impl Kind {
             Kind::Ids => "IDS",
             Kind::Need => "NEED",
             Kind::Resync => "RESYNC",
+            Kind::BulkSize => "BULK_SIZE",
         }
     }
 }
@@ -229,6 +240,8 @@ pub enum Body<'a> {
     Need(NeedRepr),
     /// A bulk update asked of the addressee alone ([`resync`]).
     Resync,
+    /// The size of the compact bulk its sender starts ([`bulk_size`]).
+    BulkSize(BulkSizeRepr),
 }
 
 impl Body<'_> {
@@ -246,6 +259,7 @@ impl Body<'_> {
             Body::Ids(_) => Kind::Ids,
             Body::Need(_) => Kind::Need,
             Body::Resync => Kind::Resync,
+            Body::BulkSize(_) => Kind::BulkSize,
         }
     }
 
@@ -260,6 +274,7 @@ impl Body<'_> {
             Body::Ids(i) => i.buffer_len(),
             Body::Need(n) => n.buffer_len(),
             Body::Resync => resync::SIZE,
+            Body::BulkSize(b) => b.buffer_len(),
         }
     }
 
@@ -274,6 +289,7 @@ impl Body<'_> {
             Body::Ids(i) => i.emit(out),
             Body::Need(n) => n.emit(out),
             Body::Resync => out.fill(0),
+            Body::BulkSize(b) => b.emit_bytes(out),
         }
     }
 }
@@ -318,6 +334,7 @@ impl<'a> FrameRepr<'a> {
                 resync::parse(body)?;
                 Body::Resync
             }
+            Kind::BulkSize => Body::BulkSize(bulk_size::parse(body)?),
         };
         Ok(FrameRepr {
             sender: Sender {

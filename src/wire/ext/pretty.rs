@@ -55,6 +55,7 @@ impl Display for FrameText<'_> {
             ),
             Body::Need(n) => write!(f, " ids {:?}", n.ids),
             Body::Resync => Ok(()),
+            Body::BulkSize(b) => write!(f, " states {}", b.states),
         }
     }
 }
@@ -101,6 +102,7 @@ pub fn frame_json(bytes: &[u8]) -> Value {
             "ids": i.ids.iter().map(|l| json!([l.id, l.version])).collect::<Vec<_>>()}),
         Body::Need(n) => json!({"ids": n.ids}),
         Body::Resync => json!({}),
+        Body::BulkSize(b) => json!({"states": b.states}),
     };
     json!({
         "ext": true,
@@ -127,5 +129,19 @@ mod test {
         );
         assert_eq!(frame_json(&frame)["body"]["ranges"][1]["start"], 20);
         assert!(FrameText(&frame[..10]).to_string().contains("shorter"));
+    }
+
+    #[test]
+    fn bulk_size_prints_its_count() {
+        let frame: [u8; 24] = [
+            0xc5, 0x0c, 0x00, 0x18, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0x30,
+            0x39,
+        ];
+        assert_eq!(
+            FrameText(&frame).to_string(),
+            "PFSYNCD BULK_SIZE creator 00000002 boot 0000000000000003 states 12345"
+        );
+        assert_eq!(frame_json(&frame)["body"]["states"], 12345);
+        assert_eq!(frame_json(&frame)["kind"], "BULK_SIZE");
     }
 }

@@ -29,12 +29,12 @@ fn kind_codes_round_trip() {
     for kind in Kind::ALL {
         assert_eq!(Kind::from_code(kind.code()), Some(kind));
     }
-    assert_eq!(Kind::from_code(12), None);
+    assert_eq!(Kind::from_code(13), None);
 }
 
 proptest::proptest! {
     #[test]
-    fn any_bytes_parse_or_are_refused(mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), kind in 0u8..13) {
+    fn any_bytes_parse_or_are_refused(mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), kind in 0u8..14) {
         if bytes.len() >= 4 {
             bytes[0] = VERSION;
             bytes[1] = kind;
@@ -81,6 +81,7 @@ fn every_frame_is_a_badver_to_a_pfsync_reader() {
         }),
         Body::Need(NeedRepr::default()),
         Body::Resync,
+        Body::BulkSize(BulkSizeRepr { states: 1_000_000 }),
     ];
     for body in bodies {
         let kind = body.kind();
