@@ -98,7 +98,20 @@ impl Bytes {
             }
             _ => {
                 self.release(spill);
-                *self = spill.put(wanted, bytes);
+                // The place alone comes back, not a `Bytes`: one returned through memory
+                // and copied into the slot was read back whole right after its narrow
+                // stores (see above).
+                let at = spill.put(wanted, bytes);
+                let len = if wanted == BOXED {
+                    0
+                } else {
+                    bytes.len() as u16
+                };
+                *self = Bytes::Spilled {
+                    len,
+                    class: wanted,
+                    at,
+                };
             }
         }
     }
@@ -204,7 +217,7 @@ pub(super) struct Spill {
 
 impl Spill {
     /// A place of class `class` (that of `bytes`' length) holding `bytes`.
-    fn put(&mut self, class: u8, bytes: &[u8]) -> Bytes {
+    fn put(&mut self, class: u8, bytes: &[u8]) -> u32 {
         if class == BOXED {
             let held = Some(Box::from(bytes));
             let at = match self.boxed_free.pop() {
@@ -217,7 +230,7 @@ impl Spill {
                     (self.boxed.len() - 1) as u32
                 }
             };
-            return Bytes::Spilled { len: 0, class, at };
+            return at;
         }
         let width = WIDTHS[usize::from(class)];
         let c = &mut self.classes[usize::from(class)];
@@ -226,11 +239,7 @@ impl Spill {
             None => c.make(width),
         };
         c.place(at, width)[..bytes.len()].copy_from_slice(bytes);
-        Bytes::Spilled {
-            len: bytes.len() as u16,
-            class,
-            at,
-        }
+        at
     }
 
     /// Writes `bytes` (of class `class`, not [`BOXED`]) over place `at`.
