@@ -1091,7 +1091,7 @@ mod test {
     }
 
     /// A slot is the state's bytes inline: the list is reused as states come and go,
-    /// an encoding too long to fit lives on the heap and reads back whole, and bytes
+    /// an encoding too long to fit lives in the spill and reads back whole, and bytes
     /// given off the channel are kept as the state.
     #[test]
     fn slots_hold_their_bytes_and_are_reused() {

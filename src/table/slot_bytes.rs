@@ -2,12 +2,12 @@
 //! else in the table's [`Spill`], a slab per size class with a free list.
 //!
 //! The slot list is one allocation, not one a state. Encodings longer than [`INLINE`]
-//! (IPv6 addresses, names, routes: a quarter of a synthetic bulk's states) were boxed
-//! one by one, a `malloc` and a `free` each and a malloc chunk's overhead (issue 14).
-//! Here they go to fixed-width places in one vector per width, and a place given back
-//! (a delete, an expiry, an update to another width) is the next one taken of its width:
-//! a table churning states never holds more places of a width than it once held states
-//! of that width.
+//! (IPv6 addresses, names, routes) were boxed one by one, a `malloc` and a `free` each
+//! and a malloc chunk's overhead (issue 14: the bench's receiving parent held 169 MB for
+//! a million states, 154 MB with the spill). Here they go to fixed-width places on pages
+//! of their width, and a place given back (a delete, an expiry, an update to another
+//! width) is the next one taken of its width: a table churning states never holds more
+//! places of a width than it once held states of that width.
 
 /// Encodings up to this long are held in the slot itself (a synthetic IPv4 state's is
 /// 40–70 bytes). 74: what fills a [`Bytes`] of the width a spilled one takes anyway
@@ -166,8 +166,7 @@ pub(super) fn copy_short(to: &mut [u8; INLINE], from: &[u8]) {
 }
 
 /// Places on a page of a class: a page is 80–512 kB, its memory mapped as it is made.
-/// Pages, not one vector a class: a vector's growth copied what it held and held both
-/// copies for a while, a million states' long encodings moved some 200 MB in a bulk.
+/// Pages, not one vector a class: a vector copies what it holds each time it doubles.
 const PAGE_PLACES: usize = 1024;
 
 /// The places of one width.
