@@ -40,6 +40,7 @@ mod deadlines;
 pub mod diff;
 pub mod memory;
 pub mod pf;
+mod slot_bytes;
 mod slot_index;
 pub mod synth;
 mod timeouts;
