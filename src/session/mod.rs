@@ -101,6 +101,7 @@ pub use peer::{Link, PeerInfo, PeerStats};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use copies::CopyHasher;
@@ -112,8 +113,8 @@ use resend::ResendBuffer;
 use crate::wire::ext::{
     self,
     hello::{FEATURE_BULK_SIZE, FEATURE_DIGEST},
-    AckRepr, Body, BulkSizeRepr, DataRepr, DigestRepr, DigestReqRepr, FrameRepr, HelloRepr,
-    IdsRepr, NeedRepr, Sender, SeqRange, SeqRanges, MAX_BUCKETS_PER_FRAME, MAX_IDS_PER_FRAME,
+    AckRepr, Body, BulkSizeRepr, DigestRepr, DigestReqRepr, FrameRepr, HelloRepr, IdsRepr,
+    NeedRepr, Sender, SeqRange, SeqRanges, MAX_BUCKETS_PER_FRAME, MAX_IDS_PER_FRAME,
     MAX_NEED_IDS_PER_FRAME, MAX_RANGES, MAX_REQ_BUCKETS,
 };
 
@@ -284,7 +285,9 @@ pub struct Sessions {
     /// Our digest round counter.
     round: u32,
     work: VecDeque<Work>,
-    transmit: VecDeque<(IpAddr, Vec<u8>)>,
+    /// Frames to send. A DATA frame is shared with the resend buffer: one copy of each
+    /// (a compact bulk's 9 KB batches, thousands a second), not one per holder.
+    transmit: VecDeque<(IpAddr, Arc<Vec<u8>>)>,
     deliver: VecDeque<(IpAddr, Vec<u8>)>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -370,6 +373,13 @@ impl Sessions {
     }
 
     pub fn poll_transmit(&mut self) -> Option<(IpAddr, Vec<u8>)> {
+        self.poll_transmit_shared()
+            .map(|(to, frame)| (to, Arc::unwrap_or_clone(frame)))
+    }
+
+    /// As [`Sessions::poll_transmit`], the frame as held: a DATA frame still in the
+    /// resend buffer is not copied (the daemon's send path only reads it).
+    pub fn poll_transmit_shared(&mut self) -> Option<(IpAddr, Arc<Vec<u8>>)> {
         self.transmit.pop_front()
     }
 
@@ -452,14 +462,27 @@ impl Sessions {
     /// Numbers one pfsync packet and sends it as DATA to every established peer.
     /// Returns how many peers it went to (0: none established, nothing numbered).
     pub fn send_data(&mut self, now: Instant, payload: &[u8]) -> Result<usize, SendError> {
-        let max = ext::MAX_FRAME - ext::DATA_OVERHEAD;
-        if payload.is_empty() || payload.len() > max {
-            self.stats.data_too_long += 1;
-            return Err(SendError::TooLong {
-                len: payload.len(),
-                max,
-            });
+        self.check_data_len(payload.len())?;
+        if !self.peers.values().any(Peer::established) {
+            return Ok(0);
         }
+        let mut frame = Vec::with_capacity(ext::DATA_OVERHEAD + payload.len());
+        frame.resize(ext::DATA_OVERHEAD, 0);
+        frame.extend_from_slice(payload);
+        self.send_data_framed(now, frame)
+    }
+
+    /// As [`Sessions::send_data`], the packet already behind room for the DATA head:
+    /// `frame[ext::DATA_OVERHEAD..]` is the packet, the head is written in place. A
+    /// compact bulk's batches are made so (`daemon::engine::bulk`): the frame sent and
+    /// kept for resending is the walk's buffer itself, not a copy of it. The same
+    /// errors, counters and bytes as `send_data` of the packet.
+    pub fn send_data_framed(
+        &mut self,
+        now: Instant,
+        mut frame: Vec<u8>,
+    ) -> Result<usize, SendError> {
+        self.check_data_len(frame.len().saturating_sub(ext::DATA_OVERHEAD))?;
         let targets: Vec<IpAddr> = self
             .peers
             .iter()
@@ -473,10 +496,12 @@ impl Sessions {
         self.next_seq += 1;
         self.stats.data_numbered += 1;
         self.last_data_at = Some(now);
-        let frame = self.frame(Body::Data(DataRepr {
-            seq,
-            packet: payload,
-        }));
+        let sender = Sender {
+            creator: self.config.creator,
+            boot: self.config.boot,
+        };
+        FrameRepr::emit_data_head(sender, seq, &mut frame);
+        let frame = Arc::new(frame);
         for addr in &targets {
             let busy_at = now + self.config.heartbeat_busy;
             let peer = self.peers.get_mut(addr).expect("listed above");
@@ -486,10 +511,20 @@ impl Sessions {
             if peer.heartbeat_at.is_none_or(|at| at > busy_at) {
                 peer.heartbeat_at = Some(busy_at);
             }
-            self.transmit.push_back((*addr, frame.clone()));
+            self.transmit.push_back((*addr, Arc::clone(&frame)));
         }
         self.resend.push(seq, frame);
         Ok(targets.len())
+    }
+
+    /// A DATA packet of `len` bytes fits a frame, or is counted and refused.
+    fn check_data_len(&mut self, len: usize) -> Result<(), SendError> {
+        let max = ext::MAX_FRAME - ext::DATA_OVERHEAD;
+        if len == 0 || len > max {
+            self.stats.data_too_long += 1;
+            return Err(SendError::TooLong { len, max });
+        }
+        Ok(())
     }
 
     /// Asks the established peer `addr` alone for a bulk update (RESYNC), after
@@ -539,7 +574,7 @@ impl Sessions {
     /// without waiting for a heartbeat. False when nothing is held to send.
     pub fn probe_tail(&mut self, addr: IpAddr) -> bool {
         let last = self.highest_sent();
-        let Some(frame) = self.resend.get(last).map(<[u8]>::to_vec) else {
+        let Some(frame) = self.resend.get(last).map(Arc::clone) else {
             return false;
         };
         let Some(peer) = self.peers.get_mut(&addr).filter(|p| p.established()) else {
@@ -1043,8 +1078,7 @@ impl Sessions {
             }
         }
         for seq in resend {
-            if let Some(frame) = self.resend.get(seq) {
-                let frame = frame.to_vec();
+            if let Some(frame) = self.resend.get(seq).map(Arc::clone) {
                 let peer = self.peers.get_mut(&from).expect("established");
                 peer.stats.resent += 1;
                 peer.stats.frames_out += 1;
@@ -1258,7 +1292,7 @@ impl Sessions {
         if let Some(peer) = self.peers.get_mut(&addr) {
             peer.stats.frames_out += 1;
         }
-        self.transmit.push_back((addr, frame));
+        self.transmit.push_back((addr, Arc::new(frame)));
     }
 
     fn count(&mut self, addr: IpAddr, f: impl FnOnce(&mut PeerStats)) {

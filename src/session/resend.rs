@@ -2,12 +2,15 @@
 //! be answered with the same frame. Bounded in bytes; the oldest frames go first.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
-/// DATA frames by seq; the seqs held are contiguous (every DATA is pushed).
+/// DATA frames by seq; the seqs held are contiguous (every DATA is pushed). A frame is
+/// shared with the transmit queue it was also put on (and the resends of it), never
+/// copied.
 #[derive(Debug, Clone)]
 pub(crate) struct ResendBuffer {
-    frames: VecDeque<(u64, Vec<u8>)>,
+    frames: VecDeque<(u64, Arc<Vec<u8>>)>,
     bytes: usize,
     limit: usize,
 }
@@ -22,7 +25,7 @@ impl ResendBuffer {
     }
 
     /// Keeps `frame` under `seq`, dropping the oldest frames to stay under the limit.
-    pub fn push(&mut self, seq: u64, frame: Vec<u8>) {
+    pub fn push(&mut self, seq: u64, frame: Arc<Vec<u8>>) {
         self.bytes += frame.len();
         self.frames.push_back((seq, frame));
         while self.bytes > self.limit {
@@ -39,10 +42,10 @@ impl ResendBuffer {
     }
 
     /// The frame sent under `seq`, if still held.
-    pub fn get(&self, seq: u64) -> Option<&[u8]> {
+    pub fn get(&self, seq: u64) -> Option<&Arc<Vec<u8>>> {
         let (first, _) = self.frames.front()?;
         let index = usize::try_from(seq.checked_sub(*first)?).ok()?;
-        self.frames.get(index).map(|(_, f)| f.as_slice())
+        self.frames.get(index).map(|(_, f)| f)
     }
 
     /// Bytes held.
@@ -92,14 +95,14 @@ mod test {
     fn oldest_frames_go_past_the_limit() {
         let mut b = ResendBuffer::new(25);
         for seq in 1..=5 {
-            b.push(seq, vec![seq as u8; 10]);
+            b.push(seq, Arc::new(vec![seq as u8; 10]));
         }
         assert_eq!(b.bytes(), 20);
         assert_eq!(b.oldest(6), 4);
-        assert_eq!(b.get(3), None);
-        assert_eq!(b.get(5), Some(&[5u8; 10][..]));
-        assert_eq!(b.get(6), None);
-        assert_eq!(b.get(0), None);
+        assert_eq!(b.get(3).map(|f| f.as_slice()), None);
+        assert_eq!(b.get(5).map(|f| f.as_slice()), Some(&[5u8; 10][..]));
+        assert_eq!(b.get(6).map(|f| f.as_slice()), None);
+        assert_eq!(b.get(0).map(|f| f.as_slice()), None);
     }
 
     #[test]

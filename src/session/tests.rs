@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::wire::ext::{FrameRepr, SeqRange, SeqRanges};
+use crate::wire::ext::{DataRepr, FrameRepr, SeqRange, SeqRanges};
 
 fn t0() -> Instant {
     static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -1118,4 +1118,71 @@ fn a_bulk_size_goes_only_to_peers_that_set_the_bit() {
     assert_eq!(net.nodes[1].sessions.stats().unknown_peer, before + 1);
     assert!(!std::iter::from_fn(|| net.nodes[1].sessions.poll_event())
         .any(|e| matches!(e, Event::BulkSizeAnnounced { .. })));
+}
+
+/// A compact bulk's batch sent in place (`send_data_framed`, the walk's buffer behind
+/// room for the head) is the DATA `send_data` makes of the same packet: the same bytes
+/// to every peer, the same frame kept for resending, the same seqs, counters and
+/// errors, for packets of every odd length up to the longest a frame carries.
+#[test]
+fn a_frame_sent_in_place_is_the_data_send_data_makes() {
+    let longest = ext::MAX_FRAME - ext::DATA_OVERHEAD;
+    let mut copied = Net::new(3, 0.0, 17);
+    let mut framed = Net::new(3, 0.0, 17);
+    for net in [&mut copied, &mut framed] {
+        net.jitter_us = 0;
+        net.establish();
+        while net.nodes[0].sessions.poll_transmit().is_some() {}
+    }
+    let mut rng = Rng(5);
+    let mut lengths = vec![
+        0,
+        1,
+        2,
+        23,
+        24,
+        25,
+        1500,
+        8976,
+        longest - 1,
+        longest,
+        longest + 1,
+    ];
+    lengths.extend((0..40).map(|_| (rng.next() % (longest as u64 + 40)) as usize));
+    for (n, len) in lengths.into_iter().enumerate() {
+        let packet: Vec<u8> = (0..len).map(|i| (i * 31 + n * 7) as u8).collect();
+        let mut room = vec![0xa5; ext::DATA_OVERHEAD];
+        room.extend_from_slice(&packet);
+        let now = copied.now;
+        let a = copied.nodes[0].sessions.send_data(now, &packet);
+        let b = framed.nodes[0].sessions.send_data_framed(now, room);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"), "packet of {len} bytes");
+        let (a, b) = (&mut copied.nodes[0].sessions, &mut framed.nodes[0].sessions);
+        loop {
+            match (a.poll_transmit(), b.poll_transmit_shared()) {
+                (None, None) => break,
+                (Some((to_a, frame_a)), Some((to_b, frame_b))) => {
+                    assert_eq!((to_a, &frame_a[..]), (to_b, &frame_b[..]), "{len} bytes");
+                    let parsed = FrameRepr::parse(&frame_b).expect("a valid frame");
+                    let Body::Data(data) = parsed.body else {
+                        panic!("DATA expected")
+                    };
+                    assert_eq!(data.packet, &packet[..]);
+                }
+                other => panic!("one side sent more: {other:?}"),
+            }
+        }
+        let last = a.highest_sent();
+        assert_eq!(last, b.highest_sent());
+        assert_eq!(a.resend.get(last), b.resend.get(last));
+        assert_eq!(a.resend.bytes(), b.resend.bytes());
+        assert_eq!(format!("{:?}", a.stats), format!("{:?}", b.stats));
+        for peer in [addr(1), addr(2)] {
+            let (pa, pb) = (&a.peers[&peer], &b.peers[&peer]);
+            assert_eq!(format!("{:?}", pa.stats), format!("{:?}", pb.stats));
+            assert_eq!(pa.heartbeat_at, pb.heartbeat_at);
+        }
+    }
+    assert!(copied.nodes[0].sessions.stats.data_too_long >= 2);
+    assert!(copied.nodes[0].sessions.highest_sent() > 10);
 }

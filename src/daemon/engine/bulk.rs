@@ -280,8 +280,11 @@ impl CompactBulk {
         let wanted = usize::try_from(window - in_flight)
             .unwrap_or(usize::MAX)
             .min(BATCHES_PER_PUMP);
-        // Each batch is made behind its DATA content's head, and sent as it is.
-        let mut head = Vec::with_capacity(compact_batch_head_len(true));
+        // Each batch is made behind room for its DATA frame's head and its content's
+        // head, and sent as it is: the walk's buffer is the frame the parent gets and
+        // the resend buffer keeps (no copy of 9 KB per datagram in between).
+        let mut head = Vec::with_capacity(ext::DATA_OVERHEAD + compact_batch_head_len(true));
+        head.resize(ext::DATA_OVERHEAD, 0);
         push_compact_batch_head(&mut head, engine.compact_ruleset());
         let made = match engine.bulk_compact_batches_after(now, wanted, limit, &head) {
             Ok(Some(made)) => made,
@@ -295,8 +298,8 @@ impl CompactBulk {
             // The first of these frames is timed: its seq is the next to be numbered.
             self.timing = Some((sessions.highest_sent() + 1, now));
         }
-        for content in &made.batches {
-            if let Err(e) = sessions.send_data(now, content) {
+        for frame in made.batches {
+            if let Err(e) = sessions.send_data_framed(now, frame) {
                 log_warn!("compact bulk: {e}");
             }
             self.batches_sent += 1;

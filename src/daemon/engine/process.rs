@@ -893,7 +893,9 @@ impl EngineProcess {
             }
             fed = true;
         }
-        while let Some((to, frame)) = side.sessions.poll_transmit() {
+        // Shared with the resend buffer: a bulk's batch is copied once more, into the
+        // channel, not first into a frame of its own.
+        while let Some((to, frame)) = side.sessions.poll_transmit_shared() {
             let secure_peer = self
                 .secure
                 .as_mut()

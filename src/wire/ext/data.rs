@@ -294,4 +294,33 @@ mod test {
             Err(Error::BadBody { .. })
         ));
     }
+
+    /// The head written in front of a packet in place is `emit`'s, byte for byte.
+    #[test]
+    fn a_head_in_place_is_the_emitted_frame() {
+        let sender = Sender {
+            creator: 0xdead_beef,
+            boot: 0x0123_4567_89ab_cdef,
+        };
+        for (seq, len) in [
+            (1, 1),
+            (4097, 4),
+            (u64::MAX, 8976),
+            (7, 65535 - DATA_OVERHEAD),
+        ] {
+            let packet: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
+            let emitted = FrameRepr {
+                sender,
+                body: Body::Data(DataRepr {
+                    seq,
+                    packet: &packet,
+                }),
+            }
+            .to_vec();
+            let mut in_place = vec![0xff; DATA_OVERHEAD];
+            in_place.extend_from_slice(&packet);
+            FrameRepr::emit_data_head(sender, seq, &mut in_place);
+            assert_eq!(in_place, emitted, "seq {seq}, {len} bytes");
+        }
+    }
 }

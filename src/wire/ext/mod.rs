@@ -368,6 +368,25 @@ impl<'a> FrameRepr<'a> {
         self.body.emit(&mut out[SIZE..]);
     }
 
+    /// Writes the head of a DATA frame of `sender` and `seq` into the first
+    /// [`DATA_OVERHEAD`] bytes of `frame`, whose rest is the pfsync packet already in
+    /// place: the same bytes as `emit` of a [`Body::Data`] of that packet, without
+    /// copying it. Panics if `frame` is no longer than the head or longer than
+    /// [`MAX_FRAME`], as `emit` does.
+    pub fn emit_data_head(sender: Sender, seq: u64, frame: &mut [u8]) {
+        assert!(frame.len() > DATA_OVERHEAD, "a DATA frame carries a packet");
+        let length = u16::try_from(frame.len()).expect("a frame fits its 16-bit length");
+        HeaderRepr {
+            version: VERSION,
+            kind: Kind::Data.code(),
+            length,
+            creator: sender.creator,
+            boot: sender.boot,
+        }
+        .emit_bytes(&mut frame[..SIZE]);
+        frame[SIZE..DATA_OVERHEAD].copy_from_slice(&seq.to_be_bytes());
+    }
+
     /// The frame as a new datagram.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = vec![0u8; self.buffer_len()];
