@@ -82,7 +82,11 @@
 //! - RESYNC: one 20-byte frame to the peer whose DATA was lost for good, at most one
 //!   per peer per 5 s (the daemon spaces them); it answers with its compact bulk.
 //! - HELLO: a kernel peer gets `probe_tries` 32-byte frames when first seen and as many
-//!   per hour; a secure peer that does not answer, one per second.
+//!   per hour; a secure peer that does not answer, one per second. A plain bulk
+//!   request the daemon holds while its source is probed adds at most 4 more (one
+//!   every 40 ms of its 200 ms hold, [`Sessions::hello_again`], `engine::bulk`
+//!   `HELD_HELLOS`), one request held per source at a time: a kernel peer pays them
+//!   for each bulk request it sends while probed (when first seen, and per hour).
 //!
 //! The outputs queue up until drained; each input produces at most what its own work
 //! amounts to, so draining after each input keeps them small.
@@ -530,6 +534,25 @@ impl Sessions {
             self.count(addr, |s| s.hellos_sent += 1);
             self.send_to(addr, body);
         }
+    }
+
+    /// Sends HELLO again to a source being probed, outside the probe's count: a plain
+    /// bulk request of it waits for the answer (the daemon's hold, `engine::bulk`),
+    /// and a lost HELLO would otherwise be tried again only after `probe_interval`.
+    /// The probe's tries and timer are untouched, so a pfsyncd peer behind loss is
+    /// not taken for a kernel peer sooner. False when `addr` is not being probed.
+    pub fn hello_again(&mut self, addr: IpAddr) -> bool {
+        if !self
+            .peers
+            .get(&addr)
+            .is_some_and(|p| matches!(p.link, Link::Probing { .. }))
+        {
+            return false;
+        }
+        let body = Body::Hello(self.hello());
+        self.count(addr, |s| s.hellos_sent += 1);
+        self.send_to(addr, body);
+        true
     }
 
     /// Sends our last DATA to `addr` again, unasked: a sender whose window is full and

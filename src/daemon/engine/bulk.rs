@@ -49,6 +49,18 @@ use crate::{log_info, log_warn};
 /// a kernel peer, as it is probed again).
 pub(super) const PLAIN_REQUEST_HOLD: Duration = Duration::from_millis(200);
 
+/// How often a source being probed is sent HELLO again while its plain bulk request
+/// is held: a lost HELLO is otherwise retried only after the probe's interval (1 s),
+/// past the hold, and a pfsyncd peer behind a lossy link got the paced bulk.
+const HELD_HELLO_EVERY: Duration = Duration::from_millis(40);
+
+/// HELLOs a held request adds beyond the probe's: one every [`HELD_HELLO_EVERY`]
+/// within [`PLAIN_REQUEST_HOLD`] after the probe's first (at 40, 80, 120 and 160 ms).
+/// Not counted as the probe's tries, so loss does not make a pfsyncd peer a kernel
+/// peer sooner; what a kernel peer pays for each bulk request it sends while probed.
+pub(super) const HELD_HELLOS: usize =
+    (PLAIN_REQUEST_HOLD.as_millis() / HELD_HELLO_EVERY.as_millis()) as usize - 1;
+
 /// How long a plain bulk request of a session peer waits for its DATA copy (sent in
 /// the same turn) before it is answered itself (a peer that restarted and does not
 /// know us yet sends none). A request from a source that was no session peer when it
@@ -177,9 +189,8 @@ pub(super) struct CompactBulk {
     pub last_send_ms: Option<u64>,
     /// Per peer, what its compact bulk brought us.
     pub received: BTreeMap<IpAddr, Received>,
-    /// Plain bulk requests not answered yet: source, when, and whether the source was
-    /// a session peer then (only then may a DATA copy of the request follow).
-    held: Vec<(IpAddr, Instant, bool)>,
+    /// Plain bulk requests not answered yet.
+    held: Vec<HeldRequest>,
     /// When each session peer last asked for a bulk in DATA.
     asked_in_data: BTreeMap<IpAddr, Instant>,
     /// Held plain requests answered: compact, paced, and dropped for their DATA copy.
@@ -200,6 +211,26 @@ pub(super) struct CompactBulk {
     /// [`ToParent::ReserveStates`]: crate::daemon::privsep::ToParent::ReserveStates
     pub parent_asks: u64,
     parent_asked_upto: u64,
+}
+
+/// A plain bulk request not answered yet (see [`CompactBulk::answer_held`]).
+#[derive(Debug, Clone, Copy)]
+struct HeldRequest {
+    from: IpAddr,
+    since: Instant,
+    /// Whether the source was a session peer when it came: only then may a DATA copy
+    /// of the request follow.
+    copy_may_follow: bool,
+    /// HELLOs sent again to the source while it is held ([`HELD_HELLOS`] at most).
+    hellos: usize,
+}
+
+impl HeldRequest {
+    /// When the next HELLO goes again, while the source is probed.
+    fn next_hello_at(&self) -> Option<Instant> {
+        (self.hellos < HELD_HELLOS)
+            .then(|| self.since + HELD_HELLO_EVERY * (self.hellos as u32 + 1))
+    }
 }
 
 impl CompactBulk {
@@ -322,8 +353,13 @@ impl CompactBulk {
     /// it is a session peer, asked again who it is (a restart shows).
     pub(super) fn hold_request(&mut self, now: Instant, from: IpAddr, sessions: &mut Sessions) {
         let session_peer = sessions.is_session_peer(from);
-        if !self.held.iter().any(|(a, _, _)| *a == from) {
-            self.held.push((from, now, session_peer));
+        if !self.held.iter().any(|h| h.from == from) {
+            self.held.push(HeldRequest {
+                from,
+                since: now,
+                copy_may_follow: session_peer,
+                hellos: 0,
+            });
         }
         if session_peer {
             sessions.reprobe(from);
@@ -337,17 +373,23 @@ impl CompactBulk {
 
     /// Answers the held plain requests whose source is now known: compact for a
     /// session peer (unless its DATA copy was answered), paced for a source that did
-    /// not answer HELLO within [`PLAIN_REQUEST_HOLD`].
+    /// not answer HELLO within [`PLAIN_REQUEST_HOLD`]. A source still probed is sent
+    /// HELLO again every [`HELD_HELLO_EVERY`] meanwhile (a lost HELLO).
     pub(super) fn answer_held(
         &mut self,
         now: Instant,
         engine: &mut Engine,
-        sessions: &Sessions,
+        sessions: &mut Sessions,
     ) -> bool {
         let mut answered = false;
         let mut i = 0;
         while i < self.held.len() {
-            let (from, since, copy_may_follow) = self.held[i];
+            let HeldRequest {
+                from,
+                since,
+                copy_may_follow,
+                ..
+            } = self.held[i];
             let copy_answered = self
                 .asked_in_data
                 .get(&from)
@@ -366,6 +408,13 @@ impl CompactBulk {
                 engine.answer_bulk_request(now, false);
                 true
             } else {
+                let held = &mut self.held[i];
+                if !session && held.next_hello_at().is_some_and(|t| t <= now) {
+                    // Counted whether sent or not (the source may be a kernel peer by
+                    // now): the bound holds either way.
+                    held.hellos += 1;
+                    sessions.hello_again(from);
+                }
                 false
             };
             if verdict {
@@ -435,11 +484,23 @@ impl CompactBulk {
     }
 
     /// When the loop must come back for a tail probe, while a bulk runs.
-    pub(super) fn deadline(&self, engine: &Engine) -> Option<Instant> {
+    pub(super) fn deadline(&self, now: Instant, engine: &Engine) -> Option<Instant> {
+        // A held request's verdict may come by time alone at the end of its grace
+        // (a session peer's) and of its hold; its next HELLO before. Only what is
+        // still ahead: a passed grace of a request still held (its source no session
+        // peer) would make the loop spin until the hold ends.
         let held = self
             .held
             .iter()
-            .map(|(_, since, _)| *since + DATA_COPY_GRACE)
+            .flat_map(|h| {
+                [
+                    h.copy_may_follow.then(|| h.since + DATA_COPY_GRACE),
+                    Some(h.since + PLAIN_REQUEST_HOLD),
+                    h.next_hello_at(),
+                ]
+            })
+            .flatten()
+            .filter(|t| *t > now)
             .min();
         let probe = self
             .mark_since
@@ -788,7 +849,7 @@ mod tests {
         let mut bulk = CompactBulk::default();
         bulk.hold_request(now, addr_b, &mut a);
         assert!(
-            !bulk.answer_held(now, &mut engine, &a),
+            !bulk.answer_held(now, &mut engine, &mut a),
             "not a session peer yet"
         );
         a.add_secure_peer(now, addr_b);
@@ -797,11 +858,88 @@ mod tests {
         assert!(a.is_session_peer(addr_b));
         let soon = now + Duration::from_millis(1);
         assert!(
-            bulk.answer_held(soon, &mut engine, &a),
+            bulk.answer_held(soon, &mut engine, &mut a),
             "answered once the session formed"
         );
         assert_eq!(bulk.held_compact, 1);
         assert!(engine.compact_bulk_sending());
+    }
+
+    /// A late node's plain request from a source being probed, whose first HELLO is
+    /// lost (10 % loss): the next regular probe comes a second later, past the hold,
+    /// and the node would get the paced bulk. While the request is held the source is
+    /// sent HELLO again within the hold, so the session forms and the bulk is compact.
+    #[test]
+    fn a_held_request_whose_hello_was_lost_still_gets_the_compact_bulk() {
+        let t0 = Instant::now();
+        let mut engine = engine_with_states(t0);
+        let (mut a, mut b, addr_a, addr_b) = session_pair();
+        a.note_plain(t0, addr_b);
+        let lost = a.poll_transmit().expect("the first HELLO");
+        assert_eq!(lost.0, addr_b);
+        let mut bulk = CompactBulk::default();
+        bulk.hold_request(t0, addr_b, &mut a);
+        let mut answered_at = None;
+        for ms in 1..=250 {
+            let now = t0 + Duration::from_millis(ms);
+            a.handle_timeout(now);
+            exchange(now, &mut a, addr_a, &mut b, addr_b);
+            if bulk.answer_held(now, &mut engine, &mut a) {
+                answered_at = Some(ms);
+                break;
+            }
+            exchange(now, &mut a, addr_a, &mut b, addr_b);
+        }
+        assert_eq!(bulk.held_paced, 0, "taken for a kernel peer");
+        assert_eq!(bulk.held_compact, 1);
+        assert!(answered_at.is_some_and(|ms| ms < PLAIN_REQUEST_HOLD.as_millis() as u64));
+        assert!(engine.compact_bulk_sending());
+    }
+
+    /// A kernel peer's held bulk request costs it at most [`HELD_HELLOS`] HELLOs beyond
+    /// the probe's, and the probe itself is unchanged: `probe_tries` HELLOs a
+    /// `probe_interval` apart, then it is a kernel peer, no sooner.
+    #[test]
+    fn a_kernel_peers_held_request_costs_a_bounded_number_of_hellos() {
+        let t0 = Instant::now();
+        let mut engine = engine_with_states(t0);
+        let (mut a, _b, _addr_a, addr_b) = session_pair();
+        let config = a.config().clone();
+        a.note_plain(t0, addr_b);
+        let mut bulk = CompactBulk::default();
+        bulk.hold_request(t0, addr_b, &mut a);
+        let mut hellos_in_hold = 0;
+        let mut hellos = 0;
+        let mut kernel_at = None;
+        for ms in 0..=4_000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            a.handle_timeout(now);
+            bulk.answer_held(now, &mut engine, &mut a);
+            // The loop is woken when something is due, never at once (a spin).
+            if let Some(due) = bulk.deadline(now, &engine) {
+                assert!(due > now, "{ms} ms: a deadline passed");
+            }
+            while let Some((to, _)) = a.poll_transmit() {
+                assert_eq!(to, addr_b);
+                hellos += 1;
+                if ms < PLAIN_REQUEST_HOLD.as_millis() as u64 {
+                    hellos_in_hold += 1;
+                }
+            }
+            if kernel_at.is_none()
+                && a.peer(addr_b)
+                    .is_some_and(|p| matches!(p.link, Link::Kernel { .. }))
+            {
+                kernel_at = Some(ms);
+            }
+        }
+        assert_eq!(bulk.held_paced, 1);
+        assert_eq!(hellos_in_hold, 1 + HELD_HELLOS);
+        assert_eq!(hellos, config.probe_tries as usize + HELD_HELLOS);
+        assert_eq!(
+            kernel_at,
+            Some(config.probe_interval.as_millis() as u64 * u64::from(config.probe_tries))
+        );
     }
 
     /// A session peer's plain request still waits for its DATA copy (sent in the same
@@ -818,12 +956,12 @@ mod tests {
         bulk.hold_request(now, addr_b, &mut a);
         let soon = now + Duration::from_millis(1);
         assert!(
-            !bulk.answer_held(soon, &mut engine, &a),
+            !bulk.answer_held(soon, &mut engine, &mut a),
             "its copy may follow"
         );
         assert!(!engine.compact_bulk_sending());
         let later = now + DATA_COPY_GRACE;
-        assert!(bulk.answer_held(later, &mut engine, &a));
+        assert!(bulk.answer_held(later, &mut engine, &mut a));
         assert_eq!(bulk.held_compact, 1);
     }
 

@@ -248,7 +248,7 @@ impl EngineProcess {
                 .chain(
                     self.sessions
                         .as_ref()
-                        .and_then(|s| s.bulk.deadline(&self.engine)),
+                        .and_then(|s| s.bulk.deadline(now, &self.engine)),
                 )
                 .min()
                 .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
@@ -763,7 +763,9 @@ impl EngineProcess {
         let Some(side) = &mut self.sessions else {
             return false;
         };
-        let answered = side.bulk.answer_held(now, &mut self.engine, &side.sessions);
+        let answered = side
+            .bulk
+            .answer_held(now, &mut self.engine, &mut side.sessions);
         if self.channel.queued() >= COMPACT_BULK_HIGH_WATER {
             return answered;
         }
