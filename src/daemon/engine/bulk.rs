@@ -8,7 +8,9 @@
 //! never more than half the resend buffer (in frames of the batch size) nor half the
 //! receivers' tracking window, so a NACK for anything in flight is always answered
 //! from the buffer (never GONE, never a resync), and a receiver never sees a jump past
-//! its window. No packets-per-second guess: the receiver ACKs as its engine takes the
+//! its window. Until the first mark moves, a plain-link bulk opens with what the
+//! receivers' sockets surely hold ([`START_WINDOW_BYTES`]), not 16 frames: a receiver
+//! making room for the announced states ACKs late, and found nothing queued then. No packets-per-second guess: the receiver ACKs as its engine takes the
 //! frames, so a slow receiver ACKs slowly and the window stays shut.
 //!
 //! **Loss.** A receiver flooded past its socket loses DATA; it NACKs the gaps it sees
@@ -91,6 +93,14 @@ const WINDOW_BYTES: usize = 4 << 20;
 /// Fewest frames in the window whatever their size or the receiver's pace.
 const WINDOW_MIN_FRAMES: u64 = 16;
 
+/// Bytes a fresh bulk may have in flight to a plain-link peer before its pace is
+/// known. Its receive socket surely holds them: the raw socket asks for 32 MiB and
+/// the daemon does not start without it (`net::raw`, SO_RCVBUFFORCE on Linux,
+/// SO_RCVBUF within kern.ipc.maxsockbuf on the BSDs), so 1 MiB each leaves room for
+/// 32 senders answering one request at once (more lose frames, NACKed and resent).
+/// A secure peer's UDP socket may keep the system's default, far less.
+const START_WINDOW_BYTES: usize = 1 << 20;
+
 /// How much of the receiver's work the window may queue in front of it, at the pace
 /// its marks come back: frames in flight wait in its socket and channel before its
 /// sessions see them, and so do the resends its NACKs ask for, which must come within
@@ -100,6 +110,16 @@ const QUEUE_TIME: Duration = Duration::from_millis(40);
 
 /// How often the receiver's pace is measured (frames its mark rose by).
 const PACE_PERIOD: Duration = Duration::from_millis(5);
+
+/// The window before the pace is known, for frames of `frame_bytes`: what the
+/// receivers' sockets surely hold ([`START_WINDOW_BYTES`] each), or
+/// [`WINDOW_MIN_FRAMES`] when a secure peer is among them.
+fn start_window(secure_peer: bool, frame_bytes: usize) -> u64 {
+    if secure_peer {
+        return WINDOW_MIN_FRAMES;
+    }
+    ((START_WINDOW_BYTES / frame_bytes.max(1)) as u64).max(WINDOW_MIN_FRAMES)
+}
 
 /// The most frames in flight for frames of `frame_bytes`, for sessions configured as
 /// `sessions`: [`WINDOW_BYTES`], and never more than half the resend buffer (a NACK
@@ -259,9 +279,14 @@ impl CompactBulk {
             // but those are few).
             self.sizes_sent += sessions.announce_bulk_size(engine.state_count() as u64) as u64;
             if let Some(start) = engine.bus_packet(now, STATUS_START) {
-                queued |= sessions.send_data(now, &start).is_ok();
+                let _ = sessions.send_data(now, &start);
             }
             log_info!("a pfsyncd peer asked for a bulk update: sending compact batches");
+            // BULK_SIZE and START leave on their own (the caller writes them at once,
+            // see `starting`): a window of batches takes milliseconds to make, and the
+            // receiver makes room for the states meanwhile. True even when nothing
+            // was queued, so that the caller calls again for the batches.
+            return true;
         }
         let peers: Vec<IpAddr> = sessions
             .peers()
@@ -282,13 +307,15 @@ impl CompactBulk {
             self.mark_since = Some(now);
         }
         let limit = batch_limit(engine);
+        let frame_bytes = limit + ext::DATA_OVERHEAD + compact_batch_head_len(true);
+        let secure_peer = peers
+            .iter()
+            .any(|a| sessions.peer(*a).is_some_and(|p| p.secure));
         let window = self.window_at(
             now,
             mark,
-            window_cap(
-                sessions,
-                limit + ext::DATA_OVERHEAD + compact_batch_head_len(true),
-            ),
+            window_cap(sessions, frame_bytes),
+            start_window(secure_peer, frame_bytes),
         );
         let in_flight = highest.saturating_sub(mark);
         if in_flight >= window {
@@ -346,6 +373,13 @@ impl CompactBulk {
             queued = true;
         }
         queued
+    }
+
+    /// Whether no compact bulk has been started yet (or the last one ended): a
+    /// [`pump`](Self::pump) now starts one, and its first frames are to be written
+    /// at once.
+    pub(super) fn starting(&self) -> bool {
+        self.started_at.is_none()
     }
 
     /// A plain packet of `from` held a bulk request back (see
@@ -428,12 +462,13 @@ impl CompactBulk {
     }
 
     /// The window: the receivers' measured pace times the shortest round trip plus
-    /// [`QUEUE_TIME`], between [`WINDOW_MIN_FRAMES`] and `cap`. While the window limits
+    /// [`QUEUE_TIME`], between [`WINDOW_MIN_FRAMES`] and `cap`; `start` frames (see
+    /// [`start_window`]) until a pace is measured. While the window limits
     /// the pace, it holds a round trip and [`QUEUE_TIME`] more of frames at that pace,
     /// so the measured pace and the window grow until the receiver is what limits them;
     /// then at most [`QUEUE_TIME`] of its work waits in front of it. (The shortest
     /// round trip, not the last: the last includes the queue the window made.)
-    fn window_at(&mut self, now: Instant, mark: u64, cap: u64) -> u64 {
+    fn window_at(&mut self, now: Instant, mark: u64, cap: u64, start: u64) -> u64 {
         match self.pace_at {
             None => {
                 self.pace_at = Some(now);
@@ -461,7 +496,15 @@ impl CompactBulk {
         }
         let cover = self.min_rtt.unwrap_or(Duration::ZERO) + QUEUE_TIME;
         let aimed = (self.pace * cover.as_secs_f64()) as u64;
-        self.window = aimed.clamp(WINDOW_MIN_FRAMES, cap.max(WINDOW_MIN_FRAMES));
+        // No pace yet (no mark moved since the start): what the receivers surely hold.
+        let least = if self.pace == 0.0 {
+            start
+        } else {
+            WINDOW_MIN_FRAMES
+        };
+        self.window = aimed
+            .max(least)
+            .clamp(WINDOW_MIN_FRAMES, cap.max(WINDOW_MIN_FRAMES));
         self.window
     }
 
@@ -535,33 +578,42 @@ impl CompactBulk {
 
     /// `from` announced a compact bulk of about `states` states (BULK_SIZE): the
     /// engine's cache makes room for those it does not hold yet, within
-    /// [`MOST_STATES_RESERVED`] and its state limit. Returns for how many states the
-    /// parent's table is to make room (0: nothing to ask): only when that reaches a
-    /// quarter past the last room asked of it, so that a peer repeating or raising its
-    /// count a little at a time makes a few asks (and parent log lines), not one each.
+    /// [`MOST_STATES_RESERVED`] and its state limit. `ask_parent` is given for how
+    /// many states the parent's table is to make room, and it is returned (0: nothing
+    /// asked): only when that reaches a quarter past the last room asked of it, so
+    /// that a peer repeating or raising its count a little at a time makes a few asks
+    /// (and parent log lines), not one each. The parent is asked first, so that both
+    /// processes make their room at once (on two cores), not one after the other:
+    /// each takes some milliseconds for a million states, while the first batches wait.
     pub(super) fn note_size_announced(
         &mut self,
         from: IpAddr,
         states: u64,
         engine: &mut Engine,
+        ask_parent: impl FnOnce(u64),
     ) -> u64 {
         self.sizes_received += 1;
         self.received.entry(from).or_default().announced = Some(states);
         let held = engine.state_count() as u64;
         let wanted = states.saturating_sub(held);
         let room = wanted.min(MOST_STATES_RESERVED);
-        let reserved = engine.reserve_states(room as usize) as u64;
+        let reserved = room.min(engine.states_room_left() as u64);
         if reserved < wanted {
             self.reserves_capped += 1;
         }
         self.states_reserved += reserved;
         let upto = held + reserved;
-        if reserved == 0 || upto <= self.parent_asked_upto + self.parent_asked_upto / 4 {
-            return 0;
-        }
-        self.parent_asked_upto = upto;
-        self.parent_asks += 1;
-        reserved
+        let asked = if reserved == 0 || upto <= self.parent_asked_upto + self.parent_asked_upto / 4
+        {
+            0
+        } else {
+            self.parent_asked_upto = upto;
+            self.parent_asks += 1;
+            ask_parent(reserved);
+            reserved
+        };
+        engine.reserve_states(reserved as usize);
+        asked
     }
 
     /// `ctl stats`'s line about the compact bulk.
@@ -775,7 +827,7 @@ mod tests {
                     idle_us += step;
                 }
             }
-            let window = bulk.window_at(at(now_us), mark, cap);
+            let window = bulk.window_at(at(now_us), mark, cap, WINDOW_MIN_FRAMES);
             if highest - mark < window && bulk.timing.is_none() {
                 bulk.timing = Some((highest + 1, at(now_us)));
             }
@@ -942,6 +994,37 @@ mod tests {
         );
     }
 
+    /// A fresh bulk to a plain-link peer opens with what its receive socket surely
+    /// holds ([`START_WINDOW_BYTES`]), not 16 frames: a receiver making room for the
+    /// announced states (both its processes, some 10 ms for a million) ACKs late, and
+    /// 16 jumbo frames left it nothing queued when it was done; a secure peer, whose
+    /// UDP buffer may be the system's default, starts at [`WINDOW_MIN_FRAMES`]. Once
+    /// paced, the window is the pace's, as before.
+    #[test]
+    fn a_fresh_bulk_opens_with_what_the_receivers_socket_holds() {
+        let t0 = Instant::now();
+        let frame = 9000;
+        let cap = 466;
+        let mut plain = CompactBulk::default();
+        let start = start_window(false, frame);
+        assert_eq!(start, (START_WINDOW_BYTES / frame) as u64);
+        assert!(start > 100, "{start} frames");
+        assert_eq!(plain.window_at(t0, 0, cap, start), start);
+        // No ACK yet 5 ms on (a receiver busy making room): still open that far.
+        assert_eq!(plain.window_at(t0 + PACE_PERIOD, 0, cap, start), start);
+        // Never past the cap, however small it is.
+        assert_eq!(CompactBulk::default().window_at(t0, 0, 40, start), 40);
+        // The pace measured: the pace's window (30 frames in 5 ms, 6 000 a second,
+        // times the queue time), as before.
+        let paced = plain.window_at(t0 + PACE_PERIOD * 2, 30, cap, start);
+        assert_eq!(paced, (6_000.0 * QUEUE_TIME.as_secs_f64()) as u64);
+        // A secure peer.
+        let mut secure = CompactBulk::default();
+        let start = start_window(true, frame);
+        assert_eq!(start, WINDOW_MIN_FRAMES);
+        assert_eq!(secure.window_at(t0, 0, cap, start), WINDOW_MIN_FRAMES);
+    }
+
     /// A session peer's plain request still waits for its DATA copy (sent in the same
     /// turn), so that the bulk is answered once.
     #[test]
@@ -963,6 +1046,36 @@ mod tests {
         let later = now + DATA_COPY_GRACE;
         assert!(bulk.answer_held(later, &mut engine, &mut a));
         assert_eq!(bulk.held_compact, 1);
+    }
+
+    /// BULK_SIZE and START leave on their own, before the first batches are made (a
+    /// window's worth took the sender some 2 ms, which the receiver waited for before
+    /// it could start making room for the states).
+    #[test]
+    fn the_size_and_start_leave_before_the_first_batches_are_made() {
+        let now = Instant::now();
+        let mut engine = engine_with_states(now);
+        let (mut a, mut b, addr_a, addr_b) = session_pair();
+        a.add_secure_peer(now, addr_b);
+        b.add_secure_peer(now, addr_a);
+        exchange(now, &mut a, addr_a, &mut b, addr_b);
+        let mut sender = CompactBulk::default();
+        engine.answer_bulk_request(now, true);
+        let kinds = |a: &mut Sessions| -> Vec<ext::Kind> {
+            std::iter::from_fn(|| a.poll_transmit())
+                .map(|(_, f)| ext::FrameRepr::parse(&f).unwrap().body.kind())
+                .collect()
+        };
+        assert!(sender.pump(now, &mut engine, &mut a));
+        assert_eq!(kinds(&mut a), [ext::Kind::BulkSize, ext::Kind::Data]);
+        assert_eq!(sender.batches_sent, 0);
+        assert!(sender.pump(now, &mut engine, &mut a));
+        assert!(sender.batches_sent > 0);
+        let next = kinds(&mut a);
+        assert!(
+            !next.is_empty() && next.iter().all(|k| *k == ext::Kind::Data),
+            "{next:?}"
+        );
     }
 
     /// At START the sender tells its session peer the bulk's size (BULK_SIZE, before
@@ -1016,7 +1129,7 @@ mod tests {
         });
         assert_eq!(announced, Some((addr_a, 100)));
         assert_eq!(
-            receiver.note_size_announced(addr_a, 100, &mut receiver_engine),
+            receiver.note_size_announced(addr_a, 100, &mut receiver_engine, |_| {}),
             100
         );
         assert_eq!(receiver.states_reserved, 100);
@@ -1046,11 +1159,14 @@ mod tests {
             limited.handle_local(now, LocalChange::Insert(s));
         }
         assert_eq!(limited.state_count(), 10);
-        assert_eq!(bulk.note_size_announced(peer, 5_000, &mut limited), 990);
+        assert_eq!(
+            bulk.note_size_announced(peer, 5_000, &mut limited, |_| {}),
+            990
+        );
         assert_eq!(bulk.reserves_capped, 1);
         // Held already: nothing more to make room for, nothing to ask the parent.
-        assert_eq!(bulk.note_size_announced(peer, 10, &mut limited), 0);
-        assert_eq!(bulk.note_size_announced(peer, 0, &mut limited), 0);
+        assert_eq!(bulk.note_size_announced(peer, 10, &mut limited, |_| {}), 0);
+        assert_eq!(bulk.note_size_announced(peer, 0, &mut limited, |_| {}), 0);
         assert_eq!(bulk.reserves_capped, 1);
 
         let mut unlimited = Engine::new(Config {
@@ -1058,7 +1174,7 @@ mod tests {
             ..Config::new(2, Dialect::FreeBsd1400)
         });
         assert_eq!(
-            bulk.note_size_announced(peer, u64::MAX, &mut unlimited),
+            bulk.note_size_announced(peer, u64::MAX, &mut unlimited, |_| {}),
             MOST_STATES_RESERVED
         );
         assert_eq!(bulk.reserves_capped, 2);
@@ -1080,7 +1196,7 @@ mod tests {
         let mut engine = Engine::new(Config::new(2, Dialect::FreeBsd1400));
         let mut asked = Vec::new();
         for states in (1..=3_000_000u64).step_by(997).chain([u64::MAX; 100]) {
-            let room = bulk.note_size_announced(peer, states, &mut engine);
+            let room = bulk.note_size_announced(peer, states, &mut engine, |_| {});
             if room > 0 {
                 asked.push(room);
             }
