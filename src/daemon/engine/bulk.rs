@@ -349,7 +349,10 @@ impl CompactBulk {
                 return queued;
             }
         };
-        if self.timing.is_none() && !made.batches.is_empty() {
+        // Only once the receivers' pace is measured: the first window's frames wait
+        // while the receiver makes room for the announced states, and that round trip,
+        // kept as the shortest, would set the tail probes' wait for the whole bulk.
+        if self.timing.is_none() && self.pace > 0.0 && !made.batches.is_empty() {
             // The first of these frames is timed: its seq is the next to be numbered.
             self.timing = Some((sessions.highest_sent() + 1, now));
         }
@@ -1076,6 +1079,41 @@ mod tests {
             !next.is_empty() && next.iter().all(|k| *k == ext::Kind::Data),
             "{next:?}"
         );
+    }
+
+    /// The first window's frames are not timed: they wait at the receiver while it
+    /// makes room for the announced states (some 10 ms for a million), and a round
+    /// trip of that, kept as the shortest for the whole bulk, put the tail probes
+    /// 30 ms apart. Frames sent once the receiver's pace is measured are.
+    #[test]
+    fn the_first_windows_frames_are_not_timed() {
+        let now = Instant::now();
+        let mut engine = Engine::new(Config {
+            mtu: 1500 - ext::DATA_OVERHEAD,
+            bulk_paced: false,
+            ..Config::new(1, Dialect::FreeBsd1400)
+        });
+        for s in crate::table::synth::Synth::new(1, 1).states(2_000) {
+            engine.handle_local(now, LocalChange::Insert(s));
+        }
+        engine.flush(now);
+        while engine.poll_transmit().is_some() {}
+        let (mut a, mut b, addr_a, addr_b) = session_pair();
+        a.add_secure_peer(now, addr_b);
+        b.add_secure_peer(now, addr_a);
+        exchange(now, &mut a, addr_a, &mut b, addr_b);
+        let mut sender = CompactBulk::default();
+        engine.answer_bulk_request(now, true);
+        assert!(sender.pump(now, &mut engine, &mut a));
+        assert!(sender.pump(now, &mut engine, &mut a));
+        assert!(sender.batches_sent > 0);
+        assert_eq!(sender.timing, None, "a first-window frame timed");
+        // The receiver takes them and ACKs; its pace is measured a period on.
+        let later = now + PACE_PERIOD;
+        exchange(later, &mut a, addr_a, &mut b, addr_b);
+        sender.pump(later, &mut engine, &mut a);
+        assert!(sender.pace > 0.0);
+        assert!(sender.timing.is_some(), "frames sent once paced are timed");
     }
 
     /// At START the sender tells its session peer the bulk's size (BULK_SIZE, before
