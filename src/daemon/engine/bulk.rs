@@ -54,13 +54,14 @@ pub(super) const PLAIN_REQUEST_HOLD: Duration = Duration::from_millis(200);
 /// How often a source being probed is sent HELLO again while its plain bulk request
 /// is held: a lost HELLO is otherwise retried only after the probe's interval (1 s),
 /// past the hold, and a pfsyncd peer behind a lossy link got the paced bulk.
-const HELD_HELLO_EVERY: Duration = Duration::from_millis(40);
+const HELD_HELLO_EVERY: Duration = Duration::from_millis(50);
 
-/// HELLOs a held request adds beyond the probe's: one every [`HELD_HELLO_EVERY`]
-/// within [`PLAIN_REQUEST_HOLD`] after the probe's first (at 40, 80, 120 and 160 ms).
-/// Not counted as the probe's tries, so loss does not make a pfsyncd peer a kernel
-/// peer sooner; what a kernel peer pays for each bulk request it sends while probed.
-pub(super) const HELD_HELLOS: usize =
+/// Most HELLOs a held request sends again: one every [`HELD_HELLO_EVERY`] within
+/// [`PLAIN_REQUEST_HOLD`] after the probe's first (at 50, 100 and 150 ms). Each is
+/// the probe round's next HELLO sent ahead ([`Sessions::hello_again`]), which refuses
+/// once the round has none left (2 with the default 3 tries): a kernel peer still
+/// gets `probe_tries` HELLOs a round, and is judged one no sooner.
+const HELD_HELLOS: usize =
     (PLAIN_REQUEST_HOLD.as_millis() / HELD_HELLO_EVERY.as_millis()) as usize - 1;
 
 /// How long a plain bulk request of a session peer waits for its DATA copy (sent in
@@ -951,9 +952,10 @@ mod tests {
         assert!(engine.compact_bulk_sending());
     }
 
-    /// A kernel peer's held bulk request costs it at most [`HELD_HELLOS`] HELLOs beyond
-    /// the probe's, and the probe itself is unchanged: `probe_tries` HELLOs a
-    /// `probe_interval` apart, then it is a kernel peer, no sooner.
+    /// A kernel peer's held bulk request costs it no HELLO beyond the probe round's
+    /// `probe_tries`: those left are sent ahead within the hold and not again at
+    /// their time, and it is judged a kernel peer after `probe_tries` intervals, no
+    /// sooner.
     #[test]
     fn a_kernel_peers_held_request_costs_a_bounded_number_of_hellos() {
         let t0 = Instant::now();
@@ -989,8 +991,8 @@ mod tests {
             }
         }
         assert_eq!(bulk.held_paced, 1);
-        assert_eq!(hellos_in_hold, 1 + HELD_HELLOS);
-        assert_eq!(hellos, config.probe_tries as usize + HELD_HELLOS);
+        assert_eq!(hellos_in_hold, config.probe_tries as usize);
+        assert_eq!(hellos, config.probe_tries as usize);
         assert_eq!(
             kernel_at,
             Some(config.probe_interval.as_millis() as u64 * u64::from(config.probe_tries))
