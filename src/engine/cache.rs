@@ -526,12 +526,17 @@ impl Cache {
         self.index.len()
     }
 
+    /// How many more states the limit lets in.
+    pub fn room_left(&self) -> usize {
+        self.limit.saturating_sub(self.len())
+    }
+
     /// Makes room for `n` more states (no more than the limit leaves), so that
     /// adding them rehashes nothing; returns for how many. Only the index and the
     /// chunk list are sized: a chunk's bytes still come with its states; the index's
     /// pages are mapped in one call, as its growth maps them.
     pub fn reserve_states(&mut self, n: usize) -> usize {
-        let n = n.min(self.limit.saturating_sub(self.len()));
+        let n = n.min(self.room_left());
         self.index.reserve(n);
         self.chunks.reserve(n.div_ceil(CHUNK));
         n

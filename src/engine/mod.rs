@@ -638,6 +638,11 @@ impl Engine {
         self.cache.len()
     }
 
+    /// How many more states the cache's limit lets in.
+    pub fn states_room_left(&self) -> usize {
+        self.cache.room_left()
+    }
+
     /// Makes room in the cache for `n` more states; returns for how many (see
     /// [`Cache::reserve_states`]).
     pub fn reserve_states(&mut self, n: usize) -> usize {

@@ -82,7 +82,11 @@
 //! - RESYNC: one 20-byte frame to the peer whose DATA was lost for good, at most one
 //!   per peer per 5 s (the daemon spaces them); it answers with its compact bulk.
 //! - HELLO: a kernel peer gets `probe_tries` 32-byte frames when first seen and as many
-//!   per hour; a secure peer that does not answer, one per second.
+//!   per hour; a secure peer that does not answer, one per second. A plain bulk
+//!   request the daemon holds while its source is probed adds none: the round's
+//!   later HELLOs are sent ahead, 50 ms apart within the 200 ms hold
+//!   ([`Sessions::hello_again`], `engine::bulk`), and go unsent at their time, so a
+//!   kernel peer still gets `probe_tries` per round, and is judged one no sooner.
 //!
 //! The outputs queue up until drained; each input produces at most what its own work
 //! amounts to, so draining after each input keeps them small.
@@ -567,6 +571,29 @@ impl Sessions {
         }
     }
 
+    /// Sends a source being probed the next HELLO of its probe round now, ahead of
+    /// its time: a plain bulk request of it waits for the answer (the daemon's hold,
+    /// `engine::bulk`), and a lost HELLO would otherwise be tried again only after
+    /// `probe_interval`. The round's later try goes unsent instead, so the round sends
+    /// no more than `probe_tries` HELLOs; its tries and timer are untouched, so a
+    /// pfsyncd peer behind loss is not taken for a kernel peer sooner. False when
+    /// `addr` is not being probed or its round has no HELLO left to send.
+    pub fn hello_again(&mut self, addr: IpAddr) -> bool {
+        let probe_tries = self.config.probe_tries;
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return false;
+        };
+        let Link::Probing { tries, .. } = peer.link else {
+            return false;
+        };
+        if !peer.secure && tries + peer.hellos_ahead >= probe_tries {
+            return false;
+        }
+        peer.hellos_ahead += 1;
+        self.hello_to(addr);
+        true
+    }
+
     /// Sends our last DATA to `addr` again, unasked: a sender whose window is full and
     /// whose peer's mark stopped rising probes the tail. Lost, the frame fills the gap
     /// (the peer then NACKs what else it misses); received already, it is a duplicate,
@@ -608,7 +635,7 @@ impl Sessions {
                     Some((true, Some(remote))) if remote == frame.sender => {}
                     Some((true, _)) => {
                         self.stats.stale_identity += 1;
-                        self.hello_to(from, now);
+                        self.hello_to(from);
                         return;
                     }
                     _ => {
@@ -798,7 +825,12 @@ impl Sessions {
         if next_at > now {
             return;
         }
+        if tries == 0 {
+            // A new round: what an earlier one sent ahead does not count.
+            peer.hellos_ahead = 0;
+        }
         if tries >= self.config.probe_tries && !peer.secure {
+            peer.hellos_ahead = 0;
             peer.link = Link::Kernel {
                 next_probe_at: now + self.config.kernel_reprobe,
             };
@@ -809,7 +841,12 @@ impl Sessions {
             tries: tries + 1,
             next_at: now + self.config.probe_interval,
         };
-        self.hello_to(addr, now);
+        // A HELLO sent ahead for a held bulk request stands for this one.
+        if peer.hellos_ahead > 0 {
+            peer.hellos_ahead -= 1;
+            return;
+        }
+        self.hello_to(addr);
     }
 
     fn hello(&self) -> HelloRepr {
@@ -825,7 +862,7 @@ impl Sessions {
         }
     }
 
-    fn hello_to(&mut self, addr: IpAddr, _now: Instant) {
+    fn hello_to(&mut self, addr: IpAddr) {
         let body = Body::Hello(self.hello());
         if let Some(peer) = self.peers.get_mut(&addr) {
             peer.stats.hellos_sent += 1;

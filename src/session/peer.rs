@@ -98,6 +98,9 @@ pub(crate) struct Peer {
     pub link: Link,
     /// A secure peer: a pfsyncd peer by definition, probed until it answers.
     pub secure: bool,
+    /// HELLOs of this probe round sent ahead of their time (`Sessions::hello_again`):
+    /// as many of the round's later tries go unsent, so the round sends no more.
+    pub hellos_ahead: u32,
     /// Its identity once it said HELLO / HELLO_ACK.
     pub remote: Option<Sender>,
     /// Its MTU and features from its HELLO.
@@ -134,6 +137,7 @@ impl Peer {
         Peer {
             link,
             secure,
+            hellos_ahead: 0,
             remote: None,
             mtu: 0,
             features: 0,

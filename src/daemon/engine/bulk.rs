@@ -8,7 +8,9 @@
 //! never more than half the resend buffer (in frames of the batch size) nor half the
 //! receivers' tracking window, so a NACK for anything in flight is always answered
 //! from the buffer (never GONE, never a resync), and a receiver never sees a jump past
-//! its window. No packets-per-second guess: the receiver ACKs as its engine takes the
+//! its window. Until the first mark moves, a plain-link bulk opens with what the
+//! receivers' sockets surely hold ([`START_WINDOW_BYTES`]), not 16 frames: a receiver
+//! making room for the announced states ACKs late, and found nothing queued then. No packets-per-second guess: the receiver ACKs as its engine takes the
 //! frames, so a slow receiver ACKs slowly and the window stays shut.
 //!
 //! **Loss.** A receiver flooded past its socket loses DATA; it NACKs the gaps it sees
@@ -49,6 +51,19 @@ use crate::{log_info, log_warn};
 /// a kernel peer, as it is probed again).
 pub(super) const PLAIN_REQUEST_HOLD: Duration = Duration::from_millis(200);
 
+/// How often a source being probed is sent HELLO again while its plain bulk request
+/// is held: a lost HELLO is otherwise retried only after the probe's interval (1 s),
+/// past the hold, and a pfsyncd peer behind a lossy link got the paced bulk.
+const HELD_HELLO_EVERY: Duration = Duration::from_millis(50);
+
+/// Most HELLOs a held request sends again: one every [`HELD_HELLO_EVERY`] within
+/// [`PLAIN_REQUEST_HOLD`] after the probe's first (at 50, 100 and 150 ms). Each is
+/// the probe round's next HELLO sent ahead ([`Sessions::hello_again`]), which refuses
+/// once the round has none left (2 with the default 3 tries): a kernel peer still
+/// gets `probe_tries` HELLOs a round, and is judged one no sooner.
+const HELD_HELLOS: usize =
+    (PLAIN_REQUEST_HOLD.as_millis() / HELD_HELLO_EVERY.as_millis()) as usize - 1;
+
 /// How long a plain bulk request of a session peer waits for its DATA copy (sent in
 /// the same turn) before it is answered itself (a peer that restarted and does not
 /// know us yet sends none). A request from a source that was no session peer when it
@@ -79,6 +94,14 @@ const WINDOW_BYTES: usize = 4 << 20;
 /// Fewest frames in the window whatever their size or the receiver's pace.
 const WINDOW_MIN_FRAMES: u64 = 16;
 
+/// Bytes a fresh bulk may have in flight to a plain-link peer before its pace is
+/// known. Its receive socket surely holds them: the raw socket asks for 32 MiB and
+/// the daemon does not start without it (`net::raw`, SO_RCVBUFFORCE on Linux,
+/// SO_RCVBUF within kern.ipc.maxsockbuf on the BSDs), so 1 MiB each leaves room for
+/// 32 senders answering one request at once (more lose frames, NACKed and resent).
+/// A secure peer's UDP socket may keep the system's default, far less.
+const START_WINDOW_BYTES: usize = 1 << 20;
+
 /// How much of the receiver's work the window may queue in front of it, at the pace
 /// its marks come back: frames in flight wait in its socket and channel before its
 /// sessions see them, and so do the resends its NACKs ask for, which must come within
@@ -88,6 +111,16 @@ const QUEUE_TIME: Duration = Duration::from_millis(40);
 
 /// How often the receiver's pace is measured (frames its mark rose by).
 const PACE_PERIOD: Duration = Duration::from_millis(5);
+
+/// The window before the pace is known, for frames of `frame_bytes`: what the
+/// receivers' sockets surely hold ([`START_WINDOW_BYTES`] each), or
+/// [`WINDOW_MIN_FRAMES`] when a secure peer is among them.
+fn start_window(secure_peer: bool, frame_bytes: usize) -> u64 {
+    if secure_peer {
+        return WINDOW_MIN_FRAMES;
+    }
+    ((START_WINDOW_BYTES / frame_bytes.max(1)) as u64).max(WINDOW_MIN_FRAMES)
+}
 
 /// The most frames in flight for frames of `frame_bytes`, for sessions configured as
 /// `sessions`: [`WINDOW_BYTES`], and never more than half the resend buffer (a NACK
@@ -177,9 +210,8 @@ pub(super) struct CompactBulk {
     pub last_send_ms: Option<u64>,
     /// Per peer, what its compact bulk brought us.
     pub received: BTreeMap<IpAddr, Received>,
-    /// Plain bulk requests not answered yet: source, when, and whether the source was
-    /// a session peer then (only then may a DATA copy of the request follow).
-    held: Vec<(IpAddr, Instant, bool)>,
+    /// Plain bulk requests not answered yet.
+    held: Vec<HeldRequest>,
     /// When each session peer last asked for a bulk in DATA.
     asked_in_data: BTreeMap<IpAddr, Instant>,
     /// Held plain requests answered: compact, paced, and dropped for their DATA copy.
@@ -200,6 +232,26 @@ pub(super) struct CompactBulk {
     /// [`ToParent::ReserveStates`]: crate::daemon::privsep::ToParent::ReserveStates
     pub parent_asks: u64,
     parent_asked_upto: u64,
+}
+
+/// A plain bulk request not answered yet (see [`CompactBulk::answer_held`]).
+#[derive(Debug, Clone, Copy)]
+struct HeldRequest {
+    from: IpAddr,
+    since: Instant,
+    /// Whether the source was a session peer when it came: only then may a DATA copy
+    /// of the request follow.
+    copy_may_follow: bool,
+    /// HELLOs sent again to the source while it is held ([`HELD_HELLOS`] at most).
+    hellos: usize,
+}
+
+impl HeldRequest {
+    /// When the next HELLO goes again, while the source is probed.
+    fn next_hello_at(&self) -> Option<Instant> {
+        (self.hellos < HELD_HELLOS)
+            .then(|| self.since + HELD_HELLO_EVERY * (self.hellos as u32 + 1))
+    }
 }
 
 impl CompactBulk {
@@ -228,9 +280,14 @@ impl CompactBulk {
             // but those are few).
             self.sizes_sent += sessions.announce_bulk_size(engine.state_count() as u64) as u64;
             if let Some(start) = engine.bus_packet(now, STATUS_START) {
-                queued |= sessions.send_data(now, &start).is_ok();
+                let _ = sessions.send_data(now, &start);
             }
             log_info!("a pfsyncd peer asked for a bulk update: sending compact batches");
+            // BULK_SIZE and START leave on their own (the caller writes them at once,
+            // see `starting`): a window of batches takes milliseconds to make, and the
+            // receiver makes room for the states meanwhile. True even when nothing
+            // was queued, so that the caller calls again for the batches.
+            return true;
         }
         let peers: Vec<IpAddr> = sessions
             .peers()
@@ -251,13 +308,15 @@ impl CompactBulk {
             self.mark_since = Some(now);
         }
         let limit = batch_limit(engine);
+        let frame_bytes = limit + ext::DATA_OVERHEAD + compact_batch_head_len(true);
+        let secure_peer = peers
+            .iter()
+            .any(|a| sessions.peer(*a).is_some_and(|p| p.secure));
         let window = self.window_at(
             now,
             mark,
-            window_cap(
-                sessions,
-                limit + ext::DATA_OVERHEAD + compact_batch_head_len(true),
-            ),
+            window_cap(sessions, frame_bytes),
+            start_window(secure_peer, frame_bytes),
         );
         let in_flight = highest.saturating_sub(mark);
         if in_flight >= window {
@@ -294,7 +353,10 @@ impl CompactBulk {
                 return queued;
             }
         };
-        if self.timing.is_none() && !made.batches.is_empty() {
+        // Only once the receivers' pace is measured: the first window's frames wait
+        // while the receiver makes room for the announced states, and that round trip,
+        // kept as the shortest, would set the tail probes' wait for the whole bulk.
+        if self.timing.is_none() && self.pace > 0.0 && !made.batches.is_empty() {
             // The first of these frames is timed: its seq is the next to be numbered.
             self.timing = Some((sessions.highest_sent() + 1, now));
         }
@@ -320,13 +382,25 @@ impl CompactBulk {
         queued
     }
 
+    /// Whether no compact bulk has been started yet (or the last one ended): a
+    /// [`pump`](Self::pump) now starts one, and its first frames are to be written
+    /// at once.
+    pub(super) fn starting(&self) -> bool {
+        self.started_at.is_none()
+    }
+
     /// A plain packet of `from` held a bulk request back (see
     /// `Engine::handle_packet_holding_bulk_request`); the sessions are probing it, or
     /// it is a session peer, asked again who it is (a restart shows).
     pub(super) fn hold_request(&mut self, now: Instant, from: IpAddr, sessions: &mut Sessions) {
         let session_peer = sessions.is_session_peer(from);
-        if !self.held.iter().any(|(a, _, _)| *a == from) {
-            self.held.push((from, now, session_peer));
+        if !self.held.iter().any(|h| h.from == from) {
+            self.held.push(HeldRequest {
+                from,
+                since: now,
+                copy_may_follow: session_peer,
+                hellos: 0,
+            });
         }
         if session_peer {
             sessions.reprobe(from);
@@ -340,17 +414,23 @@ impl CompactBulk {
 
     /// Answers the held plain requests whose source is now known: compact for a
     /// session peer (unless its DATA copy was answered), paced for a source that did
-    /// not answer HELLO within [`PLAIN_REQUEST_HOLD`].
+    /// not answer HELLO within [`PLAIN_REQUEST_HOLD`]. A source still probed is sent
+    /// HELLO again every [`HELD_HELLO_EVERY`] meanwhile (a lost HELLO).
     pub(super) fn answer_held(
         &mut self,
         now: Instant,
         engine: &mut Engine,
-        sessions: &Sessions,
+        sessions: &mut Sessions,
     ) -> bool {
         let mut answered = false;
         let mut i = 0;
         while i < self.held.len() {
-            let (from, since, copy_may_follow) = self.held[i];
+            let HeldRequest {
+                from,
+                since,
+                copy_may_follow,
+                ..
+            } = self.held[i];
             let copy_answered = self
                 .asked_in_data
                 .get(&from)
@@ -369,6 +449,13 @@ impl CompactBulk {
                 engine.answer_bulk_request(now, false);
                 true
             } else {
+                let held = &mut self.held[i];
+                if !session && held.next_hello_at().is_some_and(|t| t <= now) {
+                    // Counted whether sent or not (the source may be a kernel peer by
+                    // now): the bound holds either way.
+                    held.hellos += 1;
+                    sessions.hello_again(from);
+                }
                 false
             };
             if verdict {
@@ -382,12 +469,13 @@ impl CompactBulk {
     }
 
     /// The window: the receivers' measured pace times the shortest round trip plus
-    /// [`QUEUE_TIME`], between [`WINDOW_MIN_FRAMES`] and `cap`. While the window limits
+    /// [`QUEUE_TIME`], between [`WINDOW_MIN_FRAMES`] and `cap`; `start` frames (see
+    /// [`start_window`]) until a pace is measured. While the window limits
     /// the pace, it holds a round trip and [`QUEUE_TIME`] more of frames at that pace,
     /// so the measured pace and the window grow until the receiver is what limits them;
     /// then at most [`QUEUE_TIME`] of its work waits in front of it. (The shortest
     /// round trip, not the last: the last includes the queue the window made.)
-    fn window_at(&mut self, now: Instant, mark: u64, cap: u64) -> u64 {
+    fn window_at(&mut self, now: Instant, mark: u64, cap: u64, start: u64) -> u64 {
         match self.pace_at {
             None => {
                 self.pace_at = Some(now);
@@ -415,7 +503,15 @@ impl CompactBulk {
         }
         let cover = self.min_rtt.unwrap_or(Duration::ZERO) + QUEUE_TIME;
         let aimed = (self.pace * cover.as_secs_f64()) as u64;
-        self.window = aimed.clamp(WINDOW_MIN_FRAMES, cap.max(WINDOW_MIN_FRAMES));
+        // No pace yet (no mark moved since the start): what the receivers surely hold.
+        let least = if self.pace == 0.0 {
+            start
+        } else {
+            WINDOW_MIN_FRAMES
+        };
+        self.window = aimed
+            .max(least)
+            .clamp(WINDOW_MIN_FRAMES, cap.max(WINDOW_MIN_FRAMES));
         self.window
     }
 
@@ -438,11 +534,23 @@ impl CompactBulk {
     }
 
     /// When the loop must come back for a tail probe, while a bulk runs.
-    pub(super) fn deadline(&self, engine: &Engine) -> Option<Instant> {
+    pub(super) fn deadline(&self, now: Instant, engine: &Engine) -> Option<Instant> {
+        // A held request's verdict may come by time alone at the end of its grace
+        // (a session peer's) and of its hold; its next HELLO before. Only what is
+        // still ahead: a passed grace of a request still held (its source no session
+        // peer) would make the loop spin until the hold ends.
         let held = self
             .held
             .iter()
-            .map(|(_, since, _)| *since + DATA_COPY_GRACE)
+            .flat_map(|h| {
+                [
+                    h.copy_may_follow.then(|| h.since + DATA_COPY_GRACE),
+                    Some(h.since + PLAIN_REQUEST_HOLD),
+                    h.next_hello_at(),
+                ]
+            })
+            .flatten()
+            .filter(|t| *t > now)
             .min();
         let probe = self
             .mark_since
@@ -477,33 +585,42 @@ impl CompactBulk {
 
     /// `from` announced a compact bulk of about `states` states (BULK_SIZE): the
     /// engine's cache makes room for those it does not hold yet, within
-    /// [`MOST_STATES_RESERVED`] and its state limit. Returns for how many states the
-    /// parent's table is to make room (0: nothing to ask): only when that reaches a
-    /// quarter past the last room asked of it, so that a peer repeating or raising its
-    /// count a little at a time makes a few asks (and parent log lines), not one each.
+    /// [`MOST_STATES_RESERVED`] and its state limit. `ask_parent` is given for how
+    /// many states the parent's table is to make room, and it is returned (0: nothing
+    /// asked): only when that reaches a quarter past the last room asked of it, so
+    /// that a peer repeating or raising its count a little at a time makes a few asks
+    /// (and parent log lines), not one each. The parent is asked first, so that both
+    /// processes make their room at once (on two cores), not one after the other:
+    /// each takes some milliseconds for a million states, while the first batches wait.
     pub(super) fn note_size_announced(
         &mut self,
         from: IpAddr,
         states: u64,
         engine: &mut Engine,
+        ask_parent: impl FnOnce(u64),
     ) -> u64 {
         self.sizes_received += 1;
         self.received.entry(from).or_default().announced = Some(states);
         let held = engine.state_count() as u64;
         let wanted = states.saturating_sub(held);
         let room = wanted.min(MOST_STATES_RESERVED);
-        let reserved = engine.reserve_states(room as usize) as u64;
+        let reserved = room.min(engine.states_room_left() as u64);
         if reserved < wanted {
             self.reserves_capped += 1;
         }
         self.states_reserved += reserved;
         let upto = held + reserved;
-        if reserved == 0 || upto <= self.parent_asked_upto + self.parent_asked_upto / 4 {
-            return 0;
-        }
-        self.parent_asked_upto = upto;
-        self.parent_asks += 1;
-        reserved
+        let asked = if reserved == 0 || upto <= self.parent_asked_upto + self.parent_asked_upto / 4
+        {
+            0
+        } else {
+            self.parent_asked_upto = upto;
+            self.parent_asks += 1;
+            ask_parent(reserved);
+            reserved
+        };
+        engine.reserve_states(reserved as usize);
+        asked
     }
 
     /// `ctl stats`'s line about the compact bulk.
@@ -717,7 +834,7 @@ mod tests {
                     idle_us += step;
                 }
             }
-            let window = bulk.window_at(at(now_us), mark, cap);
+            let window = bulk.window_at(at(now_us), mark, cap, WINDOW_MIN_FRAMES);
             if highest - mark < window && bulk.timing.is_none() {
                 bulk.timing = Some((highest + 1, at(now_us)));
             }
@@ -791,7 +908,7 @@ mod tests {
         let mut bulk = CompactBulk::default();
         bulk.hold_request(now, addr_b, &mut a);
         assert!(
-            !bulk.answer_held(now, &mut engine, &a),
+            !bulk.answer_held(now, &mut engine, &mut a),
             "not a session peer yet"
         );
         a.add_secure_peer(now, addr_b);
@@ -800,11 +917,120 @@ mod tests {
         assert!(a.is_session_peer(addr_b));
         let soon = now + Duration::from_millis(1);
         assert!(
-            bulk.answer_held(soon, &mut engine, &a),
+            bulk.answer_held(soon, &mut engine, &mut a),
             "answered once the session formed"
         );
         assert_eq!(bulk.held_compact, 1);
         assert!(engine.compact_bulk_sending());
+    }
+
+    /// A late node's plain request from a source being probed, whose first HELLO is
+    /// lost (10 % loss): the next regular probe comes a second later, past the hold,
+    /// and the node would get the paced bulk. While the request is held the source is
+    /// sent HELLO again within the hold, so the session forms and the bulk is compact.
+    #[test]
+    fn a_held_request_whose_hello_was_lost_still_gets_the_compact_bulk() {
+        let t0 = Instant::now();
+        let mut engine = engine_with_states(t0);
+        let (mut a, mut b, addr_a, addr_b) = session_pair();
+        a.note_plain(t0, addr_b);
+        let lost = a.poll_transmit().expect("the first HELLO");
+        assert_eq!(lost.0, addr_b);
+        let mut bulk = CompactBulk::default();
+        bulk.hold_request(t0, addr_b, &mut a);
+        let mut answered_at = None;
+        for ms in 1..=250 {
+            let now = t0 + Duration::from_millis(ms);
+            a.handle_timeout(now);
+            exchange(now, &mut a, addr_a, &mut b, addr_b);
+            if bulk.answer_held(now, &mut engine, &mut a) {
+                answered_at = Some(ms);
+                break;
+            }
+            exchange(now, &mut a, addr_a, &mut b, addr_b);
+        }
+        assert_eq!(bulk.held_paced, 0, "taken for a kernel peer");
+        assert_eq!(bulk.held_compact, 1);
+        assert!(answered_at.is_some_and(|ms| ms < PLAIN_REQUEST_HOLD.as_millis() as u64));
+        assert!(engine.compact_bulk_sending());
+    }
+
+    /// A kernel peer's held bulk request costs it no HELLO beyond the probe round's
+    /// `probe_tries`: those left are sent ahead within the hold and not again at
+    /// their time, and it is judged a kernel peer after `probe_tries` intervals, no
+    /// sooner.
+    #[test]
+    fn a_kernel_peers_held_request_costs_a_bounded_number_of_hellos() {
+        let t0 = Instant::now();
+        let mut engine = engine_with_states(t0);
+        let (mut a, _b, _addr_a, addr_b) = session_pair();
+        let config = a.config().clone();
+        a.note_plain(t0, addr_b);
+        let mut bulk = CompactBulk::default();
+        bulk.hold_request(t0, addr_b, &mut a);
+        let mut hellos_in_hold = 0;
+        let mut hellos = 0;
+        let mut kernel_at = None;
+        for ms in 0..=4_000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            a.handle_timeout(now);
+            bulk.answer_held(now, &mut engine, &mut a);
+            // The loop is woken when something is due, never at once (a spin).
+            if let Some(due) = bulk.deadline(now, &engine) {
+                assert!(due > now, "{ms} ms: a deadline passed");
+            }
+            while let Some((to, _)) = a.poll_transmit() {
+                assert_eq!(to, addr_b);
+                hellos += 1;
+                if ms < PLAIN_REQUEST_HOLD.as_millis() as u64 {
+                    hellos_in_hold += 1;
+                }
+            }
+            if kernel_at.is_none()
+                && a.peer(addr_b)
+                    .is_some_and(|p| matches!(p.link, Link::Kernel { .. }))
+            {
+                kernel_at = Some(ms);
+            }
+        }
+        assert_eq!(bulk.held_paced, 1);
+        assert_eq!(hellos_in_hold, config.probe_tries as usize);
+        assert_eq!(hellos, config.probe_tries as usize);
+        assert_eq!(
+            kernel_at,
+            Some(config.probe_interval.as_millis() as u64 * u64::from(config.probe_tries))
+        );
+    }
+
+    /// A fresh bulk to a plain-link peer opens with what its receive socket surely
+    /// holds ([`START_WINDOW_BYTES`]), not 16 frames: a receiver making room for the
+    /// announced states (both its processes, some 10 ms for a million) ACKs late, and
+    /// 16 jumbo frames left it nothing queued when it was done; a secure peer, whose
+    /// UDP buffer may be the system's default, starts at [`WINDOW_MIN_FRAMES`]. Once
+    /// paced, the window is the pace's, as before.
+    #[test]
+    fn a_fresh_bulk_opens_with_what_the_receivers_socket_holds() {
+        let t0 = Instant::now();
+        let frame = 9000;
+        let cap = 466;
+        let mut plain = CompactBulk::default();
+        let start = start_window(false, frame);
+        assert_eq!(start, (START_WINDOW_BYTES / frame) as u64);
+        assert!(start > 100, "{start} frames");
+        assert_eq!(plain.window_at(t0, 0, cap, start), start);
+        // No ACK yet 5 ms on (a receiver busy making room): still open that far.
+        assert_eq!(plain.window_at(t0 + PACE_PERIOD, 0, cap, start), start);
+        // Never past the cap, however small it is.
+        assert_eq!(CompactBulk::default().window_at(t0, 0, 40, start), 40);
+        // The pace measured: the pace's window (30 frames in 5 ms, 6 000 a second,
+        // times the queue time), as before.
+        let paced = plain.window_at(t0 + PACE_PERIOD * 2, 30, cap, start);
+        assert_eq!(paced, (6_000.0 * QUEUE_TIME.as_secs_f64()) as u64);
+        // A secure peer.
+        let mut secure = CompactBulk::default();
+        let start = start_window(true, frame);
+        assert_eq!(start, WINDOW_MIN_FRAMES);
+        assert_eq!(secure.window_at(t0, 0, cap, start), WINDOW_MIN_FRAMES);
     }
 
     /// A session peer's plain request still waits for its DATA copy (sent in the same
@@ -821,13 +1047,78 @@ mod tests {
         bulk.hold_request(now, addr_b, &mut a);
         let soon = now + Duration::from_millis(1);
         assert!(
-            !bulk.answer_held(soon, &mut engine, &a),
+            !bulk.answer_held(soon, &mut engine, &mut a),
             "its copy may follow"
         );
         assert!(!engine.compact_bulk_sending());
         let later = now + DATA_COPY_GRACE;
-        assert!(bulk.answer_held(later, &mut engine, &a));
+        assert!(bulk.answer_held(later, &mut engine, &mut a));
         assert_eq!(bulk.held_compact, 1);
+    }
+
+    /// BULK_SIZE and START leave on their own, before the first batches are made (a
+    /// window's worth took the sender some 2 ms, which the receiver waited for before
+    /// it could start making room for the states).
+    #[test]
+    fn the_size_and_start_leave_before_the_first_batches_are_made() {
+        let now = Instant::now();
+        let mut engine = engine_with_states(now);
+        let (mut a, mut b, addr_a, addr_b) = session_pair();
+        a.add_secure_peer(now, addr_b);
+        b.add_secure_peer(now, addr_a);
+        exchange(now, &mut a, addr_a, &mut b, addr_b);
+        let mut sender = CompactBulk::default();
+        engine.answer_bulk_request(now, true);
+        let kinds = |a: &mut Sessions| -> Vec<ext::Kind> {
+            std::iter::from_fn(|| a.poll_transmit())
+                .map(|(_, f)| ext::FrameRepr::parse(&f).unwrap().body.kind())
+                .collect()
+        };
+        assert!(sender.pump(now, &mut engine, &mut a));
+        assert_eq!(kinds(&mut a), [ext::Kind::BulkSize, ext::Kind::Data]);
+        assert_eq!(sender.batches_sent, 0);
+        assert!(sender.pump(now, &mut engine, &mut a));
+        assert!(sender.batches_sent > 0);
+        let next = kinds(&mut a);
+        assert!(
+            !next.is_empty() && next.iter().all(|k| *k == ext::Kind::Data),
+            "{next:?}"
+        );
+    }
+
+    /// The first window's frames are not timed: they wait at the receiver while it
+    /// makes room for the announced states (some 10 ms for a million), and a round
+    /// trip of that, kept as the shortest for the whole bulk, put the tail probes
+    /// 30 ms apart. Frames sent once the receiver's pace is measured are.
+    #[test]
+    fn the_first_windows_frames_are_not_timed() {
+        let now = Instant::now();
+        let mut engine = Engine::new(Config {
+            mtu: 1500 - ext::DATA_OVERHEAD,
+            bulk_paced: false,
+            ..Config::new(1, Dialect::FreeBsd1400)
+        });
+        for s in crate::table::synth::Synth::new(1, 1).states(2_000) {
+            engine.handle_local(now, LocalChange::Insert(s));
+        }
+        engine.flush(now);
+        while engine.poll_transmit().is_some() {}
+        let (mut a, mut b, addr_a, addr_b) = session_pair();
+        a.add_secure_peer(now, addr_b);
+        b.add_secure_peer(now, addr_a);
+        exchange(now, &mut a, addr_a, &mut b, addr_b);
+        let mut sender = CompactBulk::default();
+        engine.answer_bulk_request(now, true);
+        assert!(sender.pump(now, &mut engine, &mut a));
+        assert!(sender.pump(now, &mut engine, &mut a));
+        assert!(sender.batches_sent > 0);
+        assert_eq!(sender.timing, None, "a first-window frame timed");
+        // The receiver takes them and ACKs; its pace is measured a period on.
+        let later = now + PACE_PERIOD;
+        exchange(later, &mut a, addr_a, &mut b, addr_b);
+        sender.pump(later, &mut engine, &mut a);
+        assert!(sender.pace > 0.0);
+        assert!(sender.timing.is_some(), "frames sent once paced are timed");
     }
 
     /// At START the sender tells its session peer the bulk's size (BULK_SIZE, before
@@ -881,7 +1172,7 @@ mod tests {
         });
         assert_eq!(announced, Some((addr_a, 100)));
         assert_eq!(
-            receiver.note_size_announced(addr_a, 100, &mut receiver_engine),
+            receiver.note_size_announced(addr_a, 100, &mut receiver_engine, |_| {}),
             100
         );
         assert_eq!(receiver.states_reserved, 100);
@@ -911,11 +1202,14 @@ mod tests {
             limited.handle_local(now, LocalChange::Insert(s));
         }
         assert_eq!(limited.state_count(), 10);
-        assert_eq!(bulk.note_size_announced(peer, 5_000, &mut limited), 990);
+        assert_eq!(
+            bulk.note_size_announced(peer, 5_000, &mut limited, |_| {}),
+            990
+        );
         assert_eq!(bulk.reserves_capped, 1);
         // Held already: nothing more to make room for, nothing to ask the parent.
-        assert_eq!(bulk.note_size_announced(peer, 10, &mut limited), 0);
-        assert_eq!(bulk.note_size_announced(peer, 0, &mut limited), 0);
+        assert_eq!(bulk.note_size_announced(peer, 10, &mut limited, |_| {}), 0);
+        assert_eq!(bulk.note_size_announced(peer, 0, &mut limited, |_| {}), 0);
         assert_eq!(bulk.reserves_capped, 1);
 
         let mut unlimited = Engine::new(Config {
@@ -923,7 +1217,7 @@ mod tests {
             ..Config::new(2, Dialect::FreeBsd1400)
         });
         assert_eq!(
-            bulk.note_size_announced(peer, u64::MAX, &mut unlimited),
+            bulk.note_size_announced(peer, u64::MAX, &mut unlimited, |_| {}),
             MOST_STATES_RESERVED
         );
         assert_eq!(bulk.reserves_capped, 2);
@@ -945,7 +1239,7 @@ mod tests {
         let mut engine = Engine::new(Config::new(2, Dialect::FreeBsd1400));
         let mut asked = Vec::new();
         for states in (1..=3_000_000u64).step_by(997).chain([u64::MAX; 100]) {
-            let room = bulk.note_size_announced(peer, states, &mut engine);
+            let room = bulk.note_size_announced(peer, states, &mut engine, |_| {});
             if room > 0 {
                 asked.push(room);
             }

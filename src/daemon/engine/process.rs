@@ -106,6 +106,8 @@ pub(in crate::daemon) struct EngineProcess {
     last_kernel_peer: Option<Instant>,
     /// What decides `immediate auto` changed: decide again at the end of the turn.
     immediate_stale: bool,
+    /// A compact bulk just started: its BULK_SIZE and START are written at once.
+    flush_bulk_start: bool,
 }
 
 /// How the loop ends.
@@ -182,6 +184,7 @@ impl EngineProcess {
             output_stamped: false,
             last_kernel_peer: None,
             immediate_stale: false,
+            flush_bulk_start: false,
         };
         process.set_extensions(now);
         process
@@ -248,7 +251,7 @@ impl EngineProcess {
                 .chain(
                     self.sessions
                         .as_ref()
-                        .and_then(|s| s.bulk.deadline(&self.engine)),
+                        .and_then(|s| s.bulk.deadline(now, &self.engine)),
                 )
                 .min()
                 .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
@@ -744,7 +747,9 @@ impl EngineProcess {
         loop {
             self.drain_engine(now);
             let fed = self.pump_sessions(now);
-            if self.channel.queued() >= BULK_EARLY_FLUSH {
+            if self.channel.queued() >= BULK_EARLY_FLUSH
+                || std::mem::take(&mut self.flush_bulk_start)
+            {
                 // A failure shows again at the turn's flush.
                 let _ = self.channel.flush();
             }
@@ -763,11 +768,19 @@ impl EngineProcess {
         let Some(side) = &mut self.sessions else {
             return false;
         };
-        let answered = side.bulk.answer_held(now, &mut self.engine, &side.sessions);
+        let answered = side
+            .bulk
+            .answer_held(now, &mut self.engine, &mut side.sessions);
         if self.channel.queued() >= COMPACT_BULK_HIGH_WATER {
             return answered;
         }
-        side.bulk.pump(now, &mut self.engine, &mut side.sessions) || answered
+        let starting = side.bulk.starting();
+        let queued = side.bulk.pump(now, &mut self.engine, &mut side.sessions);
+        // BULK_SIZE and START are written as soon as the sessions move them to the
+        // channel, before the first batches are made: the receiver starts making
+        // room for the states meanwhile.
+        self.flush_bulk_start |= starting && !side.bulk.starting();
+        queued || answered
     }
 
     /// The sessions' events, deliveries and frames. True when the engine was fed
@@ -817,10 +830,14 @@ impl EngineProcess {
                     self.immediate_stale = true;
                 }
                 SessionEvent::BulkSizeAnnounced { peer, states } => {
-                    let room = side.bulk.note_size_announced(peer, states, engine);
-                    if room > 0 {
-                        ToParent::ReserveStates(room).encode(self.channel.queue());
-                    }
+                    // The parent's ask leaves at once: both processes make room
+                    // together (see `note_size_announced`).
+                    let channel = &mut self.channel;
+                    side.bulk.note_size_announced(peer, states, engine, |room| {
+                        ToParent::ReserveStates(room).encode(channel.queue());
+                        // A failure shows again at the turn's flush.
+                        let _ = channel.flush();
+                    });
                 }
                 SessionEvent::PeerDown { .. } => self.immediate_stale = true,
                 SessionEvent::KernelPeer { .. } => {
