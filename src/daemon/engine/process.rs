@@ -237,6 +237,8 @@ impl EngineProcess {
         ToParent::Ready.encode(self.channel.queue());
         let stop = loop {
             let now = Instant::now();
+            // As `pump_compact_bulk` decides.
+            let can_pump = self.channel.queued() < COMPACT_BULK_HIGH_WATER;
             let wait = self
                 .engine
                 .poll_timeout()
@@ -251,7 +253,7 @@ impl EngineProcess {
                 .chain(
                     self.sessions
                         .as_ref()
-                        .and_then(|s| s.bulk.deadline(now, &self.engine)),
+                        .and_then(|s| s.bulk.deadline(now, &self.engine, can_pump)),
                 )
                 .min()
                 .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
