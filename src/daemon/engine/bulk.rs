@@ -1098,13 +1098,10 @@ mod tests {
         );
     }
 
-    /// The first window's frames are not timed: they wait at the receiver while it
-    /// makes room for the announced states (some 10 ms for a million), and a round
-    /// trip of that, kept as the shortest for the whole bulk, put the tail probes
-    /// 30 ms apart. Frames sent once the receiver's pace is measured are.
-    #[test]
-    fn a_due_tail_probe_wakes_the_loop_only_when_it_can_pump() {
-        let now = Instant::now();
+    /// A compact bulk of 2 000 states under way from `a` to its secure peer `b`, its
+    /// first two pumps done at `now`: the engine, both sessions with their addresses,
+    /// and the sender.
+    fn bulk_under_way(now: Instant) -> (Engine, Sessions, Sessions, IpAddr, IpAddr, CompactBulk) {
         let mut engine = Engine::new(Config {
             mtu: 1500 - ext::DATA_OVERHEAD,
             bulk_paced: false,
@@ -1123,6 +1120,15 @@ mod tests {
         engine.answer_bulk_request(now, true);
         assert!(sender.pump(now, &mut engine, &mut a));
         assert!(sender.pump(now, &mut engine, &mut a));
+        (engine, a, b, addr_a, addr_b, sender)
+    }
+
+    /// A due tail probe wakes the engine's loop only while it can pump: with its channel
+    /// full, a passed probe time made the loop poll 0 ms a turn.
+    #[test]
+    fn a_due_tail_probe_wakes_the_loop_only_when_it_can_pump() {
+        let now = Instant::now();
+        let (engine, _a, _b, _addr_a, _addr_b, sender) = bulk_under_way(now);
         assert!(engine.compact_bulk_sending());
         // No ACK for long: the probe is due.
         let later = now + Duration::from_millis(100);
@@ -1136,27 +1142,14 @@ mod tests {
         );
     }
 
+    /// The first window's frames are not timed: they wait at the receiver while it
+    /// makes room for the announced states (some 10 ms for a million), and a round
+    /// trip of that, kept as the shortest for the whole bulk, put the tail probes
+    /// 30 ms apart. Frames sent once the receiver's pace is measured are.
     #[test]
     fn the_first_windows_frames_are_not_timed() {
         let now = Instant::now();
-        let mut engine = Engine::new(Config {
-            mtu: 1500 - ext::DATA_OVERHEAD,
-            bulk_paced: false,
-            ..Config::new(1, Dialect::FreeBsd1400)
-        });
-        for s in crate::table::synth::Synth::new(1, 1).states(2_000) {
-            engine.handle_local(now, LocalChange::Insert(s));
-        }
-        engine.flush(now);
-        while engine.poll_transmit().is_some() {}
-        let (mut a, mut b, addr_a, addr_b) = session_pair();
-        a.add_secure_peer(now, addr_b);
-        b.add_secure_peer(now, addr_a);
-        exchange(now, &mut a, addr_a, &mut b, addr_b);
-        let mut sender = CompactBulk::default();
-        engine.answer_bulk_request(now, true);
-        assert!(sender.pump(now, &mut engine, &mut a));
-        assert!(sender.pump(now, &mut engine, &mut a));
+        let (mut engine, mut a, mut b, addr_a, addr_b, mut sender) = bulk_under_way(now);
         assert!(sender.batches_sent > 0);
         assert_eq!(sender.timing, None, "a first-window frame timed");
         // The receiver takes them and ACKs; its pace is measured a period on.
